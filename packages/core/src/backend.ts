@@ -1,0 +1,67 @@
+import * as E from 'fp-ts/lib/Either.js'
+import { TesseraError, asTesseraError } from './error.js'
+import type { HostTensor } from './host-tensor.js'
+import { checkAvals } from './host-tensor.js'
+import type { Program } from './program.js'
+
+/**
+ * What differs between targets. Lowering and test tolerances read these; nothing may branch on
+ * a backend's name.
+ */
+export interface Caps {
+  /** Integers (indices, sizes) must stay below this to be exact (2^24 where ints live in floats). */
+  readonly exactIntLimit: number
+  /** NaN and Inf propagate exactly as in the reference. */
+  readonly strictNaN: boolean
+  /** Most inputs one kernel may take (Infinity where there are no kernels). */
+  readonly maxKernelArgs: number
+  /** Largest texture side, or Infinity. */
+  readonly maxTextureSize: number
+  /** Agreement with the reference for one float op: |got - want| <= atol + rtol * |want|. */
+  readonly atol: number
+  readonly rtol: number
+  /** Extra relative error allowed for transcendental functions (exp, log, tanh, pow, ...). */
+  readonly transcendentalRtol: number
+  /** Whether the backend executes fused kernels (so kernel counts mean something). */
+  readonly fuses: boolean
+}
+
+/** A program compiled by a backend: run it many times, dispose it when done. */
+export interface Executable {
+  run(inputs: readonly HostTensor[]): Promise<HostTensor[]>
+  dispose(): void
+}
+
+/** A backend is a value you pass; there is no registry. */
+export interface Backend {
+  readonly name: string
+  readonly caps: Caps
+  compile(program: Program): Executable
+  dispose?(): void
+}
+
+/** The boundary: check inputs against the program, run, and return errors as a Left. */
+export async function run(
+  program: Program,
+  inputs: readonly HostTensor[],
+  backend: Backend,
+): Promise<E.Either<TesseraError, HostTensor[]>> {
+  const ok = checkAvals('run', program.inputs.map((v) => v.aval), inputs)
+  if (E.isLeft(ok)) return ok
+  let exe: Executable | undefined
+  try {
+    exe = backend.compile(program)
+    return E.right(await exe.run(inputs))
+  } catch (e) {
+    return E.left(asTesseraError(e, `run(${backend.name})`))
+  } finally {
+    exe?.dispose()
+  }
+}
+
+/** As `run`, throwing the error: for scripts and tests. */
+export async function runOrThrow(program: Program, inputs: readonly HostTensor[], backend: Backend): Promise<HostTensor[]> {
+  const r = await run(program, inputs, backend)
+  if (E.isLeft(r)) throw r.left
+  return r.right
+}
