@@ -1,0 +1,59 @@
+import { defineConfig } from 'vitest/config'
+import { defaultClientConditions, defaultServerConditions } from 'vite'
+import { playwright } from '@vitest/browser-playwright'
+
+// Flags checked against Debian's chromium (TOOLCHAIN §5); --enable-unsafe-webgpu gives a SwiftShader WebGPU adapter.
+const chromiumArgs = [
+  '--no-sandbox',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--enable-unsafe-webgpu',
+]
+
+const nodeProject = (name: string) => ({
+  extends: true as const,
+  test: { name, root: `packages/${name}`, include: ['test/**/*.test.ts'] },
+})
+
+export default defineConfig({
+  // workspace packages resolve to their TS sources (the "@tessera/source" export condition): no build before tests
+  resolve: { conditions: ['@tessera/source', ...defaultClientConditions] },
+  ssr: { resolve: { conditions: ['@tessera/source', ...defaultServerConditions] } },
+  test: {
+    passWithNoTests: true,
+    testTimeout: 60_000,
+    hookTimeout: 60_000,
+    projects: [
+      nodeProject('core'),
+      nodeProject('backend-cpu'),
+      nodeProject('quantizers'),
+      {
+        extends: true,
+        test: {
+          name: 'backend-gpujs',
+          root: 'packages/backend-gpujs',
+          include: ['test/**/*.test.ts'],
+          exclude: ['test/**/*.browser.test.ts'],
+          pool: 'forks', // gl is a NAN addon: worker threads cannot load it
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'browser',
+          root: 'packages/backend-gpujs',
+          include: ['test/**/*.browser.test.ts'],
+          browser: {
+            enabled: true,
+            headless: true,
+            provider: playwright({ launchOptions: { executablePath: '/usr/bin/chromium', args: chromiumArgs } }),
+            instances: [{ browser: 'chromium' }],
+          },
+        },
+      },
+    ],
+  },
+})
