@@ -50,5 +50,6 @@ export interface Quantizer<C = unknown> {
   readonly stateSpecs: Named<Aval>
   init(key: random.Key): Init
   apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions): QuantizeResult
-  indicesToCodes(params: Named<Tensor>, indices: Tensor): Tensor
+  /** `state` is needed where a buffer takes part in decoding (FSQ/LFQ `orthogonal_rot`). */
+  indicesToCodes(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
 }
