@@ -1,5 +1,6 @@
 import type { CaseRunners } from './runner.js'
 import { runFSQCase } from './fsq-case.js'
+import { runLFQCase } from './lfq-case.js'
 
 /**
  * Every class the golden runner knows, by the reference's class name. A case whose class is not
@@ -7,4 +8,5 @@ import { runFSQCase } from './fsq-case.js'
  */
 export const caseRunners: CaseRunners = {
   FSQ: runFSQCase,
+  LFQ: runLFQCase,
 }

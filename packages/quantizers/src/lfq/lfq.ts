@@ -1,0 +1,171 @@
+import * as E from 'fp-ts/lib/Either.js'
+import type { Aval, HostTensor, Tensor } from '@tessera/core'
+import { TesseraError, random, tensorOf, where } from '@tessera/core'
+import { packLayout } from '../common/layout.js'
+import { linear } from '../common/linear.js'
+import type { Projection } from '../common/projection.js'
+import { initProjection, orthogonalHost, projectOut, projectionSpecs } from '../common/projection.js'
+import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
+import type { LFQConfig } from './config.js'
+import { decodeLFQ } from './config.js'
+
+const f32 = Math.fround
+
+/** mask[j] = 2^(d-1-j): dimension 0 is the most significant bit (the reference's order). */
+export const lfqMask = (d: number): number[] => Array.from({ length: d }, (_, j) => 2 ** (d - 1 - j))
+
+/** The codebook buffer: row k has +scale where bit j of k is set, -scale elsewhere. */
+export function lfqCodebookHost(cfg: Pick<LFQConfig, 'codebook_size' | 'codebook_dim' | 'codebook_scale'>): HostTensor {
+  const d = cfg.codebook_dim, s = cfg.codebook_scale
+  const data = new Float32Array(cfg.codebook_size * d)
+  const mask = lfqMask(d)
+  for (let k = 0; k < cfg.codebook_size; k++)
+    for (let j = 0; j < d; j++) {
+      const bit = Math.floor(k / mask[j]!) % 2
+      data[k * d + j] = f32(f32(f32(bit * s) * 2) - s)
+    }
+  return tensorOf(data, [cfg.codebook_size, d])
+}
+
+/** torch.nn.functional.softplus with its default threshold of 20. */
+const softplus = (v: Tensor) => where(v.gt(20), v, v.exp().add(1).log())
+
+/** Shannon entropy over the last axis with the reference's clamp: -Σ p·log(max(p, 1e-5)). */
+export const entropy = (p: Tensor): Tensor => p.neg().mul(p.maximum(1e-5).log()).sum(-1)
+
+export interface LFQ extends Quantizer<LFQConfig> {
+  readonly kind: 'LFQ'
+}
+
+export function makeLFQ(cfg: LFQConfig): LFQ {
+  const d = cfg.codebook_dim
+  const cd = d * cfg.num_codebooks
+  const whereName = 'LFQ'
+  const cosine = cfg.cosine_sim_project_in_scale
+  const proj: Projection = { present: cfg.has_projections, bias: cfg.projection_has_bias, dim: cfg.dim, codebookDims: cd }
+
+  const paramSpecs: Record<string, Aval> = projectionSpecs(proj)
+  if (proj.present && cosine !== null) {
+    // CosineSimLinear: weight (dim_in, dim_out), no bias
+    paramSpecs['project_in.weight'] = { shape: [cfg.dim, cd], dtype: 'float32' }
+    delete paramSpecs['project_in.bias']
+  }
+  const stateSpecs: Record<string, Aval> = {
+    mask: { shape: [d], dtype: 'int32' },
+    codebook: { shape: [cfg.codebook_size, d], dtype: 'float32' },
+  }
+  if (cfg.orthogonal_rotation) stateSpecs['orthogonal_rot'] = { shape: [d, d], dtype: 'float32' }
+
+  const maybeL2 = (t: Tensor) => (cfg.spherical ? t.l2Normalize(-1).mul(cfg.codebook_scale) : t)
+  const maskConst = (t: Tensor) => t.builder.constant(lfqMask(d), [d], 'int32')
+
+  const projectIn = (params: Named<Tensor>, x: Tensor): Tensor => {
+    if (!proj.present) return x
+    const w = params['project_in.weight']!
+    if (cosine !== null) return x.l2Normalize(-1).matmul(w.div(w.square().sum(0, true).sqrt().maximum(1e-12))).mul(cosine)
+    return linear(x, w, proj.bias ? params['project_in.bias'] : undefined)
+  }
+
+  const init = (key: random.Key): Init => {
+    const [kp, kr, kc] = random.splitKey(key, 3) as [random.Key, random.Key, random.Key]
+    const params: Record<string, HostTensor> = initProjection(proj, kp)
+    if (proj.present && cosine !== null) {
+      params['project_in.weight'] = tensorOf(random.normalHost(kc, cfg.dim * cd), [cfg.dim, cd])
+      delete params['project_in.bias']
+    }
+    const state: Record<string, HostTensor> = { mask: tensorOf(lfqMask(d), [d], 'int32'), codebook: lfqCodebookHost(cfg) }
+    if (cfg.orthogonal_rotation) state['orthogonal_rot'] = orthogonalHost(kr, d)
+    return { params, state }
+  }
+
+  /** The token subset for frac_per_sample_entropy < 1: ranks of a uniform draw, first `k` ranks kept. */
+  const sampleTokens = (flat: Tensor, key: Tensor | undefined): Tensor => {
+    const nTok = flat.shape[0]!
+    const k = Math.floor(nTok * cfg.frac_per_sample_entropy)
+    if (k < 1)
+      throw new TesseraError('input', `${whereName}.frac_per_sample_entropy`, `${cfg.frac_per_sample_entropy} of ${nTok} tokens selects none`)
+    if (!key) throw new TesseraError('input', `${whereName}.frac_per_sample_entropy`, 'training with frac_per_sample_entropy < 1 needs a random key (opts.key)')
+    const b = flat.builder
+    const u = b.randomUniform(key, [nTok])
+    const ui = u.reshape([nTok, 1]), uj = u.reshape([1, nTok])
+    const ii = b.iota([nTok, nTok], 0), jj = b.iota([nTok, nTok], 1)
+    const before = uj.lt(ui).or(uj.eq(ui).and(jj.lt(ii)))
+    const rank = where(before, 1, 0).cast('int32').sum(1) // (nTok,)
+    const slot = b.iota([k, 1], 0)
+    const pick = rank.reshape([1, nTok]).eq(slot).cast('int32').argmax(1) // token holding rank s
+    return flat.gather(pick, 0)
+  }
+
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions): QuantizeResult => {
+    const transpose = cfg.channel_first ?? x.rank >= 4
+    const layout = packLayout(x, transpose, cfg.dim, whereName)
+    const [bsz, n] = layout.x.shape as [number, number]
+    let h = projectIn(params, layout.x)
+    const sc = cfg.soft_clamp_input_value
+    if (sc !== null) h = h.div(sc).tanh().mul(sc)
+    let z = h.reshape([bsz, n, cfg.num_codebooks, d])
+    const rot = cfg.orthogonal_rotation ? state['orthogonal_rot']! : undefined
+    if (rot) z = z.matmul(rot)
+    z = maybeL2(z)
+    const original = z
+    const positive = z.gt(0)
+    let quantized = where(positive, cfg.codebook_scale, -cfg.codebook_scale)
+    const indices = where(positive, maskConst(z), 0).sum(-1) // (b, n, c) int32
+    quantized = maybeL2(quantized)
+    const out4 = opts.training ? z.add(quantized.sub(z).stopGradient()) : quantized
+
+    const b = x.builder
+    const zero = b.scalar(0)
+    let perSample = zero, batchEntropy = zero, entropyAux = zero, commit = zero
+    if (opts.training) {
+      const codebook = maybeL2(state['codebook']!)
+      let flat = original.reshape([bsz * n, cfg.num_codebooks, d])
+      if (cfg.frac_per_sample_entropy < 1) flat = sampleTokens(flat, opts.key)
+      const distance = flat.matmul(codebook.mT).mul(-2)
+      const prob = distance.neg().mul(cfg.inv_temperature).softmax(-1) // (tokens, c, K)
+      perSample = entropy(prob).mean()
+      batchEntropy = entropy(prob.mean(0)).mean()
+      entropyAux = perSample.sub(batchEntropy.mul(cfg.diversity_gamma))
+      if (cfg.experimental_softplus_entropy_loss) entropyAux = softplus(entropyAux.add(cfg.entropy_loss_offset))
+      if (cfg.commitment_loss_weight > 0) commit = original.sub(quantized.stopGradient()).square().mean()
+    }
+    const loss = entropyAux.mul(cfg.entropy_loss_weight).add(commit.mul(cfg.commitment_loss_weight))
+
+    let o = out4
+    if (rot) o = o.matmul(rot.mT)
+    const flatOut = o.reshape([bsz, n, cd])
+    const out = projectOut(proj, params, flatOut)
+    let idx = layout.unpackTokens(indices)
+    if (!cfg.keep_num_codebooks_dim) idx = idx.squeeze(-1)
+    return {
+      quantized: layout.unpack(out),
+      indices: idx,
+      loss,
+      losses: { per_sample_entropy: perSample, batch_entropy: batchEntropy, commitment: commit, entropy_aux_loss: entropyAux },
+      state,
+      extra: { codes: flatOut },
+    }
+  }
+
+  const indicesToCodes = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
+    if (indices.dtype !== 'int32') throw new TesseraError('dtype', `${whereName}.indicesToCodes`, `indices must be int32, got ${indices.dtype}`)
+    const isImage = indices.rank >= 3 + (cfg.keep_num_codebooks_dim ? 1 : 0)
+    const transpose = cfg.channel_first ?? isImage
+    const idx = cfg.keep_num_codebooks_dim ? indices : indices.expandDims(-1)
+    // bit j of an index (two's complement, so -1 gives all ones as torch's `&` does)
+    const bits = idx.expandDims(-1).idiv(maskConst(idx)).mod(2).cast('float32')
+    let codes = maybeL2(bits.mul(cfg.codebook_scale).mul(2).sub(cfg.codebook_scale))
+    if (cfg.orthogonal_rotation) {
+      const rot = state?.['orthogonal_rot']
+      if (!rot) throw new TesseraError('input', `${whereName}.indicesToCodes`, 'orthogonal_rotation needs the state (orthogonal_rot)')
+      codes = codes.matmul(rot.mT)
+    }
+    codes = codes.reshape([...codes.shape.slice(0, -2), cd])
+    codes = projectOut(proj, params, codes)
+    return transpose ? codes.moveAxis(-1, 1) : codes
+  }
+
+  return { kind: 'LFQ', config: cfg, paramSpecs, stateSpecs, init, apply, indicesToCodes }
+}
+
+export const lfq = (options: unknown): E.Either<TesseraError, LFQ> => E.map(makeLFQ)(decodeLFQ(options))
