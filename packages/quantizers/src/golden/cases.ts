@@ -1,6 +1,7 @@
 import type { CaseRunners } from './runner.js'
 import { runFSQCase } from './fsq-case.js'
 import { runLFQCase } from './lfq-case.js'
+import { runResidualFSQCase } from './rfsq-case.js'
 
 /**
  * Every class the golden runner knows, by the reference's class name. A case whose class is not
@@ -9,4 +10,5 @@ import { runLFQCase } from './lfq-case.js'
 export const caseRunners: CaseRunners = {
   FSQ: runFSQCase,
   LFQ: runLFQCase,
+  ResidualFSQ: runResidualFSQCase,
 }
