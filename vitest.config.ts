@@ -30,6 +30,7 @@ export default defineConfig({
       nodeProject('core'),
       nodeProject('backend-cpu'),
       nodeProject('quantizers'),
+      nodeProject('backend-fast'),
       {
         extends: true,
         test: {

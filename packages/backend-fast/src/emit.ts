@@ -1,0 +1,208 @@
+import type { DType, Eqn, Shape, Var } from '@tessera/core'
+import { stridesOf } from '@tessera/core'
+
+/**
+ * An index into a value: per-axis expressions, a flat row-major offset, or both. Movement ops
+ * rewrite indices (they are never loops of their own); the flat form is kept when known so that
+ * contiguous accesses stay `buf[o]` instead of a sum of products.
+ */
+export interface Index {
+  readonly axes?: readonly string[]
+  readonly flat?: string
+}
+
+/** What the emitter needs to know about the program. */
+export interface EmitEnv {
+  /** The equation that defines a variable, if any (inputs have none). */
+  def(v: Var): Eqn | undefined
+  /** Local name of the buffer holding a materialized variable, or undefined if it is inlined. */
+  bufName(v: Var): string | undefined
+}
+
+const isIdent = (s: string) => /^[A-Za-z_$][\w$]*$/.test(s) || /^-?\d+$/.test(s)
+
+/** A JS literal for a number that round-trips exactly (NaN, ±Infinity and -0 included). */
+export function numLit(x: number): string {
+  if (Number.isNaN(x)) return 'NaN'
+  if (x === Infinity) return 'Infinity'
+  if (x === -Infinity) return '-Infinity'
+  if (Object.is(x, -0)) return '-0'
+  return x < 0 ? `(${String(x)})` : String(x)
+}
+
+/**
+ * Emits straight-line JS for the value of a fused expression at an index. Each (variable, index)
+ * pair is computed once per loop body (memoized temps), so a value read twice by the same kernel
+ * costs one evaluation. With `inline`, no temps are made (used to analyse which axes a
+ * subexpression depends on).
+ */
+export class Emitter {
+  readonly lines: string[] = []
+  private readonly memo = new Map<string, string>()
+  private n = 0
+
+  constructor(
+    private readonly env: EmitEnv,
+    private readonly prefix = 't',
+    private readonly inline = false,
+  ) {}
+
+  private bind(expr: string): string {
+    if (this.inline || isIdent(expr)) return expr
+    const name = `${this.prefix}${this.n++}`
+    this.lines.push(`const ${name} = ${expr};`)
+    return name
+  }
+
+  flatOf(ix: Index, shape: Shape): string {
+    if (ix.flat !== undefined) return ix.flat
+    const st = stridesOf(shape)
+    const terms: string[] = []
+    ix.axes!.forEach((a, k) => {
+      if (shape[k] === 1 || a === '0') return
+      terms.push(st[k] === 1 ? a : `${a} * ${st[k]}`)
+    })
+    return terms.length === 0 ? '0' : this.bind(terms.join(' + '))
+  }
+
+  axesOf(ix: Index, shape: Shape): readonly string[] {
+    if (ix.axes !== undefined) return ix.axes
+    const f = this.bind(ix.flat!)
+    if (shape.length === 1) return [f]
+    const st = stridesOf(shape)
+    return shape.map((d, k) => {
+      if (d === 1) return '0'
+      const q = st[k] === 1 ? f : `((${f} / ${st[k]}) | 0)`
+      return k === 0 ? this.bind(q) : this.bind(`${q} % ${d}`)
+    })
+  }
+
+  /** JS expression for `v` at `ix`; `self` is the variable the current kernel defines (never read from its buffer). */
+  value(v: Var, ix: Index, self?: Var): string {
+    const key = `${v.id}@${ix.flat ?? ''}|${ix.axes?.join(',') ?? ''}`
+    const hit = this.memo.get(key)
+    if (hit !== undefined) return hit
+    const out = this.compute(v, ix, self)
+    const named = this.bind(out)
+    this.memo.set(key, named)
+    return named
+  }
+
+  private compute(v: Var, ix: Index, self?: Var): string {
+    const buf = v === self ? undefined : this.env.bufName(v)
+    if (buf !== undefined) return `${buf}[${this.flatOf(ix, v.aval.shape)}]`
+    const e = this.env.def(v)
+    if (!e) throw new Error(`fast backend: variable ${v.id} has no buffer and no definition`)
+    const shape = v.aval.shape
+    const inDt = e.inputs[0]?.aval.dtype
+    const arg = (k: number, i: Index = ix) => this.value(e.inputs[k]!, i)
+    switch (e.prim) {
+      case 'full':
+        return numLit(storeValue(e.params.dtype, e.params.value))
+      case 'iota': {
+        const ax = this.axesOf(ix, shape)
+        return ax[e.params.axis]!
+      }
+      case 'reshape':
+        return this.value(e.inputs[0]!, { flat: this.flatOf(ix, shape) })
+      case 'broadcast': {
+        const inShape = e.inputs[0]!.aval.shape
+        const ax = this.axesOf(ix, shape)
+        const off = shape.length - inShape.length
+        return this.value(e.inputs[0]!, { axes: inShape.map((d, k) => (d === 1 ? '0' : ax[k + off]!)) })
+      }
+      case 'transpose': {
+        const ax = this.axesOf(ix, shape)
+        const inAx = new Array<string>(ax.length)
+        e.params.perm.forEach((p, k) => (inAx[p] = ax[k]!))
+        return this.value(e.inputs[0]!, { axes: inAx })
+      }
+      case 'slice': {
+        const ax = this.axesOf(ix, shape)
+        const { start, step } = e.params
+        return this.value(e.inputs[0]!, {
+          axes: ax.map((a, k) => {
+            const s = start[k]!, st = step[k]!
+            const scaled = st === 1 ? a : `${a} * ${st}`
+            return s === 0 ? scaled : `(${scaled} + ${s})`
+          }),
+        })
+      }
+      case 'where':
+        return `(${arg(0)} ? ${arg(1)} : ${arg(2)})`
+      case 'cast': {
+        const a = arg(0)
+        const to = e.params.dtype
+        if (to === inDt) return a
+        if (to === 'bool') return `(${a} !== 0 ? 1 : 0)`
+        if (to === 'int32') return inDt === 'float32' ? `CI(${a})` : a
+        return inDt === 'int32' ? `F(${a})` : a
+      }
+      case 'stop_gradient':
+        return arg(0)
+      default:
+        return elementwise(e.prim, inDt!, e.inputs.length === 1 ? [arg(0)] : [arg(0), arg(1)])
+    }
+  }
+}
+
+/** What storing `x` into an array of `dtype` leaves there. */
+export function storeValue(dtype: DType, x: number): number {
+  if (dtype === 'float32') return Math.fround(x)
+  if (dtype === 'bool') return x !== 0 ? 1 : 0
+  return x | 0
+}
+
+/**
+ * One elementwise primitive as a JS expression whose value equals what the reference stores:
+ * float results pass through F (Math.fround), int32 results through `| 0` (the Int32Array store),
+ * comparisons give 0/1.
+ */
+function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string {
+  const [x, y] = a as [string, string]
+  const f = dt === 'float32'
+  switch (prim) {
+    case 'neg': return f ? `(-${x})` : `((-${x}) | 0)`
+    case 'abs': return f ? `Math.abs(${x})` : `(Math.abs(${x}) | 0)`
+    case 'sign': return `(${x} > 0 ? 1 : ${x} < 0 ? -1 : ${x})`
+    case 'exp': return `F(Math.exp(${x}))`
+    case 'log': return `F(Math.log(${x}))`
+    case 'sqrt': return `F(Math.sqrt(${x}))`
+    case 'tanh': return `F(Math.tanh(${x}))`
+    case 'atanh': return `F(Math.atanh(${x}))`
+    case 'floor': return `Math.floor(${x})`
+    case 'round': return `RNE(${x})`
+    case 'recip': return `F(1 / ${x})`
+    case 'add': return f ? `F(${x} + ${y})` : `((${x} + ${y}) | 0)`
+    case 'sub': return f ? `F(${x} - ${y})` : `((${x} - ${y}) | 0)`
+    case 'mul': return f ? `F(${x} * ${y})` : `Math.imul(${x}, ${y})`
+    case 'div': return `F(${x} / ${y})`
+    case 'idiv': return `(${y} === 0 ? 0 : Math.floor(${x} / ${y}) | 0)`
+    case 'mod': return `(${y} === 0 ? 0 : (${x} - ${y} * Math.floor(${x} / ${y})) | 0)`
+    case 'pow': return `F(Math.pow(${x}, ${y}))`
+    case 'max': return `MAX(${x}, ${y})`
+    case 'min': return `MIN(${x}, ${y})`
+    case 'lt': return `(${x} < ${y} ? 1 : 0)`
+    case 'le': return `(${x} <= ${y} ? 1 : 0)`
+    case 'eq': return `(${x} === ${y} ? 1 : 0)`
+    default:
+      throw new Error(`fast backend: ${prim} is not elementwise`)
+  }
+}
+
+/** Helpers every generated kernel closes over; their semantics are the reference's. */
+export const kernelHelpers = {
+  F: Math.fround,
+  RNE: (x: number) => {
+    const r = Math.round(x)
+    return Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : r
+  },
+  MAX: (x: number, y: number) => (x !== x || y !== y ? NaN : x > y ? x : y),
+  MIN: (x: number, y: number) => (x !== x || y !== y ? NaN : x < y ? x : y),
+  CI: (x: number) => {
+    if (x !== x) return 0
+    const t = Math.trunc(x)
+    return t > 2147483647 ? 2147483647 : t < -2147483648 ? -2147483648 : t
+  },
+}
+export const helperNames = Object.keys(kernelHelpers)

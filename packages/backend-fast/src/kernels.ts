@@ -1,0 +1,118 @@
+import type { AnyTypedArray, Eqn, Var } from '@tessera/core'
+import type { EmitEnv } from './emit.js'
+import { Emitter, helperNames, kernelHelpers } from './emit.js'
+
+export type Kernel = (bufs: AnyTypedArray[]) => void
+
+export interface GeneratedKernel {
+  readonly source: string
+  readonly fn: Kernel
+}
+
+function build(env: EmitEnv & { slotOf(v: Var): number }, body: string[], used: Set<number>): GeneratedKernel {
+  const header = [...used].sort((a, b) => a - b).map((s) => `const b${s} = B[${s}];`)
+  const source = [...header, ...body].join('\n')
+  const factory = new Function(...helperNames, `return function kernel(B) {\n${source}\n}`) as (...h: unknown[]) => Kernel
+  return { source, fn: factory(...helperNames.map((h) => kernelHelpers[h as keyof typeof kernelHelpers])) }
+}
+
+/** Records which buffer slots a kernel reads, so its header binds only those. */
+function tracking(env: EmitEnv & { slotOf(v: Var): number }): { env: EmitEnv; used: Set<number> } {
+  const used = new Set<number>()
+  return {
+    used,
+    env: {
+      def: (v) => env.def(v),
+      bufName: (v) => {
+        const b = env.bufName(v)
+        if (b !== undefined) used.add(env.slotOf(v))
+        return b
+      },
+    },
+  }
+}
+
+function loopOpen(vars: readonly string[], dims: readonly number[]): string[] {
+  return vars.map((v, k) => `for (let ${v} = 0; ${v} < ${dims[k]}; ${v}++) {`)
+}
+
+/** One loop over the elements of `v` that evaluates its fused expression and stores it. */
+export function elementwiseKernel(v: Var, env: EmitEnv & { slotOf(v: Var): number }): GeneratedKernel {
+  const t = tracking(env)
+  const slot = env.slotOf(v)
+  t.used.add(slot)
+  const shape = v.aval.shape
+  const vars = shape.map((_, k) => `i${k}`)
+  const em = new Emitter(t.env)
+  const val = em.value(v, { axes: vars, flat: shape.length === 0 ? '0' : 'o' }, v)
+  const body = [
+    'let o = 0;',
+    ...loopOpen(vars, shape),
+    ...em.lines,
+    `b${slot}[o++] = ${val};`,
+    ...vars.map(() => '}'),
+  ]
+  return build(env, body, t.used)
+}
+
+/**
+ * A reduction (sum/max/min over axes, argmin/argmax over one axis) whose operand's elementwise
+ * chain is evaluated inside the reduction loop, so it is never stored. Accumulation order and
+ * precision are the reference's: row-major over the reduced axes, sums in float64 rounded once.
+ */
+export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }): GeneratedKernel {
+  const t = tracking(env)
+  const slot = env.slotOf(e.out)
+  t.used.add(slot)
+  const src = e.inputs[0]!
+  const inShape = src.aval.shape
+  const axes: readonly number[] =
+    e.prim === 'argmin' || e.prim === 'argmax' ? [e.params.axis] : (e.params as { axes: readonly number[] }).axes
+  const kept = inShape.map((_, k) => k).filter((k) => !axes.includes(k))
+  const outVars = kept.map((k) => `i${k}`)
+  const redVars = axes.map((k) => `r${k}`)
+  const ix = inShape.map((_, k) => (axes.includes(k) ? `r${k}` : `i${k}`))
+  const em = new Emitter(t.env)
+  const x = em.value(src, { axes: ix })
+  const isInt = src.aval.dtype === 'int32'
+  let init: string[], update: string[], result: string
+  switch (e.prim) {
+    case 'reduce_sum':
+      init = ['let s = 0;']
+      update = [isInt ? `s = (s + ${x}) | 0;` : `s += ${x};`]
+      result = 's'
+      break
+    case 'reduce_max':
+    case 'reduce_min':
+      init = ['let s = 0, c = 0;']
+      update = [`s = c++ === 0 ? ${x} : ${e.prim === 'reduce_max' ? 'MAX' : 'MIN'}(s, ${x});`]
+      result = 's'
+      break
+    case 'argmin':
+    case 'argmax': {
+      const r = redVars[0]!
+      init = ['let best = 0, bi = -1;']
+      update = [
+        `const v = ${x};`,
+        `if (v !== v) { bi = ${r}; break; }`,
+        `if (bi < 0 || v ${e.prim === 'argmin' ? '<' : '>'} best) { best = v; bi = ${r}; }`,
+      ]
+      result = 'bi'
+      break
+    }
+    default:
+      throw new Error(`fast backend: ${e.prim} is not a reduction`)
+  }
+  const body = [
+    'let o = 0;',
+    ...loopOpen(outVars, kept.map((k) => inShape[k]!)),
+    ...init,
+    ...loopOpen(redVars, axes.map((k) => inShape[k]!)),
+    ...em.lines,
+    ...update,
+    ...redVars.map(() => '}'),
+    `b${slot}[o++] = ${result};`,
+    ...outVars.map(() => '}'),
+  ]
+  return build(env, body, t.used)
+}

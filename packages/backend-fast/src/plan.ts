@@ -1,0 +1,145 @@
+import type { Eqn, Prim, Program, Var } from '@tessera/core'
+import type { EmitEnv } from './emit.js'
+import type { GeneratedKernel } from './kernels.js'
+import { elementwiseKernel, reduceKernel } from './kernels.js'
+import type { NearestStep } from './nearest.js'
+import { matchNearest } from './nearest.js'
+
+/** Primitives whose result is always stored (they are loops of their own). */
+const STORED: ReadonlySet<Prim> = new Set<Prim>([
+  'reduce_sum', 'reduce_max', 'reduce_min', 'argmin', 'argmax', 'matmul', 'gather', 'concat', 'pad',
+  'constant', 'random_uniform',
+])
+/** Primitives that read their operands from buffers (no fused prologue). */
+const READS_BUFFERS: ReadonlySet<Prim> = new Set<Prim>(['matmul', 'gather', 'concat', 'pad', 'random_uniform'])
+const REDUCTIONS: ReadonlySet<Prim> = new Set<Prim>(['reduce_sum', 'reduce_max', 'reduce_min', 'argmin', 'argmax'])
+const MOVEMENT: ReadonlySet<Prim> = new Set<Prim>(['reshape', 'broadcast', 'transpose', 'slice'])
+
+export type Step =
+  | { readonly kind: 'kernel'; readonly out: number; readonly kernel: GeneratedKernel; readonly prim: Prim }
+  | { readonly kind: 'matmul'; readonly out: number; readonly a: number; readonly b: number; readonly dims: readonly [number, number, number, number] }
+  | { readonly kind: 'reference'; readonly out: number; readonly eqn: Eqn; readonly ins: readonly number[] }
+  | { readonly kind: 'nearest'; readonly out: number; readonly step: NearestStep }
+
+export interface Plan {
+  readonly steps: readonly Step[]
+  readonly slots: number
+  /** Slot of each program input and output. */
+  readonly inputSlots: readonly number[]
+  readonly outputSlots: readonly number[]
+  /** Variable (aval) stored in each slot. */
+  readonly slotVars: readonly Var[]
+}
+
+export interface PlanOptions {
+  /** Recognize distance-then-argmin and run it as one WebAssembly SIMD kernel. */
+  readonly wasm: boolean
+}
+
+/**
+ * Decide which values are stored and which are recomputed inline, then turn the program into
+ * steps: generated JS loops (elementwise chains fused into one loop or into a reduction's
+ * prologue; movement ops as index arithmetic), a float64-exact matmul, the WebAssembly
+ * nearest-code kernel, and the reference implementation for rare data-movement ops.
+ */
+export function planProgram(program: Program, opts: PlanOptions): Plan {
+  const def = new Map<number, Eqn>()
+  const uses = new Map<number, Eqn[]>()
+  for (const e of program.eqns) {
+    def.set(e.out.id, e)
+    for (const v of e.inputs) {
+      const u = uses.get(v.id)
+      if (u) u.push(e)
+      else uses.set(v.id, [e])
+    }
+  }
+  const isInput = new Set(program.inputs.map((v) => v.id))
+  const isOutput = new Set(program.outputs.map((v) => v.id))
+  const stored = new Set<number>()
+  const cheapMemo = new Map<number, boolean>()
+  const cheap = (v: Var): boolean => {
+    const c = cheapMemo.get(v.id)
+    if (c !== undefined) return c
+    const e = def.get(v.id)
+    const r =
+      !e || stored.has(v.id) || e.prim === 'full' || e.prim === 'iota' ||
+      (MOVEMENT.has(e.prim) && cheap(e.inputs[0]!))
+    cheapMemo.set(v.id, r)
+    return r
+  }
+  const sizeOfVar = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
+  // Program order: a value's inputs are decided before the value itself.
+  for (const v of program.inputs) stored.add(v.id)
+  for (const e of program.eqns) {
+    const v = e.out
+    const us = uses.get(v.id) ?? []
+    const mustStore =
+      isOutput.has(v.id) ||
+      STORED.has(e.prim) ||
+      us.some((u) => READS_BUFFERS.has(u.prim)) ||
+      // an expensive value read through an expanding broadcast would be recomputed per copy
+      (!cheap(v) && us.some((u) => u.prim === 'broadcast' && sizeOfVar(u.out) > sizeOfVar(v)))
+    if (mustStore) stored.add(v.id)
+  }
+
+  // The nearest-code pattern keeps its matmul out of memory: the matmul is then not stored.
+  const nearest = new Map<number, NearestStep>()
+  if (opts.wasm) {
+    for (const e of program.eqns) {
+      if (e.prim !== 'argmin') continue
+      const m = matchNearest(e, {
+        def: (v) => def.get(v.id),
+        stored: (v) => stored.has(v.id),
+        uses: (v) => uses.get(v.id) ?? [],
+        isOutput: (v) => isOutput.has(v.id),
+      })
+      if (m) {
+        nearest.set(e.out.id, m)
+        stored.delete(m.matmul.out.id)
+      }
+    }
+  }
+
+  const slotOfId = new Map<number, number>()
+  const slotVars: Var[] = []
+  const slotOf = (v: Var): number => {
+    let s = slotOfId.get(v.id)
+    if (s === undefined) {
+      s = slotVars.length
+      slotOfId.set(v.id, s)
+      slotVars.push(v)
+    }
+    return s
+  }
+  const inputSlots = program.inputs.map(slotOf)
+  const env: EmitEnv & { slotOf(v: Var): number } = {
+    def: (v) => def.get(v.id),
+    bufName: (v) => (stored.has(v.id) ? `b${slotOf(v)}` : undefined),
+    slotOf,
+  }
+  const absorbed = new Set([...nearest.values()].map((n) => n.matmul.out.id))
+  const steps: Step[] = []
+  for (const e of program.eqns) {
+    const v = e.out
+    if (!stored.has(v.id) || absorbed.has(v.id)) continue
+    const near = nearest.get(v.id)
+    if (near) {
+      near.prepare(env)
+      steps.push({ kind: 'nearest', out: slotOf(v), step: near })
+    } else if (REDUCTIONS.has(e.prim)) {
+      steps.push({ kind: 'kernel', out: slotOf(v), kernel: reduceKernel(e, env), prim: e.prim })
+    } else if (e.prim === 'matmul') {
+      const [a, b] = e.inputs as [Var, Var]
+      const r = a.aval.shape.length
+      const batch = a.aval.shape.slice(0, -2).reduce((x, y) => x * y, 1)
+      const dims = [batch, a.aval.shape[r - 2]!, a.aval.shape[r - 1]!, b.aval.shape[r - 1]!] as const
+      steps.push({ kind: 'matmul', out: slotOf(v), a: slotOf(a), b: slotOf(b), dims })
+    } else if (STORED.has(e.prim)) {
+      steps.push({ kind: 'reference', out: slotOf(v), eqn: e, ins: e.inputs.map(slotOf) })
+    } else {
+      steps.push({ kind: 'kernel', out: slotOf(v), kernel: elementwiseKernel(v, env), prim: e.prim })
+    }
+  }
+  const outputSlots = program.outputs.map(slotOf)
+  return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars }
+}

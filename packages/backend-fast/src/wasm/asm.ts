@@ -1,0 +1,123 @@
+/**
+ * A tiny WebAssembly assembler: just the sections and instructions the generated kernels use.
+ * Emitting bytes ourselves keeps the kernels specialized to literal sizes (the dot loop is
+ * fully unrolled with constant memory offsets) without a build-time toolchain.
+ */
+
+export function uleb(n: number): number[] {
+  const out: number[] = []
+  do {
+    let b = n & 0x7f
+    n = Math.floor(n / 128)
+    if (n !== 0) b |= 0x80
+    out.push(b)
+  } while (n !== 0)
+  return out
+}
+
+export function sleb(n: number): number[] {
+  const out: number[] = []
+  for (;;) {
+    const b = n & 0x7f
+    n >>= 7
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
+      out.push(b)
+      return out
+    }
+    out.push(b | 0x80)
+  }
+}
+
+const section = (id: number, body: number[]): number[] => [id, ...uleb(body.length), ...body]
+const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.flat()]
+const name = (s: string): number[] => vec([...s].map((c) => [c.charCodeAt(0)]))
+
+export const I32 = 0x7f
+export const V128 = 0x7b
+
+/** Instruction builder for one function body. */
+export class Code {
+  readonly bytes: number[] = []
+  private readonly localTypes: number[] = []
+  constructor(readonly params: number) {}
+
+  local(type: number): number {
+    this.localTypes.push(type)
+    return this.params + this.localTypes.length - 1
+  }
+  private op(...b: number[]) {
+    for (const x of b) this.bytes.push(x)
+    return this
+  }
+  private simd(code: number, ...rest: number[]) {
+    return this.op(0xfd, ...uleb(code), ...rest)
+  }
+  get(l: number) { return this.op(0x20, ...uleb(l)) }
+  set(l: number) { return this.op(0x21, ...uleb(l)) }
+  tee(l: number) { return this.op(0x22, ...uleb(l)) }
+  i32(n: number) { return this.op(0x41, ...sleb(n | 0)) }
+  i32Add() { return this.op(0x6a) }
+  i32Sub() { return this.op(0x6b) }
+  i32Mul() { return this.op(0x6c) }
+  i32LtU() { return this.op(0x49) }
+  i32Store(offset = 0) { return this.op(0x36, 2, ...uleb(offset)) }
+  loop() { return this.op(0x03, 0x40) }
+  block() { return this.op(0x02, 0x40) }
+  end() { return this.op(0x0b) }
+  brIf(depth: number) { return this.op(0x0d, ...uleb(depth)) }
+  br(depth: number) { return this.op(0x0c, ...uleb(depth)) }
+  // SIMD
+  vLoad(offset = 0) { return this.simd(0x00, 4, ...uleb(offset)) }
+  vLoad32Splat(offset = 0) { return this.simd(0x09, 2, ...uleb(offset)) }
+  vStore(offset = 0) { return this.simd(0x0b, 4, ...uleb(offset)) }
+  vConstF32(a: readonly number[]) {
+    const buf = new Uint8Array(new Float32Array(a).buffer)
+    return this.simd(0x0c, ...buf)
+  }
+  vConstI32(a: readonly number[]) {
+    const buf = new Uint8Array(new Int32Array(a).buffer)
+    return this.simd(0x0c, ...buf)
+  }
+  i32x4Splat() { return this.simd(0x11) }
+  f32x4Splat() { return this.simd(0x13) }
+  i32x4LtS() { return this.simd(0x39) }
+  f32x4Ne() { return this.simd(0x42) }
+  f32x4Lt() { return this.simd(0x43) }
+  vOr() { return this.simd(0x50) }
+  bitselect() { return this.simd(0x52) }
+  f32x4Abs() { return this.simd(0xe0) }
+  f32x4Neg() { return this.simd(0xe1) }
+  f32x4Sqrt() { return this.simd(0xe3) }
+  f32x4Add() { return this.simd(0xe4) }
+  f32x4Sub() { return this.simd(0xe5) }
+  f32x4Mul() { return this.simd(0xe6) }
+  f32x4Div() { return this.simd(0xe7) }
+  f32x4Min() { return this.simd(0xe8) }
+  f32x4Max() { return this.simd(0xe9) }
+  i32x4Add() { return this.simd(0xae) }
+  i32x4MinS() { return this.simd(0xb6) }
+
+  /** The encoded body: locals (one entry per local, simple and valid) then code. */
+  encode(): number[] {
+    const locals = vec(this.localTypes.map((t) => [1, t]))
+    const body = [...locals, ...this.bytes, 0x0b]
+    return [...uleb(body.length), ...body]
+  }
+}
+
+/**
+ * A module with one memory (exported as "memory", `pages` of 64 KiB) and functions exported by
+ * name; every function takes `params` i32 arguments and returns nothing.
+ */
+export function assemble(pages: number, funcs: readonly { name: string; code: Code }[]): Uint8Array {
+  const types = vec(funcs.map((f) => [0x60, ...vec(Array.from({ length: f.code.params }, () => [I32])), 0]))
+  const bytes = [
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, types),
+    ...section(3, vec(funcs.map((_, i) => uleb(i)))),
+    ...section(5, vec([[0x00, ...uleb(pages)]])),
+    ...section(7, vec([[...name('memory'), 0x02, 0], ...funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)])])),
+    ...section(10, vec(funcs.map((f) => f.code.encode()))),
+  ]
+  return new Uint8Array(bytes)
+}
