@@ -1,0 +1,127 @@
+import * as E from 'fp-ts/lib/Either.js'
+import type { HostTensor } from '@tessera/core'
+import { TesseraError, sizeOf } from '@tessera/core'
+import type { Named } from '../quantizer.js'
+
+/**
+ * safetensors files: an 8-byte little-endian header length, a JSON header
+ * `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {string: string}}`
+ * and the raw little-endian tensor bytes, offsets relative to the end of the header.
+ * Written: F32, I32, BOOL. Read: those, plus I64 (narrowed to int32 with a range check).
+ */
+
+const WHERE = 'safetensors'
+const err = (msg: string, where = WHERE) => E.left(new TesseraError('input', where, msg))
+
+const WRITE_DTYPE = { float32: 'F32', int32: 'I32', bool: 'BOOL' } as const
+const BYTES: Record<string, number> = { F32: 4, I32: 4, I64: 8, BOOL: 1 }
+
+/** Encode a flat state dict; names are written in sorted order, tensors packed back to back. */
+export function encodeSafetensors(sd: Named<HostTensor>, metadata?: Readonly<Record<string, string>>): Uint8Array {
+  const names = Object.keys(sd).sort()
+  const header: Record<string, unknown> = {}
+  if (metadata) header['__metadata__'] = { ...metadata }
+  let offset = 0
+  for (const name of names) {
+    const t = sd[name]!
+    const dt = WRITE_DTYPE[t.dtype]
+    const n = sizeOf(t.shape) * BYTES[dt]!
+    header[name] = { dtype: dt, shape: [...t.shape], data_offsets: [offset, offset + n] }
+    offset += n
+  }
+  let json = JSON.stringify(header)
+  // pad the header with spaces so the data starts 8-byte aligned (allowed by the format)
+  const pad = (8 - ((8 + Buffer.byteLength(json, 'utf8')) % 8)) % 8
+  json += ' '.repeat(pad)
+  const headerBytes = new TextEncoder().encode(json)
+  const out = new Uint8Array(8 + headerBytes.length + offset)
+  const view = new DataView(out.buffer)
+  view.setBigUint64(0, BigInt(headerBytes.length), true)
+  out.set(headerBytes, 8)
+  const base = 8 + headerBytes.length
+  let pos = base
+  for (const name of names) {
+    const t = sd[name]!
+    for (let i = 0; i < t.data.length; i++) {
+      const v = t.data[i]!
+      if (t.dtype === 'float32') view.setFloat32(pos, v, true), (pos += 4)
+      else if (t.dtype === 'int32') view.setInt32(pos, v, true), (pos += 4)
+      else out[pos++] = v ? 1 : 0
+    }
+  }
+  return out
+}
+
+export interface DecodedSafetensors {
+  readonly tensors: Record<string, HostTensor>
+  readonly metadata: Record<string, string>
+}
+
+/** Decode a safetensors file; every malformed part is a Left naming the tensor and the problem. */
+export function decodeSafetensors(bytes: Uint8Array): E.Either<TesseraError, DecodedSafetensors> {
+  if (bytes.length < 8) return err(`file has ${bytes.length} bytes; needs at least the 8-byte header length`)
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const hlen = view.getBigUint64(0, true)
+  if (hlen > BigInt(bytes.length - 8)) return err(`header length ${hlen} exceeds the file (${bytes.length - 8} bytes after the length)`)
+  const n = Number(hlen)
+  let header: unknown
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)))
+  } catch (e) {
+    return err(`header is not valid UTF-8 JSON: ${(e as Error).message}`)
+  }
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) return err('header must be a JSON object')
+  const base = 8 + n
+  const dataLen = bytes.length - base
+  const tensors: Record<string, HostTensor> = {}
+  let metadata: Record<string, string> = {}
+  for (const [name, entry] of Object.entries(header)) {
+    const where = `${WHERE}[${name}]`
+    if (name === '__metadata__') {
+      if (typeof entry !== 'object' || entry === null || Object.values(entry).some((v) => typeof v !== 'string'))
+        return err('__metadata__ must map strings to strings')
+      metadata = { ...(entry as Record<string, string>) }
+      continue
+    }
+    const { dtype, shape, data_offsets } = (entry ?? {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown }
+    if (typeof dtype !== 'string' || !(dtype in BYTES))
+      return err(`dtype ${JSON.stringify(dtype)} is not supported (F32, I32, I64, BOOL)`, where)
+    if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0))
+      return err(`shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`, where)
+    if (!Array.isArray(data_offsets) || data_offsets.length !== 2 || data_offsets.some((d) => !Number.isInteger(d) || d < 0))
+      return err(`data_offsets must be [begin, end], got ${JSON.stringify(data_offsets)}`, where)
+    const [begin, end] = data_offsets as [number, number]
+    const count = sizeOf(shape as number[])
+    const width = BYTES[dtype]!
+    if (end < begin || end > dataLen) return err(`data_offsets [${begin}, ${end}] fall outside the ${dataLen} data bytes`, where)
+    if (end - begin !== count * width)
+      return err(`data_offsets span ${end - begin} bytes but ${dtype}[${(shape as number[]).join(',')}] needs ${count * width}`, where)
+    const at = base + begin
+    if (dtype === 'F32') {
+      const a = new Float32Array(count)
+      for (let i = 0; i < count; i++) a[i] = view.getFloat32(at + 4 * i, true)
+      tensors[name] = { shape: [...(shape as number[])], dtype: 'float32', data: a }
+    } else if (dtype === 'I32') {
+      const a = new Int32Array(count)
+      for (let i = 0; i < count; i++) a[i] = view.getInt32(at + 4 * i, true)
+      tensors[name] = { shape: [...(shape as number[])], dtype: 'int32', data: a }
+    } else if (dtype === 'I64') {
+      const a = new Int32Array(count)
+      for (let i = 0; i < count; i++) {
+        const v = view.getBigInt64(at + 8 * i, true)
+        if (v > 2147483647n || v < -2147483648n) return err(`I64 element ${i} = ${v} does not fit in int32`, where)
+        a[i] = Number(v)
+      }
+      tensors[name] = { shape: [...(shape as number[])], dtype: 'int32', data: a }
+    } else {
+      const a = new Uint8Array(count)
+      for (let i = 0; i < count; i++) {
+        const v = bytes[at + i]!
+        if (v > 1) return err(`BOOL element ${i} has byte ${v}; expected 0 or 1`, where)
+        a[i] = v
+      }
+      tensors[name] = { shape: [...(shape as number[])], dtype: 'bool', data: a }
+    }
+  }
+  return E.right({ tensors, metadata })
+}

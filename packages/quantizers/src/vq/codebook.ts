@@ -1,0 +1,145 @@
+import type { Tensor } from '@tessera/core'
+import { where } from '@tessera/core'
+import { sampleRows } from './sampling.js'
+
+/**
+ * The reference's `Codebook` (euclidean or cosine) as pure functions over tensors of shape
+ * (C, N, d) for inputs and (C, K, d) for codebooks, C being the number of codebooks. Every
+ * buffer update returns new tensors; nothing is written in place.
+ */
+
+const f32 = Math.fround
+
+/** x / max(||x||, eps) along the last axis: torch's F.normalize with the reference's eps 1e-6. */
+export const l2norm = (x: Tensor, eps = 1e-6): Tensor => x.l2Normalize(-1, eps)
+
+/**
+ * Negative euclidean distance -sqrt(clamp(|x|²+|e|²-2x·e, 1e-8)) (C, N, K), term order as in the
+ * reference's cdist, or the cosine similarity x·e for a cosine codebook.
+ */
+export function codebookDistances(x: Tensor, embed: Tensor, cosine: boolean): Tensor {
+  const xe = x.matmul(embed.mT) // (C, N, K)
+  if (cosine) return xe
+  const x2 = x.square().sum(-1, true) // (C, N, 1)
+  const e2 = embed.square().sum(-1).expandDims(1) // (C, 1, K)
+  return x2.add(e2).add(xe.mul(-2)).maximum(1e-8).sqrt().neg()
+}
+
+/** One-hot (..., K) float32 of int32 indices. */
+export function oneHot(ind: Tensor, k: number): Tensor {
+  return ind.expandDims(-1).eq(ind.builder.iota([k], 0)).cast('float32')
+}
+
+/** Rows of `embed` (C, K, d) picked per codebook by `ind` (C, ...): (C, ..., d). */
+export function gatherCodes(embed: Tensor, ind: Tensor): Tensor {
+  const [c, k, d] = embed.shape as [number, number, number]
+  if (c === 1) return embed.reshape([k, d]).gather(ind.squeeze(0), 0).expandDims(0)
+  const offsets = ind.builder.iota([c, ...ind.shape.slice(1)], 0).mul(k)
+  return embed.reshape([c * k, d]).gather(ind.add(offsets), 0)
+}
+
+/**
+ * torch's `lerp_(end, w)` in float32 as its CPU kernel computes it: `a + w·(b − a)` for w < 0.5,
+ * else `b − (b − a)·(1 − w)`.
+ */
+export function lerp(a: Tensor, b: Tensor, weight: number): Tensor {
+  const w = f32(weight)
+  return w < 0.5 ? a.add(b.sub(a).mul(w)) : b.sub(b.sub(a).mul(f32(1 - w)))
+}
+
+export interface CodebookBuffers {
+  readonly embed: Tensor // (C, K, d)
+  readonly clusterSize: Tensor // (C, K)
+  readonly embedAvg: Tensor // (C, K, d)
+}
+
+/** `laplace_smoothing(cs, K, eps) * cs.sum()`, then `embed = embed_avg / that` (and l2norm for cosine). */
+export function embedFromAverages(clusterSize: Tensor, embedAvg: Tensor, eps: number, cosine: boolean): Tensor {
+  const k = clusterSize.shape[clusterSize.rank - 1]!
+  const total = clusterSize.sum(-1, true)
+  const smoothed = clusterSize.add(eps).div(total.add(f32(k * eps))).mul(total)
+  const e = embedAvg.div(smoothed.expandDims(-1))
+  return cosine ? l2norm(e) : e
+}
+
+/**
+ * The EMA statistics step (`track_cluster_size_and_embed_avg`): counts and sums of the rows
+ * assigned to each code, folded into `cluster_size` and `embed_avg` with weight 1 - decay.
+ */
+export function trackStatistics(
+  buf: CodebookBuffers,
+  flat: Tensor,
+  ind: Tensor,
+  decay: number,
+): { clusterSize: Tensor; embedAvg: Tensor } {
+  const k = buf.clusterSize.shape[1]!
+  const onehot = oneHot(ind, k) // (C, N, K)
+  const counts = onehot.sum(1) // (C, K)
+  const sums = onehot.mT.matmul(flat) // (C, K, d)
+  const w = 1 - decay
+  return { clusterSize: lerp(buf.clusterSize, counts, w), embedAvg: lerp(buf.embedAvg, sums, w) }
+}
+
+/**
+ * Dead-code revival (`expire_codes_`): codes whose cluster size fell below `threshold` get a
+ * random row of this batch (distinct rows while there are enough), `cluster_size = reset` and
+ * `embed_avg = row · reset`. `u` (C, N) are uniform draws that order the batch rows.
+ */
+export function expireCodes(
+  buf: CodebookBuffers,
+  flat: Tensor,
+  threshold: number,
+  reset: number,
+  cosine: boolean,
+  u: Tensor,
+): CodebookBuffers {
+  const k = buf.clusterSize.shape[1]!
+  const samples = cosine ? l2norm(flat) : flat
+  const sampled = sampleRows(samples, k, u) // (C, K, d)
+  const expired = buf.clusterSize.lt(threshold) // (C, K)
+  const ex3 = expired.expandDims(-1)
+  return {
+    embed: where(ex3, sampled, buf.embed),
+    clusterSize: where(expired, buf.clusterSize.fullLike(f32(reset)), buf.clusterSize),
+    embedAvg: where(ex3, sampled.mul(f32(reset)), buf.embedAvg),
+  }
+}
+
+/**
+ * k-means on each codebook's rows (the reference's `kmeans`): means start at random distinct
+ * batch rows, then `iters` rounds of assign / average, keeping a mean whose cluster went empty.
+ * Returns the means (C, K, d) and the last round's cluster sizes (C, K).
+ */
+export function kmeans(flat: Tensor, k: number, iters: number, cosine: boolean, u: Tensor): { means: Tensor; bins: Tensor } {
+  let means = sampleRows(flat, k, u)
+  let bins = flat.builder.full([flat.shape[0]!, k], 0)
+  for (let it = 0; it < iters; it++) {
+    const dists = cosine ? flat.matmul(means.mT) : codebookDistances(flat, means, false)
+    const buckets = dists.argmax(-1)
+    const onehot = oneHot(buckets, k)
+    bins = onehot.sum(1)
+    const zero = bins.eq(0)
+    const clamped = where(zero, 1, bins)
+    let newMeans = onehot.mT.matmul(flat).div(clamped.expandDims(-1))
+    if (cosine) newMeans = l2norm(newMeans)
+    means = where(zero.expandDims(-1), means, newMeans)
+  }
+  return { means, bins }
+}
+
+/** The orthogonal regularization of the reference (eq. 2 of arXiv:2112.00384) over the codes selected by `mask` (K) or all codes. */
+export function orthogonalLoss(embed: Tensor, mask?: Tensor): Tensor {
+  const [h, k] = embed.shape as [number, number, number]
+  const normed = l2norm(embed)
+  const cos2 = normed.matmul(normed.mT).square() // (h, K, K)
+  if (!mask) return cos2.sum().div(h * k * k).sub(f32(1 / k))
+  const m = mask.cast('float32')
+  const pair = m.expandDims(-1).mul(m.expandDims(0)) // (K, K)
+  const n = m.sum()
+  return cos2.mul(pair).sum().div(n.square().mul(h)).sub(n.recip())
+}
+
+/** Entropy −Σ p·log(clamp(p, 1e−5)) along the last axis. */
+export function entropy(p: Tensor): Tensor {
+  return p.mul(p.maximum(1e-5).log()).sum(-1).neg()
+}

@@ -1,0 +1,346 @@
+import * as E from 'fp-ts/lib/Either.js'
+import type { Aval, HostTensor, Tensor } from '@tessera/core'
+import { TesseraError, random, tensorOf, where, zerosHost } from '@tessera/core'
+import { packLayout } from '../common/layout.js'
+import type { Projection } from '../common/projection.js'
+import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
+import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
+import {
+  codebookDistances,
+  embedFromAverages,
+  entropy,
+  expireCodes,
+  gatherCodes,
+  kmeans,
+  l2norm,
+  oneHot,
+  orthogonalLoss,
+  trackStatistics,
+} from './codebook.js'
+import type { VQConfig } from './config.js'
+import { decodeVQ } from './config.js'
+import { rotateTo, straightThrough } from './gradient-routing.js'
+import { foldKey, gumbelNoise, ranksOf, requireKey } from './sampling.js'
+
+/** Per-call options of the reference's forward that Tessera supports. */
+export interface VQApplyOptions extends ApplyOptions {
+  /** Overrides the config's `freeze_codebook` for this call (no EMA, no dead-code revival). */
+  readonly freezeCodebook?: boolean
+  /** Overrides `sample_codebook_temp` for this call. */
+  readonly sampleCodebookTemp?: number
+  /**
+   * The reference's `manual_ema_update`: fold this batch into the EMA statistics but leave
+   * `_codebook.embed` for the caller to recompute (a shared ResidualVQ codebook does it once per step).
+   */
+  readonly manualEmaUpdate?: boolean
+}
+
+/** State-dict names of the codebook buffers, relative to the quantizer's prefix. */
+export const CB = {
+  embed: '_codebook.embed',
+  clusterSize: '_codebook.cluster_size',
+  embedAvg: '_codebook.embed_avg',
+  initted: '_codebook.initted',
+} as const
+
+// distinct tags so that each random use draws from its own stream
+const TAG_KMEANS = 1
+const TAG_GUMBEL = 2
+const TAG_EXPIRE = 3
+const TAG_ORTHO = 4
+
+export interface CodebookState {
+  readonly embed: Tensor
+  readonly clusterSize: Tensor
+  readonly embedAvg: Tensor
+  readonly initted: Tensor
+}
+
+export interface CodebookStep {
+  /** Selected codes (C, N, d), with the codebook as it was before this call's update. */
+  readonly quantize: Tensor
+  /** int32 (C, N) */
+  readonly ind: Tensor
+  /** Negative distances or cosine similarities (C, N, K). */
+  readonly dist: Tensor
+  readonly next: CodebookState
+}
+
+export interface CodebookCall {
+  readonly training: boolean
+  readonly freeze: boolean
+  readonly temperature: number
+  readonly key?: Tensor
+  /** Accumulate EMA statistics but leave `embed` to a later `embedFromAverages` (shared ResidualVQ codebook). */
+  readonly manualEma?: boolean
+  readonly where: string
+}
+
+/**
+ * One forward of the reference's `Codebook` on (C, N, d) rows: k-means init when not yet
+ * initted, nearest code (or Gumbel sample), then in training the EMA step and dead-code revival.
+ */
+export function codebookForward(cfg: VQConfig, s: CodebookState, flat: Tensor, call: CodebookCall): CodebookStep {
+  const K = cfg.codebook_size
+  const cosine = cfg.use_cosine_sim
+  let st = s
+  if (cfg.kmeans_init) {
+    // the reference runs k-means on the first batch in any mode; the flag makes it a no-op afterwards
+    const key = foldKey(requireKey(call.key, call.where, 'kmeans_init (the first batch picks the initial means)'), TAG_KMEANS)
+    const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]!])
+    const { means, bins } = kmeans(flat, K, cfg.kmeans_iters, cosine, u)
+    const avg = means.mul(bins.expandDims(-1))
+    const emb = embedFromAverages(bins, avg, cfg.eps, cosine)
+    const done = s.initted
+    st = {
+      embed: where(done, s.embed, emb),
+      clusterSize: where(done, s.clusterSize, bins),
+      embedAvg: where(done, s.embedAvg, avg),
+      initted: s.initted.builder.full([], 1, 'bool'),
+    }
+  }
+  const embed = st.embed
+  const dist = codebookDistances(flat, embed, cosine)
+  const temp = call.temperature
+  let logits = dist
+  if (call.training && cfg.stochastic_sample_codes && temp > 0) {
+    const key = foldKey(requireKey(call.key, call.where, 'stochastic_sample_codes in training'), TAG_GUMBEL)
+    logits = dist.div(temp).add(gumbelNoise(flat.builder.randomUniform(key, dist.shape)))
+  }
+  const ind = logits.argmax(-1)
+  let quantize: Tensor
+  if (call.training && cfg.straight_through && temp > 0) {
+    const p = dist.div(temp).softmax(-1)
+    quantize = oneHot(ind, K).add(p).sub(p.stopGradient()).matmul(embed)
+  } else quantize = gatherCodes(embed, ind)
+
+  let next = st
+  const hasDead = cfg.threshold_ema_dead_code > 0
+  if (call.training && !call.freeze && (cfg.ema_update || hasDead)) {
+    const stats = trackStatistics({ embed, clusterSize: st.clusterSize, embedAvg: st.embedAvg }, flat, ind, cfg.decay)
+    let newEmbed = embed
+    if (cfg.ema_update && !call.manualEma) newEmbed = embedFromAverages(stats.clusterSize, stats.embedAvg, cfg.eps, cosine)
+    let buf = { embed: newEmbed, clusterSize: stats.clusterSize, embedAvg: stats.embedAvg }
+    if (hasDead) buf = expireDead(cfg, buf, flat, call)
+    next = { ...buf, initted: st.initted }
+  }
+  return { quantize, ind, dist, next }
+}
+
+/** Dead-code revival on (C, N, d) rows with this call's key. */
+export function expireDead(
+  cfg: VQConfig,
+  buf: { embed: Tensor; clusterSize: Tensor; embedAvg: Tensor },
+  flat: Tensor,
+  call: Pick<CodebookCall, 'key' | 'where'>,
+  tag = 0,
+) {
+  const key = foldKey(requireKey(call.key, call.where, 'threshold_ema_dead_code > 0 in training (replacement rows)'), TAG_EXPIRE + 16 * tag)
+  const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]!])
+  return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, u)
+}
+
+export interface VectorQuantize extends Quantizer<VQConfig> {
+  readonly kind: 'VectorQuantize'
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQApplyOptions): QuantizeResult
+  /** The reference's `get_output_from_indices`: codes for indices, projected out. `state` holds the codebook. */
+  indicesToCodes(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
+  /** Whether `_codebook.embed` lives in params (learnable codebook) or in state (EMA or frozen). */
+  readonly embedInParams: boolean
+}
+
+export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
+  const W = 'VectorQuantize'
+  const { heads: h, codebook_dim: cd, codebook_size: K, num_codebooks: C } = cfg
+  const proj: Projection = { present: cfg.has_projections, bias: true, dim: cfg.dim, codebookDims: cd * h }
+  const embedInParams = cfg.learnable_codebook
+  const embedAval: Aval = { shape: [C, K, cd], dtype: 'float32' }
+
+  const paramSpecs: Record<string, Aval> = { ...projectionSpecs(proj) }
+  const stateSpecs: Record<string, Aval> = {
+    [CB.initted]: { shape: [], dtype: 'bool' },
+    [CB.clusterSize]: { shape: [C, K], dtype: 'float32' },
+    [CB.embedAvg]: embedAval,
+  }
+  if (embedInParams) paramSpecs[CB.embed] = embedAval
+  else stateSpecs[CB.embed] = embedAval
+
+  const init = (key: random.Key): Init => {
+    const [kp, ke] = random.splitKey(key, 2) as [random.Key, random.Key]
+    let embed: HostTensor
+    if (cfg.kmeans_init) embed = zerosHost([C, K, cd], 'float32')
+    else {
+      // torch.nn.init.kaiming_uniform_ on (C, K, d): fan_in = K·d, gain sqrt(2)
+      const bound = Math.sqrt(6 / (K * cd))
+      const data = random.uniformHost(ke, C * K * cd).map((v) => (2 * v - 1) * bound)
+      if (cfg.use_cosine_sim)
+        for (let r = 0; r < C * K; r++) {
+          let s = 0
+          for (let j = 0; j < cd; j++) s += data[r * cd + j]! ** 2
+          const nrm = Math.max(Math.sqrt(s), 1e-6)
+          for (let j = 0; j < cd; j++) data[r * cd + j] = data[r * cd + j]! / nrm
+        }
+      embed = tensorOf(data, [C, K, cd])
+    }
+    const state: Record<string, HostTensor> = {
+      [CB.initted]: tensorOf([cfg.kmeans_init ? 0 : 1], [], 'bool'),
+      [CB.clusterSize]: tensorOf(new Float32Array(C * K).fill(1), [C, K]),
+      [CB.embedAvg]: tensorOf(embed.data.slice(), [C, K, cd]),
+    }
+    const params: Record<string, HostTensor> = initProjection(proj, kp)
+    if (embedInParams) params[CB.embed] = embed
+    else state[CB.embed] = embed
+    return { params, state }
+  }
+
+  /** The input as (b, n, dim) and how to put per-token outputs back in its layout. */
+  const layoutOf = (x: Tensor) => {
+    if (cfg.accept_image_fmap || cfg.accept_3d_fmap) {
+      const rank = cfg.accept_image_fmap ? 4 : 5
+      if (x.rank !== rank)
+        throw new TesseraError('shape', W, `${cfg.accept_image_fmap ? 'accept_image_fmap expects (b, c, h, w)' : 'accept_3d_fmap expects (b, c, d, h, w)'}, got [${x.shape.join(',')}]`)
+      return packLayout(x, true, cfg.dim, W)
+    }
+    if (!cfg.channel_last) {
+      if (x.rank !== 3) throw new TesseraError('shape', W, `channel_last: false expects (b, d, n), got [${x.shape.join(',')}]`)
+      return packLayout(x, true, cfg.dim, W)
+    }
+    if (x.rank === 2) {
+      if (x.shape[1] !== cfg.dim) throw new TesseraError('shape', W, `input has last dimension ${x.shape[1]}; expected dim ${cfg.dim}`)
+      return { x: x.expandDims(1), unpack: (t: Tensor) => t.squeeze(1), unpackTokens: (t: Tensor) => t.squeeze(1) }
+    }
+    return packLayout(x, false, cfg.dim, W)
+  }
+
+  const getEmbed = (params: Named<Tensor>, state: Named<Tensor> | undefined, op: string): Tensor => {
+    const e = embedInParams ? params[CB.embed] : (state?.[CB.embed] ?? params[CB.embed])
+    if (!e) throw new TesseraError('input', `${W}.${op}`, `missing ${CB.embed} (in ${embedInParams ? 'params' : 'state'})`)
+    return e
+  }
+
+  const need = (rec: Named<Tensor>, name: string, op: string): Tensor => {
+    const t = rec[name]
+    if (!t) throw new TesseraError('input', `${W}.${op}`, `missing state entry ${name}`)
+    return t
+  }
+
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQApplyOptions): QuantizeResult => {
+    if (x.dtype !== 'float32') throw new TesseraError('dtype', W, `input must be float32, got ${x.dtype}`)
+    const lay = layoutOf(x)
+    const [b, n] = lay.x.shape as [number, number]
+    const z = projectIn(proj, params, lay.x) // (b, n, h·cd)
+    // the codebook's input in the reference's layout, and as (C, N, cd) rows
+    let cin: Tensor
+    if (h === 1) cin = z
+    else if (cfg.separate_codebook_per_head) cin = z.reshape([b, n, h, cd]).transpose([2, 0, 1, 3])
+    else cin = z.reshape([b, n, h, cd]).transpose([0, 2, 1, 3]).reshape([1, b * h, n, cd])
+    if (cfg.use_cosine_sim) cin = l2norm(cin)
+    const N = h === 1 || cfg.separate_codebook_per_head ? b * n : b * h * n
+    const flat = cin.reshape([C, N, cd])
+
+    const training = opts.training
+    const freeze = opts.freezeCodebook ?? cfg.freeze_codebook
+    const s0: CodebookState = {
+      embed: getEmbed(params, state, 'apply'),
+      clusterSize: need(state, CB.clusterSize, 'apply'),
+      embedAvg: need(state, CB.embedAvg, 'apply'),
+      initted: need(state, CB.initted, 'apply'),
+    }
+    const step = codebookForward(cfg, s0, flat, {
+      training,
+      freeze,
+      temperature: opts.sampleCodebookTemp ?? cfg.sample_codebook_temp,
+      ...(opts.key ? { key: opts.key } : {}),
+      manualEma: opts.manualEmaUpdate ?? false,
+      where: W,
+    })
+    const bl = x.builder
+    const zero = bl.scalar(0)
+    let commitment = zero, diversity = zero, orthogonal = zero, loss = zero
+    const distRef = h === 1 || cfg.separate_codebook_per_head ? step.dist.reshape([C, b, n, K]) : step.dist.reshape([1, b * h, n, K])
+    let quantize = step.quantize
+    if (training) {
+      if (cfg.codebook_diversity_loss_weight > 0) {
+        const prob = distRef.mul(cfg.codebook_diversity_temperature).softmax(-1)
+        diversity = entropy(prob.mean([0, 1])).mean().neg()
+        loss = loss.add(diversity.mul(cfg.codebook_diversity_loss_weight))
+      }
+      if (cfg.commitment_weight > 0) {
+        const cq = cfg.learnable_codebook && !freeze ? quantize : quantize.stopGradient()
+        commitment = cq.sub(flat).square().mean()
+        loss = loss.add(commitment.mul(cfg.commitment_weight))
+      }
+      if (cfg.orthogonal_reg_weight > 0) {
+        const codebook = embedInParams ? s0.embed : step.next.embed
+        let mask: Tensor | undefined
+        if (cfg.orthogonal_reg_active_codes_only) mask = oneHot(step.ind, K).max([0, 1]).gt(0)
+        const maxCodes = cfg.orthogonal_reg_max_codes
+        if (maxCodes !== null && (mask !== undefined || K > maxCodes)) {
+          const key = foldKey(requireKey(opts.key, W, 'orthogonal_reg_max_codes (random subset of codes)'), TAG_ORTHO)
+          // random order of the candidate codes: non-candidates are pushed past every candidate
+          let u = bl.randomUniform(key, [K])
+          if (mask) u = where(mask, u, u.add(2))
+          const chosen = ranksOf(u).lt(maxCodes)
+          mask = mask ? mask.and(chosen) : chosen
+        }
+        orthogonal = orthogonalLoss(codebook, mask)
+        loss = loss.add(orthogonal.mul(cfg.orthogonal_reg_weight))
+      }
+      if (cfg.route_gradients_to_input) quantize = cfg.rotation_trick ? rotateTo(flat, quantize) : straightThrough(flat, quantize)
+    }
+    // merge heads back to (b, n, h·cd)
+    let merged: Tensor
+    if (h === 1) merged = quantize.reshape([b, n, cd])
+    else if (cfg.separate_codebook_per_head) merged = quantize.reshape([h, b, n, cd]).transpose([1, 2, 0, 3]).reshape([b, n, h * cd])
+    else merged = quantize.reshape([b, h, n, cd]).transpose([0, 2, 1, 3]).reshape([b, n, h * cd])
+    const out = lay.unpack(projectOut(proj, params, merged))
+
+    let ind: Tensor
+    if (h === 1) ind = step.ind.reshape([b, n])
+    else if (cfg.separate_codebook_per_head) ind = step.ind.reshape([h, b, n]).transpose([1, 2, 0])
+    else ind = step.ind.reshape([b, h, n]).transpose([0, 2, 1])
+
+    const next: Record<string, Tensor> = {
+      [CB.initted]: step.next.initted,
+      [CB.clusterSize]: step.next.clusterSize,
+      [CB.embedAvg]: step.next.embedAvg,
+    }
+    if (!embedInParams) next[CB.embed] = step.next.embed
+    return {
+      quantized: out,
+      indices: lay.unpackTokens(ind),
+      loss,
+      losses: { commitment, codebook_diversity: diversity, orthogonal_reg: orthogonal },
+      state: next,
+      extra: { codebook_dist: distRef, codebook_input: cin },
+    }
+  }
+
+  const indicesToCodes = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
+    if (indices.dtype !== 'int32') throw new TesseraError('dtype', `${W}.indicesToCodes`, `indices must be int32, got ${indices.dtype}`)
+    const embed = getEmbed(params, state, 'indicesToCodes')
+    let codes: Tensor
+    if (h === 1) codes = embed.reshape([C * K, cd]).gather(indices, 0)
+    else {
+      if (indices.shape[indices.rank - 1] !== h)
+        throw new TesseraError('shape', `${W}.indicesToCodes`, `multi-head indices need a last axis of ${h} heads, got [${indices.shape.join(',')}]`)
+      if (cfg.separate_codebook_per_head) {
+        codes = gatherCodes(embed, indices.moveAxis(-1, 0)).moveAxis(0, -2)
+        codes = codes.reshape([...codes.shape.slice(0, -2), h * cd])
+      } else {
+        // the reference returns (..., heads, codebook_dim) here: heads are not merged
+        if (proj.present)
+          throw new TesseraError('input', `${W}.indicesToCodes`, 'a shared multi-head codebook with projections has no output from indices in the reference (codes stay (..., heads, codebook_dim))')
+        codes = embed.reshape([K, cd]).gather(indices, 0)
+      }
+    }
+    codes = projectOut(proj, params, codes)
+    const channelFirst = !cfg.channel_last || cfg.accept_image_fmap || cfg.accept_3d_fmap
+    return channelFirst ? codes.moveAxis(-1, 1) : codes
+  }
+
+  return { kind: 'VectorQuantize', config: cfg, paramSpecs, stateSpecs, init, apply, indicesToCodes, embedInParams }
+}
+
+/** Build a VectorQuantize from the reference's keyword arguments; a bad config is a Left naming the field. */
+export const vectorQuantize = (options: unknown): E.Either<TesseraError, VectorQuantize> => E.map(makeVectorQuantize)(decodeVQ(options))
