@@ -1,0 +1,5 @@
+export type { VjpArgs, VjpRule } from './rules.js'
+export { vjpRules } from './rules.js'
+export { vjp, grad, gradInline, inlineProgram, eliminateDeadCode } from './vjp.js'
+export type { ValueAndGrad } from './value-and-grad.js'
+export { valueAndGrad, gradOf, traceValueAndGrad } from './value-and-grad.js'
