@@ -1,0 +1,100 @@
+import * as E from 'fp-ts/lib/Either.js'
+import { pipe } from 'fp-ts/lib/function.js'
+import * as t from 'io-ts'
+import type { TesseraError } from '@tessera/core'
+import { NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
+import type { VQConfig } from '../vq/config.js'
+import { resolveVQ, vqOptionalProps } from '../vq/config.js'
+
+/** Options a ResidualVQ passes on to every layer's VectorQuantize (all of VQ's, less those RVQ sets itself). */
+const { codebook_dim: _cd, heads: _h, separate_codebook_per_head: _s, accept_image_fmap: _a, accept_3d_fmap: _a3, channel_last: _cl, ...layerProps } = vqOptionalProps
+
+const rvqOwnProps = {
+  num_quantizers: t.union([PositiveInt, t.null]),
+  codebook_dim: t.union([PositiveInt, t.null]),
+  shared_codebook: t.boolean,
+  heads: t.literal(1),
+  quantize_dropout: t.boolean,
+  quantize_dropout_cutoff_index: NonNegInt,
+  quantize_dropout_multiple_of: PositiveInt,
+  accept_image_fmap: t.boolean,
+  quant_grad_frac: t.literal(0),
+}
+
+export const rvqOptionalProps = { ...rvqOwnProps, ...layerProps }
+
+/** ResidualVQ's keyword arguments (the reference's, minus beam search, implicit neural codebooks and DiVeQ). */
+export const RVQOptions = strict(
+  'ResidualVQ',
+  { dim: PositiveInt, codebook_size: t.union([PositiveInt, t.array(PositiveInt)]) },
+  rvqOptionalProps,
+)
+export type RVQOptions = t.TypeOf<typeof RVQOptions>
+
+export interface RVQConfig {
+  readonly dim: number
+  readonly num_quantizers: number
+  readonly codebook_sizes: readonly number[]
+  readonly codebook_dim: number
+  readonly shared_codebook: boolean
+  readonly quantize_dropout: boolean
+  readonly quantize_dropout_cutoff_index: number
+  readonly quantize_dropout_multiple_of: number
+  readonly accept_image_fmap: boolean
+  readonly has_projections: boolean
+  /** The resolved config of each layer's VectorQuantize (dim = codebook_dim, no projections). */
+  readonly layers: readonly VQConfig[]
+}
+
+export function resolveRVQ(o: RVQOptions, where = 'ResidualVQ'): E.Either<TesseraError, RVQConfig> {
+  const sizes = Array.isArray(o.codebook_size) ? [...o.codebook_size] : undefined
+  const nq = o.num_quantizers ?? sizes?.length ?? 0
+  const codebook_sizes = sizes ?? Array.from({ length: nq }, () => o.codebook_size as number)
+  const codebook_dim = o.codebook_dim ?? o.dim
+  const {
+    dim: _d, codebook_size: _c, num_quantizers: _n, codebook_dim: _cd2, shared_codebook: _s2, heads: _h2, quantize_dropout: _q,
+    quantize_dropout_cutoff_index: _qc, quantize_dropout_multiple_of: _qm, accept_image_fmap: _ai, quant_grad_frac: _g, ...layerKw
+  } = o
+  const layers: VQConfig[] = []
+  for (const size of codebook_sizes) {
+    const r = resolveVQ({ ...layerKw, dim: codebook_dim as never, codebook_size: size as never, codebook_dim: codebook_dim as never }, where)
+    if (E.isLeft(r)) return r
+    layers.push(r.right)
+  }
+  const shared = o.shared_codebook ?? false
+  const cutoff = o.quantize_dropout_cutoff_index ?? 0
+  const cfg: RVQConfig = {
+    dim: o.dim,
+    num_quantizers: nq,
+    codebook_sizes,
+    codebook_dim,
+    shared_codebook: shared,
+    quantize_dropout: (o.quantize_dropout ?? false) && nq > 1,
+    quantize_dropout_cutoff_index: cutoff,
+    quantize_dropout_multiple_of: o.quantize_dropout_multiple_of ?? 1,
+    accept_image_fmap: o.accept_image_fmap ?? false,
+    has_projections: codebook_dim !== o.dim,
+    layers,
+  }
+  return checks<RVQConfig>(cfg, [
+    () => check(nq >= 1, where, 'num_quantizers', 'needs num_quantizers >= 1 (or codebook_size as a list)'),
+    () =>
+      check(
+        !sizes || o.num_quantizers == null || sizes.length === o.num_quantizers,
+        where,
+        'codebook_size',
+        `lists ${sizes?.length} sizes but num_quantizers is ${o.num_quantizers}`,
+      ),
+    () => check(!shared || new Set(codebook_sizes).size === 1, where, 'shared_codebook', 'a shared codebook needs one codebook_size for every layer'),
+    () =>
+      check(
+        !cfg.quantize_dropout || cutoff < nq,
+        where,
+        'quantize_dropout_cutoff_index',
+        `must be below num_quantizers (${nq}), got ${cutoff}`,
+      ),
+  ])
+}
+
+export const decodeRVQ = (input: unknown, where = 'ResidualVQ'): E.Either<TesseraError, RVQConfig> =>
+  pipe(decode(RVQOptions, input, where), E.chain((o) => resolveRVQ(o, where)))
