@@ -6,6 +6,8 @@ import { quantizerCaseRunner } from './generic-case.js'
 import { runLFQCase } from './lfq-case.js'
 import { runResidualFSQCase } from './rfsq-case.js'
 import type { CaseRunners } from './runner.js'
+import { runVectorQuantizeCase } from '../vq/golden.js'
+import { runResidualVQCase } from '../residual-vq/golden.js'
 
 /**
  * Every class the golden runner knows, by the reference's class name. A case whose class is not
@@ -14,6 +16,8 @@ import type { CaseRunners } from './runner.js'
  */
 export const caseRunners: CaseRunners = {
   FSQ: runFSQCase,
+  VectorQuantize: runVectorQuantizeCase,
+  ResidualVQ: runResidualVQCase,
   LFQ: runLFQCase,
   ResidualFSQ: runResidualFSQCase,
   ResidualLFQ: quantizerCaseRunner(residualLFQ),

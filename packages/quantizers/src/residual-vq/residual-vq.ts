@@ -1,0 +1,177 @@
+import * as E from 'fp-ts/lib/Either.js'
+import type { Aval, Tensor } from '@tessera/core'
+import { TesseraError, random, stack, where } from '@tessera/core'
+import { packLayout } from '../common/layout.js'
+import type { Projection } from '../common/projection.js'
+import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
+import type { Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
+import type { Residual } from '../residual/residual.js'
+import { foldKey, layerPrefix, prefixed, residual, scoped } from '../residual/residual.js'
+import { embedFromAverages } from '../vq/codebook.js'
+import type { VQApplyOptions, VectorQuantize } from '../vq/vector-quantize.js'
+import { CB, expireDead, makeVectorQuantize } from '../vq/vector-quantize.js'
+import type { RVQConfig } from './config.js'
+import { decodeRVQ } from './config.js'
+
+/**
+ * ResidualVQ: the residual combinator over VectorQuantize layers. A shared codebook is a different
+ * algorithm (one codebook whose EMA statistics thread through every layer, `embed` recomputed
+ * once after all layers), so it has its own loop here.
+ */
+export interface ResidualVQ extends Quantizer<RVQConfig> {
+  readonly kind: 'ResidualVQ'
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQApplyOptions): QuantizeResult
+  /** int32 indices (b, ..., q) -> per-layer codes (q, b, ..., codebook_dim); index -1 (dropped layer) gives 0. */
+  codesFromIndices(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
+  /** The layers' codebooks stacked (q, K, codebook_dim): the reference's `codebooks` (uniform sizes only). */
+  codebooks(params: Named<Tensor>, state: Named<Tensor>): Tensor
+}
+
+const W = 'ResidualVQ'
+const SHARED = layerPrefix(0)
+
+export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
+  const nq = cfg.num_quantizers
+  const cd = cfg.codebook_dim
+  const proj: Projection = { present: cfg.has_projections, bias: true, dim: cfg.dim, codebookDims: cd }
+  const layers: VectorQuantize[] = cfg.layers.map(makeVectorQuantize)
+  const dropout = cfg.quantize_dropout ? { cutoffIndex: cfg.quantize_dropout_cutoff_index, multipleOf: cfg.quantize_dropout_multiple_of } : null
+  const combinator = (ls: readonly Quantizer[]): Residual =>
+    residual(cfg, { kind: W, dim: cfg.dim, codebookDim: cd, layers: ls, projection: proj, channelFirst: false, quantizeDropout: dropout })
+  const inner = cfg.shared_codebook ? undefined : combinator(layers)
+  // a per-call freeze_codebook runs the same layers built frozen (the combinator passes only training/key down)
+  let frozenInner: Residual | undefined
+  const frozen = () => (frozenInner ??= combinator(cfg.layers.map((l) => makeVectorQuantize({ ...l, freeze_codebook: true }))))
+
+  const sharedLayer = layers[0]!
+  const paramSpecs: Record<string, Aval> = inner ? { ...inner.paramSpecs } : { ...projectionSpecs(proj), ...prefixed(sharedLayer.paramSpecs, SHARED) }
+  const stateSpecs: Record<string, Aval> = inner ? { ...inner.stateSpecs } : prefixed(sharedLayer.stateSpecs, SHARED)
+
+  const init = (key: random.Key): Init => {
+    if (inner) return inner.init(key)
+    const [kp, kl] = random.splitKey(key, 2) as [random.Key, random.Key]
+    const l = sharedLayer.init(kl)
+    return { params: { ...initProjection(proj, kp), ...prefixed(l.params, SHARED) }, state: prefixed(l.state, SHARED) }
+  }
+
+  /** Images (b, c, h, w) become (b, h·w, c) sequences; the reverse for per-token outputs. */
+  const toSeq = (x: Tensor) => {
+    if (!cfg.accept_image_fmap) return { x, back: (q: Tensor) => q, backIdx: (i: Tensor) => i }
+    if (x.rank !== 4) throw new TesseraError('shape', W, `accept_image_fmap expects (b, c, h, w), got [${x.shape.join(',')}]`)
+    const lay = packLayout(x, true, cfg.dim, W)
+    const [b, , hh, ww] = x.shape as [number, number, number, number]
+    return { x: lay.x, back: lay.unpack, backIdx: (i: Tensor) => i.reshape([b, hh, ww, ...i.shape.slice(2)]) }
+  }
+
+  const dropoutCut = (key: Tensor): Tensor => {
+    const span = nq - dropout!.cutoffIndex
+    const u = key.builder.randomUniform(foldKey(key, 1 << 20), [])
+    let r = u.mul(span).floor().cast('int32').minimum(span - 1).add(dropout!.cutoffIndex)
+    const m = dropout!.multipleOf
+    if (m !== 1) r = r.add(m).idiv(m).mul(m).sub(1)
+    return r
+  }
+
+  const sharedApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions): QuantizeResult => {
+    const lay = packLayout(xs, false, cfg.dim, W)
+    const z = projectIn(proj, params, lay.x)
+    const lp = scoped(params, SHARED)
+    let s: Named<Tensor> = scoped(state, SHARED)
+    const dropping = opts.training && !!dropout
+    if (dropping && !opts.key) throw new TesseraError('input', `${W}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
+    const cut = dropping ? dropoutCut(opts.key!) : undefined
+    let res = z
+    let out: Tensor | undefined
+    const indices: Tensor[] = [], layerLosses: Tensor[] = [], residuals: Tensor[] = []
+    const losses: Record<string, Tensor> = {}
+    for (let i = 0; i < nq; i++) {
+      residuals.push(res)
+      const r = sharedLayer.apply(lp, s, res, {
+        ...opts,
+        ...(opts.key ? { key: foldKey(opts.key, i) } : {}),
+        manualEmaUpdate: true,
+      })
+      const active = cut ? cut.ge(xs.builder.scalar(i, 'int32')) : undefined
+      const q = active ? where(active, r.quantized, 0) : r.quantized
+      indices.push(active ? where(active, r.indices, -1) : r.indices)
+      layerLosses.push(active ? where(active, r.loss, 0) : r.loss)
+      for (const [k, v] of Object.entries(r.losses)) losses[`${layerPrefix(i)}${k}`] = active ? where(active, v, 0) : v
+      const prev = s
+      s = active ? Object.fromEntries(Object.entries(r.state).map(([k, v]) => [k, where(active, v, prev[k]!)])) : r.state
+      res = res.sub(q.stopGradient())
+      out = out ? out.add(q) : q
+    }
+    if (opts.training) {
+      // the reference recomputes the shared embed and revives dead codes once per step, frozen or not
+      const lc = cfg.layers[0]!
+      let buf = { embed: s[CB.embed]!, clusterSize: s[CB.clusterSize]!, embedAvg: s[CB.embedAvg]! }
+      if (lc.ema_update) buf = { ...buf, embed: embedFromAverages(buf.clusterSize, buf.embedAvg, lc.eps, lc.use_cosine_sim) }
+      if (lc.threshold_ema_dead_code > 0) {
+        const all = stack(residuals, 0).reshape([1, -1, cd])
+        buf = expireDead(lc, buf, all, { ...(opts.key ? { key: opts.key } : {}), where: W }, nq + 1)
+      }
+      s = { ...s, [CB.embed]: buf.embed, [CB.clusterSize]: buf.clusterSize, [CB.embedAvg]: buf.embedAvg }
+    }
+    const allLosses = stack(layerLosses, 0)
+    return {
+      quantized: lay.unpack(projectOut(proj, params, out!)),
+      indices: lay.unpackTokens(stack(indices, -1)),
+      loss: allLosses.sum(),
+      losses,
+      state: prefixed(s, SHARED),
+      extra: { all_losses: allLosses },
+    }
+  }
+
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQApplyOptions): QuantizeResult => {
+    const seq = toSeq(x)
+    let r: QuantizeResult
+    if (inner) {
+      const comb = opts.freezeCodebook && !cfg.layers[0]!.freeze_codebook ? frozen() : inner
+      r = comb.apply(params, state, seq.x, opts)
+    } else r = sharedApply(params, state, seq.x, opts)
+    return { ...r, quantized: seq.back(r.quantized), indices: seq.backIdx(r.indices) }
+  }
+
+  const sharedEmbed = (params: Named<Tensor>, state: Named<Tensor> | undefined, i: number): Tensor => {
+    const name = `${layerPrefix(cfg.shared_codebook ? 0 : i)}${CB.embed}`
+    const e = state?.[name] ?? params[name]
+    if (!e) throw new TesseraError('input', `${W}.indicesToCodes`, `missing ${name} (pass the state)`)
+    return e
+  }
+
+  const codesFromIndices = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
+    if (inner) return inner.codesFromIndices(params, indices, state)
+    if (indices.dtype !== 'int32') throw new TesseraError('dtype', `${W}.indicesToCodes`, `indices must be int32, got ${indices.dtype}`)
+    const given = indices.shape[indices.rank - 1]!
+    if (indices.rank < 2 || given > nq || (given < nq && !dropout))
+      throw new TesseraError('shape', `${W}.indicesToCodes`, `indices must be (b, ..., ${nq})${dropout ? ' or fewer layers' : ''}, got [${indices.shape.join(',')}]`)
+    const K = cfg.codebook_sizes[0]!
+    const embed = sharedEmbed(params, state, 0).reshape([K, cd])
+    const codes = Array.from({ length: nq }, (_, i) => {
+      if (i >= given) return undefined
+      const raw = indices.index(-1, i)
+      const dropped = raw.eq(-1)
+      return where(dropped.expandDims(-1), 0, embed.gather(where(dropped, 0, raw), 0))
+    })
+    const zeros = codes[0]!.mul(0)
+    return stack(codes.map((c) => c ?? zeros), 0)
+  }
+
+  const indicesToCodes = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor =>
+    projectOut(proj, params, codesFromIndices(params, indices, state).sum(0))
+
+  const codebooks = (params: Named<Tensor>, state: Named<Tensor>): Tensor => {
+    if (new Set(cfg.codebook_sizes).size !== 1) throw new TesseraError('input', `${W}.codebooks`, 'codebooks differ in size; there is no stacked view')
+    return stack(
+      Array.from({ length: nq }, (_, i) => sharedEmbed(params, state, i).squeeze(0)),
+      0,
+    )
+  }
+
+  return { kind: 'ResidualVQ', config: cfg, paramSpecs, stateSpecs, init, apply, indicesToCodes, codesFromIndices, codebooks }
+}
+
+/** Build a ResidualVQ from the reference's keyword arguments; a bad config is a Left naming the field. */
+export const residualVQ = (options: unknown): E.Either<TesseraError, ResidualVQ> => E.map(makeResidualVQ)(decodeRVQ(options))
+
