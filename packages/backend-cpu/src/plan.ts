@@ -1,0 +1,208 @@
+import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, Kernel, KNode, Plan, Program } from '@tessera/core'
+import { TesseraError, allocate, checkAvals, lowerProgram, random, scheduleKernel } from '@tessera/core'
+import { roundHalfEven } from './interpret.js'
+
+/**
+ * A second CPU path: lower a program into the fused plan the GPU backends run, then interpret
+ * the plan kernel by kernel, node by node. Scalar semantics are the reference's (float32 rounding
+ * after every op, float64 accumulation in sums and matmul, half-to-even round, floor division,
+ * first-index ties), so any difference from `interpretProgram` is a fusion bug.
+ */
+export interface FusedCpuOptions {
+  /** Most buffers one kernel may read; small values exercise kernel splitting. */
+  readonly maxKernelArgs?: number
+}
+
+export function fusedCpuCaps(opts: FusedCpuOptions = {}): Caps {
+  return {
+    exactIntLimit: 2 ** 31,
+    strictNaN: true,
+    maxKernelArgs: opts.maxKernelArgs ?? 16,
+    maxTextureSize: Infinity,
+    atol: 0,
+    rtol: 0,
+    transcendentalRtol: 0,
+    fuses: true,
+  }
+}
+
+export function fusedCpuBackend(opts: FusedCpuOptions = {}): Backend & { plan(program: Program): Plan } {
+  const caps = fusedCpuCaps(opts)
+  return {
+    name: 'cpu-fused',
+    caps,
+    plan: (program) => lowerProgram(program, caps),
+    compile(program: Program): Executable {
+      const plan = lowerProgram(program, caps)
+      return {
+        run: async (inputs) => {
+          const ok = checkAvals('cpu-fused', program.inputs.map((v) => v.aval), inputs)
+          if (ok._tag === 'Left') throw ok.left
+          return runPlan(plan, inputs)
+        },
+        dispose() {},
+      }
+    },
+  }
+}
+
+const nanMax = (x: number, y: number) => (x !== x || y !== y ? NaN : x > y ? x : y)
+const nanMin = (x: number, y: number) => (x !== x || y !== y ? NaN : x < y ? x : y)
+
+function castTo(dtype: DType, x: number): number {
+  if (dtype === 'bool') return x !== 0 ? 1 : 0
+  if (dtype === 'int32') {
+    if (x !== x) return 0
+    const t = Math.trunc(x)
+    return t > 2147483647 ? 2147483647 : t < -2147483648 ? -2147483648 : t
+  }
+  return Math.fround(x)
+}
+
+/** One elementwise op on scalars, rounded like the reference stores it. */
+function applyOp(n: Extract<KNode, { k: 'op' }>, a: number, b: number, c: number, argDtype: DType): number {
+  const isInt = argDtype === 'int32'
+  const f = (x: number) => (n.dtype === 'float32' ? Math.fround(x) : x)
+  switch (n.op) {
+    case 'neg': return isInt ? -a | 0 : -a
+    case 'exp': return f(Math.exp(a))
+    case 'log': return f(Math.log(a))
+    case 'sqrt': return f(Math.sqrt(a))
+    case 'tanh': return f(Math.tanh(a))
+    case 'atanh': return f(Math.atanh(a))
+    case 'abs': return isInt ? Math.abs(a) | 0 : Math.abs(a)
+    case 'sign': return a > 0 ? 1 : a < 0 ? -1 : a
+    case 'floor': return Math.floor(a)
+    case 'round': return roundHalfEven(a)
+    case 'recip': return f(1 / a)
+    case 'cast': return castTo(n.dtype, a)
+    case 'add': return isInt ? (a + b) | 0 : n.wide ? a + b : f(a + b)
+    case 'sub': return isInt ? (a - b) | 0 : f(a - b)
+    case 'mul': return isInt ? Math.imul(a, b) : n.wide ? a * b : f(a * b)
+    case 'div': return f(a / b)
+    case 'idiv': return b === 0 ? 0 : Math.floor(a / b)
+    case 'mod': return b === 0 ? 0 : a - b * Math.floor(a / b)
+    case 'pow': return f(Math.pow(a, b))
+    case 'max': return nanMax(a, b)
+    case 'min': return nanMin(a, b)
+    case 'lt': return a < b ? 1 : 0
+    case 'le': return a <= b ? 1 : 0
+    case 'eq': return a === b ? 1 : 0
+    case 'where': return a ? b : c
+    case 'ixdiv': return Math.floor(a / n.n!)
+    case 'ixmod': return a % n.n!
+  }
+}
+
+function runKernel(k: Kernel, bufs: Map<number, AnyTypedArray>): AnyTypedArray {
+  const sched = scheduleKernel(k)
+  const out = allocate(k.dtype, k.size)
+  const vals = new Float64Array(k.nodes.length)
+  const argDt = k.nodes.map((n) => (n.k === 'op' ? (n.op === 'where' ? 'bool' : nodeDt(k.nodes[n.args[0]!]!)) : 'float32'))
+  const data = k.nodes.map((n) => (n.k === 'load' ? bufs.get(n.buf) : undefined))
+  let thread = 0, ridx = 0
+  const evalNode = (id: number) => {
+    const n = k.nodes[id]!
+    switch (n.k) {
+      case 'thread': vals[id] = thread; break
+      case 'ridx': vals[id] = ridx; break
+      case 'lit': vals[id] = n.value; break
+      case 'load': {
+        const at = vals[n.at]!
+        const d = data[id]!
+        if (!(at >= 0 && at < d.length))
+          throw new TesseraError('runtime', 'cpu-fused', `kernel for b${k.out} reads b${n.buf}[${at}] outside its ${d.length} elements`)
+        vals[id] = d[at]!
+        break
+      }
+      case 'op':
+        vals[id] = applyOp(n, vals[n.args[0]!]!, vals[n.args[1]!] ?? 0, vals[n.args[2]!] ?? 0, argDt[id] as DType)
+        break
+      case 'reduce':
+        break
+    }
+  }
+  const loop = sched.loop
+  const reds = (loop?.reduces ?? []).map((id) => {
+    const n = k.nodes[id] as Extract<KNode, { k: 'reduce' }>
+    return { id, n, isInt: nodeDt(k.nodes[n.body]!) === 'int32', acc: 0, best: 0 }
+  })
+  for (thread = 0; thread < k.size; thread++) {
+    for (const id of sched.pre) evalNode(id)
+    if (loop) {
+      for (const r of reds) r.acc = r.best = 0
+      for (ridx = 0; ridx < loop.size; ridx++) {
+        for (const id of loop.body) evalNode(id)
+        for (const r of reds) {
+          const v = vals[r.n.body]!
+          switch (r.n.op) {
+            case 'sum':
+              r.acc = r.isInt ? (r.acc + v) | 0 : r.acc + v
+              break
+            case 'max':
+              r.acc = ridx === 0 ? v : nanMax(r.acc, v)
+              break
+            case 'min':
+              r.acc = ridx === 0 ? v : nanMin(r.acc, v)
+              break
+            case 'argmin':
+            case 'argmax':
+              if (ridx === 0) {
+                r.best = v
+                r.acc = 0
+              } else if (r.best === r.best && (v !== v || (r.n.op === 'argmin' ? v < r.best : v > r.best))) {
+                r.best = v
+                r.acc = ridx
+              }
+              break
+          }
+        }
+      }
+      for (const r of reds) vals[r.id] = r.n.dtype === 'float32' ? Math.fround(r.acc) : r.acc
+    }
+    for (const id of sched.post) evalNode(id)
+    out[thread] = vals[k.root]!
+  }
+  return out
+}
+
+const nodeDt = (n: KNode): DType => (n.k === 'thread' || n.k === 'ridx' ? 'int32' : n.dtype)
+
+/** Interpret a fused plan on the host. */
+export function runPlan(plan: Plan, inputs: readonly HostTensor[]): HostTensor[] {
+  const bufs = new Map<number, AnyTypedArray>()
+  plan.inputs.forEach((b, i) => bufs.set(b, inputs[i]!.data))
+  for (const g of plan.gatherIndexInputs) checkGatherIndices(bufs.get(g.buf)!, g.bound, g.axis)
+  for (const b of plan.buffers) if (b.kind === 'const') bufs.set(b.id, b.data!)
+  for (const s of plan.steps) {
+    switch (s.k) {
+      case 'alloc':
+        break
+      case 'free':
+        bufs.delete(s.buf)
+        break
+      case 'random': {
+        const key = bufs.get(s.key)!
+        bufs.set(s.out, random.fillUniform(key[0]!, key[1]!, new Float32Array(plan.buffers[s.out]!.size)))
+        break
+      }
+      case 'kernel':
+        bufs.set(s.kernel.out, runKernel(s.kernel, bufs))
+        break
+    }
+  }
+  return plan.outputs.map((b) => {
+    const pb = plan.buffers[b]!
+    const data = bufs.get(b)!
+    return { shape: [...pb.shape], dtype: pb.dtype, data: pb.kind === 'temp' ? data : data.slice() } as HostTensor
+  })
+}
+
+/** Gather indices that are program inputs are checked before running, with the reference's message. */
+export function checkGatherIndices(idx: ArrayLike<number>, bound: number, axis: number) {
+  for (let j = 0; j < idx.length; j++) {
+    const v = idx[j]!
+    if (v < 0 || v >= bound)
+      throw new TesseraError('runtime', 'gather', `index ${v} (at flat position ${j}) is out of range [0, ${bound}) on axis ${axis}`)
+  }
+}
