@@ -38,7 +38,7 @@ describe('printProgram', () => {
   })
 
   test('prints params, constants (abbreviated) and several outputs', () => {
-    const { program } = traceOrThrow([f32(2, 3), { shape: [2], dtype: 'int32' }], (x: Tensor, k: Tensor) => {
+    const { program } = traceOrThrow([f32(2, 3), { shape: [2], dtype: 'int32' } as Aval], (x: Tensor, k: Tensor) => {
       const c = x.builder.constant([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12], [2, 2, 3])
       const y = concat([x.expandDims(0), x.neg().expandDims(0)], 0).add(c)
       const r = x.builder.randomUniform(k, [2, 3])
