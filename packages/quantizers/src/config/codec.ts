@@ -52,7 +52,9 @@ export function strict<R extends t.Props, O extends t.Props>(name: string, requi
         if (unknown.length > 0)
           return t.failure(u, [...c, { key: unknown[0]!, type: t.never, actual: (u as Record<string, unknown>)[unknown[0]!] }], `unknown key "${unknown[0]}" (known: ${[...known].join(', ')})`)
       }
-      return base.validate(u, c)
+      // present the intersection as the current type, so error paths skip its member indices
+      const last = c[c.length - 1]
+      return base.validate(u, last ? [...c.slice(0, -1), { ...last, type: base }] : c)
     },
     (a) => base.encode(a),
   )

@@ -1,0 +1,59 @@
+import * as E from 'fp-ts/lib/Either.js'
+import type { Backend, HostTensor } from '@tessera/core'
+import { random, tensorOf } from '@tessera/core'
+import { cpuBackend } from '@tessera/backend-cpu'
+import type { HostApplyResult } from '../src/run.js'
+import { applyOnHost, indicesToCodesOnHost, runOnHost } from '../src/run.js'
+import type { Init, Quantizer } from '../src/quantizer.js'
+
+/** Backends every quantizer property runs on; the gpu.js backend joins this list when it lands. */
+export const backends: readonly Backend[] = [cpuBackend()]
+
+export function orThrow<A>(e: E.Either<{ message: string }, A>): A {
+  if (E.isLeft(e)) throw new Error(e.left.message)
+  return e.right
+}
+
+export async function applyQ(
+  backend: Backend,
+  q: Quantizer,
+  init: Init,
+  x: HostTensor,
+  opts: { training?: boolean; key?: readonly [number, number] } = {},
+): Promise<HostApplyResult> {
+  return orThrow(
+    await applyOnHost(
+      q,
+      { params: init.params, state: init.state, x, training: opts.training ?? false, ...(opts.key ? { key: tensorOf([...opts.key], [2], 'int32') } : {}) },
+      backend,
+    ),
+  )
+}
+
+export async function decodeQ(backend: Backend, q: Quantizer, init: Init, indices: HostTensor): Promise<HostTensor> {
+  return orThrow(await indicesToCodesOnHost(q, init.params, indices, backend, undefined, init.state))
+}
+
+export { runOnHost }
+
+/** A float32 tensor of the given shape from a seed: standard normal times `scale`. */
+export function randn(shape: readonly number[], seed: number, scale = 1): HostTensor {
+  const n = shape.reduce((a, b) => a * b, 1)
+  const v = random.normalHost(random.keyFromSeed(seed), n).map((x) => x * scale)
+  return tensorOf(v, shape)
+}
+
+export const arr = (t: HostTensor): number[] => Array.from(t.data)
+
+export function expectClose(got: HostTensor, want: HostTensor, tol = 1e-5): void {
+  if (got.shape.join(',') !== want.shape.join(',')) throw new Error(`shape [${got.shape}] vs [${want.shape}]`)
+  for (let i = 0; i < want.data.length; i++) {
+    const g = got.data[i]!, w = want.data[i]!
+    if (!(Math.abs(g - w) <= tol * Math.max(1, Math.abs(w)))) throw new Error(`element ${i}: ${g} vs ${w}`)
+  }
+}
+
+/** Deep copies of a state/params record, to check later that nothing wrote into them. */
+export function snapshot(rec: Readonly<Record<string, HostTensor>>): Record<string, number[]> {
+  return Object.fromEntries(Object.entries(rec).map(([k, v]) => [k, Array.from(v.data)]))
+}
