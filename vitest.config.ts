@@ -31,6 +31,7 @@ export default defineConfig({
       nodeProject('backend-cpu'),
       nodeProject('quantizers'),
       nodeProject('backend-fast'),
+      nodeProject('nn'),
       {
         extends: true,
         test: {

@@ -1,0 +1,6 @@
+export * from './named.js'
+export * from './activations.js'
+export * from './init.js'
+export * from './layers.js'
+export * from './config.js'
+export * from './optim.js'
