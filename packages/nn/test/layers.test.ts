@@ -75,7 +75,7 @@ describe('layers', () => {
     expect(Object.fromEntries(Object.entries(params).map(([k, v]) => [k, v.shape]))).toEqual(
       Object.fromEntries(Object.entries(net.specs()).map(([k, v]) => [k, v.shape])),
     )
-    const p = traceOrThrow([net.specs(), f32(4, 5)], (ps, x) => net.apply(ps as Record<string, Tensor>, x)).program
+    const p = traceOrThrow([net.specs(), f32(4, 5)], (ps, x) => net.apply(ps as Record<string, Tensor>, x as Tensor)).program
     expect(p.outputs[0]!.aval.shape).toEqual([4, 3])
   })
 })
