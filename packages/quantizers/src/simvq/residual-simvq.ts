@@ -1,0 +1,113 @@
+import * as E from 'fp-ts/lib/Either.js'
+import { pipe } from 'fp-ts/lib/function.js'
+import * as t from 'io-ts'
+import type { Tensor } from '@tessera/core'
+import { TesseraError } from '@tessera/core'
+import { Finite, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
+import type { Named, QuantizeResult, Quantizer } from '../quantizer.js'
+import type { Residual } from '../residual/residual.js'
+import { residual } from '../residual/residual.js'
+import type { SimVQConfig } from './simvq.js'
+import { makeSimVQ } from './simvq.js'
+
+export const ResidualSimVQOptions = strict(
+  'ResidualSimVQ',
+  { dim: PositiveInt, num_quantizers: PositiveInt, codebook_size: PositiveInt },
+  {
+    heads: t.literal(1),
+    quantize_dropout: t.boolean,
+    quantize_dropout_cutoff_index: NonNegInt,
+    quantize_dropout_multiple_of: PositiveInt,
+    channel_first: t.boolean,
+    rotation_trick: t.boolean,
+    input_to_quantize_commit_loss_weight: Finite,
+    commitment_weight: Finite,
+    frozen_codebook_dim: t.union([PositiveInt, t.null]),
+  },
+)
+
+export interface ResidualSimVQConfig {
+  readonly dim: number
+  readonly num_quantizers: number
+  readonly channel_first: boolean
+  readonly quantize_dropout: { readonly cutoffIndex: number; readonly multipleOf: number } | null
+  readonly layer: SimVQConfig
+}
+
+export function decodeResidualSimVQ(input: unknown, where = 'ResidualSimVQ'): E.Either<TesseraError, ResidualSimVQConfig> {
+  return pipe(
+    decode(ResidualSimVQOptions, input, where),
+    E.chain((o) => {
+      const nq = o.num_quantizers
+      const cutoff = o.quantize_dropout_cutoff_index ?? 0
+      const dropping = (o.quantize_dropout ?? false) && nq > 1
+      const cfg: ResidualSimVQConfig = {
+        dim: o.dim,
+        num_quantizers: nq,
+        channel_first: o.channel_first ?? false,
+        quantize_dropout: dropping ? { cutoffIndex: cutoff, multipleOf: o.quantize_dropout_multiple_of ?? 1 } : null,
+        layer: {
+          dim: o.dim,
+          codebook_size: o.codebook_size,
+          // layers see (b, n, d): the combinator handles the channel-first layout
+          channel_first: false,
+          rotation_trick: o.rotation_trick ?? true,
+          input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
+          commitment_weight: o.commitment_weight ?? 1,
+          frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
+        },
+      }
+      return checks(cfg, [
+        () => check(!dropping || cutoff < nq, where, 'quantize_dropout_cutoff_index', `must be below num_quantizers (${nq}), got ${cutoff}`),
+        () => check(cfg.layer.codebook_size <= 2 ** 24, where, 'codebook_size', 'must be at most 2^24'),
+        () => check(cfg.layer.commitment_weight >= 0, where, 'commitment_weight', 'must be >= 0'),
+      ])
+    }),
+  )
+}
+
+/** ResidualSimVQ: the residual combinator over SimVQ layers (no projections; indices (b, ..., q)). */
+export interface ResidualSimVQ extends Quantizer<ResidualSimVQConfig> {
+  readonly kind: 'ResidualSimVQ'
+  codesFromIndices(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
+}
+
+export function makeResidualSimVQ(cfg: ResidualSimVQConfig): ResidualSimVQ {
+  const W = 'ResidualSimVQ'
+  const inner: Residual = residual(cfg, {
+    kind: W,
+    dim: cfg.dim,
+    codebookDim: cfg.dim,
+    layers: Array.from({ length: cfg.num_quantizers }, () => makeSimVQ(cfg.layer)),
+    projection: { present: false, bias: false, dim: cfg.dim, codebookDims: cfg.dim },
+    channelFirst: false,
+    quantizeDropout: cfg.quantize_dropout,
+  })
+  const toSeq = (x: Tensor) => {
+    if (!cfg.channel_first) return { x, back: (q: Tensor) => q, backIdx: (i: Tensor) => i }
+    if (x.rank < 3) throw new TesseraError('shape', W, `channel_first expects (b, d, ...), got [${x.shape.join(',')}]`)
+    if (x.shape[1] !== cfg.dim) throw new TesseraError('shape', W, `input has ${x.shape[1]} channels on axis 1; expected dim ${cfg.dim}`)
+    const b = x.shape[0]!, spatial = x.shape.slice(2)
+    return {
+      x: x.reshape([b, cfg.dim, -1]).mT,
+      back: (q: Tensor) => q.mT.reshape([b, cfg.dim, ...spatial]),
+      backIdx: (i: Tensor) => i.reshape([b, ...spatial, i.shape[2]!]),
+    }
+  }
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: Parameters<Quantizer['apply']>[3]): QuantizeResult => {
+    const s = toSeq(x)
+    const r = inner.apply(params, state, s.x, opts)
+    return { ...r, quantized: s.back(r.quantized), indices: s.backIdx(r.indices) }
+  }
+  const codesFromIndices = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
+    const codes = inner.codesFromIndices(params, indices, state) // (q, b, ..., d)
+    return cfg.channel_first ? codes.moveAxis(-1, 2) : codes
+  }
+  const indicesToCodes = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
+    const out = inner.indicesToCodes(params, indices, state)
+    return cfg.channel_first ? out.moveAxis(-1, 1) : out
+  }
+  return { kind: W, config: cfg, paramSpecs: inner.paramSpecs, stateSpecs: inner.stateSpecs, init: inner.init, apply, indicesToCodes, codesFromIndices }
+}
+
+export const residualSimVQ = (options: unknown): E.Either<TesseraError, ResidualSimVQ> => E.map(makeResidualSimVQ)(decodeResidualSimVQ(options))
