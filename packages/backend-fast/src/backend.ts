@@ -1,5 +1,6 @@
 import type { AnyTypedArray, Backend, Caps, Executable, HostTensor, Program } from '@tessera/core'
 import { TesseraError, allocate, sizeOf } from '@tessera/core'
+import { availableParallelism } from 'node:os'
 import { applyPrim } from '@tessera/backend-cpu'
 import { matmulF64 } from './matmul.js'
 import type { Plan } from './plan.js'
@@ -8,6 +9,8 @@ import { planProgram } from './plan.js'
 export interface FastBackendOptions {
   /** Use the WebAssembly SIMD nearest-code kernel where the pattern appears (default true). */
   readonly wasm?: boolean
+  /** Threads for the WebAssembly kernel, counting the calling thread (default: available cores). */
+  readonly threads?: number
 }
 
 /**
@@ -30,11 +33,12 @@ export const fastCaps: Caps = {
 /** Compiles programs to generated JS loops (fused) plus a WebAssembly SIMD kernel for distance+argmin. */
 export function fastBackend(opts: FastBackendOptions = {}): Backend {
   const wasm = opts.wasm ?? true
+  const threads = Math.max(1, Math.floor(opts.threads ?? availableParallelism()))
   return {
-    name: wasm ? 'fast-js+wasm' : 'fast-js',
+    name: wasm ? `fast-js+wasm(${threads}t)` : 'fast-js',
     caps: fastCaps,
     compile(program: Program): Executable {
-      const plan = planProgram(program, { wasm })
+      const plan = planProgram(program, { wasm, threads })
       return new FastExecutable(plan)
     },
   }
@@ -117,5 +121,6 @@ class FastExecutable implements Executable {
   dispose(): void {
     this.disposed = true
     this.scratch = []
+    this.plan.dispose()
   }
 }

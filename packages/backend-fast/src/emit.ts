@@ -193,9 +193,10 @@ function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string
 /** Helpers every generated kernel closes over; their semantics are the reference's. */
 export const kernelHelpers = {
   F: Math.fround,
+  // Math.round rounds halves up; only an exact half (r - x === 0.5) can need the even neighbour
   RNE: (x: number) => {
     const r = Math.round(x)
-    return Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : r
+    return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r
   },
   MAX: (x: number, y: number) => (x !== x || y !== y ? NaN : x > y ? x : y),
   MIN: (x: number, y: number) => (x !== x || y !== y ? NaN : x < y ? x : y),

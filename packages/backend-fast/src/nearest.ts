@@ -2,6 +2,7 @@ import type { AnyTypedArray, Eqn, EqnOf, Var } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
 import { Code, V128, I32, assemble } from './wasm/asm.js'
+import { KernelThreads } from './wasm/threads.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -40,13 +41,15 @@ const UNARY = new Set(['neg', 'abs', 'sqrt'])
 const BINARY = new Set(['add', 'sub', 'mul', 'div', 'max', 'min'])
 
 /** Rows per register tile, 4-lane vectors per tile (columns = 4 * V). */
-const R = 4
-const V = 2
+const R = 2
+const V = 4
 const CW = 4 * V
 /** Rows copied into wasm memory per call: bounds the memory the kernel needs. */
-const CHUNK = 256
+const CHUNK = 512
+/** Below this many multiply-adds a run stays on the calling thread. */
+const THREAD_MIN_WORK = 1 << 22
 
-export function matchNearest(e: EqnOf<'argmin'>, ctx: MatchCtx): NearestStep | undefined {
+export function matchNearest(e: EqnOf<'argmin'>, ctx: MatchCtx, threads: number): NearestStep | undefined {
   const x = e.inputs[0]!
   if (x.aval.shape.length !== 2 || e.params.axis !== 1 || x.aval.dtype !== 'float32') return undefined
   let matmul: Eqn | undefined
@@ -88,7 +91,7 @@ export function matchNearest(e: EqnOf<'argmin'>, ctx: MatchCtx): NearestStep | u
   }
   const epi = walk(x)
   if (!epi || !matmul) return undefined
-  return new NearestStep(e, matmul as EqnOf<'matmul'>, epi, terms)
+  return new NearestStep(e, matmul as EqnOf<'matmul'>, epi, terms, threads)
 }
 
 /** Which of the two axes a subexpression reads: found from its index arithmetic. */
@@ -138,14 +141,16 @@ export class NearestStep {
   private readonly colTerms: number[]
   private termKernels: TermKernel[] = []
   private slots: { a: number; b: number } | undefined
-  private instance: { memory: WebAssembly.Memory; run: (rows: number) => void } | undefined
-  private readonly layout: { col: number; a: number; row: number; out: number; bytes: number }
+  private instance: { memory: WebAssembly.Memory; run: (...a: number[]) => void; threads?: KernelThreads } | undefined
+  /** Bytes: shared B and column terms, then per thread an A chunk, row terms and lane results. */
+  private readonly layout: { col: number; perThread: number; a: number; row: number; out: number; base: number }
 
   constructor(
     readonly argmin: EqnOf<'argmin'>,
     readonly matmul: EqnOf<'matmul'>,
     private readonly epi: Epi,
     private readonly terms: readonly Term[],
+    private readonly threads: number,
   ) {
     const [m, n] = argmin.inputs[0]!.aval.shape as [number, number]
     this.m = m
@@ -154,12 +159,18 @@ export class NearestStep {
     this.npad = Math.ceil(n / CW) * CW
     this.rowTerms = terms.flatMap((t, i) => (t.dep === 'row' ? [i] : []))
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
-    const bBytes = this.k * this.npad * 4
-    const col = bBytes
-    const a = col + this.colTerms.length * this.npad * 4
-    const row = a + CHUNK * this.k * 4
+    const col = this.k * this.npad * 4
+    const base = col + this.colTerms.length * this.npad * 4
+    const a = 0
+    const row = CHUNK * this.k * 4
     const out = row + this.rowTerms.length * CHUNK * 4
-    this.layout = { col, a, row, out, bytes: out + CHUNK * 3 * CW * 4 }
+    const perThread = out + CHUNK * 3 * CW * 4
+    this.layout = { col, perThread, a, row, out, base }
+  }
+
+  /** Threads worth using for this size (the caller's thread counts as one). */
+  private threadCount(): number {
+    return this.m * this.n * this.k >= THREAD_MIN_WORK ? Math.max(1, Math.min(this.threads, Math.ceil(this.m / CHUNK))) : 1
   }
 
   /** Build the term loops once slots and buffer names are known. */
@@ -168,24 +179,32 @@ export class NearestStep {
     this.termKernels = this.terms.map((t) => termKernel(t.v, t.dep, env))
   }
 
-  private module(): { memory: WebAssembly.Memory; run: (rows: number) => void } {
+  private module(): { memory: WebAssembly.Memory; run: (...a: number[]) => void; threads?: KernelThreads } {
     if (this.instance) return this.instance
-    const bytes = assemble(Math.ceil(this.layout.bytes / 65536), [{ name: 'run', code: this.kernelCode() }])
-    const inst = new WebAssembly.Instance(new WebAssembly.Module(bytes as BufferSource), {})
-    const ex = inst.exports as unknown as { memory: WebAssembly.Memory; run: (rows: number) => void }
-    this.instance = { memory: ex.memory, run: ex.run }
+    const T = this.threadCount()
+    const pages = Math.ceil((this.layout.base + T * this.layout.perThread) / 65536)
+    const module = new WebAssembly.Module(assemble(pages, [{ name: 'run', code: this.kernelCode() }]) as BufferSource)
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
+    const inst = new WebAssembly.Instance(module, { env: { memory } })
+    const run = (inst.exports as unknown as { run: (...a: number[]) => void }).run
+    this.instance = { memory, run, ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1) } : {}) }
     return this.instance
+  }
+
+  dispose(): void {
+    this.instance?.threads?.dispose()
+    this.instance = undefined
   }
 
   /** The SIMD kernel: for each block of R rows, all column chunks, then per-lane argmin state out. */
   private kernelCode(): Code {
     const { k, npad, n } = this
     const L = this.layout
-    const c = new Code(1)
-    const rows = 0
+    const c = new Code(4)
+    const [rows, aPtr, rowPtr, outPtr] = [0, 1, 2, 3] // byte addresses of this thread's A rows, row terms, lane results
     const i = c.local(I32) // row index of the block
-    const aPtr = c.local(I32) // byte address of the block's first A row
-    const col = c.local(I32) // byte offset of the column chunk
+    const col = c.local(I32) // byte offset of the column chunk within a row of column terms
+    const bp = c.local(I32) // byte address of the column chunk's packed B panel [k][CW]
     const jv = c.local(V128)
     const bv = Array.from({ length: V }, () => c.local(V128))
     const s = c.local(V128)
@@ -199,11 +218,10 @@ export class NearestStep {
     const mask = n % CW !== 0
 
     c.i32(0).set(i)
-    c.i32(L.a).set(aPtr)
     c.block().loop()
     // row terms of this block, splatted once
     this.rowTerms.forEach((_, t) => {
-      for (let r = 0; r < R; r++) c.get(i).i32(4).i32Mul().vLoad32Splat(L.row + t * CHUNK * 4 + r * 4).set(rowVals[t]![r]!)
+      for (let r = 0; r < R; r++) c.get(rowPtr).vLoad32Splat(t * CHUNK * 4 + r * 4).set(rowVals[t]![r]!)
     })
     for (let r = 0; r < R; r++)
       for (let v = 0; v < V; v++) {
@@ -213,10 +231,11 @@ export class NearestStep {
       }
     c.vConstI32([0, 1, 2, 3]).set(jv)
     c.i32(0).set(col)
+    c.i32(0).set(bp)
     c.loop()
     for (let r = 0; r < R; r++) for (let v = 0; v < V; v++) c.vConstF32([0, 0, 0, 0]).set(acc[r]![v]!)
     for (let d = 0; d < k; d++) {
-      for (let v = 0; v < V; v++) c.get(col).vLoad(d * npad * 4 + v * 16).set(bv[v]!)
+      for (let v = 0; v < V; v++) c.get(bp).vLoad(d * CW * 4 + v * 16).set(bv[v]!)
       for (let r = 0; r < R; r++) {
         c.get(aPtr).vLoad32Splat((r * k + d) * 4).set(s)
         for (let v = 0; v < V; v++) c.get(acc[r]![v]!).get(s).get(bv[v]!).f32x4Mul().f32x4Add().set(acc[r]![v]!)
@@ -266,18 +285,21 @@ export class NearestStep {
         c.get(s).get(bidx[r]![v]!).get(bv[0]!).bitselect().set(bidx[r]![v]!)
       }
     c.get(jv).vConstI32([CW, CW, CW, CW]).i32x4Add().set(jv)
+    c.get(bp).i32(k * CW * 4).i32Add().set(bp)
     c.get(col).i32(CW * 4).i32Add().tee(col).i32(npad * 4).i32LtU().brIf(0)
     c.end() // column loop
     // per-lane state out: [best CW floats][bidx CW ints][nanIdx CW ints] per row
     for (let r = 0; r < R; r++) {
       for (let v = 0; v < V; v++) {
-        const base = L.out + r * 3 * CW * 4 + v * 16
-        c.get(i).i32(3 * CW * 4).i32Mul().get(best[r]![v]!).vStore(base)
-        c.get(i).i32(3 * CW * 4).i32Mul().get(bidx[r]![v]!).vStore(base + CW * 4)
-        c.get(i).i32(3 * CW * 4).i32Mul().get(nanIdx[r]![v]!).vStore(base + 2 * CW * 4)
+        const base = r * 3 * CW * 4 + v * 16
+        c.get(outPtr).get(best[r]![v]!).vStore(base)
+        c.get(outPtr).get(bidx[r]![v]!).vStore(base + CW * 4)
+        c.get(outPtr).get(nanIdx[r]![v]!).vStore(base + 2 * CW * 4)
       }
     }
     c.get(aPtr).i32(R * k * 4).i32Add().set(aPtr)
+    c.get(rowPtr).i32(R * 4).i32Add().set(rowPtr)
+    c.get(outPtr).i32(R * 3 * CW * 4).i32Add().set(outPtr)
     c.get(i).i32(R).i32Add().tee(i).get(rows).i32LtU().brIf(0)
     c.end().end() // row loop, block
     return c
@@ -286,39 +308,61 @@ export class NearestStep {
   run(B: AnyTypedArray[], out: Int32Array): void {
     const { m, n, k, npad } = this
     const L = this.layout
-    const { memory, run } = this.module()
+    const { memory, run, threads } = this.module()
     const f32 = new Float32Array(memory.buffer)
     const i32 = new Int32Array(memory.buffer)
     const b = B[this.slots!.b] as Float32Array
-    for (let d = 0; d < k; d++) f32.set(b.subarray(d * n, d * n + n), d * npad)
+    // pack B into contiguous panels [n/CW][k][CW] so each column chunk streams sequentially
+    for (let c0 = 0, p = 0; c0 < npad; c0 += CW) {
+      const w = Math.min(CW, n - c0)
+      for (let d = 0; d < k; d++, p += CW) {
+        const src = d * n + c0
+        for (let j = 0; j < w; j++) f32[p + j] = b[src + j]!
+      }
+    }
     this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, L.col / 4 + ci * npad, 0, n))
     const a = B[this.slots!.a] as Float32Array
-    const outBase = L.out / 4
-    for (let r0 = 0; r0 < m; r0 += CHUNK) {
-      const cnt = Math.min(CHUNK, m - r0)
-      const padded = Math.ceil(cnt / R) * R
-      f32.set(a.subarray(r0 * k, (r0 + cnt) * k), L.a / 4)
-      if (padded > cnt) f32.fill(0, L.a / 4 + cnt * k, L.a / 4 + padded * k)
-      this.rowTerms.forEach((t, ri) => this.termKernels[t]!(B, f32, L.row / 4 + ri * CHUNK, r0, cnt))
-      run(padded)
-      for (let q = 0; q < cnt; q++) {
-        const base = outBase + q * 3 * CW
-        let nanAt = 0x7fffffff
-        for (let l = 0; l < CW; l++) nanAt = Math.min(nanAt, i32[base + 2 * CW + l]!)
-        if (nanAt !== 0x7fffffff) {
-          out[r0 + q] = nanAt
-          continue
-        }
-        let bv = f32[base]!, bi = i32[base + CW]!
-        for (let l = 1; l < CW; l++) {
-          const v = f32[base + l]!, j = i32[base + CW + l]!
-          if (v < bv || (v === bv && j < bi)) {
-            bv = v
-            bi = j
-          }
-        }
-        out[r0 + q] = bi
+    const T = (threads?.count ?? 0) + 1
+    for (let round = 0; round < m; round += T * CHUNK) {
+      // stage every thread's chunk, start the workers, compute chunk 0 here, then collect
+      const chunks: { r0: number; cnt: number; at: number }[] = []
+      for (let t = 0; t < T && round + t * CHUNK < m; t++) {
+        const r0 = round + t * CHUNK
+        const cnt = Math.min(CHUNK, m - r0)
+        const at = L.base + t * L.perThread
+        const padded = Math.ceil(cnt / R) * R
+        f32.set(a.subarray(r0 * k, (r0 + cnt) * k), (at + L.a) / 4)
+        if (padded > cnt) f32.fill(0, (at + L.a) / 4 + cnt * k, (at + L.a) / 4 + padded * k)
+        this.rowTerms.forEach((tm, ri) => this.termKernels[tm]!(B, f32, (at + L.row) / 4 + ri * CHUNK, r0, cnt))
+        chunks.push({ r0, cnt, at })
+        if (t > 0) threads!.start(t - 1, [padded, at + L.a, at + L.row, at + L.out])
       }
+      const c0 = chunks[0]!
+      run(Math.ceil(c0.cnt / R) * R, c0.at + L.a, c0.at + L.row, c0.at + L.out)
+      for (let t = 1; t < chunks.length; t++) threads!.wait(t - 1)
+      for (const { r0, cnt, at } of chunks) this.collect(f32, i32, (at + L.out) / 4, r0, cnt, out)
+    }
+  }
+
+  /** Reduce each row's per-lane argmin state: a NaN wins at its first index, else the least value, then the least index. */
+  private collect(f32: Float32Array, i32: Int32Array, outBase: number, r0: number, cnt: number, out: Int32Array): void {
+    for (let q = 0; q < cnt; q++) {
+      const base = outBase + q * 3 * CW
+      let nanAt = 0x7fffffff
+      for (let l = 0; l < CW; l++) nanAt = Math.min(nanAt, i32[base + 2 * CW + l]!)
+      if (nanAt !== 0x7fffffff) {
+        out[r0 + q] = nanAt
+        continue
+      }
+      let bv = f32[base]!, bi = i32[base + CW]!
+      for (let l = 1; l < CW; l++) {
+        const v = f32[base + l]!, j = i32[base + CW + l]!
+        if (v < bv || (v === bv && j < bi)) {
+          bv = v
+          bi = j
+        }
+      }
+      out[r0 + q] = bi
     }
   }
 }

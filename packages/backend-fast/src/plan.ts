@@ -29,11 +29,15 @@ export interface Plan {
   readonly outputSlots: readonly number[]
   /** Variable (aval) stored in each slot. */
   readonly slotVars: readonly Var[]
+  /** Release worker threads held by kernels. */
+  dispose(): void
 }
 
 export interface PlanOptions {
   /** Recognize distance-then-argmin and run it as one WebAssembly SIMD kernel. */
   readonly wasm: boolean
+  /** Threads the WebAssembly kernel may use, counting the calling thread. */
+  readonly threads: number
 }
 
 /**
@@ -92,7 +96,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
         stored: (v) => stored.has(v.id),
         uses: (v) => uses.get(v.id) ?? [],
         isOutput: (v) => isOutput.has(v.id),
-      })
+      }, opts.threads)
       if (m) {
         nearest.set(e.out.id, m)
         stored.delete(m.matmul.out.id)
@@ -141,5 +145,6 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
     }
   }
   const outputSlots = program.outputs.map(slotOf)
-  return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars }
+  const dispose = () => nearest.forEach((n) => n.dispose())
+  return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose }
 }

@@ -106,17 +106,19 @@ export class Code {
 }
 
 /**
- * A module with one memory (exported as "memory", `pages` of 64 KiB) and functions exported by
- * name; every function takes `params` i32 arguments and returns nothing.
+ * A module whose one memory is imported as env.memory (shared, `pages` initial and maximum, so
+ * worker threads can run the same kernels on it) and whose functions are exported by name; every
+ * function takes `params` i32 arguments and returns nothing.
  */
 export function assemble(pages: number, funcs: readonly { name: string; code: Code }[]): Uint8Array {
   const types = vec(funcs.map((f) => [0x60, ...vec(Array.from({ length: f.code.params }, () => [I32])), 0]))
+  const memType = [0x03, ...uleb(pages), ...uleb(pages)]
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, types),
+    ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memType]])),
     ...section(3, vec(funcs.map((_, i) => uleb(i)))),
-    ...section(5, vec([[0x00, ...uleb(pages)]])),
-    ...section(7, vec([[...name('memory'), 0x02, 0], ...funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)])])),
+    ...section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
     ...section(10, vec(funcs.map((f) => f.code.encode()))),
   ]
   return new Uint8Array(bytes)

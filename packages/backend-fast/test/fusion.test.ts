@@ -1,0 +1,40 @@
+import { fc, test } from '@fast-check/vitest'
+import { interpretProgram } from '@tessera/backend-cpu'
+import type { Tensor } from '@tessera/core'
+import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
+import { describe, expect } from 'vitest'
+import { fastBackend, planProgram } from '../src/index.js'
+
+const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
+
+describe('fusion', () => {
+  test('an elementwise chain with broadcasts and a transpose is one loop', () => {
+    const p = traceOrThrow([f32([4, 3]), f32([3])], (x: Tensor, b: Tensor) => [x.add(b).tanh().mul(2).round().transpose()]).program
+    const steps = planProgram(p, { wasm: true, threads: 1 }).steps
+    expect(steps.map((s) => s.kind)).toEqual(['kernel'])
+  })
+
+  test('a reduction absorbs its elementwise prologue: sum of squares is one loop', () => {
+    const p = traceOrThrow([f32([5, 7])], (x: Tensor) => [x.square().sum(-1)]).program
+    expect(planProgram(p, { wasm: false, threads: 1 }).steps.length).toBe(1)
+  })
+
+  test('a value read through an expanding broadcast is stored once, not recomputed per copy', () => {
+    const p = traceOrThrow([f32([6])], (x: Tensor) => [x.exp().reshape([6, 1]).broadcastTo([6, 50]).add(1)]).program
+    const steps = planProgram(p, { wasm: false, threads: 1 }).steps
+    expect(steps.length).toBe(2)
+  })
+
+  // round half to even on exact halves, and the generated loops equal the reference bit for bit
+  test.prop([fc.array(fc.integer({ min: -64, max: 64 }).map((v) => v / 4), { minLength: 1, maxLength: 40 })])(
+    'FSQ-like chain equals the reference bit for bit',
+    async (xs) => {
+      const n = xs.length
+      const p = traceOrThrow([f32([n])], (x: Tensor) => [x.mul(1.5).round().div(3), x.round(), x.gt(0).cast('int32').sum()]).program
+      const ins = [tensorOf(xs, [n])]
+      const want = interpretProgram(p, ins)
+      const got = await runOrThrow(p, ins, fastBackend())
+      got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
+    },
+  )
+})
