@@ -1,0 +1,271 @@
+import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, Kernel, Plan, Program } from '@tessera/core'
+import { TesseraError, allocate, checkAvals, lowerProgram, random } from '@tessera/core'
+import * as gpujs from 'gpu.js'
+import { kernelSource } from './codegen.js'
+
+export type GpuJsMode = 'cpu' | 'webasm' | 'headlessgl' | 'webgl2' | 'webgpu'
+
+export const gpuJsModes: readonly GpuJsMode[] = ['cpu', 'webasm', 'headlessgl', 'webgl2', 'webgpu']
+
+// gpu.js is CommonJS; in the browser bundle the classes hang off GPU itself.
+const lib = gpujs as unknown as Record<string, unknown> & { GPU: Record<string, unknown> }
+const gpuClass = (name: string): unknown => lib[name] ?? lib.GPU[name]
+const GPUCtor = lib.GPU as unknown as new (settings: object) => GpuInstance
+
+/** The kernel class that must run each mode (gpu.js falls back silently; we check). */
+const kernelClassOf: Readonly<Record<GpuJsMode, string>> = {
+  cpu: 'CPUKernel',
+  webasm: 'WebAssemblyKernel',
+  headlessgl: 'HeadlessGLKernel',
+  webgl2: 'WebGL2Kernel',
+  webgpu: 'WebGPUKernel',
+}
+
+interface GpuInstance {
+  createKernel(source: string, settings: object): KernelFn
+  destroy(): Promise<void>
+  context?: unknown
+}
+interface KernelFn {
+  (...args: unknown[]): unknown
+  kernel: { constructor: unknown; fallbackReason?: string | null }
+}
+interface DeviceValue {
+  toArray(): Float32Array | Promise<Float32Array>
+  delete(): void
+}
+const isDeviceValue = (v: unknown): v is DeviceValue =>
+  typeof v === 'object' && v !== null && typeof (v as DeviceValue).delete === 'function' && typeof (v as DeviceValue).toArray === 'function'
+
+/**
+ * Tolerances measured against the reference on the conformance suite (see docs/BACKENDS.md for
+ * the figures). Integers and bools are exact below 2^24; float ops are single precision with
+ * our own tanh/atanh/pow/round, sums use Kahan accumulation.
+ */
+export function gpuJsCaps(mode: GpuJsMode): Caps {
+  const gl = mode === 'headlessgl' || mode === 'webgl2'
+  return {
+    exactIntLimit: 2 ** 24,
+    strictNaN: false,
+    // GL: one texture unit per argument (16 units is the common floor); WebGPU: 8 storage buffers per stage
+    maxKernelArgs: mode === 'webgpu' ? 6 : 12,
+    maxTextureSize: gl || mode === 'webgpu' ? 4096 : Infinity,
+    atol: 1e-6,
+    rtol: gl || mode === 'webgpu' ? 2e-6 : 1e-6,
+    transcendentalRtol: gl || mode === 'webgpu' ? 2e-5 : 4e-6,
+    fuses: true,
+  }
+}
+
+/** Why a mode cannot run here, or undefined when it can. Never throws. */
+export async function gpuJsUnavailable(mode: GpuJsMode): Promise<string | undefined> {
+  const G = lib.GPU as unknown as Record<string, unknown> & { isWebGPUAvailable(): Promise<boolean> }
+  switch (mode) {
+    case 'cpu':
+      return undefined
+    case 'webasm':
+      return G.isWebAssemblySupported ? undefined : 'WebAssembly is not available'
+    case 'headlessgl':
+      return G.isHeadlessGLSupported
+        ? undefined
+        : 'headless-gl is not usable (is the gl module built, and is there an X display, e.g. xvfb-run -a?)'
+    case 'webgl2':
+      return G.isWebGL2Supported ? undefined : 'WebGL2 is not available (needs a browser with WebGL2)'
+    case 'webgpu':
+      if (!G.isWebGPUSupported) return 'navigator.gpu is missing (needs a browser with WebGPU)'
+      return (await G.isWebGPUAvailable()) ? undefined : 'WebGPU has no adapter (Chromium needs --enable-unsafe-webgpu)'
+  }
+}
+
+export interface GpuJsStats {
+  /** device values (textures, buffers) produced by kernels and not yet deleted */
+  readonly liveDeviceValues: number
+  readonly cachedKernels: number
+  readonly kernelCalls: number
+}
+
+export interface GpuJsBackend extends Backend {
+  readonly mode: GpuJsMode
+  plan(program: Program): Plan
+  stats(): GpuJsStats
+  /** the gpu.js GPU instance (for diagnostics: e.g. counting GL textures) */
+  readonly gpu: unknown
+  dispose(): void
+}
+
+/** A gpu.js backend for one mode. Throws a TesseraError('backend') when the mode is unavailable. */
+export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
+  if (!(mode in kernelClassOf)) throw new TesseraError('backend', 'gpuJsBackend', `unknown mode ${String(mode)}; use one of ${gpuJsModes.join(', ')}`)
+  let gpu: GpuInstance
+  try {
+    gpu = new GPUCtor({ mode })
+  } catch (e) {
+    throw new TesseraError('backend', 'gpuJsBackend', `gpu.js mode ${mode} is not available: ${e instanceof Error ? e.message : String(e)}`)
+  }
+  const caps = gpuJsCaps(mode)
+  const expected = gpuClass(kernelClassOf[mode])
+  const cache = new Map<string, KernelFn>()
+  let live = 0
+  let calls = 0
+  let disposed = false
+
+  const kernelFor = (k: Kernel, argSizes: readonly number[]): KernelFn => {
+    const { source, loopSize } = kernelSource(k)
+    // gpu.js bakes argument sizes into a built kernel, so they are part of the key
+    const key = `${k.size}|${argSizes.join(',')}|${source}`
+    let fn = cache.get(key)
+    if (!fn) {
+      fn = gpu.createKernel(source, {
+        output: [k.size],
+        precision: 'single',
+        tactic: 'precision',
+        pipeline: true,
+        immutable: true,
+        loopMaxIterations: Math.max(loopSize, 1),
+        dynamicOutput: false,
+        dynamicArguments: false,
+      })
+      cache.set(key, fn)
+    }
+    return fn
+  }
+
+  const checkMode = (fn: KernelFn) => {
+    const ran = fn.kernel.constructor
+    if (expected === undefined || ran !== expected) {
+      const name = (ran as { name?: string }).name ?? 'unknown'
+      throw new TesseraError(
+        'backend',
+        `gpujs(${mode})`,
+        `asked for mode ${mode} but gpu.js ran ${name}${fn.kernel.fallbackReason ? ` (${fn.kernel.fallbackReason})` : ''}`,
+      )
+    }
+  }
+
+  const toDevice = (t: { dtype: DType; data: AnyTypedArray }, what: string): Float32Array => {
+    if (t.dtype !== 'float32') {
+      for (let j = 0; j < t.data.length; j++)
+        if (Math.abs(t.data[j]!) >= caps.exactIntLimit)
+          throw new TesseraError('input', `gpujs(${mode})`, `${what} element ${j} = ${t.data[j]} is too large: integers must stay below 2^24 on gpu.js`)
+      return Float32Array.from(t.data)
+    }
+    return t.data as Float32Array
+  }
+
+  const fromDevice = (a: ArrayLike<number>, dtype: DType, size: number): AnyTypedArray => {
+    if (dtype === 'float32') return Float32Array.from({ length: size }, (_, j) => a[j]!)
+    const out = allocate(dtype, size)
+    for (let j = 0; j < size; j++) out[j] = dtype === 'bool' ? (a[j]! > 0.5 ? 1 : 0) : Math.round(a[j]!)
+    return out
+  }
+
+  const readBack = async (v: unknown, size: number): Promise<ArrayLike<number>> => {
+    if (isDeviceValue(v)) return await v.toArray()
+    if (v instanceof Float32Array) return v
+    if (v && typeof v === 'object' && 'length' in v) return v as ArrayLike<number>
+    throw new TesseraError('backend', `gpujs(${mode})`, `cannot read back a value of ${size} elements`)
+  }
+
+  const backend: GpuJsBackend = {
+    name: `gpujs-${mode}`,
+    mode,
+    caps,
+    gpu,
+    plan: (program) => lowerProgram(program, caps),
+    stats: () => ({ liveDeviceValues: live, cachedKernels: cache.size, kernelCalls: calls }),
+    dispose() {
+      if (disposed) return
+      disposed = true
+      cache.clear()
+      void gpu.destroy()
+    },
+    compile(program: Program): Executable {
+      if (disposed) throw new TesseraError('backend', `gpujs(${mode})`, 'backend was disposed')
+      const plan = lowerProgram(program, caps)
+      const consts = new Map<number, Float32Array>()
+      for (const b of plan.buffers) if (b.kind === 'const') consts.set(b.id, toDevice({ dtype: b.dtype, data: b.data! }, `constant b${b.id}`))
+      const kernels = new Map<Kernel, KernelFn>()
+      const readByKernels = new Set<number>()
+      for (const s of plan.steps)
+        if (s.k === 'kernel' && s.kernel.size > 0) {
+          kernels.set(s.kernel, kernelFor(s.kernel, s.kernel.args.map((b) => Math.max(plan.buffers[b]!.size, 1))))
+          for (const b of s.kernel.args) readByKernels.add(b)
+        }
+      const checked = new Set<KernelFn>()
+
+      const runOnce = async (inputs: readonly HostTensor[]): Promise<HostTensor[]> => {
+        const ok = checkAvals(`gpujs(${mode})`, program.inputs.map((v) => v.aval), inputs)
+        if (ok._tag === 'Left') throw ok.left
+        for (const g of plan.gatherIndexInputs) {
+          const data = inputs[plan.inputs.indexOf(g.buf)]!.data
+          for (let j = 0; j < data.length; j++)
+            if (data[j]! < 0 || data[j]! >= g.bound)
+              throw new TesseraError('runtime', 'gather', `index ${data[j]} (at flat position ${j}) is out of range [0, ${g.bound}) on axis ${g.axis}`)
+        }
+        const env = new Map<number, unknown>()
+        const owned = new Set<number>()
+        const release = (b: number) => {
+          const v = env.get(b)
+          if (owned.has(b) && isDeviceValue(v)) {
+            v.delete()
+            live--
+          }
+          owned.delete(b)
+          env.delete(b)
+        }
+        try {
+          const hostInputs = new Map<number, AnyTypedArray>()
+          plan.inputs.forEach((b, i) => {
+            const t = inputs[i]!
+            hostInputs.set(b, t.data)
+            // inputs only the host reads (random keys) keep their full int32 range
+            if (readByKernels.has(b)) env.set(b, t.data.length === 0 ? new Float32Array(1) : toDevice(t, `input ${i}`))
+          })
+          for (const [b, d] of consts) env.set(b, d.length === 0 ? new Float32Array(1) : d)
+          for (const s of plan.steps) {
+            if (s.k === 'free') release(s.buf)
+            else if (s.k === 'random') {
+              const key = hostInputs.get(s.key) ?? (await readBack(env.get(s.key), 2))
+              env.set(s.out, random.fillUniform(key[0]! | 0, key[1]! | 0, new Float32Array(plan.buffers[s.out]!.size)))
+            } else if (s.k === 'kernel') {
+              const k = s.kernel
+              if (k.size === 0) {
+                env.set(k.out, new Float32Array(0))
+                continue
+              }
+              const fn = kernels.get(k)!
+              let r = fn(...k.args.map((b) => env.get(b)))
+              if (r instanceof Promise) r = await r
+              calls++
+              if (!checked.has(fn)) {
+                checkMode(fn)
+                checked.add(fn)
+              }
+              env.set(k.out, r)
+              if (isDeviceValue(r)) {
+                owned.add(k.out)
+                live++
+              }
+            }
+          }
+          const outs: HostTensor[] = []
+          for (const b of plan.outputs) {
+            const pb = plan.buffers[b]!
+            if (pb.kind === 'input') {
+              const t = inputs[plan.inputs.indexOf(b)]!
+              outs.push({ shape: [...t.shape], dtype: t.dtype, data: t.data.slice() } as HostTensor)
+              continue
+            }
+            const src = pb.kind === 'const' ? pb.data! : await readBack(env.get(b), pb.size)
+            outs.push({ shape: [...pb.shape], dtype: pb.dtype, data: fromDevice(src, pb.dtype, pb.size) } as HostTensor)
+          }
+          return outs
+        } finally {
+          for (const b of [...owned]) release(b)
+        }
+      }
+      return { run: runOnce, dispose() {} }
+    },
+  }
+  return backend
+}

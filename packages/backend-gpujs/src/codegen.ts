@@ -1,0 +1,176 @@
+import type { Kernel, KNode, NodeId } from '@tessera/core'
+import { TesseraError, scheduleKernel } from '@tessera/core'
+
+/**
+ * Kernel source for gpu.js: one JS function string per fused kernel, every size a literal, the
+ * output flat and indexed by `this.thread.x`. All values are floats (ints and bools are exact
+ * below 2^24), so every literal carries a decimal point: gpu.js would type `0` as an integer.
+ *
+ * gpu.js traps avoided here: no `Math.round` (it is floor(x + 0.5)), no native tanh/atanh/pow
+ * (GLSL's overflow or are undefined for negative bases), integer division as
+ * floor((i + 0.5) / n) plus an exact remainder correction, loops with literal bounds only.
+ */
+export interface KernelSource {
+  readonly source: string
+  readonly loopSize: number
+}
+
+export function fmtNum(v: number): string {
+  if (Number.isNaN(v)) return '(0.0 / 0.0)'
+  if (!Number.isFinite(v)) return v > 0 ? '(1.0 / 0.0)' : '(-1.0 / 0.0)'
+  let s = String(Math.fround(v))
+  if (!/[.e]/.test(s)) s += '.0'
+  else if (/e/.test(s) && !/\./.test(s)) s = s.replace('e', '.0e')
+  return v < 0 || Object.is(v, -0) ? `(${Object.is(v, -0) ? '-0.0' : s})` : s
+}
+
+export function kernelSource(k: Kernel): KernelSource {
+  const sched = scheduleKernel(k)
+  const argName = (b: number) => `b${b}`
+  const lines: string[] = []
+  const ref = (id: NodeId): string => {
+    const n = k.nodes[id]!
+    if (n.k === 'lit') return fmtNum(n.value)
+    if (n.k === 'thread') return 'ti'
+    if (n.k === 'ridx') return 'rf'
+    return `v${id}`
+  }
+  const emitNode = (id: NodeId, ind: string) => {
+    const n = k.nodes[id]!
+    if (n.k === 'lit' || n.k === 'thread' || n.k === 'ridx' || n.k === 'reduce') return
+    const out = `v${id}`
+    if (n.k === 'load') {
+      lines.push(`${ind}let ${out} = ${argName(n.buf)}[${ref(n.at)}];`)
+      return
+    }
+    for (const l of opCode(n, id, n.args.map(ref))) lines.push(ind + l)
+  }
+  lines.push(`function(${k.args.map(argName).join(', ')}) {`)
+  lines.push('  let ti = this.thread.x * 1.0;')
+  for (const id of sched.pre) emitNode(id, '  ')
+  if (sched.loop) {
+    const reds = sched.loop.reduces.map((id) => ({ id, n: k.nodes[id] as Extract<KNode, { k: 'reduce' }> }))
+    for (const { id } of reds) lines.push(`  let s${id} = 0.0;`, `  let c${id} = 0.0;`)
+    lines.push(`  for (let r = 0; r < ${sched.loop.size}; r++) {`)
+    lines.push('    let rf = r * 1.0;')
+    for (const id of sched.loop.body) emitNode(id, '    ')
+    for (const { id, n } of reds) {
+      const v = ref(n.body)
+      switch (n.op) {
+        case 'sum':
+          // Kahan summation: float32 accumulation gets close to the reference's float64 sum
+          lines.push(
+            `    let y${id} = ${v} - c${id};`,
+            `    let t${id} = s${id} + y${id};`,
+            `    c${id} = (t${id} - s${id}) - y${id};`,
+            `    s${id} = t${id};`,
+          )
+          break
+        case 'max':
+        case 'min':
+          lines.push(`    s${id} = r == 0 ? ${v} : (${v} ${n.op === 'max' ? '>' : '<'} s${id} ? ${v} : s${id});`)
+          break
+        case 'argmin':
+        case 'argmax':
+          // c holds the best value, s its index; ties keep the first index
+          lines.push(
+            `    let t${id} = r == 0 ? 1.0 : (${v} ${n.op === 'argmin' ? '<' : '>'} c${id} ? 1.0 : 0.0);`,
+            `    c${id} = t${id} > 0.5 ? ${v} : c${id};`,
+            `    s${id} = t${id} > 0.5 ? rf : s${id};`,
+          )
+          break
+      }
+    }
+    lines.push('  }')
+    for (const { id } of reds) lines.push(`  let v${id} = s${id};`)
+  }
+  for (const id of sched.post) emitNode(id, '  ')
+  lines.push(`  return ${ref(k.root)};`)
+  lines.push('}')
+  return { source: lines.join('\n'), loopSize: sched.loop?.size ?? 0 }
+}
+
+function opCode(n: Extract<KNode, { k: 'op' }>, id: NodeId, a: readonly string[]): string[] {
+  const o = `v${id}`
+  const [x, y, z] = a as [string, string, string]
+  const one = (e: string) => [`let ${o} = ${e};`]
+  switch (n.op) {
+    case 'neg': return one(`-${x}`)
+    case 'exp': return one(`Math.exp(${x})`)
+    case 'log': return one(`Math.log(${x})`)
+    case 'sqrt': return one(`Math.sqrt(${x})`)
+    case 'abs': return one(`Math.abs(${x})`)
+    case 'floor': return one(`Math.floor(${x})`)
+    case 'recip': return one(`1.0 / ${x}`)
+    case 'sign': return one(`${x} > 0.0 ? 1.0 : (${x} < 0.0 ? -1.0 : ${x})`)
+    case 'round':
+      // half to even
+      return [
+        `let f${id} = Math.floor(${x});`,
+        `let d${id} = ${x} - f${id};`,
+        `let ${o} = d${id} > 0.5 ? f${id} + 1.0 : (d${id} < 0.5 ? f${id} : f${id} + (f${id} - 2.0 * Math.floor(f${id} * 0.5)));`,
+      ]
+    case 'tanh':
+      // odd series near 0 (where (1-e)/(1+e) cancels), exp form elsewhere (never overflows)
+      return [
+        `let e${id} = Math.exp(-2.0 * Math.abs(${x}));`,
+        `let q${id} = (1.0 - e${id}) / (1.0 + e${id});`,
+        `let x${id} = ${x} * ${x};`,
+        `let p${id} = ${x} * (1.0 + x${id} * (-0.3333333333 + x${id} * (0.1333333333 + x${id} * (-0.0539682540 + x${id} * 0.0218694885))));`,
+        `let ${o} = Math.abs(${x}) < 0.3 ? p${id} : (${x} < 0.0 ? -q${id} : q${id});`,
+      ]
+    case 'atanh':
+      return [
+        `let x${id} = ${x} * ${x};`,
+        `let p${id} = ${x} * (1.0 + x${id} * (0.3333333333 + x${id} * (0.2 + x${id} * (0.1428571429 + x${id} * (0.1111111111 + x${id} * 0.0909090909)))));`,
+        `let q${id} = 0.5 * Math.log((1.0 + ${x}) / (1.0 - ${x}));`,
+        `let ${o} = Math.abs(${x}) < 0.3 ? p${id} : q${id};`,
+      ]
+    case 'cast':
+      if (n.dtype === 'int32') return one(`${x} < 0.0 ? -Math.floor(-${x}) : Math.floor(${x})`)
+      if (n.dtype === 'bool') return one(`${x} != 0.0 ? 1.0 : 0.0`)
+      return one(x)
+    case 'add': return one(`${x} + ${y}`)
+    case 'sub': return one(`${x} - ${y}`)
+    case 'mul': return one(`${x} * ${y}`)
+    case 'div': return one(`${x} / ${y}`)
+    case 'idiv':
+    case 'mod':
+      // floor division with the remainder's sign fixed up exactly; a zero divisor gives 0
+      return [
+        `let q${id} = Math.floor(${x} / ${y});`,
+        `let r${id} = ${x} - q${id} * ${y};`,
+        `let g${id} = ${y} > 0.0 ? (r${id} < 0.0 ? q${id} - 1.0 : (r${id} >= ${y} ? q${id} + 1.0 : q${id})) : (r${id} > 0.0 ? q${id} - 1.0 : (r${id} <= ${y} ? q${id} + 1.0 : q${id}));`,
+        n.op === 'idiv'
+          ? `let ${o} = ${y} == 0.0 ? 0.0 : g${id};`
+          : `let ${o} = ${y} == 0.0 ? 0.0 : ${x} - g${id} * ${y};`,
+      ]
+    case 'pow':
+      return [
+        `let a${id} = Math.pow(Math.abs(${x}), ${y});`,
+        `let i${id} = Math.floor(${y});`,
+        `let h${id} = i${id} - 2.0 * Math.floor(i${id} * 0.5);`,
+        `let n${id} = i${id} == ${y} ? (h${id} > 0.5 ? -a${id} : a${id}) : (0.0 / 0.0);`,
+        `let z${id} = ${y} > 0.0 ? 0.0 : (1.0 / 0.0);`,
+        `let ${o} = ${y} == 0.0 ? 1.0 : (${x} == 0.0 ? z${id} : (${x} < 0.0 ? n${id} : a${id}));`,
+      ]
+    case 'max': return one(`${x} > ${y} ? ${x} : ${y}`)
+    case 'min': return one(`${x} < ${y} ? ${x} : ${y}`)
+    case 'lt': return one(`${x} < ${y} ? 1.0 : 0.0`)
+    case 'le': return one(`${x} <= ${y} ? 1.0 : 0.0`)
+    case 'eq': return one(`${x} == ${y} ? 1.0 : 0.0`)
+    case 'where': return one(`${x} > 0.5 ? ${y} : ${z}`)
+    case 'ixdiv':
+    case 'ixmod': {
+      const d = fmtNum(n.n!)
+      return [
+        `let q${id} = Math.floor((${x} + 0.5) / ${d});`,
+        `let r${id} = ${x} - q${id} * ${d};`,
+        n.op === 'ixdiv'
+          ? `let ${o} = r${id} < 0.0 ? q${id} - 1.0 : (r${id} >= ${d} ? q${id} + 1.0 : q${id});`
+          : `let ${o} = r${id} < 0.0 ? r${id} + ${d} : (r${id} >= ${d} ? r${id} - ${d} : r${id});`,
+      ]
+    }
+  }
+  throw new TesseraError('backend', 'gpujs codegen', `no code for op ${(n as { op: string }).op}`)
+}
