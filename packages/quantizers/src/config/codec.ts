@@ -7,30 +7,30 @@ import { TesseraError } from '@tessera/core'
  * constructor kwargs decode as they are and a Python user recognises every option.
  */
 
-interface PositiveIntBrand {
+export interface PositiveIntBrand {
   readonly PositiveInt: unique symbol
 }
 export const PositiveInt = t.brand(t.number, (n): n is t.Branded<number, PositiveIntBrand> => Number.isInteger(n) && n > 0, 'PositiveInt')
 export type PositiveInt = t.TypeOf<typeof PositiveInt>
 
-interface NonNegIntBrand {
+export interface NonNegIntBrand {
   readonly NonNegInt: unique symbol
 }
 export const NonNegInt = t.brand(t.number, (n): n is t.Branded<number, NonNegIntBrand> => Number.isInteger(n) && n >= 0, 'NonNegInt')
 
 /** A finite float (io-ts's t.number lets NaN and Infinity through). */
-interface FiniteBrand {
+export interface FiniteBrand {
   readonly Finite: unique symbol
 }
 export const Finite = t.brand(t.number, (n): n is t.Branded<number, FiniteBrand> => Number.isFinite(n), 'Finite')
 
-interface UnitIntervalBrand {
+export interface UnitIntervalBrand {
   readonly UnitInterval: unique symbol
 }
 /** (0, 1] */
 export const FractionOpen0 = t.brand(t.number, (n): n is t.Branded<number, UnitIntervalBrand> => n > 0 && n <= 1, 'UnitInterval')
 
-interface ProbabilityBrand {
+export interface ProbabilityBrand {
   readonly Probability: unique symbol
 }
 /** [0, 1) */
