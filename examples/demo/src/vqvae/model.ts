@@ -1,0 +1,69 @@
+import type { Aval, HostTensor, Tensor } from '@tessera/core'
+import { TesseraError, random } from '@tessera/core'
+import type { Named } from '@tessera/nn'
+import { mlp, prefixed, scope } from '@tessera/nn'
+import type { QuantizerChoice } from './choices.js'
+import { IMAGE_SIZE } from './mnist.js'
+
+/**
+ * A small VQ-VAE on flattened 28x28 digits: an MLP encoder to `tokens` latent vectors of the
+ * quantizer's width, the quantizer, and an MLP decoder back to pixels (through a sigmoid, so
+ * reconstructions stay in [0, 1]). Parameters are one flat record: `encoder.*`, `decoder.*`
+ * and `quantizer.*` (the quantizer's own names); the quantizer's state is a second record.
+ */
+export interface VqVaeShape {
+  readonly tokens: number
+  readonly hidden: number
+}
+
+export interface ForwardResult {
+  readonly recon: Tensor
+  /** (b, tokens, codebooks) int32 */
+  readonly indices: Tensor
+  readonly quantizerLoss: Tensor
+  readonly state: Named<Tensor>
+}
+
+export interface VqVae {
+  readonly shape: VqVaeShape
+  readonly choice: QuantizerChoice
+  paramSpecs(): Record<string, Aval>
+  stateSpecs(): Record<string, Aval>
+  init(key: random.Key): { params: Record<string, HostTensor>; state: Record<string, HostTensor> }
+  forward(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: { training: boolean; key?: Tensor }): ForwardResult
+}
+
+export function makeVqVae(choice: QuantizerChoice, shape: VqVaeShape): VqVae {
+  const latent = shape.tokens * choice.tokenDim
+  const encoder = mlp([IMAGE_SIZE, shape.hidden, latent], 'relu')
+  const decoder = mlp([latent, shape.hidden, IMAGE_SIZE], 'relu')
+  const q = choice.quantizer
+  return {
+    shape,
+    choice,
+    paramSpecs: () => ({ ...prefixed('encoder', encoder.specs()), ...prefixed('decoder', decoder.specs()), ...prefixed('quantizer', q.paramSpecs) }),
+    stateSpecs: () => ({ ...q.stateSpecs }),
+    init(key) {
+      const [ke, kd, kq] = random.splitKey(key, 3) as [random.Key, random.Key, random.Key]
+      const qi = q.init(kq)
+      return {
+        params: { ...prefixed('encoder', encoder.init(ke)), ...prefixed('decoder', decoder.init(kd)), ...prefixed('quantizer', qi.params) },
+        state: { ...qi.state },
+      }
+    },
+    forward(params, state, x, opts) {
+      if (x.rank !== 2 || x.shape[1] !== IMAGE_SIZE)
+        throw new TesseraError('shape', 'VqVae.forward', `images must be (b, ${IMAGE_SIZE}), got [${x.shape.join(',')}]`)
+      const b = x.shape[0]!
+      const z = encoder.apply(scope(params, 'encoder'), x).reshape([b, shape.tokens, choice.tokenDim])
+      const r = q.apply(scope(params, 'quantizer'), state, z, opts.key ? { training: opts.training, key: opts.key } : { training: opts.training })
+      const recon = decoder.apply(scope(params, 'decoder'), r.quantized.reshape([b, latent])).sigmoid()
+      return {
+        recon,
+        indices: r.indices.reshape([b, shape.tokens, choice.codebooks]),
+        quantizerLoss: r.loss,
+        state: r.state,
+      }
+    },
+  }
+}
