@@ -16,8 +16,9 @@ export interface KernelSource {
 }
 
 export function fmtNum(v: number): string {
-  if (Number.isNaN(v)) return '(0.0 / 0.0)'
-  if (!Number.isFinite(v)) return v > 0 ? '(1.0 / 0.0)' : '(-1.0 / 0.0)'
+  // WGSL rejects constant 0/0 and 1/0: divide by a zero the compiler cannot see (zr = ti * 0)
+  if (Number.isNaN(v)) return '(zr / zr)'
+  if (!Number.isFinite(v)) return v > 0 ? '(1.0 / zr)' : '(-1.0 / zr)'
   let s = String(Math.fround(v))
   if (!/[.e]/.test(s)) s += '.0'
   else if (/e/.test(s) && !/\./.test(s)) s = s.replace('e', '.0e')
@@ -47,6 +48,7 @@ export function kernelSource(k: Kernel): KernelSource {
   }
   lines.push(`function(${k.args.map(argName).join(', ')}) {`)
   lines.push('  let ti = this.thread.x * 1.0;')
+  lines.push('  let zr = ti * 0.0;')
   for (const id of sched.pre) emitNode(id, '  ')
   if (sched.loop) {
     const reds = sched.loop.reduces.map((id) => ({ id, n: k.nodes[id] as Extract<KNode, { k: 'reduce' }> }))
@@ -150,8 +152,8 @@ function opCode(n: Extract<KNode, { k: 'op' }>, id: NodeId, a: readonly string[]
         `let a${id} = Math.pow(Math.abs(${x}), ${y});`,
         `let i${id} = Math.floor(${y});`,
         `let h${id} = i${id} - 2.0 * Math.floor(i${id} * 0.5);`,
-        `let n${id} = i${id} == ${y} ? (h${id} > 0.5 ? -a${id} : a${id}) : (0.0 / 0.0);`,
-        `let z${id} = ${y} > 0.0 ? 0.0 : (1.0 / 0.0);`,
+        `let n${id} = i${id} == ${y} ? (h${id} > 0.5 ? -a${id} : a${id}) : (zr / zr);`,
+        `let z${id} = ${y} > 0.0 ? 0.0 : (1.0 / zr);`,
         `let ${o} = ${y} == 0.0 ? 1.0 : (${x} == 0.0 ? z${id} : (${x} < 0.0 ? n${id} : a${id}));`,
       ]
     case 'max': return one(`${x} > ${y} ? ${x} : ${y}`)
