@@ -123,7 +123,15 @@ export function typecheck(p: Program): E.Either<TesseraError, Program> {
         if (!defined.has(v.id))
           throw new TesseraError('param', 'typecheck', `equation ${k} (${e.prim}) uses variable ${v.id} before it is defined`)
       })
-      const aval = evalAval(e.prim, e.inputs.map((v) => v.aval), e.params as never)
+      let aval
+      try {
+        aval = evalAval(e.prim, e.inputs.map((v) => v.aval), e.params as never)
+      } catch (err) {
+        // keep the op's own kind and name, and say which equation broke
+        if (err instanceof TesseraError)
+          throw new TesseraError(err.kind, err.where, `${err.message.slice(err.where.length + 2)} (equation ${k})`)
+        throw err
+      }
       if (aval.dtype !== e.out.aval.dtype || !shapeEq(aval.shape, e.out.aval.shape))
         throw new TesseraError(
           'shape',

@@ -29,7 +29,8 @@ export function flatten<L>(tree: unknown, isLeaf: (x: unknown) => x is L, where 
     }
     if (t === undefined || t === null) return { kind: 'none' }
     if (Array.isArray(t)) return { kind: 'array', items: t.map((x, i) => go(x, `${path}[${i}]`)) }
-    if (typeof t === 'object' && Object.getPrototypeOf(t) === Object.prototype) {
+    const proto = typeof t === 'object' ? Object.getPrototypeOf(t) : undefined
+    if (proto === Object.prototype || proto === null) {
       const keys = Object.keys(t)
       return { kind: 'object', keys, items: keys.map((k) => go((t as Record<string, unknown>)[k], `${path}.${k}`)) }
     }
