@@ -29,6 +29,7 @@ describe.each(['headlessgl', 'webasm', 'cpu'] as GpuJsMode[])('warm calls on gpu
     const be = gpuJsBackend(mode)
     // count GL textures at the context level too (gpu.js's own, not only ours)
     let glLive = 0
+    let glHooked = false
     const exe = be.compile(program)
     try {
       const first = await exe.run([x, cb])
@@ -38,6 +39,7 @@ describe.each(['headlessgl', 'webasm', 'cpu'] as GpuJsMode[])('warm calls on gpu
         const del = (gl.deleteTexture as (t: unknown) => void).bind(gl)
         gl.createTexture = () => (glLive++, create())
         gl.deleteTexture = (t: unknown) => (glLive--, del(t))
+        glHooked = true
       }
       for (let i = 0; i < 200; i++) await exe.run([x, cb])
       global.gc?.()
@@ -53,7 +55,7 @@ describe.each(['headlessgl', 'webasm', 'cpu'] as GpuJsMode[])('warm calls on gpu
       const heap1 = process.memoryUsage().heapUsed
       const s = be.stats()
       console.log(
-        `memory ${mode}: ${CALLS} calls, ${s.kernelCalls} kernel calls, live device values ${s.liveDeviceValues}, ` +
+        `memory ${mode}: ${CALLS} calls, GL context instrumented: ${gl0 !== undefined && glHooked}, ${s.kernelCalls} kernel calls, live device values ${s.liveDeviceValues}, ` +
           `GL textures created-deleted during the calls ${glLive - gl0}, rss ${(rss0 / 2 ** 20).toFixed(1)} -> ${(rss1 / 2 ** 20).toFixed(1)} MiB, ` +
           `heap ${(heap0 / 2 ** 20).toFixed(1)} -> ${(heap1 / 2 ** 20).toFixed(1)} MiB`,
       )
