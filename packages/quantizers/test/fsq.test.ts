@@ -30,7 +30,7 @@ const fsqOptionsArb = fc.record({
   rotation: fc.boolean(),
 })
 
-const buildFSQ = (o: fc.RecordValue<typeof fsqOptionsArb> extends never ? never : { levels: number[]; preserve: boolean; numCodebooks: number; extraDim?: number; hard: boolean; rotation: boolean }, channelFirst = false) =>
+const buildFSQ = (o: { levels: number[]; preserve: boolean; numCodebooks: number; extraDim?: number; hard: boolean; rotation: boolean }, channelFirst = false) =>
   makeFSQ(
     orThrow(
       decodeFSQ({

@@ -1,5 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { TesseraError } from '@tessera/core'
+import { check } from '../config/codec.js'
 import type { ResidualFSQConfig } from '../residual/residual-fsq.js'
 import { decodeResidualFSQ, makeResidualFSQ } from '../residual/residual-fsq.js'
 import type { ResidualLFQConfig } from '../residual/residual-lfq.js'
@@ -18,8 +19,22 @@ export interface GroupedConfig<C> {
 export type GroupedResidualFSQ = Grouped<GroupedConfig<ResidualFSQConfig>>
 export type GroupedResidualLFQ = Grouped<GroupedConfig<ResidualLFQConfig>>
 
-export const decodeGroupedResidualFSQ = (input: unknown, where = 'GroupedResidualFSQ') => decodeGrouped(input, where, decodeResidualFSQ)
-export const decodeGroupedResidualLFQ = (input: unknown, where = 'GroupedResidualLFQ') => decodeGrouped(input, where, decodeResidualLFQ)
+// accept_image_fmap only picks the split axis (axis 1); the groups must then read channel-first input too
+export const decodeGroupedResidualFSQ = (input: unknown, where = 'GroupedResidualFSQ') =>
+  E.chain((c: GroupedConfig<ResidualFSQConfig>) =>
+    E.map(() => c)(
+      check(
+        c.accept_image_fmap === c.inner.is_channel_first,
+        where,
+        'accept_image_fmap',
+        'must equal is_channel_first: groups split the channel axis exactly when they read channel-first input',
+      ),
+    ),
+  )(decodeGrouped(input, where, decodeResidualFSQ))
+export const decodeGroupedResidualLFQ = (input: unknown, where = 'GroupedResidualLFQ') =>
+  E.chain((c: GroupedConfig<ResidualLFQConfig>) =>
+    E.map(() => c)(check(!c.accept_image_fmap, where, 'accept_image_fmap', 'ResidualLFQ groups take (b, n, d) input only')),
+  )(decodeGrouped(input, where, decodeResidualLFQ))
 
 export function makeGroupedResidualFSQ(cfg: GroupedConfig<ResidualFSQConfig>): GroupedResidualFSQ {
   return grouped(cfg, {
