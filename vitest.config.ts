@@ -32,6 +32,7 @@ export default defineConfig({
       nodeProject('quantizers'),
       nodeProject('backend-fast'),
       nodeProject('nn'),
+      { extends: true as const, test: { name: 'demo', root: 'examples/demo', include: ['test/**/*.test.ts'] } },
       {
         extends: true,
         test: {

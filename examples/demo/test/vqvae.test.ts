@@ -1,0 +1,81 @@
+import * as E from 'fp-ts/lib/Either.js'
+import { describe, expect, it } from 'vitest'
+import { TesseraError } from '@tessera/core'
+import { cpuBackend } from '@tessera/backend-cpu'
+import { decodeCheckpoint, encodeCheckpoint } from '../src/vqvae/checkpoint.js'
+import { quantizerNames } from '../src/vqvae/choices.js'
+import { codeStats } from '../src/vqvae/metrics.js'
+import type { MnistSplit } from '../src/vqvae/mnist.js'
+import { IMAGE_SIZE, loadMnist, meanImageBaseline } from '../src/vqvae/mnist.js'
+import { evaluate, trainVqVae } from '../src/vqvae/train.js'
+
+const data = loadMnist()
+const small = { backend: cpuBackend(), batch: 16, lr: 3e-3, seed: 3, tokens: 4, hidden: 32, testImages: 40 }
+
+describe('MNIST from the mnist package', () => {
+  it('splits 9000 / 1000 digits in [0, 1], and the mean-image baseline is what MNIST gives', () => {
+    expect(data.train.count).toBe(9000)
+    expect(data.test.count).toBe(1000)
+    expect(data.test.images.every((v) => v >= 0 && v <= 1)).toBe(true)
+    expect(meanImageBaseline(data.train, data.test)).toBeCloseTo(0.067, 2)
+  })
+})
+
+describe('a short training run', () => {
+  it('lowers the loss, and its checkpoint reloads to identical outputs', async () => {
+    const r = await trainVqVae({ ...small, quantizer: 'fsq', steps: 40 }, data)
+    const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length
+    expect(mean(r.losses.slice(-5))).toBeLessThan(0.8 * mean(r.losses.slice(0, 5)))
+    expect(r.losses.every(Number.isFinite)).toBe(true)
+    expect(r.metrics.testMse).toBeLessThan(r.metrics.baselineMse * 1.5)
+    expect(r.metrics.codebookUsage).toBeGreaterThan(0)
+
+    const bytes = encodeCheckpoint(r.params, r.state, { quantizer: 'fsq', tokens: small.tokens, hidden: small.hidden })
+    const loaded = decodeCheckpoint(bytes, r.model)
+    if (E.isLeft(loaded)) throw loaded.left
+    const a = await evaluate(r.model, r.params, r.state, data, small.backend, 40)
+    const b = await evaluate(r.model, loaded.right.params, loaded.right.state, data, small.backend, 40)
+    expect(Array.from(b.recon)).toEqual(Array.from(a.recon))
+    expect(b.indices.map((t) => Array.from(t.data))).toEqual(a.indices.map((t) => Array.from(t.data)))
+    expect(a.testMse).toBeCloseTo(r.metrics.testMse, 6)
+  })
+
+  it('a checkpoint for another model is refused with the tensor named', async () => {
+    const r = await trainVqVae({ ...small, quantizer: 'fsq', steps: 1 }, data)
+    const other = await trainVqVae({ ...small, quantizer: 'fsq', steps: 1, hidden: 16 }, data)
+    const loaded = decodeCheckpoint(encodeCheckpoint(r.params, r.state, { quantizer: 'fsq', tokens: 4, hidden: 32 }), other.model)
+    expect(E.isLeft(loaded) && loaded.left.message).toMatch(/params\.encoder\.0\.weight is float32\[32,784\]; the model needs float32\[16,784\]/)
+  })
+
+  it('stops a divergent run with a message naming the step', async () => {
+    const images = data.train.images.slice(0, 64 * IMAGE_SIZE)
+    images[3 * IMAGE_SIZE + 100] = Number.NaN
+    const poisoned: MnistSplit = { train: { images, labels: data.train.labels.slice(0, 64), count: 64 }, test: data.test }
+    // 64 images, batch 16: the NaN image is in one of the first four batches, so the run stops by step 4
+    const run = trainVqVae({ ...small, quantizer: 'fsq', steps: 10 }, poisoned)
+    await expect(run).rejects.toBeInstanceOf(TesseraError)
+    await expect(run).rejects.toThrow(/training step [1-4]: the loss became NaN .* at step [1-4] of 10; the run diverged/)
+  })
+})
+
+describe('every quantizer choice trains through the Quantizer contract', () => {
+  it.each(quantizerNames)('%s: two steps give finite losses and in-range indices', async (name) => {
+    const r = await trainVqVae({ ...small, quantizer: name, steps: 2, testImages: 20 }, data)
+    expect(r.losses.every(Number.isFinite)).toBe(true)
+    expect(Number.isFinite(r.metrics.testMse)).toBe(true)
+    expect(r.metrics.perplexity).toBeGreaterThanOrEqual(1)
+  })
+})
+
+describe('codebook statistics', () => {
+  it('usage and perplexity of hand-made indices', () => {
+    const idx = { shape: [8], dtype: 'int32' as const, data: Int32Array.from([0, 1, 0, 1, 0, 1, 0, 1]) }
+    // 2 codebooks interleaved: codebook 0 sees only code 0, codebook 1 only code 1
+    const s = codeStats([idx], 2, 4)
+    expect(s.usage).toBe(2 / 8)
+    expect(s.perplexity).toBe(1)
+    const uniform = codeStats([{ shape: [4], dtype: 'int32', data: Int32Array.from([0, 1, 2, 3]) }], 1, 4)
+    expect(uniform.usage).toBe(1)
+    expect(uniform.perplexity).toBeCloseTo(4, 12)
+  })
+})
