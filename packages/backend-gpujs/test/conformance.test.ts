@@ -1,5 +1,5 @@
 import { describeConformance } from '@tessera/core/testing'
-import { interpretProgram } from '../../backend-cpu/src/index.js'
+import { interpretProgram } from '@tessera/backend-cpu'
 import { gpuJsBackend, gpuJsUnavailable } from '../src/index.js'
 import type { GpuJsMode } from '../src/index.js'
 
