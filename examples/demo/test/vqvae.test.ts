@@ -2,6 +2,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { describe, expect, it } from 'vitest'
 import { TesseraError } from '@tessera/core'
 import { cpuBackend } from '@tessera/backend-cpu'
+import { fastBackend } from '@tessera/backend-fast'
 import { decodeCheckpoint, encodeCheckpoint } from '../src/vqvae/checkpoint.js'
 import { quantizerNames } from '../src/vqvae/choices.js'
 import { codeStats } from '../src/vqvae/metrics.js'
@@ -64,6 +65,23 @@ describe('every quantizer choice trains through the Quantizer contract', () => {
     expect(r.losses.every(Number.isFinite)).toBe(true)
     expect(Number.isFinite(r.metrics.testMse)).toBe(true)
     expect(r.metrics.perplexity).toBeGreaterThanOrEqual(1)
+  })
+})
+
+describe('gradients agree across backends', () => {
+  it('the same training steps on the reference interpreter and the fused JS backend give the same losses and weights', async () => {
+    const opts = { ...small, quantizer: 'vq', steps: 3, testImages: 20 }
+    const a = await trainVqVae(opts, data)
+    const fast = fastBackend({ wasm: false })
+    const b = await trainVqVae({ ...opts, backend: fast }, data)
+    const tol = (want: number) => fast.caps.atol + fast.caps.rtol * Math.abs(want)
+    a.losses.forEach((l, i) => expect(Math.abs(b.losses[i]! - l)).toBeLessThanOrEqual(tol(l)))
+    for (const [k, t] of Object.entries(a.params)) {
+      const u = b.params[k]!.data
+      t.data.forEach((v, i) => {
+        if (Math.abs(u[i]! - v) > 10 * tol(v)) throw new Error(`${k}[${i}]: reference ${v}, fast ${u[i]}`)
+      })
+    }
   })
 })
 

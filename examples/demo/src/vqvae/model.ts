@@ -14,6 +14,8 @@ import { IMAGE_SIZE } from './mnist.js'
 export interface VqVaeShape {
   readonly tokens: number
   readonly hidden: number
+  /** The decoder's last activation: linear output trains faster on MSE; sigmoid keeps [0, 1]. */
+  readonly output?: 'linear' | 'sigmoid'
 }
 
 export interface ForwardResult {
@@ -57,7 +59,8 @@ export function makeVqVae(choice: QuantizerChoice, shape: VqVaeShape): VqVae {
       const b = x.shape[0]!
       const z = encoder.apply(scope(params, 'encoder'), x).reshape([b, shape.tokens, choice.tokenDim])
       const r = q.apply(scope(params, 'quantizer'), state, z, opts.key ? { training: opts.training, key: opts.key } : { training: opts.training })
-      const recon = decoder.apply(scope(params, 'decoder'), r.quantized.reshape([b, latent])).sigmoid()
+      const out = decoder.apply(scope(params, 'decoder'), r.quantized.reshape([b, latent]))
+      const recon = shape.output === 'sigmoid' ? out.sigmoid() : out
       return {
         recon,
         indices: r.indices.reshape([b, shape.tokens, choice.codebooks]),

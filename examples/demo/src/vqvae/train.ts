@@ -20,6 +20,7 @@ export interface TrainOptions {
   readonly seed: number
   readonly tokens: number
   readonly hidden: number
+  readonly output?: 'linear' | 'sigmoid'
   /** Test images evaluated (all by default). */
   readonly testImages?: number
 }
@@ -100,7 +101,7 @@ export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: 
   const ch = chooseQuantizer(opts.quantizer)
   if (E.isLeft(ch)) throw typeof ch.left === 'string' ? new TesseraError('config', 'quantizer', ch.left) : ch.left
   const choice = ch.right
-  const model = makeVqVae(choice, { tokens: opts.tokens, hidden: opts.hidden })
+  const model = makeVqVae(choice, { tokens: opts.tokens, hidden: opts.hidden, output: opts.output ?? 'linear' })
   const opt = adam({ lr: opts.lr })
   if (E.isLeft(opt)) throw opt.left
   const rootKey = random.keyFromSeed(opts.seed)
