@@ -1,1 +1,142 @@
-console.log('bench placeholder')
+/**
+ * `pnpm bench [--quick] [--only W1,W2] [--impl fast,onnx]`: every workload on every available
+ * implementation, one process each, then a table printed and written to bench/results/.
+ */
+import { fork } from 'node:child_process'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Command } from 'commander'
+import type { ChildResult } from './child.js'
+import { REFERENCE, implementations } from './child.js'
+import { workloads } from './workloads.js'
+
+const here = dirname(fileURLToPath(import.meta.url))
+const benchDir = join(here, '..')
+
+const program = new Command()
+  .option('--quick', 'smaller sizes (under a minute)')
+  .option('--only <ids>', 'comma-separated workload ids (W1,W1b,W2,W3a,W3b,RVQ,TRAIN,OVH)')
+  .option('--impl <names>', 'comma-separated substrings of implementation names to run (the reference always runs)')
+  .option('--max-seconds <s>', 'time budget per implementation and workload', '60')
+  .option('--out <dir>', 'results directory', join(benchDir, 'results'))
+  .option('--no-write', 'print only')
+  .parse()
+const opts = program.opts<{ quick?: boolean; only?: string; impl?: string; maxSeconds: string; out: string; write: boolean }>()
+const quick = !!opts.quick
+
+const PEERS = ['onnxruntime-node', 'tfjs-cpu', 'tfjs-wasm', 'plain-js']
+const allIds = [...workloads.map((w) => w.id), 'TRAIN', 'OVH']
+const ids = opts.only ? opts.only.split(',') : allIds
+const implFilter = opts.impl?.split(',')
+const impls = Object.keys(implementations).filter((n) => n === REFERENCE || !implFilter || implFilter.some((f) => n.includes(f)))
+
+const tmp = join(os.tmpdir(), `tessera-bench-${process.pid}`)
+mkdirSync(tmp, { recursive: true })
+
+function runChild(wid: string, impl: string): Promise<ChildResult> {
+  const resultFile = join(tmp, 'result.json')
+  rmSync(resultFile, { force: true })
+  const refFile = join(tmp, `ref-${wid}.bin`)
+  return new Promise((resolve) => {
+    const child = fork(join(here, 'child.ts'), [wid, impl, quick ? '1' : '0', resultFile, refFile, opts.maxSeconds], {
+      execArgv: ['--import', 'tsx/esm', '--conditions=@tessera/source'],
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    })
+    let err = ''
+    child.stderr!.on('data', (d) => (err += String(d)))
+    const timer = setTimeout(() => child.kill('SIGKILL'), (Number(opts.maxSeconds) * 4 + 120) * 1000)
+    child.on('exit', (code) => {
+      clearTimeout(timer)
+      if (existsSync(resultFile)) resolve(JSON.parse(readFileSync(resultFile, 'utf8')) as ChildResult)
+      else
+        resolve({
+          workload: wid, impl, status: 'failed', rssBaseMB: 0, rssPeakMB: 0,
+          note: `process exited with ${code}${err ? `: ${err.trim().split('\n').slice(-1)[0]}` : ''}`,
+        })
+    })
+  })
+}
+
+function machine() {
+  const cpus = os.cpus()
+  return {
+    cpu: cpus[0]?.model ?? 'unknown',
+    cores: cpus.length,
+    memoryGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+    node: process.version,
+    platform: `${os.platform()} ${os.release()}`,
+    loadavg: os.loadavg().map((x) => +x.toFixed(2)),
+  }
+}
+
+const fmt = (x: number | undefined, d = 1) => (x === undefined || !Number.isFinite(x) ? '–' : x >= 100 ? x.toFixed(0) : x.toFixed(d))
+
+async function main(): Promise<void> {
+  const started = new Date()
+  const results: ChildResult[] = []
+  const titles: Record<string, string> = { TRAIN: "training step of the demo's model", OVH: 'per-call overhead: warm compiled x + 1 on 4 floats' }
+  for (const w of workloads) titles[w.id] = w.title
+  for (const wid of ids) {
+    if (wid === 'TRAIN') {
+      results.push({ workload: 'TRAIN', impl: '-', status: 'skipped', rssBaseMB: 0, rssPeakMB: 0, note: 'not done: no benchmarkable training step exported by examples/demo yet' })
+      continue
+    }
+    for (const impl of wid === 'OVH' ? impls.filter((i) => !i.includes('gpujs-cpu')) : impls) {
+      process.stderr.write(`${wid} ${impl} ... `)
+      const r = await runChild(wid, impl)
+      process.stderr.write(`${r.status} ${fmt(r.medianMs, 2)} ms${r.note ? ` (${r.note})` : ''}\n`)
+      results.push(r)
+    }
+  }
+  rmSync(tmp, { recursive: true, force: true })
+  const m = machine()
+  const md = renderTable(results, titles, m, started)
+  console.log(md)
+  if (opts.write) {
+    mkdirSync(opts.out, { recursive: true })
+    const stamp = started.toISOString().slice(0, 16).replace(/[:T]/g, '-')
+    const host = `${m.cores}core-${m.cpu.replace(/[^A-Za-z0-9]+/g, '-').replace(/-+$/, '')}${quick ? '-quick' : ''}`
+    const base = join(opts.out, `${stamp}-${host}`)
+    writeFileSync(`${base}.md`, md)
+    writeFileSync(`${base}.json`, JSON.stringify({ started: started.toISOString(), quick, machine: m, results }, null, 2))
+    console.log(`written: ${base}.md and .json`)
+  }
+}
+
+function renderTable(results: ChildResult[], titles: Record<string, string>, m: ReturnType<typeof machine>, started: Date): string {
+  const lines: string[] = []
+  lines.push(`# Tessera benchmarks ${quick ? '(quick sizes)' : ''}`.trim(), '')
+  lines.push(`${started.toISOString()} · ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB · Node ${m.node} · ${m.platform} · load average at the end ${m.loadavg.join(' ')}`, '')
+  lines.push('Median of at least 5 timed calls after warm-up, one process per workload and implementation; inputs and outputs are host typed arrays.')
+  lines.push('"vs peer": time divided by the fastest peer\'s (onnxruntime-node, tfjs-cpu, tfjs-wasm, plain JS); below 1 is faster. Indices are checked against the CPU reference; "ties" counts rows where an index differs only between equally near candidates.', '')
+  const byW = new Map<string, ChildResult[]>()
+  for (const r of results) byW.set(r.workload, [...(byW.get(r.workload) ?? []), r])
+  for (const [wid, rs] of byW) {
+    const w = workloads.find((x) => x.id === wid)
+    lines.push(`## ${wid}: ${titles[wid] ?? ''}`, '')
+    const peerBest = Math.min(...rs.filter((r) => PEERS.includes(r.impl) && r.status === 'ok' && r.medianMs !== undefined).map((r) => r.medianMs!))
+    const flops = w?.flops?.(quick)
+    const vectors = w?.vectors(quick) ?? 1
+    if (wid === 'OVH') lines.push('| implementation | status | median µs/call | min µs | runs | peak RSS MB |', '|---|---|---|---|---|---|')
+    else lines.push(`| implementation | status | median ms | min ms | vectors/s |${flops ? ' GFLOP/s |' : ''} vs peer | runs | ties | peak RSS MB (base) | note |`, `|---|---|---|---|---|${flops ? '---|' : ''}---|---|---|---|---|`)
+    for (const r of rs) {
+      if (wid === 'OVH') {
+        lines.push(`| ${r.impl} | ${r.status} | ${fmt(r.medianMs !== undefined ? r.medianMs * 1000 : undefined)} | ${fmt(r.minMs !== undefined ? r.minMs * 1000 : undefined)} | ${r.runs ?? '–'} | ${fmt(r.rssPeakMB, 0)} |`)
+        continue
+      }
+      const ms = r.status === 'ok' || r.status === 'mismatch' ? r.medianMs : undefined
+      const vps = ms ? vectors / (ms / 1000) : undefined
+      const gf = ms && flops ? flops / (ms / 1000) / 1e9 : undefined
+      const ratio = ms && Number.isFinite(peerBest) ? ms / peerBest : undefined
+      lines.push(
+        `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${fmt(gf)} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${r.runs ?? '–'} | ${r.ties ?? '–'} | ${fmt(r.rssPeakMB, 0)} (${fmt(r.rssBaseMB, 0)}) | ${r.note ?? ''} |`,
+      )
+    }
+    lines.push('')
+  }
+  return lines.join('\n')
+}
+
+void main()

@@ -89,3 +89,8 @@ export function residualProgram(n: number, d: number, k: number, layers: number)
     return [quantized!, ...indices]
   }).program
 }
+
+/** The smallest useful program: its run time is the per-call overhead of a warm executable. */
+export function overheadProgram(): Program {
+  return traceOrThrow([f32([4])], (x: Tensor) => [x.add(1)]).program
+}

@@ -1,5 +1,6 @@
 import type { DType, Eqn, Shape, Var } from '@tessera/core'
 import { stridesOf } from '@tessera/core'
+import { fastTanh } from './fastmath.js'
 
 /**
  * An index into a value: per-axis expressions, a flat row-major offset, or both. Movement ops
@@ -77,8 +78,8 @@ export class Emitter {
     })
   }
 
-  /** JS expression for `v` at `ix`; `self` is the variable the current kernel defines (never read from its buffer). */
-  value(v: Var, ix: Index, self?: Var): string {
+  /** JS expression for `v` at `ix`; `self` holds the variables the current kernel defines (never read from their buffers). */
+  value(v: Var, ix: Index, self?: Var | ReadonlySet<number>): string {
     const key = `${v.id}@${ix.flat ?? ''}|${ix.axes?.join(',') ?? ''}`
     const hit = this.memo.get(key)
     if (hit !== undefined) return hit
@@ -88,14 +89,15 @@ export class Emitter {
     return named
   }
 
-  private compute(v: Var, ix: Index, self?: Var): string {
-    const buf = v === self ? undefined : this.env.bufName(v)
+  private compute(v: Var, ix: Index, self?: Var | ReadonlySet<number>): string {
+    const isSelf = self instanceof Set ? self.has(v.id) : v === self
+    const buf = isSelf ? undefined : this.env.bufName(v)
     if (buf !== undefined) return `${buf}[${this.flatOf(ix, v.aval.shape)}]`
     const e = this.env.def(v)
     if (!e) throw new Error(`fast backend: variable ${v.id} has no buffer and no definition`)
     const shape = v.aval.shape
     const inDt = e.inputs[0]?.aval.dtype
-    const arg = (k: number, i: Index = ix) => this.value(e.inputs[k]!, i)
+    const arg = (k: number, i: Index = ix) => this.value(e.inputs[k]!, i, self instanceof Set ? self : undefined)
     switch (e.prim) {
       case 'full':
         return numLit(storeValue(e.params.dtype, e.params.value))
@@ -134,7 +136,7 @@ export class Emitter {
         const a = arg(0)
         const to = e.params.dtype
         if (to === inDt) return a
-        if (to === 'bool') return `(${a} !== 0 ? 1 : 0)`
+        if (to === 'bool') return `+(${a} !== 0)`
         if (to === 'int32') return inDt === 'float32' ? `CI(${a})` : a
         return inDt === 'int32' ? `F(${a})` : a
       }
@@ -156,7 +158,7 @@ export function storeValue(dtype: DType, x: number): number {
 /**
  * One elementwise primitive as a JS expression whose value equals what the reference stores:
  * float results pass through F (Math.fround), int32 results through `| 0` (the Int32Array store),
- * comparisons give 0/1.
+ * comparisons give 0/1 (as `+(a < b)`: branch-free, which matters on unpredictable data).
  */
 function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string {
   const [x, y] = a as [string, string]
@@ -168,7 +170,7 @@ function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string
     case 'exp': return `F(Math.exp(${x}))`
     case 'log': return `F(Math.log(${x}))`
     case 'sqrt': return `F(Math.sqrt(${x}))`
-    case 'tanh': return `F(Math.tanh(${x}))`
+    case 'tanh': return `F(TANH(${x}))`
     case 'atanh': return `F(Math.atanh(${x}))`
     case 'floor': return `Math.floor(${x})`
     case 'round': return `RNE(${x})`
@@ -182,9 +184,9 @@ function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string
     case 'pow': return `F(Math.pow(${x}, ${y}))`
     case 'max': return `MAX(${x}, ${y})`
     case 'min': return `MIN(${x}, ${y})`
-    case 'lt': return `(${x} < ${y} ? 1 : 0)`
-    case 'le': return `(${x} <= ${y} ? 1 : 0)`
-    case 'eq': return `(${x} === ${y} ? 1 : 0)`
+    case 'lt': return `+(${x} < ${y})`
+    case 'le': return `+(${x} <= ${y})`
+    case 'eq': return `+(${x} === ${y})`
     default:
       throw new Error(`fast backend: ${prim} is not elementwise`)
   }
@@ -193,6 +195,7 @@ function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string
 /** Helpers every generated kernel closes over; their semantics are the reference's. */
 export const kernelHelpers = {
   F: Math.fround,
+  TANH: fastTanh,
   // Math.round rounds halves up; only an exact half (r - x === 0.5) can need the even neighbour
   RNE: (x: number) => {
     const r = Math.round(x)

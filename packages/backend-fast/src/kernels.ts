@@ -60,10 +60,11 @@ export function elementwiseKernel(v: Var, env: EmitEnv & { slotOf(v: Var): numbe
  * chain is evaluated inside the reduction loop, so it is never stored. Accumulation order and
  * precision are the reference's: row-major over the reduced axes, sums in float64 rounded once.
  */
-export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }): GeneratedKernel {
+export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, sideOutputs: readonly Var[] = []): GeneratedKernel {
   const t = tracking(env)
   const slot = env.slotOf(e.out)
   t.used.add(slot)
+  for (const v of sideOutputs) t.used.add(env.slotOf(v))
   const src = e.inputs[0]!
   const inShape = src.aval.shape
   const axes: readonly number[] =
@@ -73,7 +74,12 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }):
   const redVars = axes.map((k) => `r${k}`)
   const ix = inShape.map((_, k) => (axes.includes(k) ? `r${k}` : `i${k}`))
   const em = new Emitter(t.env)
-  const x = em.value(src, { axes: ix })
+  // side outputs: stored values of the operand's shape, computed and written in this same loop
+  // (the planner only passes them when the reduced axes are trailing, so `f` is their flat index)
+  const selves = new Set(sideOutputs.map((v) => v.id))
+  const at = sideOutputs.length > 0 ? { axes: ix, flat: 'f' } : { axes: ix }
+  const x = em.value(src, at, selves)
+  const sideStores = sideOutputs.map((v) => `b${env.slotOf(v)}[f] = ${em.value(v, at, selves)};`)
   const isInt = src.aval.dtype === 'int32'
   let init: string[], update: string[], result: string
   switch (e.prim) {
@@ -104,11 +110,13 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }):
       throw new Error(`fast backend: ${e.prim} is not a reduction`)
   }
   const body = [
-    'let o = 0;',
+    'let o = 0, f = 0;',
     ...loopOpen(outVars, kept.map((k) => inShape[k]!)),
     ...init,
     ...loopOpen(redVars, axes.map((k) => inShape[k]!)),
     ...em.lines,
+    ...sideStores,
+    ...(sideOutputs.length > 0 ? ['f++;'] : []),
     ...update,
     ...redVars.map(() => '}'),
     `b${slot}[o++] = ${result};`,

@@ -16,7 +16,7 @@ const REDUCTIONS: ReadonlySet<Prim> = new Set<Prim>(['reduce_sum', 'reduce_max',
 const MOVEMENT: ReadonlySet<Prim> = new Set<Prim>(['reshape', 'broadcast', 'transpose', 'slice'])
 
 export type Step =
-  | { readonly kind: 'kernel'; readonly out: number; readonly kernel: GeneratedKernel; readonly prim: Prim }
+  | { readonly kind: 'kernel'; readonly out: number; readonly kernel: GeneratedKernel; readonly prim: Prim; readonly sideOuts?: readonly number[] }
   | { readonly kind: 'matmul'; readonly out: number; readonly a: number; readonly b: number; readonly dims: readonly [number, number, number, number] }
   | { readonly kind: 'reference'; readonly out: number; readonly eqn: Eqn; readonly ins: readonly number[] }
   | { readonly kind: 'nearest'; readonly out: number; readonly step: NearestStep }
@@ -122,6 +122,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
     slotOf,
   }
   const absorbed = new Set([...nearest.values()].map((n) => n.matmul.out.id))
+  const sides = sideOutputsOf(program, stored, absorbed, def, isInput)
   const steps: Step[] = []
   for (const e of program.eqns) {
     const v = e.out
@@ -131,7 +132,8 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
       near.prepare(env)
       steps.push({ kind: 'nearest', out: slotOf(v), step: near })
     } else if (REDUCTIONS.has(e.prim)) {
-      steps.push({ kind: 'kernel', out: slotOf(v), kernel: reduceKernel(e, env), prim: e.prim })
+      const side = sides.get(v.id) ?? []
+      steps.push({ kind: 'kernel', out: slotOf(v), kernel: reduceKernel(e, env, side), prim: e.prim, sideOuts: side.map(slotOf) })
     } else if (e.prim === 'matmul') {
       const [a, b] = e.inputs as [Var, Var]
       const r = a.aval.shape.length
@@ -147,4 +149,51 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
   const outputSlots = program.outputs.map(slotOf)
   const dispose = () => nearest.forEach((n) => n.dispose())
   return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose }
+}
+
+/**
+ * Multi-output fusion: a stored elementwise value with the same shape as a later sum/max/min's
+ * operand is computed inside that reduction's loop instead of by a loop of its own (FSQ's codes
+ * and its index sum, LFQ's signs and its bit sum: one pass over the input instead of two).
+ * Only when the reduced axes are trailing (so the loop walks the operand in row-major order),
+ * and only when nothing reads the value before the reduction runs. Argmin/argmax are excluded:
+ * their loop stops at the first NaN. Side outputs are added to `absorbed`.
+ */
+function sideOutputsOf(
+  program: Program,
+  stored: ReadonlySet<number>,
+  absorbed: Set<number>,
+  def: ReadonlyMap<number, Eqn>,
+  isInput: ReadonlySet<number>,
+): Map<number, Var[]> {
+  const order = new Map<number, number>()
+  program.eqns.forEach((e, k) => order.set(e.out.id, k))
+  const firstUse = new Map<number, number>()
+  program.eqns.forEach((e, k) => e.inputs.forEach((v) => firstUse.has(v.id) || firstUse.set(v.id, k)))
+  const result = new Map<number, Var[]>()
+  // does a stored (own-loop) equation before `k` read `id`, directly or through inlined values?
+  const readBeforeBy = (id: number, k: number): boolean =>
+    program.eqns.slice(0, k).some((q) => q.inputs.some((u) => u.id === id) && (stored.has(q.out.id) || readBeforeBy(q.out.id, k)))
+  program.eqns.forEach((e, k) => {
+    if (e.prim !== 'reduce_sum' && e.prim !== 'reduce_max' && e.prim !== 'reduce_min') return
+    if (!stored.has(e.out.id) || absorbed.has(e.out.id)) return
+    const shape = e.inputs[0]!.aval.shape
+    const r = shape.length
+    const axes = [...e.params.axes].sort((a, b) => a - b)
+    if (axes.length === 0 || axes.some((a, i) => a !== r - axes.length + i)) return
+    const sides: Var[] = []
+    for (const [id, d] of def) {
+      const at = order.get(id)!
+      if (at >= k || !stored.has(id) || absorbed.has(id) || isInput.has(id) || STORED.has(d.prim)) continue
+      const s = d.out.aval.shape
+      if (s.length !== r || s.some((x, i) => x !== shape[i])) continue
+      // a loop that runs before the reduction and reads this value would see an unwritten buffer
+      if (readBeforeBy(id, k)) continue
+      sides.push(d.out)
+    }
+    if (sides.length === 0) return
+    for (const v of sides) absorbed.add(v.id)
+    result.set(e.out.id, sides)
+  })
+  return result
 }

@@ -25,6 +25,24 @@ describe('fusion', () => {
     expect(steps.length).toBe(2)
   })
 
+  test.prop([fc.array(fc.integer({ min: -8, max: 8 }).map((v) => v / 4), { minLength: 12, maxLength: 12 })])(
+    'an output of the reduced operand\'s shape is written by the reduction\'s loop (one pass), exactly',
+    async (xs) => {
+      const p = traceOrThrow([f32([3, 4])], (x: Tensor) => {
+        const pos = x.gt(0)
+        const q = pos.cast('float32').mul(2).sub(1)
+        const idx = pos.cast('int32').mul(x.builder.constant([8, 4, 2, 1], [4], 'int32')).sum(-1)
+        return [q, idx, x.tanh().round()]
+      }).program
+      const kinds = planProgram(p, { wasm: false, threads: 1 }).steps.map((s) => s.kind)
+      expect(kinds.filter((k) => k === 'kernel').length).toBe(2) // q fused into the sum; tanh().round() is its own loop
+      const ins = [tensorOf(xs, [3, 4])]
+      const want = interpretProgram(p, ins)
+      const got = await runOrThrow(p, ins, fastBackend())
+      got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
+    },
+  )
+
   // round half to even on exact halves, and the generated loops equal the reference bit for bit
   test.prop([fc.array(fc.integer({ min: -64, max: 64 }).map((v) => v / 4), { minLength: 1, maxLength: 40 })])(
     'FSQ-like chain equals the reference bit for bit',

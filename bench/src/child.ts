@@ -1,0 +1,181 @@
+/**
+ * One benchmark process: one workload on one implementation. The parent forks one of these per
+ * (workload, implementation), so peak RSS is that implementation's alone.
+ * argv: <workload id> <impl id> <quick 0|1> <result file> <reference cache file> <max seconds>
+ */
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { deserialize, serialize } from 'node:v8'
+import type { Backend, HostTensor, Program } from '@tessera/core'
+import type { Arr, Input, Workload } from './workloads.js'
+import { workloads } from './workloads.js'
+import { overheadProgram } from './programs.js'
+import { encodeModel } from './onnx/proto.js'
+
+export interface ChildResult {
+  readonly workload: string
+  readonly impl: string
+  readonly status: 'ok' | 'skipped' | 'failed' | 'mismatch'
+  readonly note?: string
+  readonly medianMs?: number
+  readonly minMs?: number
+  readonly runs?: number
+  readonly ties?: number
+  readonly rssBaseMB: number
+  readonly rssPeakMB: number
+}
+
+type Runner = { run(): Promise<Arr[]>; dispose(): void }
+type Setup = (w: Workload, ins: Input[], quick: boolean) => Promise<Runner | string>
+
+const require = createRequire(import.meta.url)
+
+async function tesseraRunner(makeBackend: () => Promise<Backend | string>, program: Program, ins: Input[]): Promise<Runner | string> {
+  const backend = await makeBackend()
+  if (typeof backend === 'string') return backend
+  const exe = backend.compile(program)
+  const hosts: HostTensor[] = ins.map((t) => ({ shape: t.shape, dtype: 'float32', data: t.data }))
+  return {
+    run: async () => (await exe.run(hosts)).map((t) => t.data),
+    dispose: () => {
+      exe.dispose()
+      backend.dispose?.()
+    },
+  }
+}
+
+const tessera = (make: () => Promise<Backend | string>): Setup => (w, ins, quick) =>
+  tesseraRunner(make, w.id === 'OVH' ? overheadProgram() : w.tessera(quick), ins)
+
+const gpujs = (mode: 'cpu' | 'webasm' | 'headlessgl'): Setup =>
+  tessera(async () => {
+    const g = await import('@tessera/backend-gpujs')
+    const why = await g.gpuJsUnavailable(mode)
+    return why ?? g.gpuJsBackend(mode)
+  })
+
+async function onnxSetup(w: Workload, ins: Input[], quick: boolean): Promise<Runner | string> {
+  const ort = await import('onnxruntime-node')
+  const graph = w.onnx(quick)
+  const session = await ort.InferenceSession.create(encodeModel(graph), { graphOptimizationLevel: 'all' })
+  const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {}
+  graph.inputs.forEach((v, i) => (feeds[v.name] = new ort.Tensor('float32', ins[i]!.data, ins[i]!.shape)))
+  return {
+    run: async () => {
+      const out = await session.run(feeds)
+      return graph.outputs.map((v) => out[v.name]!.data as Arr)
+    },
+    dispose: () => void session.release(),
+  }
+}
+
+async function tfjsSetup(backendName: 'cpu' | 'wasm', w: Workload, ins: Input[], quick: boolean): Promise<Runner | string> {
+  const tf = await import('@tensorflow/tfjs-core')
+  if (backendName === 'cpu') await import('@tensorflow/tfjs-backend-cpu')
+  else {
+    const wasm = await import('@tensorflow/tfjs-backend-wasm')
+    // the .wasm binaries ship in the package: point tfjs at them, never at a CDN
+    wasm.setWasmPaths(join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm')), '/'))
+  }
+  if (!(await tf.setBackend(backendName))) return `tfjs backend ${backendName} did not initialize`
+  await tf.ready()
+  const inputs = ins.map((t) => tf.tensor(t.data, t.shape, 'float32'))
+  return {
+    run: async () => {
+      const outs = tf.tidy(() => w.tfjs(tf, inputs, quick))
+      const data = await Promise.all(outs.map((t) => t.data()))
+      outs.forEach((t) => t.dispose())
+      return data as Arr[]
+    },
+    dispose: () => inputs.forEach((t) => t.dispose()),
+  }
+}
+
+export const implementations: Readonly<Record<string, Setup>> = {
+  'tessera/cpu-reference': tessera(async () => (await import('@tessera/backend-cpu')).cpuBackend()),
+  'tessera/fast-js': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ wasm: false })),
+  'tessera/fast-wasm-1t': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ threads: 1 })),
+  'tessera/fast-wasm-2t': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ threads: 2 })),
+  'tessera/gpujs-cpu': gpujs('cpu'),
+  'tessera/gpujs-webasm': gpujs('webasm'),
+  'tessera/gpujs-headlessgl': gpujs('headlessgl'),
+  'onnxruntime-node': onnxSetup,
+  'tfjs-cpu': (w, ins, q) => tfjsSetup('cpu', w, ins, q),
+  'tfjs-wasm': (w, ins, q) => tfjsSetup('wasm', w, ins, q),
+  'plain-js': async (w, ins, q) => ({ run: async () => w.plain(ins, q), dispose() {} }),
+}
+
+export const REFERENCE = 'tessera/cpu-reference'
+
+async function main(): Promise<void> {
+  const [wid, impl, quickArg, resultFile, refFile, maxSecArg] = process.argv.slice(2) as string[]
+  const quick = quickArg === '1'
+  const maxMs = Number(maxSecArg) * 1000
+  const rssBaseMB = process.memoryUsage().rss / 2 ** 20
+  const finish = (r: Omit<ChildResult, 'workload' | 'impl' | 'rssBaseMB' | 'rssPeakMB'>) => {
+    const res: ChildResult = { workload: wid!, impl: impl!, ...r, rssBaseMB, rssPeakMB: process.resourceUsage().maxRSS / 1024 }
+    writeFileSync(resultFile!, JSON.stringify(res))
+    process.exit(0)
+  }
+  try {
+    const w = wid === 'OVH' ? overheadWorkload : workloads.find((x) => x.id === wid)
+    if (!w) throw new Error(`unknown workload ${wid}`)
+    const setup = implementations[impl!]
+    if (!setup) throw new Error(`unknown implementation ${impl}`)
+    const ins = w.inputs(quick)
+    const runner = await setup(w, ins, quick)
+    if (typeof runner === 'string') return finish({ status: 'skipped', note: runner })
+    // warm-up: at least one call, more while they are cheap
+    const t0 = performance.now()
+    let out = await runner.run()
+    for (let i = 0; i < 4 && performance.now() - t0 < Math.min(1000, maxMs / 10); i++) out = await runner.run()
+    const times: number[] = []
+    const start = performance.now()
+    const minRuns = w.id === 'OVH' ? 2000 : 5
+    const maxRuns = w.id === 'OVH' ? 20000 : 30
+    while (times.length < maxRuns) {
+      const s = performance.now()
+      out = await runner.run()
+      times.push(performance.now() - s)
+      const spent = performance.now() - start
+      if (times.length >= minRuns && spent > Math.min(2000, maxMs)) break
+      if (spent > maxMs) break // over budget: fewer runs than asked, reported as such
+    }
+    times.sort((a, b) => a - b)
+    const medianMs = times[Math.floor(times.length / 2)]!
+    runner.dispose()
+    let check: { ok: boolean; ties: number; note?: string } = { ok: true, ties: 0 }
+    if (impl === REFERENCE) writeFileSync(refFile!, serialize(out))
+    else if (existsSync(refFile!)) check = w.check(ins, deserialize(readFileSync(refFile!)) as Arr[], out, quick)
+    else check = { ok: true, ties: 0, note: 'no reference output to check against' }
+    finish({
+      status: check.ok ? 'ok' : 'mismatch',
+      ...(check.note ? { note: check.note } : times.length < 5 ? { note: `only ${times.length} run(s) within the time budget` } : {}),
+      medianMs, minMs: times[0]!, runs: times.length, ties: check.ties,
+    })
+  } catch (e) {
+    finish({ status: 'failed', note: e instanceof Error ? e.message.split('\n')[0] : String(e) })
+  }
+}
+
+/** Per-call overhead: a warm compiled 4-element add, timed over thousands of calls. */
+const overheadWorkload: Workload = {
+  id: 'OVH',
+  title: 'per-call overhead: x + 1 on 4 floats',
+  vectors: () => 1,
+  inputs: () => [{ shape: [4], data: Float32Array.of(1, 2, 3, 4) }],
+  tessera: () => overheadProgram(),
+  onnx: () => ({
+    name: 'ovh',
+    nodes: [{ op: 'Add', inputs: ['x', 'one'], outputs: ['y'] }],
+    initializers: [{ name: 'one', dims: [], type: 1, data: Float32Array.of(1) }],
+    inputs: [{ name: 'x', type: 1, dims: [4] }],
+    outputs: [{ name: 'y', type: 1, dims: [4] }],
+  }),
+  tfjs: (tf, [x]) => [tf.add(x!, 1)],
+  plain: ([x]) => [x!.data.map((v) => v + 1)],
+  check: (_i, ref, got) => ({ ok: Array.from(ref[0]!).every((v, i) => v === got[0]![i]), ties: 0 }),
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) void main()

@@ -1,0 +1,70 @@
+/**
+ * exp and tanh in float64 arithmetic, accurate to a few parts in 1e15, for generated loops:
+ * V8's Math.exp/Math.tanh are out-of-line calls costing 25-40 ns each, which dominates a fused
+ * FSQ or softmax loop. Results are rounded to float32 by the caller, so they equal the
+ * reference's `fround(Math.exp(x))` except when the exact value lies within ~1e-15 (relative)
+ * of a float32 rounding midpoint, where they may differ by one float32 ulp. The backend's caps
+ * say so (transcendentalRtol = 2^-23).
+ */
+
+const INV_LN2 = 1.4426950408889634
+// ln 2 split so that k * LN2_HI is exact for |k| < 2^20
+const LN2_HI = 0.6931471803691238
+const LN2_LO = 1.9082149292705877e-10
+
+/** 2^k for k in [-1022, 1023]. */
+const POW2 = (() => {
+  const t = new Float64Array(2046)
+  for (let k = -1022; k <= 1023; k++) t[k + 1022] = 2 ** k
+  return t
+})()
+
+/** Taylor coefficients 1/n! for n = 13 down to 1. */
+const C = Array.from({ length: 13 }, (_, i) => {
+  let f = 1
+  for (let j = 2; j <= 13 - i; j++) f *= j
+  return 1 / f
+})
+const [c13, c12, c11, c10, c9, c8, c7, c6, c5, c4, c3, c2, c1] = C as [number, number, number, number, number, number, number, number, number, number, number, number, number]
+
+/** (e^r - 1) for |r| <= ln2/2 by its Taylor series to r^13 (truncation < 2e-16 relative). */
+function expm1Small(r: number): number {
+  let p = c13
+  p = p * r + c12
+  p = p * r + c11
+  p = p * r + c10
+  p = p * r + c9
+  p = p * r + c8
+  p = p * r + c7
+  p = p * r + c6
+  p = p * r + c5
+  p = p * r + c4
+  p = p * r + c3
+  p = p * r + c2
+  p = p * r + c1
+  return p * r
+}
+
+export function fastExp(x: number): number {
+  // outside [-745, 709] float64 (and far beyond float32) under/overflows; NaN falls through to NaN
+  if (x > 709) return Infinity
+  if (x < -745) return 0
+  if (x !== x) return x
+  const k = Math.round(x * INV_LN2)
+  const r = x - k * LN2_HI - k * LN2_LO
+  const e = 1 + expm1Small(r)
+  // k can reach -1075 near the bottom: split the scaling in two to stay inside the table
+  return k >= -1022 ? e * POW2[k + 1022]! : e * POW2[k + 1022 + 60]! * POW2[-60 + 1022]!
+}
+
+export function fastTanh(x: number): number {
+  const ax = Math.abs(x)
+  if (!(ax <= 20)) return x !== x ? x : x > 0 ? 1 : -1
+  const y = 2 * ax
+  const k = Math.round(y * INV_LN2)
+  const r = y - k * LN2_HI - k * LN2_LO
+  const p = expm1Small(r)
+  const em1 = k === 0 ? p : POW2[k + 1022]! * (p + 1) - 1
+  const t = em1 / (em1 + 2)
+  return x < 0 ? -t : x === 0 ? x : t
+}
