@@ -17,7 +17,23 @@ export interface Optimizer<C> {
   /** Initial state (zeros, step 0) for parameters of these shapes. */
   init(params: Named<HostTensor>): Record<string, HostTensor>
   stateSpecs(params: Named<Aval>): Record<string, Aval>
-  update(params: Named<Tensor>, grads: Named<Tensor>, state: Named<Tensor>): { params: Record<string, Tensor>; state: Record<string, Tensor> }
+  /**
+   * One step. `lr`, when given, is a scalar f32[] tensor that replaces the configured learning
+   * rate (a schedule computed on the host and fed to the compiled step as an input).
+   */
+  update(
+    params: Named<Tensor>,
+    grads: Named<Tensor>,
+    state: Named<Tensor>,
+    lr?: Tensor,
+  ): { params: Record<string, Tensor>; state: Record<string, Tensor> }
+}
+
+function learningRate(kind: string, step: Tensor, configured: number, lr: Tensor | undefined): Tensor {
+  if (!lr) return step.builder.scalar(configured)
+  if (lr.dtype !== 'float32' || lr.rank !== 0)
+    throw new TesseraError('shape', `${kind}.lr`, `a learning-rate tensor must be a scalar f32[], got ${lr.dtype}[${lr.shape.join(',')}]`)
+  return lr
 }
 
 function checkGrads(kind: string, params: Named<Tensor>, grads: Named<Tensor>) {
@@ -66,9 +82,10 @@ export function sgd(config: unknown): E.Either<TesseraError, Optimizer<SgdConfig
       kind: 'sgd',
       config: c,
       ...s,
-      update(params, grads, state) {
+      update(params, grads, state, lrIn) {
         checkGrads('sgd', params, grads)
         const step = slot(state, 'step')
+        const lr = learningRate('sgd', step, c.lr, lrIn)
         const outP: Record<string, Tensor> = {}
         const outS: Record<string, Tensor> = { step: step.add(1) }
         for (const [k, p] of Object.entries(params)) {
@@ -80,7 +97,7 @@ export function sgd(config: unknown): E.Either<TesseraError, Optimizer<SgdConfig
             outS[`${k}.momentum_buffer`] = newBuf
             g = c.nesterov ? g.add(newBuf.mul(c.momentum)) : newBuf
           }
-          outP[k] = p.sub(g.mul(c.lr))
+          outP[k] = p.sub(g.mul(lr))
         }
         return { params: outP, state: outS }
       },
@@ -101,14 +118,16 @@ function adamFamily(kind: 'adam' | 'adamw', decoupled: boolean, defaults: AdamCo
     kind,
     config: c,
     ...slots(['exp_avg', 'exp_avg_sq']),
-    update(params, grads, state) {
+    update(params, grads, state, lrIn) {
       checkGrads(kind, params, grads)
-      const t1 = slot(state, 'step').add(1)
+      const step = slot(state, 'step')
+      const lr = learningRate(kind, step, c.lr, lrIn)
+      const t1 = step.add(1)
       const bl = t1.builder
       // bias corrections 1 - beta^t, computed in the program from the step count
       const bc1 = bl.scalar(c.beta1).pow(t1).rsub(1)
       const bc2 = bl.scalar(c.beta2).pow(t1).rsub(1)
-      const stepSize = bc1.rdiv(c.lr)
+      const stepSize = lr.div(bc1)
       const bc2Sqrt = bc2.sqrt()
       const outP: Record<string, Tensor> = {}
       const outS: Record<string, Tensor> = { step: t1 }
@@ -116,7 +135,7 @@ function adamFamily(kind: 'adam' | 'adamw', decoupled: boolean, defaults: AdamCo
         let g = grads[k]!
         let p = p0
         if (c.weight_decay > 0) {
-          if (decoupled) p = p.mul(1 - c.lr * c.weight_decay)
+          if (decoupled) p = p.mul(lr.mul(c.weight_decay).rsub(1))
           else g = g.add(p.mul(c.weight_decay))
         }
         const m = slot(state, `${k}.exp_avg`).mul(c.beta1).add(g.mul(1 - c.beta1))

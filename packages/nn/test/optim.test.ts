@@ -135,6 +135,32 @@ describe('update rules against float64', () => {
   })
 })
 
+describe('a learning-rate tensor replaces the configured rate (schedules)', () => {
+  it.each([
+    ['adamw', () => ok(adamw({ lr: 0.05 }))],
+    ['sgd', () => ok(sgd({ lr: 0.05, momentum: 0.5 }))],
+  ] as const)('%s: lr input 0.05 gives the configured update; 0 leaves the parameters (less decay) alone', (_n, make) => {
+    const opt = make() as Optimizer<unknown>
+    const specs = { w: { shape: [3], dtype: 'float32' } as Aval }
+    const lrSpec: Aval = { shape: [], dtype: 'float32' }
+    const withLr = traceOrThrow([specs, specs, opt.stateSpecs(specs), lrSpec], (p, g, s, lr) => opt.update(p as never, g as never, s as never, lr as Tensor).params)
+    const fixed = traceOrThrow([specs, specs, opt.stateSpecs(specs)], (p, g, s) => opt.update(p, g, s).params)
+    const p = tensorOf([1, -2, 0.5], [3]), g = tensorOf([0.3, 0.1, -0.7], [3])
+    const st = Object.values(opt.init({ w: p }))
+    const a = interpretProgram(withLr.program, [p, g, ...st, tensorOf([0.05], [])])[0]!.data
+    const b = interpretProgram(fixed.program, [p, g, ...st])[0]!.data
+    Array.from(a).forEach((v, i) => expect(v).toBeCloseTo(b[i]!, 7))
+    expect(Array.from(interpretProgram(withLr.program, [p, g, ...st, tensorOf([0], [])])[0]!.data)).toEqual(Array.from(p.data))
+  })
+  it('a non-scalar learning rate is refused', () => {
+    const opt = ok(adam({}))
+    const specs = { w: { shape: [3], dtype: 'float32' } as Aval }
+    expect(() =>
+      traceOrThrow([specs, specs, opt.stateSpecs(specs), { shape: [3], dtype: 'float32' } as Aval], (p, g, s, lr) => opt.update(p as never, g as never, s as never, lr as Tensor)),
+    ).toThrow(/adam\.lr: a learning-rate tensor must be a scalar f32\[\], got float32\[3\]/)
+  })
+})
+
 describe('hyperparameters are decoded with io-ts', () => {
   it('fills defaults', () => {
     expect(ok(adamw({})).config).toEqual({ lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 })
