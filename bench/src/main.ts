@@ -2,7 +2,7 @@
  * `pnpm bench [--quick] [--only W1,W2] [--impl fast,onnx]`: every workload on every available
  * implementation, one process each, then a table printed and written to bench/results/.
  */
-import { fork } from 'node:child_process'
+import { fork, spawnSync } from 'node:child_process'
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { dirname, join } from 'node:path'
@@ -25,6 +25,8 @@ const program = new Command()
   .parse()
 const opts = program.opts<{ quick?: boolean; only?: string; impl?: string; maxSeconds: string; out: string; write: boolean }>()
 const quick = !!opts.quick
+// --quick: smaller sizes, a shorter budget per implementation, and one process per workload
+const maxSeconds = quick ? Math.min(0.3, Number(opts.maxSeconds)) : Number(opts.maxSeconds)
 
 const PEERS = ['onnxruntime-node', 'tfjs-cpu', 'tfjs-wasm', 'plain-js']
 const allIds = [...workloads.map((w) => w.id), 'TRAIN', 'OVH']
@@ -35,26 +37,28 @@ const impls = Object.keys(implementations).filter((n) => n === REFERENCE || !imp
 const tmp = join(os.tmpdir(), `tessera-bench-${process.pid}`)
 mkdirSync(tmp, { recursive: true })
 
-function runChild(wid: string, impl: string): Promise<ChildResult> {
+function runChild(wid: string, implList: readonly string[]): Promise<ChildResult[]> {
   const resultFile = join(tmp, 'result.json')
   rmSync(resultFile, { force: true })
   const refFile = join(tmp, `ref-${wid}.bin`)
   return new Promise((resolve) => {
-    const child = fork(join(here, 'child.ts'), [wid, impl, quick ? '1' : '0', resultFile, refFile, opts.maxSeconds], {
+    const child = fork(join(here, 'child.ts'), [wid, implList.join(','), quick ? '1' : '0', resultFile, refFile, String(maxSeconds)], {
       execArgv: ['--import', 'tsx/esm', '--conditions=@tessera/source'],
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     })
     let err = ''
     child.stderr!.on('data', (d) => (err += String(d)))
-    const timer = setTimeout(() => child.kill('SIGKILL'), (Number(opts.maxSeconds) * 4 + 120) * 1000)
+    const timer = setTimeout(() => child.kill('SIGKILL'), (maxSeconds * 4 + 120) * 1000 * implList.length)
     child.on('exit', (code) => {
       clearTimeout(timer)
-      if (existsSync(resultFile)) resolve(JSON.parse(readFileSync(resultFile, 'utf8')) as ChildResult)
-      else
-        resolve({
+      const got = existsSync(resultFile) ? (JSON.parse(readFileSync(resultFile, 'utf8')) as ChildResult[]) : []
+      // implementations the process did not get to (it crashed or was killed) are reported as failed
+      for (const impl of implList.slice(got.length))
+        got.push({
           workload: wid, impl, status: 'failed', rssBaseMB: 0, rssPeakMB: 0,
           note: `process exited with ${code}${err ? `: ${err.trim().split('\n').slice(-1)[0]}` : ''}`,
         })
+      resolve(got)
     })
   })
 }
@@ -73,21 +77,35 @@ function machine() {
 
 const fmt = (x: number | undefined, d = 1) => (x === undefined || !Number.isFinite(x) ? '–' : x >= 100 ? x.toFixed(0) : x.toFixed(d))
 
+/** gpu.js headlessgl needs an X display: without one, re-run this command under xvfb-run when it exists. */
+function reexecUnderXvfb(): boolean {
+  if (process.env.DISPLAY || process.env.TESSERA_BENCH_XVFB || process.platform !== 'linux') return false
+  if (spawnSync('sh', ['-c', 'command -v xvfb-run'], { stdio: 'ignore' }).status !== 0) return false
+  const r = spawnSync('xvfb-run', ['-a', process.execPath, ...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, TESSERA_BENCH_XVFB: '1' },
+  })
+  process.exit(r.status ?? 1)
+}
+
 async function main(): Promise<void> {
+  if (reexecUnderXvfb()) return
   const started = new Date()
   const results: ChildResult[] = []
   const titles: Record<string, string> = { TRAIN: "training step of the demo's model", OVH: 'per-call overhead: warm compiled x + 1 on 4 floats' }
-  for (const w of workloads) titles[w.id] = w.title
+  for (const w of workloads) titles[w.id] = w.title(quick)
   for (const wid of ids) {
     if (wid === 'TRAIN') {
       results.push({ workload: 'TRAIN', impl: '-', status: 'skipped', rssBaseMB: 0, rssPeakMB: 0, note: 'not done: no benchmarkable training step exported by examples/demo yet' })
       continue
     }
-    for (const impl of wid === 'OVH' ? impls.filter((i) => !i.includes('gpujs-cpu')) : impls) {
-      process.stderr.write(`${wid} ${impl} ... `)
-      const r = await runChild(wid, impl)
-      process.stderr.write(`${r.status} ${fmt(r.medianMs, 2)} ms${r.note ? ` (${r.note})` : ''}\n`)
-      results.push(r)
+    const list = wid === 'OVH' ? impls.filter((i) => !i.includes('gpujs-cpu')) : impls
+    const batches = quick ? [list] : list.map((i) => [i])
+    for (const batch of batches) {
+      for (const r of await runChild(wid, batch)) {
+        process.stderr.write(`${wid} ${r.impl}: ${r.status} ${fmt(r.medianMs, 2)} ms${r.note ? ` (${r.note})` : ''}\n`)
+        results.push(r)
+      }
     }
   }
   rmSync(tmp, { recursive: true, force: true })
@@ -109,7 +127,11 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
   const lines: string[] = []
   lines.push(`# Tessera benchmarks ${quick ? '(quick sizes)' : ''}`.trim(), '')
   lines.push(`${started.toISOString()} · ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB · Node ${m.node} · ${m.platform} · load average at the end ${m.loadavg.join(' ')}`, '')
-  lines.push('Median of at least 5 timed calls after warm-up, one process per workload and implementation; inputs and outputs are host typed arrays.')
+  lines.push(
+    quick
+      ? 'Median of at least 5 timed calls after warm-up; --quick: one process per workload, so "peak RSS" is that process\'s peak so far. Inputs and outputs are host typed arrays.'
+      : 'Median of at least 5 timed calls after warm-up, one process per workload and implementation ("peak RSS" is that process\'s; "base" is its RSS before the inputs were built). Inputs and outputs are host typed arrays.',
+  )
   lines.push('"vs peer": time divided by the fastest peer\'s (onnxruntime-node, tfjs-cpu, tfjs-wasm, plain JS); below 1 is faster. Indices are checked against the CPU reference; "ties" counts rows where an index differs only between equally near candidates.', '')
   const byW = new Map<string, ChildResult[]>()
   for (const r of results) byW.set(r.workload, [...(byW.get(r.workload) ?? []), r])

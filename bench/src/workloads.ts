@@ -21,7 +21,7 @@ export interface CheckResult {
 /** One workload: its sizes, inputs, and the same computation written for every implementation. */
 export interface Workload {
   readonly id: string
-  readonly title: string
+  title(quick: boolean): string
   /** Vectors processed per call (for vectors/s). */
   vectors(quick: boolean): number
   /** Floating-point operations per call, where the table reports GFLOP/s. */
@@ -124,7 +124,7 @@ function nearestWorkload(id: string, full: [number, number, number], quick: [num
   const dims = (q: boolean) => (q ? quick : full)
   return {
     id,
-    title: `nearest code N=${full[0]} D=${full[1]} K=${full[2]}`,
+    title: (q) => `nearest code N=${dims(q)[0]} D=${dims(q)[1]} K=${dims(q)[2]}`,
     vectors: (q) => dims(q)[0],
     flops: (q) => {
       const [n, d, k] = dims(q)
@@ -200,7 +200,7 @@ function fsqConsts(levels: readonly number[]) {
 
 const fsqWorkload: Workload = {
   id: 'W2',
-  title: `FSQ forward N=65536 levels [${FSQ_LEVELS}]`,
+  title: (q) => `FSQ forward N=${q ? 8192 : 65536} levels [${FSQ_LEVELS}]`,
   vectors: (q) => (q ? 8192 : 65536),
   inputs: (q) => [normalInput([q ? 8192 : 65536, FSQ_LEVELS.length], 21, 1.5)],
   tessera: (q) => fsqProgram(q ? 8192 : 65536, FSQ_LEVELS),
@@ -277,7 +277,7 @@ const fsqWorkload: Workload = {
 const LFQ_DIM = 16
 const lfqWorkload: Workload = {
   id: 'W3a',
-  title: `LFQ forward N=65536 dim ${LFQ_DIM}`,
+  title: (q) => `LFQ forward N=${q ? 8192 : 65536} dim ${LFQ_DIM}`,
   vectors: (q) => (q ? 8192 : 65536),
   inputs: (q) => [normalInput([q ? 8192 : 65536, LFQ_DIM], 31)],
   tessera: (q) => lfqProgram(q ? 8192 : 65536, LFQ_DIM),
@@ -330,18 +330,18 @@ const ENT_DIM = 10
 const INV_T = 100
 const lfqEntropyWorkload: Workload = {
   id: 'W3b',
-  title: `LFQ entropy terms dim ${ENT_DIM} (1024 codes) N=65536`,
-  vectors: (q) => (q ? 4096 : 65536),
-  flops: (q) => 2 * (q ? 4096 : 65536) * 1024 * ENT_DIM,
+  title: (q) => `LFQ entropy terms dim ${ENT_DIM} (1024 codes) N=${q ? 2048 : 65536}`,
+  vectors: (q) => (q ? 2048 : 65536),
+  flops: (q) => 2 * (q ? 2048 : 65536) * 1024 * ENT_DIM,
   inputs: (q) => {
     const k = 2 ** ENT_DIM
     const cb = new Float32Array(k * ENT_DIM)
     for (let j = 0; j < k; j++) for (let t = 0; t < ENT_DIM; t++) cb[j * ENT_DIM + t] = (j >> (ENT_DIM - 1 - t)) & 1 ? 1 : -1
-    return [normalInput([q ? 4096 : 65536, ENT_DIM], 41, 0.1), { shape: [k, ENT_DIM], data: cb }]
+    return [normalInput([q ? 2048 : 65536, ENT_DIM], 41, 0.1), { shape: [k, ENT_DIM], data: cb }]
   },
-  tessera: (q) => lfqEntropyProgram(q ? 4096 : 65536, ENT_DIM, INV_T),
+  tessera: (q) => lfqEntropyProgram(q ? 2048 : 65536, ENT_DIM, INV_T),
   onnx: (q) => {
-    const n = q ? 4096 : 65536, k = 2 ** ENT_DIM
+    const n = q ? 2048 : 65536, k = 2 ** ENT_DIM
     return {
       name: 'lfq_entropy',
       nodes: [
@@ -401,10 +401,10 @@ const lfqEntropyWorkload: Workload = {
 
 const RVQ_LAYERS = 8
 function residualWorkload(): Workload {
-  const dims = (q: boolean): [number, number, number] => (q ? [2048, 64, 256] : [16384, 64, 1024])
+  const dims = (q: boolean): [number, number, number] => (q ? [512, 32, 128] : [16384, 64, 1024])
   return {
     id: 'RVQ',
-    title: `residual VQ ${RVQ_LAYERS} layers N=16384 D=64 K=1024`,
+    title: (q) => `residual VQ ${RVQ_LAYERS} layers N=${dims(q)[0]} D=${dims(q)[1]} K=${dims(q)[2]}`,
     vectors: (q) => dims(q)[0],
     flops: (q) => {
       const [n, d, k] = dims(q)
@@ -499,8 +499,8 @@ function residualWorkload(): Workload {
 }
 
 export const workloads: readonly Workload[] = [
-  nearestWorkload('W1', [16384, 64, 1024], [4096, 64, 256]),
-  nearestWorkload('W1b', [16384, 256, 4096], [2048, 256, 1024]),
+  nearestWorkload('W1', [16384, 64, 1024], [1024, 64, 256]),
+  nearestWorkload('W1b', [16384, 256, 4096], [512, 256, 512]),
   fsqWorkload,
   lfqWorkload,
   lfqEntropyWorkload,
