@@ -144,3 +144,55 @@ describe('docs/QUANTIZERS.md option tables', () => {
     expect(r._tag === 'Left' && r.left.message.includes('unknown key "lvls"')).toBe(true)
   })
 })
+
+describe('docs/QUANTIZERS.md parameter and state names', () => {
+  // configs that between them switch on every optional parameter and buffer the page names
+  const built = [
+    Q.fsq({ levels: [8, 5, 5, 5], dim: 8, orthogonal_rotation: true }),
+    Q.lfq({ codebook_size: 16, dim: 8, orthogonal_rotation: true }),
+    Q.latentQuantize({ levels: [5, 5], dim: 4 }),
+    Q.latentQuantize({ levels: [5, 5], dim: 2, optimize_values: false }),
+    Q.vectorQuantize({ dim: 4, codebook_size: 8, codebook_dim: 3 }),
+    Q.vectorQuantize({ dim: 4, codebook_size: 8, learnable_codebook: true, ema_update: false }),
+    Q.simVQ({ dim: 4, codebook_size: 8 }),
+    Q.randomProjectionQuantizer({ dim: 4, codebook_size: 8, codebook_dim: 2, num_codebooks: 2 }),
+    Q.residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2 }),
+    Q.residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, shared_codebook: true }),
+    Q.residualFSQ({ levels: [5, 5], num_quantizers: 2, dim: 4 }),
+    Q.residualLFQ({ dim: 4, codebook_size: 16, num_quantizers: 2 }),
+    Q.residualSimVQ({ dim: 4, codebook_size: 8, num_quantizers: 2 }),
+    Q.groupedResidualVQ({ dim: 8, groups: 2, codebook_size: 8, num_quantizers: 2 }),
+  ]
+  const names = new Set<string>()
+  for (const b of built) {
+    if (b._tag === 'Left') throw b.left
+    for (const n of [...Object.keys(b.right.paramSpecs), ...Object.keys(b.right.stateSpecs)]) names.add(n)
+  }
+  const prose = doc.replace(/```[\s\S]*?```/g, '')
+  const ticked = new Set([...prose.matchAll(/`([^`\s]+)`/g)].map((m) => m[1]!))
+  /** dotted or underscore-led names, with {q}/{g}/{i} for a number and * for any rest */
+  const dotted = [...ticked].filter(
+    (t) => /^_?[a-z][a-z0-9_]*(\.(\{[a-z]\}|[a-z0-9_]+|\*))+$|^_[a-z_]+$/.test(t) && !/^(extra|losses|opts|result)\./.test(t) && !t.endsWith('.ts'),
+  )
+  /** single-word names the page gives as parameters or buffers */
+  const plain = ['scales', 'soft_clamp_input_value', 'mask', 'codebook', 'implicit_codebook', 'orthogonal_rot', 'frozen_codebook', 'rand_projs', 'commitment_loss_weight', 'quantization_loss_weight']
+  const matches = (pattern: string) => {
+    const re = new RegExp(`^${pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/\\\{[a-z]\\\}/g, '\\d+').replace(/\\\*/g, '.+')}$`)
+    return [...names].some((n) => re.test(n))
+  }
+
+  test('every dotted name on the page is a parameter or buffer of some quantizer', () => {
+    expect(dotted.length).toBeGreaterThanOrEqual(20)
+    expect(dotted.filter((t) => !matches(t))).toEqual([])
+  })
+
+  test('the single-word buffer names the page uses exist (and are on the page)', () => {
+    expect(plain.filter((t) => !ticked.has(t))).toEqual([])
+    expect(plain.filter((t) => !matches(t))).toEqual([])
+  })
+
+  test('the matcher rejects a name no quantizer has', () => {
+    expect(matches('layers.{q}._codebook.embedding')).toBe(false)
+    expect(matches('layers.{q}._codebook.embed')).toBe(true)
+  })
+})
