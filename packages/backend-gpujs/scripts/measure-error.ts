@@ -18,7 +18,7 @@
 import fc from 'fast-check'
 import { writeFileSync } from 'node:fs'
 import type { Backend, HostTensor, Prim, Program, Tensor } from '@tessera/core'
-import { allPrims, random, run, tensorOf, traceOrThrow, where } from '@tessera/core'
+import { allPrims, printProgram, random, run, tensorOf, traceOrThrow, where } from '@tessera/core'
 import type { ProgramCase, TolClass } from '@tessera/core/testing'
 import { primCases, randomProgramArb, tolClassOf } from '@tessera/core/testing'
 import { interpretProgram } from '@tessera/backend-cpu'
@@ -34,6 +34,7 @@ const modes = opt('modes', 'cpu,webasm,headlessgl').split(',') as GpuJsMode[]
 const numRuns = Number(opt('runs', '150'))
 const seed = Number(opt('seed', '20261122'))
 const jsonOut = opt('json', '')
+const onlyPrims = opt('prims', '') ? new Set(opt('prims', '').split(',')) : null
 /** atol at which `need` is computed (the relative term alone cannot cover results near 0) */
 const atolFor = (mode: GpuJsMode) => gpuJsCaps(mode).atol
 
@@ -48,25 +49,31 @@ interface Stat {
   /** (e - atol) / s, worst; <= 0 when atol alone covers every element */
   need: number
   firstFailure?: string
+  firstMismatch?: string
 }
 const emptyStat = (): Stat => ({ cases: 0, elements: 0, mismatches: 0, failures: 0, absSmall: 0, relLarge: 0, absAll: 0, need: 0 })
 
-function accumulate(st: Stat, got: readonly HostTensor[], want: readonly HostTensor[], mag: readonly HostTensor[] | undefined, atol: number) {
+function accumulate(st: Stat, got: readonly HostTensor[], want: readonly HostTensor[], mag: readonly HostTensor[] | undefined, atol: number, exact = false) {
   st.cases++
+  const mismatch = (o: number, i: number, gv: number, wv: number) => {
+    st.mismatches++
+    st.firstMismatch ??= `output ${o} element ${i}: got ${gv}, want ${wv}`
+  }
   want.forEach((w, o) => {
     const g = got[o]!
     for (let i = 0; i < w.data.length; i++) {
       const wv = w.data[i]!, gv = g.data[i]!
       st.elements++
-      if (w.dtype !== 'float32') {
-        if (gv !== wv) st.mismatches++
+      if (w.dtype !== 'float32' || exact) {
+        // exact classes: -0 and 0 count as equal, NaN must stay NaN
+        if (gv !== wv && !(Number.isNaN(gv) && Number.isNaN(wv))) mismatch(o, i, gv, wv)
         continue
       }
       // NaN/Inf are not compared on gpu.js (caps.strictNaN = false)
       if (!Number.isFinite(wv)) continue
       const e = Math.abs(gv - wv)
       if (!Number.isFinite(e)) {
-        st.mismatches++
+        mismatch(o, i, gv, wv)
         continue
       }
       const s = Math.max(Math.abs(wv), mag ? Math.abs(mag[o]!.data[i]!) : 0)
@@ -80,7 +87,8 @@ function accumulate(st: Stat, got: readonly HostTensor[], want: readonly HostTen
 
 const absInput = (t: HostTensor): HostTensor => (t.dtype === 'float32' ? { ...t, data: (t.data as Float32Array).map(Math.abs) } : t)
 
-async function measureCase(backend: Backend, st: Stat, c: ProgramCase, magnitude: boolean, atol: number) {
+async function measureCase(backend: Backend, st: Stat, c: ProgramCase, cls: TolClass, atol: number) {
+  const magnitude = cls === 'accumulate'
   const want = interpretProgram(c.program, c.inputs)
   const got = await run(c.program, c.inputs, backend)
   if (got._tag === 'Left') {
@@ -89,7 +97,9 @@ async function measureCase(backend: Backend, st: Stat, c: ProgramCase, magnitude
     return
   }
   const mag = magnitude ? interpretProgram(c.program, c.inputs.map(absInput)) : undefined
-  accumulate(st, got.right, want, mag, atol)
+  const before = st.mismatches
+  accumulate(st, got.right, want, mag, atol, cls === 'exact')
+  if (st.mismatches > before && st.firstMismatch && !st.firstMismatch.includes('\n')) st.firstMismatch += `\n${printProgram(c.program)}\ninputs: ${JSON.stringify(c.inputs.map((t) => Array.from(t.data as ArrayLike<number>)))}`
 }
 
 // ---- quantizer-shaped programs (written with core's tensor methods; the shapes of real use) ----
@@ -240,10 +250,12 @@ async function main() {
     console.log('| primitive | class | elems | mismatches | abs<1 | rel>=1 | need |')
     console.log('|---|---|---|---|---|---|---|')
     for (const prim of allPrims) {
+      if (onlyPrims && !onlyPrims.has(prim)) continue
       const cls = tolClassOf[prim]
       const st = { ...emptyStat(), cls }
-      for (const c of fc.sample(cases[prim] as fc.Arbitrary<ProgramCase>, { numRuns, seed })) await measureCase(backend, st, c, cls === 'accumulate', atol)
+      for (const c of fc.sample(cases[prim] as fc.Arbitrary<ProgramCase>, { numRuns, seed })) await measureCase(backend, st, c, cls, atol)
       perPrim[prim] = st
+      if (st.firstMismatch) console.log(`first mismatch of ${prim}: ${st.firstMismatch}`)
       console.log(`| ${prim} | ${cls} | ${st.elements} | ${st.mismatches}${st.failures ? ` (${st.failures} failed runs: ${st.firstFailure})` : ''} | ${fmt(st.absSmall)} | ${fmt(st.relLarge)} | ${fmt(st.need)} |`)
     }
     // random programs: worst error per equation (the suite allows eqns * 64 * (atol + rtol + transcendentalRtol))

@@ -19,10 +19,43 @@ export function fmtNum(v: number): string {
   // WGSL rejects constant 0/0 and 1/0: divide by a zero the compiler cannot see (zr = ti * 0)
   if (Number.isNaN(v)) return '(zr / zr)'
   if (!Number.isFinite(v)) return v > 0 ? '(1.0 / zr)' : '(-1.0 / zr)'
-  let s = String(Math.fround(v))
+  const f = Math.fround(v)
+  const s = exactLiteral(Math.abs(f))
+  return f < 0 || Object.is(f, -0) ? `(${Object.is(f, -0) ? '-0.0' : `-${s}`})` : s
+}
+
+const plainLiteral = (v: number): string => {
+  let s = String(v)
   if (!/[.e]/.test(s)) s += '.0'
   else if (/e/.test(s) && !/\./.test(s)) s = s.replace('e', '.0e')
-  return v < 0 || Object.is(v, -0) ? `(${Object.is(v, -0) ? '-0.0' : s})` : s
+  return s
+}
+
+/**
+ * A literal that every GL backend turns into exactly this float32. Mesa (headlessgl, llvmpipe)
+ * holds about 2% of float32 constants one ulp off: 0.11980878561735153 and 2^-96 written out, or
+ * folded from 1.9169405698776245 * 0.0625, come back wrong, while mantissas in [1, 2), integers
+ * up to 2^24 and powers of two up to 2^±24 come back exact, and so does the same product when it
+ * runs (found by scripts/measure-error.ts: `full` was not exact). So any other value is written
+ * (m + zr) * 2^k1 * 2^k2 ..., m in [1, 2), |ki| <= 24: `zr` is the kernel's runtime zero, which
+ * keeps the compiler from folding the product, and scaling by a power of two is exact in float32
+ * (subnormals aside, which GPUs flush anyway).
+ */
+function exactLiteral(a: number): string {
+  if (a === 0 || (Number.isInteger(a) && a <= 2 ** 24)) return plainLiteral(a)
+  let e = Math.floor(Math.log2(a))
+  // log2 can be off by one near powers of two
+  if (2 ** e > a) e--
+  else if (2 ** (e + 1) <= a) e++
+  const m = a / 2 ** e
+  if (e === 0 || e < -126 || (m === 1 && Math.abs(e) <= 24)) return plainLiteral(a)
+  const parts = [`(${plainLiteral(m)} + zr)`]
+  while (e !== 0) {
+    const k = Math.max(-24, Math.min(24, e))
+    parts.push(plainLiteral(2 ** k))
+    e -= k
+  }
+  return `(${parts.join(' * ')})`
 }
 
 export function kernelSource(k: Kernel): KernelSource {
