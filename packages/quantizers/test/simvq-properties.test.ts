@@ -84,4 +84,16 @@ describe('RandomProjectionQuantizer', () => {
     const r2 = orThrow(await applyOnHost(q, { params: init.params, state: init.state, x: x2 }, backend))
     expect(arr(r2.indices)).toEqual(arr(r.indices))
   })
+
+  it('keeps the k-means init of its inner VectorQuantize (initted, codebook), as the reference does', async () => {
+    const q = orThrow(randomProjectionQuantizer({ dim: 6, codebook_size: 4, codebook_dim: 3, kmeans_init: true, kmeans_iters: 3 }))
+    const init = q.init(random.keyFromSeed(7))
+    expect(arr(init.state['vq._codebook.initted']!)).toEqual([0])
+    const x = randn([2, 8, 6], 8)
+    const key = { shape: [2], dtype: 'int32' as const, data: Int32Array.from(random.keyFromSeed(9)) }
+    const r = orThrow(await applyOnHost(q, { params: init.params, state: init.state, x, key }, backend))
+    expect(arr(r.state['vq._codebook.initted']!)).toEqual([1])
+    expect(arr(r.state['vq._codebook.embed']!)).not.toEqual(arr(init.state['vq._codebook.embed']!))
+    expect(arr(r.state['rand_projs']!)).toEqual(arr(init.state['rand_projs']!))
+  })
 })

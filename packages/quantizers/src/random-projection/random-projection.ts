@@ -95,7 +95,8 @@ export function makeRPQ(cfg: RPQConfig): RandomProjectionQuantizer {
     // the reference always runs its VectorQuantize in eval mode: no EMA, no losses
     const z = project(state, x)
     const r = vq.apply(scoped(params, VQ), scoped(state, VQ), z, { ...opts, training: false })
-    return { ...r, state, extra: { ...r.extra, projected: z } }
+    // the inner VQ may change its state even in eval (k-means init until `initted`), so keep it
+    return { ...r, state: { [PROJS]: state[PROJS]!, ...prefixed(r.state, VQ) }, extra: { ...r.extra, projected: z } }
   }
 
   const indicesToCodes = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor =>
