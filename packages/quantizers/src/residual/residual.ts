@@ -111,8 +111,11 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
     spec.layers.forEach((layer, i) => {
       const scale = spec.scales ? state['scales']!.index(0, i) : undefined
       const input = scale ? res.div(scale) : res
+      // per-call options a layer understands (VQ's sampleCodebookTemp, manualEmaUpdate, ...) pass
+      // through unchanged; only the key is made distinct per layer
+      const { key: _callKey, ...callOpts } = opts
       const sub = layer.apply(scoped(params, layerPrefix(i)), scoped(state, layerPrefix(i)), input, {
-        training: opts.training,
+        ...callOpts,
         ...(opts.key ? { key: foldKey(opts.key, i) } : {}),
       })
       let q = scale ? sub.quantized.mul(scale) : sub.quantized
