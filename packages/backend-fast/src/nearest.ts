@@ -210,9 +210,10 @@ export class NearestStep {
     const s = c.local(V128)
     const tmp = c.local(V128)
     const acc = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
-    const best = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
-    const bidx = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
-    const nanIdx = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
+    // per-lane argmin state lives in the output area (not in locals): fewer live vectors across
+    // the dot loop, which TurboFan otherwise spills badly
+    const stAt = (r: number, v: number, which: 0 | 1 | 2) => r * 3 * CW * 4 + which * CW * 4 + v * 16
+    const m = c.local(V128)
     const rowVals = this.rowTerms.map(() => Array.from({ length: R }, () => c.local(V128)))
     const INT_MAX = 0x7fffffff
     const mask = n % CW !== 0
@@ -225,22 +226,33 @@ export class NearestStep {
     })
     for (let r = 0; r < R; r++)
       for (let v = 0; v < V; v++) {
-        c.vConstF32([Infinity, Infinity, Infinity, Infinity]).set(best[r]![v]!)
-        c.vConstI32([0, 0, 0, 0]).set(bidx[r]![v]!)
-        c.vConstI32([INT_MAX, INT_MAX, INT_MAX, INT_MAX]).set(nanIdx[r]![v]!)
+        c.get(outPtr).vConstF32([Infinity, Infinity, Infinity, Infinity]).vStore(stAt(r, v, 0))
+        c.get(outPtr).vConstI32([0, 0, 0, 0]).vStore(stAt(r, v, 1))
+        c.get(outPtr).vConstI32([INT_MAX, INT_MAX, INT_MAX, INT_MAX]).vStore(stAt(r, v, 2))
       }
     c.vConstI32([0, 1, 2, 3]).set(jv)
     c.i32(0).set(col)
     c.i32(0).set(bp)
     c.loop()
     for (let r = 0; r < R; r++) for (let v = 0; v < V; v++) c.vConstF32([0, 0, 0, 0]).set(acc[r]![v]!)
-    for (let d = 0; d < k; d++) {
-      for (let v = 0; v < V; v++) c.get(bp).vLoad(d * CW * 4 + v * 16).set(bv[v]!)
+    // the dot loop: UNROLL steps of d per iteration, pointers advanced per iteration (a fully
+    // unrolled body was slower under TurboFan than under Liftoff)
+    const U = k % 4 === 0 ? 4 : k % 2 === 0 ? 2 : 1
+    const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
+    c.get(aPtr).set(da)
+    c.get(bp).set(db)
+    c.get(aPtr).i32(k * 4).i32Add().set(dEnd)
+    c.loop()
+    for (let u = 0; u < U; u++) {
+      for (let v = 0; v < V; v++) c.get(db).vLoad(u * CW * 4 + v * 16).set(bv[v]!)
       for (let r = 0; r < R; r++) {
-        c.get(aPtr).vLoad32Splat((r * k + d) * 4).set(s)
+        c.get(da).vLoad32Splat((r * k + u) * 4).set(s)
         for (let v = 0; v < V; v++) c.get(acc[r]![v]!).get(s).get(bv[v]!).f32x4Mul().f32x4Add().set(acc[r]![v]!)
       }
     }
+    c.get(db).i32(U * CW * 4).i32Add().set(db)
+    c.get(da).i32(U * 4).i32Add().tee(da).get(dEnd).i32LtU().brIf(0)
+    c.end()
     for (let r = 0; r < R; r++)
       for (let v = 0; v < V; v++) {
         const emit = (x: Epi): void => {
@@ -276,27 +288,20 @@ export class NearestStep {
           c.get(s).vConstI32([n, n, n, n]).i32x4LtS().bitselect().set(tmp)
         }
         // first NaN per lane
-        c.get(nanIdx[r]![v]!)
+        c.get(outPtr)
+        c.get(outPtr).vLoad(stAt(r, v, 2))
         c.get(s).vConstI32([INT_MAX, INT_MAX, INT_MAX, INT_MAX]).get(tmp).get(tmp).f32x4Ne().bitselect()
-        c.i32x4MinS().set(nanIdx[r]![v]!)
+        c.i32x4MinS().vStore(stAt(r, v, 2))
         // strict less keeps the first index per lane
-        c.get(tmp).get(best[r]![v]!).f32x4Lt().set(bv[0]!)
-        c.get(tmp).get(best[r]![v]!).get(bv[0]!).bitselect().set(best[r]![v]!)
-        c.get(s).get(bidx[r]![v]!).get(bv[0]!).bitselect().set(bidx[r]![v]!)
+        c.get(outPtr).vLoad(stAt(r, v, 0)).set(bv[1 % V]!)
+        c.get(tmp).get(bv[1 % V]!).f32x4Lt().set(m)
+        c.get(outPtr).get(tmp).get(bv[1 % V]!).get(m).bitselect().vStore(stAt(r, v, 0))
+        c.get(outPtr).get(s).get(outPtr).vLoad(stAt(r, v, 1)).get(m).bitselect().vStore(stAt(r, v, 1))
       }
     c.get(jv).vConstI32([CW, CW, CW, CW]).i32x4Add().set(jv)
     c.get(bp).i32(k * CW * 4).i32Add().set(bp)
     c.get(col).i32(CW * 4).i32Add().tee(col).i32(npad * 4).i32LtU().brIf(0)
     c.end() // column loop
-    // per-lane state out: [best CW floats][bidx CW ints][nanIdx CW ints] per row
-    for (let r = 0; r < R; r++) {
-      for (let v = 0; v < V; v++) {
-        const base = r * 3 * CW * 4 + v * 16
-        c.get(outPtr).get(best[r]![v]!).vStore(base)
-        c.get(outPtr).get(bidx[r]![v]!).vStore(base + CW * 4)
-        c.get(outPtr).get(nanIdx[r]![v]!).vStore(base + 2 * CW * 4)
-      }
-    }
     c.get(aPtr).i32(R * k * 4).i32Add().set(aPtr)
     c.get(rowPtr).i32(R * 4).i32Add().set(rowPtr)
     c.get(outPtr).i32(R * 3 * CW * 4).i32Add().set(outPtr)

@@ -13,6 +13,7 @@ const STORED: ReadonlySet<Prim> = new Set<Prim>([
 /** Primitives that read their operands from buffers (no fused prologue). */
 const READS_BUFFERS: ReadonlySet<Prim> = new Set<Prim>(['matmul', 'gather', 'concat', 'pad', 'random_uniform'])
 const REDUCTIONS: ReadonlySet<Prim> = new Set<Prim>(['reduce_sum', 'reduce_max', 'reduce_min', 'argmin', 'argmax'])
+const TRANSCENDENTAL: ReadonlySet<Prim> = new Set<Prim>(['exp', 'log', 'tanh', 'atanh', 'pow'])
 const MOVEMENT: ReadonlySet<Prim> = new Set<Prim>(['reshape', 'broadcast', 'transpose', 'slice'])
 
 export type Step =
@@ -82,7 +83,9 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
       STORED.has(e.prim) ||
       us.some((u) => READS_BUFFERS.has(u.prim)) ||
       // an expensive value read through an expanding broadcast would be recomputed per copy
-      (!cheap(v) && us.some((u) => u.prim === 'broadcast' && sizeOfVar(u.out) > sizeOfVar(v)))
+      (!cheap(v) && us.some((u) => u.prim === 'broadcast' && sizeOfVar(u.out) > sizeOfVar(v))) ||
+      // a transcendental read by several loops would be recomputed by each (softmax's exp)
+      (TRANSCENDENTAL.has(e.prim) && us.length > 1)
     if (mustStore) stored.add(v.id)
   }
 
