@@ -44,8 +44,13 @@ async function tesseraRunner(makeBackend: () => Promise<Backend | string>, progr
   }
 }
 
-const tessera = (make: () => Promise<Backend | string>): Setup => (w, ins, quick) =>
-  tesseraRunner(make, w.id === 'OVH' ? overheadProgram() : w.tessera(quick), ins)
+const tessera = (make: () => Promise<Backend | string>): Setup => async (w, ins, quick) => {
+  if (w.id !== 'TRAIN') return tesseraRunner(make, w.id === 'OVH' ? overheadProgram() : w.tessera(quick), ins)
+  const backend = await make()
+  if (typeof backend === 'string') return backend
+  const { trainRunner } = await import('./train.js')
+  return trainRunner(backend, quick)
+}
 
 const gpujs = (mode: 'cpu' | 'webasm' | 'headlessgl'): Setup =>
   tessera(async () => {
@@ -54,7 +59,10 @@ const gpujs = (mode: 'cpu' | 'webasm' | 'headlessgl'): Setup =>
     return why ?? g.gpuJsBackend(mode)
   })
 
+const NO_TRAIN_PEER = "no peer implementation: the demo's model exists only as a Tessera program"
+
 async function onnxSetup(w: Workload, ins: Input[], quick: boolean): Promise<Runner | string> {
+  if (w.id === 'TRAIN') return NO_TRAIN_PEER
   const ort = await import('onnxruntime-node')
   const graph = w.onnx(quick)
   const session = await ort.InferenceSession.create(encodeModel(graph), { graphOptimizationLevel: 'all' })
@@ -70,6 +78,7 @@ async function onnxSetup(w: Workload, ins: Input[], quick: boolean): Promise<Run
 }
 
 async function tfjsSetup(backendName: 'cpu' | 'wasm', w: Workload, ins: Input[], quick: boolean): Promise<Runner | string> {
+  if (w.id === 'TRAIN') return NO_TRAIN_PEER
   const tf = await import('@tensorflow/tfjs-core')
   if (backendName === 'cpu') await import('@tensorflow/tfjs-backend-cpu')
   else {
@@ -102,7 +111,7 @@ export const implementations: Readonly<Record<string, Setup>> = {
   'onnxruntime-node': onnxSetup,
   'tfjs-cpu': (w, ins, q) => tfjsSetup('cpu', w, ins, q),
   'tfjs-wasm': (w, ins, q) => tfjsSetup('wasm', w, ins, q),
-  'plain-js': async (w, ins, q) => ({ run: async () => w.plain(ins, q), dispose() {} }),
+  'plain-js': async (w, ins, q) => (w.id === 'TRAIN' ? NO_TRAIN_PEER : { run: async () => w.plain(ins, q), dispose() {} }),
 }
 
 export const REFERENCE = 'tessera/cpu-reference'
@@ -131,7 +140,7 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
     workload: wid, impl, ...r, rssBaseMB, rssPeakMB: process.resourceUsage().maxRSS / 1024,
   })
   try {
-    const w = wid === 'OVH' ? overheadWorkload : workloads.find((x) => x.id === wid)
+    const w = wid === 'OVH' ? overheadWorkload : wid === 'TRAIN' ? trainWorkload : workloads.find((x) => x.id === wid)
     if (!w) throw new Error(`unknown workload ${wid}`)
     const setup = implementations[impl]
     if (!setup) throw new Error(`unknown implementation ${impl}`)
@@ -200,3 +209,22 @@ const overheadWorkload: Workload = {
 }
 
 if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) void main()
+
+const unsupported = () => {
+  throw new Error('the training step is run through the demo, not per peer')
+}
+/** The demo's training step: Tessera backends only; checked by loss and reconstruction error. */
+const trainWorkload: Workload = {
+  id: 'TRAIN',
+  title: (q) => `training step of the demo's VQ-VAE (FSQ, Adam), batch ${q ? 16 : 64}`,
+  vectors: (q) => (q ? 16 : 64),
+  inputs: () => [],
+  tessera: unsupported,
+  onnx: unsupported,
+  tfjs: unsupported,
+  plain: unsupported,
+  check: (_i, ref, got) => {
+    const bad = [0, 1].find((k) => !(Math.abs(Number(got[k]![0]) - Number(ref[k]![0])) <= 1e-3 * Math.abs(Number(ref[k]![0])) + 1e-6))
+    return bad === undefined ? { ok: true, ties: 0 } : { ok: false, ties: 0, note: `${bad === 0 ? 'loss' : 'mse'} ${got[bad]![0]} vs reference ${ref[bad]![0]}` }
+  },
+}
