@@ -105,13 +105,16 @@ export function makeFSQ(cfg: FSQConfig): FSQ {
       throw new TesseraError('shape', `${where_}.quantize`, `codes need last dimension ${d}, got [${z.shape.join(',')}]`)
     if (cfg.preserve_symmetry) {
       const t = cfg.bound_hard_clamp ? z.clamp(-1, 1) : z.tanh()
-      const bracket = t.add(1).mul(vec(z, c.levelsMinus1)).div(2).add(0.5).floor()
+      const raw = t.add(1).mul(vec(z, c.levelsMinus1)).div(2).add(0.5)
+      // floor_ste: the value of floor, the gradient of the identity (as the reference)
+      const bracket = raw.add(raw.floor().sub(raw).stopGradient())
       return bracket.mul(vec(z, c.symStep)).sub(1)
     }
     const s = z.add(vec(z, c.shift))
     const t = cfg.bound_hard_clamp ? s.clamp(-1, 1) : s.tanh()
     const bounded = t.mul(vec(z, c.halfL)).sub(vec(z, c.offset))
-    return bounded.round().div(vec(z, c.halfWidth))
+    // round_ste: the value of round, the gradient of the identity (as the reference); x + (r - x) == r exactly here
+    return bounded.add(bounded.round().sub(bounded).stopGradient()).div(vec(z, c.halfWidth))
   }
 
   const codesToIndices = (codes: Tensor): Tensor => {
