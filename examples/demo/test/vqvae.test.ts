@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import { describe, expect, it } from 'vitest'
-import { TesseraError } from '@tessera/core'
+import { TesseraError, random } from '@tessera/core'
 import { cpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
 import { decodeCheckpoint, encodeCheckpoint } from '../src/vqvae/checkpoint.js'
@@ -60,9 +60,14 @@ describe('a short training run', () => {
 })
 
 describe('every quantizer choice trains through the Quantizer contract', () => {
-  it.each(quantizerNames)('%s: two steps give finite losses and in-range indices', async (name) => {
+  it.each(quantizerNames)('%s: two steps give finite losses, and gradients reach the encoder through the quantizer', async (name) => {
     const r = await trainVqVae({ ...small, quantizer: name, steps: 2, testImages: 20 }, data)
     expect(r.losses.every(Number.isFinite)).toBe(true)
+    // Adam moves a weight only where its gradient was nonzero: a quantizer without a
+    // straight-through path would leave the encoder exactly at its initial values
+    const init = r.model.init(random.splitKey(random.keyFromSeed(small.seed), 3)[0]!).params
+    const moved = r.params['encoder.0.weight']!.data.filter((v, i) => v !== init['encoder.0.weight']!.data[i]).length
+    expect(moved).toBeGreaterThan(0)
     expect(Number.isFinite(r.metrics.testMse)).toBe(true)
     expect(r.metrics.perplexity).toBeGreaterThanOrEqual(1)
   })

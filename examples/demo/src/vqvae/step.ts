@@ -16,6 +16,7 @@ export interface StepIO {
 }
 
 const KEY: Aval = { shape: [2], dtype: 'int32' }
+const LR: Aval = { shape: [], dtype: 'float32' }
 const pick = (r: Named<Tensor>, names: readonly string[]) => Object.fromEntries(names.map((n) => [n, r[n]!]))
 const listOf = (r: Named<HostTensor>, names: readonly string[], what: string) =>
   names.map((n) => {
@@ -26,7 +27,7 @@ const listOf = (r: Named<HostTensor>, names: readonly string[], what: string) =>
 
 export interface TrainStep {
   readonly program: Program
-  run(params: Named<HostTensor>, opt: Named<HostTensor>, state: Named<HostTensor>, x: HostTensor, key: HostTensor): Promise<{
+  run(params: Named<HostTensor>, opt: Named<HostTensor>, state: Named<HostTensor>, x: HostTensor, key: HostTensor, lr: HostTensor): Promise<{
     loss: number
     mse: number
     indices: HostTensor
@@ -50,11 +51,11 @@ export function buildTrainStep(model: VqVae, opt: Optimizer<unknown>, batch: num
     return { loss: mse.add(f.quantizerLoss), mse, indices: f.indices, state: f.state }
   }
   const traced = traceOrThrow(
-    [pSpecs, oSpecs, sSpecs, x, KEY] as const,
-    (p, o, s, images, key) => {
+    [pSpecs, oSpecs, sSpecs, x, KEY, LR] as const,
+    (p, o, s, images, key, lr) => {
       const params = pick(p as Named<Tensor>, io.paramNames)
       const { value, grad } = valueAndGrad(lossFn)(params, pick(s as Named<Tensor>, io.stateNames), images as Tensor, key as Tensor)
-      const next = opt.update(params, grad, pick(o as Named<Tensor>, io.optNames))
+      const next = opt.update(params, grad, pick(o as Named<Tensor>, io.optNames), lr as Tensor)
       return [
         value.loss, value.mse, value.indices,
         io.paramNames.map((n) => next.params[n]!),
@@ -68,10 +69,10 @@ export function buildTrainStep(model: VqVae, opt: Optimizer<unknown>, batch: num
   const np = io.paramNames.length, no = io.optNames.length
   return {
     program,
-    async run(params, optState, state, images, key) {
+    async run(params, optState, state, images, key, lr) {
       const outs = await exe.run([
         ...listOf(params, io.paramNames, 'params'), ...listOf(optState, io.optNames, 'optimizer state'),
-        ...listOf(state, io.stateNames, 'quantizer state'), images, key,
+        ...listOf(state, io.stateNames, 'quantizer state'), images, key, lr,
       ])
       const rec = (names: readonly string[], from: number) => Object.fromEntries(names.map((n, i) => [n, outs[from + i]!]))
       return {

@@ -63,6 +63,17 @@ export interface TrainResult {
   readonly sample: { readonly originals: Float32Array; readonly recons: Float32Array; readonly count: number }
 }
 
+/**
+ * The learning rate at step s (0-based): a short linear warmup, then a cosine decay to 5% of
+ * the base rate, which settles the weights (and the codebook) for the final evaluation.
+ */
+export function learningRateAt(base: number, s: number, steps: number): number {
+  const warm = Math.max(1, Math.min(50, Math.floor(steps / 10)))
+  const warmup = Math.min(1, (s + 1) / warm)
+  const cosine = 0.05 + 0.95 * 0.5 * (1 + Math.cos((Math.PI * s) / steps))
+  return base * warmup * cosine
+}
+
 /** A permutation of 0..n-1 drawn from a key (sorting uniform draws). */
 function permutation(key: random.Key, n: number): Int32Array {
   const u = random.uniformHost(key, n)
@@ -129,7 +140,7 @@ export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: 
       cursor += opts.batch
       const x = tensorOf(gatherRows(data.train, rows), [opts.batch, IMAGE_SIZE])
       const key = tensorOf(random.splitKey(stepKey, 1)[0]!.map((v, i) => (i === 0 ? v ^ s : v)), [2], 'int32')
-      const r = await step.run(params, optState, state, x, key)
+      const r = await step.run(params, optState, state, x, key, tensorOf([learningRateAt(opts.lr, s, opts.steps)], []))
       if (!Number.isFinite(r.loss) || !Number.isFinite(r.mse))
         throw new TesseraError(
           'numeric',
