@@ -288,14 +288,27 @@ async function main() {
     // what the per-class caps would have to be (worst over the primitives of the class)
     const worst = (cls: TolClass, f: (s: Stat) => number) =>
       Math.max(0, ...Object.values(perPrim).filter((s) => s!.cls === cls).map((s) => f(s!)))
+    const absSmall = Math.max(worst('float', (s) => s.absSmall), worst('accumulate', (s) => s.absSmall), worst('transcendental', (s) => s.absSmall))
+    const relFloat = Math.max(worst('float', (s) => s.relLarge), worst('accumulate', (s) => s.relLarge))
+    const relTrans = worst('transcendental', (s) => s.relLarge)
+    // the rule docs/BACKENDS.md states: twice the worst measured, rtol at least one float32 rounding
+    const rtol = Math.max(2 * relFloat, 2 ** -24)
+    const proposed = { atol: 2 * absSmall, rtol, transcendentalRtol: Math.max(0, 2 * relTrans - rtol) }
     const summary = {
-      atol: Math.max(worst('float', (s) => s.absSmall), worst('accumulate', (s) => s.absSmall), worst('transcendental', (s) => s.absSmall)),
-      rtolFloat: Math.max(worst('float', (s) => s.need), worst('accumulate', (s) => s.need)),
-      rtolTranscendental: worst('transcendental', (s) => s.need),
+      absSmall,
+      relFloat,
+      relTrans,
       exactMismatches: Object.values(perPrim).reduce((a, s) => a + s!.mismatches, 0),
       randomPerEqn: rp.worstPerEqn,
+      proposed,
+      current: { atol: caps.atol, rtol: caps.rtol, transcendentalRtol: caps.transcendentalRtol },
     }
-    console.log(`\n${mode} summary: worst abs<1 ${fmt(summary.atol)}; rtol needed (float+accumulate) ${fmt(summary.rtolFloat)}; (transcendental, total) ${fmt(summary.rtolTranscendental)}; exact-class mismatches ${summary.exactMismatches}; random programs worst per equation ${fmt(summary.randomPerEqn)} (${((Date.now() - t0) / 1000).toFixed(1)} s)`)
+    console.log(
+      `\n${mode} summary: worst abs<1 ${fmt(absSmall)}; worst rel>=1 float+accumulate ${fmt(relFloat)}, transcendental ${fmt(relTrans)}; ` +
+        `exact-class mismatches ${summary.exactMismatches}; random programs worst |err| per equation ${fmt(rp.worstPerEqn)} (${((Date.now() - t0) / 1000).toFixed(1)} s)\n` +
+        `  caps by the rule (2x worst, rtol >= 2^-24): atol ${fmt(proposed.atol)}, rtol ${fmt(proposed.rtol)}, transcendentalRtol ${fmt(proposed.transcendentalRtol)}; ` +
+        `caps now: atol ${fmt(caps.atol)}, rtol ${fmt(caps.rtol)}, transcendentalRtol ${fmt(caps.transcendentalRtol)}`,
+    )
     ;(report['modes'] as Record<string, unknown>)[mode] = { perPrim, randomPrograms: rp, shaped, summary }
     backend.dispose()
   }
