@@ -106,7 +106,8 @@ function runKernel(k: Kernel, bufs: Map<number, AnyTypedArray>): AnyTypedArray {
     switch (n.k) {
       case 'thread': vals[id] = thread; break
       case 'ridx': vals[id] = ridx; break
-      case 'lit': vals[id] = n.value; break
+      // a literal is a value of its dtype: the reference fills a float32 tensor with fround(value)
+      case 'lit': vals[id] = castTo(n.dtype, n.value); break
       case 'load': {
         const at = vals[n.at]!
         const d = data[id]!
