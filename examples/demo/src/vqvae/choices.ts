@@ -15,6 +15,8 @@ export interface QuantizerChoice {
   readonly tokenDim: number
   readonly codebookSize: number
   readonly codebooks: number
+  /** Default latent tokens per image: enough bits for a 3x better reconstruction than the mean image. */
+  readonly tokens: number
   /** Config as passed to the quantizer's factory (saved with the checkpoint). */
   readonly options: Readonly<Record<string, unknown>>
   readonly quantizer: Quantizer<unknown>
@@ -27,6 +29,7 @@ interface Recipe {
   readonly tokenDim: number
   readonly codebookSize: number
   readonly codebooks: number
+  readonly tokens: number
   readonly options: Readonly<Record<string, unknown>>
   readonly make: Factory
 }
@@ -34,49 +37,49 @@ interface Recipe {
 const recipes: Readonly<Record<string, Recipe>> = {
   fsq: {
     describe: 'FSQ, levels [8,5,5,5] (1000 codes)',
-    tokenDim: 4, codebookSize: 1000, codebooks: 1,
+    tokenDim: 4, codebookSize: 1000, codebooks: 1, tokens: 32,
     options: { levels: [8, 5, 5, 5] },
     make: fsq as Factory,
   },
   lfq: {
     describe: 'LFQ, 2^8 codes, entropy loss 0.1',
-    tokenDim: 8, codebookSize: 256, codebooks: 1,
+    tokenDim: 8, codebookSize: 256, codebooks: 1, tokens: 64,
     options: { dim: 8, codebook_size: 256, entropy_loss_weight: 0.1, commitment_loss_weight: 0.25 },
     make: lfq as Factory,
   },
   vq: {
     describe: 'VectorQuantize, 256 codes of dim 8, EMA codebook, dead-code replacement',
-    tokenDim: 8, codebookSize: 256, codebooks: 1,
+    tokenDim: 8, codebookSize: 256, codebooks: 1, tokens: 64,
     options: { dim: 8, codebook_size: 256, decay: 0.8, commitment_weight: 1, threshold_ema_dead_code: 2 },
     make: vectorQuantize as Factory,
   },
   'residual-vq': {
     describe: 'ResidualVQ, 3 layers of 256 codes of dim 8',
-    tokenDim: 8, codebookSize: 256, codebooks: 3,
+    tokenDim: 8, codebookSize: 256, codebooks: 3, tokens: 32,
     options: { dim: 8, codebook_size: 256, num_quantizers: 3, decay: 0.8, commitment_weight: 1, threshold_ema_dead_code: 2 },
     make: residualVQ as Factory,
   },
   'residual-fsq': {
     describe: 'ResidualFSQ, 2 layers of levels [8,5,5,5]',
-    tokenDim: 4, codebookSize: 1000, codebooks: 2,
+    tokenDim: 4, codebookSize: 1000, codebooks: 2, tokens: 32,
     options: { levels: [8, 5, 5, 5], num_quantizers: 2, dim: 4 },
     make: residualFSQ as Factory,
   },
   'residual-lfq': {
     describe: 'ResidualLFQ, 2 layers of 2^8 codes',
-    tokenDim: 8, codebookSize: 256, codebooks: 2,
+    tokenDim: 8, codebookSize: 256, codebooks: 2, tokens: 32,
     options: { dim: 8, codebook_size: 256, num_quantizers: 2 },
     make: residualLFQ as Factory,
   },
   simvq: {
     describe: 'SimVQ, 256 codes of dim 8 (frozen codebook through a learned linear map)',
-    tokenDim: 8, codebookSize: 256, codebooks: 1,
+    tokenDim: 8, codebookSize: 256, codebooks: 1, tokens: 64,
     options: { dim: 8, codebook_size: 256 },
     make: simVQ as Factory,
   },
   latent: {
     describe: 'LatentQuantize, 8 levels per dim, dim 4',
-    tokenDim: 4, codebookSize: 8 ** 4, codebooks: 1,
+    tokenDim: 4, codebookSize: 8 ** 4, codebooks: 1, tokens: 32,
     options: { levels: [8, 8, 8, 8], dim: 4 },
     make: latentQuantize as Factory,
   },
@@ -88,6 +91,6 @@ export function chooseQuantizer(name: string): E.Either<TesseraError | string, Q
   const r = recipes[name]
   if (!r) return E.left(`unknown quantizer "${name}"; choose one of ${quantizerNames.join(', ')}`)
   return E.map((q: Quantizer<unknown>): QuantizerChoice => ({
-    name, describe: r.describe, tokenDim: r.tokenDim, codebookSize: r.codebookSize, codebooks: r.codebooks, options: r.options, quantizer: q,
+    name, describe: r.describe, tokenDim: r.tokenDim, codebookSize: r.codebookSize, codebooks: r.codebooks, tokens: r.tokens, options: r.options, quantizer: q,
   }))(r.make(r.options))
 }

@@ -44,7 +44,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
     .option('-s, --steps <n>', 'training steps', positiveInt('--steps'), 800)
     .option('--batch <n>', 'images per step', positiveInt('--batch'), 64)
     .option('--lr <x>', 'peak Adam learning rate (warmup, then cosine decay)', positive('--lr'), 3e-3)
-    .option('--tokens <n>', 'latent tokens per image', positiveInt('--tokens'), 32)
+    .option('--tokens <n>', 'latent tokens per image (default: 32 or 64, by quantizer)', positiveInt('--tokens'))
     .option('--hidden <n>', 'hidden width of the encoder and decoder MLPs', positiveInt('--hidden'), 128)
     .option('--seed <n>', 'seed for init and shuffling', positiveInt('--seed'), 1)
     .option('--test-images <n>', 'test images to evaluate (at most 1000)', positiveInt('--test-images'), 1000)
@@ -57,7 +57,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
     return (e as { exitCode?: number }).exitCode ?? 1
   }
   const o = program.opts<{
-    quantizer: string; backend: string; steps: number; batch: number; lr: number; tokens: number; hidden: number
+    quantizer: string; backend: string; steps: number; batch: number; lr: number; tokens?: number; hidden: number
     seed: number; testImages: number; out: string; progress: boolean
   }>()
   const backend = backends[o.backend]!.make()
@@ -74,7 +74,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   let result
   try {
     result = await trainVqVae(
-      { quantizer: o.quantizer, backend, steps: o.steps, batch: o.batch, lr: o.lr, seed: o.seed, tokens: o.tokens, hidden: o.hidden, testImages: o.testImages },
+      { quantizer: o.quantizer, backend, steps: o.steps, batch: o.batch, lr: o.lr, seed: o.seed, hidden: o.hidden, testImages: o.testImages, ...(o.tokens ? { tokens: o.tokens } : {}) },
       data,
       (s) => {
         const payload = { loss: s.loss.toFixed(4), mse: s.mse.toFixed(4), usage: `${(100 * s.usage).toFixed(1)}%` }
@@ -92,6 +92,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   }
   if (o.progress) bar.stop()
   const m = result.metrics
+  console.log(`model: ${m.tokens} tokens per image, ${result.choice.describe}; hidden width ${m.hidden}`)
   console.log(`trained in ${m.trainSeconds.toFixed(1)} s; evaluated ${m.testImages} test images in ${m.evalSeconds.toFixed(1)} s`)
   console.log(`test reconstruction MSE ${m.testMse.toFixed(5)} (mean-image baseline ${m.baselineMse.toFixed(5)}, ${m.baselineRatio.toFixed(2)}x better)`)
   console.log(`codebook usage ${(100 * m.codebookUsage).toFixed(1)}% of ${m.codebooks} x ${m.codebookSize} codes, perplexity ${m.perplexity.toFixed(1)}`)
@@ -100,7 +101,7 @@ export async function runCli(argv: readonly string[]): Promise<number> {
   const pngPath = join(outDir, 'reconstructions.png')
   writeFileSync(pngPath, pairGrid(result.sample.originals, result.sample.recons, result.sample.count))
   const ckptPath = join(outDir, 'model.safetensors')
-  writeFileSync(ckptPath, encodeCheckpoint(result.params, result.state, { quantizer: o.quantizer, tokens: o.tokens, hidden: o.hidden }))
+  writeFileSync(ckptPath, encodeCheckpoint(result.params, result.state, { quantizer: o.quantizer, tokens: m.tokens, hidden: m.hidden }))
 
   // load the file back and check it reproduces the in-memory model's outputs bit for bit
   const loaded = decodeCheckpoint(new Uint8Array(readFileSync(ckptPath)), result.model)

@@ -18,7 +18,8 @@ export interface TrainOptions {
   readonly batch: number
   readonly lr: number
   readonly seed: number
-  readonly tokens: number
+  /** Latent tokens per image (default: the quantizer choice's). */
+  readonly tokens?: number
   readonly hidden: number
   readonly output?: 'linear' | 'sigmoid'
   /** Test images evaluated (all by default). */
@@ -38,6 +39,8 @@ export interface Metrics {
   readonly backend: string
   readonly steps: number
   readonly batch: number
+  readonly tokens: number
+  readonly hidden: number
   readonly testImages: number
   readonly testMse: number
   readonly baselineMse: number
@@ -112,7 +115,7 @@ export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: 
   const ch = chooseQuantizer(opts.quantizer)
   if (E.isLeft(ch)) throw typeof ch.left === 'string' ? new TesseraError('config', 'quantizer', ch.left) : ch.left
   const choice = ch.right
-  const model = makeVqVae(choice, { tokens: opts.tokens, hidden: opts.hidden, output: opts.output ?? 'linear' })
+  const model = makeVqVae(choice, { tokens: opts.tokens ?? choice.tokens, hidden: opts.hidden, output: opts.output ?? 'linear' })
   const opt = adam({ lr: opts.lr })
   if (E.isLeft(opt)) throw opt.left
   const rootKey = random.keyFromSeed(opts.seed)
@@ -178,6 +181,8 @@ export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: 
       backend: opts.backend.name,
       steps: opts.steps,
       batch: opts.batch,
+      tokens: model.shape.tokens,
+      hidden: model.shape.hidden,
       testImages,
       testMse: ev.testMse,
       baselineMse,
