@@ -32,12 +32,13 @@ const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
 const goldenDir = resolve(repoRoot, '../shared/golden')
 
 /**
- * Float agreement for a whole quantizer program: OPS float ops' worth of the backend's
- * per-op tolerance (caps.atol + (rtol + transcendentalRtol) * max(1, |want|)). The largest
- * programs here (LFQ's entropy, an EMA step) chain about a dozen ops on each value; with the
- * reference's caps (all 0) and the fused CPU plan this is exact agreement.
+ * Float agreement for a whole quantizer program: OPS float ops' worth of the backend's per-op
+ * tolerance (caps.atol + (rtol + transcendentalRtol) * max(1, |want|)). Measured: the worst output
+ * over every case and backend is 2.5 ops' worth (a VectorQuantize cosine EMA step on gpujs-cpu),
+ * so 8 leaves a 3x margin. With the reference's caps (all 0), as on the fused CPU plan, this is
+ * exact agreement.
  */
-const OPS = 16
+const OPS = 8
 const tolerance = (caps: Caps, want: number) => OPS * (caps.atol + (caps.rtol + caps.transcendentalRtol) * Math.max(1, Math.abs(want)))
 
 /** Normal draws from a seed, as a stream: resampling takes the next one. */
