@@ -33,7 +33,14 @@ else {
 // pnpm runs scripts from the workspace root; INIT_CWD is where the user typed the command
 const base = process.env['INIT_CWD'] ?? process.cwd()
 console.log(`backend: ${backend.name}`)
-const reports = await runGoldenDir(resolve(base, dir!), caseRunners, backend)
+const folder = resolve(base, dir!)
+let reports
+try {
+  reports = await runGoldenDir(folder, caseRunners, backend)
+} catch (e) {
+  console.error(`cannot read golden cases from ${folder}: ${(e as Error).message}`)
+  process.exit(2)
+}
 for (const r of reports) console.log(formatReport(r))
 console.log(summaryLine(reports))
 process.exit(reports.length > 0 && reports.every((r) => r.ok) ? 0 : 1)
