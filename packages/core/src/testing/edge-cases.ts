@@ -4,6 +4,7 @@ import { tensorOf } from '../host-tensor.js'
 import type { Prim, PrimParams } from '../prim.js'
 import type { ProgramCase } from './arbitraries.js'
 import { oneEqn } from './arbitraries.js'
+import { traceOrThrow } from '../trace.js'
 
 /**
  * Hand-built cases whose answers are part of the spec, so they are checked against the listed
@@ -26,7 +27,21 @@ const one = <P extends Prim>(prim: P, params: PrimParams[P], ...ins: HostTensor[
 const roundIn = [-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 3.5, -3.5, 0.49999997, -0.49999997, 2.5000002, 4194304.5, 4194305.5, -4194305.5]
 const roundOut = [-2, -2, -0, 0, 2, 2, 4, -4, 0, -0, 3, 4194304, 4194306, -4194306]
 
+// x * 0.1 where 0.1 is a scalar literal: the literal is the float32 0.1 (0.10000000149...), so the
+// product is fround(x * fround(0.1)); a fused backend computing with the double 0.1 is an ulp off.
+const literalX = [3, 7, 10, 13, 1e6 + 1]
+const literalProduct = (): ProgramCase => {
+  const tr = traceOrThrow([{ shape: [literalX.length], dtype: 'float32' }] as const, (x) => x.mul(0.1))
+  return { program: tr.program, inputs: [t(literalX, [literalX.length])] }
+}
+
 export const edgeCases: readonly EdgeCase[] = [
+  {
+    name: 'a scalar literal takes its float32 value inside arithmetic',
+    build: literalProduct,
+    want: literalX.map((v) => Math.fround(v * Math.fround(0.1))),
+    wantDtype: 'float32',
+  },
   { name: 'round is half-to-even at .5 ties', build: one('round', {}, t(roundIn, [roundIn.length])), want: roundOut, wantDtype: 'float32' },
   {
     name: 'floor of negatives and exact integers',
