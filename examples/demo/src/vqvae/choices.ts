@@ -48,15 +48,15 @@ const recipes: Readonly<Record<string, Recipe>> = {
     make: lfq as Factory,
   },
   vq: {
-    describe: 'VectorQuantize, 256 codes of dim 8, EMA codebook, dead-code replacement',
+    describe: 'VectorQuantize, 256 codes of dim 8, EMA codebook',
     tokenDim: 8, codebookSize: 256, codebooks: 1, tokens: 64,
-    options: { dim: 8, codebook_size: 256, decay: 0.8, commitment_weight: 1, threshold_ema_dead_code: 2 },
+    options: { dim: 8, codebook_size: 256, decay: 0.8, commitment_weight: 1 },
     make: vectorQuantize as Factory,
   },
   'residual-vq': {
     describe: 'ResidualVQ, 3 layers of 256 codes of dim 8',
     tokenDim: 8, codebookSize: 256, codebooks: 3, tokens: 32,
-    options: { dim: 8, codebook_size: 256, num_quantizers: 3, decay: 0.8, commitment_weight: 1, threshold_ema_dead_code: 2 },
+    options: { dim: 8, codebook_size: 256, num_quantizers: 3, decay: 0.8, commitment_weight: 1 },
     make: residualVQ as Factory,
   },
   'residual-fsq': {
