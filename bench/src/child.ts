@@ -210,7 +210,6 @@ const overheadWorkload: Workload = {
   check: (_i, ref, got) => ({ ok: Array.from(ref[0]! as Float32Array).every((v, i) => v === Number(got[0]![i])), ties: 0 }),
 }
 
-if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) void main()
 
 const unsupported = () => {
   throw new Error('the training step is run through the demo, not per peer')
@@ -230,3 +229,5 @@ const trainWorkload: Workload = {
     return bad === undefined ? { ok: true, ties: 0 } : { ok: false, ties: 0, note: `${bad === 0 ? 'loss' : 'mse'} ${got[bad]![0]} vs reference ${ref[bad]![0]}` }
   },
 }
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) void main()
