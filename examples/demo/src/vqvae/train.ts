@@ -111,6 +111,18 @@ export async function evaluate(
   }
 }
 
+/** `count` test images spread evenly over the set (it is ordered by digit), with their reconstructions. */
+function spreadSample(images: Float32Array, recon: Float32Array, n: number, count: number) {
+  const originals = new Float32Array(count * IMAGE_SIZE)
+  const recons = new Float32Array(count * IMAGE_SIZE)
+  for (let i = 0; i < count; i++) {
+    const row = Math.floor((i * n) / count)
+    originals.set(images.subarray(row * IMAGE_SIZE, (row + 1) * IMAGE_SIZE), i * IMAGE_SIZE)
+    recons.set(recon.subarray(row * IMAGE_SIZE, (row + 1) * IMAGE_SIZE), i * IMAGE_SIZE)
+  }
+  return { originals, recons, count }
+}
+
 export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: (info: StepInfo) => void): Promise<TrainResult> {
   const ch = chooseQuantizer(opts.quantizer)
   if (E.isLeft(ch)) throw typeof ch.left === 'string' ? new TesseraError('config', 'quantizer', ch.left) : ch.left
@@ -175,7 +187,7 @@ export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: 
     params,
     state,
     losses,
-    sample: { originals: data.test.images.slice(0, count * IMAGE_SIZE), recons: ev.recon.slice(0, count * IMAGE_SIZE), count },
+    sample: spreadSample(data.test.images, ev.recon, testImages, count),
     metrics: {
       quantizer: opts.quantizer,
       backend: opts.backend.name,
