@@ -81,6 +81,27 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, 
   const x = em.value(src, at, selves)
   const sideStores = sideOutputs.map((v) => `b${env.slotOf(v)}[f] = ${em.value(v, at, selves)};`)
   const isInt = src.aval.dtype === 'int32'
+  // A sum over leading axes (a column sum such as softmax's mean over samples) walked row by
+  // row: the reduced axes become the outer loops and one float64 accumulator per output lives in
+  // a row-sized array, so the operand is read at unit stride instead of one element per cache
+  // line. Each output's terms are still added in the reference's order (reduced axes ascending).
+  const leading = [...axes].sort((a, b) => a - b).every((a, i) => a === i)
+  if (e.prim === 'reduce_sum' && leading && kept.length > 0 && sideOutputs.length === 0) {
+    const keptDims = kept.map((k) => inShape[k]!)
+    const n = keptDims.reduce((a, b) => a * b, 1)
+    const body = [
+      `const acc = new Float64Array(${n});`,
+      ...loopOpen(redVars, axes.map((k) => inShape[k]!)),
+      'let o = 0;',
+      ...loopOpen(outVars, keptDims),
+      ...em.lines,
+      isInt ? `acc[o] = (acc[o] + ${x}) | 0; o++;` : `acc[o++] += ${x};`,
+      ...outVars.map(() => '}'),
+      ...redVars.map(() => '}'),
+      `for (let o = 0; o < ${n}; o++) b${slot}[o] = acc[o];`,
+    ]
+    return build(env, body, t.used)
+  }
   let init: string[], update: string[], result: string
   switch (e.prim) {
     case 'reduce_sum':

@@ -55,4 +55,22 @@ describe('fusion', () => {
       got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
     },
   )
+  // the column-sum loop walks rows outermost; sums must still equal the reference's bit for bit
+  test.prop([
+    fc.integer({ min: 1, max: 5 }),
+    fc.integer({ min: 1, max: 4 }),
+    fc.array(fc.float({ min: -1e3, max: 1e3, noNaN: true }), { minLength: 60, maxLength: 60 }),
+  ])('sums over leading axes (column sums) equal the reference bit for bit', async (a, b, xs) => {
+    const p = traceOrThrow([f32([a, b, 3])], (x: Tensor) => [
+      x.exp().sum(0),
+      x.mul(3).sum([0, 1]),
+      x.cast('int32').sum(0),
+    ]).program
+    const ins = [tensorOf(xs.slice(0, a * b * 3), [a, b, 3])]
+    const want = interpretProgram(p, ins)
+    for (const wasm of [false, true]) {
+      const got = await runOrThrow(p, ins, fastBackend({ wasm, threads: 1 }))
+      got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
+    }
+  })
 })
