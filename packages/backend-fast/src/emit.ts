@@ -1,6 +1,6 @@
 import type { DType, Eqn, Shape, Var } from '@tessera/core'
 import { stridesOf } from '@tessera/core'
-import { fastTanh } from './fastmath.js'
+import { expF32, fastTanh } from './fastmath.js'
 
 /**
  * An index into a value: per-axis expressions, a flat row-major offset, or both. Movement ops
@@ -167,7 +167,7 @@ function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string
     case 'neg': return f ? `(-${x})` : `((-${x}) | 0)`
     case 'abs': return f ? `Math.abs(${x})` : `(Math.abs(${x}) | 0)`
     case 'sign': return `(${x} > 0 ? 1 : ${x} < 0 ? -1 : ${x})`
-    case 'exp': return `F(Math.exp(${x}))`
+    case 'exp': return `F(EXP(${x}))`
     case 'log': return `F(Math.log(${x}))`
     case 'sqrt': return `F(Math.sqrt(${x}))`
     case 'tanh': return `F(TANH(${x}))`
@@ -196,6 +196,7 @@ function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string
 export const kernelHelpers = {
   F: Math.fround,
   TANH: fastTanh,
+  EXP: expF32,
   // Math.round rounds halves up; only an exact half (r - x === 0.5) can need the even neighbour
   RNE: (x: number) => {
     const r = Math.round(x)

@@ -1,0 +1,37 @@
+import { fc, test } from '@fast-check/vitest'
+import { describe, expect } from 'vitest'
+import { expF32 } from '../src/fastmath.js'
+
+const F = Math.fround
+
+describe('expF32', () => {
+  test.prop([fc.float({ min: -110, max: 95, noNaN: true })], { numRuns: 200 })(
+    'rounded to float32 it is within one float32 ulp of fround(Math.exp(x))',
+    (x) => {
+      const want = F(Math.exp(x)), got = F(expF32(x))
+      if (want === got) return
+      // one ulp of want: the gap to the next float32 away from zero
+      const ulp = F(want * (1 + 2 ** -23)) - want || 2 ** -149
+      expect(Math.abs(got - want)).toBeLessThanOrEqual(ulp)
+    },
+  )
+
+  test('special values and the float32 overflow/underflow edges equal the reference', () => {
+    for (const x of [0, -0, 1, -1, NaN, Infinity, -Infinity, 88.72, 88.73, -103.9, -104, -1000, 1000, 1e-45]) {
+      expect(F(expF32(x))).toBe(F(Math.exp(x)))
+    }
+  })
+
+  test('a dense sweep of float32 inputs rarely differs, and never by more than one ulp', () => {
+    let differ = 0
+    for (let i = 0; i < 200000; i++) {
+      const x = F(-100 + i * 0.00094)
+      const want = F(Math.exp(x)), got = F(expF32(x))
+      if (got !== want) {
+        differ++
+        expect(Math.abs(got - want) / want).toBeLessThanOrEqual(2 ** -23)
+      }
+    }
+    expect(differ).toBeLessThan(20)
+  })
+})
