@@ -15,8 +15,8 @@ export interface FastBackendOptions {
 
 /**
  * The generated loops round every op to float32 and sum in float64 in the reference's order, so
- * they are bit-identical to the reference except for tanh (a float64 series, see fastmath.ts:
- * at most one float32 ulp, rarely). The WebAssembly kernel accumulates dot products in float32,
+ * they are bit-identical to the reference except for tanh, exp and log (float64 series and
+ * tables, see fastmath.ts: at most one float32 ulp, rarely: a few in a million arguments). The WebAssembly kernel accumulates dot products in float32,
  * so a float that depends on one carries a k-term float32 sum's error, and indices agree except
  * between near-ties.
  */

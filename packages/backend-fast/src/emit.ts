@@ -168,7 +168,7 @@ function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string
     case 'abs': return f ? `Math.abs(${x})` : `(Math.abs(${x}) | 0)`
     case 'sign': return `(${x} > 0 ? 1 : ${x} < 0 ? -1 : ${x})`
     case 'exp': return `F(EXP(${x}))`
-    case 'log': return `F(Math.log(${x}))`
+    case 'log': return `F(LOG(${x}))`
     case 'sqrt': return `F(Math.sqrt(${x}))`
     case 'tanh': return `F(TANH(${x}))`
     case 'atanh': return `F(Math.atanh(${x}))`
@@ -197,6 +197,8 @@ export const kernelHelpers = {
   F: Math.fround,
   TANH: fastTanh,
   EXP: expF32,
+  // each kernel gets its own (the function owns a scratch buffer): see kernels.ts
+  LOG: Math.log as (x: number) => number,
   // Math.round rounds halves up; only an exact half (r - x === 0.5) can need the even neighbour
   RNE: (x: number) => {
     const r = Math.round(x)

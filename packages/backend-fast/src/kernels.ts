@@ -1,6 +1,7 @@
 import type { AnyTypedArray, Eqn, Var } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
+import { makeLogF32 } from './fastmath.js'
 
 export type Kernel = (bufs: AnyTypedArray[]) => void
 
@@ -13,7 +14,8 @@ function build(env: EmitEnv & { slotOf(v: Var): number }, body: string[], used: 
   const header = [...used].sort((a, b) => a - b).map((s) => `const b${s} = B[${s}];`)
   const source = [...header, ...body].join('\n')
   const factory = new Function(...helperNames, `return function kernel(B) {\n${source}\n}`) as (...h: unknown[]) => Kernel
-  return { source, fn: factory(...helperNames.map((h) => kernelHelpers[h as keyof typeof kernelHelpers])) }
+  const helpers: typeof kernelHelpers = { ...kernelHelpers, LOG: makeLogF32() }
+  return { source, fn: factory(...helperNames.map((h) => helpers[h as keyof typeof kernelHelpers])) }
 }
 
 /** Records which buffer slots a kernel reads, so its header binds only those. */

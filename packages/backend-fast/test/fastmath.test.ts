@@ -1,6 +1,6 @@
 import { fc, test } from '@fast-check/vitest'
 import { describe, expect } from 'vitest'
-import { expF32 } from '../src/fastmath.js'
+import { expF32, makeLogF32 } from '../src/fastmath.js'
 
 const F = Math.fround
 
@@ -33,5 +33,31 @@ describe('expF32', () => {
       }
     }
     expect(differ).toBeLessThan(20)
+  })
+})
+
+describe('makeLogF32', () => {
+  const log = makeLogF32()
+
+  test.prop([fc.float({ noNaN: true })], { numRuns: 200 })('on float32 inputs it is within one float32 ulp of fround(Math.log(x))', (x) => {
+    const want = F(Math.log(x)), got = F(log(x))
+    if (Object.is(want, got) || (want !== want && got !== got)) return
+    expect(Math.abs(got - want) / Math.abs(want)).toBeLessThanOrEqual(2 ** -23)
+  })
+
+  test('special values, subnormals, and values near 1 equal the reference or differ by one ulp at most', () => {
+    for (const x of [0, -0, 1, -1, NaN, Infinity, -Infinity, 1e-45, 1e-40, 1e-5, 0.1, 3.4e38, 1 / 3]) {
+      expect(F(log(x))).toBe(F(Math.log(x)))
+    }
+    let differ = 0
+    for (let i = -5000; i <= 5000; i++) {
+      const x = F(1 + i * 2 ** -23)
+      const want = F(Math.log(x)), got = F(log(x))
+      if (got !== want) {
+        differ++
+        expect(Math.abs(got - want) / Math.abs(want)).toBeLessThanOrEqual(2 ** -23)
+      }
+    }
+    expect(differ).toBeLessThan(10)
   })
 })
