@@ -1,13 +1,14 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { TesseraError } from '@tessera/core'
 import type { Quantizer } from '@tessera/quantizers'
-import { fsq, latentQuantize, lfq, residualFSQ, residualLFQ, residualVQ, simVQ, vectorQuantize } from '@tessera/quantizers'
+import { fsq, lfq, residualFSQ, residualLFQ, residualVQ, simVQ, vectorQuantize } from '@tessera/quantizers'
 
 /**
  * The quantizers the demo can train, each sized for MNIST: `tokenDim` is the width of one
  * latent token the encoder emits, `codebookSize` the codes of one codebook and `codebooks` how
  * many indices a token gets (one per residual layer). Every one is used only through the
- * Quantizer contract.
+ * Quantizer contract. (LatentQuantize is left out: it reads a rank-3 input as channel-first,
+ * so (b, tokens, dim) tokens are refused unless tokens == dim.)
  */
 export interface QuantizerChoice {
   readonly name: string
@@ -76,12 +77,6 @@ const recipes: Readonly<Record<string, Recipe>> = {
     tokenDim: 8, codebookSize: 256, codebooks: 1, tokens: 64,
     options: { dim: 8, codebook_size: 256 },
     make: simVQ as Factory,
-  },
-  latent: {
-    describe: 'LatentQuantize, 8 levels per dim, dim 4',
-    tokenDim: 4, codebookSize: 8 ** 4, codebooks: 1, tokens: 32,
-    options: { levels: [8, 8, 8, 8], dim: 4 },
-    make: latentQuantize as Factory,
   },
 }
 
