@@ -112,11 +112,22 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, 
       result = 's'
       break
     case 'reduce_max':
-    case 'reduce_min':
-      init = ['let s = 0, c = 0;']
-      update = [`s = c++ === 0 ? ${x} : ${e.prim === 'reduce_max' ? 'MAX' : 'MIN'}(s, ${x});`]
+    case 'reduce_min': {
+      const count = axes.reduce((p, k) => p * inShape[k]!, 1)
+      if (count === 0) {
+        init = ['let s = 0, c = 0;']
+        update = [`s = c++ === 0 ? ${x} : ${e.prim === 'reduce_max' ? 'MAX' : 'MIN'}(s, ${x});`]
+      } else {
+        // MAX/MIN inlined: a NaN sticks (s !== s keeps it; a NaN x fails the comparison and is
+        // taken), and ties (+0 vs -0) take the newer element, as MAX(s, x) does; starting from
+        // -inf/+inf gives the first element on the first step
+        const cmp = e.prim === 'reduce_max' ? '>' : '<'
+        init = [`let s = ${e.prim === 'reduce_max' ? '-Infinity' : 'Infinity'};`]
+        update = [`const v = ${x};`, `s = (s ${cmp} v || s !== s) ? s : v;`]
+      }
       result = 's'
       break
+    }
     case 'argmin':
     case 'argmax': {
       const r = redVars[0]!

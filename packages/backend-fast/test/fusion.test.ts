@@ -73,4 +73,15 @@ describe('fusion', () => {
       got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
     }
   })
+  // the inlined max/min keep the reference's NaN propagation and its choice between +0 and -0
+  test.prop([fc.array(fc.constantFrom(NaN, 0, -0, 1, -1, Infinity, -Infinity, 2.5), { minLength: 12, maxLength: 12 })])(
+    'max and min over rows with NaN, +0/-0 and infinities equal the reference bit for bit',
+    async (xs) => {
+      const p = traceOrThrow([f32([3, 4])], (x: Tensor) => [x.max(-1), x.min(-1), x.mul(2).max(0), x.neg().min()]).program
+      const ins = [tensorOf(xs, [3, 4])]
+      const want = interpretProgram(p, ins)
+      const got = await runOrThrow(p, ins, fastBackend({ wasm: false }))
+      got.forEach((g, i) => Array.from(g.data).forEach((v, j) => expect(Object.is(v, want[i]!.data[j])).toBe(true)))
+    },
+  )
 })
