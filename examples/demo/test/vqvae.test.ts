@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import { TesseraError, random } from '@tessera/core'
 import { cpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
+import { gpuJsBackend, gpuJsUnavailable } from '@tessera/backend-gpujs'
 import { decodeCheckpoint, encodeCheckpoint } from '../src/vqvae/checkpoint.js'
 import { quantizerNames } from '../src/vqvae/choices.js'
 import { codeStats } from '../src/vqvae/metrics.js'
@@ -86,6 +87,29 @@ describe('gradients agree across backends', () => {
       t.data.forEach((v, i) => {
         if (Math.abs(u[i]! - v) > 10 * tol(v)) throw new Error(`${k}[${i}]: reference ${v}, fast ${u[i]}`)
       })
+    }
+  })
+})
+
+describe('the demo on gpu.js', () => {
+  it('one training step on gpujs-cpu matches the reference interpreter within the backend caps', async () => {
+    expect(await gpuJsUnavailable('cpu')).toBeUndefined()
+    const opts = { ...small, quantizer: 'vq', steps: 1, testImages: 20 }
+    const a = await trainVqVae(opts, data)
+    const gj = gpuJsBackend('cpu')
+    try {
+      const b = await trainVqVae({ ...opts, backend: gj }, data)
+      const tol = (want: number) => gj.caps.atol + gj.caps.rtol * Math.abs(want)
+      expect(b.losses).toHaveLength(1)
+      expect(Math.abs(b.losses[0]! - a.losses[0]!)).toBeLessThanOrEqual(tol(a.losses[0]!))
+      for (const [k, t] of Object.entries(a.params)) {
+        const u = b.params[k]!.data
+        t.data.forEach((v, i) => {
+          if (Math.abs(u[i]! - v) > 10 * tol(v)) throw new Error(`${k}[${i}]: reference ${v}, gpujs-cpu ${u[i]}`)
+        })
+      }
+    } finally {
+      gj.dispose()
     }
   })
 })

@@ -1,14 +1,14 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { TesseraError } from '@tessera/core'
 import type { Quantizer } from '@tessera/quantizers'
-import { fsq, lfq, residualFSQ, residualLFQ, residualVQ, simVQ, vectorQuantize } from '@tessera/quantizers'
+import { fsq, latentQuantize, lfq, residualFSQ, residualLFQ, residualVQ, simVQ, vectorQuantize } from '@tessera/quantizers'
 
 /**
  * The quantizers the demo can train, each sized for MNIST: `tokenDim` is the width of one
  * latent token the encoder emits, `codebookSize` the codes of one codebook and `codebooks` how
  * many indices a token gets (one per residual layer). Every one is used only through the
- * Quantizer contract. (LatentQuantize is left out: it reads a rank-3 input as channel-first,
- * so (b, tokens, dim) tokens are refused unless tokens == dim.)
+ * Quantizer contract. LatentQuantize reads a rank-3 input as channel-first (b, dim, n), as the
+ * reference does, so its recipe wraps it in `tokensChannelFirst`.
  */
 export interface QuantizerChoice {
   readonly name: string
@@ -34,6 +34,20 @@ interface Recipe {
   readonly options: Readonly<Record<string, unknown>>
   readonly make: Factory
 }
+
+/**
+ * Hands a channel-first quantizer (b, dim, n) instead of the encoder's (b, n, dim) tokens, and
+ * turns its output back. The tokens are bounded to (-0.5, 0.5) first, where LatentQuantize's
+ * values start: its loss is zero-gradient for the encoder (straight-through), so unbounded tokens
+ * drift past the outermost values and training stalls.
+ */
+const tokensChannelFirst = (q: Quantizer<unknown>): Quantizer<unknown> => ({
+  ...q,
+  apply: (params, state, x, opts) => {
+    const r = q.apply(params, state, x.tanh().mul(0.5).mT, opts)
+    return { ...r, quantized: r.quantized.mT }
+  },
+})
 
 const recipes: Readonly<Record<string, Recipe>> = {
   fsq: {
@@ -71,6 +85,12 @@ const recipes: Readonly<Record<string, Recipe>> = {
     tokenDim: 8, codebookSize: 256, codebooks: 2, tokens: 32,
     options: { dim: 8, codebook_size: 256, num_quantizers: 2 },
     make: residualLFQ as Factory,
+  },
+  'latent-quantize': {
+    describe: 'LatentQuantize, levels [8,5,5,5] with learned values (fed channel-first)',
+    tokenDim: 4, codebookSize: 1000, codebooks: 1, tokens: 32,
+    options: { levels: [8, 5, 5, 5], dim: 4 },
+    make: ((o: unknown) => E.map((q: Quantizer<unknown>) => tokensChannelFirst(q))(latentQuantize(o) as E.Either<TesseraError, Quantizer<unknown>>)) as Factory,
   },
   simvq: {
     describe: 'SimVQ, 256 codes of dim 8 (frozen codebook through a learned linear map)',

@@ -7,6 +7,8 @@ import type { Backend } from '@tessera/core'
 import { TesseraError } from '@tessera/core'
 import { cpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
+import type { GpuJsMode } from '@tessera/backend-gpujs'
+import { gpuJsBackend, gpuJsUnavailable } from '@tessera/backend-gpujs'
 import { decodeCheckpoint, encodeCheckpoint } from './checkpoint.js'
 import { quantizerNames } from './choices.js'
 import { loadMnist } from './mnist.js'
@@ -14,10 +16,18 @@ import { pairGrid } from './png.js'
 import { evaluate, trainVqVae } from './train.js'
 
 /** Backends by flag value; each is a value made on demand, never a registry. */
-const backends: Readonly<Record<string, { describe: string; make: () => Backend }>> = {
+const gpuJs = (mode: GpuJsMode) => ({
+  describe: `gpu.js in ${mode} mode`,
+  unavailable: () => gpuJsUnavailable(mode),
+  make: (): Backend => gpuJsBackend(mode),
+})
+const backends: Readonly<Record<string, { describe: string; unavailable?: () => Promise<string | undefined>; make: () => Backend }>> = {
   cpu: { describe: 'the CPU reference interpreter', make: cpuBackend },
   fast: { describe: 'fused JS codegen with the WebAssembly nearest-code kernel', make: () => fastBackend() },
   'fast-js': { describe: 'fused JS codegen only', make: () => fastBackend({ wasm: false }) },
+  'gpujs-cpu': gpuJs('cpu'),
+  'gpujs-webasm': gpuJs('webasm'),
+  'gpujs-headlessgl': gpuJs('headlessgl'),
 }
 
 const positiveInt = (name: string) => (v: string) => {
@@ -60,7 +70,20 @@ export async function runCli(argv: readonly string[]): Promise<number> {
     quantizer: string; backend: string; steps: number; batch: number; lr: number; tokens?: number; hidden: number
     seed: number; testImages: number; out: string; progress: boolean
   }>()
-  const backend = backends[o.backend]!.make()
+  const chosen = backends[o.backend]!
+  const why = chosen.unavailable ? await chosen.unavailable() : undefined
+  if (why !== undefined) {
+    console.error(`backend ${o.backend} is not available here: ${why}`)
+    return 2
+  }
+  let backend: Backend
+  try {
+    backend = chosen.make()
+  } catch (e) {
+    if (!(e instanceof TesseraError)) throw e
+    console.error(`backend ${o.backend} could not start: ${e.message}`)
+    return 2
+  }
   const outDir = resolve(o.out)
   console.log(`Tessera VQ-VAE on MNIST: quantizer ${o.quantizer}, backend ${backend.name}, ${o.steps} steps of ${o.batch} images`)
   const data = loadMnist()
