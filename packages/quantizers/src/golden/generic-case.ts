@@ -2,9 +2,8 @@ import * as E from 'fp-ts/lib/Either.js'
 import type { HostTensor, Tensor } from '@tessera/core'
 import { TesseraError } from '@tessera/core'
 import type { Named, QuantizeResult, Quantizer } from '../quantizer.js'
-import { runOnHost } from '../run.js'
-import type { CaseRunner, RunProduct } from './runner.js'
-import { loadCaseState, runInput } from './runner.js'
+import type { CaseRunner } from './runner.js'
+import { loadCaseState, runEachCaseRun } from './runner.js'
 
 /** Forward kwargs that only choose what the reference returns; every other call kwarg must be a config option. */
 const RETURN_SELECTORS = new Set(['return_all_codes', 'return_loss_breakdown'])
@@ -40,33 +39,24 @@ export function quantizerCaseRunner(build: (options: Record<string, unknown>) =>
     if (E.isLeft(base)) return base
     const loaded = loadCaseState(base.right, c.state)
     if (E.isLeft(loaded)) return loaded
-    const { params, state } = loaded.right
-    const runs: RunProduct[] = []
-    for (const run of c.runs) {
-      const extraKw = Object.fromEntries(Object.entries(run.callKwargs).filter(([k]) => !RETURN_SELECTORS.has(k)))
-      const q = Object.keys(extraKw).length ? build({ ...c.kwargs, ...extraKw }) : base
-      if (E.isLeft(q)) return q
-      const x = runInput(run)
-      if (E.isLeft(x)) return x
-      const r = await runOnHost(
-        ctx.backend,
-        [params, state, x.right] as const,
-        (p, s, xs) => {
-          const P = p as Named<Tensor>, S = s as Named<Tensor>
-          const res = q.right.apply(P, S, xs as Tensor, { training: run.mode === 'train' })
-          return { outputs: standardOutputs(q.right, res, P, S), state: { ...res.state } }
-        },
-        ctx.cache,
-      )
-      if (E.isLeft(r)) return r
-      runs.push({ outputs: r.right.outputs as Named<HostTensor>, stateAfter: r.right.state as Named<HostTensor> })
-    }
+    const runs = await runEachCaseRun(
+      c,
+      ctx,
+      loaded.right,
+      (run) => {
+        const extraKw = Object.fromEntries(Object.entries(run.callKwargs).filter(([k]) => !RETURN_SELECTORS.has(k)))
+        return Object.keys(extraKw).length ? build({ ...c.kwargs, ...extraKw }) : base
+      },
+      standardOutputs,
+      'each',
+    )
+    if (E.isLeft(runs)) return runs
     const d: Record<string, HostTensor> = {}
     for (const name of derived) {
       const v = loaded.right.derived[name]
       if (!v) return E.left(new TesseraError('input', `golden.${c.name}`, `no derived buffer ${name}`))
       d[name] = v
     }
-    return E.right({ runs, derived: d })
+    return E.right({ runs: runs.right, derived: d })
   }
 }

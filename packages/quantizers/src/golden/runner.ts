@@ -1,8 +1,9 @@
 import * as E from 'fp-ts/lib/Either.js'
-import type { Backend, HostTensor } from '@tessera/core'
+import type { Backend, HostTensor, Tensor } from '@tessera/core'
 import { TesseraError, fmtShape, random, shapeEq } from '@tessera/core'
-import type { Init, Named, Quantizer } from '../quantizer.js'
+import type { Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { CompileCache } from '../run.js'
+import { runOnHost } from '../run.js'
 import type { Check } from './compare.js'
 import { compareTensor } from './compare.js'
 import type { GoldenCase, GoldenRun, GoldenTensor } from './format.js'
@@ -100,4 +101,67 @@ export function loadCaseState(q: Quantizer, caseState: Readonly<Record<string, G
 export function runInput(run: GoldenRun): E.Either<TesseraError, HostTensor> {
   const x = run.inputs['x']
   return x ? E.right(x.host) : E.left(new TesseraError('input', `golden.${run.name}`, 'run has no input "x"'))
+}
+
+/**
+ * How a runner treats state across runs: `none` reports no state; `each` starts every run from the
+ * loaded state and reports the state it leaves; `threaded` also feeds that state to the next run
+ * (the reference runs them in order on one module).
+ */
+export type StateMode = 'none' | 'each' | 'threaded'
+
+/** A class's outputs for one run, under the case's output names. */
+export type RunOutputs<Q extends Quantizer> = (q: Q, res: QuantizeResult, params: Named<Tensor>, state: Named<Tensor>) => Record<string, Tensor>
+
+/**
+ * The loop every class runner shares: for each run, pick its quantizer, run `apply` on its input
+ * from the loaded params and state, and collect `outputs` (and the state after, per `mode`).
+ */
+export async function runEachCaseRun<Q extends Quantizer>(
+  c: GoldenCase,
+  ctx: CaseContext,
+  loaded: Init,
+  quantizerFor: (run: GoldenRun) => E.Either<TesseraError, Q>,
+  outputs: RunOutputs<Q>,
+  mode: StateMode,
+): Promise<E.Either<TesseraError, RunProduct[]>> {
+  const params = loaded.params
+  let state: Named<HostTensor> = loaded.state
+  const runs: RunProduct[] = []
+  for (const run of c.runs) {
+    const q = quantizerFor(run)
+    if (E.isLeft(q)) return q
+    const x = runInput(run)
+    if (E.isLeft(x)) return x
+    const training = run.mode === 'train'
+    if (mode === 'none') {
+      const r = await runOnHost(
+        ctx.backend,
+        [params, state, x.right] as const,
+        (p, s, xs) => {
+          const P = p as Named<Tensor>, S = s as Named<Tensor>
+          return outputs(q.right, q.right.apply(P, S, xs as Tensor, { training }), P, S)
+        },
+        ctx.cache,
+      )
+      if (E.isLeft(r)) return r
+      runs.push({ outputs: r.right as Named<HostTensor> })
+      continue
+    }
+    const r = await runOnHost(
+      ctx.backend,
+      [params, state, x.right] as const,
+      (p, s, xs) => {
+        const P = p as Named<Tensor>, S = s as Named<Tensor>
+        const res = q.right.apply(P, S, xs as Tensor, { training })
+        return { outputs: outputs(q.right, res, P, S), state: { ...res.state } }
+      },
+      ctx.cache,
+    )
+    if (E.isLeft(r)) return r
+    const after = r.right.state as Named<HostTensor>
+    if (mode === 'threaded') state = after
+    runs.push({ outputs: r.right.outputs as Named<HostTensor>, stateAfter: after })
+  }
+  return E.right(runs)
 }
