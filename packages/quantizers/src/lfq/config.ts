@@ -4,6 +4,22 @@ import * as t from 'io-ts'
 import type { TesseraError } from '@tessera/core'
 import { Finite, FractionOpen0, PositiveInt, check, checks, decode, isPow2, strict } from '../config/codec.js'
 
+/** The LFQ options that do not fix its shape: a ResidualLFQ forwards these to every layer. */
+export const lfqLayerProps = {
+  entropy_loss_weight: Finite,
+  commitment_loss_weight: Finite,
+  diversity_gamma: Finite,
+  frac_per_sample_entropy: FractionOpen0,
+  projection_has_bias: t.boolean,
+  experimental_softplus_entropy_loss: t.boolean,
+  entropy_loss_offset: Finite,
+  spherical: t.boolean,
+  force_quantization_f32: t.boolean,
+  orthogonal_rotation: t.boolean,
+  /** forward(x, inv_temperature=100.) in the reference */
+  inv_temperature: Finite,
+}
+
 /** LFQ's keyword arguments as the reference names them, plus the forward's `inv_temperature`. */
 export const LFQOptions = strict(
   'LFQ',
@@ -11,26 +27,15 @@ export const LFQOptions = strict(
   {
     dim: t.union([PositiveInt, t.null]),
     codebook_size: t.union([PositiveInt, t.null]),
-    entropy_loss_weight: Finite,
-    commitment_loss_weight: Finite,
-    diversity_gamma: Finite,
     num_codebooks: PositiveInt,
     keep_num_codebooks_dim: t.union([t.boolean, t.null]),
     codebook_scale: Finite,
-    frac_per_sample_entropy: FractionOpen0,
     has_projections: t.union([t.boolean, t.null]),
-    projection_has_bias: t.boolean,
     soft_clamp_input_value: t.union([Finite, t.null]),
     cosine_sim_project_in: t.boolean,
     cosine_sim_project_in_scale: t.union([Finite, t.null]),
     channel_first: t.union([t.boolean, t.null]),
-    experimental_softplus_entropy_loss: t.boolean,
-    entropy_loss_offset: Finite,
-    spherical: t.boolean,
-    force_quantization_f32: t.boolean,
-    orthogonal_rotation: t.boolean,
-    /** forward(x, inv_temperature=100.) in the reference */
-    inv_temperature: Finite,
+    ...lfqLayerProps,
   },
 )
 export type LFQOptions = t.TypeOf<typeof LFQOptions>

@@ -2,27 +2,12 @@ import * as E from 'fp-ts/lib/Either.js'
 import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { TesseraError } from '@tessera/core'
-import { Finite, FractionOpen0, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
+import { Finite, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
 import type { LFQConfig } from '../lfq/config.js'
-import { resolveLFQ } from '../lfq/config.js'
+import { lfqLayerProps, resolveLFQ } from '../lfq/config.js'
 import { makeLFQ } from '../lfq/lfq.js'
 import type { Residual } from './residual.js'
 import { residual } from './residual.js'
-
-/** LFQ options a ResidualLFQ forwards to every layer. */
-const layerProps = {
-  entropy_loss_weight: Finite,
-  commitment_loss_weight: Finite,
-  diversity_gamma: Finite,
-  frac_per_sample_entropy: FractionOpen0,
-  projection_has_bias: t.boolean,
-  experimental_softplus_entropy_loss: t.boolean,
-  entropy_loss_offset: Finite,
-  spherical: t.boolean,
-  force_quantization_f32: t.boolean,
-  orthogonal_rotation: t.boolean,
-  inv_temperature: Finite,
-}
 
 export const ResidualLFQOptions = strict(
   'ResidualLFQ',
@@ -32,7 +17,7 @@ export const ResidualLFQOptions = strict(
     quantize_dropout_cutoff_index: NonNegInt,
     quantize_dropout_multiple_of: PositiveInt,
     soft_clamp_input_value: t.union([Finite, t.null]),
-    ...layerProps,
+    ...lfqLayerProps,
   },
 )
 export type ResidualLFQOptions = t.TypeOf<typeof ResidualLFQOptions>
