@@ -27,6 +27,6 @@ for (const backend of backends) {
 }
 const [a, b] = results as [(typeof results)[0], (typeof results)[0]]
 const sameIndices = a.indices.data.every((v, i) => v === b.indices.data[i])
-const maxDiff = a.quantized.data.reduce((m, v, i) => Math.max(m, Math.abs(v - b.quantized.data[i]!)), 0)
+const maxDiff = Array.from(a.quantized.data).reduce((m, v, i) => Math.max(m, Math.abs(v - b.quantized.data[i]!)), 0)
 console.log(`same indices on both backends: ${sameIndices}; max |quantized difference|: ${maxDiff.toExponential(2)}`)
 for (const be of backends) (be as { dispose?: () => void }).dispose?.()
