@@ -57,9 +57,10 @@ const recipes: Readonly<Record<string, Recipe>> = {
     make: fsq as Factory,
   },
   lfq: {
-    describe: 'LFQ, 2^8 codes, entropy loss 0.1',
+    describe: 'LFQ, 2^8 codes, inputs soft-clamped to (-1, 1), entropy loss 0.01, no commitment loss',
     tokenDim: 8, codebookSize: 256, codebooks: 1, tokens: 64,
-    options: { dim: 8, codebook_size: 256, entropy_loss_weight: 0.1, commitment_loss_weight: 0.25 },
+    // a commitment loss locks the signs early; the clamp keeps the straight-through inputs bounded
+    options: { dim: 8, codebook_size: 256, entropy_loss_weight: 0.01, commitment_loss_weight: 0, soft_clamp_input_value: 1 },
     make: lfq as Factory,
   },
   vq: {
@@ -81,9 +82,9 @@ const recipes: Readonly<Record<string, Recipe>> = {
     make: residualFSQ as Factory,
   },
   'residual-lfq': {
-    describe: 'ResidualLFQ, 2 layers of 2^8 codes',
+    describe: 'ResidualLFQ, 2 layers of 2^8 codes, inputs soft-clamped to (-1, 1), entropy loss 0.02',
     tokenDim: 8, codebookSize: 256, codebooks: 2, tokens: 32,
-    options: { dim: 8, codebook_size: 256, num_quantizers: 2 },
+    options: { dim: 8, codebook_size: 256, num_quantizers: 2, entropy_loss_weight: 0.02, commitment_loss_weight: 0, soft_clamp_input_value: 1 },
     make: residualLFQ as Factory,
   },
   'latent-quantize': {
