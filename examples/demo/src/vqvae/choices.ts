@@ -82,9 +82,9 @@ const recipes: Readonly<Record<string, Recipe>> = {
     make: residualFSQ as Factory,
   },
   'residual-lfq': {
-    describe: 'ResidualLFQ, 2 layers of 2^8 codes, inputs soft-clamped to (-1, 1), entropy loss 0.02',
-    tokenDim: 8, codebookSize: 256, codebooks: 2, tokens: 32,
-    options: { dim: 8, codebook_size: 256, num_quantizers: 2, entropy_loss_weight: 0.02, commitment_loss_weight: 0, soft_clamp_input_value: 1 },
+    describe: 'ResidualLFQ, 3 layers of 2^8 codes, inputs soft-clamped to (-1, 1), entropy loss 0.02',
+    tokenDim: 8, codebookSize: 256, codebooks: 3, tokens: 32,
+    options: { dim: 8, codebook_size: 256, num_quantizers: 3, entropy_loss_weight: 0.02, commitment_loss_weight: 0, soft_clamp_input_value: 1 },
     make: residualLFQ as Factory,
   },
   'latent-quantize': {
