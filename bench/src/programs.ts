@@ -21,8 +21,8 @@ export function nearestProgram(n: number, d: number, k: number): Program {
 }
 
 /** FSQ forward: bound with tanh, round half-to-even, scale to [-1, 1]; indices with dimension 0 least significant. */
-export function fsqProgram(n: number, levels: readonly number[]): Program {
-  const d = levels.length
+/** FSQ's per-dimension constants, shared by the Tessera program and the peers' versions. */
+export function fsqConsts(levels: readonly number[]) {
   const eps = 1e-3
   const halfL = levels.map((l) => ((l - 1) * (1 + eps)) / 2)
   const offset = levels.map((l) => (l % 2 === 0 ? 0.5 : 0))
@@ -30,6 +30,12 @@ export function fsqProgram(n: number, levels: readonly number[]): Program {
   const halfWidth = levels.map((l) => Math.floor(l / 2))
   const basis: number[] = []
   levels.reduce((acc, l) => (basis.push(acc), acc * l), 1)
+  return { halfL, offset, shift, halfWidth, basis }
+}
+
+export function fsqProgram(n: number, levels: readonly number[]): Program {
+  const d = levels.length
+  const { halfL, offset, shift, halfWidth, basis } = fsqConsts(levels)
   return traceOrThrow([f32([n, d])], (z: Tensor) => {
     const b = z.builder
     const c = (xs: number[]) => b.constant(xs, [d])

@@ -2,7 +2,7 @@ import type * as tfc from '@tensorflow/tfjs-core'
 import type { Program } from '@tessera/core'
 import type { GraphDef, NodeDef, TensorDef } from './onnx/proto.js'
 import { DataType } from './onnx/proto.js'
-import { fsqProgram, lfqEntropyProgram, lfqProgram, nearestProgram, residualProgram } from './programs.js'
+import { fsqConsts, fsqProgram, lfqEntropyProgram, lfqProgram, nearestProgram, residualProgram } from './programs.js'
 
 export type Arr = Float32Array | Int32Array | BigInt64Array | Uint8Array
 export interface Input {
@@ -187,16 +187,6 @@ function nearestWorkload(id: string, full: [number, number, number], quick: [num
 }
 
 const FSQ_LEVELS = [8, 8, 8, 5, 5]
-function fsqConsts(levels: readonly number[]) {
-  const eps = 1e-3
-  const halfL = levels.map((l) => ((l - 1) * (1 + eps)) / 2)
-  const offset = levels.map((l) => (l % 2 === 0 ? 0.5 : 0))
-  const shift = levels.map((_, i) => Math.atanh(offset[i]! / halfL[i]!))
-  const halfWidth = levels.map((l) => Math.floor(l / 2))
-  const basis: number[] = []
-  levels.reduce((acc, l) => (basis.push(acc), acc * l), 1)
-  return { halfL, offset, shift, halfWidth, basis }
-}
 
 const fsqWorkload: Workload = {
   id: 'W2',
