@@ -10,8 +10,7 @@ import { fsq, latentQuantize, lfq, residualFSQ, residualLFQ, residualVQ, simVQ, 
  * Quantizer contract. LatentQuantize reads a rank-3 input as channel-first (b, dim, n), as the
  * reference does, so its recipe wraps it in `tokensChannelFirst`.
  */
-export interface QuantizerChoice {
-  readonly name: string
+interface Recipe {
   readonly describe: string
   readonly tokenDim: number
   readonly codebookSize: number
@@ -20,19 +19,15 @@ export interface QuantizerChoice {
   readonly tokens: number
   /** Config as passed to the quantizer's factory (saved with the checkpoint). */
   readonly options: Readonly<Record<string, unknown>>
-  readonly quantizer: Quantizer<unknown>
+  readonly make: Factory
 }
 
 type Factory = (options: unknown) => E.Either<TesseraError, Quantizer<unknown>>
 
-interface Recipe {
-  readonly describe: string
-  readonly tokenDim: number
-  readonly codebookSize: number
-  readonly codebooks: number
-  readonly tokens: number
-  readonly options: Readonly<Record<string, unknown>>
-  readonly make: Factory
+/** A recipe, named and built. */
+export interface QuantizerChoice extends Omit<Recipe, 'make'> {
+  readonly name: string
+  readonly quantizer: Quantizer<unknown>
 }
 
 /**
@@ -106,7 +101,6 @@ export const quantizerNames = Object.keys(recipes)
 export function chooseQuantizer(name: string): E.Either<TesseraError | string, QuantizerChoice> {
   const r = recipes[name]
   if (!r) return E.left(`unknown quantizer "${name}"; choose one of ${quantizerNames.join(', ')}`)
-  return E.map((q: Quantizer<unknown>): QuantizerChoice => ({
-    name, describe: r.describe, tokenDim: r.tokenDim, codebookSize: r.codebookSize, codebooks: r.codebooks, tokens: r.tokens, options: r.options, quantizer: q,
-  }))(r.make(r.options))
+  const { make, ...recipe } = r
+  return E.map((q: Quantizer<unknown>): QuantizerChoice => ({ name, ...recipe, quantizer: q }))(make(r.options))
 }
