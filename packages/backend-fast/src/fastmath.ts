@@ -45,18 +45,6 @@ function expm1Small(r: number): number {
   return p * r
 }
 
-export function fastExp(x: number): number {
-  // outside [-745, 709] float64 (and far beyond float32) under/overflows; NaN falls through to NaN
-  if (x > 709) return Infinity
-  if (x < -745) return 0
-  if (x !== x) return x
-  const k = Math.round(x * INV_LN2)
-  const r = x - k * LN2_HI - k * LN2_LO
-  const e = 1 + expm1Small(r)
-  // k can reach -1075 near the bottom: split the scaling in two to stay inside the table
-  return k >= -1022 ? e * POW2[k + 1022]! : e * POW2[k + 1022 + 60]! * POW2[-60 + 1022]!
-}
-
 export function fastTanh(x: number): number {
   const ax = Math.abs(x)
   if (!(ax <= 20)) return x !== x ? x : x > 0 ? 1 : -1
@@ -74,9 +62,9 @@ export function fastTanh(x: number): number {
  * polynomial) accurate to a few parts in 1e15, rounded to float32 by the caller. It differs from
  * `fround(Math.exp(x))` only where the exact value lies that close to a float32 rounding
  * midpoint, by one float32 ulp (the caps' transcendentalRtol = 2^-23). Measured 2.5x faster than
- * V8's out-of-line Math.exp, which dominated softmax loops over 67M logits; `fastExp` above (a
- * 13-term series plus Math.round) was slower than Math.exp. A table-driven log was tried too and
- * was slower than Math.log (the float64 bit access through a typed array costs more than it saves).
+ * V8's out-of-line Math.exp, which dominated softmax loops over 67M logits (a 13-term series
+ * with Math.round, as in fastTanh, was slower than Math.exp). `makeLogF32` below is the log
+ * counterpart; each kernel gets its own, since it reads float bits through a scratch array.
  */
 
 /** Rounds a float64 of magnitude below 2^51 to an integer (half to even) by the 1.5 * 2^52 trick. */
