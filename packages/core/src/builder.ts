@@ -332,6 +332,17 @@ export class Tensor {
     if (bVec) b = b.expandDims(1)
     if (a.rank < 2 || b.rank < 2) throw shapeError('matmul', `operands ${fmtShape(this.shape)} and ${fmtShape(other.shape)} need rank >= 1`)
     const batch = broadcastShapes('matmul', a.shape.slice(0, -2), b.shape.slice(0, -2))
+    if (b.rank === 2 && a.rank > 2) {
+      // (..., m, k) @ (k, n) is one (prod(...) * m, k) @ (k, n) product: the same dot products in
+      // the same order, without materializing a copy of b per batch element (nor summing the
+      // copies' gradients back).
+      const [m, k] = a.shape.slice(-2) as [number, number]
+      const rows = a.shape.slice(0, -1).reduce((x, y) => x * y, 1)
+      let r = this.builder.bind('matmul', {}, [a.reshape([rows, k]), b]).reshape([...batch, m, b.shape[1]!])
+      if (aVec) r = r.squeeze(-2)
+      if (bVec) r = r.squeeze(-1)
+      return r
+    }
     a = a.broadcastTo([...batch, ...a.shape.slice(-2)])
     b = b.broadcastTo([...batch, ...b.shape.slice(-2)])
     let r = this.builder.bind('matmul', {}, [a, b])
