@@ -145,9 +145,9 @@ export function makeLatentQuantize(cfg: LatentQuantizeConfig): LatentQuantize {
     const zero = x.builder.scalar(0)
     let commitment = zero, quantization = zero
     if (opts.training) {
-      const m = out.sub(x).square().mean()
-      if (cfg.commitment_loss_weight !== 0) commitment = m
-      if (cfg.quantization_loss_weight !== 0) quantization = m
+      // as the reference: mse(x.detach(), out) and mse(out.detach(), x), one value with different gradients
+      if (cfg.commitment_loss_weight !== 0) commitment = out.sub(x.stopGradient()).square().mean()
+      if (cfg.quantization_loss_weight !== 0) quantization = out.stopGradient().sub(x).square().mean()
     }
     const loss = state['commitment_loss_weight']!.mul(commitment).add(state['quantization_loss_weight']!.mul(quantization))
     return { quantized: out, indices: idx, loss, losses: { commitment, quantization }, state, extra: { codes: flat } }
