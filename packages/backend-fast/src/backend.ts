@@ -5,12 +5,21 @@ import { applyPrim } from '@tessera/backend-cpu'
 import { matmulF64 } from './matmul.js'
 import type { Plan } from './plan.js'
 import { planProgram } from './plan.js'
+import { relaxedSimdSupported } from './wasm/asm.js'
 
 export interface FastBackendOptions {
   /** Use the WebAssembly SIMD nearest-code kernel where the pattern appears (default true). */
   readonly wasm?: boolean
   /** Threads for the WebAssembly kernel, counting the calling thread (default: available cores). */
   readonly threads?: number
+  /**
+   * Fused multiply-add (relaxed SIMD's f32x4.relaxed_madd) in the nearest-code kernel's dot
+   * products: 'auto' (default) uses it where the engine has relaxed SIMD (Node >= 22, Chrome >=
+   * 114; Node 20 with --experimental-wasm-relaxed-simd); true requires it. Each product-sum is
+   * then rounded once instead of twice, so distances differ by float32 rounding (indices only
+   * between near-ties).
+   */
+  readonly relaxedSimd?: 'auto' | boolean
 }
 
 /**
@@ -35,11 +44,16 @@ export const fastCaps: Caps = {
 export function fastBackend(opts: FastBackendOptions = {}): Backend {
   const wasm = opts.wasm ?? true
   const threads = Math.max(1, Math.floor(opts.threads ?? availableParallelism()))
+  const canRelax = relaxedSimdSupported()
+  if (opts.relaxedSimd === true && !canRelax)
+    throw new TesseraError('backend', 'fastBackend', 'relaxedSimd: true, but this engine has no relaxed SIMD (Node 20 needs --experimental-wasm-relaxed-simd)')
+  const relaxed = wasm && opts.relaxedSimd !== false && canRelax
   return {
-    name: wasm ? `fast-js+wasm(${threads}t)` : 'fast-js',
+    name: wasm ? `fast-js+wasm${relaxed ? '-relaxed' : ''}(${threads}t)` : 'fast-js',
     caps: fastCaps,
     compile(program: Program): Executable {
       const plan = planProgram(program, { wasm, threads })
+      for (const st of plan.steps) if (st.kind === 'nearest') st.step.configure({ relaxed })
       return new FastExecutable(plan)
     },
   }

@@ -1,8 +1,8 @@
 import type { AnyTypedArray, Eqn, EqnOf, Var } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
-import { Code, V128, I32, assemble } from './wasm/asm.js'
-import { KernelThreads } from './wasm/threads.js'
+import { Code, V128, I32, assemble, relaxedSimdSupported } from './wasm/asm.js'
+import { KernelThreads, QUEUE } from './wasm/threads.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -40,12 +40,30 @@ export interface MatchCtx {
 const UNARY = new Set(['neg', 'abs', 'sqrt'])
 const BINARY = new Set(['add', 'sub', 'mul', 'div', 'max', 'min'])
 
-/** Rows per register tile, 4-lane vectors per tile (columns = 4 * V). */
-const R = 2
-const V = 4
-const CW = 4 * V
-/** Rows copied into wasm memory per call: bounds the memory the kernel needs. */
-const CHUNK = 512
+/** Register tile and dot-loop shape of the kernel, and whether it uses relaxed SIMD's fused multiply-add. */
+export interface NearestTuning {
+  /** Rows per register tile. */
+  readonly rows: number
+  /** 4-lane column vectors per register tile (a column chunk is 4 * vecs columns). */
+  readonly vecs: number
+  /** Steps along k per dot-loop iteration (lowered to a divisor of k). */
+  readonly unroll: number
+  readonly relaxed: boolean
+}
+
+/**
+ * Measured on W1 (2-core AMD EPYC, Node 20, TurboFan): 2x4 (8 accumulators) and 3x3 tie, every
+ * larger tile spills (TurboFan issues all of an iteration's loads before its multiply-adds, so
+ * R + V + R*V vectors are live), and for the same reason unroll 1 beats 4 by 1.5x (TurboFan
+ * unrolls the small loop itself without the spills).
+ */
+export const defaultTuning: NearestTuning = { rows: 2, vecs: 4, unroll: 1, relaxed: false }
+
+/** Floats of A per staged chunk: a chunk's rows stay in L2 while every column chunk sweeps them. */
+const CHUNK_FLOATS = 1 << 16
+const MAX_CHUNK = 1024
+/** Smallest chunk handed out while rows remain (the last ones are split finer to end together). */
+const MIN_CHUNK = 64
 /** Below this many multiply-adds a run stays on the calling thread. */
 const THREAD_MIN_WORK = 1 << 22
 
@@ -132,18 +150,40 @@ function termKernel(v: Var, dep: 'row' | 'col', env: EmitEnv & { slotOf(v: Var):
   return f(...helperNames.map((h) => kernelHelpers[h as keyof typeof kernelHelpers])) as TermKernel
 }
 
+interface Geometry {
+  readonly t: NearestTuning
+  /** Columns per chunk (4 * vecs), columns padded to whole chunks, steps along k per dot-loop iteration. */
+  readonly cw: number
+  readonly npad: number
+  readonly unroll: number
+  /** Rows per staged chunk (a multiple of 4 * rows). */
+  readonly chunk: number
+  /** Byte addresses: column terms after the packed B panels, then the staging buffers; offsets within a buffer. */
+  readonly col: number
+  readonly base: number
+  readonly buf: number
+  readonly a: number
+  readonly row: number
+  readonly out: number
+}
+
+interface Instance {
+  readonly g: Geometry
+  readonly memory: WebAssembly.Memory
+  readonly run: (rows: number, a: number, row: number, out: number) => void
+  readonly threads?: KernelThreads
+}
+
 export class NearestStep {
   readonly m: number
   readonly n: number
   readonly k: number
-  private readonly npad: number
   private readonly rowTerms: number[]
   private readonly colTerms: number[]
   private termKernels: TermKernel[] = []
   private slots: { a: number; b: number } | undefined
-  private instance: { memory: WebAssembly.Memory; run: (...a: number[]) => void; threads?: KernelThreads } | undefined
-  /** Bytes: shared B and column terms, then per thread an A chunk, row terms and lane results. */
-  private readonly layout: { col: number; perThread: number; a: number; row: number; out: number; base: number }
+  private tuning: NearestTuning = defaultTuning
+  private instance: Instance | undefined
 
   constructor(
     readonly argmin: EqnOf<'argmin'>,
@@ -156,21 +196,29 @@ export class NearestStep {
     this.m = m
     this.n = n
     this.k = matmul.inputs[0]!.aval.shape[1]!
-    this.npad = Math.ceil(n / CW) * CW
     this.rowTerms = terms.flatMap((t, i) => (t.dep === 'row' ? [i] : []))
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
-    const col = this.k * this.npad * 4
-    const base = col + this.colTerms.length * this.npad * 4
-    const a = 0
-    const row = CHUNK * this.k * 4
-    const out = row + this.rowTerms.length * CHUNK * 4
-    const perThread = out + CHUNK * 3 * CW * 4
-    this.layout = { col, perThread, a, row, out, base }
+  }
+
+  /**
+   * Set the kernel's shape before a run; `relaxed: true` needs an engine with relaxed SIMD
+   * (see relaxedSimdSupported). A kernel already built is dropped and rebuilt on the next run.
+   */
+  configure(t: Partial<NearestTuning>): void {
+    const next = { ...this.tuning, ...t }
+    if (next.rows < 1 || next.vecs < 1 || next.unroll < 1) throw new Error('fast backend: nearest kernel tile sizes must be positive')
+    if (next.relaxed && !relaxedSimdSupported()) throw new Error('fast backend: relaxed SIMD was requested but this engine does not support it')
+    this.dispose()
+    this.tuning = next
+  }
+
+  get config(): NearestTuning {
+    return this.tuning
   }
 
   /** Threads worth using for this size (the caller's thread counts as one). */
-  private threadCount(): number {
-    return this.m * this.n * this.k >= THREAD_MIN_WORK ? Math.max(1, Math.min(this.threads, Math.ceil(this.m / CHUNK))) : 1
+  private threadCount(chunk: number): number {
+    return this.m * this.n * this.k >= THREAD_MIN_WORK ? Math.max(1, Math.min(this.threads, Math.ceil(this.m / MIN_CHUNK), Math.ceil((2 * this.m) / chunk))) : 1
   }
 
   /** Build the term loops once slots and buffer names are known. */
@@ -179,15 +227,34 @@ export class NearestStep {
     this.termKernels = this.terms.map((t) => termKernel(t.v, t.dep, env))
   }
 
-  private module(): { memory: WebAssembly.Memory; run: (...a: number[]) => void; threads?: KernelThreads } {
+  private geometry(): Geometry {
+    const t = this.tuning
+    const { k, m } = this
+    const cw = 4 * t.vecs
+    const npad = Math.ceil(this.n / cw) * cw
+    let unroll = Math.min(t.unroll, k)
+    while (k % unroll !== 0) unroll--
+    const step = 4 * t.rows
+    const chunk = Math.min(Math.ceil(Math.min(MAX_CHUNK, Math.max(1, Math.floor(CHUNK_FLOATS / k))) / step), Math.ceil(m / step)) * step
+    const col = k * npad * 4
+    const base = col + this.colTerms.length * npad * 4
+    const row = chunk * k * 4
+    const out = row + this.rowTerms.length * chunk * 4
+    const buf = out + chunk * 3 * cw * 4
+    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out }
+  }
+
+  private module(): Instance {
     if (this.instance) return this.instance
-    const T = this.threadCount()
-    const pages = Math.ceil((this.layout.base + T * this.layout.perThread) / 65536)
-    const module = new WebAssembly.Module(assemble(pages, [{ name: 'run', code: this.kernelCode() }]) as BufferSource)
+    const g = this.geometry()
+    const T = this.threadCount(g.chunk)
+    // staging buffers: one for the calling thread, QUEUE per worker
+    const pages = Math.ceil((g.base + (1 + (T - 1) * QUEUE) * g.buf) / 65536)
+    const module = new WebAssembly.Module(assemble(pages, [{ name: 'run', code: this.kernelCode(g) }]) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     const inst = new WebAssembly.Instance(module, { env: { memory } })
-    const run = (inst.exports as unknown as { run: (...a: number[]) => void }).run
-    this.instance = { memory, run, ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1) } : {}) }
+    const run = (inst.exports as unknown as { run: Instance['run'] }).run
+    this.instance = { g, memory, run, ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1) } : {}) }
     return this.instance
   }
 
@@ -196,58 +263,68 @@ export class NearestStep {
     this.instance = undefined
   }
 
-  /** The SIMD kernel: for each block of R rows, all column chunks, then per-lane argmin state out. */
-  private kernelCode(): Code {
-    const { k, npad, n } = this
-    const L = this.layout
+  /**
+   * The SIMD kernel for one staged chunk of rows: per-lane argmin state initialized for every row,
+   * then for each column chunk (its packed B panel stays in L1) every block of `rows` rows (the
+   * chunk's A rows stay in L2): a register-tiled dot loop, the epilogue, and the state update.
+   */
+  private kernelCode(g: Geometry): Code {
+    const { k, n } = this
+    const { cw: CW, npad, unroll: U, chunk } = g
+    const { rows: R, vecs: V, relaxed } = g.t
     const c = new Code(4)
-    const [rows, aPtr, rowPtr, outPtr] = [0, 1, 2, 3] // byte addresses of this thread's A rows, row terms, lane results
-    const i = c.local(I32) // row index of the block
+    const [rows, aPtr, rowPtr, outPtr] = [0, 1, 2, 3] // padded row count; byte addresses of the chunk's A rows, row terms, lane results
+    const p = c.local(I32), end = c.local(I32)
     const col = c.local(I32) // byte offset of the column chunk within a row of column terms
     const bp = c.local(I32) // byte address of the column chunk's packed B panel [k][CW]
-    const jv = c.local(V128)
-    const bv = Array.from({ length: V }, () => c.local(V128))
-    const s = c.local(V128)
-    const tmp = c.local(V128)
+    const ap = c.local(I32), rp = c.local(I32), op = c.local(I32) // the row block's A rows, row terms, state
+    const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
+    const jv = c.local(V128), cidx = c.local(V128), tmp = c.local(V128), cur = c.local(V128), less = c.local(V128)
+    const bv = c.local(V128)
+    const s = Array.from({ length: R }, () => c.local(V128))
     const acc = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
-    // per-lane argmin state lives in the output area (not in locals): fewer live vectors across
-    // the dot loop, which TurboFan otherwise spills badly
-    const stAt = (r: number, v: number, which: 0 | 1 | 2) => r * 3 * CW * 4 + which * CW * 4 + v * 16
-    const m = c.local(V128)
-    const rowVals = this.rowTerms.map(() => Array.from({ length: R }, () => c.local(V128)))
+    // per-lane argmin state lives in memory (not in locals): fewer live vectors across the dot
+    // loop, which TurboFan otherwise spills badly
+    const ROW_STATE = 3 * CW * 4
+    const stAt = (r: number, v: number, which: 0 | 1 | 2) => r * ROW_STATE + which * CW * 4 + v * 16
     const INT_MAX = 0x7fffffff
+    const INF4 = [Infinity, Infinity, Infinity, Infinity]
     const mask = n % CW !== 0
 
-    c.i32(0).set(i)
-    c.block().loop()
-    // row terms of this block, splatted once
-    this.rowTerms.forEach((_, t) => {
-      for (let r = 0; r < R; r++) c.get(rowPtr).vLoad32Splat(t * CHUNK * 4 + r * 4).set(rowVals[t]![r]!)
-    })
-    for (let r = 0; r < R; r++)
-      for (let v = 0; v < V; v++) {
-        c.get(outPtr).vConstF32([Infinity, Infinity, Infinity, Infinity]).vStore(stAt(r, v, 0))
-        c.get(outPtr).vConstI32([0, 0, 0, 0]).vStore(stAt(r, v, 1))
-        c.get(outPtr).vConstI32([INT_MAX, INT_MAX, INT_MAX, INT_MAX]).vStore(stAt(r, v, 2))
-      }
+    c.get(outPtr).set(p)
+    c.get(outPtr).get(rows).i32(ROW_STATE).i32Mul().i32Add().set(end)
+    c.loop()
+    for (let v = 0; v < V; v++) {
+      c.get(p).vConstF32(INF4).vStore(v * 16)
+      c.get(p).vConstI32([0, 0, 0, 0]).vStore(CW * 4 + v * 16)
+      c.get(p).vConstI32([INT_MAX, INT_MAX, INT_MAX, INT_MAX]).vStore(2 * CW * 4 + v * 16)
+    }
+    c.get(p).i32(ROW_STATE).i32Add().tee(p).get(end).i32LtU().brIf(0)
+    c.end()
+
     c.vConstI32([0, 1, 2, 3]).set(jv)
     c.i32(0).set(col)
     c.i32(0).set(bp)
-    c.loop()
+    c.loop() // column chunks
+    c.get(aPtr).set(ap)
+    c.get(rowPtr).set(rp)
+    c.get(outPtr).set(op)
+    c.loop() // row blocks
     for (let r = 0; r < R; r++) for (let v = 0; v < V; v++) c.vConstF32([0, 0, 0, 0]).set(acc[r]![v]!)
-    // the dot loop: UNROLL steps of d per iteration, pointers advanced per iteration (a fully
+    // the dot loop: U steps of d per iteration, pointers advanced per iteration (a fully
     // unrolled body was slower under TurboFan than under Liftoff)
-    const U = k % 4 === 0 ? 4 : k % 2 === 0 ? 2 : 1
-    const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
-    c.get(aPtr).set(da)
+    c.get(ap).set(da)
     c.get(bp).set(db)
-    c.get(aPtr).i32(k * 4).i32Add().set(dEnd)
+    c.get(ap).i32(k * 4).i32Add().set(dEnd)
     c.loop()
     for (let u = 0; u < U; u++) {
-      for (let v = 0; v < V; v++) c.get(db).vLoad(u * CW * 4 + v * 16).set(bv[v]!)
-      for (let r = 0; r < R; r++) {
-        c.get(da).vLoad32Splat((r * k + u) * 4).set(s)
-        for (let v = 0; v < V; v++) c.get(acc[r]![v]!).get(s).get(bv[v]!).f32x4Mul().f32x4Add().set(acc[r]![v]!)
+      for (let r = 0; r < R; r++) c.get(da).vLoad32Splat((r * k + u) * 4).set(s[r]!)
+      for (let v = 0; v < V; v++) {
+        c.get(db).vLoad((u * CW + v * 4) * 4).set(bv)
+        for (let r = 0; r < R; r++) {
+          if (relaxed) c.get(s[r]!).get(bv).get(acc[r]![v]!).f32x4RelaxedMadd().set(acc[r]![v]!)
+          else c.get(acc[r]![v]!).get(s[r]!).get(bv).f32x4Mul().f32x4Add().set(acc[r]![v]!)
+        }
       }
     }
     c.get(db).i32(U * CW * 4).i32Add().set(db)
@@ -260,8 +337,8 @@ export class NearestStep {
             case 'dot': c.get(acc[r]![v]!); return
             case 'term': {
               const ri = this.rowTerms.indexOf(x.k)
-              if (ri >= 0) c.get(rowVals[ri]![r]!)
-              else c.get(col).vLoad(L.col + this.colTerms.indexOf(x.k) * npad * 4 + v * 16)
+              if (ri >= 0) c.get(rp).vLoad32Splat(ri * chunk * 4 + r * 4)
+              else c.get(col).vLoad(g.col + this.colTerms.indexOf(x.k) * npad * 4 + v * 16)
               return
             }
             case 'neg': emit(x.a); c.f32x4Neg(); return
@@ -281,43 +358,43 @@ export class NearestStep {
         emit(this.epi)
         c.set(tmp)
         // this vector's column indices
-        c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(s)
+        c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(cidx)
         if (mask) {
           // padding columns (j >= n) become +Inf: they never win and never count as NaN
-          c.get(tmp).vConstF32([Infinity, Infinity, Infinity, Infinity])
-          c.get(s).vConstI32([n, n, n, n]).i32x4LtS().bitselect().set(tmp)
+          c.get(tmp).vConstF32(INF4)
+          c.get(cidx).vConstI32([n, n, n, n]).i32x4LtS().bitselect().set(tmp)
         }
         // first NaN per lane
-        c.get(outPtr)
-        c.get(outPtr).vLoad(stAt(r, v, 2))
-        c.get(s).vConstI32([INT_MAX, INT_MAX, INT_MAX, INT_MAX]).get(tmp).get(tmp).f32x4Ne().bitselect()
+        c.get(op)
+        c.get(op).vLoad(stAt(r, v, 2))
+        c.get(cidx).vConstI32([INT_MAX, INT_MAX, INT_MAX, INT_MAX]).get(tmp).get(tmp).f32x4Ne().bitselect()
         c.i32x4MinS().vStore(stAt(r, v, 2))
         // strict less keeps the first index per lane
-        c.get(outPtr).vLoad(stAt(r, v, 0)).set(bv[1 % V]!)
-        c.get(tmp).get(bv[1 % V]!).f32x4Lt().set(m)
-        c.get(outPtr).get(tmp).get(bv[1 % V]!).get(m).bitselect().vStore(stAt(r, v, 0))
-        c.get(outPtr).get(s).get(outPtr).vLoad(stAt(r, v, 1)).get(m).bitselect().vStore(stAt(r, v, 1))
+        c.get(op).vLoad(stAt(r, v, 0)).set(cur)
+        c.get(tmp).get(cur).f32x4Lt().set(less)
+        c.get(op).get(tmp).get(cur).get(less).bitselect().vStore(stAt(r, v, 0))
+        c.get(op).get(cidx).get(op).vLoad(stAt(r, v, 1)).get(less).bitselect().vStore(stAt(r, v, 1))
       }
+    c.get(ap).i32(R * k * 4).i32Add().set(ap)
+    c.get(rp).i32(R * 4).i32Add().set(rp)
+    c.get(op).i32(R * ROW_STATE).i32Add().tee(op).get(end).i32LtU().brIf(0)
+    c.end() // row blocks
     c.get(jv).vConstI32([CW, CW, CW, CW]).i32x4Add().set(jv)
     c.get(bp).i32(k * CW * 4).i32Add().set(bp)
     c.get(col).i32(CW * 4).i32Add().tee(col).i32(npad * 4).i32LtU().brIf(0)
-    c.end() // column loop
-    c.get(aPtr).i32(R * k * 4).i32Add().set(aPtr)
-    c.get(rowPtr).i32(R * 4).i32Add().set(rowPtr)
-    c.get(outPtr).i32(R * 3 * CW * 4).i32Add().set(outPtr)
-    c.get(i).i32(R).i32Add().tee(i).get(rows).i32LtU().brIf(0)
-    c.end().end() // row loop, block
+    c.end() // column chunks
     return c
   }
 
   run(B: AnyTypedArray[], out: Int32Array): void {
-    const { m, n, k, npad } = this
-    const L = this.layout
-    const { memory, run, threads } = this.module()
+    const { m, n, k } = this
+    const { g, memory, run, threads } = this.module()
+    const { cw: CW, npad, chunk } = g
+    const R = g.t.rows
     const f32 = new Float32Array(memory.buffer)
     const i32 = new Int32Array(memory.buffer)
     const b = B[this.slots!.b] as Float32Array
-    // pack B into contiguous panels [n/CW][k][CW] so each column chunk streams sequentially
+    // pack B into contiguous panels [npad/CW][k][CW] so each column chunk streams sequentially
     for (let c0 = 0, p = 0; c0 < npad; c0 += CW) {
       const w = Math.min(CW, n - c0)
       for (let d = 0; d < k; d++, p += CW) {
@@ -325,32 +402,69 @@ export class NearestStep {
         for (let j = 0; j < w; j++) f32[p + j] = b[src + j]!
       }
     }
-    this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, L.col / 4 + ci * npad, 0, n))
+    this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * npad, 0, n))
     const a = B[this.slots!.a] as Float32Array
-    const T = (threads?.count ?? 0) + 1
-    for (let round = 0; round < m; round += T * CHUNK) {
-      // stage every thread's chunk, start the workers, compute chunk 0 here, then collect
-      const chunks: { r0: number; cnt: number; at: number }[] = []
-      for (let t = 0; t < T && round + t * CHUNK < m; t++) {
-        const r0 = round + t * CHUNK
-        const cnt = Math.min(CHUNK, m - r0)
-        const at = L.base + t * L.perThread
-        const padded = Math.ceil(cnt / R) * R
-        f32.set(a.subarray(r0 * k, (r0 + cnt) * k), (at + L.a) / 4)
-        if (padded > cnt) f32.fill(0, (at + L.a) / 4 + cnt * k, (at + L.a) / 4 + padded * k)
-        this.rowTerms.forEach((tm, ri) => this.termKernels[tm]!(B, f32, (at + L.row) / 4 + ri * CHUNK, r0, cnt))
-        chunks.push({ r0, cnt, at })
-        if (t > 0) threads!.start(t - 1, [padded, at + L.a, at + L.row, at + L.out])
+    const W = threads?.count ?? 0
+    const T = W + 1
+    const step = 4 * R
+    let next = 0
+    // rows handed out in chunks; with threads the last ones shrink so that all threads end together
+    const take = (): { r0: number; cnt: number } | undefined => {
+      if (next >= m) return undefined
+      const rest = m - next
+      const want = T > 1 ? Math.max(MIN_CHUNK, Math.ceil(rest / (2 * T) / step) * step) : chunk
+      const cnt = Math.min(chunk, want, rest)
+      const r0 = next
+      next += cnt
+      return { r0, cnt }
+    }
+    // copy a chunk's rows into buffer `at` (zero rows up to a whole register tile) and compute its row terms
+    const stage = (at: number, r0: number, cnt: number): number => {
+      const padded = Math.ceil(cnt / R) * R
+      f32.set(a.subarray(r0 * k, (r0 + cnt) * k), (at + g.a) / 4)
+      if (padded > cnt) f32.fill(0, (at + g.a) / 4 + cnt * k, (at + g.a) / 4 + padded * k)
+      this.rowTerms.forEach((tm, ri) => this.termKernels[tm]!(B, f32, (at + g.row) / 4 + ri * chunk, r0, cnt))
+      return padded
+    }
+    const bufAt = (i: number) => g.base + i * g.buf
+    const pending = Array.from({ length: W }, () => [] as { r0: number; cnt: number; at: number }[])
+    const collectDone = (w: number, done: number) => {
+      const q = pending[w]!
+      // tasks finish in order: the first (posted - done) entries of the queue are still running
+      while (q.length > threads!.posted(w) - done) {
+        const { r0, cnt, at } = q.shift()!
+        this.collect(f32, i32, (at + g.out) / 4, r0, cnt, out, CW)
       }
-      const c0 = chunks[0]!
-      run(Math.ceil(c0.cnt / R) * R, c0.at + L.a, c0.at + L.row, c0.at + L.out)
-      for (let t = 1; t < chunks.length; t++) threads!.wait(t - 1)
-      for (const { r0, cnt, at } of chunks) this.collect(f32, i32, (at + L.out) / 4, r0, cnt, out)
+    }
+    for (;;) {
+      // keep every worker's queue full (staging for it while it computes), then compute a chunk here
+      for (let w = 0; w < W; w++) {
+        const done = threads!.done(w)
+        collectDone(w, done)
+        for (let posted = threads!.posted(w); posted - done < QUEUE; posted++) {
+          const t = take()
+          if (!t) break
+          const at = bufAt(1 + w * QUEUE + (posted % QUEUE))
+          const padded = stage(at, t.r0, t.cnt)
+          threads!.post(w, [padded, at + g.a, at + g.row, at + g.out])
+          pending[w]!.push({ ...t, at })
+        }
+      }
+      const t = take()
+      if (!t) break
+      const at = bufAt(0)
+      run(stage(at, t.r0, t.cnt), at + g.a, at + g.row, at + g.out)
+      this.collect(f32, i32, (at + g.out) / 4, t.r0, t.cnt, out, CW)
+    }
+    for (let w = 0; w < W; w++) {
+      const posted = threads!.posted(w)
+      threads!.waitDone(w, posted)
+      collectDone(w, posted)
     }
   }
 
   /** Reduce each row's per-lane argmin state: a NaN wins at its first index, else the least value, then the least index. */
-  private collect(f32: Float32Array, i32: Int32Array, outBase: number, r0: number, cnt: number, out: Int32Array): void {
+  private collect(f32: Float32Array, i32: Int32Array, outBase: number, r0: number, cnt: number, out: Int32Array, CW: number): void {
     for (let q = 0; q < cnt; q++) {
       const base = outBase + q * 3 * CW
       let nanAt = 0x7fffffff

@@ -96,6 +96,9 @@ export class Code {
   f32x4Max() { return this.simd(0xe9) }
   i32x4Add() { return this.simd(0xae) }
   i32x4MinS() { return this.simd(0xb6) }
+  drop() { return this.op(0x1a) }
+  /** Relaxed SIMD (a*b+c, rounded once where the machine has FMA): operands a, b, c on the stack. */
+  f32x4RelaxedMadd() { return this.simd(0x105) }
 
   /** The encoded body: locals (one entry per local, simple and valid) then code. */
   encode(): number[] {
@@ -122,4 +125,14 @@ export function assemble(pages: number, funcs: readonly { name: string; code: Co
     ...section(10, vec(funcs.map((f) => f.code.encode()))),
   ]
   return new Uint8Array(bytes)
+}
+
+/**
+ * Whether this engine accepts relaxed SIMD (Node >= 22 and Chrome >= 114 by default; Node 20 with
+ * --experimental-wasm-relaxed-simd): validates a function that uses f32x4.relaxed_madd.
+ */
+export function relaxedSimdSupported(): boolean {
+  const c = new Code(0)
+  c.vConstF32([1, 1, 1, 1]).vConstF32([1, 1, 1, 1]).vConstF32([1, 1, 1, 1]).f32x4RelaxedMadd().drop()
+  return WebAssembly.validate(assemble(1, [{ name: 'f', code: c }]) as BufferSource)
 }

@@ -1,33 +1,38 @@
 import { Worker } from 'node:worker_threads'
 
+/** Tasks a worker may have queued (running included): the caller stages the next while one runs. */
+export const QUEUE = 2
+
 /**
  * Worker threads that run one exported kernel `run(a0, a1, a2, a3)` of a module on a shared
- * memory. The calling thread hands out work and blocks on Atomics until it is done, so a run
- * stays synchronous and the calling thread computes its own share meanwhile.
+ * memory. Each worker has a small task queue: the calling thread posts tasks, keeps computing its
+ * own share, and blocks on Atomics only when it needs a result, so a run stays synchronous and
+ * no thread waits for another to hand out or stage work while there is some queued.
  *
- * Control words per worker: [0] generation (bumped per task), [1..4] arguments, [5] generation
- * done, [6] quit, [7] failed.
+ * Control words per worker: [0] tasks posted, [1] tasks done, [2] quit, [3] failed, then QUEUE
+ * slots of 4 arguments (task i in slot i % QUEUE).
  */
 const workerSource = `
 const { workerData } = require('node:worker_threads')
-const { module, memory, ctrl } = workerData
+const { module, memory, ctrl, queue } = workerData
 const c = new Int32Array(ctrl)
 let run
 try {
   run = new WebAssembly.Instance(module, { env: { memory } }).exports.run
 } catch (e) {
-  Atomics.store(c, 7, 1)
+  Atomics.store(c, 3, 1)
 }
-let seen = 0
+let next = 0
 for (;;) {
-  Atomics.wait(c, 0, seen)
-  seen = Atomics.load(c, 0)
-  if (Atomics.load(c, 6) === 1) break
+  while (Atomics.load(c, 0) === next && Atomics.load(c, 2) === 0) Atomics.wait(c, 0, next)
+  if (Atomics.load(c, 2) === 1) break
+  const s = 4 + (next % queue) * 4
   if (run) {
-    try { run(c[1], c[2], c[3], c[4]) } catch (e) { Atomics.store(c, 7, 1) }
+    try { run(c[s], c[s + 1], c[s + 2], c[s + 3]) } catch (e) { Atomics.store(c, 3, 1) }
   }
-  Atomics.store(c, 5, seen)
-  Atomics.notify(c, 5)
+  next++
+  Atomics.store(c, 1, next)
+  Atomics.notify(c, 1)
 }
 `
 
@@ -36,8 +41,10 @@ export class KernelThreads {
 
   constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number) {
     this.workers = Array.from({ length: count }, () => {
-      const sab = new SharedArrayBuffer(8 * 4)
-      const worker = new Worker(workerSource, { eval: true, workerData: { module, memory, ctrl: sab } })
+      const sab = new SharedArrayBuffer((4 + 4 * QUEUE) * 4)
+      // no inherited execArgv: the source is plain CommonJS, and a parent's --input-type=module or
+      // loader (--import tsx) would break or slow its start; V8 flags are per process and still apply
+      const worker = new Worker(workerSource, { eval: true, execArgv: [], workerData: { module, memory, ctrl: sab, queue: QUEUE } })
       worker.unref()
       return { worker, ctrl: new Int32Array(sab) }
     })
@@ -47,31 +54,43 @@ export class KernelThreads {
     return this.workers.length
   }
 
-  start(t: number, args: readonly [number, number, number, number]): void {
+  /** Tasks posted to worker t so far. */
+  posted(t: number): number {
+    return Atomics.load(this.workers[t]!.ctrl, 0)
+  }
+
+  /** Tasks worker t has finished so far (their results are visible to the caller once read). */
+  done(t: number): number {
     const c = this.workers[t]!.ctrl
-    c.set(args, 1)
-    Atomics.add(c, 0, 1)
+    if (Atomics.load(c, 3) === 1) throw new Error('fast backend: the WebAssembly kernel failed in a worker thread')
+    return Atomics.load(c, 1)
+  }
+
+  /** Queue a task on worker t; the caller keeps at most QUEUE tasks unfinished there. */
+  post(t: number, args: readonly [number, number, number, number]): void {
+    const c = this.workers[t]!.ctrl
+    const n = Atomics.load(c, 0)
+    if (n - Atomics.load(c, 1) >= QUEUE) throw new Error('fast backend: a kernel thread queue overflowed')
+    c.set(args, 4 + (n % QUEUE) * 4)
+    Atomics.store(c, 0, n + 1)
     Atomics.notify(c, 0)
   }
 
-  /** Block until worker t has finished its task; throws if the kernel failed there. */
-  wait(t: number): void {
+  /** Block until worker t has finished at least `count` tasks; throws if the kernel failed there. */
+  waitDone(t: number, count: number): void {
     const c = this.workers[t]!.ctrl
-    const gen = Atomics.load(c, 0)
     const deadline = Date.now() + 60_000
     for (;;) {
-      const done = Atomics.load(c, 5)
-      if (done === gen) break
+      const done = this.done(t)
+      if (done >= count) return
       if (Date.now() > deadline) throw new Error('fast backend: a kernel thread did not answer within 60 s')
-      Atomics.wait(c, 5, done, 1000)
+      Atomics.wait(c, 1, done, 1000)
     }
-    if (Atomics.load(c, 7) === 1) throw new Error('fast backend: the WebAssembly kernel failed in a worker thread')
   }
 
   dispose(): void {
     for (const { worker, ctrl } of this.workers) {
-      Atomics.store(ctrl, 6, 1)
-      Atomics.add(ctrl, 0, 1)
+      Atomics.store(ctrl, 2, 1)
       Atomics.notify(ctrl, 0)
       void worker.terminate()
     }
