@@ -7,7 +7,6 @@
  * say so (transcendentalRtol = 2^-23).
  */
 
-const INV_LN2 = 1.4426950408889634
 // ln 2 split so that k * LN2_HI is exact for |k| < 2^20
 const LN2_HI = 0.6931471803691238
 const LN2_LO = 1.9082149292705877e-10
@@ -19,51 +18,13 @@ const POW2 = (() => {
   return t
 })()
 
-/** Taylor coefficients 1/n! for n = 13 down to 1. */
-const C = Array.from({ length: 13 }, (_, i) => {
-  let f = 1
-  for (let j = 2; j <= 13 - i; j++) f *= j
-  return 1 / f
-})
-const [c13, c12, c11, c10, c9, c8, c7, c6, c5, c4, c3, c2, c1] = C as [number, number, number, number, number, number, number, number, number, number, number, number, number]
-
-/** (e^r - 1) for |r| <= ln2/2 by its Taylor series to r^13 (truncation < 2e-16 relative). */
-function expm1Small(r: number): number {
-  let p = c13
-  p = p * r + c12
-  p = p * r + c11
-  p = p * r + c10
-  p = p * r + c9
-  p = p * r + c8
-  p = p * r + c7
-  p = p * r + c6
-  p = p * r + c5
-  p = p * r + c4
-  p = p * r + c3
-  p = p * r + c2
-  p = p * r + c1
-  return p * r
-}
-
-export function fastTanh(x: number): number {
-  const ax = Math.abs(x)
-  if (!(ax <= 20)) return x !== x ? x : x > 0 ? 1 : -1
-  const y = 2 * ax
-  const k = Math.round(y * INV_LN2)
-  const r = y - k * LN2_HI - k * LN2_LO
-  const p = expm1Small(r)
-  const em1 = k === 0 ? p : POW2[k + 1022]! * (p + 1) - 1
-  const t = em1 / (em1 + 2)
-  return x < 0 ? -t : x === 0 ? x : t
-}
-
 /*
  * exp for generated float32 loops: a table-driven float64 evaluation (2^(j/32) table, degree-5
  * polynomial) accurate to a few parts in 1e15, rounded to float32 by the caller. It differs from
  * `fround(Math.exp(x))` only where the exact value lies that close to a float32 rounding
  * midpoint, by one float32 ulp (the caps' transcendentalRtol = 2^-23). Measured 2.5x faster than
  * V8's out-of-line Math.exp, which dominated softmax loops over 67M logits (a 13-term series
- * with Math.round, as in fastTanh, was slower than Math.exp). `makeLogF32` below is the log
+ * with Math.round, as fastTanh had before, was slower than Math.exp). `makeLogF32` below is the log
  * counterpart; each kernel gets its own, since it reads float bits through a scratch array.
  */
 
@@ -77,6 +38,28 @@ const EXP_TAB = (() => {
 const N_LN2_HI = LN2_HI / 32
 const N_LN2_LO = LN2_LO / 32
 const INV_N_LN2 = 32 / Math.LN2
+
+/**
+ * tanh(x) = expm1(2x) / (expm1(2x) + 2), with expm1 from the same 2^(j/32) table as expF32:
+ * 2x = (32m + j) ln2/32 + r with |r| <= ln2/64, s = 2^m 2^(j/32), expm1(2x) = s expm1(r) + (s - 1)
+ * (degree-6 series for expm1(r), truncation below 4e-16 relative). When 2x is small, m = j = 0 and
+ * s - 1 = 0 exactly, so small arguments keep full relative accuracy; for larger ones s - 1 is
+ * exact or at least 1 in size. The rounding to an integer uses the 1.5 * 2^52 shifter, not
+ * Math.round, which V8 compiles to an out-of-line call here (about 8 ns). About 2x faster than
+ * the earlier Math.round + 13-term series, and 4x faster than Math.tanh.
+ */
+export function fastTanh(x: number): number {
+  if (!(Math.abs(x) <= 20)) return x !== x ? x : x > 0 ? 1 : -1
+  if (x === 0) return x
+  const y = 2 * x
+  const nf = (y * INV_N_LN2 + SHIFTER) - SHIFTER
+  const n = nf | 0
+  const r = y - nf * N_LN2_HI - nf * N_LN2_LO
+  const p = r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720))))))
+  const s = EXP_TAB[n & 31]! * POW2[(n >> 5) + 1022]!
+  const em1 = s * p + (s - 1)
+  return em1 / (em1 + 2)
+}
 
 /** exp(x) to float64 accuracy ~1e-15 relative, for any float64 x whose float32 rounding matters. */
 export function expF32(x: number): number {

@@ -104,11 +104,11 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, 
     ]
     return build(env, body, t.used)
   }
-  let init: string[], update: string[], result: string
+  let init: string[], updateOf: (x: string) => string[], result: string
   switch (e.prim) {
     case 'reduce_sum':
       init = ['let s = 0;']
-      update = [isInt ? `s = (s + ${x}) | 0;` : `s += ${x};`]
+      updateOf = (x) => [isInt ? `s = (s + ${x}) | 0;` : `s += ${x};`]
       result = 's'
       break
     case 'reduce_max':
@@ -116,14 +116,14 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, 
       const count = axes.reduce((p, k) => p * inShape[k]!, 1)
       if (count === 0) {
         init = ['let s = 0, c = 0;']
-        update = [`s = c++ === 0 ? ${x} : ${e.prim === 'reduce_max' ? 'MAX' : 'MIN'}(s, ${x});`]
+        updateOf = (x) => [`s = c++ === 0 ? ${x} : ${e.prim === 'reduce_max' ? 'MAX' : 'MIN'}(s, ${x});`]
       } else {
         // MAX/MIN inlined: a NaN sticks (s !== s keeps it; a NaN x fails the comparison and is
         // taken), and ties (+0 vs -0) take the newer element, as MAX(s, x) does; starting from
         // -inf/+inf gives the first element on the first step
         const cmp = e.prim === 'reduce_max' ? '>' : '<'
         init = [`let s = ${e.prim === 'reduce_max' ? '-Infinity' : 'Infinity'};`]
-        update = [`const v = ${x};`, `s = (s ${cmp} v || s !== s) ? s : v;`]
+        updateOf = (x) => [`const v = ${x};`, `s = (s ${cmp} v || s !== s) ? s : v;`]
       }
       result = 's'
       break
@@ -132,7 +132,7 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, 
     case 'argmax': {
       const r = redVars[0]!
       init = ['let best = 0, bi = -1;']
-      update = [
+      updateOf = (x) => [
         `const v = ${x};`,
         `if (v !== v) { bi = ${r}; break; }`,
         `if (bi < 0 || v ${e.prim === 'argmin' ? '<' : '>'} best) { best = v; bi = ${r}; }`,
@@ -143,18 +143,58 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, 
     default:
       throw new Error(`fast backend: ${e.prim} is not a reduction`)
   }
+  const step = (lines: readonly string[], stores: readonly string[], upd: readonly string[]) => [
+    ...lines,
+    ...stores,
+    ...(sideOutputs.length > 0 ? ['f++;'] : []),
+    ...upd,
+  ]
+  const unrolled = unrollable(e, axes, inShape, em.lines) ? unroll() : undefined
   const body = [
     'let o = 0, f = 0;',
     ...loopOpen(outVars, kept.map((k) => inShape[k]!)),
     ...init,
-    ...loopOpen(redVars, axes.map((k) => inShape[k]!)),
-    ...em.lines,
-    ...sideStores,
-    ...(sideOutputs.length > 0 ? ['f++;'] : []),
-    ...update,
-    ...redVars.map(() => '}'),
+    ...(unrolled ?? [
+      ...loopOpen(redVars, axes.map((k) => inShape[k]!)),
+      ...step(em.lines, sideStores, updateOf(x)),
+      ...redVars.map(() => '}'),
+    ]),
     `b${slot}[o++] = ${result};`,
     ...outVars.map(() => '}'),
   ]
   return build(env, body, t.used)
+
+  /**
+   * The reduced axis written out once per index, each copy in its own block: constants indexed
+   * along it become literals (FSQ's per-level scales, LFQ's bit weights) and the short loop's
+   * counter and exit branch go away. Same operations in the same order as the loop.
+   */
+  function unroll(): string[] {
+    const r = redVars[0]!
+    const out: string[] = []
+    for (let k = 0; k < inShape[axes[0]!]!; k++) {
+      const emk = new Emitter(t.env, `u${k}_`)
+      const ixk = ix.map((a) => (a === r ? String(k) : a))
+      const atk = sideOutputs.length > 0 ? { axes: ixk, flat: 'f' } : { axes: ixk }
+      const xk = emk.value(src, atk, selves)
+      const stores = sideOutputs.map((v) => `b${env.slotOf(v)}[f] = ${emk.value(v, atk, selves)};`)
+      out.push('{', ...step(emk.lines, stores, updateOf(xk)), '}')
+    }
+    return out
+  }
+}
+
+/** Largest reduced axis written out copy by copy. */
+const UNROLL_MAX = 16
+
+/**
+ * Unroll a sum/max/min over one short axis when one copy of its body is small and calls no
+ * transcendental helper (measured: LFQ's 16-bit sign-and-index loop 25% faster unrolled, FSQ's
+ * tanh loop slower, its inlined tanh copies crowd each other).
+ */
+function unrollable(e: Eqn, axes: readonly number[], shape: readonly number[], lines: readonly string[]): boolean {
+  if (e.prim === 'argmin' || e.prim === 'argmax' || axes.length !== 1) return false
+  const d = shape[axes[0]!]!
+  if (d < 2 || d > UNROLL_MAX) return false
+  return !lines.some((l) => /\b(TANH|EXP|LOG)\(/.test(l))
 }

@@ -1,6 +1,6 @@
 import { fc, test } from '@fast-check/vitest'
 import { describe, expect } from 'vitest'
-import { expF32, makeLogF32 } from '../src/fastmath.js'
+import { expF32, fastTanh, makeLogF32 } from '../src/fastmath.js'
 
 const F = Math.fround
 
@@ -59,5 +59,33 @@ describe('makeLogF32', () => {
       }
     }
     expect(differ).toBeLessThan(10)
+  })
+})
+
+describe('fastTanh', () => {
+  test('special values, signed zeros, tiny and saturating arguments equal the reference', () => {
+    for (const x of [0, -0, NaN, Infinity, -Infinity, 1e-45, -1e-45, 1e-30, -1e-8, 20, -20, 20.5, -25, 9.01, -9.01, 0.5493061]) {
+      expect(Object.is(F(fastTanh(x)), F(Math.tanh(x))), `x = ${x}`).toBe(true)
+    }
+  })
+
+  test('a dense sweep of float32 inputs over [-12, 12] and near 0 rarely differs, and never by more than one ulp', () => {
+    let differ = 0
+    const check = (x: number) => {
+      const want = F(Math.tanh(x)), got = F(fastTanh(x))
+      if (got !== want) {
+        differ++
+        expect(Math.abs(got - want) / Math.abs(want)).toBeLessThanOrEqual(2 ** -23)
+      }
+    }
+    for (let i = 0; i < 200000; i++) check(F(-12 + i * 0.00012))
+    for (let i = -20000; i <= 20000; i++) check(F(i * 1e-7))
+    expect(differ).toBeLessThan(20)
+  })
+
+  test.prop([fc.float({ noNaN: true })], { numRuns: 200 })('on any float32 it is within one float32 ulp of fround(Math.tanh(x))', (x) => {
+    const want = F(Math.tanh(x)), got = F(fastTanh(x))
+    if (Object.is(want, got)) return
+    expect(Math.abs(got - want) / Math.abs(want)).toBeLessThanOrEqual(2 ** -23)
   })
 })
