@@ -194,9 +194,28 @@ function sideOutputsOf(
       if (readBeforeBy(id, k)) continue
       sides.push(d.out)
     }
-    if (sides.length === 0) return
-    for (const v of sides) absorbed.add(v.id)
-    result.set(e.out.id, sides)
+    // The loop computes a side value at its own flat index; read through a movement op
+    // (transpose, slice, broadcast, reshape) it is wanted at another index, which the emitter
+    // takes from its buffer, unwritten at that point (found by the cross-backend gradient tests:
+    // min over transpose(exp(tanh x)) read 0). Such values keep a loop of their own.
+    const candidates = new Set(sides.map((v) => v.id))
+    const movedReads = new Set<number>()
+    const walk = (v: Var, moved: boolean): void => {
+      if (stored.has(v.id) && (moved || !candidates.has(v.id))) {
+        if (moved) movedReads.add(v.id)
+        return
+      }
+      const d = def.get(v.id)
+      if (!d) return
+      const m = moved || MOVEMENT.has(d.prim)
+      for (const u of d.inputs) walk(u, m)
+    }
+    walk(e.inputs[0]!, false)
+    for (const v of sides) walk(v, false)
+    const kept = sides.filter((v) => !movedReads.has(v.id))
+    if (kept.length === 0) return
+    for (const v of kept) absorbed.add(v.id)
+    result.set(e.out.id, kept)
   })
   return result
 }
