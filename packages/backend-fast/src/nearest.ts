@@ -287,7 +287,6 @@ export class NearestStep {
     // loop, which TurboFan otherwise spills badly
     const ROW_STATE = 3 * CW * 4
     const stAt = (r: number, v: number, which: 0 | 1 | 2) => r * ROW_STATE + which * CW * 4 + v * 16
-    const INT_MAX = 0x7fffffff
     const INF4 = [Infinity, Infinity, Infinity, Infinity]
     const mask = n % CW !== 0
 
@@ -297,7 +296,7 @@ export class NearestStep {
     for (let v = 0; v < V; v++) {
       c.get(p).vConstF32(INF4).vStore(v * 16)
       c.get(p).vConstI32([0, 0, 0, 0]).vStore(CW * 4 + v * 16)
-      c.get(p).vConstI32([INT_MAX, INT_MAX, INT_MAX, INT_MAX]).vStore(2 * CW * 4 + v * 16)
+      c.get(p).vConstI32([-1, -1, -1, -1]).vStore(2 * CW * 4 + v * 16)
     }
     c.get(p).i32(ROW_STATE).i32Add().tee(p).get(end).i32LtU().brIf(0)
     c.end()
@@ -359,21 +358,25 @@ export class NearestStep {
         c.set(tmp)
         // this vector's column indices
         c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(cidx)
+        // comparison masks are all ones or all zeros per lane, so relaxed laneselect (blendvps) is exact
+        const select = () => (relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
         if (mask) {
           // padding columns (j >= n) become +Inf: they never win and never count as NaN
           c.get(tmp).vConstF32(INF4)
-          c.get(cidx).vConstI32([n, n, n, n]).i32x4LtS().bitselect().set(tmp)
+          c.get(cidx).vConstI32([n, n, n, n]).i32x4LtS()
+          select().set(tmp)
         }
-        // first NaN per lane
+        // first NaN per lane: unsigned min of the column index where NaN, else 0xffffffff
         c.get(op)
         c.get(op).vLoad(stAt(r, v, 2))
-        c.get(cidx).vConstI32([INT_MAX, INT_MAX, INT_MAX, INT_MAX]).get(tmp).get(tmp).f32x4Ne().bitselect()
-        c.i32x4MinS().vStore(stAt(r, v, 2))
+        c.get(cidx).get(tmp).get(tmp).f32x4Eq().vOr()
+        c.i32x4MinU().vStore(stAt(r, v, 2))
         // strict less keeps the first index per lane
         c.get(op).vLoad(stAt(r, v, 0)).set(cur)
         c.get(tmp).get(cur).f32x4Lt().set(less)
-        c.get(op).get(tmp).get(cur).get(less).bitselect().vStore(stAt(r, v, 0))
-        c.get(op).get(cidx).get(op).vLoad(stAt(r, v, 1)).get(less).bitselect().vStore(stAt(r, v, 1))
+        c.get(op).get(cur).get(tmp).f32x4Pmin().vStore(stAt(r, v, 0))
+        c.get(op).get(cidx).get(op).vLoad(stAt(r, v, 1)).get(less)
+        select().vStore(stAt(r, v, 1))
       }
     c.get(ap).i32(R * k * 4).i32Add().set(ap)
     c.get(rp).i32(R * 4).i32Add().set(rp)
@@ -467,9 +470,9 @@ export class NearestStep {
   private collect(f32: Float32Array, i32: Int32Array, outBase: number, r0: number, cnt: number, out: Int32Array, CW: number): void {
     for (let q = 0; q < cnt; q++) {
       const base = outBase + q * 3 * CW
-      let nanAt = 0x7fffffff
-      for (let l = 0; l < CW; l++) nanAt = Math.min(nanAt, i32[base + 2 * CW + l]!)
-      if (nanAt !== 0x7fffffff) {
+      let nanAt = -1
+      for (let l = 0; l < CW; l++) nanAt = Math.min(nanAt >>> 0, i32[base + 2 * CW + l]! >>> 0)
+      if (nanAt !== 0xffffffff) {
         out[r0 + q] = nanAt
         continue
       }

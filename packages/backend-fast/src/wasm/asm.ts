@@ -81,6 +81,7 @@ export class Code {
   i32x4Splat() { return this.simd(0x11) }
   f32x4Splat() { return this.simd(0x13) }
   i32x4LtS() { return this.simd(0x39) }
+  f32x4Eq() { return this.simd(0x41) }
   f32x4Ne() { return this.simd(0x42) }
   f32x4Lt() { return this.simd(0x43) }
   vOr() { return this.simd(0x50) }
@@ -96,9 +97,14 @@ export class Code {
   f32x4Max() { return this.simd(0xe9) }
   i32x4Add() { return this.simd(0xae) }
   i32x4MinS() { return this.simd(0xb6) }
+  i32x4MinU() { return this.simd(0xb7) }
+  /** b < a ? b : a per lane (one minps on x64, unlike f32x4.min's NaN rules). */
+  f32x4Pmin() { return this.simd(0xea) }
   drop() { return this.op(0x1a) }
   /** Relaxed SIMD (a*b+c, rounded once where the machine has FMA): operands a, b, c on the stack. */
   f32x4RelaxedMadd() { return this.simd(0x105) }
+  /** Relaxed SIMD bitselect (one blendvps on x64): exact where every mask lane is all ones or all zeros. */
+  i32x4RelaxedLaneselect() { return this.simd(0x10b) }
 
   /** The encoded body: locals (one entry per local, simple and valid) then code. */
   encode(): number[] {
