@@ -103,8 +103,17 @@ async function tfjsSetup(backendName: 'cpu' | 'wasm', w: Workload, ins: Input[],
 export const implementations: Readonly<Record<string, Setup>> = {
   'tessera/cpu-reference': tessera(async () => (await import('@tessera/backend-cpu')).cpuBackend()),
   'tessera/fast-js': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ wasm: false })),
-  'tessera/fast-wasm-1t': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ threads: 1 })),
-  'tessera/fast-wasm-2t': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ threads: 2 })),
+  'tessera/fast-wasm-1t': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ threads: 1, relaxedSimd: false })),
+  'tessera/fast-wasm-2t': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ threads: 2, relaxedSimd: false })),
+  // fused multiply-adds (relaxed SIMD) in the nearest-code kernel: Node 20 needs NODE_FLAGS below
+  'tessera/fast-wasm-relaxed-2t': tessera(async () => {
+    const { fastBackend } = await import('@tessera/backend-fast')
+    try {
+      return fastBackend({ threads: 2, relaxedSimd: true })
+    } catch (e) {
+      return (e as Error).message
+    }
+  }),
   'tessera/gpujs-cpu': gpujs('cpu'),
   'tessera/gpujs-webasm': gpujs('webasm'),
   'tessera/gpujs-headlessgl': gpujs('headlessgl'),
@@ -115,6 +124,11 @@ export const implementations: Readonly<Record<string, Setup>> = {
 }
 
 export const REFERENCE = 'tessera/cpu-reference'
+
+/** Node options an implementation's process needs: relaxed SIMD is on by default from Node 22 (and Chrome 114). */
+export const NODE_FLAGS: Readonly<Record<string, readonly string[]>> = {
+  'tessera/fast-wasm-relaxed-2t': Number(process.versions.node.split('.')[0]) < 22 ? ['--experimental-wasm-relaxed-simd'] : [],
+}
 
 /**
  * argv: <workload> <impl[,impl...]> <quick 0|1> <result file> <reference cache file> <max seconds>.

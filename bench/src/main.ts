@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command } from 'commander'
 import type { ChildResult } from './child.js'
-import { REFERENCE, implementations } from './child.js'
+import { NODE_FLAGS, REFERENCE, implementations } from './child.js'
 import { workloads } from './workloads.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -43,7 +43,7 @@ function runChild(wid: string, implList: readonly string[]): Promise<ChildResult
   const refFile = join(tmp, `ref-${wid}.bin`)
   return new Promise((resolve) => {
     const child = fork(join(here, 'child.ts'), [wid, implList.join(','), quick ? '1' : '0', resultFile, refFile, String(maxSeconds)], {
-      execArgv: ['--import', 'tsx/esm', '--conditions=@tessera/source'],
+      execArgv: ['--import', 'tsx/esm', '--conditions=@tessera/source', ...implList.flatMap((i) => NODE_FLAGS[i] ?? [])],
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     })
     let err = ''
@@ -131,6 +131,8 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
       ? 'Median of at least 5 timed calls after warm-up; --quick: one process per workload, so "peak RSS" is that process\'s peak so far. Inputs and outputs are host typed arrays.'
       : 'Median of at least 5 timed calls after warm-up, one process per workload and implementation ("peak RSS" is that process\'s; "base" is its RSS before the inputs were built). Inputs and outputs are host typed arrays.',
   )
+  if (results.some((r) => r.impl.includes('relaxed')))
+    lines.push('`fast-wasm-relaxed-2t`: the nearest-code kernel with relaxed SIMD fused multiply-adds; on Node 20 its process runs with `--experimental-wasm-relaxed-simd` (on by default in Node >= 22 and Chrome >= 114). `fast-wasm-1t`/`-2t` use separate multiplies and adds.', '')
   lines.push('"vs peer": time divided by the fastest peer\'s (onnxruntime-node, tfjs-cpu, tfjs-wasm, plain JS); below 1 is faster. Indices are checked against the CPU reference; "ties" counts rows where an index differs only between equally near candidates.', '')
   const byW = new Map<string, ChildResult[]>()
   for (const r of results) byW.set(r.workload, [...(byW.get(r.workload) ?? []), r])
