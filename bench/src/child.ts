@@ -11,6 +11,7 @@ import type { Arr, Input, Workload } from './workloads.js'
 import { workloads } from './workloads.js'
 import { overheadProgram } from './programs.js'
 import { encodeModel } from './onnx/proto.js'
+import { readInputs } from './inputs-file.js'
 
 export interface ChildResult {
   readonly workload: string
@@ -21,14 +22,57 @@ export interface ChildResult {
   readonly minMs?: number
   readonly runs?: number
   readonly ties?: number
+  /** RSS when the measurement began: the process with its modules loaded, before the inputs exist. */
   readonly rssBaseMB: number
+  /** The process's peak RSS up to the end of the last timed call (before the check against the reference). */
   readonly rssPeakMB: number
+  /** Bytes of the inputs plus this implementation's outputs, in MB (2^20 bytes). */
+  readonly ioMB?: number
+  /** RSS after the inputs were built, after setup (compilation), after the first call. */
+  readonly rssStagesMB?: { readonly inputs: number; readonly setup: number; readonly firstCall: number }
 }
 
 type Runner = { run(): Promise<Arr[]>; dispose(): void }
 type Setup = (w: Workload, ins: Input[], quick: boolean) => Promise<Runner | string>
 
-const require = createRequire(import.meta.url)
+const requireHere = createRequire(import.meta.url)
+
+const MB = 2 ** 20
+/** This process's resident set now and its peak (VmRSS, VmHWM), in MB. */
+export function rssNow(): { rss: number; peak: number } {
+  // VmHWM counts this process image only; getrusage's maxRSS also counts the forked parent's pages before exec
+  try {
+    const status = readFileSync('/proc/self/status', 'utf8')
+    const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1])
+    const rss = kb('VmRSS'), peak = kb('VmHWM')
+    if (Number.isFinite(rss) && Number.isFinite(peak)) return { rss: rss / 1024, peak: peak / 1024 }
+  } catch {
+    // not Linux: fall through
+  }
+  return { rss: process.memoryUsage().rss / MB, peak: process.resourceUsage().maxRSS / 1024 }
+}
+
+/**
+ * Between two calls: let go of the previous call's outputs and collect them, outside the timed
+ * region. The await matters: a suspended async function keeps the value it last awaited (the
+ * previous outputs) reachable until it awaits again, so a collection right after
+ * `out = undefined` would not free them.
+ */
+async function releaseOutputs(): Promise<void> {
+  await new Promise<void>((resolve) => setImmediate(resolve))
+  collect()
+}
+
+/**
+ * Full collections between calls, outside the timed region (the child runs with --expose-gc).
+ * Twice: V8 frees dead ArrayBuffers' memory on a background thread after a collection, and the
+ * next collection first waits for that, so after the second one the first one's garbage is gone.
+ */
+function collect(): void {
+  const gc = (globalThis as { gc?: () => void }).gc
+  gc?.()
+  gc?.()
+}
 
 async function tesseraRunner(makeBackend: () => Promise<Backend | string>, program: Program, ins: Input[]): Promise<Runner | string> {
   const backend = await makeBackend()
@@ -84,7 +128,7 @@ async function tfjsSetup(backendName: 'cpu' | 'wasm', w: Workload, ins: Input[],
   else {
     const wasm = await import('@tensorflow/tfjs-backend-wasm')
     // the .wasm binaries ship in the package: point tfjs at them, never at a CDN
-    wasm.setWasmPaths(join(dirname(require.resolve('@tensorflow/tfjs-backend-wasm')), '/'))
+    wasm.setWasmPaths(join(dirname(requireHere.resolve('@tensorflow/tfjs-backend-wasm')), '/'))
   }
   if (!(await tf.setBackend(backendName))) return `tfjs backend ${backendName} did not initialize`
   await tf.ready()
@@ -131,42 +175,60 @@ export const NODE_FLAGS: Readonly<Record<string, readonly string[]>> = {
 }
 
 /**
- * argv: <workload> <impl[,impl...]> <quick 0|1> <result file> <reference cache file> <max seconds>.
+ * argv: <workload> <impl[,impl...]> <quick 0|1> <result file> <reference cache file> <max seconds>
+ * [<inputs file>] (written by `writeInputs`; without it the process generates the inputs itself).
  * Several implementations in one process (the --quick mode) share its peak RSS, which is then
  * reported as the process's peak so far.
  */
 async function main(): Promise<void> {
-  const [wid, implList, quickArg, resultFile, refFile, maxSecArg] = process.argv.slice(2) as string[]
+  const [wid, implList, quickArg, resultFile, refFile, maxSecArg, inputsFile] = process.argv.slice(2) as string[]
   const quick = quickArg === '1'
   const maxMs = Number(maxSecArg) * 1000
   const results: ChildResult[] = []
   const save = () => writeFileSync(resultFile!, JSON.stringify(results))
   for (const impl of implList!.split(',')) {
-    results.push(await measure(wid!, impl, quick, refFile!, maxMs))
+    results.push(await measure(wid!, impl, quick, refFile!, maxMs, inputsFile))
     save()
   }
   process.exit(0)
 }
 
-async function measure(wid: string, impl: string, quick: boolean, refFile: string, maxMs: number): Promise<ChildResult> {
-  const rssBaseMB = process.memoryUsage().rss / 2 ** 20
+async function measure(wid: string, impl: string, quick: boolean, refFile: string, maxMs: number, inputsFile?: string): Promise<ChildResult> {
+  collect()
+  const rssBaseMB = rssNow().rss
+  // frozen at the end of the last timed call, so the check against the reference is not counted
+  let rssPeakMB: number | undefined
+  let ioMB: number | undefined
+  let rssStagesMB: ChildResult['rssStagesMB']
   const done = (r: Omit<ChildResult, 'workload' | 'impl' | 'rssBaseMB' | 'rssPeakMB'>): ChildResult => ({
-    workload: wid, impl, ...r, rssBaseMB, rssPeakMB: process.resourceUsage().maxRSS / 1024,
+    workload: wid, impl, ...r, rssBaseMB, rssPeakMB: rssPeakMB ?? rssNow().peak,
+    ...(ioMB !== undefined ? { ioMB } : {}), ...(rssStagesMB ? { rssStagesMB } : {}),
   })
+  const bytes = (arrs: readonly { byteLength: number }[]) => arrs.reduce((s, a) => s + a.byteLength, 0)
   try {
     const w = wid === 'OVH' ? overheadWorkload : wid === 'TRAIN' ? trainWorkload : workloads.find((x) => x.id === wid)
     if (!w) throw new Error(`unknown workload ${wid}`)
     const setup = implementations[impl]
     if (!setup) throw new Error(`unknown implementation ${impl}`)
-    const ins = w.inputs(quick)
+    const ins = inputsFile ? readInputs(inputsFile) : w.inputs(quick)
+    const afterInputs = rssNow().rss
     const runner = await setup(w, ins, quick)
     if (typeof runner === 'string') return done({ status: 'skipped', note: runner })
+    const afterSetup = rssNow().rss
+    // Outputs of a previous call are dropped and collected before the next one (not for OVH's
+    // thousands of 4-float calls): otherwise V8 frees large typed arrays lazily and the peak
+    // would count one or two calls' discarded outputs on top of the live ones.
+    const betweenCalls = w.id === 'OVH' ? async () => {} : releaseOutputs
     // warm-up: at least one call, more while they are cheap
     const t0 = performance.now()
-    let out = await runner.run()
+    let out: Arr[] | undefined = await runner.run()
     const first = performance.now() - t0
+    rssStagesMB = { inputs: afterInputs, setup: afterSetup, firstCall: rssNow().rss }
+    // TRAIN's inputs live inside its runner (the model's parameters and a batch): no I/O figure
+    if (w.id !== 'TRAIN') ioMB = (bytes(ins.map((t) => t.data)) + bytes(out)) / MB
     // far too slow to time five more calls in the budget: report the one call, flagged
     if (first > maxMs / 4) {
+      rssPeakMB = rssNow().peak
       runner.dispose()
       if (impl === REFERENCE) writeFileSync(refFile, serialize(out))
       const check =
@@ -176,24 +238,31 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
         note: `${check.note ? check.note + '; ' : ''}one call (with compilation) took ${(first / 1000).toFixed(1)} s, over ${(maxMs / 4000).toFixed(0)} s: not timed further`,
       })
     }
-    for (let i = 0; i < 4 && performance.now() - t0 < Math.min(1000, maxMs / 10); i++) out = await runner.run()
+    for (let i = 0; i < 4 && performance.now() - t0 < Math.min(1000, maxMs / 10); i++) {
+      out = undefined
+      await betweenCalls()
+      out = await runner.run()
+    }
     const times: number[] = []
     const start = performance.now()
     const minRuns = w.id === 'OVH' ? 2000 : 5
     const maxRuns = w.id === 'OVH' ? 20000 : 30
     while (times.length < maxRuns) {
+      out = undefined
+      await betweenCalls()
       const s = performance.now()
       out = await runner.run()
       times.push(performance.now() - s)
       const spent = performance.now() - start
       if (times.length >= minRuns && spent > Math.min(2000, maxMs)) break
     }
+    rssPeakMB = rssNow().peak
     times.sort((a, b) => a - b)
     const medianMs = times[Math.floor(times.length / 2)]!
     runner.dispose()
     let check: { ok: boolean; ties: number; note?: string } = { ok: true, ties: 0 }
-    if (impl === REFERENCE) writeFileSync(refFile, serialize(out))
-    else if (existsSync(refFile)) check = w.check(ins, deserialize(readFileSync(refFile)) as Arr[], out, quick)
+    if (impl === REFERENCE) writeFileSync(refFile, serialize(out!))
+    else if (existsSync(refFile)) check = w.check(ins, deserialize(readFileSync(refFile)) as Arr[], out!, quick)
     else check = { ok: true, ties: 0, note: 'no reference output to check against' }
     return done({
       status: check.ok ? 'ok' : 'mismatch',

@@ -11,6 +11,8 @@ import { Command } from 'commander'
 import type { ChildResult } from './child.js'
 import { NODE_FLAGS, REFERENCE, implementations } from './child.js'
 import { workloads } from './workloads.js'
+import { bundleChild } from './bundle.js'
+import { writeInputs } from './inputs-file.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const benchDir = join(here, '..')
@@ -36,14 +38,29 @@ const impls = Object.keys(implementations).filter((n) => n === REFERENCE || !imp
 
 const tmp = join(os.tmpdir(), `tessera-bench-${process.pid}`)
 mkdirSync(tmp, { recursive: true })
+// under bench/node_modules so the bundle's external packages resolve from bench's dependencies
+const bundleDir = join(benchDir, 'node_modules', '.cache', 'tessera-bench', String(process.pid))
 
-function runChild(wid: string, implList: readonly string[]): Promise<ChildResult[]> {
+/** The workload's inputs, generated here once and read by every measured process (see inputs-file.ts). */
+function inputsFile(wid: string): string | undefined {
+  const w = workloads.find((x) => x.id === wid)
+  if (!w) return undefined
+  const file = join(tmp, `inputs-${wid}.bin`)
+  if (!existsSync(file)) writeInputs(file, w.inputs(quick))
+  return file
+}
+
+function runChild(childEntry: string, wid: string, implList: readonly string[]): Promise<ChildResult[]> {
   const resultFile = join(tmp, 'result.json')
   rmSync(resultFile, { force: true })
   const refFile = join(tmp, `ref-${wid}.bin`)
+  const ins = inputsFile(wid)
   return new Promise((resolve) => {
-    const child = fork(join(here, 'child.ts'), [wid, implList.join(','), quick ? '1' : '0', resultFile, refFile, String(maxSeconds)], {
-      execArgv: ['--import', 'tsx/esm', '--conditions=@tessera/source', ...implList.flatMap((i) => NODE_FLAGS[i] ?? [])],
+    const args = [wid, implList.join(','), quick ? '1' : '0', resultFile, refFile, String(maxSeconds), ...(ins ? [ins] : [])]
+    // plain node on the bundle: no tsx loader in the measured process; gc() between calls
+    const child = fork(childEntry, args, {
+      execPath: process.execPath,
+      execArgv: ['--expose-gc', ...implList.flatMap((i) => NODE_FLAGS[i] ?? [])],
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
     })
     let err = ''
@@ -97,17 +114,23 @@ async function main(): Promise<void> {
     OVH: 'per-call overhead: warm compiled x + 1 on 4 floats',
   }
   for (const w of workloads) titles[w.id] = w.title(quick)
-  for (const wid of ids) {
-    const list = wid === 'OVH' ? impls.filter((i) => !i.includes('gpujs-cpu')) : impls
-    const batches = quick ? [list] : list.map((i) => [i])
-    for (const batch of batches) {
-      for (const r of await runChild(wid, batch)) {
-        process.stderr.write(`${wid} ${r.impl}: ${r.status} ${fmt(r.medianMs, 2)} ms${r.note ? ` (${r.note})` : ''}\n`)
-        results.push(r)
+  try {
+    const childEntry = await bundleChild(here, bundleDir)
+    for (const wid of ids) {
+      const list = wid === 'OVH' ? impls.filter((i) => !i.includes('gpujs-cpu')) : impls
+      const batches = quick ? [list] : list.map((i) => [i])
+      for (const batch of batches) {
+        for (const r of await runChild(childEntry, wid, batch)) {
+          const mem = r.rssPeakMB ? `; RSS peak ${fmt(r.rssPeakMB, 0)} MiB, base ${fmt(r.rssBaseMB, 0)}${r.rssStagesMB ? `, after inputs ${fmt(r.rssStagesMB.inputs, 0)}, setup ${fmt(r.rssStagesMB.setup, 0)}, first call ${fmt(r.rssStagesMB.firstCall, 0)}` : ''}` : ''
+          process.stderr.write(`${wid} ${r.impl}: ${r.status} ${fmt(r.medianMs, 2)} ms${mem}${r.note ? ` (${r.note})` : ''}\n`)
+          results.push(r)
+        }
       }
     }
+  } finally {
+    rmSync(tmp, { recursive: true, force: true })
+    rmSync(bundleDir, { recursive: true, force: true })
   }
-  rmSync(tmp, { recursive: true, force: true })
   const m = machine()
   const md = renderTable(results, titles, m, started)
   console.log(md)
@@ -122,14 +145,35 @@ async function main(): Promise<void> {
   }
 }
 
+/** Issue 6: W1b's whole-process peak RSS under 3x the bytes of its inputs and outputs. */
+const MEMORY_TARGET: Readonly<Record<string, number>> = { W1b: 3 }
+
+const measured = (r: ChildResult) => (r.status === 'ok' || r.status === 'mismatch') && r.ioMB !== undefined && r.rssPeakMB > 0
+
+function memoryCells(r: ChildResult): string {
+  if (!(r.rssPeakMB > 0)) return '– | – | – | – | –'
+  const io = r.ioMB
+  return `${fmt(r.rssPeakMB, 0)} | ${fmt(r.rssBaseMB, 0)} | ${fmt(r.rssPeakMB - r.rssBaseMB, 0)} | ${fmt(io)} | ${io ? (r.rssPeakMB / io).toFixed(2) + 'x' : '–'}`
+}
+
+function memoryTargetLine(rs: readonly ChildResult[], factor: number): string {
+  const ok = rs.filter((r) => measured(r) && r.rssPeakMB < factor * r.ioMB!)
+  const over = rs.filter((r) => measured(r) && !ok.includes(r))
+  const names = (xs: readonly ChildResult[]) => (xs.length ? xs.map((r) => `${r.impl} (${(r.rssPeakMB / r.ioMB!).toFixed(2)}x)`).join(', ') : 'none')
+  const io = rs.find(measured)?.ioMB
+  return `Memory target (issue 6): whole-process peak RSS below ${factor}x I/O${io ? ` (${factor} x ${fmt(io)} = ${fmt(factor * io, 0)} MiB with int32 indices)` : ''}. Met: ${names(ok)}. Not met: ${names(over)}.`
+}
+
 function renderTable(results: ChildResult[], titles: Record<string, string>, m: ReturnType<typeof machine>, started: Date): string {
   const lines: string[] = []
   lines.push(`# Tessera benchmarks ${quick ? '(quick sizes)' : ''}`.trim(), '')
   lines.push(`${started.toISOString()} · ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB · Node ${m.node} · ${m.platform} · load average at the end ${m.loadavg.join(' ')}`, '')
   lines.push(
     quick
-      ? 'Median of at least 5 timed calls after warm-up; --quick: one process per workload, so "peak RSS" is that process\'s peak so far. Inputs and outputs are host typed arrays.'
-      : 'Median of at least 5 timed calls after warm-up, one process per workload and implementation ("peak RSS" is that process\'s; "base" is its RSS before the inputs were built). Inputs and outputs are host typed arrays.',
+      ? 'Median of at least 5 timed calls after warm-up; --quick: one process per workload (the reference included), so "peak RSS" is that process\'s peak so far. Inputs and outputs are host typed arrays.'
+      : 'Median of at least 5 timed calls after warm-up, one process per workload and implementation. Inputs and outputs are host typed arrays.',
+    '',
+    'Memory (MiB = 2^20 bytes): "peak RSS" is the whole measured process\'s peak resident set (VmHWM) from its start to the end of its last timed call: node, the harness, the implementation\'s code, its worker threads and native/wasm memory, the inputs and the live outputs; the check against the reference comes after it and is not counted. "base" is the process\'s RSS before the inputs exist (node with the harness loaded, plain `node` on a bundle, no tsx); "peak − base" is what the inputs, the implementation and its outputs added. "I/O" is the bytes of the inputs plus this implementation\'s outputs. Outputs of a previous call are dropped and collected (outside the timed region) before the next call.',
   )
   if (results.some((r) => r.impl.includes('relaxed')))
     lines.push('`fast-wasm-relaxed-2t`: the nearest-code kernel with relaxed SIMD fused multiply-adds; on Node 20 its process runs with `--experimental-wasm-relaxed-simd` (on by default in Node >= 22 and Chrome >= 114). `fast-wasm-1t`/`-2t` use separate multiplies and adds.', '')
@@ -142,8 +186,12 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
     lines.push(`## ${wid}: ${titles[wid] ?? ''}`, '')
     const peerBest = Math.min(...rs.filter((r) => PEERS.includes(r.impl) && r.status === 'ok' && r.medianMs !== undefined).map((r) => r.medianMs!))
     const flops = w?.flops?.(quick)
-    if (wid === 'OVH') lines.push('| implementation | status | median µs/call | min µs | runs | peak RSS MB |', '|---|---|---|---|---|---|')
-    else lines.push(`| implementation | status | median ms | min ms | vectors/s |${flops ? ' GFLOP/s |' : ''} vs peer | runs | ties | peak RSS MB (base) | note |`, `|---|---|---|---|---|${flops ? '---|' : ''}---|---|---|---|---|`)
+    if (wid === 'OVH') lines.push('| implementation | status | median µs/call | min µs | runs | peak RSS MiB |', '|---|---|---|---|---|---|')
+    else
+      lines.push(
+        `| implementation | status | median ms | min ms | vectors/s |${flops ? ' GFLOP/s |' : ''} vs peer | runs | ties | peak RSS MiB | base | peak − base | I/O MiB | peak / I/O | note |`,
+        `|---|---|---|---|---|${flops ? '---|' : ''}---|---|---|---|---|---|---|---|---|`,
+      )
     for (const r of rs) {
       if (wid === 'OVH') {
         lines.push(`| ${r.impl} | ${r.status} | ${fmt(r.medianMs !== undefined ? r.medianMs * 1000 : undefined)} | ${fmt(r.minMs !== undefined ? r.minMs * 1000 : undefined)} | ${r.runs ?? '–'} | ${fmt(r.rssPeakMB, 0)} |`)
@@ -154,10 +202,13 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
       const gf = ms && flops ? flops / (ms / 1000) / 1e9 : undefined
       const ratio = ms && Number.isFinite(peerBest) ? ms / peerBest : undefined
       lines.push(
-        `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${fmt(gf)} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${r.runs ?? '–'} | ${r.ties ?? '–'} | ${fmt(r.rssPeakMB, 0)} (${fmt(r.rssBaseMB, 0)}) | ${r.note ?? ''} |`,
+        `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${fmt(gf)} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${r.runs ?? '–'} | ${r.ties ?? '–'} | ${memoryCells(r)} | ${r.note ?? ''} |`,
       )
     }
     lines.push('')
+    // --quick shares one process among implementations: its peaks say nothing about the target
+    const limit = MEMORY_TARGET[wid]
+    if (limit && !quick) lines.push(memoryTargetLine(rs, limit), '')
   }
   return lines.join('\n')
 }

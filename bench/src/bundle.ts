@@ -1,0 +1,35 @@
+import { join } from 'node:path'
+import { build } from 'esbuild'
+
+/**
+ * The child process runs from a JavaScript bundle of `child.ts` built once per bench run, under
+ * plain `node`: running it under tsx costs every measured process ~29 MB of RSS for tsx's loader
+ * thread (a second V8 isolate) and the in-memory transpiled sources, which is the harness's
+ * memory, not the measured implementation's. Each implementation's code is a separate chunk
+ * (dynamic imports with code splitting), so a process loads only the implementation it runs.
+ * Packages with native parts or large sources stay external and are loaded from bench's
+ * node_modules (gpu.js is a dependency of bench for that reason too), which is why the bundle is
+ * written under it.
+ */
+export const EXTERNAL = ['onnxruntime-node', '@tensorflow/*', 'gpu.js'] as const
+
+/** Builds the child bundle into `outDir` (under bench/) and returns the entry file's path. */
+export async function bundleChild(srcDir: string, outDir: string): Promise<string> {
+  await build({
+    entryPoints: { child: join(srcDir, 'child.ts') },
+    outdir: outDir,
+    outExtension: { '.js': '.mjs' },
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'node',
+    target: 'node20',
+    // the workspace packages' TypeScript sources, as tsx resolves them in the rest of the repo
+    conditions: ['@tessera/source'],
+    external: [...EXTERNAL],
+    // CommonJS dependencies (fp-ts/lib, io-ts) may call require for node builtins
+    banner: { js: "import { createRequire as __benchCreateRequire } from 'node:module'; const require = __benchCreateRequire(import.meta.url);" },
+    logLevel: 'warning',
+  })
+  return join(outDir, 'child.mjs')
+}
