@@ -240,7 +240,7 @@ export class NearestStep {
     const base = col + this.colTerms.length * npad * 4
     const row = chunk * k * 4
     const out = row + this.rowTerms.length * chunk * 4
-    const buf = out + chunk * 3 * cw * 4
+    const buf = out + chunk * 3 * 16
     return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out }
   }
 
@@ -279,25 +279,29 @@ export class NearestStep {
     const bp = c.local(I32) // byte address of the column chunk's packed B panel [k][CW]
     const ap = c.local(I32), rp = c.local(I32), op = c.local(I32) // the row block's A rows, row terms, state
     const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
-    const jv = c.local(V128), cidx = c.local(V128), tmp = c.local(V128), cur = c.local(V128), less = c.local(V128)
+    const jv = c.local(V128), cur = c.local(V128), less = c.local(V128), best = c.local(V128), bi = c.local(V128), nan = c.local(V128)
     const bv = c.local(V128)
     const s = Array.from({ length: R }, () => c.local(V128))
     const acc = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
-    // per-lane argmin state lives in memory (not in locals): fewer live vectors across the dot
-    // loop, which TurboFan otherwise spills badly
-    const ROW_STATE = 3 * CW * 4
-    const stAt = (r: number, v: number, which: 0 | 1 | 2) => r * ROW_STATE + which * CW * 4 + v * 16
+    const cidx = Array.from({ length: V }, () => c.local(V128))
+    const rowVals = this.rowTerms.map(() => Array.from({ length: R }, () => c.local(V128)))
+    const colVals = this.colTerms.map(() => c.local(V128))
+    // per-lane argmin state of each row (least value, its column, first NaN column; lane l covers
+    // columns = l mod 4) lives in memory, not in locals: fewer live vectors across the dot loop,
+    // which TurboFan otherwise spills badly
+    const ROW_STATE = 3 * 16
+    const stAt = (r: number, which: 0 | 1 | 2) => r * ROW_STATE + which * 16
     const INF4 = [Infinity, Infinity, Infinity, Infinity]
     const mask = n % CW !== 0
+    // comparison masks are all ones or all zeros per lane, so relaxed laneselect (blendvps) is exact
+    const select = () => (relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
 
     c.get(outPtr).set(p)
     c.get(outPtr).get(rows).i32(ROW_STATE).i32Mul().i32Add().set(end)
     c.loop()
-    for (let v = 0; v < V; v++) {
-      c.get(p).vConstF32(INF4).vStore(v * 16)
-      c.get(p).vConstI32([0, 0, 0, 0]).vStore(CW * 4 + v * 16)
-      c.get(p).vConstI32([-1, -1, -1, -1]).vStore(2 * CW * 4 + v * 16)
-    }
+    c.get(p).vConstF32(INF4).vStore(0)
+    c.get(p).vConstI32([0, 0, 0, 0]).vStore(16)
+    c.get(p).vConstI32([-1, -1, -1, -1]).vStore(32)
     c.get(p).i32(ROW_STATE).i32Add().tee(p).get(end).i32LtU().brIf(0)
     c.end()
 
@@ -310,8 +314,7 @@ export class NearestStep {
     c.get(outPtr).set(op)
     c.loop() // row blocks
     for (let r = 0; r < R; r++) for (let v = 0; v < V; v++) c.vConstF32([0, 0, 0, 0]).set(acc[r]![v]!)
-    // the dot loop: U steps of d per iteration, pointers advanced per iteration (a fully
-    // unrolled body was slower under TurboFan than under Liftoff)
+    // the dot loop: U steps of d per iteration, pointers advanced per iteration
     c.get(ap).set(da)
     c.get(bp).set(db)
     c.get(ap).i32(k * 4).i32Add().set(dEnd)
@@ -329,15 +332,21 @@ export class NearestStep {
     c.get(db).i32(U * CW * 4).i32Add().set(db)
     c.get(da).i32(U * 4).i32Add().tee(da).get(dEnd).i32LtU().brIf(0)
     c.end()
-    for (let r = 0; r < R; r++)
-      for (let v = 0; v < V; v++) {
+    // the epilogue: distances replace the dot products in acc (row terms splatted once per block,
+    // column terms loaded once per vector)
+    this.rowTerms.forEach((_, ri) => {
+      for (let r = 0; r < R; r++) c.get(rp).vLoad32Splat(ri * chunk * 4 + r * 4).set(rowVals[ri]![r]!)
+    })
+    for (let v = 0; v < V; v++) {
+      c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(cidx[v]!)
+      this.colTerms.forEach((_, ci) => c.get(col).vLoad(g.col + ci * npad * 4 + v * 16).set(colVals[ci]!))
+      for (let r = 0; r < R; r++) {
         const emit = (x: Epi): void => {
           switch (x.op) {
             case 'dot': c.get(acc[r]![v]!); return
             case 'term': {
               const ri = this.rowTerms.indexOf(x.k)
-              if (ri >= 0) c.get(rp).vLoad32Splat(ri * chunk * 4 + r * 4)
-              else c.get(col).vLoad(g.col + this.colTerms.indexOf(x.k) * npad * 4 + v * 16)
+              c.get(ri >= 0 ? rowVals[ri]![r]! : colVals[this.colTerms.indexOf(x.k)]!)
               return
             }
             case 'neg': emit(x.a); c.f32x4Neg(); return
@@ -355,29 +364,40 @@ export class NearestStep {
           }
         }
         emit(this.epi)
-        c.set(tmp)
-        // this vector's column indices
-        c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(cidx)
-        // comparison masks are all ones or all zeros per lane, so relaxed laneselect (blendvps) is exact
-        const select = () => (relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
         if (mask) {
           // padding columns (j >= n) become +Inf: they never win and never count as NaN
-          c.get(tmp).vConstF32(INF4)
-          c.get(cidx).vConstI32([n, n, n, n]).i32x4LtS()
-          select().set(tmp)
+          c.vConstF32(INF4)
+          c.get(cidx[v]!).vConstI32([n, n, n, n]).i32x4LtS()
+          select()
         }
-        // first NaN per lane: unsigned min of the column index where NaN, else 0xffffffff
-        c.get(op)
-        c.get(op).vLoad(stAt(r, v, 2))
-        c.get(cidx).get(tmp).get(tmp).f32x4Eq().vOr()
-        c.i32x4MinU().vStore(stAt(r, v, 2))
-        // strict less keeps the first index per lane
-        c.get(op).vLoad(stAt(r, v, 0)).set(cur)
-        c.get(tmp).get(cur).f32x4Lt().set(less)
-        c.get(op).get(cur).get(tmp).f32x4Pmin().vStore(stAt(r, v, 0))
-        c.get(op).get(cidx).get(op).vLoad(stAt(r, v, 1)).get(less)
-        select().vStore(stAt(r, v, 1))
+        c.set(acc[r]![v]!)
       }
+    }
+    for (let r = 0; r < R; r++) {
+      const d = acc[r]!
+      // first NaN column per lane: unsigned min over the vectors of (column where NaN, else 0xffffffff)
+      for (let v = 0; v < V; v++) {
+        c.get(cidx[v]!).get(d[v]!).get(d[v]!).f32x4Eq().vOr()
+        if (v > 0) c.get(nan).i32x4MinU()
+        c.set(nan)
+      }
+      c.get(op).get(op).vLoad(stAt(r, 2)).get(nan).i32x4MinU().vStore(stAt(r, 2))
+      // least value per lane over the vectors, then against the state; strict less keeps the
+      // first column (vectors and chunks are visited in column order)
+      c.get(d[0]!).set(best)
+      c.get(cidx[0]!).set(bi)
+      for (let v = 1; v < V; v++) {
+        c.get(d[v]!).get(best).f32x4Lt().set(less)
+        c.get(best).get(d[v]!).f32x4Pmin().set(best)
+        c.get(cidx[v]!).get(bi).get(less)
+        select().set(bi)
+      }
+      c.get(op).vLoad(stAt(r, 0)).set(cur)
+      c.get(best).get(cur).f32x4Lt().set(less)
+      c.get(op).get(cur).get(best).f32x4Pmin().vStore(stAt(r, 0))
+      c.get(op).get(bi).get(op).vLoad(stAt(r, 1)).get(less)
+      select().vStore(stAt(r, 1))
+    }
     c.get(ap).i32(R * k * 4).i32Add().set(ap)
     c.get(rp).i32(R * 4).i32Add().set(rp)
     c.get(op).i32(R * ROW_STATE).i32Add().tee(op).get(end).i32LtU().brIf(0)
@@ -436,7 +456,7 @@ export class NearestStep {
       // tasks finish in order: the first (posted - done) entries of the queue are still running
       while (q.length > threads!.posted(w) - done) {
         const { r0, cnt, at } = q.shift()!
-        this.collect(f32, i32, (at + g.out) / 4, r0, cnt, out, CW)
+        this.collect(f32, i32, (at + g.out) / 4, r0, cnt, out)
       }
     }
     for (;;) {
@@ -457,7 +477,7 @@ export class NearestStep {
       if (!t) break
       const at = bufAt(0)
       run(stage(at, t.r0, t.cnt), at + g.a, at + g.row, at + g.out)
-      this.collect(f32, i32, (at + g.out) / 4, t.r0, t.cnt, out, CW)
+      this.collect(f32, i32, (at + g.out) / 4, t.r0, t.cnt, out)
     }
     for (let w = 0; w < W; w++) {
       const posted = threads!.posted(w)
@@ -467,18 +487,17 @@ export class NearestStep {
   }
 
   /** Reduce each row's per-lane argmin state: a NaN wins at its first index, else the least value, then the least index. */
-  private collect(f32: Float32Array, i32: Int32Array, outBase: number, r0: number, cnt: number, out: Int32Array, CW: number): void {
+  private collect(f32: Float32Array, i32: Int32Array, outBase: number, r0: number, cnt: number, out: Int32Array): void {
     for (let q = 0; q < cnt; q++) {
-      const base = outBase + q * 3 * CW
-      let nanAt = -1
-      for (let l = 0; l < CW; l++) nanAt = Math.min(nanAt >>> 0, i32[base + 2 * CW + l]! >>> 0)
+      const base = outBase + q * 12
+      const nanAt = Math.min(i32[base + 8]! >>> 0, i32[base + 9]! >>> 0, i32[base + 10]! >>> 0, i32[base + 11]! >>> 0)
       if (nanAt !== 0xffffffff) {
         out[r0 + q] = nanAt
         continue
       }
-      let bv = f32[base]!, bi = i32[base + CW]!
-      for (let l = 1; l < CW; l++) {
-        const v = f32[base + l]!, j = i32[base + CW + l]!
+      let bv = f32[base]!, bi = i32[base + 4]!
+      for (let l = 1; l < 4; l++) {
+        const v = f32[base + l]!, j = i32[base + 4 + l]!
         if (v < bv || (v === bv && j < bi)) {
           bv = v
           bi = j
