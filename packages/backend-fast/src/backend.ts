@@ -20,6 +20,8 @@ export interface FastBackendOptions {
    * between near-ties).
    */
   readonly relaxedSimd?: 'auto' | boolean
+  /** Rows per block of row-blocked chains (default: chosen by size; see PlanOptions.blockRows). */
+  readonly blockRows?: number
 }
 
 /**
@@ -52,7 +54,7 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend {
     name: wasm ? `fast-js+wasm${relaxed ? '-relaxed' : ''}(${threads}t)` : 'fast-js',
     caps: fastCaps,
     compile(program: Program): Executable {
-      const plan = planProgram(program, { wasm, threads })
+      const plan = planProgram(program, { wasm, threads, ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}) })
       for (const st of plan.steps) if (st.kind === 'nearest') st.step.configure({ relaxed })
       return new FastExecutable(plan)
     },
@@ -116,6 +118,9 @@ class FastExecutable implements Executable {
           B[st.out] = out
           break
         }
+        case 'rows':
+          st.chain.run(B, alloc)
+          break
         case 'reference': {
           const ins = st.ins.map((s) => {
             const v = plan.slotVars[s]!

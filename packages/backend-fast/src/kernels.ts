@@ -3,7 +3,12 @@ import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
 import { makeLogF32 } from './fastmath.js'
 
-export type Kernel = (bufs: AnyTypedArray[]) => void
+/**
+ * A generated loop. `rows` and `acc` are used only by kernels generated for a row-blocked chain
+ * (see plan.ts): the number of rows of the leading axis in this block, and a sink's float64
+ * accumulators (ACC in the source), which persist across blocks.
+ */
+export type Kernel = (bufs: AnyTypedArray[], rows?: number, acc?: Float64Array) => void
 
 export interface GeneratedKernel {
   readonly source: string
@@ -13,7 +18,7 @@ export interface GeneratedKernel {
 function build(env: EmitEnv & { slotOf(v: Var): number }, body: string[], used: Set<number>): GeneratedKernel {
   const header = [...used].sort((a, b) => a - b).map((s) => `const b${s} = B[${s}];`)
   const source = [...header, ...body].join('\n')
-  const factory = new Function(...helperNames, `return function kernel(B) {\n${source}\n}`) as (...h: unknown[]) => Kernel
+  const factory = new Function(...helperNames, `return function kernel(B, R, ACC) {\n${source}\n}`) as (...h: unknown[]) => Kernel
   const helpers: typeof kernelHelpers = { ...kernelHelpers, LOG: makeLogF32() }
   return { source, fn: factory(...helperNames.map((h) => helpers[h as keyof typeof kernelHelpers])) }
 }
@@ -34,12 +39,16 @@ function tracking(env: EmitEnv & { slotOf(v: Var): number }): { env: EmitEnv; us
   }
 }
 
-function loopOpen(vars: readonly string[], dims: readonly number[]): string[] {
+function loopOpen(vars: readonly string[], dims: readonly (number | string)[]): string[] {
   return vars.map((v, k) => `for (let ${v} = 0; ${v} < ${dims[k]}; ${v}++) {`)
 }
 
+/** Loop bounds of a shape; in a row-blocked kernel the leading axis runs over the block's `R` rows. */
+const dimsOf = (shape: readonly number[], blocked: boolean): (number | string)[] =>
+  shape.map((d, k) => (blocked && k === 0 ? 'R' : d))
+
 /** One loop over the elements of `v` that evaluates its fused expression and stores it. */
-export function elementwiseKernel(v: Var, env: EmitEnv & { slotOf(v: Var): number }): GeneratedKernel {
+export function elementwiseKernel(v: Var, env: EmitEnv & { slotOf(v: Var): number }, blocked = false): GeneratedKernel {
   const t = tracking(env)
   const slot = env.slotOf(v)
   t.used.add(slot)
@@ -49,7 +58,7 @@ export function elementwiseKernel(v: Var, env: EmitEnv & { slotOf(v: Var): numbe
   const val = em.value(v, { axes: vars, flat: shape.length === 0 ? '0' : 'o' }, v)
   const body = [
     'let o = 0;',
-    ...loopOpen(vars, shape),
+    ...loopOpen(vars, dimsOf(shape, blocked)),
     ...em.lines,
     `b${slot}[o++] = ${val};`,
     ...vars.map(() => '}'),
@@ -62,7 +71,12 @@ export function elementwiseKernel(v: Var, env: EmitEnv & { slotOf(v: Var): numbe
  * chain is evaluated inside the reduction loop, so it is never stored. Accumulation order and
  * precision are the reference's: row-major over the reduced axes, sums in float64 rounded once.
  */
-export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, sideOutputs: readonly Var[] = []): GeneratedKernel {
+export function reduceKernel(
+  e: Eqn,
+  env: EmitEnv & { slotOf(v: Var): number },
+  sideOutputs: readonly Var[] = [],
+  blocked = false,
+): GeneratedKernel {
   const t = tracking(env)
   const slot = env.slotOf(e.out)
   t.used.add(slot)
@@ -88,6 +102,7 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, 
   // a row-sized array, so the operand is read at unit stride instead of one element per cache
   // line. Each output's terms are still added in the reference's order (reduced axes ascending).
   const leading = [...axes].sort((a, b) => a - b).every((a, i) => a === i)
+  if (blocked && axes.includes(0)) throw new Error('fast backend: a row-blocked reduction over the leading axis is a sink')
   if (e.prim === 'reduce_sum' && leading && kept.length > 0 && sideOutputs.length === 0) {
     const keptDims = kept.map((k) => inShape[k]!)
     const n = keptDims.reduce((a, b) => a * b, 1)
@@ -152,7 +167,7 @@ export function reduceKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }, 
   const unrolled = unrollable(e, axes, inShape, em.lines) ? unroll() : undefined
   const body = [
     'let o = 0, f = 0;',
-    ...loopOpen(outVars, kept.map((k) => inShape[k]!)),
+    ...loopOpen(outVars, kept.map((k) => (blocked && k === 0 ? 'R' : inShape[k]!))),
     ...init,
     ...(unrolled ?? [
       ...loopOpen(redVars, axes.map((k) => inShape[k]!)),
@@ -197,4 +212,35 @@ function unrollable(e: Eqn, axes: readonly number[], shape: readonly number[], l
   const d = shape[axes[0]!]!
   if (d < 2 || d > UNROLL_MAX) return false
   return !lines.some((l) => /\b(TANH|EXP|LOG)\(/.test(l))
+}
+
+/**
+ * A sum over leading axes (axis 0 among them) as the sink of a row-blocked chain: each call adds
+ * one block of rows into `acc` (one float64 per output, zeroed by the caller before the first
+ * block), walking rows outermost as the unblocked column sum does, so every output's terms are
+ * added in the reference's order across blocks too. The caller stores `acc` once at the end.
+ */
+export function sinkKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }): GeneratedKernel {
+  if (e.prim !== 'reduce_sum') throw new Error(`fast backend: ${e.prim} cannot be a row-blocked sink`)
+  const t = tracking(env)
+  const src = e.inputs[0]!
+  const inShape = src.aval.shape
+  const axes = [...e.params.axes].sort((a, b) => a - b)
+  if (!axes.every((a, i) => a === i)) throw new Error('fast backend: a sink sums over leading axes')
+  const kept = inShape.map((_, k) => k).filter((k) => !axes.includes(k))
+  const redVars = axes.map((k) => `r${k}`)
+  const outVars = kept.map((k) => `i${k}`)
+  const ix = inShape.map((_, k) => (axes.includes(k) ? `r${k}` : `i${k}`))
+  const em = new Emitter(t.env)
+  const x = em.value(src, { axes: ix })
+  const body = [
+    ...loopOpen(redVars, axes.map((k) => (k === 0 ? 'R' : inShape[k]!))),
+    'let o = 0;',
+    ...loopOpen(outVars, kept.map((k) => inShape[k]!)),
+    ...em.lines,
+    src.aval.dtype === 'int32' ? `ACC[o] = (ACC[o] + ${x}) | 0; o++;` : `ACC[o++] += ${x};`,
+    ...outVars.map(() => '}'),
+    ...redVars.map(() => '}'),
+  ]
+  return build(env, body, t.used)
 }

@@ -1,7 +1,9 @@
-import type { Eqn, Prim, Program, Var } from '@tessera/core'
+import type { AnyTypedArray, Eqn, Prim, Program, Var } from '@tessera/core'
+import { allocate } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import type { GeneratedKernel } from './kernels.js'
-import { elementwiseKernel, reduceKernel } from './kernels.js'
+import { elementwiseKernel, reduceKernel, sinkKernel } from './kernels.js'
+import { matmulF64 } from './matmul.js'
 import type { NearestStep } from './nearest.js'
 import { matchNearest } from './nearest.js'
 
@@ -21,6 +23,28 @@ export type Step =
   | { readonly kind: 'matmul'; readonly out: number; readonly a: number; readonly b: number; readonly dims: readonly [number, number, number, number] }
   | { readonly kind: 'reference'; readonly out: number; readonly eqn: Eqn; readonly ins: readonly number[] }
   | { readonly kind: 'nearest'; readonly out: number; readonly step: NearestStep }
+  | { readonly kind: 'rows'; readonly chain: RowChain }
+
+/**
+ * Steps that share a leading (row) axis, run block by block: every step of the chain on rows
+ * [lo, lo + R) before the next block, so intermediates used only inside the chain live in
+ * block-sized buffers that stay in cache (W3b's 65536 x 1024 logits and probabilities: 256 MiB
+ * each unblocked). Sums over the leading axis are sinks: float64 accumulators carried across
+ * blocks and stored at the end. Every output element is computed by the same operations in the
+ * same order as unblocked, so results are bit-identical.
+ */
+export interface RowChain {
+  /** Rows of the leading axis, and rows per block. */
+  readonly n: number
+  readonly rows: number
+  /** The chain's steps in order (kernels generated for a block of `R` rows). */
+  readonly steps: readonly Step[]
+  /** Slots the chain writes or reads in full (outputs and values used after it; inputs). */
+  readonly fullSlots: readonly number[]
+  /** Slots that hold only one block (intermediates used only inside the chain). */
+  readonly localSlots: readonly number[]
+  run(B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void
+}
 
 export interface Plan {
   readonly steps: readonly Step[]
@@ -39,6 +63,12 @@ export interface PlanOptions {
   readonly wasm: boolean
   /** Threads the WebAssembly kernel may use, counting the calling thread. */
   readonly threads: number
+  /**
+   * Rows per block of a row-blocked chain. Default: chains are formed only when an intermediate
+   * they keep out of memory has at least 2^20 elements, with blocks of about 32K elements of the
+   * widest row. A number forces chains of any size with that many rows per block (tests).
+   */
+  readonly blockRows?: number
 }
 
 /**
@@ -151,7 +181,8 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
   }
   const outputSlots = program.outputs.map(slotOf)
   const dispose = () => nearest.forEach((n) => n.dispose())
-  return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose }
+  const blocked = rowBlocked(steps, { program, def, stored, sides, env, slotVars, isOutput }, opts.blockRows)
+  return { steps: blocked, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose }
 }
 
 /**
@@ -218,4 +249,233 @@ function sideOutputsOf(
     result.set(e.out.id, kept)
   })
   return result
+}
+
+interface ChainContext {
+  readonly program: Program
+  readonly def: ReadonlyMap<number, Eqn>
+  readonly stored: ReadonlySet<number>
+  readonly sides: ReadonlyMap<number, Var[]>
+  readonly env: EmitEnv & { slotOf(v: Var): number }
+  readonly slotVars: readonly Var[]
+  readonly isOutput: ReadonlySet<number>
+}
+
+/** Intermediates at least this large (elements) make a row-blocked chain worth forming. */
+const CHAIN_MIN_ELEMS = 1 << 20
+/** Elements of the widest row value per block (128 KiB of float32). */
+const BLOCK_ELEMS = 32768
+
+const ROW_SAFE: ReadonlySet<Prim> = new Set<Prim>([
+  'neg', 'exp', 'log', 'sqrt', 'tanh', 'atanh', 'abs', 'sign', 'floor', 'round', 'recip', 'cast', 'stop_gradient',
+  'add', 'sub', 'mul', 'div', 'idiv', 'mod', 'pow', 'max', 'min', 'lt', 'le', 'eq', 'where',
+])
+
+/**
+ * How a step reads memory when run on a block of rows of a leading axis of size n: the slots it
+ * reads row by row (row i of the step from row i of the slot), the slots it reads whole, and the
+ * slots it writes (row-indexed). Undefined when the step's value at row i depends on other rows
+ * (or on the row number itself, as iota along axis 0 does).
+ */
+interface Access {
+  readonly rowReads: Set<number>
+  readonly wholeReads: Set<number>
+  readonly writes: readonly number[]
+  readonly sink: boolean
+}
+
+function accessOf(st: Step, n: number, cx: ChainContext): Access | undefined {
+  const rowReads = new Set<number>(), wholeReads = new Set<number>()
+  const isRow = (v: Var) => v.aval.shape.length >= 1 && v.aval.shape[0] === n
+  // walks the fused expression of `v`; `selves` are computed by the step itself (never leaves)
+  const walk = (v: Var, row: boolean, selves: ReadonlySet<number>): boolean => {
+    if (cx.stored.has(v.id) && !selves.has(v.id)) {
+      const s = cx.env.slotOf(v)
+      ;(row ? rowReads : wholeReads).add(s)
+      return true
+    }
+    const e = cx.def.get(v.id)
+    if (!e) return false
+    if (!row) return e.inputs.every((u) => walk(u, false, selves))
+    if (!isRow(v)) return false
+    switch (e.prim) {
+      case 'iota': return e.params.axis !== 0
+      case 'full': return true
+      case 'broadcast': {
+        const u = e.inputs[0]!
+        if (u.aval.shape.length === v.aval.shape.length && u.aval.shape[0] === n) return walk(u, true, selves)
+        if (u.aval.shape.length < v.aval.shape.length || u.aval.shape[0] === 1) return walk(u, false, selves)
+        return false
+      }
+      case 'reshape': return isRow(e.inputs[0]!) && walk(e.inputs[0]!, true, selves)
+      case 'transpose': return e.params.perm[0] === 0 && walk(e.inputs[0]!, true, selves)
+      case 'slice': return e.params.start[0] === 0 && e.params.step[0] === 1 && isRow(e.inputs[0]!) && walk(e.inputs[0]!, true, selves)
+      default:
+        if (!ROW_SAFE.has(e.prim)) return false
+        return e.inputs.every((u) => u.aval.shape.length === v.aval.shape.length && isRow(u) && walk(u, true, selves))
+    }
+  }
+  switch (st.kind) {
+    case 'kernel': {
+      const out = cx.slotVars[st.out]!
+      const e = cx.def.get(out.id)!
+      if (REDUCTIONS.has(e.prim)) {
+        const src = e.inputs[0]!
+        if (!isRow(src)) return undefined
+        const axes = e.prim === 'argmin' || e.prim === 'argmax' ? [e.params.axis] : (e.params as { axes: readonly number[] }).axes
+        const side = cx.sides.get(out.id) ?? []
+        const selves = new Set(side.map((v) => v.id))
+        if (axes.includes(0)) {
+          const sorted = [...axes].sort((a, b) => a - b)
+          if (e.prim !== 'reduce_sum' || side.length > 0 || !sorted.every((a, i) => a === i)) return undefined
+          return walk(src, true, selves) ? { rowReads, wholeReads, writes: [], sink: true } : undefined
+        }
+        if (!walk(src, true, selves) || !side.every((v) => walk(v, true, selves))) return undefined
+        return { rowReads, wholeReads, writes: [st.out, ...(st.sideOuts ?? [])], sink: false }
+      }
+      if (!isRow(out) || !walk(out, true, new Set([out.id]))) return undefined
+      return { rowReads, wholeReads, writes: [st.out], sink: false }
+    }
+    case 'matmul': {
+      const [batch, m] = st.dims
+      if (batch !== 1 || m !== n || cx.slotVars[st.a]!.aval.shape.length !== 2) return undefined
+      rowReads.add(st.a)
+      wholeReads.add(st.b)
+      return { rowReads, wholeReads, writes: [st.out], sink: false }
+    }
+    default:
+      return undefined
+  }
+}
+
+/**
+ * Finds one chain of steps over a leading axis (that of the first large row-indexed value) and
+ * replaces them by a 'rows' step. Steps that cannot join run after the chain, in their order;
+ * a step joins only if it reads nothing such a deferred step writes, nothing a sink of the
+ * chain has not finished, and reads no chain-written slot whole.
+ */
+function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefined): Step[] {
+  const sizeOf = (s: number) => cx.slotVars[s]!.aval.shape.reduce((a, b) => a * b, 1)
+  // the leading axis of the largest value a kernel or matmul writes
+  let first: number | undefined
+  for (const st of steps) {
+    if ((st.kind !== 'kernel' && st.kind !== 'matmul') || cx.slotVars[st.out]!.aval.shape.length === 0) continue
+    if (first === undefined || sizeOf(st.out) > sizeOf(first)) first = st.out
+  }
+  if (first === undefined || (forcedRows === undefined && sizeOf(first) < CHAIN_MIN_ELEMS)) return steps
+  const n = cx.slotVars[first]!.aval.shape[0]!
+  const chain: { st: Step; acc: Access }[] = []
+  const pre: Step[] = [], rest: Step[] = []
+  const written = new Set<number>() // row slots written by chain steps
+  const sinkOuts = new Set<number>()
+  const deferredOuts = new Set<number>()
+  const rowRead = new Set<number>(), wholeRead = new Set<number>()
+  for (const st of steps) {
+    const acc = accessOf(st, n, cx)
+    const reads = acc ? [...acc.rowReads, ...acc.wholeReads] : []
+    const ok = acc !== undefined &&
+      reads.every((s) => !deferredOuts.has(s) && !sinkOuts.has(s)) &&
+      [...acc.wholeReads].every((s) => !written.has(s) && !rowRead.has(s)) &&
+      [...acc.rowReads].every((s) => !wholeRead.has(s))
+    if (!ok) {
+      // before the chain's first step, a step simply runs first
+      if (chain.length === 0) pre.push(st)
+      else {
+        rest.push(st)
+        outsOf(st).forEach((s) => deferredOuts.add(s))
+      }
+      continue
+    }
+    chain.push({ st, acc })
+    acc.writes.forEach((s) => written.add(s))
+    acc.rowReads.forEach((s) => rowRead.add(s))
+    acc.wholeReads.forEach((s) => wholeRead.add(s))
+    if (acc.sink) sinkOuts.add(st.kind === 'kernel' ? st.out : -1)
+  }
+  // slots read by a deferred step, and program outputs, must be whole
+  const readLater = new Set<number>()
+  for (const st of rest) readsOf(st, cx).forEach((s) => readLater.add(s))
+  const local = [...written].filter((s) => !readLater.has(s) && !cx.isOutput.has(cx.slotVars[s]!.id))
+  if (chain.length < 2 || local.length === 0 || (forcedRows === undefined && local.every((s) => sizeOf(s) < CHAIN_MIN_ELEMS))) return steps
+  const rowElems = (s: number) => sizeOf(s) / n
+  const widest = Math.max(...[...written, ...rowRead].map(rowElems), 1)
+  const rows = Math.max(1, Math.min(n, forcedRows ?? Math.floor(BLOCK_ELEMS / widest)))
+  const chainSteps = chain.map(({ st, acc }) => blockedStep(st, acc, cx))
+  const localSet = new Set(local)
+  const full = [...written].filter((s) => !localSet.has(s))
+  const views = [...new Set([...rowRead, ...written])].filter((s) => !localSet.has(s))
+  const sinks = chainSteps.filter((c) => c.sink)
+  const run = (B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void => {
+    for (const s of full) B[s] = alloc(s)
+    const blockBufs = local.map((s) => allocate(cx.slotVars[s]!.aval.dtype, rows * rowElems(s)))
+    const accs = sinks.map((c) => new Float64Array(sizeOf(c.out)))
+    const Bb = B.slice()
+    local.forEach((s, i) => (Bb[s] = blockBufs[i]!))
+    for (let lo = 0; lo < n; lo += rows) {
+      const R = Math.min(rows, n - lo)
+      for (const s of views) {
+        const w = rowElems(s)
+        Bb[s] = B[s]!.subarray(lo * w, (lo + R) * w)
+      }
+      let k = 0
+      for (const c of chainSteps) {
+        if (c.matmul) {
+          const [, , kk, nn] = c.matmul.dims
+          matmulF64(Bb[c.matmul.a] as Float32Array, Bb[c.matmul.b] as Float32Array, Bb[c.out] as Float32Array, 1, R, kk, nn)
+        } else c.kernel!.fn(Bb, R, c.sink ? accs[k++] : undefined)
+      }
+    }
+    sinks.forEach((c, i) => {
+      const out = alloc(c.out)
+      out.set(accs[i]!)
+      B[c.out] = out
+    })
+  }
+  const rowsStep: Step = {
+    kind: 'rows',
+    chain: { n, rows, steps: chain.map((c) => c.st), fullSlots: [...new Set([...full, ...views])], localSlots: local, run },
+  }
+  return [...pre, rowsStep, ...rest]
+}
+
+interface BlockedStep {
+  readonly out: number
+  readonly sink: boolean
+  readonly kernel?: GeneratedKernel
+  readonly matmul?: { readonly a: number; readonly b: number; readonly dims: readonly [number, number, number, number] }
+}
+
+function blockedStep(st: Step, acc: Access, cx: ChainContext): BlockedStep {
+  if (st.kind === 'matmul') return { out: st.out, sink: false, matmul: st }
+  if (st.kind !== 'kernel') throw new Error('fast backend: only kernels and matmuls join a row chain')
+  const v = cx.slotVars[st.out]!
+  const e = cx.def.get(v.id)!
+  if (acc.sink) return { out: st.out, sink: true, kernel: sinkKernel(e, cx.env) }
+  if (REDUCTIONS.has(e.prim)) return { out: st.out, sink: false, kernel: reduceKernel(e, cx.env, cx.sides.get(v.id) ?? [], true) }
+  return { out: st.out, sink: false, kernel: elementwiseKernel(v, cx.env, true) }
+}
+
+function outsOf(st: Step): number[] {
+  switch (st.kind) {
+    case 'kernel': return [st.out, ...(st.sideOuts ?? [])]
+    case 'rows': return []
+    default: return [st.out]
+  }
+}
+
+/** Slots a step reads (kernel headers bind exactly these; matmul, reference and nearest name theirs). */
+function readsOf(st: Step, cx: ChainContext): number[] {
+  switch (st.kind) {
+    case 'kernel': return [...usedSlots(st.kernel.source)]
+    case 'matmul': return [st.a, st.b]
+    case 'reference': return [...st.ins]
+    case 'nearest': return cx.slotVars.map((_, i) => i)
+    case 'rows': return []
+  }
+}
+
+function usedSlots(source: string): Set<number> {
+  const out = new Set<number>()
+  for (const m of source.matchAll(/^const b(\d+) = B\[\d+\];$/gm)) out.add(Number(m[1]))
+  return out
 }
