@@ -13,9 +13,17 @@ import { KernelThreads, QUEUE } from './wasm/threads.js'
  * on only one of the two axes; they are evaluated by generated JS loops first.
  *
  * Numerics: every epilogue op is a float32 op, as in the reference; the dot products accumulate
- * in float32 (the reference accumulates in float64), so indices can differ from the reference
- * only between candidates whose distances agree to float32 rounding of a k-term sum. NaN
- * distances are tracked per lane so that a NaN wins at its first index, as in the reference.
+ * in float32 in k order (the reference accumulates in float64), so indices can differ from the
+ * reference only between candidates whose distances agree to float32 rounding of a k-term sum.
+ * With relaxed SIMD (configure({ relaxed: true })) each step is a fused multiply-add where the
+ * machine has FMA (one rounding instead of two; without FMA the engine may still round twice),
+ * which changes the same float32 rounding, not the bound. NaN distances are tracked per lane so
+ * that a NaN wins at its first index, as in the reference; ties go to the first index.
+ *
+ * Work split: rows are staged (copied into wasm memory with their row terms) in chunks by the
+ * calling thread, which keeps a queue of QUEUE staged chunks per worker thread filled and
+ * computes chunks itself in between; chunks shrink towards the end so the threads finish together.
+ * Memory: packed B plus (1 + QUEUE * workers) chunk buffers of about 256 KiB of A each.
  */
 
 type Epi =
@@ -52,10 +60,11 @@ export interface NearestTuning {
 }
 
 /**
- * Measured on W1 (2-core AMD EPYC, Node 20, TurboFan): 2x4 (8 accumulators) and 3x3 tie, every
- * larger tile spills (TurboFan issues all of an iteration's loads before its multiply-adds, so
- * R + V + R*V vectors are live), and for the same reason unroll 1 beats 4 by 1.5x (TurboFan
- * unrolls the small loop itself without the spills).
+ * Measured on W1 (2-core AMD EPYC, Node 20, TurboFan; bench/README.md): with fused multiply-adds
+ * 2x4, 4x2 and 3x3 tie; with separate multiplies and adds 3x3 spills; every larger tile spills
+ * (TurboFan issues all of an iteration's loads before its multiply-adds, so R + V + R*V vectors
+ * are live, and x64 has 15 to spare). For the same reason unroll 1 beats 4 by 1.5x: TurboFan
+ * unrolls the small loop itself without the spills.
  */
 export const defaultTuning: NearestTuning = { rows: 2, vecs: 4, unroll: 1, relaxed: false }
 
