@@ -52,10 +52,12 @@ const recipes: Readonly<Record<string, Recipe>> = {
     make: fsq as Factory,
   },
   lfq: {
-    describe: 'LFQ, 2^8 codes, inputs soft-clamped to (-1, 1), entropy loss 0.01, no commitment loss',
-    tokenDim: 8, codebookSize: 256, codebooks: 1, tokens: 64,
-    // a commitment loss locks the signs early; the clamp keeps the straight-through inputs bounded
-    options: { dim: 8, codebook_size: 256, entropy_loss_weight: 0.01, commitment_loss_weight: 0, soft_clamp_input_value: 1 },
+    describe: 'LFQ, 2^8 codes, spherical (tokens and codes on the unit sphere), entropy loss 0.001, no commitment loss',
+    tokenDim: 8, codebookSize: 256, codebooks: 1, tokens: 32,
+    // Spherical: unnormalized tokens let the straight-through gradient shrink them toward the
+    // bias (the decoder sees ±1 whatever their size), so most bits end up the same for every
+    // image; on the sphere the encoder can only turn a token, which flips bits
+    options: { dim: 8, codebook_size: 256, entropy_loss_weight: 0.001, commitment_loss_weight: 0, spherical: true },
     make: lfq as Factory,
   },
   vq: {

@@ -24,6 +24,8 @@ export interface TrainOptions {
   readonly output?: 'linear' | 'sigmoid'
   /** Test images evaluated (all by default). */
   readonly testImages?: number
+  /** A quantizer choice built by the caller (probes of other recipes); `quantizer` then only names it. */
+  readonly choice?: QuantizerChoice
 }
 
 export interface StepInfo {
@@ -124,7 +126,7 @@ function spreadSample(images: Float32Array, recon: Float32Array, n: number, coun
 }
 
 export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: (info: StepInfo) => void): Promise<TrainResult> {
-  const ch = chooseQuantizer(opts.quantizer)
+  const ch = opts.choice ? E.right(opts.choice) : chooseQuantizer(opts.quantizer)
   if (E.isLeft(ch)) throw typeof ch.left === 'string' ? new TesseraError('config', 'quantizer', ch.left) : ch.left
   const choice = ch.right
   const model = makeVqVae(choice, { tokens: opts.tokens ?? choice.tokens, hidden: opts.hidden, output: opts.output ?? 'linear' })
