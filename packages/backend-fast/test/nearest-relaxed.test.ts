@@ -58,6 +58,7 @@ const cases: Case[] = [
   // many chunks handed to a worker (the work is over the threading threshold)
   { name: 'grid, 2 threads', program: 'dist', threads: 2, x: t([20000, 8], gridData(160000, 3)), c: t([40, 8], gridData(320, 4)) },
   { name: 'floats, 2 threads', program: 'dist', threads: 2, x: t([9000, 24], floatData(216000, 5)), c: t([77, 24], floatData(1848, 6)) },
+  { name: 'floats, 3 threads', program: 'dist', threads: 3, x: t([9000, 24], floatData(216000, 5)), c: t([77, 24], floatData(1848, 6)) },
   { name: 'floats, 1 thread', program: 'dist', threads: 1, x: t([9000, 24], floatData(216000, 5)), c: t([77, 24], floatData(1848, 6)) },
   {
     name: 'NaN', program: 'negdot', threads: 1, x: t([3, 2], [1, 2, 0, 0, -1, 3]),
@@ -162,7 +163,9 @@ describe('nearest-code kernel: mul+add and relaxed SIMD paths', () => {
       else if (c.name === 'fma probe') expect(got[i]).toEqual([0]) // the rounded product ties with code 0: first index
       else expect(got[i], c.name).toEqual(want)
     })
-    expect(got[cases.findIndex((c) => c.name === 'floats, 2 threads')]).toEqual(got[cases.findIndex((c) => c.name === 'floats, 1 thread')])
+    const one = got[cases.findIndex((c) => c.name === 'floats, 1 thread')]
+    expect(got[cases.findIndex((c) => c.name === 'floats, 2 threads')]).toEqual(one)
+    expect(got[cases.findIndex((c) => c.name === 'floats, 3 threads')]).toEqual(one)
     expect(got[cases.findIndex((c) => c.name === 'NaN')]).toEqual([5, 5, 5])
   })
 
@@ -174,7 +177,9 @@ describe('nearest-code kernel: mul+add and relaxed SIMD paths', () => {
       if (c.name.startsWith('floats')) expect(nearTiesOnly(c, indices[i]!, want)).toBeLessThanOrEqual(5)
       else if (c.name !== 'fma probe') expect(indices[i], c.name).toEqual(want)
     })
-    expect(indices[cases.findIndex((c) => c.name === 'floats, 2 threads')]).toEqual(indices[cases.findIndex((c) => c.name === 'floats, 1 thread')])
+    const one = indices[cases.findIndex((c) => c.name === 'floats, 1 thread')]
+    expect(indices[cases.findIndex((c) => c.name === 'floats, 2 threads')]).toEqual(one)
+    expect(indices[cases.findIndex((c) => c.name === 'floats, 3 threads')]).toEqual(one)
     const probe = indices[cases.findIndex((c) => c.name === 'fma probe')]!
     expect(reference(cases.find((c) => c.name === 'fma probe')!)).toEqual([1])
     if (fusedHere()) expect(probe).toEqual([1])
