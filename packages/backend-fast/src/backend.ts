@@ -46,6 +46,8 @@ export const fastCaps: Caps = {
 export function fastBackend(opts: FastBackendOptions = {}): Backend {
   const wasm = opts.wasm ?? true
   const threads = Math.max(1, Math.floor(opts.threads ?? availableParallelism()))
+  if (opts.relaxedSimd !== undefined && opts.relaxedSimd !== 'auto' && typeof opts.relaxedSimd !== 'boolean')
+    throw new TesseraError('backend', 'fastBackend', `relaxedSimd must be 'auto', true or false, got ${JSON.stringify(opts.relaxedSimd)}`)
   const canRelax = relaxedSimdSupported()
   if (opts.relaxedSimd === true && !canRelax)
     throw new TesseraError('backend', 'fastBackend', 'relaxedSimd: true, but this engine has no relaxed SIMD (Node 20 needs --experimental-wasm-relaxed-simd)')

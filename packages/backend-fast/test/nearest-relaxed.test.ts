@@ -153,6 +153,7 @@ describe('nearest-code kernel: mul+add and relaxed SIMD paths', () => {
     expect(fastBackend({ threads: 1, relaxedSimd: false }).name).toBe('fast-js+wasm(1t)')
     expect(fastBackend({ threads: 2 }).name).toBe(relaxedSimdSupported() ? 'fast-js+wasm-relaxed(2t)' : 'fast-js+wasm(2t)')
     if (!relaxedSimdSupported()) expect(() => fastBackend({ relaxedSimd: true })).toThrow(/relaxed SIMD/)
+    expect(() => fastBackend({ relaxedSimd: 'yes' as never })).toThrow(/relaxedSimd must be 'auto', true or false/)
   })
 
   test('mul+add path: exact on grid inputs, near-ties only on floats, threads agree, NaN and rounding as specified', async () => {
