@@ -7,104 +7,119 @@
  * say so (transcendentalRtol = 2^-23).
  */
 
-// ln 2 split so that k * LN2_HI is exact for |k| < 2^20
-const LN2_HI = 0.6931471803691238
-const LN2_LO = 1.9082149292705877e-10
-
-/** 2^k for k in [-1022, 1023]. */
-const POW2 = (() => {
-  const t = new Float64Array(2046)
-  for (let k = -1022; k <= 1023; k++) t[k + 1022] = 2 ** k
-  return t
-})()
-
-/*
- * exp for generated float32 loops: a table-driven float64 evaluation (2^(j/32) table, degree-5
- * polynomial) accurate to a few parts in 1e15, rounded to float32 by the caller. It differs from
- * `fround(Math.exp(x))` only where the exact value lies that close to a float32 rounding
- * midpoint, by one float32 ulp (the caps' transcendentalRtol = 2^-23). Measured 2.5x faster than
- * V8's out-of-line Math.exp, which dominated softmax loops over 67M logits (a 13-term series
- * with Math.round, as fastTanh had before, was slower than Math.exp). `makeLogF32` below is the log
- * counterpart; each kernel gets its own, since it reads float bits through a scratch array.
- */
-
-/** Rounds a float64 of magnitude below 2^51 to an integer (half to even) by the 1.5 * 2^52 trick. */
-const SHIFTER = 6755399441055744
-const EXP_TAB = (() => {
-  const t = new Float64Array(32)
-  for (let j = 0; j < 32; j++) t[j] = 2 ** (j / 32)
-  return t
-})()
-const N_LN2_HI = LN2_HI / 32
-const N_LN2_LO = LN2_LO / 32
-const INV_N_LN2 = 32 / Math.LN2
-
 /**
- * tanh(x) = expm1(2x) / (expm1(2x) + 2), with expm1 from the same 2^(j/32) table as expF32:
- * 2x = (32m + j) ln2/32 + r with |r| <= ln2/64, s = 2^m 2^(j/32), expm1(2x) = s expm1(r) + (s - 1)
- * (degree-6 series for expm1(r), truncation below 4e-16 relative). When 2x is small, m = j = 0 and
- * s - 1 = 0 exactly, so small arguments keep full relative accuracy; for larger ones s - 1 is
- * exact or at least 1 in size. The rounding to an integer uses the 1.5 * 2^52 shifter, not
- * Math.round, which V8 compiles to an out-of-line call here (about 8 ns). About 2x faster than
- * the earlier Math.round + 13-term series, and 4x faster than Math.tanh.
+ * Everything below lives in one self-contained function (no reference to anything outside it),
+ * so that worker threads running generated loops can rebuild the same helpers from its source
+ * (`fastMathFactory.toString()`, see kernels.ts).
  */
-export function fastTanh(x: number): number {
-  if (!(Math.abs(x) <= 20)) return x !== x ? x : x > 0 ? 1 : -1
-  if (x === 0) return x
-  const y = 2 * x
-  const nf = (y * INV_N_LN2 + SHIFTER) - SHIFTER
-  const n = nf | 0
-  const r = y - nf * N_LN2_HI - nf * N_LN2_LO
-  const p = r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720))))))
-  const s = EXP_TAB[n & 31]! * POW2[(n >> 5) + 1022]!
-  const em1 = s * p + (s - 1)
-  return em1 / (em1 + 2)
-}
+export function fastMathFactory(): {
+  fastTanh: (x: number) => number
+  expF32: (x: number) => number
+  makeLogF32: () => (x: number) => number
+} {
+  // ln 2 split so that k * LN2_HI is exact for |k| < 2^20
+  const LN2_HI = 0.6931471803691238
+  const LN2_LO = 1.9082149292705877e-10
 
-/** exp(x) to float64 accuracy ~1e-15 relative, for any float64 x whose float32 rounding matters. */
-export function expF32(x: number): number {
-  // fround(exp(x)) is +Infinity from x >= 88.73 and +0 below -103.98 (beyond the smallest subnormal)
-  if (!(x > -104 && x < 89)) return x !== x ? x : x > 0 ? Infinity : 0
-  const nf = (x * INV_N_LN2 + SHIFTER) - SHIFTER
-  const n = nf | 0
-  const r = x - nf * N_LN2_HI - nf * N_LN2_LO
-  // |r| <= ln2/64: the degree-5 Taylor remainder r^6/720 is below 3e-15
-  const p = 1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120)))))
-  return EXP_TAB[n & 31]! * p * POW2[(n >> 5) + 1022]!
-}
+  /** 2^k for k in [-1022, 1023]. */
+  const POW2 = (() => {
+    const t = new Float64Array(2046)
+    for (let k = -1022; k <= 1023; k++) t[k + 1022] = 2 ** k
+    return t
+  })()
 
-/** For the 128 intervals [1 + j/128, 1 + (j+1)/128): centre c, 1/c, log(c). */
-const LOG_C = new Float64Array(128)
-const LOG_INV = new Float64Array(128)
-const LOG_LOGC = new Float64Array(128)
-for (let j = 0; j < 128; j++) {
-  const c = 1 + (j + 0.5) / 128
-  LOG_C[j] = c
-  LOG_INV[j] = 1 / c
-  LOG_LOGC[j] = Math.log(c)
-}
+  /*
+   * exp for generated float32 loops: a table-driven float64 evaluation (2^(j/32) table, degree-5
+   * polynomial) accurate to a few parts in 1e15, rounded to float32 by the caller. It differs from
+   * `fround(Math.exp(x))` only where the exact value lies that close to a float32 rounding
+   * midpoint, by one float32 ulp (the caps' transcendentalRtol = 2^-23). Measured 2.5x faster than
+   * V8's out-of-line Math.exp, which dominated softmax loops over 67M logits (a 13-term series
+   * with Math.round, as fastTanh had before, was slower than Math.exp). `makeLogF32` below is the log
+   * counterpart; each kernel gets its own, since it reads float bits through a scratch array.
+   */
 
-/**
- * A log for generated float32 loops: for a positive normal float32 x, its exponent and top 7
- * mantissa bits come from its bits (read through a float32 scratch owned by the returned
- * function, so each kernel gets its own), then log(c) from a table plus a degree-7 series in
- * u = (m - c)/c with |u| <= 1/257. Accurate to ~1e-15 relative (its float32 rounding differs from
- * `fround(Math.log(x))` by at most one ulp, near midpoints, as transcendentalRtol = 2^-23 says);
- * about 1.5x faster than Math.log here. Anything else (zero, negatives, NaN, infinities,
- * subnormals, values that are not float32) goes to Math.log.
- */
-export function makeLogF32(): (x: number) => number {
-  const scratch = new Float32Array(1)
-  const bitsOf = new Int32Array(scratch.buffer)
-  return (x: number): number => {
-    scratch[0] = x
-    const bits = bitsOf[0]!
-    const e = (bits >> 23) - 127
-    if (!(x > 0 && x < Infinity) || e === -127 || scratch[0] !== x) return Math.log(x)
-    const m = x * POW2[1022 - e]!
-    const j = (bits >>> 16) & 127
-    const u = (m - LOG_C[j]!) * LOG_INV[j]!
-    const l = u - u * u * (0.5 - u * (1 / 3 - u * (0.25 - u * (0.2 - u * (1 / 6 - u * (1 / 7))))))
-    return e * Math.LN2 + LOG_LOGC[j]! + l
+  /** Rounds a float64 of magnitude below 2^51 to an integer (half to even) by the 1.5 * 2^52 trick. */
+  const SHIFTER = 6755399441055744
+  const EXP_TAB = (() => {
+    const t = new Float64Array(32)
+    for (let j = 0; j < 32; j++) t[j] = 2 ** (j / 32)
+    return t
+  })()
+  const N_LN2_HI = LN2_HI / 32
+  const N_LN2_LO = LN2_LO / 32
+  const INV_N_LN2 = 32 / Math.LN2
+
+  /**
+   * tanh(x) = expm1(2x) / (expm1(2x) + 2), with expm1 from the same 2^(j/32) table as expF32:
+   * 2x = (32m + j) ln2/32 + r with |r| <= ln2/64, s = 2^m 2^(j/32), expm1(2x) = s expm1(r) + (s - 1)
+   * (degree-6 series for expm1(r), truncation below 4e-16 relative). When 2x is small, m = j = 0 and
+   * s - 1 = 0 exactly, so small arguments keep full relative accuracy; for larger ones s - 1 is
+   * exact or at least 1 in size. The rounding to an integer uses the 1.5 * 2^52 shifter, not
+   * Math.round, which V8 compiles to an out-of-line call here (about 8 ns). About 2x faster than
+   * the earlier Math.round + 13-term series, and 4x faster than Math.tanh.
+   */
+  function fastTanh(x: number): number {
+    if (!(Math.abs(x) <= 20)) return x !== x ? x : x > 0 ? 1 : -1
+    if (x === 0) return x
+    const y = 2 * x
+    const nf = (y * INV_N_LN2 + SHIFTER) - SHIFTER
+    const n = nf | 0
+    const r = y - nf * N_LN2_HI - nf * N_LN2_LO
+    const p = r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720))))))
+    const s = EXP_TAB[n & 31]! * POW2[(n >> 5) + 1022]!
+    const em1 = s * p + (s - 1)
+    return em1 / (em1 + 2)
   }
+
+  /** exp(x) to float64 accuracy ~1e-15 relative, for any float64 x whose float32 rounding matters. */
+  function expF32(x: number): number {
+    // fround(exp(x)) is +Infinity from x >= 88.73 and +0 below -103.98 (beyond the smallest subnormal)
+    if (!(x > -104 && x < 89)) return x !== x ? x : x > 0 ? Infinity : 0
+    const nf = (x * INV_N_LN2 + SHIFTER) - SHIFTER
+    const n = nf | 0
+    const r = x - nf * N_LN2_HI - nf * N_LN2_LO
+    // |r| <= ln2/64: the degree-5 Taylor remainder r^6/720 is below 3e-15
+    const p = 1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120)))))
+    return EXP_TAB[n & 31]! * p * POW2[(n >> 5) + 1022]!
+  }
+
+  /** For the 128 intervals [1 + j/128, 1 + (j+1)/128): centre c, 1/c, log(c). */
+  const LOG_C = new Float64Array(128)
+  const LOG_INV = new Float64Array(128)
+  const LOG_LOGC = new Float64Array(128)
+  for (let j = 0; j < 128; j++) {
+    const c = 1 + (j + 0.5) / 128
+    LOG_C[j] = c
+    LOG_INV[j] = 1 / c
+    LOG_LOGC[j] = Math.log(c)
+  }
+
+  /**
+   * A log for generated float32 loops: for a positive normal float32 x, its exponent and top 7
+   * mantissa bits come from its bits (read through a float32 scratch owned by the returned
+   * function, so each kernel gets its own), then log(c) from a table plus a degree-7 series in
+   * u = (m - c)/c with |u| <= 1/257. Accurate to ~1e-15 relative (its float32 rounding differs from
+   * `fround(Math.log(x))` by at most one ulp, near midpoints, as transcendentalRtol = 2^-23 says);
+   * about 1.5x faster than Math.log here. Anything else (zero, negatives, NaN, infinities,
+   * subnormals, values that are not float32) goes to Math.log.
+   */
+  function makeLogF32(): (x: number) => number {
+    const scratch = new Float32Array(1)
+    const bitsOf = new Int32Array(scratch.buffer)
+    return (x: number): number => {
+      scratch[0] = x
+      const bits = bitsOf[0]!
+      const e = (bits >> 23) - 127
+      if (!(x > 0 && x < Infinity) || e === -127 || scratch[0] !== x) return Math.log(x)
+      const m = x * POW2[1022 - e]!
+      const j = (bits >>> 16) & 127
+      const u = (m - LOG_C[j]!) * LOG_INV[j]!
+      const l = u - u * u * (0.5 - u * (1 / 3 - u * (0.25 - u * (0.2 - u * (1 / 6 - u * (1 / 7))))))
+      return e * Math.LN2 + LOG_LOGC[j]! + l
+    }
+  }
+
+  return { fastTanh, expF32, makeLogF32 }
 }
+
+export const { fastTanh, expF32, makeLogF32 } = fastMathFactory()

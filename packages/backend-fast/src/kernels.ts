@@ -1,7 +1,9 @@
-import type { AnyTypedArray, Eqn, Var } from '@tessera/core'
+import type { AnyTypedArray, DType, Eqn, Var } from '@tessera/core'
+import { Worker } from 'node:worker_threads'
 import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
-import { makeLogF32 } from './fastmath.js'
+import { fastMathFactory, makeLogF32 } from './fastmath.js'
+import { matmulF64, matmulFactory } from './matmul.js'
 
 /**
  * A generated loop. `rows` and `acc` are used only by kernels generated for a row-blocked chain
@@ -18,9 +20,14 @@ export interface GeneratedKernel {
 function build(env: EmitEnv & { slotOf(v: Var): number }, body: string[], used: Set<number>): GeneratedKernel {
   const header = [...used].sort((a, b) => a - b).map((s) => `const b${s} = B[${s}];`)
   const source = [...header, ...body].join('\n')
+  return { source, fn: compileKernel(source) }
+}
+
+/** A kernel function from its generated source (also how worker threads get theirs). */
+export function compileKernel(source: string): Kernel {
   const factory = new Function(...helperNames, `return function kernel(B, R, ACC) {\n${source}\n}`) as (...h: unknown[]) => Kernel
   const helpers: typeof kernelHelpers = { ...kernelHelpers, LOG: makeLogF32() }
-  return { source, fn: factory(...helperNames.map((h) => helpers[h as keyof typeof kernelHelpers])) }
+  return factory(...helperNames.map((h) => helpers[h as keyof typeof kernelHelpers]))
 }
 
 /** Records which buffer slots a kernel reads, so its header binds only those. */
@@ -243,4 +250,162 @@ export function sinkKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }): G
     ...redVars.map(() => '}'),
   ]
   return build(env, body, t.used)
+}
+
+/**
+ * A row-blocked chain as plain data, so that worker threads can compile and run it too: its
+ * kernels' sources (generated for a block of R rows), matmuls, the row-indexed slots each block
+ * sees as the subarray of its rows (slot, elements per row), and the block-local slots (slot,
+ * dtype, elements per row).
+ */
+export interface ChainDesc {
+  readonly n: number
+  readonly rows: number
+  readonly steps: readonly ChainStepDesc[]
+  readonly views: readonly (readonly [number, number])[]
+  readonly locals: readonly (readonly [number, DType, number])[]
+}
+
+export type ChainStepDesc =
+  | { readonly kind: 'kernel'; readonly source: string; readonly sink: boolean }
+  | { readonly kind: 'matmul'; readonly a: number; readonly b: number; readonly out: number; readonly k: number; readonly n: number }
+
+export interface CompiledChain {
+  readonly desc: ChainDesc
+  readonly fns: readonly (Kernel | undefined)[]
+}
+
+type MatmulFn = (a: Float32Array, b: Float32Array, out: Float32Array, batch: number, m: number, k: number, n: number) => void
+
+/** Control words of one chain call: next block to claim, sinks done up to, blocks done, failure flag. */
+export const CTRL_WORDS = 4
+
+/**
+ * The chain runner, self-contained (worker threads rebuild it from `chainRunner.toString()`
+ * with their own matmul and kernel compiler, so both sides run the same code).
+ */
+export function chainRunner(matmulF64: MatmulFn, compile: (source: string) => Kernel): {
+  compileChain(desc: ChainDesc): CompiledChain
+  runBlocks(cc: CompiledChain, B: readonly AnyTypedArray[], accs: readonly Float64Array[], ctrl: Int32Array): number
+  awaitBlocks(ctrl: Int32Array, blocks: number): void
+} {
+  const NEXT = 0, SINK = 1, DONE = 2, FAILED = 3
+
+  function compileChain(desc: ChainDesc): CompiledChain {
+    return { desc, fns: desc.steps.map((st) => (st.kind === 'kernel' ? compile(st.source) : undefined)) }
+  }
+
+  /**
+   * Claims blocks of rows until none are left and runs the chain on each (returns how many).
+   * Every thread of a call runs this on the same buffers and control words; blocks are claimed
+   * dynamically, so a thread that is slow (or never starts) only leaves more blocks to the
+   * others. A chain's sinks add block b only after block b - 1 (a ticket in ctrl[SINK]), so
+   * their float64 sums take the rows in order whichever thread computed them, and stay
+   * bit-identical to one thread's.
+   */
+  function runBlocks(cc: CompiledChain, B: readonly AnyTypedArray[], accs: readonly Float64Array[], ctrl: Int32Array): number {
+    const { n, rows, steps, views, locals } = cc.desc
+    const blocks = Math.ceil(n / rows)
+    const Bb = B.slice()
+    for (const [s, dt, w] of locals) Bb[s] = dt === 'float32' ? new Float32Array(rows * w) : dt === 'int32' ? new Int32Array(rows * w) : new Uint8Array(rows * w)
+    const hasSink = steps.some((st) => st.kind === 'kernel' && st.sink)
+    for (let ran = 0; ; ran++) {
+      const b = Atomics.add(ctrl, NEXT, 1)
+      if (b >= blocks) return ran
+      const lo = b * rows, R = Math.min(rows, n - lo)
+      for (const [s, w] of views) Bb[s] = B[s]!.subarray(lo * w, (lo + R) * w)
+      steps.forEach((st, i) => {
+        if (st.kind === 'matmul') matmulF64(Bb[st.a] as Float32Array, Bb[st.b] as Float32Array, Bb[st.out] as Float32Array, 1, R, st.k, st.n)
+        else if (!st.sink) cc.fns[i]!(Bb, R)
+      })
+      if (hasSink) {
+        waitFor(ctrl, SINK, b)
+        let k = 0
+        steps.forEach((st, i) => st.kind === 'kernel' && st.sink && cc.fns[i]!(Bb, R, accs[k++]))
+        Atomics.store(ctrl, SINK, b + 1)
+        Atomics.notify(ctrl, SINK)
+      }
+      Atomics.add(ctrl, DONE, 1)
+      Atomics.notify(ctrl, DONE)
+    }
+  }
+
+  /** Blocks until ctrl[i] === value (only ever waits when another thread holds the ticket). */
+  function waitFor(ctrl: Int32Array, i: number, value: number): void {
+    for (;;) {
+      const c = Atomics.load(ctrl, i)
+      if (c === value) return
+      if (Atomics.load(ctrl, FAILED) !== 0) throw new Error('fast backend: a worker thread running a row chain failed')
+      Atomics.wait(ctrl, i, c, 50)
+    }
+  }
+
+  /** Waits until all `blocks` blocks of a call are done (run by whichever threads claimed them). */
+  function awaitBlocks(ctrl: Int32Array, blocks: number): void {
+    for (;;) {
+      const c = Atomics.load(ctrl, DONE)
+      if (c >= blocks) return
+      if (Atomics.load(ctrl, FAILED) !== 0) throw new Error('fast backend: a worker thread running a row chain failed')
+      Atomics.wait(ctrl, DONE, c, 50)
+    }
+  }
+
+  return { compileChain, runBlocks, awaitBlocks }
+}
+
+export const { compileChain, runBlocks, awaitBlocks } = chainRunner(matmulF64, compileKernel)
+
+/**
+ * A worker's script, built from the sources of the self-contained factories (fast math, matmul,
+ * chain runner) and of the small helpers: it needs no module loading, so it runs the same under
+ * a TypeScript loader, from dist/, or in a test runner. (`__name` is what a keepNames transform,
+ * such as tsx's, wraps named functions in.)
+ */
+function workerSource(): string {
+  const h = kernelHelpers
+  return `
+var __name = (f) => f;
+const { parentPort, workerData } = require('node:worker_threads');
+const FM = (${fastMathFactory.toString()})();
+const MM = (${matmulFactory.toString()})();
+const H = { F: Math.fround, TANH: FM.fastTanh, EXP: FM.expF32, RNE: ${h.RNE.toString()}, MAX: ${h.MAX.toString()}, MIN: ${h.MIN.toString()}, CI: ${h.CI.toString()} };
+const names = ${JSON.stringify(helperNames)};
+function compile(source) {
+  const f = new Function(...names, 'return function kernel(B, R, ACC) {\\n' + source + '\\n}');
+  const hs = Object.assign({}, H, { LOG: FM.makeLogF32() });
+  return f(...names.map((n) => hs[n]));
+}
+const CR = (${chainRunner.toString()})(MM.matmulF64, compile);
+const cc = CR.compileChain(workerData.desc);
+parentPort.on('message', (msg) => {
+  try { CR.runBlocks(cc, msg.B, msg.accs, msg.ctrl) } catch (e) { Atomics.store(msg.ctrl, 3, 1); Atomics.notify(msg.ctrl, 1); Atomics.notify(msg.ctrl, 2) }
+});
+`
+}
+
+/**
+ * Worker threads for one row chain: each compiles the chain's kernels once and joins each call
+ * the calling thread posts. A worker that fails to start never claims a block: the calling
+ * thread then runs them all.
+ */
+export class ChainThreads {
+  private readonly workers: Worker[]
+
+  constructor(desc: ChainDesc, count: number) {
+    this.workers = Array.from({ length: count }, () => {
+      const w = new Worker(workerSource(), { eval: true, workerData: { desc } })
+      w.unref()
+      w.on('error', () => {})
+      return w
+    })
+  }
+
+  /** Asks every worker to join a call; B's slots that threads touch and accs must be SharedArrayBuffer-backed. */
+  post(B: readonly (AnyTypedArray | undefined)[], accs: readonly Float64Array[], ctrl: Int32Array): void {
+    for (const w of this.workers) w.postMessage({ B, accs, ctrl })
+  }
+
+  dispose(): void {
+    for (const w of this.workers) void w.terminate()
+  }
 }

@@ -8,72 +8,81 @@
  * the shape of the nearest-code and LFQ logits (k = 10..64, n = 1024). Otherwise B is streamed
  * row by row into a float64 row accumulator (unit stride, B read once per output row).
  */
-export function matmulF64(
-  a: Float32Array,
-  b: Float32Array,
-  out: Float32Array,
-  batch: number,
-  m: number,
-  k: number,
-  n: number,
-): void {
-  if (k * n <= BLOCKED_MAX_B && n >= 4) {
-    for (let bt = 0; bt < batch; bt++) blocked(a, b, out, bt * m * k, bt * k * n, bt * m * n, m, k, n)
-    return
-  }
-  const acc = new Float64Array(n)
-  for (let bt = 0; bt < batch; bt++) {
-    const aOff = bt * m * k, bOff = bt * k * n, oOff = bt * m * n
-    for (let i = 0; i < m; i++) {
-      acc.fill(0)
-      const aRow = aOff + i * k
-      for (let kk = 0; kk < k; kk++) {
-        const av = a[aRow + kk]!
-        const bRow = bOff + kk * n
-        for (let j = 0; j < n; j++) acc[j] += av * b[bRow + j]!
+export function matmulFactory(): { matmulF64: typeof matmulF64Type } {
+  function matmulF64(
+    a: Float32Array,
+    b: Float32Array,
+    out: Float32Array,
+    batch: number,
+    m: number,
+    k: number,
+    n: number,
+  ): void {
+    if (k * n <= BLOCKED_MAX_B && n >= 4) {
+      for (let bt = 0; bt < batch; bt++) blocked(a, b, out, bt * m * k, bt * k * n, bt * m * n, m, k, n)
+      return
+    }
+    const acc = new Float64Array(n)
+    for (let bt = 0; bt < batch; bt++) {
+      const aOff = bt * m * k, bOff = bt * k * n, oOff = bt * m * n
+      for (let i = 0; i < m; i++) {
+        acc.fill(0)
+        const aRow = aOff + i * k
+        for (let kk = 0; kk < k; kk++) {
+          const av = a[aRow + kk]!
+          const bRow = bOff + kk * n
+          for (let j = 0; j < n; j++) acc[j] += av * b[bRow + j]!
+        }
+        const oRow = oOff + i * n
+        for (let j = 0; j < n; j++) out[oRow + j] = acc[j]!
       }
-      const oRow = oOff + i * n
-      for (let j = 0; j < n; j++) out[oRow + j] = acc[j]!
     }
   }
+
+  /** B elements (float32) up to which the register-tiled loop is used: 64K floats = 256 KiB, about L2. */
+  const BLOCKED_MAX_B = 65536
+
+  function blocked(a: Float32Array, b: Float32Array, out: Float32Array, aOff: number, bOff: number, oOff: number, m: number, k: number, n: number): void {
+    const n4 = n - (n % 4)
+    let i = 0
+    for (; i + 1 < m; i += 2) {
+      const a0 = aOff + i * k, a1 = a0 + k
+      const o0 = oOff + i * n, o1 = o0 + n
+      for (let j = 0; j < n4; j += 4) {
+        let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0
+        let bp = bOff + j
+        for (let kk = 0; kk < k; kk++, bp += n) {
+          const x0 = a[a0 + kk]!, x1 = a[a1 + kk]!
+          const y0 = b[bp]!, y1 = b[bp + 1]!, y2 = b[bp + 2]!, y3 = b[bp + 3]!
+          s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3
+          s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3
+        }
+        out[o0 + j] = s00; out[o0 + j + 1] = s01; out[o0 + j + 2] = s02; out[o0 + j + 3] = s03
+        out[o1 + j] = s10; out[o1 + j + 1] = s11; out[o1 + j + 2] = s12; out[o1 + j + 3] = s13
+      }
+      for (let j = n4; j < n; j++) {
+        let s0 = 0, s1 = 0
+        for (let kk = 0, bp = bOff + j; kk < k; kk++, bp += n) {
+          s0 += a[a0 + kk]! * b[bp]!
+          s1 += a[a1 + kk]! * b[bp]!
+        }
+        out[o0 + j] = s0; out[o1 + j] = s1
+      }
+    }
+    for (; i < m; i++) {
+      const a0 = aOff + i * k, o0 = oOff + i * n
+      for (let j = 0; j < n; j++) {
+        let s = 0
+        for (let kk = 0, bp = bOff + j; kk < k; kk++, bp += n) s += a[a0 + kk]! * b[bp]!
+        out[o0 + j] = s
+      }
+    }
+  }
+
+  return { matmulF64 }
 }
 
-/** B elements (float32) up to which the register-tiled loop is used: 64K floats = 256 KiB, about L2. */
-const BLOCKED_MAX_B = 65536
+declare function matmulF64Type(a: Float32Array, b: Float32Array, out: Float32Array, batch: number, m: number, k: number, n: number): void
 
-function blocked(a: Float32Array, b: Float32Array, out: Float32Array, aOff: number, bOff: number, oOff: number, m: number, k: number, n: number): void {
-  const n4 = n - (n % 4)
-  let i = 0
-  for (; i + 1 < m; i += 2) {
-    const a0 = aOff + i * k, a1 = a0 + k
-    const o0 = oOff + i * n, o1 = o0 + n
-    for (let j = 0; j < n4; j += 4) {
-      let s00 = 0, s01 = 0, s02 = 0, s03 = 0, s10 = 0, s11 = 0, s12 = 0, s13 = 0
-      let bp = bOff + j
-      for (let kk = 0; kk < k; kk++, bp += n) {
-        const x0 = a[a0 + kk]!, x1 = a[a1 + kk]!
-        const y0 = b[bp]!, y1 = b[bp + 1]!, y2 = b[bp + 2]!, y3 = b[bp + 3]!
-        s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3
-        s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3
-      }
-      out[o0 + j] = s00; out[o0 + j + 1] = s01; out[o0 + j + 2] = s02; out[o0 + j + 3] = s03
-      out[o1 + j] = s10; out[o1 + j + 1] = s11; out[o1 + j + 2] = s12; out[o1 + j + 3] = s13
-    }
-    for (let j = n4; j < n; j++) {
-      let s0 = 0, s1 = 0
-      for (let kk = 0, bp = bOff + j; kk < k; kk++, bp += n) {
-        s0 += a[a0 + kk]! * b[bp]!
-        s1 += a[a1 + kk]! * b[bp]!
-      }
-      out[o0 + j] = s0; out[o1 + j] = s1
-    }
-  }
-  for (; i < m; i++) {
-    const a0 = aOff + i * k, o0 = oOff + i * n
-    for (let j = 0; j < n; j++) {
-      let s = 0
-      for (let kk = 0, bp = bOff + j; kk < k; kk++, bp += n) s += a[a0 + kk]! * b[bp]!
-      out[o0 + j] = s
-    }
-  }
-}
+/** Self-contained (worker threads rebuild it from `matmulFactory.toString()`, see kernels.ts). */
+export const { matmulF64 } = matmulFactory()

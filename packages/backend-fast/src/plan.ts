@@ -1,9 +1,8 @@
 import type { AnyTypedArray, Eqn, Prim, Program, Var } from '@tessera/core'
-import { allocate } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import type { GeneratedKernel } from './kernels.js'
-import { elementwiseKernel, reduceKernel, sinkKernel } from './kernels.js'
-import { matmulF64 } from './matmul.js'
+import type { ChainDesc, ChainStepDesc } from './kernels.js'
+import { CTRL_WORDS, ChainThreads, awaitBlocks, compileChain, elementwiseKernel, reduceKernel, runBlocks, sinkKernel } from './kernels.js'
 import type { NearestStep } from './nearest.js'
 import { matchNearest } from './nearest.js'
 
@@ -43,7 +42,12 @@ export interface RowChain {
   readonly fullSlots: readonly number[]
   /** Slots that hold only one block (intermediates used only inside the chain). */
   readonly localSlots: readonly number[]
+  /** Threads that run its blocks (the calling thread included). */
+  readonly threads: number
   run(B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void
+  dispose(): void
+  /** Blocks the calling thread ran in the last call (the rest ran on worker threads). */
+  readonly callerBlocks: number
 }
 
 export interface Plan {
@@ -181,8 +185,12 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
   }
   const outputSlots = program.outputs.map(slotOf)
   const dispose = () => nearest.forEach((n) => n.dispose())
-  const blocked = rowBlocked(steps, { program, def, stored, sides, env, slotVars, isOutput }, opts.blockRows)
-  return { steps: blocked, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose }
+  const blocked = rowBlocked(steps, { program, def, stored, sides, env, slotVars, isOutput }, opts.blockRows, opts.threads)
+  const disposeAll = () => {
+    dispose()
+    for (const st of blocked) if (st.kind === 'rows') st.chain.dispose()
+  }
+  return { steps: blocked, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose: disposeAll }
 }
 
 /**
@@ -265,6 +273,8 @@ interface ChainContext {
 const CHAIN_MIN_ELEMS = 1 << 20
 /** Elements of the widest row value per block (128 KiB of float32). */
 const BLOCK_ELEMS = 32768
+/** Elements (rows x widest row) from which a heavy chain is shared with worker threads. */
+const THREAD_MIN_ELEMS = 1 << 18
 
 const ROW_SAFE: ReadonlySet<Prim> = new Set<Prim>([
   'neg', 'exp', 'log', 'sqrt', 'tanh', 'atanh', 'abs', 'sign', 'floor', 'round', 'recip', 'cast', 'stop_gradient',
@@ -354,15 +364,19 @@ function accessOf(st: Step, n: number, cx: ChainContext): Access | undefined {
  * a step joins only if it reads nothing such a deferred step writes, nothing a sink of the
  * chain has not finished, and reads no chain-written slot whole.
  */
-function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefined): Step[] {
+function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefined, threads: number): Step[] {
   const sizeOf = (s: number) => cx.slotVars[s]!.aval.shape.reduce((a, b) => a * b, 1)
   // the leading axis of the largest value a kernel or matmul writes
   let first: number | undefined
   for (const st of steps) {
-    if ((st.kind !== 'kernel' && st.kind !== 'matmul') || cx.slotVars[st.out]!.aval.shape.length === 0) continue
-    if (first === undefined || sizeOf(st.out) > sizeOf(first)) first = st.out
+    if (st.kind !== 'kernel' && st.kind !== 'matmul') continue
+    for (const s of outsOf(st)) {
+      if (cx.slotVars[s]!.aval.shape.length === 0) continue
+      if (first === undefined || sizeOf(s) > sizeOf(first)) first = s
+    }
   }
-  if (first === undefined || (forcedRows === undefined && sizeOf(first) < CHAIN_MIN_ELEMS)) return steps
+  const worth = threads > 1 ? Math.min(CHAIN_MIN_ELEMS, THREAD_MIN_ELEMS) : CHAIN_MIN_ELEMS
+  if (first === undefined || (forcedRows === undefined && sizeOf(first) < worth)) return steps
   const n = cx.slotVars[first]!.aval.shape[0]!
   const chain: { st: Step; acc: Access }[] = []
   const pre: Step[] = [], rest: Step[] = []
@@ -396,7 +410,7 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   const readLater = new Set<number>()
   for (const st of rest) readsOf(st, cx).forEach((s) => readLater.add(s))
   const local = [...written].filter((s) => !readLater.has(s) && !cx.isOutput.has(cx.slotVars[s]!.id))
-  if (chain.length < 2 || local.length === 0 || (forcedRows === undefined && local.every((s) => sizeOf(s) < CHAIN_MIN_ELEMS))) return steps
+  if (chain.length === 0) return steps
   const rowElems = (s: number) => sizeOf(s) / n
   const widest = Math.max(...[...written, ...rowRead].map(rowElems), 1)
   const rows = Math.max(1, Math.min(n, forcedRows ?? Math.floor(BLOCK_ELEMS / widest)))
@@ -405,35 +419,87 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   const full = [...written].filter((s) => !localSet.has(s))
   const views = [...new Set([...rowRead, ...written])].filter((s) => !localSet.has(s))
   const sinks = chainSteps.filter((c) => c.sink)
+  const desc: ChainDesc = {
+    n,
+    rows,
+    steps: chainSteps.map((c) => c.desc),
+    views: views.map((s) => [s, rowElems(s)] as const),
+    locals: local.map((s) => [s, cx.slotVars[s]!.aval.dtype, rowElems(s)] as const),
+  }
+  const compiled = compileChain(desc)
+  const blocks = Math.ceil(n / rows)
+  // threads pay for themselves on heavy loops (transcendentals, matmuls) over many elements
+  const heavy = desc.steps.some((st) => st.kind === 'matmul' || /\b(TANH|EXP|LOG)\(/.test(st.source))
+  const workers = threads > 1 && blocks > 1 && heavy && n * widest >= THREAD_MIN_ELEMS ? threads - 1 : 0
+  // a chain pays when it keeps a large intermediate out of memory, or when threads share it
+  if (forcedRows === undefined && local.every((s) => sizeOf(s) < CHAIN_MIN_ELEMS) && workers === 0) return steps
+  let pool: ChainThreads | undefined
+  let callerBlocks = 0
+  // SharedArrayBuffer copies of the slots threads touch, kept between calls
+  const shared = new Map<number, AnyTypedArray>()
+  const sharedOf = (s: number): AnyTypedArray => {
+    let a = shared.get(s)
+    if (!a) {
+      const v = cx.slotVars[s]!
+      const len = sizeOf(s)
+      const bytes = v.aval.dtype === 'bool' ? 1 : 4
+      const buf = new SharedArrayBuffer(len * bytes)
+      a = v.aval.dtype === 'float32' ? new Float32Array(buf) : v.aval.dtype === 'int32' ? new Int32Array(buf) : new Uint8Array(buf)
+      shared.set(s, a)
+    }
+    return a
+  }
+  const touched = [...new Set([...views, ...wholeRead])]
   const run = (B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void => {
-    for (const s of full) B[s] = alloc(s)
-    const blockBufs = local.map((s) => allocate(cx.slotVars[s]!.aval.dtype, rows * rowElems(s)))
-    const accs = sinks.map((c) => new Float64Array(sizeOf(c.out)))
-    const Bb = B.slice()
-    local.forEach((s, i) => (Bb[s] = blockBufs[i]!))
-    for (let lo = 0; lo < n; lo += rows) {
-      const R = Math.min(rows, n - lo)
-      for (const s of views) {
-        const w = rowElems(s)
-        Bb[s] = B[s]!.subarray(lo * w, (lo + R) * w)
-      }
-      let k = 0
-      for (const c of chainSteps) {
-        if (c.matmul) {
-          const [, , kk, nn] = c.matmul.dims
-          matmulF64(Bb[c.matmul.a] as Float32Array, Bb[c.matmul.b] as Float32Array, Bb[c.out] as Float32Array, 1, R, kk, nn)
-        } else c.kernel!.fn(Bb, R, c.sink ? accs[k++] : undefined)
+    if (workers === 0) {
+      for (const s of full) B[s] = alloc(s)
+      const accs = sinks.map((c) => new Float64Array(sizeOf(c.out)))
+      callerBlocks = runBlocks(compiled, B, accs, new Int32Array(CTRL_WORDS))
+      finishSinks(B, accs, alloc)
+      return
+    }
+    pool ??= new ChainThreads(desc, workers)
+    const Bs: (AnyTypedArray | undefined)[] = new Array(B.length).fill(undefined)
+    const writtenSet = new Set(full)
+    for (const s of touched) {
+      const a = B[s]
+      if (!writtenSet.has(s) && a && a.buffer instanceof SharedArrayBuffer) Bs[s] = a
+      else {
+        const sh = sharedOf(s)
+        if (!writtenSet.has(s)) sh.set(a as never)
+        Bs[s] = sh
       }
     }
+    const accs = sinks.map((c) => new Float64Array(new SharedArrayBuffer(8 * sizeOf(c.out))))
+    const ctrl = new Int32Array(new SharedArrayBuffer(4 * CTRL_WORDS))
+    pool.post(Bs, accs, ctrl)
+    callerBlocks = runBlocks(compiled, Bs as AnyTypedArray[], accs, ctrl)
+    awaitBlocks(ctrl, blocks)
+    for (const s of full) {
+      // outputs are fresh, unshared arrays (callers own them); other values stay in the shared copy
+      if (cx.isOutput.has(cx.slotVars[s]!.id)) {
+        const out = alloc(s)
+        out.set(Bs[s] as never)
+        B[s] = out
+      } else B[s] = Bs[s]!
+    }
+    finishSinks(B, accs, alloc)
+  }
+  const finishSinks = (B: AnyTypedArray[], accs: readonly Float64Array[], alloc: (slot: number) => AnyTypedArray) =>
     sinks.forEach((c, i) => {
       const out = alloc(c.out)
       out.set(accs[i]!)
       B[c.out] = out
     })
-  }
   const rowsStep: Step = {
     kind: 'rows',
-    chain: { n, rows, steps: chain.map((c) => c.st), fullSlots: [...new Set([...full, ...views])], localSlots: local, run },
+    chain: {
+      n, rows, threads: workers + 1, steps: chain.map((c) => c.st), fullSlots: [...new Set([...full, ...views])], localSlots: local, run,
+      dispose: () => pool?.dispose(),
+      get callerBlocks() {
+        return callerBlocks
+      },
+    },
   }
   return [...pre, rowsStep, ...rest]
 }
@@ -441,18 +507,23 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
 interface BlockedStep {
   readonly out: number
   readonly sink: boolean
-  readonly kernel?: GeneratedKernel
-  readonly matmul?: { readonly a: number; readonly b: number; readonly dims: readonly [number, number, number, number] }
+  readonly desc: ChainStepDesc
 }
 
 function blockedStep(st: Step, acc: Access, cx: ChainContext): BlockedStep {
-  if (st.kind === 'matmul') return { out: st.out, sink: false, matmul: st }
+  if (st.kind === 'matmul') {
+    const [, , k, n] = st.dims
+    return { out: st.out, sink: false, desc: { kind: 'matmul', a: st.a, b: st.b, out: st.out, k, n } }
+  }
   if (st.kind !== 'kernel') throw new Error('fast backend: only kernels and matmuls join a row chain')
   const v = cx.slotVars[st.out]!
   const e = cx.def.get(v.id)!
-  if (acc.sink) return { out: st.out, sink: true, kernel: sinkKernel(e, cx.env) }
-  if (REDUCTIONS.has(e.prim)) return { out: st.out, sink: false, kernel: reduceKernel(e, cx.env, cx.sides.get(v.id) ?? [], true) }
-  return { out: st.out, sink: false, kernel: elementwiseKernel(v, cx.env, true) }
+  const kernel = acc.sink
+    ? sinkKernel(e, cx.env)
+    : REDUCTIONS.has(e.prim)
+      ? reduceKernel(e, cx.env, cx.sides.get(v.id) ?? [], true)
+      : elementwiseKernel(v, cx.env, true)
+  return { out: st.out, sink: acc.sink, desc: { kind: 'kernel', source: kernel.source, sink: acc.sink } }
 }
 
 function outsOf(st: Step): number[] {

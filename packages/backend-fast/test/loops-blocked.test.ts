@@ -96,3 +96,31 @@ describe('row-blocked chains', () => {
     }
   })
 })
+
+describe('row chains on worker threads', () => {
+  test('a heavy chain shared with a worker gives the same bits as one thread, and the worker takes blocks', async () => {
+    const n = 4096, d = 64
+    const p = traceOrThrow([f32([n, d])], (x: Tensor) => {
+      const e = x.mul(3).exp()
+      const s = e.sum(-1, true)
+      const prob = e.div(s)
+      return [prob.mul(prob.maximum(1e-5).log()).sum(-1), prob.sum(0), x.tanh().round()]
+    }).program
+    const ins = [tensorOf(values(n * d, 5), [n, d])]
+    const one = await runOrThrow(p, ins, fastBackend({ wasm: false, threads: 1 }))
+    const be = fastBackend({ wasm: false, threads: 2 })
+    const ex = be.compile(p)
+    const plan = (ex as unknown as { plan: { steps: { kind: string; chain?: { threads: number; callerBlocks: number; n: number; rows: number } }[] } }).plan
+    const chain = plan.steps.find((s) => s.kind === 'rows')!.chain!
+    expect(chain.threads).toBe(2)
+    const blocks = Math.ceil(chain.n / chain.rows)
+    let shared = false
+    for (let i = 0; i < 20 && !shared; i++) {
+      expectSameBits(await ex.run(ins), one, `call ${i}`)
+      shared = chain.callerBlocks < blocks
+      if (!shared) await new Promise((r) => setTimeout(r, 50)) // the worker is still starting
+    }
+    ex.dispose()
+    expect(shared).toBe(true)
+  })
+})
