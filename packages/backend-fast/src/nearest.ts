@@ -79,6 +79,8 @@ const THREAD_MIN_WORK = 1 << 22
 export function matchNearest(e: EqnOf<'argmin'>, ctx: MatchCtx, threads: number): NearestStep | undefined {
   const x = e.inputs[0]!
   if (x.aval.shape.length !== 2 || e.params.axis !== 1 || x.aval.dtype !== 'float32') return undefined
+  // empty rows, columns or dot products: the kernel's loops run at least once, so leave those to the generic path
+  if (x.aval.shape.some((s) => s === 0)) return undefined
   let matmul: Eqn | undefined
   const terms: Term[] = []
   const containsDot = (v: Var, seen = new Set<number>()): boolean => {
@@ -117,7 +119,7 @@ export function matchNearest(e: EqnOf<'argmin'>, ctx: MatchCtx, threads: number)
     return undefined
   }
   const epi = walk(x)
-  if (!epi || !matmul) return undefined
+  if (!epi || !matmul || (matmul as EqnOf<'matmul'>).inputs[0]!.aval.shape[1] === 0) return undefined
   return new NearestStep(e, matmul as EqnOf<'matmul'>, epi, terms, threads)
 }
 

@@ -8,7 +8,7 @@ import { interpretProgram } from '@tessera/backend-cpu'
 import type { HostTensor, Program, Tensor } from '@tessera/core'
 import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect, test } from 'vitest'
-import { fastBackend } from '../src/index.js'
+import { fastBackend, planProgram } from '../src/index.js'
 import { relaxedSimdSupported } from '../src/wasm/asm.js'
 
 /*
@@ -154,6 +154,16 @@ describe('nearest-code kernel: mul+add and relaxed SIMD paths', () => {
     expect(fastBackend({ threads: 2 }).name).toBe(relaxedSimdSupported() ? 'fast-js+wasm-relaxed(2t)' : 'fast-js+wasm(2t)')
     if (!relaxedSimdSupported()) expect(() => fastBackend({ relaxedSimd: true })).toThrow(/relaxed SIMD/)
     expect(() => fastBackend({ relaxedSimd: 'yes' as never })).toThrow(/relaxedSimd must be 'auto', true or false/)
+  })
+
+  test('empty rows or dot products are left to the generic loops and agree with the reference', async () => {
+    for (const [n, d, k] of [[3, 0, 5], [0, 2, 5]] as const) {
+      const p = program('dist', [n, d], [k, d])
+      expect(planProgram(p, { wasm: true, threads: 1 }).steps.map((s) => s.kind)).not.toContain('nearest')
+      const ins = [tensorOf(new Array(n * d).fill(1), [n, d]), tensorOf(new Array(k * d).fill(1), [k, d])]
+      const got = await runOrThrow(p, ins, fastBackend({ threads: 1 }))
+      expect(Array.from(got[0]!.data)).toEqual(Array.from(interpretProgram(p, ins)[0]!.data))
+    }
   })
 
   test('mul+add path: exact on grid inputs, near-ties only on floats, threads agree, NaN and rounding as specified', async () => {
