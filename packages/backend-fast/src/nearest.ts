@@ -443,11 +443,11 @@ export class NearestStep {
     const step = 4 * R
     let next = 0
     // rows handed out in chunks; with threads the last ones shrink so that all threads end together
-    const take = (): { r0: number; cnt: number } | undefined => {
+    const take = (limit: number): { r0: number; cnt: number } | undefined => {
       if (next >= m) return undefined
       const rest = m - next
       const want = T > 1 ? Math.max(MIN_CHUNK, Math.ceil(rest / (2 * T) / step) * step) : chunk
-      const cnt = Math.min(chunk, want, rest)
+      const cnt = Math.min(limit, want, rest)
       const r0 = next
       next += cnt
       return { r0, cnt }
@@ -470,13 +470,16 @@ export class NearestStep {
         this.collect(f32, i32, (at + g.out) / 4, r0, cnt, out)
       }
     }
+    // the calling thread's own chunks: smaller with more workers, so it is back to refill their
+    // queues before they run dry (each holds QUEUE chunks)
+    const own = W > 1 ? Math.min(chunk, Math.max(MIN_CHUNK, Math.ceil(chunk / W / step) * step)) : chunk
     for (;;) {
       // keep every worker's queue full (staging for it while it computes), then compute a chunk here
       for (let w = 0; w < W; w++) {
         const done = threads!.done(w)
         collectDone(w, done)
         for (let posted = threads!.posted(w); posted - done < QUEUE; posted++) {
-          const t = take()
+          const t = take(chunk)
           if (!t) break
           const at = bufAt(1 + w * QUEUE + (posted % QUEUE))
           const padded = stage(at, t.r0, t.cnt)
@@ -484,7 +487,7 @@ export class NearestStep {
           pending[w]!.push({ ...t, at })
         }
       }
-      const t = take()
+      const t = take(own)
       if (!t) break
       const at = bufAt(0)
       run(stage(at, t.r0, t.cnt), at + g.a, at + g.row, at + g.out)
