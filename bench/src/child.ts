@@ -24,8 +24,15 @@ export interface ChildResult {
   readonly ties?: number
   /** RSS when the measurement began: the process with its modules loaded, before the inputs exist. */
   readonly rssBaseMB: number
-  /** The process's peak RSS up to the end of the last timed call (before the check against the reference). */
+  /**
+   * The process's peak RSS (MiB) over: its start (or, after an earlier implementation in the
+   * same process, this one's start) to the end of the first call, and two further calls made
+   * after the timed ones with the previous outputs dropped and collected. The check against the
+   * reference comes after and is not counted.
+   */
   readonly rssPeakMB: number
+  /** The whole process's peak up to the end of the timed calls, V8's not yet collected garbage included. */
+  readonly rssPeakTimedMB?: number
   /** Bytes of the inputs plus this implementation's outputs, in MB (2^20 bytes). */
   readonly ioMB?: number
   /** RSS after the inputs were built, after setup (compilation), after the first call. */
@@ -52,9 +59,22 @@ export function rssNow(): { rss: number; peak: number } {
   return { rss: process.memoryUsage().rss / MB, peak: process.resourceUsage().maxRSS / 1024 }
 }
 
+/** Reset VmHWM (Linux >= 4.0: `echo 5 > /proc/self/clear_refs`); false where that is not possible. */
+function resetPeakRss(): boolean {
+  try {
+    writeFileSync('/proc/self/clear_refs', '5')
+    return true
+  } catch {
+    return false
+  }
+}
+
+/** Calls made after the timed ones to measure memory (the timed calls run as an application would run them). */
+const MEMORY_CALLS = 2
+
 /**
- * Between two calls: let go of the previous call's outputs and collect them, outside the timed
- * region. The await matters: a suspended async function keeps the value it last awaited (the
+ * Before a memory-measuring call: let go of the previous call's outputs and collect them. The
+ * await matters: a suspended async function keeps the value it last awaited (the
  * previous outputs) reachable until it awaits again, so a collection right after
  * `out = undefined` would not free them.
  */
@@ -64,7 +84,7 @@ async function releaseOutputs(): Promise<void> {
 }
 
 /**
- * Full collections between calls, outside the timed region (the child runs with --expose-gc).
+ * Full collections (the child runs with --expose-gc; without it this does nothing).
  * Twice: V8 frees dead ArrayBuffers' memory on a background thread after a collection, and the
  * next collection first waits for that, so after the second one the first one's garbage is gone.
  */
@@ -177,8 +197,8 @@ export const NODE_FLAGS: Readonly<Record<string, readonly string[]>> = {
 /**
  * argv: <workload> <impl[,impl...]> <quick 0|1> <result file> <reference cache file> <max seconds>
  * [<inputs file>] (written by `writeInputs`; without it the process generates the inputs itself).
- * Several implementations in one process (the --quick mode) share its peak RSS, which is then
- * reported as the process's peak so far.
+ * Several implementations in one process (the --quick mode): each one's peak is measured from its
+ * own start, but the process still holds what the earlier ones loaded and left to the allocator.
  */
 async function main(): Promise<void> {
   const [wid, implList, quickArg, resultFile, refFile, maxSecArg, inputsFile] = process.argv.slice(2) as string[]
@@ -187,21 +207,25 @@ async function main(): Promise<void> {
   const results: ChildResult[] = []
   const save = () => writeFileSync(resultFile!, JSON.stringify(results))
   for (const impl of implList!.split(',')) {
-    results.push(await measure(wid!, impl, quick, refFile!, maxMs, inputsFile))
+    results.push(await measure(wid!, impl, quick, refFile!, maxMs, inputsFile, results.length === 0))
     save()
   }
   process.exit(0)
 }
 
-async function measure(wid: string, impl: string, quick: boolean, refFile: string, maxMs: number, inputsFile?: string): Promise<ChildResult> {
+async function measure(wid: string, impl: string, quick: boolean, refFile: string, maxMs: number, inputsFile?: string, first = true): Promise<ChildResult> {
   collect()
+  // --quick: an earlier implementation's peak is not this one's
+  if (!first) resetPeakRss()
   const rssBaseMB = rssNow().rss
-  // frozen at the end of the last timed call, so the check against the reference is not counted
+  // frozen before the check against the reference, which is not counted
   let rssPeakMB: number | undefined
+  let rssPeakTimedMB: number | undefined
   let ioMB: number | undefined
   let rssStagesMB: ChildResult['rssStagesMB']
   const done = (r: Omit<ChildResult, 'workload' | 'impl' | 'rssBaseMB' | 'rssPeakMB'>): ChildResult => ({
     workload: wid, impl, ...r, rssBaseMB, rssPeakMB: rssPeakMB ?? rssNow().peak,
+    ...(rssPeakTimedMB !== undefined ? { rssPeakTimedMB } : {}),
     ...(ioMB !== undefined ? { ioMB } : {}), ...(rssStagesMB ? { rssStagesMB } : {}),
   })
   const bytes = (arrs: readonly { byteLength: number }[]) => arrs.reduce((s, a) => s + a.byteLength, 0)
@@ -215,48 +239,56 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
     const runner = await setup(w, ins, quick)
     if (typeof runner === 'string') return done({ status: 'skipped', note: runner })
     const afterSetup = rssNow().rss
-    // Outputs of a previous call are dropped and collected before the next one (not for OVH's
-    // thousands of 4-float calls): otherwise V8 frees large typed arrays lazily and the peak
-    // would count one or two calls' discarded outputs on top of the live ones.
-    const betweenCalls = w.id === 'OVH' ? async () => {} : releaseOutputs
     // warm-up: at least one call, more while they are cheap
     const t0 = performance.now()
     let out: Arr[] | undefined = await runner.run()
-    const first = performance.now() - t0
-    rssStagesMB = { inputs: afterInputs, setup: afterSetup, firstCall: rssNow().rss }
+    const firstMs = performance.now() - t0
+    const afterFirst = rssNow()
+    rssStagesMB = { inputs: afterInputs, setup: afterSetup, firstCall: afterFirst.rss }
     // TRAIN's inputs live inside its runner (the model's parameters and a batch): no I/O figure
     if (w.id !== 'TRAIN') ioMB = (bytes(ins.map((t) => t.data)) + bytes(out)) / MB
     // far too slow to time five more calls in the budget: report the one call, flagged
-    if (first > maxMs / 4) {
-      rssPeakMB = rssNow().peak
+    if (firstMs > maxMs / 4) {
+      rssPeakMB = afterFirst.peak
       runner.dispose()
       if (impl === REFERENCE) writeFileSync(refFile, serialize(out))
       const check =
         impl !== REFERENCE && existsSync(refFile) ? w.check(ins, deserialize(readFileSync(refFile)) as Arr[], out, quick) : { ok: true, ties: 0 }
       return done({
-        status: check.ok ? 'ok' : 'mismatch', medianMs: first, minMs: first, runs: 1, ties: check.ties,
-        note: `${check.note ? check.note + '; ' : ''}one call (with compilation) took ${(first / 1000).toFixed(1)} s, over ${(maxMs / 4000).toFixed(0)} s: not timed further`,
+        status: check.ok ? 'ok' : 'mismatch', medianMs: firstMs, minMs: firstMs, runs: 1, ties: check.ties,
+        note: `${check.note ? check.note + '; ' : ''}one call (with compilation) took ${(firstMs / 1000).toFixed(1)} s, over ${(maxMs / 4000).toFixed(0)} s: not timed further`,
       })
     }
-    for (let i = 0; i < 4 && performance.now() - t0 < Math.min(1000, maxMs / 10); i++) {
-      out = undefined
-      await betweenCalls()
-      out = await runner.run()
-    }
+    for (let i = 0; i < 4 && performance.now() - t0 < Math.min(1000, maxMs / 10); i++) out = await runner.run()
     const times: number[] = []
     const start = performance.now()
     const minRuns = w.id === 'OVH' ? 2000 : 5
     const maxRuns = w.id === 'OVH' ? 20000 : 30
     while (times.length < maxRuns) {
-      out = undefined
-      await betweenCalls()
       const s = performance.now()
       out = await runner.run()
       times.push(performance.now() - s)
       const spent = performance.now() - start
       if (times.length >= minRuns && spent > Math.min(2000, maxMs)) break
     }
-    rssPeakMB = rssNow().peak
+    rssPeakTimedMB = rssNow().peak
+    // Memory: V8 frees large typed arrays lazily, so the timed calls' peak counts one or two
+    // calls' discarded outputs on top of the live ones. Measure the peak again over calls made
+    // with the previous outputs collected (the allocator keeps what the timed calls left it).
+    // Where VmHWM cannot be reset, the timed calls' peak is reported.
+    rssPeakMB = rssPeakTimedMB
+    out = undefined
+    await releaseOutputs()
+    if (resetPeakRss()) {
+      for (let i = 0; i < MEMORY_CALLS; i++) {
+        if (i > 0) {
+          out = undefined
+          await releaseOutputs()
+        }
+        out = await runner.run()
+      }
+      rssPeakMB = Math.max(afterFirst.peak, rssNow().peak)
+    } else out = await runner.run()
     times.sort((a, b) => a - b)
     const medianMs = times[Math.floor(times.length / 2)]!
     runner.dispose()

@@ -121,7 +121,7 @@ async function main(): Promise<void> {
       const batches = quick ? [list] : list.map((i) => [i])
       for (const batch of batches) {
         for (const r of await runChild(childEntry, wid, batch)) {
-          const mem = r.rssPeakMB ? `; RSS peak ${fmt(r.rssPeakMB, 0)} MiB, base ${fmt(r.rssBaseMB, 0)}${r.rssStagesMB ? `, after inputs ${fmt(r.rssStagesMB.inputs, 0)}, setup ${fmt(r.rssStagesMB.setup, 0)}, first call ${fmt(r.rssStagesMB.firstCall, 0)}` : ''}` : ''
+          const mem = r.rssPeakMB ? `; RSS peak ${fmt(r.rssPeakMB, 0)} MiB${r.rssPeakTimedMB ? ` (timed calls ${fmt(r.rssPeakTimedMB, 0)})` : ''}, base ${fmt(r.rssBaseMB, 0)}${r.rssStagesMB ? `, after inputs ${fmt(r.rssStagesMB.inputs, 0)}, setup ${fmt(r.rssStagesMB.setup, 0)}, first call ${fmt(r.rssStagesMB.firstCall, 0)}` : ''}` : ''
           process.stderr.write(`${wid} ${r.impl}: ${r.status} ${fmt(r.medianMs, 2)} ms${mem}${r.note ? ` (${r.note})` : ''}\n`)
           results.push(r)
         }
@@ -170,10 +170,10 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
   lines.push(`${started.toISOString()} · ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB · Node ${m.node} · ${m.platform} · load average at the end ${m.loadavg.join(' ')}`, '')
   lines.push(
     quick
-      ? 'Median of at least 5 timed calls after warm-up; --quick: one process per workload (the reference included), so "peak RSS" is that process\'s peak so far. Inputs and outputs are host typed arrays.'
+      ? 'Median of at least 5 timed calls after warm-up; --quick: one process per workload (the reference included); each implementation\'s peak RSS is measured from its own start, but the process holds what earlier ones loaded. Inputs and outputs are host typed arrays.'
       : 'Median of at least 5 timed calls after warm-up, one process per workload and implementation. Inputs and outputs are host typed arrays.',
     '',
-    'Memory (MiB = 2^20 bytes): "peak RSS" is the whole measured process\'s peak resident set (VmHWM) from its start to the end of its last timed call: node, the harness, the implementation\'s code, its worker threads and native/wasm memory, the inputs and the live outputs; the check against the reference comes after it and is not counted. "base" is the process\'s RSS before the inputs exist (node with the harness loaded, plain `node` on a bundle, no tsx); "peak − base" is what the inputs, the implementation and its outputs added. "I/O" is the bytes of the inputs plus this implementation\'s outputs. Outputs of a previous call are dropped and collected (outside the timed region) before the next call.',
+    'Memory (MiB = 2^20 bytes): "peak RSS" is the whole measured process\'s peak resident set (VmHWM: node, the harness, the implementation\'s code, worker threads, native and wasm memory, inputs, live outputs) from its start to the end of the first call, and over two more calls made after the timed ones, each with the previous outputs dropped and collected first (VmHWM reset before them). The timed calls run without forced collections; their peak, which also counts outputs V8 had not yet collected, is `rssPeakTimedMB` in the JSON. The check against the reference is not counted. "base" is the process\'s RSS before the inputs exist (plain `node` on a bundle, no tsx); "peak − base" is what the inputs, the implementation and its outputs added. "I/O" is the bytes of the inputs plus this implementation\'s outputs.',
   )
   if (results.some((r) => r.impl.includes('relaxed')))
     lines.push('`fast-wasm-relaxed-2t`: the nearest-code kernel with relaxed SIMD fused multiply-adds; on Node 20 its process runs with `--experimental-wasm-relaxed-simd` (on by default in Node >= 22 and Chrome >= 114). `fast-wasm-1t`/`-2t` use separate multiplies and adds.', '')
