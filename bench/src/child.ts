@@ -25,14 +25,16 @@ export interface ChildResult {
   /** RSS when the measurement began: the process with its modules loaded, before the inputs exist. */
   readonly rssBaseMB: number
   /**
-   * The process's peak RSS (MiB) over: its start (or, after an earlier implementation in the
-   * same process, this one's start) to the end of the first call, and two further calls made
-   * after the timed ones with the previous outputs dropped and collected. The check against the
-   * reference comes after and is not counted.
+   * The process's peak RSS (MiB) from its start (or, after an earlier implementation in the same
+   * process, from this one's start) to the end of the memory calls: calls after the first, each
+   * made after the previous outputs were dropped and collected, until the peak stops growing.
+   * The timed calls come after them.
    */
   readonly rssPeakMB: number
   /** The whole process's peak up to the end of the timed calls, V8's not yet collected garbage included. */
   readonly rssPeakTimedMB?: number
+  /** Memory calls made (after the first call). */
+  readonly memoryCalls?: number
   /** Bytes of the inputs plus this implementation's outputs, in MB (2^20 bytes). */
   readonly ioMB?: number
   /** RSS after the inputs were built, after setup (compilation), after the first call. */
@@ -69,8 +71,14 @@ function resetPeakRss(): boolean {
   }
 }
 
-/** Calls made after the timed ones to measure memory (the timed calls run as an application would run them). */
-const MEMORY_CALLS = 2
+/**
+ * Calls after the first that count for memory, each with the previous outputs collected (they
+ * also warm up): at least `min`, then until two in a row raised the peak by at most `flatMB`; at
+ * most `max`, or until they took a quarter of the time budget. The C allocator keeps part of
+ * each freed output, so the peak creeps up over the first few calls (W1b fast-wasm-2t: 107, 108,
+ * 112, 113, 113 MiB).
+ */
+const MEMORY_CALLS = { min: 3, max: 10, flatMB: 0.5 } as const
 
 /**
  * Before a memory-measuring call: let go of the previous call's outputs and collect them. The
@@ -221,11 +229,12 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
   // frozen before the check against the reference, which is not counted
   let rssPeakMB: number | undefined
   let rssPeakTimedMB: number | undefined
+  let memoryCalls: number | undefined
   let ioMB: number | undefined
   let rssStagesMB: ChildResult['rssStagesMB']
   const done = (r: Omit<ChildResult, 'workload' | 'impl' | 'rssBaseMB' | 'rssPeakMB'>): ChildResult => ({
     workload: wid, impl, ...r, rssBaseMB, rssPeakMB: rssPeakMB ?? rssNow().peak,
-    ...(rssPeakTimedMB !== undefined ? { rssPeakTimedMB } : {}),
+    ...(rssPeakTimedMB !== undefined ? { rssPeakTimedMB } : {}), ...(memoryCalls !== undefined ? { memoryCalls } : {}),
     ...(ioMB !== undefined ? { ioMB } : {}), ...(rssStagesMB ? { rssStagesMB } : {}),
   })
   const bytes = (arrs: readonly { byteLength: number }[]) => arrs.reduce((s, a) => s + a.byteLength, 0)
@@ -245,11 +254,11 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
     const firstMs = performance.now() - t0
     const afterFirst = rssNow()
     rssStagesMB = { inputs: afterInputs, setup: afterSetup, firstCall: afterFirst.rss }
+    rssPeakMB = afterFirst.peak
     // TRAIN's inputs live inside its runner (the model's parameters and a batch): no I/O figure
     if (w.id !== 'TRAIN') ioMB = (bytes(ins.map((t) => t.data)) + bytes(out)) / MB
     // far too slow to time five more calls in the budget: report the one call, flagged
     if (firstMs > maxMs / 4) {
-      rssPeakMB = afterFirst.peak
       runner.dispose()
       if (impl === REFERENCE) writeFileSync(refFile, serialize(out))
       const check =
@@ -258,6 +267,23 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
         status: check.ok ? 'ok' : 'mismatch', medianMs: firstMs, minMs: firstMs, runs: 1, ties: check.ties,
         note: `${check.note ? check.note + '; ' : ''}one call (with compilation) took ${(firstMs / 1000).toFixed(1)} s, over ${(maxMs / 4000).toFixed(0)} s: not timed further`,
       })
+    }
+    // Memory: V8 frees large typed arrays lazily, so back-to-back calls also hold one or two
+    // earlier calls' outputs that the caller has dropped. The peak is read over calls made
+    // with those collected, before the timed calls (whose garbage would stay with the allocator
+    // and shift the figure by the history of collections); the timed calls then run with no
+    // forced collections, as before, and their peak is reported separately.
+    const memStart = performance.now()
+    let flat = 0
+    for (memoryCalls = 0; memoryCalls < MEMORY_CALLS.max; ) {
+      out = undefined
+      await releaseOutputs()
+      out = await runner.run()
+      memoryCalls++
+      const peak = rssNow().peak
+      flat = peak - rssPeakMB <= MEMORY_CALLS.flatMB ? flat + 1 : 0
+      rssPeakMB = peak
+      if ((memoryCalls >= MEMORY_CALLS.min && flat >= 2) || performance.now() - memStart > maxMs / 4) break
     }
     for (let i = 0; i < 4 && performance.now() - t0 < Math.min(1000, maxMs / 10); i++) out = await runner.run()
     const times: number[] = []
@@ -272,23 +298,6 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
       if (times.length >= minRuns && spent > Math.min(2000, maxMs)) break
     }
     rssPeakTimedMB = rssNow().peak
-    // Memory: V8 frees large typed arrays lazily, so the timed calls' peak counts one or two
-    // calls' discarded outputs on top of the live ones. Measure the peak again over calls made
-    // with the previous outputs collected (the allocator keeps what the timed calls left it).
-    // Where VmHWM cannot be reset, the timed calls' peak is reported.
-    rssPeakMB = rssPeakTimedMB
-    out = undefined
-    await releaseOutputs()
-    if (resetPeakRss()) {
-      for (let i = 0; i < MEMORY_CALLS; i++) {
-        if (i > 0) {
-          out = undefined
-          await releaseOutputs()
-        }
-        out = await runner.run()
-      }
-      rssPeakMB = Math.max(afterFirst.peak, rssNow().peak)
-    } else out = await runner.run()
     times.sort((a, b) => a - b)
     const medianMs = times[Math.floor(times.length / 2)]!
     runner.dispose()
