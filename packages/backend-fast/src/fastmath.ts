@@ -106,7 +106,16 @@ export function fastMathFactory(): {
   function makeLogF32(): (x: number) => number {
     const scratch = new Float32Array(1)
     const bitsOf = new Int32Array(scratch.buffer)
+    // the last argument and its log: a clamped log (log(max(p, eps)) in an entropy) mostly sees
+    // the same argument again; ±0 compare equal and have the same log
+    let lastX = NaN, lastY = NaN
     return (x: number): number => {
+      if (x === lastX) return lastY
+      lastX = x
+      lastY = logOf(x)
+      return lastY
+    }
+    function logOf(x: number): number {
       scratch[0] = x
       const bits = bitsOf[0]!
       const e = (bits >> 23) - 127

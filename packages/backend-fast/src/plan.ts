@@ -433,7 +433,7 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   const workers = threads > 1 && blocks > 1 && heavy && n * widest >= THREAD_MIN_ELEMS ? threads - 1 : 0
   // a chain pays when it keeps a large intermediate out of memory, or when threads share it
   if (forcedRows === undefined && local.every((s) => sizeOf(s) < CHAIN_MIN_ELEMS) && workers === 0) return steps
-  let pool: ChainThreads | undefined
+  let pool: ChainThreads | null | undefined
   let callerBlocks = 0
   // SharedArrayBuffer copies of the slots threads touch, kept between calls
   const shared = new Map<number, AnyTypedArray>()
@@ -451,14 +451,20 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   }
   const touched = [...new Set([...views, ...wholeRead])]
   const run = (B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void => {
-    if (workers === 0) {
+    if (workers > 0 && pool === undefined) {
+      try {
+        pool = new ChainThreads(desc, workers)
+      } catch {
+        pool = null // no worker threads here: the calling thread runs every block
+      }
+    }
+    if (!pool) {
       for (const s of full) B[s] = alloc(s)
       const accs = sinks.map((c) => new Float64Array(sizeOf(c.out)))
       callerBlocks = runBlocks(compiled, B, accs, new Int32Array(CTRL_WORDS))
       finishSinks(B, accs, alloc)
       return
     }
-    pool ??= new ChainThreads(desc, workers)
     const Bs: (AnyTypedArray | undefined)[] = new Array(B.length).fill(undefined)
     const writtenSet = new Set(full)
     for (const s of touched) {

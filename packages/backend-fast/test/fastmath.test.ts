@@ -39,6 +39,15 @@ describe('expF32', () => {
 describe('makeLogF32', () => {
   const log = makeLogF32()
 
+  test('repeated arguments (the last-argument cache) give the same value as fresh ones, including ±0 and NaN', () => {
+    const cached = makeLogF32()
+    const seq = [1e-5, 1e-5, 0.25, 0.25, 1e-5, 0, -0, -0, 0, NaN, NaN, 3, -1, -1, 1e-5, 1e-40, 1e-40]
+    for (const x of seq) {
+      const fresh = makeLogF32()(x)
+      expect(Object.is(cached(x), fresh), `x = ${x}`).toBe(true)
+    }
+  })
+
   test.prop([fc.float({ noNaN: true })], { numRuns: 200 })('on float32 inputs it is within one float32 ulp of fround(Math.log(x))', (x) => {
     const want = F(Math.log(x)), got = F(log(x))
     if (Object.is(want, got) || (want !== want && got !== got)) return
