@@ -392,8 +392,9 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
       [...acc.wholeReads].every((s) => !written.has(s) && !rowRead.has(s)) &&
       [...acc.rowReads].every((s) => !wholeRead.has(s))
     if (!ok) {
-      // before the chain's first step, a step simply runs first
-      if (chain.length === 0) pre.push(st)
+      // a step that reads nothing the chain (or a step deferred after it) writes runs before it
+      const independent = readsOf(st, cx).every((s) => !written.has(s) && !sinkOuts.has(s) && !deferredOuts.has(s))
+      if (chain.length === 0 || independent) pre.push(st)
       else {
         rest.push(st)
         outsOf(st).forEach((s) => deferredOuts.add(s))
