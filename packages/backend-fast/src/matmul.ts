@@ -23,9 +23,30 @@ export function matmulFactory(): { matmulF64: typeof matmulF64Type } {
       return
     }
     const acc = new Float64Array(n)
+    // four output rows at a time share each streamed row of B (a quarter of the B traffic);
+    // every output still adds its k terms in order into its own float64 accumulator
+    const acc4 = m >= 4 ? new Float64Array(4 * n) : acc
     for (let bt = 0; bt < batch; bt++) {
       const aOff = bt * m * k, bOff = bt * k * n, oOff = bt * m * n
-      for (let i = 0; i < m; i++) {
+      let i0 = 0
+      for (; i0 + 3 < m; i0 += 4) {
+        acc4.fill(0)
+        const r0 = aOff + i0 * k, r1 = r0 + k, r2 = r1 + k, r3 = r2 + k
+        for (let kk = 0; kk < k; kk++) {
+          const x0 = a[r0 + kk]!, x1 = a[r1 + kk]!, x2 = a[r2 + kk]!, x3 = a[r3 + kk]!
+          const bRow = bOff + kk * n
+          for (let j = 0, j1 = n, j2 = 2 * n, j3 = 3 * n; j < n; j++, j1++, j2++, j3++) {
+            const y = b[bRow + j]!
+            acc4[j] += x0 * y
+            acc4[j1] += x1 * y
+            acc4[j2] += x2 * y
+            acc4[j3] += x3 * y
+          }
+        }
+        const o = oOff + i0 * n
+        for (let j = 0; j < 4 * n; j++) out[o + j] = acc4[j]!
+      }
+      for (let i = i0; i < m; i++) {
         acc.fill(0)
         const aRow = aOff + i * k
         for (let kk = 0; kk < k; kk++) {

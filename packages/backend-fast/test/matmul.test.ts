@@ -31,12 +31,13 @@ describe('matmul', () => {
     expect(Array.from(got.data)).toEqual(Array.from(want.data))
   })
 
-  test('a B too large for the tiled loop (k*n > 65536) also equals the reference', async () => {
-    const [m, k, n] = [3, 300, 260]
-    const p = traceOrThrow([f32([m, k]), f32([k, n])], (x: Tensor, y: Tensor) => [x.matmul(y)]).program
+  // m = 3: rows one at a time; m = 9 and 2 batches: two 4-row tiles and a leftover row each
+  test.each([[1, 3], [2, 9]])('a B too large for the tiled loop (k*n > 65536) also equals the reference (batch %i, m %i)', async (batch, m) => {
+    const [k, n] = [300, 260]
+    const p = traceOrThrow([f32([batch, m, k]), f32([batch, k, n])], (x: Tensor, y: Tensor) => [x.matmul(y)]).program
     const ins = [
-      tensorOf(Array.from({ length: m * k }, (_, i) => Math.sin(i) * 3), [m, k]),
-      tensorOf(Array.from({ length: k * n }, (_, i) => Math.cos(i * 0.7)), [k, n]),
+      tensorOf(Array.from({ length: batch * m * k }, (_, i) => Math.sin(i) * 3), [batch, m, k]),
+      tensorOf(Array.from({ length: batch * k * n }, (_, i) => Math.cos(i * 0.7)), [batch, k, n]),
     ]
     const want = interpretProgram(p, ins)[0]!
     const got = (await runOrThrow(p, ins, fastBackend({ wasm: false })))[0]!
