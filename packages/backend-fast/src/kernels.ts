@@ -392,6 +392,9 @@ export class ChainThreads {
   private readonly workers: Worker[]
 
   constructor(desc: ChainDesc, count: number) {
+    // the worker script rebuilds exactly these helpers; a new one must be added there first
+    const known = new Set(['F', 'TANH', 'EXP', 'LOG', 'RNE', 'MAX', 'MIN', 'CI'])
+    if (helperNames.some((h) => !known.has(h))) throw new Error('fast backend: a kernel helper the worker script does not rebuild')
     this.workers = Array.from({ length: count }, () => {
       const w = new Worker(workerSource(), { eval: true, workerData: { desc } })
       w.unref()
