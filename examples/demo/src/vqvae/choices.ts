@@ -55,8 +55,8 @@ const recipes: Readonly<Record<string, Recipe>> = {
     describe: 'LFQ, 2^8 codes, spherical (tokens and codes on the unit sphere), entropy loss 0.001, no commitment loss',
     tokenDim: 8, codebookSize: 256, codebooks: 1, tokens: 32,
     // Spherical: unnormalized tokens let the straight-through gradient shrink them toward the
-    // bias (the decoder sees ±1 whatever their size), so most bits end up the same for every
-    // image; on the sphere the encoder can only turn a token, which flips bits
+    // bias (the decoder sees ±1 whatever their size), so many bits end up the same for every
+    // image; on the sphere the encoder can only turn a token, which flips bits (README.md)
     options: { dim: 8, codebook_size: 256, entropy_loss_weight: 0.001, commitment_loss_weight: 0, spherical: true },
     make: lfq as Factory,
   },
@@ -81,8 +81,7 @@ const recipes: Readonly<Record<string, Recipe>> = {
   'residual-lfq': {
     describe: 'ResidualLFQ, 3 layers of 2^8 codes, spherical, entropy loss 0.001',
     tokenDim: 8, codebookSize: 256, codebooks: 3, tokens: 32,
-    // spherical for the same reason as LFQ's recipe (bits stop dying); it was 0.02078 test MSE
-    // with inputs soft-clamped to (-1, 1) and entropy loss 0.02, 0.01292 spherical
+    // spherical for the same reason as LFQ's recipe: it keeps the bits from dying (README.md)
     options: { dim: 8, codebook_size: 256, num_quantizers: 3, entropy_loss_weight: 0.001, commitment_loss_weight: 0, spherical: true },
     make: residualLFQ as Factory,
   },
