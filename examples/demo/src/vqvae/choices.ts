@@ -86,7 +86,7 @@ const recipes: Readonly<Record<string, Recipe>> = {
     make: residualLFQ as Factory,
   },
   'latent-quantize': {
-    describe: 'LatentQuantize, levels [8,5,5,5] with learned values (fed channel-first)',
+    describe: 'LatentQuantize, levels [8,5,5,5] (fed channel-first)',
     tokenDim: 4, codebookSize: 1000, codebooks: 1, tokens: 32,
     options: { levels: [8, 5, 5, 5], dim: 4 },
     make: ((o: unknown) => E.map((q: Quantizer<unknown>) => tokensChannelFirst(q))(latentQuantize(o) as E.Either<TesseraError, Quantizer<unknown>>)) as Factory,
