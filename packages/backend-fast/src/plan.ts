@@ -107,6 +107,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
     return r
   }
   const sizeOfVar = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
+  const leadingSum = (u: Eqn) => u.prim === 'reduce_sum' && u.params.axes.includes(0)
   // Program order: a value's inputs are decided before the value itself.
   for (const v of program.inputs) stored.add(v.id)
   for (const e of program.eqns) {
@@ -119,7 +120,12 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
       // an expensive value read through an expanding broadcast would be recomputed per copy
       (!cheap(v) && us.some((u) => u.prim === 'broadcast' && sizeOfVar(u.out) > sizeOfVar(v))) ||
       // a transcendental read by several loops would be recomputed by each (softmax's exp)
-      (TRANSCENDENTAL.has(e.prim) && us.length > 1)
+      (TRANSCENDENTAL.has(e.prim) && us.length > 1) ||
+      // a computed value also summed over its leading axis (softmax probabilities and their mean
+      // over samples): stored, it becomes a side output of the loop that computes it, and the
+      // column sum (a row chain's sink, which threads run one block at a time in row order) only
+      // adds instead of recomputing it (W3b: one division per element less, in the serial part)
+      (!cheap(v) && v.aval.shape.length >= 2 && us.length > 1 && us.some(leadingSum))
     if (mustStore) stored.add(v.id)
   }
 

@@ -1,0 +1,77 @@
+import { fc, test } from '@fast-check/vitest'
+import { interpretProgram } from '@tessera/backend-cpu'
+import type { HostTensor, Program, Tensor } from '@tessera/core'
+import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
+import { describe, expect } from 'vitest'
+import { fastBackend, planProgram } from '../src/index.js'
+
+const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
+
+function expectSameBits(got: HostTensor[], want: HostTensor[], what: string): void {
+  expect(got.length).toBe(want.length)
+  got.forEach((g, i) => {
+    expect(g.shape).toEqual(want[i]!.shape)
+    Array.from(g.data).forEach((v, j) => {
+      if (!Object.is(v, want[i]!.data[j])) expect.fail(`${what}: output ${i} element ${j}: ${v} vs ${want[i]!.data[j]}`)
+    })
+  })
+}
+
+/** W3b's structure: softmax probabilities, their per-row entropy and their mean over rows. */
+function entropyProgram(n: number, dim: number, k: number): Program {
+  return traceOrThrow([f32([n, dim]), f32([k, dim])], (x: Tensor, cb: Tensor) => {
+    const prob = x.matmul(cb.mT).mul(-2).mul(-10).softmax(-1)
+    const entropy = (p: Tensor, axis: number | undefined) => p.mul(p.maximum(1e-5).log()).sum(axis).neg()
+    return [entropy(prob, -1).mean(), entropy(prob.mean(0), undefined)]
+  }).program
+}
+
+const values = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed * 78.233) * 1.5)
+
+describe('a value summed over rows and read elsewhere is stored once (W3b column sum)', () => {
+  test('the probabilities are a side output of the entropy loop; the column sum only adds them', () => {
+    const plan = planProgram(entropyProgram(50, 3, 8), { wasm: false, threads: 1, blockRows: 7 })
+    const chain = plan.steps.flatMap((s) => (s.kind === 'rows' ? [s.chain] : []))[0]!
+    expect(chain).toBeDefined()
+    const kernels = chain.steps.flatMap((s) => (s.kind === 'kernel' ? [s] : []))
+    // the loop computing the per-row entropy also writes the probabilities
+    const writer = kernels.find((s) => (s.sideOuts ?? []).length > 0 && /\bLOG\(/.test(s.kernel.source))
+    expect(writer).toBeDefined()
+    const probSlot = writer!.sideOuts![0]!
+    // the column sum reads that slot and divides nothing
+    const colSum = kernels.find((s) => s.prim === 'reduce_sum' && s.kernel.source.includes(`const b${probSlot} = B[${probSlot}];`) && s !== writer)
+    expect(colSum).toBeDefined()
+    expect(colSum!.kernel.source).not.toMatch(/ \/ /)
+    // block-sized: the probabilities never exist in full
+    expect(chain.localSlots).toContain(probSlot)
+  })
+
+  test.prop([fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 0, max: 1000 })], { numRuns: 40 })(
+    'blocked runs of the entropy program give the same bits as unblocked ones',
+    async (n, rows, seed) => {
+      const p = entropyProgram(n, 3, 8)
+      const ins = [tensorOf(values(n * 3, seed), [n, 3]), tensorOf(values(24, seed + 1), [8, 3])]
+      const plain = await runOrThrow(p, ins, fastBackend({ wasm: false }))
+      const blocked = await runOrThrow(p, ins, fastBackend({ wasm: false, blockRows: rows }))
+      expectSameBits(blocked, plain, `n=${n} rows=${rows}`)
+    },
+  )
+
+  test.prop([fc.integer({ min: 1, max: 17 }), fc.integer({ min: 1, max: 5 }), fc.array(fc.float({ min: -3, max: 3, noNaN: true }), { minLength: 17 * 6, maxLength: 17 * 6 })], { numRuns: 50 })(
+    'a summed-over-rows value read before, after, transposed and elementwise equals the reference bit for bit',
+    async (n, rows, xs) => {
+      const p = traceOrThrow([f32([n, 6])], (x: Tensor) => {
+        const t = x.div(x.abs().add(1)) // computed, read by several loops and summed over rows
+        const early = t.max(-1) // reads t before the row sum of t.mul(x)
+        const ent = t.mul(x).sum(-1)
+        const col = t.sum(0)
+        const moved = t.mT.sum(-1) // t through a transpose
+        return [early, ent, col, moved, t.add(col.broadcastTo([n, 6]))]
+      }).program
+      const ins = [tensorOf(xs.slice(0, n * 6), [n, 6])]
+      const want = interpretProgram(p, ins)
+      expectSameBits(await runOrThrow(p, ins, fastBackend({ wasm: false, blockRows: rows })), want, `n=${n} rows=${rows} blocked`)
+      expectSameBits(await runOrThrow(p, ins, fastBackend({ wasm: false })), want, `n=${n} unblocked`)
+    },
+  )
+})
