@@ -75,3 +75,31 @@ describe('a value summed over rows and read elsewhere is stored once (W3b column
     },
   )
 })
+
+describe('row chains with sinks on several threads', () => {
+  test('blocks queued for the sink ticket (many small blocks, 3 threads) give the same bits as one thread', async () => {
+    const n = 4096, d = 64
+    const p = traceOrThrow([f32([n, d])], (x: Tensor) => {
+      const e = x.mul(3).exp()
+      const prob = e.div(e.sum(-1, true))
+      return [prob.mul(prob.maximum(1e-5).log()).sum(-1), prob.sum(0), e.sum([0, 1])]
+    }).program
+    const ins = [tensorOf(values(n * d, 7), [n, d])]
+    const one = await runOrThrow(p, ins, fastBackend({ wasm: false, threads: 1, blockRows: 5 }))
+    expectSameBits(one, await runOrThrow(p, ins, fastBackend({ wasm: false, threads: 1 })), 'blockRows 5 vs default')
+    const ex = fastBackend({ wasm: false, threads: 3, blockRows: 5 }).compile(p)
+    const plan = (ex as unknown as { plan: { steps: { kind: string; chain?: { threads: number; callerBlocks: number; n: number; rows: number } }[] } }).plan
+    const chain = plan.steps.find((s) => s.kind === 'rows')!.chain!
+    expect(chain.threads).toBe(3)
+    const blocks = Math.ceil(chain.n / chain.rows)
+    let shared = false
+    for (let i = 0; i < 20 && !shared; i++) {
+      expectSameBits(await ex.run(ins), one, `call ${i}`)
+      shared = chain.callerBlocks < blocks
+      if (!shared) await new Promise((r) => setTimeout(r, 50)) // workers still starting
+    }
+    for (let i = 0; i < 3; i++) expectSameBits(await ex.run(ins), one, `shared call ${i}`)
+    ex.dispose()
+    expect(shared).toBe(true)
+  })
+})
