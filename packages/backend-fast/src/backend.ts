@@ -10,7 +10,7 @@ import { relaxedSimdSupported } from './wasm/asm.js'
 export interface FastBackendOptions {
   /** Use the WebAssembly SIMD nearest-code kernel where the pattern appears (default true). */
   readonly wasm?: boolean
-  /** Threads for the WebAssembly kernel, counting the calling thread (default: available cores). */
+  /** Threads for the WebAssembly kernel and for heavy row-blocked loops, counting the calling thread (default: available cores). */
   readonly threads?: number
   /**
    * Fused multiply-add (relaxed SIMD's f32x4.relaxed_madd) in the nearest-code kernel's dot
