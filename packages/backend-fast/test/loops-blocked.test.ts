@@ -1,37 +1,15 @@
 import { fc, test } from '@fast-check/vitest'
 import { interpretProgram } from '@tessera/backend-cpu'
-import type { HostTensor, Program, Tensor } from '@tessera/core'
+import type { Tensor } from '@tessera/core'
 import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
+import { entropyProgram, expectSameBits, f32, rowChainOf, runUntilShared, values } from './loop-helpers.js'
 
-const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
-
-function expectSameBits(got: HostTensor[], want: HostTensor[], what: string): void {
-  expect(got.length).toBe(want.length)
-  got.forEach((g, i) => {
-    expect(g.shape).toEqual(want[i]!.shape)
-    Array.from(g.data).forEach((v, j) => {
-      if (!Object.is(v, want[i]!.data[j])) expect.fail(`${what}: output ${i} element ${j}: ${v} vs ${want[i]!.data[j]}`)
-    })
-  })
-}
-
-/** LFQ's entropy terms (the W3b program) at a small size. */
-function entropyProgram(n: number, dim: number, k: number): Program {
-  return traceOrThrow([f32([n, dim]), f32([k, dim])], (x: Tensor, cb: Tensor) => {
-    const prob = x.matmul(cb.mT).mul(-2).mul(-10).softmax(-1)
-    const entropy = (p: Tensor, axis: number | undefined) => p.mul(p.maximum(1e-5).log()).sum(axis).neg()
-    const avg = prob.mean(0)
-    return [entropy(prob, -1).mean(), entropy(avg, undefined), prob.max(-1)]
-  }).program
-}
-
-const values = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed * 78.233) * 1.5)
 
 describe('row-blocked chains', () => {
   test('the entropy program forms one chain whose intermediates are block-sized', () => {
-    const plan = planProgram(entropyProgram(50, 3, 8), { wasm: false, threads: 1, blockRows: 7 })
+    const plan = planProgram(entropyProgram(50, 3, 8, true), { wasm: false, threads: 1, blockRows: 7 })
     const rows = plan.steps.filter((s) => s.kind === 'rows')
     expect(rows.length).toBe(1)
     const chain = rows[0]!.kind === 'rows' ? rows[0]!.chain : undefined
@@ -39,13 +17,13 @@ describe('row-blocked chains', () => {
     expect(chain!.steps.map((s) => s.kind)).toContain('matmul')
     expect(chain!.localSlots.length).toBeGreaterThanOrEqual(3) // logits, exp, row sums at least
     // without blockRows, a small program is planned as before: no chain
-    expect(planProgram(entropyProgram(50, 3, 8), { wasm: false, threads: 1 }).steps.some((s) => s.kind === 'rows')).toBe(false)
+    expect(planProgram(entropyProgram(50, 3, 8, true), { wasm: false, threads: 1 }).steps.some((s) => s.kind === 'rows')).toBe(false)
   })
 
   test.prop([fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 0, max: 1000 })], { numRuns: 40 })(
     'blocked runs give the same bits as unblocked ones, for block sizes that do not divide the rows',
     async (n, rows, seed) => {
-      const p = entropyProgram(n, 3, 8)
+      const p = entropyProgram(n, 3, 8, true)
       const ins = [tensorOf(values(n * 3, seed), [n, 3]), tensorOf(values(24, seed + 1), [8, 3])]
       const plain = await runOrThrow(p, ins, fastBackend({ wasm: false }))
       const blocked = await runOrThrow(p, ins, fastBackend({ wasm: false, blockRows: rows }))
@@ -110,16 +88,8 @@ describe('row chains on worker threads', () => {
     const one = await runOrThrow(p, ins, fastBackend({ wasm: false, threads: 1 }))
     const be = fastBackend({ wasm: false, threads: 2 })
     const ex = be.compile(p)
-    const plan = (ex as unknown as { plan: { steps: { kind: string; chain?: { threads: number; callerBlocks: number; n: number; rows: number } }[] } }).plan
-    const chain = plan.steps.find((s) => s.kind === 'rows')!.chain!
-    expect(chain.threads).toBe(2)
-    const blocks = Math.ceil(chain.n / chain.rows)
-    let shared = false
-    for (let i = 0; i < 20 && !shared; i++) {
-      expectSameBits(await ex.run(ins), one, `call ${i}`)
-      shared = chain.callerBlocks < blocks
-      if (!shared) await new Promise((r) => setTimeout(r, 50)) // the worker is still starting
-    }
+    expect(rowChainOf(ex).threads).toBe(2)
+    const shared = await runUntilShared(ex, ins, one)
     ex.dispose()
     expect(shared).toBe(true)
   })

@@ -1,36 +1,15 @@
 import { fc, test } from '@fast-check/vitest'
 import { interpretProgram } from '@tessera/backend-cpu'
-import type { HostTensor, Program, Tensor } from '@tessera/core'
+import type { Tensor } from '@tessera/core'
 import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
+import { entropyProgram, expectSameBits, f32, rowChainOf, runUntilShared, values } from './loop-helpers.js'
 
-const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
-
-function expectSameBits(got: HostTensor[], want: HostTensor[], what: string): void {
-  expect(got.length).toBe(want.length)
-  got.forEach((g, i) => {
-    expect(g.shape).toEqual(want[i]!.shape)
-    Array.from(g.data).forEach((v, j) => {
-      if (!Object.is(v, want[i]!.data[j])) expect.fail(`${what}: output ${i} element ${j}: ${v} vs ${want[i]!.data[j]}`)
-    })
-  })
-}
-
-/** W3b's structure: softmax probabilities, their per-row entropy and their mean over rows. */
-function entropyProgram(n: number, dim: number, k: number): Program {
-  return traceOrThrow([f32([n, dim]), f32([k, dim])], (x: Tensor, cb: Tensor) => {
-    const prob = x.matmul(cb.mT).mul(-2).mul(-10).softmax(-1)
-    const entropy = (p: Tensor, axis: number | undefined) => p.mul(p.maximum(1e-5).log()).sum(axis).neg()
-    return [entropy(prob, -1).mean(), entropy(prob.mean(0), undefined)]
-  }).program
-}
-
-const values = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed * 78.233) * 1.5)
 
 describe('a value summed over rows and read elsewhere is stored once (W3b column sum)', () => {
   test('the probabilities are a side output of the entropy loop; the column sum only adds them', () => {
-    const plan = planProgram(entropyProgram(50, 3, 8), { wasm: false, threads: 1, blockRows: 7 })
+    const plan = planProgram(entropyProgram(50, 3, 8, false), { wasm: false, threads: 1, blockRows: 7 })
     const chain = plan.steps.flatMap((s) => (s.kind === 'rows' ? [s.chain] : []))[0]!
     expect(chain).toBeDefined()
     const kernels = chain.steps.flatMap((s) => (s.kind === 'kernel' ? [s] : []))
@@ -49,7 +28,7 @@ describe('a value summed over rows and read elsewhere is stored once (W3b column
   test.prop([fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 0, max: 1000 })], { numRuns: 40 })(
     'blocked runs of the entropy program give the same bits as unblocked ones',
     async (n, rows, seed) => {
-      const p = entropyProgram(n, 3, 8)
+      const p = entropyProgram(n, 3, 8, false)
       const ins = [tensorOf(values(n * 3, seed), [n, 3]), tensorOf(values(24, seed + 1), [8, 3])]
       const plain = await runOrThrow(p, ins, fastBackend({ wasm: false }))
       const blocked = await runOrThrow(p, ins, fastBackend({ wasm: false, blockRows: rows }))
@@ -88,16 +67,8 @@ describe('row chains with sinks on several threads', () => {
     const one = await runOrThrow(p, ins, fastBackend({ wasm: false, threads: 1, blockRows: 5 }))
     expectSameBits(one, await runOrThrow(p, ins, fastBackend({ wasm: false, threads: 1 })), 'blockRows 5 vs default')
     const ex = fastBackend({ wasm: false, threads: 3, blockRows: 5 }).compile(p)
-    const plan = (ex as unknown as { plan: { steps: { kind: string; chain?: { threads: number; callerBlocks: number; n: number; rows: number } }[] } }).plan
-    const chain = plan.steps.find((s) => s.kind === 'rows')!.chain!
-    expect(chain.threads).toBe(3)
-    const blocks = Math.ceil(chain.n / chain.rows)
-    let shared = false
-    for (let i = 0; i < 20 && !shared; i++) {
-      expectSameBits(await ex.run(ins), one, `call ${i}`)
-      shared = chain.callerBlocks < blocks
-      if (!shared) await new Promise((r) => setTimeout(r, 50)) // workers still starting
-    }
+    expect(rowChainOf(ex).threads).toBe(3)
+    const shared = await runUntilShared(ex, ins, one)
     for (let i = 0; i < 3; i++) expectSameBits(await ex.run(ins), one, `shared call ${i}`)
     ex.dispose()
     expect(shared).toBe(true)

@@ -1,0 +1,55 @@
+import type { Executable, HostTensor, Program, Tensor } from '@tessera/core'
+import { traceOrThrow } from '@tessera/core'
+import { expect } from 'vitest'
+
+export const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
+
+/** Deterministic inputs in (-1.5, 1.5) that differ per seed. */
+export const values = (n: number, seed: number) => Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed * 78.233) * 1.5)
+
+/** Every output element identical, bit for bit (Object.is: -0 and NaN payload-free comparisons). */
+export function expectSameBits(got: HostTensor[], want: HostTensor[], what: string): void {
+  expect(got.length).toBe(want.length)
+  got.forEach((g, i) => {
+    expect(g.shape).toEqual(want[i]!.shape)
+    Array.from(g.data).forEach((v, j) => {
+      if (!Object.is(v, want[i]!.data[j])) expect.fail(`${what}: output ${i} element ${j}: ${v} vs ${want[i]!.data[j]}`)
+    })
+  })
+}
+
+/**
+ * LFQ's entropy terms (the W3b program) at a small size: softmax probabilities, their per-row
+ * entropy and the entropy of their mean over rows; `rowMax` also reads the probabilities once more.
+ */
+export function entropyProgram(n: number, dim: number, k: number, rowMax: boolean): Program {
+  return traceOrThrow([f32([n, dim]), f32([k, dim])], (x: Tensor, cb: Tensor) => {
+    const prob = x.matmul(cb.mT).mul(-2).mul(-10).softmax(-1)
+    const entropy = (p: Tensor, axis: number | undefined) => p.mul(p.maximum(1e-5).log()).sum(axis).neg()
+    const terms = [entropy(prob, -1).mean(), entropy(prob.mean(0), undefined)]
+    return rowMax ? [...terms, prob.max(-1)] : terms
+  }).program
+}
+
+interface ThreadedChain { threads: number; callerBlocks: number; n: number; rows: number }
+
+/** The row chain of a compiled fast executable (tests look inside to see who ran the blocks). */
+export function rowChainOf(ex: Executable): ThreadedChain {
+  const plan = (ex as unknown as { plan: { steps: { kind: string; chain?: ThreadedChain }[] } }).plan
+  return plan.steps.find((s) => s.kind === 'rows')!.chain!
+}
+
+/**
+ * Runs until the worker threads have taken blocks (they start asynchronously), checking every
+ * call against `want`; returns whether they did within 20 calls.
+ */
+export async function runUntilShared(ex: Executable, ins: HostTensor[], want: HostTensor[]): Promise<boolean> {
+  const chain = rowChainOf(ex)
+  const blocks = Math.ceil(chain.n / chain.rows)
+  for (let i = 0; i < 20; i++) {
+    expectSameBits(await ex.run(ins), want, `call ${i}`)
+    if (chain.callerBlocks < blocks) return true
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return false
+}
