@@ -2,11 +2,9 @@ import { existsSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
-import type { Backend, Caps, HostTensor } from '@tessera/core'
+import type { Caps, HostTensor } from '@tessera/core'
 import { random, tensorOf } from '@tessera/core'
 import { cpuBackend, fusedCpuBackend } from '@tessera/backend-cpu'
-import type { GpuJsMode } from '@tessera/backend-gpujs'
-import { gpuJsBackend, gpuJsUnavailable } from '@tessera/backend-gpujs'
 import { fsq, fsqConstants } from '../src/fsq/fsq.js'
 import { lfq } from '../src/lfq/lfq.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
@@ -18,6 +16,8 @@ import { formatReport, runGoldenDir } from '../src/golden/dir.js'
 import type { HostApplyResult } from '../src/run.js'
 import type { Init, Quantizer } from '../src/quantizer.js'
 import { applyQ, decodeQ, orThrow } from './helpers.js'
+import type { Lane } from './lanes.js'
+import { gpuJsLane } from './lanes.js'
 
 /**
  * Every quantizer on every backend (issue 4): the same apply on the CPU reference and on each
@@ -252,26 +252,11 @@ function compare(got: HostApplyResult, want: HostApplyResult, caps: Caps, amplif
   return { worst, where }
 }
 
-interface Lane {
-  readonly name: string
-  make(): Promise<Backend | { readonly skip: string }>
-  readonly golden: boolean
-}
-
-const gpuJsLane = (mode: GpuJsMode): Lane => ({
-  name: `gpujs-${mode}`,
-  golden: true,
-  async make() {
-    const why = await gpuJsUnavailable(mode)
-    return why ? { skip: `gpujs ${mode}: ${why}` } : gpuJsBackend(mode)
-  },
-})
-
-const lanes: readonly Lane[] = [
+const lanes: readonly (Lane & { readonly golden: boolean })[] = [
   { name: 'cpu-fused', golden: true, make: async () => fusedCpuBackend() },
-  gpuJsLane('cpu'),
-  gpuJsLane('webasm'),
-  gpuJsLane('headlessgl'),
+  { ...gpuJsLane('cpu'), golden: true },
+  { ...gpuJsLane('webasm'), golden: true },
+  { ...gpuJsLane('headlessgl'), golden: true },
 ]
 
 const reference = cpuBackend()

@@ -7,14 +7,14 @@ import type { RandomProgramCase } from '@tessera/core/testing'
 import { buildNode, randomProgramArb, randomProgramTolerance } from '@tessera/core/testing'
 import { cpuBackend, fusedCpuBackend, interpretProgram } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
-import type { GpuJsMode } from '@tessera/backend-gpujs'
-import { gpuJsBackend, gpuJsUnavailable } from '@tessera/backend-gpujs'
 import { kinkMargin } from '../../core/test/autodiff-f64.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { fsq } from '../src/fsq/fsq.js'
 import type { QuantizeResult } from '../src/quantizer.js'
 import { orThrow, randn } from './helpers.js'
 import { gradRun } from './grad-helpers.js'
+import type { Lane } from './lanes.js'
+import { gpuJsLane } from './lanes.js'
 
 /**
  * Gradients agree across backends (issue 5): the gradient programs that `vjp` and `grad` build
@@ -36,28 +36,14 @@ const perOp = (caps: Caps) => caps.atol + caps.rtol + caps.transcendentalRtol
 /** Ops' worth of per-op error allowed in a quantizer's gradient, relative to its largest element. */
 const QUANTIZER_OPS = 64
 
-interface Lane {
-  readonly name: string
-  make(): Promise<Backend | { readonly skip: string }>
-  readonly numRuns: number
-}
-
-const gpuJsLane = (mode: GpuJsMode): Lane => ({
-  name: `gpujs-${mode}`,
-  numRuns: mode === 'headlessgl' ? 6 : mode === 'webasm' ? 12 : 20,
-  async make() {
-    const why = await gpuJsUnavailable(mode)
-    return why ? { skip: `gpujs ${mode}: ${why}` } : gpuJsBackend(mode)
-  },
-})
-
-const lanes: readonly Lane[] = [
+// gpu.js compiles are slow (headlessgl most): fewer random programs there
+const lanes: readonly (Lane & { readonly numRuns: number })[] = [
   { name: 'cpu-fused', numRuns: 50, make: async () => fusedCpuBackend() },
   { name: 'fast-js', numRuns: 50, make: async () => fastBackend({ wasm: false }) },
   { name: 'fast-wasm', numRuns: 50, make: async () => fastBackend({ threads: 1 }) },
-  gpuJsLane('cpu'),
-  gpuJsLane('webasm'),
-  gpuJsLane('headlessgl'),
+  { ...gpuJsLane('cpu'), numRuns: 20 },
+  { ...gpuJsLane('webasm'), numRuns: 12 },
+  { ...gpuJsLane('headlessgl'), numRuns: 6 },
 ]
 
 /** A random program, its scalar objective Σ_k sum(c_k · out_k), and cotangents for its vjp. */

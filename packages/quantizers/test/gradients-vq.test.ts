@@ -5,7 +5,7 @@ import { random, tensorOf } from '@tessera/core'
 import { cpuBackend } from '@tessera/backend-cpu'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { simVQ } from '../src/simvq/simvq.js'
-import type { Init } from '../src/quantizer.js'
+import type { Init, Quantizer } from '../src/quantizer.js'
 import { orThrow, randn } from './helpers.js'
 import { dot, expectNear, gradRun, norm, rows } from './grad-helpers.js'
 
@@ -56,6 +56,17 @@ function rotationGrad(x: readonly number[], c: readonly number[], w: readonly nu
   return w.map((wi, i) => s * (wi - 2 * v[i]! * vw + 2 * u[i]! * qw))
 }
 
+/** Training output equals the nearest code, and its gradient w.r.t. x is rotationGrad row by row. */
+async function expectRotationTrick(q: Quantizer, init: Init, codes: number[][], seed: number, scale: number): Promise<void> {
+  const { x, ind } = drawAwayFromTies(10, seed + 1, scale, codes)
+  const w = randn(x.shape, seed + 2)
+  const r = await gradRun(backend, q, init, x, w, { training: true })
+  expect(Array.from(r.indices.data)).toEqual(ind)
+  expectNear(r.quantized.data, ind.flatMap((k) => codes[k]!), TOL, 'quantized')
+  const xs = rows(x, D), ws = rows(w, D)
+  expectNear(r.gx.data, xs.flatMap((xr, i) => rotationGrad(xr, codes[ind[i]!]!, ws[i]!)), TOL, 'd/dx')
+}
+
 const codebookOf = (init: Init, inParams: boolean): number[][] => rows((inParams ? init.params : init.state)['_codebook.embed']!, D)
 
 describe('VectorQuantize gradients', () => {
@@ -64,14 +75,7 @@ describe('VectorQuantize gradients', () => {
     async (seed, scale) => {
       const q = orThrow(vectorQuantize({ dim: D, codebook_size: K, rotation_trick: true }))
       const init = q.init(random.keyFromSeed(seed))
-      const codes = codebookOf(init, false)
-      const { x, ind } = drawAwayFromTies(10, seed + 1, scale, codes)
-      const w = randn(x.shape, seed + 2)
-      const r = await gradRun(backend, q, init, x, w, { training: true })
-      expect(Array.from(r.indices.data)).toEqual(ind)
-      expectNear(r.quantized.data, ind.flatMap((k) => codes[k]!), TOL, 'quantized')
-      const xs = rows(x, D), ws = rows(w, D)
-      expectNear(r.gx.data, xs.flatMap((xr, i) => rotationGrad(xr, codes[ind[i]!]!, ws[i]!)), TOL, 'd/dx')
+      await expectRotationTrick(q, init, codebookOf(init, false), seed, scale)
     },
   )
 
@@ -141,14 +145,7 @@ describe('SimVQ gradients', () => {
       const q = orThrow(simVQ({ dim: D, codebook_size: K }))
       expect(q.config.rotation_trick).toBe(true)
       const init = q.init(random.keyFromSeed(seed))
-      const { cb } = implicitCodebook(init)
-      const { x, ind } = drawAwayFromTies(10, seed + 1, scale, cb)
-      const w = randn(x.shape, seed + 2)
-      const r = await gradRun(backend, q, init, x, w, { training: true })
-      expect(Array.from(r.indices.data)).toEqual(ind)
-      expectNear(r.quantized.data, ind.flatMap((k) => cb[k]!), TOL, 'quantized')
-      const xs = rows(x, D), ws = rows(w, D)
-      expectNear(r.gx.data, xs.flatMap((xr, i) => rotationGrad(xr, cb[ind[i]!]!, ws[i]!)), TOL, 'd/dx')
+      await expectRotationTrick(q, init, implicitCodebook(init).cb, seed, scale)
     },
   )
 
