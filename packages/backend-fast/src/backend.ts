@@ -56,8 +56,7 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend {
     name: wasm ? `fast-js+wasm${relaxed ? '-relaxed' : ''}(${threads}t)` : 'fast-js',
     caps: fastCaps,
     compile(program: Program): Executable {
-      const plan = planProgram(program, { wasm, threads, ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}) })
-      for (const st of plan.steps) if (st.kind === 'nearest') st.step.configure({ relaxed })
+      const plan = planProgram(program, { wasm, threads, relaxedSimd: relaxed, ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}) })
       return new FastExecutable(plan)
     },
   }

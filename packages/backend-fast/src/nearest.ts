@@ -15,8 +15,8 @@ import { KernelThreads, QUEUE } from './wasm/threads.js'
  * Numerics: every epilogue op is a float32 op, as in the reference; the dot products accumulate
  * in float32 in k order (the reference accumulates in float64), so indices can differ from the
  * reference only between candidates whose distances agree to float32 rounding of a k-term sum.
- * With relaxed SIMD (configure({ relaxed: true })) each step is a fused multiply-add where the
- * machine has FMA (one rounding instead of two; without FMA the engine may still round twice),
+ * With relaxed SIMD (tuning `relaxed: true`, from the backend's relaxedSimd option through the
+ * planner) each step is a fused multiply-add where the machine has FMA (one rounding instead of two; without FMA the engine may still round twice),
  * which changes the same float32 rounding, not the bound. NaN distances are tracked per lane so
  * that a NaN wins at its first index, as in the reference; ties go to the first index.
  *
@@ -76,7 +76,7 @@ const MIN_CHUNK = 64
 /** Below this many multiply-adds a run stays on the calling thread. */
 const THREAD_MIN_WORK = 1 << 22
 
-export function matchNearest(e: EqnOf<'argmin'>, ctx: MatchCtx, threads: number): NearestStep | undefined {
+export function matchNearest(e: EqnOf<'argmin'>, ctx: MatchCtx, threads: number, relaxed = false): NearestStep | undefined {
   const x = e.inputs[0]!
   if (x.aval.shape.length !== 2 || e.params.axis !== 1 || x.aval.dtype !== 'float32') return undefined
   // empty rows, columns or dot products: the kernel's loops run at least once, so leave those to the generic path
@@ -120,7 +120,7 @@ export function matchNearest(e: EqnOf<'argmin'>, ctx: MatchCtx, threads: number)
   }
   const epi = walk(x)
   if (!epi || !matmul || (matmul as EqnOf<'matmul'>).inputs[0]!.aval.shape[1] === 0) return undefined
-  return new NearestStep(e, matmul as EqnOf<'matmul'>, epi, terms, threads)
+  return new NearestStep(e, matmul as EqnOf<'matmul'>, epi, terms, threads, { ...defaultTuning, relaxed })
 }
 
 /** Which of the two axes a subexpression reads: found from its index arithmetic. */
@@ -193,7 +193,6 @@ export class NearestStep {
   private readonly colTerms: number[]
   private termKernels: TermKernel[] = []
   private slots: { a: number; b: number } | undefined
-  private tuning: NearestTuning = defaultTuning
   private instance: Instance | undefined
 
   constructor(
@@ -202,29 +201,17 @@ export class NearestStep {
     private readonly epi: Epi,
     private readonly terms: readonly Term[],
     private readonly threads: number,
+    /** `relaxed: true` needs an engine with relaxed SIMD (see relaxedSimdSupported). */
+    private readonly tuning: NearestTuning = defaultTuning,
   ) {
+    if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new Error('fast backend: nearest kernel tile sizes must be positive')
+    if (tuning.relaxed && !relaxedSimdSupported()) throw new Error('fast backend: relaxed SIMD was requested but this engine does not support it')
     const [m, n] = argmin.inputs[0]!.aval.shape as [number, number]
     this.m = m
     this.n = n
     this.k = matmul.inputs[0]!.aval.shape[1]!
     this.rowTerms = terms.flatMap((t, i) => (t.dep === 'row' ? [i] : []))
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
-  }
-
-  /**
-   * Set the kernel's shape before a run; `relaxed: true` needs an engine with relaxed SIMD
-   * (see relaxedSimdSupported). A kernel already built is dropped and rebuilt on the next run.
-   */
-  configure(t: Partial<NearestTuning>): void {
-    const next = { ...this.tuning, ...t }
-    if (next.rows < 1 || next.vecs < 1 || next.unroll < 1) throw new Error('fast backend: nearest kernel tile sizes must be positive')
-    if (next.relaxed && !relaxedSimdSupported()) throw new Error('fast backend: relaxed SIMD was requested but this engine does not support it')
-    this.dispose()
-    this.tuning = next
-  }
-
-  get config(): NearestTuning {
-    return this.tuning
   }
 
   /** Threads worth using for this size (the caller's thread counts as one). */

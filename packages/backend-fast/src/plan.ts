@@ -73,6 +73,8 @@ export interface PlanOptions {
    * widest row. A number forces chains of any size with that many rows per block (tests).
    */
   readonly blockRows?: number
+  /** Fused multiply-adds (relaxed SIMD) in the nearest-code kernel; the engine must support them. */
+  readonly relaxedSimd?: boolean
 }
 
 /**
@@ -139,7 +141,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
         stored: (v) => stored.has(v.id),
         uses: (v) => uses.get(v.id) ?? [],
         isOutput: (v) => isOutput.has(v.id),
-      }, opts.threads)
+      }, opts.threads, opts.relaxedSimd ?? false)
       if (m) {
         nearest.set(e.out.id, m)
         stored.delete(m.matmul.out.id)
