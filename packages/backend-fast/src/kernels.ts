@@ -4,6 +4,8 @@ import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
 import { fastMathFactory, makeLogF32 } from './fastmath.js'
 import { matmulF64, matmulFactory } from './matmul.js'
+import type { SmallKLayout, SmallKRunner } from './wasm/smallk.js'
+import { smallKRunnerFactory } from './wasm/smallk.js'
 
 /**
  * A generated loop. `rows` and `acc` are used only by kernels generated for a row-blocked chain
@@ -268,11 +270,22 @@ export interface ChainDesc {
 
 export type ChainStepDesc =
   | { readonly kind: 'kernel'; readonly source: string; readonly sink: boolean }
-  | { readonly kind: 'matmul'; readonly a: number; readonly b: number; readonly out: number; readonly k: number; readonly n: number }
+  | {
+      readonly kind: 'matmul'
+      readonly a: number
+      readonly b: number
+      readonly out: number
+      readonly k: number
+      readonly n: number
+      /** The WebAssembly small-k kernel for this shape (a compiled module also crosses to worker threads). */
+      readonly wasm?: { readonly module: WebAssembly.Module; readonly layout: SmallKLayout }
+    }
 
 export interface CompiledChain {
   readonly desc: ChainDesc
   readonly fns: readonly (Kernel | undefined)[]
+  /** This thread's instance of each matmul step's WebAssembly kernel, if it has one. */
+  readonly smallK: readonly (SmallKRunner | undefined)[]
 }
 
 type MatmulFn = (a: Float32Array, b: Float32Array, out: Float32Array, batch: number, m: number, k: number, n: number) => void
@@ -284,7 +297,11 @@ export const CTRL_WORDS = 4
  * The chain runner, self-contained (worker threads rebuild it from `chainRunner.toString()`
  * with their own matmul and kernel compiler, so both sides run the same code).
  */
-export function chainRunner(matmulF64: MatmulFn, compile: (source: string) => Kernel): {
+export function chainRunner(
+  matmulF64: MatmulFn,
+  compile: (source: string) => Kernel,
+  makeSmallK: (module: WebAssembly.Module, layout: SmallKLayout) => SmallKRunner,
+): {
   compileChain(desc: ChainDesc): CompiledChain
   runBlocks(cc: CompiledChain, B: readonly AnyTypedArray[], accs: readonly Float64Array[], ctrl: Int32Array): number
   awaitBlocks(ctrl: Int32Array, blocks: number): void
@@ -292,7 +309,11 @@ export function chainRunner(matmulF64: MatmulFn, compile: (source: string) => Ke
   const NEXT = 0, SINK = 1, DONE = 2, FAILED = 3
 
   function compileChain(desc: ChainDesc): CompiledChain {
-    return { desc, fns: desc.steps.map((st) => (st.kind === 'kernel' ? compile(st.source) : undefined)) }
+    return {
+      desc,
+      fns: desc.steps.map((st) => (st.kind === 'kernel' ? compile(st.source) : undefined)),
+      smallK: desc.steps.map((st) => (st.kind === 'matmul' && st.wasm ? makeSmallK(st.wasm.module, st.wasm.layout) : undefined)),
+    }
   }
 
   /**
@@ -311,6 +332,7 @@ export function chainRunner(matmulF64: MatmulFn, compile: (source: string) => Ke
     const { n, rows, steps, views, locals } = cc.desc
     const blocks = Math.ceil(n / rows)
     const hasSink = steps.some((st) => st.kind === 'kernel' && st.sink)
+    for (const sk of cc.smallK) sk?.begin()
     const newSet = (): AnyTypedArray[] => {
       const Bb = B.slice()
       for (const [s, dt, w] of locals) Bb[s] = dt === 'float32' ? new Float32Array(rows * w) : dt === 'int32' ? new Int32Array(rows * w) : new Uint8Array(rows * w)
@@ -351,7 +373,11 @@ export function chainRunner(matmulF64: MatmulFn, compile: (source: string) => Ke
       const Bb = free.pop()!
       for (const [s, w] of views) Bb[s] = B[s]!.subarray(lo * w, (lo + R) * w)
       steps.forEach((st, i) => {
-        if (st.kind === 'matmul') matmulF64(Bb[st.a] as Float32Array, Bb[st.b] as Float32Array, Bb[st.out] as Float32Array, 1, R, st.k, st.n)
+        if (st.kind === 'matmul') {
+          const sk = cc.smallK[i]
+          if (sk) sk.run(Bb[st.a] as Float32Array, Bb[st.b] as Float32Array, Bb[st.out] as Float32Array, R)
+          else matmulF64(Bb[st.a] as Float32Array, Bb[st.b] as Float32Array, Bb[st.out] as Float32Array, 1, R, st.k, st.n)
+        }
         else if (!st.sink) cc.fns[i]!(Bb, R)
       })
       if (hasSink) {
@@ -391,10 +417,10 @@ export function chainRunner(matmulF64: MatmulFn, compile: (source: string) => Ke
   return { compileChain, runBlocks, awaitBlocks }
 }
 
-export const { compileChain, runBlocks, awaitBlocks } = chainRunner(matmulF64, compileKernel)
+export const { compileChain, runBlocks, awaitBlocks } = chainRunner(matmulF64, compileKernel, smallKRunnerFactory())
 
 /**
- * A worker's script, built from the sources of the self-contained factories (fast math, matmul,
+ * A worker's script, built from the sources of the self-contained factories (fast math, matmul, the small-k WebAssembly runner,
  * chain runner) and of the small helpers: it needs no module loading, so it runs the same under
  * a TypeScript loader, from dist/, or in a test runner. (`__name` is what a keepNames transform,
  * such as tsx's, wraps named functions in.)
@@ -413,7 +439,7 @@ function compile(source) {
   const hs = Object.assign({}, H, { LOG: FM.makeLogF32() });
   return f(...names.map((n) => hs[n]));
 }
-const CR = (${chainRunner.toString()})(MM.matmulF64, compile);
+const CR = (${chainRunner.toString()})(MM.matmulF64, compile, (${smallKRunnerFactory.toString()})());
 const cc = CR.compileChain(workerData.desc);
 parentPort.on('message', (msg) => {
   try { CR.runBlocks(cc, msg.B, msg.accs, msg.ctrl) } catch (e) { Atomics.store(msg.ctrl, 3, 1); Atomics.notify(msg.ctrl, 1); Atomics.notify(msg.ctrl, 2) }

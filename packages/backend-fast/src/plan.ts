@@ -2,6 +2,7 @@ import type { AnyTypedArray, Eqn, Prim, Program, Var } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import type { GeneratedKernel } from './kernels.js'
 import type { ChainDesc, ChainStepDesc } from './kernels.js'
+import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
 import { CTRL_WORDS, ChainThreads, awaitBlocks, compileChain, elementwiseKernel, reduceKernel, runBlocks, sinkKernel } from './kernels.js'
 import type { NearestStep } from './nearest.js'
 import { matchNearest } from './nearest.js'
@@ -44,6 +45,8 @@ export interface RowChain {
   readonly localSlots: readonly number[]
   /** Threads that run its blocks (the calling thread included). */
   readonly threads: number
+  /** What worker threads get: kernel sources, matmul shapes (with their WebAssembly kernel, if any), slots. */
+  readonly desc: ChainDesc
   run(B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void
   dispose(): void
   /** Blocks the calling thread ran in the last call (the rest ran on worker threads). */
@@ -193,7 +196,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
   }
   const outputSlots = program.outputs.map(slotOf)
   const dispose = () => nearest.forEach((n) => n.dispose())
-  const blocked = rowBlocked(steps, { program, def, stored, sides, env, slotVars, isOutput }, opts.blockRows, opts.threads)
+  const blocked = rowBlocked(steps, { program, def, stored, sides, env, slotVars, isOutput }, opts.blockRows, opts.threads, opts.wasm)
   const disposeAll = () => {
     dispose()
     for (const st of blocked) if (st.kind === 'rows') st.chain.dispose()
@@ -372,7 +375,7 @@ function accessOf(st: Step, n: number, cx: ChainContext): Access | undefined {
  * a step joins only if it reads nothing such a deferred step writes, nothing a sink of the
  * chain has not finished, and reads no chain-written slot whole.
  */
-function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefined, threads: number): Step[] {
+function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefined, threads: number, wasm: boolean): Step[] {
   const sizeOf = (s: number) => cx.slotVars[s]!.aval.shape.reduce((a, b) => a * b, 1)
   // the leading axis of the largest value a kernel or matmul writes
   let first: number | undefined
@@ -423,7 +426,7 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   const rowElems = (s: number) => sizeOf(s) / n
   const widest = Math.max(...[...written, ...rowRead].map(rowElems), 1)
   const rows = Math.max(1, Math.min(n, forcedRows ?? Math.floor(BLOCK_ELEMS / widest)))
-  const chainSteps = chain.map(({ st, acc }) => blockedStep(st, acc, cx))
+  const chainSteps = chain.map(({ st, acc }) => blockedStep(st, acc, cx, wasm ? rows : 0))
   const localSet = new Set(local)
   const full = [...written].filter((s) => !localSet.has(s))
   const views = [...new Set([...rowRead, ...written])].filter((s) => !localSet.has(s))
@@ -509,7 +512,7 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   const rowsStep: Step = {
     kind: 'rows',
     chain: {
-      n, rows, threads: workers + 1, steps: chain.map((c) => c.st), fullSlots: [...new Set([...full, ...views])], localSlots: local, run,
+      n, rows, threads: workers + 1, desc, steps: chain.map((c) => c.st), fullSlots: [...new Set([...full, ...views])], localSlots: local, run,
       dispose: () => pool?.dispose(),
       get callerBlocks() {
         return callerBlocks
@@ -525,10 +528,16 @@ interface BlockedStep {
   readonly desc: ChainStepDesc
 }
 
-function blockedStep(st: Step, acc: Access, cx: ChainContext): BlockedStep {
+/** `wasmRows`: rows per block when matmuls may use the WebAssembly small-k kernel (0: they may not). */
+function blockedStep(st: Step, acc: Access, cx: ChainContext, wasmRows: number): BlockedStep {
   if (st.kind === 'matmul') {
     const [, , k, n] = st.dims
-    return { out: st.out, sink: false, desc: { kind: 'matmul', a: st.a, b: st.b, out: st.out, k, n } }
+    const desc: ChainStepDesc = { kind: 'matmul', a: st.a, b: st.b, out: st.out, k, n }
+    if (wasmRows > 0 && smallKFits(k, n)) {
+      const layout = smallKLayout(k, n, wasmRows)
+      return { out: st.out, sink: false, desc: { ...desc, wasm: { module: smallKModule(layout), layout } } }
+    }
+    return { out: st.out, sink: false, desc }
   }
   if (st.kind !== 'kernel') throw new Error('fast backend: only kernels and matmuls join a row chain')
   const v = cx.slotVars[st.out]!

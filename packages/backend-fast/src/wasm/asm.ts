@@ -60,6 +60,8 @@ export class Code {
   i32Sub() { return this.op(0x6b) }
   i32Mul() { return this.op(0x6c) }
   i32LtU() { return this.op(0x49) }
+  i32GtU() { return this.op(0x4b) }
+  i32LeU() { return this.op(0x4d) }
   i32Store(offset = 0) { return this.op(0x36, 2, ...uleb(offset)) }
   loop() { return this.op(0x03, 0x40) }
   block() { return this.op(0x02, 0x40) }
@@ -69,6 +71,9 @@ export class Code {
   // SIMD
   vLoad(offset = 0) { return this.simd(0x00, 4, ...uleb(offset)) }
   vLoad32Splat(offset = 0) { return this.simd(0x09, 2, ...uleb(offset)) }
+  vLoad64Splat(offset = 0) { return this.simd(0x0a, 3, ...uleb(offset)) }
+  /** Stores lane `lane` (64 bits) of the vector on the stack. */
+  vStore64Lane(offset: number, lane: number) { return this.simd(0x5b, 3, ...uleb(offset), lane) }
   vStore(offset = 0) { return this.simd(0x0b, 4, ...uleb(offset)) }
   vConstF32(a: readonly number[]) {
     const buf = new Uint8Array(new Float32Array(a).buffer)
@@ -100,6 +105,10 @@ export class Code {
   i32x4MinU() { return this.simd(0xb7) }
   /** b < a ? b : a per lane (one minps on x64, unlike f32x4.min's NaN rules). */
   f32x4Pmin() { return this.simd(0xea) }
+  /** Rounds both float64 lanes to float32 (to nearest, ties to even) into lanes 0-1; lanes 2-3 are 0. */
+  f32x4DemoteF64x2Zero() { return this.simd(0x5e) }
+  f64x2Add() { return this.simd(0xf0) }
+  f64x2Mul() { return this.simd(0xf2) }
   drop() { return this.op(0x1a) }
   /** Relaxed SIMD (a*b+c, rounded once where the machine has FMA): operands a, b, c on the stack. */
   f32x4RelaxedMadd() { return this.simd(0x105) }
