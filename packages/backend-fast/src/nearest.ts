@@ -23,7 +23,9 @@ import { KernelThreads, QUEUE } from './wasm/threads.js'
  * Work split: rows are staged (copied into wasm memory with their row terms) in chunks by the
  * calling thread, which keeps a queue of QUEUE staged chunks per worker thread filled and
  * computes chunks itself in between; chunks shrink towards the end so the threads finish together.
- * Memory: packed B plus (1 + QUEUE * workers) chunk buffers of about 256 KiB of A each.
+ * Memory: packed B plus (1 + QUEUE * workers) chunk buffers of about 256 KiB of A each. B is
+ * packed through its definition (see packKernel), so when it is only a transpose of a stored value
+ * (the codebook's `cb.mT`) the planner need not store it: the packed copy is the only one.
  */
 
 type Epi =
@@ -161,6 +163,44 @@ function termKernel(v: Var, dep: 'row' | 'col', env: EmitEnv & { slotOf(v: Var):
   return f(...helperNames.map((h) => kernelHelpers[h as keyof typeof kernelHelpers])) as TermKernel
 }
 
+type PackKernel = (B: AnyTypedArray[], dst: Float32Array) => void
+
+/**
+ * Writes B (`v`, k x n) into the kernel's panels [npad/cw][k][cw] (padding columns untouched),
+ * evaluating `v` at each (d, j): a stored B is copied; an unstored one (a transpose of a stored
+ * value, or an elementwise chain of stored values) is computed once per element, as the loop
+ * that would have stored it would.
+ */
+function packKernel(v: Var, n: number, cw: number, env: EmitEnv & { slotOf(v: Var): number }): PackKernel {
+  const [k] = v.aval.shape as [number, number]
+  const npad = Math.ceil(n / cw) * cw
+  const used = new Set<number>()
+  const em = new Emitter({
+    def: env.def,
+    bufName: (u) => {
+      const b = env.bufName(u)
+      if (b !== undefined) used.add(env.slotOf(u))
+      return b
+    },
+  })
+  const val = em.value(v, { axes: ['d', 'j'] })
+  const src = [
+    ...[...used].map((s) => `const b${s} = B[${s}];`),
+    `for (let c0 = 0, p = 0; c0 < ${npad}; c0 += ${cw}) {`,
+    `const w = c0 + ${cw} <= ${n} ? ${cw} : ${n} - c0;`,
+    `for (let d = 0; d < ${k}; d++, p += ${cw}) {`,
+    'for (let jj = 0; jj < w; jj++) {',
+    'const j = c0 + jj;',
+    ...em.lines,
+    `dst[p + jj] = ${val};`,
+    '}',
+    '}',
+    '}',
+  ].join('\n')
+  const f = new Function(...helperNames, `return function pack(B, dst) {\n${src}\n}`)
+  return f(...helperNames.map((h) => kernelHelpers[h as keyof typeof kernelHelpers])) as PackKernel
+}
+
 interface Geometry {
   readonly t: NearestTuning
   /** Columns per chunk (4 * vecs), columns padded to whole chunks, steps along k per dot-loop iteration. */
@@ -192,7 +232,8 @@ export class NearestStep {
   private readonly rowTerms: number[]
   private readonly colTerms: number[]
   private termKernels: TermKernel[] = []
-  private slots: { a: number; b: number } | undefined
+  private slotA: number | undefined
+  private pack: PackKernel | undefined
   private instance: Instance | undefined
 
   constructor(
@@ -221,7 +262,8 @@ export class NearestStep {
 
   /** Build the term loops once slots and buffer names are known. */
   prepare(env: EmitEnv & { slotOf(v: Var): number }): void {
-    this.slots = { a: env.slotOf(this.matmul.inputs[0]!), b: env.slotOf(this.matmul.inputs[1]!) }
+    this.slotA = env.slotOf(this.matmul.inputs[0]!)
+    this.pack = packKernel(this.matmul.inputs[1]!, this.n, 4 * this.tuning.vecs, env)
     this.termKernels = this.terms.map((t) => termKernel(t.v, t.dep, env))
   }
 
@@ -410,21 +452,14 @@ export class NearestStep {
   run(B: AnyTypedArray[], out: Int32Array): void {
     const { m, n, k } = this
     const { g, memory, run, threads } = this.module()
-    const { cw: CW, npad, chunk } = g
+    const { npad, chunk } = g
     const R = g.t.rows
     const f32 = new Float32Array(memory.buffer)
     const i32 = new Int32Array(memory.buffer)
-    const b = B[this.slots!.b] as Float32Array
-    // pack B into contiguous panels [npad/CW][k][CW] so each column chunk streams sequentially
-    for (let c0 = 0, p = 0; c0 < npad; c0 += CW) {
-      const w = Math.min(CW, n - c0)
-      for (let d = 0; d < k; d++, p += CW) {
-        const src = d * n + c0
-        for (let j = 0; j < w; j++) f32[p + j] = b[src + j]!
-      }
-    }
+    // B in contiguous panels [npad/cw][k][cw] so each column chunk streams sequentially
+    this.pack!(B, f32)
     this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * npad, 0, n))
-    const a = B[this.slots!.a] as Float32Array
+    const a = B[this.slotA!] as Float32Array
     const W = threads?.count ?? 0
     const T = W + 1
     const step = 4 * R

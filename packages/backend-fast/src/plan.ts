@@ -148,6 +148,11 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
       if (m) {
         nearest.set(e.out.id, m)
         stored.delete(m.matmul.out.id)
+        // B stored only because the matmul reads buffers (W1b's cb.mT, 4 MiB): the kernel packs
+        // B into its own memory through B's definition, so that copy is the only one
+        const b = m.matmul.inputs[1]!
+        const bDef = def.get(b.id)
+        if (bDef && !STORED.has(bDef.prim) && !isOutput.has(b.id) && (uses.get(b.id) ?? []).length === 1) stored.delete(b.id)
       }
     }
   }

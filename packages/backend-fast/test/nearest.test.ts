@@ -22,7 +22,55 @@ const kinds = (p: Program, threads = 1) => planProgram(p, { wasm: true, threads 
 
 describe('nearest-code kernel', () => {
   test('the pattern is recognized and the distance matrix is never a step of its own', () => {
-    expect(kinds(nearest(10, 3, 5))).toEqual(['kernel', 'kernel', 'kernel', 'nearest', 'reference'])
+    // the two norms, the kernel and the gather: the transposed codebook is not a step either
+    expect(kinds(nearest(10, 3, 5))).toEqual(['kernel', 'kernel', 'nearest', 'reference'])
+  })
+
+  test('the transposed codebook is stored only when something besides the kernel reads it', () => {
+    const plan = planProgram(nearest(10, 3, 5), { wasm: true, threads: 1 })
+    const transposes = plan.steps.filter((s) => s.kind === 'kernel' && s.prim === 'transpose')
+    expect(transposes).toEqual([])
+    // no slot of the transposed shape [3, 5] is written by any step
+    const written = new Set(plan.steps.map((s) => (s.kind === 'rows' ? -1 : s.out)))
+    expect(plan.slotVars.filter((v, i) => written.has(i) && v.aval.shape.join() === '3,5')).toEqual([])
+    const alsoOutput = traceOrThrow([f32([10, 3]), f32([5, 3])], (x: Tensor, cb: Tensor) => {
+      const t = cb.mT
+      return [x.square().sum(-1, true).sub(x.matmul(t).mul(2)).argmin(-1), t]
+    }).program
+    expect(kinds(alsoOutput)).toEqual(['kernel', 'kernel', 'nearest'])
+    const alsoRead = traceOrThrow([f32([10, 3]), f32([5, 3])], (x: Tensor, cb: Tensor) => {
+      const t = cb.mT
+      return [x.matmul(t).neg().argmin(-1), t.sum(0)]
+    }).program
+    expect(kinds(alsoRead)).toEqual(['kernel', 'nearest', 'kernel'])
+  })
+
+  // B computed (not stored) through a transpose and elementwise ops, stored B (an input), and B
+  // also read elsewhere (stored): every way the kernel gets B gives the reference's indices
+  const variants: Record<string, (x: Tensor, cb: Tensor, cbT: Tensor) => Tensor[]> = {
+    'scaled transpose': (x, cb) => [x.matmul(cb.mul(0.5).mT).neg().add(cb.square().sum(-1).mul(0.25)).argmin(-1)],
+    'transpose of a transpose': (x, _cb, cbT) => [x.matmul(cbT.mT.mT).neg().argmin(-1)],
+    'input B': (x, _cb, cbT) => [x.matmul(cbT).mul(-2).add(cbT.square().sum(0)).argmin(-1)],
+    'B also an output': (x, cb) => {
+      const t = cb.mT
+      return [x.matmul(t).mul(-2).add(cb.square().sum(-1)).argmin(-1), t]
+    },
+  }
+  test.prop(
+    [
+      fc.constantFrom(...Object.keys(variants)),
+      fc
+        .tuple(fc.integer({ min: 1, max: 20 }), fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 37 }))
+        .chain(([n, d, k]) => fc.tuple(fc.constant([n, d, k] as const), gridArray(n * d), gridArray(k * d), gridArray(d * k))),
+    ],
+    { numRuns: 60 },
+  )('however B is defined, indices equal the reference exactly on grid inputs', async (name, [[n, d, k], x, c, cT]) => {
+    const p = traceOrThrow([f32([n, d]), f32([k, d]), f32([d, k])], variants[name]!).program
+    expect(kinds(p)).toContain('nearest')
+    const ins = [tensorOf(x, [n, d]), tensorOf(c, [k, d]), tensorOf(cT, [d, k])]
+    const want = interpretProgram(p, ins)
+    const got = await runOrThrow(p, ins, fastBackend({ threads: 1 }))
+    expect(got.map((t) => Array.from(t.data))).toEqual(want.map((t) => Array.from(t.data)))
   })
 
   test('a distance that is also an output is not absorbed (it must be stored)', () => {
