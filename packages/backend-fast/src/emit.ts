@@ -1,6 +1,6 @@
 import type { DType, Eqn, Shape, Var } from '@tessera/core'
 import { stridesOf } from '@tessera/core'
-import { expF32, fastTanh } from './fastmath.js'
+import { expF32, fastTanh, TANH_TAB, tanhConsts } from './fastmath.js'
 
 /**
  * An index into a value: per-axis expressions, a flat row-major offset, or both. Movement ops
@@ -20,7 +20,8 @@ export interface EmitEnv {
   bufName(v: Var): string | undefined
 }
 
-const isIdent = (s: string) => /^[A-Za-z_$][\w$]*$/.test(s) || /^-?\d+$/.test(s)
+/** Names and literals, which need no temp of their own. */
+const isIdent = (s: string) => /^[A-Za-z_$][\w$]*$/.test(s) || literalValue(s) !== undefined
 
 /** A JS literal for a number that round-trips exactly (NaN, ±Infinity and -0 included). */
 export function numLit(x: number): string {
@@ -41,11 +42,11 @@ export class Emitter {
   readonly lines: string[] = []
   private readonly memo = new Map<string, string>()
   /**
-   * Expressions (temp names, literals) known to hold an integer of magnitude at most the bound:
-   * float32 add/sub/mul of such values below 2^24 are exact, so they need no fround (LFQ's
-   * `bit * 2 - 1`, index arithmetic on comparisons).
+   * What is known about the values of expressions (temp names; literals are read from their
+   * text): a float32 add/sub/mul whose exact result is known to be a float32 needs no fround
+   * (LFQ's `bit * 2 - 1`, index arithmetic on comparisons, FSQ's codes times their scales).
    */
-  private readonly intBound = new Map<string, number>()
+  private readonly info = new Map<string, NumInfo>()
   private n = 0
 
   constructor(
@@ -56,6 +57,13 @@ export class Emitter {
 
   private bind(expr: string): string {
     if (this.inline || isIdent(expr)) return expr
+    const name = `${this.prefix}${this.n++}`
+    this.lines.push(`const ${name} = ${expr};`)
+    return name
+  }
+
+  /** A temp bound to `expr` even when it is an identifier (statements that need a fresh name). */
+  private fresh(expr: string): string {
     const name = `${this.prefix}${this.n++}`
     this.lines.push(`const ${name} = ${expr};`)
     return name
@@ -95,28 +103,61 @@ export class Emitter {
     if (hit !== undefined) return hit
     const out = this.compute(v, ix, self)
     const named = this.bind(out)
-    const b = this.boundOf(out)
-    if (b !== undefined) this.intBound.set(named, b)
+    const i = this.infoOf(out)
+    if (i !== undefined) this.info.set(named, i)
     this.memo.set(key, named)
     return named
   }
 
-  /** Integer bound of an emitted expression, if known (see intBound). */
-  private boundOf(expr: string): number | undefined {
-    const known = this.intBound.get(expr)
+  /** What is known about an emitted expression's value (see info), literals included. */
+  private infoOf(expr: string): NumInfo | undefined {
+    const known = this.info.get(expr)
     if (known !== undefined) return known
-    const lit = /^\(?(-?\d+)\)?$/.exec(expr)
-    if (lit) {
-      const x = Math.abs(Number(lit[1]))
-      return x <= EXACT ? x : undefined
-    }
-    return undefined
+    const x = literalValue(expr)
+    return x === undefined || !Number.isFinite(x) ? undefined : { m: Math.abs(x), q: dyadicExponent(x) }
   }
 
-  /** Records `b` as the bound of the expression `expr` (returned), when b is within the exact range. */
+  /** Integer bound of an emitted expression: an integer of magnitude at most the bound (2^24 at most). */
+  private boundOf(expr: string): number | undefined {
+    const i = this.infoOf(expr)
+    return i !== undefined && i.q !== undefined && i.q <= 0 && i.m <= EXACT ? i.m : undefined
+  }
+
+  /** Records `b` as the integer bound of the expression `expr` (returned), when b is within the exact range. */
   private bounded(expr: string, b: number | undefined): string {
-    if (b !== undefined && b <= EXACT) this.intBound.set(expr, b)
+    if (b !== undefined && b <= EXACT) this.info.set(expr, { m: b, q: 0 })
     return expr
+  }
+
+  /** Records what is known about `expr` (returned). */
+  private known(expr: string, i: NumInfo | undefined): string {
+    if (i !== undefined) this.info.set(expr, i)
+    return expr
+  }
+
+  /**
+   * tanh as straight-line code (fastTanh's operations; no call, so the inlining budget of a long
+   * unrolled loop is not spent on it and the loop needs no helper call in it).
+   */
+  private tanh(x: string): string {
+    const { TANH_MAX: M, TANH_K: K, SHIFTER: S, INV_N_LN2, N_LN2_HI, N_LN2_LO } = tanhConsts
+    const y = this.fresh(`2 * Math.min(${M}, Math.max(${-M}, ${x}))`)
+    const kf = this.fresh(`(${y} * ${INV_N_LN2} + ${S}) - ${S}`)
+    const r = this.fresh(`${y} - ${kf} * ${N_LN2_HI} - ${kf} * ${N_LN2_LO}`)
+    const r2 = this.fresh(`${r} * ${r}`)
+    const p = this.fresh(`${r} * ((1 + ${r} * 0.5) + ${r2} * ((${1 / 6} + ${r} * ${1 / 24}) + ${r2} * (${1 / 120} + ${r} * ${1 / 720})))`)
+    const sc = this.fresh(`TANH_TAB[(${kf} | 0) + ${K}]`)
+    const em1 = this.fresh(`${sc} * ${p} - (1 - ${sc})`)
+    return `F(${em1} / (${em1} + 2))`
+  }
+
+  /**
+   * Round half to even of a float32 known to be NaN or below 2^51 in magnitude, inline: the
+   * 1.5 * 2^52 shifter rounds so, and a zero result takes x's sign (as RNE does).
+   */
+  private roundInline(x: string): string {
+    const r = this.fresh(`(${x} + 6755399441055744) - 6755399441055744`)
+    return `(${r} === 0 ? 0 * ${x} : ${r})`
   }
 
   private compute(v: Var, ix: Index, self?: Var | ReadonlySet<number>): string {
@@ -127,7 +168,7 @@ export class Emitter {
       const c = this.env.def(v)
       // a constant at a literal index (an unrolled loop over a small axis) is a literal
       if (c?.prim === 'constant' && /^\d+$/.test(flat)) return numLit(storeValue(v.aval.dtype, Number(c.params.data[Number(flat)])))
-      return this.bounded(`${buf}[${flat}]`, storedBound(v, c))
+      return this.known(`${buf}[${flat}]`, storedInfo(v, c))
     }
     const e = this.env.def(v)
     if (!e) throw new Error(`fast backend: variable ${v.id} has no buffer and no definition`)
@@ -168,8 +209,7 @@ export class Emitter {
       }
       case 'where': {
         const [c, a, b] = [arg(0), arg(1), arg(2)]
-        const ba = this.boundOf(a), bb = this.boundOf(b)
-        return this.bounded(`(${c} ? ${a} : ${b})`, ba !== undefined && bb !== undefined ? Math.max(ba, bb) : undefined)
+        return this.known(`(${c} ? ${a} : ${b})`, joinInfo(this.infoOf(a), this.infoOf(b)))
       }
       case 'cast': {
         const a = arg(0)
@@ -186,32 +226,158 @@ export class Emitter {
         return arg(0)
       default: {
         const a = e.inputs.length === 1 ? [arg(0)] : [arg(0), arg(1)]
-        const b = resultBound(e.prim, a.map((x) => this.boundOf(x)))
-        if (b !== undefined && b <= EXACT && inDt === 'float32') {
-          const exact = exactElementwise(e.prim, a)
-          if (exact !== undefined) return this.bounded(exact, b)
-        }
-        return this.bounded(elementwise(e.prim, inDt!, a), b)
+        if (inDt !== 'float32') return this.bounded(elementwise(e.prim, inDt!, a), resultBound(e.prim, a.map((x) => this.boundOf(x))))
+        return this.floatOp(e.prim, a)
       }
     }
+  }
+
+  /** A float32 elementwise op: without fround when its exact result is known to be a float32. */
+  private floatOp(prim: Eqn['prim'], a0: readonly string[]): string {
+    let prim1 = prim
+    let a = a0
+    // x / 2^k is x * 2^-k bit for bit: for a float32 x both float64 operations are exact (no
+    // overflow or underflow of float64 in reach), so both round the same real number to float32;
+    // NaN, infinities and signed zeros come out alike too (1/c has c's sign)
+    if (prim === 'div') {
+      const c = literalValue(a[1]!)
+      if (c !== undefined && isPowerOfTwo(c)) {
+        prim1 = 'mul'
+        a = [a[0]!, numLit(1 / c)]
+      }
+    }
+    const [x, y] = a as [string, string]
+    // x - (+0) and x + (-0) are x for every x (-0 included); x + (+0) is a float32 as x is
+    if (prim1 === 'sub' && Object.is(literalValue(y), 0)) return this.known(x, this.infoOf(x))
+    if (prim1 === 'add' && Object.is(literalValue(y), -0)) return this.known(x, this.infoOf(x))
+    if (prim1 === 'add' && Object.is(literalValue(y), 0)) return this.known(`(${x} + 0)`, this.infoOf(x))
+    // x * 1 is x for every x (NaN, infinities and -0 included)
+    if (prim1 === 'mul' && literalValue(y) === 1) return this.known(x, this.infoOf(x))
+    if (prim1 === 'mul' && literalValue(x) === 1) return this.known(y, this.infoOf(y))
+    if (prim1 === 'tanh' && !this.inline) return this.known(this.tanh(x), { m: 1 })
+    const ai = a.map((s) => this.infoOf(s))
+    const exact = resultInfo(prim1, ai)
+    if (prim1 === 'floor' || prim1 === 'round') {
+      const i = ai[0]
+      // an integer already (NaN included)
+      if (i !== undefined && i.q !== undefined && i.q <= 0) return this.known(x, i)
+      if (prim1 === 'round' && !this.inline && i !== undefined && i.m < 2 ** 51) return this.known(this.roundInline(x), exact)
+    }
+    if (exact !== undefined && isExactF32(exact)) {
+      const expr = exactElementwise(prim1, a)
+      if (expr !== undefined) return this.known(expr, exact)
+    }
+    return this.known(elementwise(prim1, 'float32', a), roundedInfo(prim1, exact))
   }
 }
 
 /** Integers up to this magnitude are exact in float32 (and int32). */
 const EXACT = 2 ** 24
 
-/** Bound of a stored value read from its buffer: bools, and constants whose data are all small integers. */
-function storedBound(v: Var, e: Eqn | undefined): number | undefined {
-  if (v.aval.dtype === 'bool') return 1
-  if (e?.prim !== 'constant') return undefined
-  let m = 0
-  const data = e.params.data as ArrayLike<number>
-  for (let i = 0; i < data.length; i++) {
-    const x = data[i]!
-    if (!Number.isInteger(x) || Math.abs(x) > EXACT) return undefined
-    m = Math.max(m, Math.abs(x))
+/**
+ * What is known about a float value: it is NaN, or finite of magnitude at most `m`; with `q`, it
+ * is also an integer multiple of 2^-q (q may be negative: a multiple of 2^-q > 1). Such a value
+ * is a float32 exactly when its multiples of 2^-q number at most 2^24 (m 2^q <= 2^24) and 2^-q
+ * is no finer than float32's subnormal step (q <= 149).
+ */
+interface NumInfo {
+  readonly m: number
+  readonly q?: number
+}
+
+function isExactF32(i: NumInfo): boolean {
+  return i.q !== undefined && i.q <= 149 && i.m * 2 ** i.q <= EXACT && i.m < 2 ** 127
+}
+
+/** Smallest q with x 2^q an integer (finite x; zero is a multiple of everything). */
+function dyadicExponent(x: number): number {
+  if (x === 0) return -1074
+  let y = Math.abs(x), q = 0
+  while (!Number.isInteger(y)) {
+    y *= 2
+    q++
   }
-  return m
+  while (y % 2 === 0) {
+    y /= 2
+    q--
+  }
+  return q
+}
+
+/** The number a literal expression (as numLit writes them) stands for. */
+function literalValue(expr: string): number | undefined {
+  const m = /^\(?(-?(?:\d+(?:\.\d+)?(?:e[+-]?\d+)?|Infinity|0)|NaN)\)?$/.exec(expr)
+  return m ? Number(m[1]) : undefined
+}
+
+function isPowerOfTwo(c: number): boolean {
+  if (!Number.isFinite(c) || c === 0) return false
+  const a = Math.abs(c)
+  return 2 ** Math.round(Math.log2(a)) === a
+}
+
+const joinInfo = (a: NumInfo | undefined, b: NumInfo | undefined): NumInfo | undefined =>
+  a === undefined || b === undefined
+    ? undefined
+    : { m: Math.max(a.m, b.m), ...(a.q !== undefined && b.q !== undefined ? { q: Math.max(a.q, b.q) } : {}) }
+
+/**
+ * What is known about the exact (unrounded) result of a float32 op from its operands' infos
+ * (undefined: nothing). tanh is bounded whatever its argument (NaN stays NaN).
+ */
+function resultInfo(prim: Eqn['prim'], a: readonly (NumInfo | undefined)[]): NumInfo | undefined {
+  const [x, y] = a
+  switch (prim) {
+    case 'lt': case 'le': case 'eq': return { m: 1, q: 0 }
+    case 'sign': return { m: 1, q: 0 }
+    case 'tanh': return { m: 1 }
+    case 'neg': case 'abs': return x
+    case 'floor': case 'round': return x === undefined ? undefined : { m: Math.ceil(x.m), q: 0 }
+    case 'max': case 'min': return joinInfo(x, y)
+    case 'add': case 'sub':
+      if (x === undefined || y === undefined) return undefined
+      return { m: x.m + y.m, ...(x.q !== undefined && y.q !== undefined ? { q: Math.max(x.q, y.q) } : {}) }
+    case 'mul':
+      if (x === undefined || y === undefined) return undefined
+      return { m: x.m * y.m, ...(x.q !== undefined && y.q !== undefined ? { q: x.q + y.q } : {}) }
+    default: return undefined
+  }
+}
+
+/**
+ * What is known after rounding to float32 a result that may not be exact: a magnitude bound
+ * (float32 rounding grows it by 2^-24 relative at most; 2^-20 also covers the float64 error of
+ * computing the bound), none where the result may overflow to an infinity.
+ */
+function roundedInfo(prim: Eqn['prim'], i: NumInfo | undefined): NumInfo | undefined {
+  if (i === undefined) return undefined
+  if (isExactF32(i) || prim === 'lt' || prim === 'le' || prim === 'eq' || prim === 'sign') return i
+  const m = i.m * (1 + 2 ** -20)
+  return m < 2 ** 127 ? { m } : undefined
+}
+
+/** Constants with more elements than this are not searched for their fixed-point form (only for integers). */
+const DYADIC_SCAN_MAX = 4096
+
+/**
+ * What is known about a stored value read from its buffer: bools are 0/1; a constant's values
+ * are bounded by its largest magnitude, and (small constants, or all-integer ones) are multiples
+ * of the coarsest power of two that divides them all.
+ */
+function storedInfo(v: Var, e: Eqn | undefined): NumInfo | undefined {
+  if (v.aval.dtype === 'bool') return { m: 1, q: 0 }
+  if (e?.prim !== 'constant') return undefined
+  const data = e.params.data as ArrayLike<number>
+  const scan = data.length <= DYADIC_SCAN_MAX
+  let m = 0, q = -1074
+  for (let i = 0; i < data.length; i++) {
+    const x = storeValue(v.aval.dtype, data[i]!)
+    if (!Number.isFinite(x)) return undefined
+    if (!scan && (!Number.isInteger(x) || Math.abs(x) > EXACT)) return undefined
+    m = Math.max(m, Math.abs(x))
+    q = Math.max(q, scan ? dyadicExponent(x) : 0)
+  }
+  return { m, q }
 }
 
 /** Integer bound of an elementwise result from its operands' bounds (undefined: not known to be an integer). */
@@ -233,7 +399,6 @@ function exactElementwise(prim: Eqn['prim'], a: readonly string[]): string | und
   switch (prim) {
     case 'neg': return `(-${x})`
     case 'abs': return `Math.abs(${x})`
-    case 'floor': case 'round': return x
     case 'add': return `(${x} + ${y})`
     case 'sub': return `(${x} - ${y})`
     case 'mul': return `(${x} * ${y})`
@@ -289,6 +454,8 @@ function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string
 export const kernelHelpers = {
   F: Math.fround,
   TANH: fastTanh,
+  // the 2^(k/32) table of the inline tanh (see Emitter.tanh)
+  TANH_TAB,
   EXP: expF32,
   // each kernel gets its own (the function owns a scratch buffer): see kernels.ts
   LOG: Math.log as (x: number) => number,
@@ -314,3 +481,6 @@ export const kernelHelpers = {
   },
 }
 export const helperNames = Object.keys(kernelHelpers)
+
+/** Whether a generated loop evaluates transcendental functions (inline tanh or exp/log calls). */
+export const callsTranscendental = (source: string): boolean => /\b(TANH\(|TANH_TAB\[|EXP\(|LOG\()/.test(source)

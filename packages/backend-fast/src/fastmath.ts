@@ -14,6 +14,8 @@
  */
 export function fastMathFactory(): {
   fastTanh: (x: number) => number
+  TANH_TAB: Float64Array
+  tanhConsts: { readonly TANH_MAX: number; readonly TANH_K: number; readonly SHIFTER: number; readonly INV_N_LN2: number; readonly N_LN2_HI: number; readonly N_LN2_LO: number }
   expF32: (x: number) => number
   makeLogF32: () => (x: number) => number
 } {
@@ -50,24 +52,36 @@ export function fastMathFactory(): {
   const INV_N_LN2 = 32 / Math.LN2
 
   /**
-   * tanh(x) = expm1(2x) / (expm1(2x) + 2), with expm1 from the same 2^(j/32) table as expF32:
-   * 2x = (32m + j) ln2/32 + r with |r| <= ln2/64, s = 2^m 2^(j/32), expm1(2x) = s expm1(r) + (s - 1)
-   * (degree-6 series for expm1(r), truncation below 4e-16 relative). When 2x is small, m = j = 0 and
-   * s - 1 = 0 exactly, so small arguments keep full relative accuracy; for larger ones s - 1 is
-   * exact or at least 1 in size. The rounding to an integer uses the 1.5 * 2^52 shifter, not
-   * Math.round, which V8 compiles to an out-of-line call here (about 8 ns). About 2x faster than
-   * the earlier Math.round + 13-term series, and 4x faster than Math.tanh.
+   * tanh(x) = expm1(2x) / (expm1(2x) + 2), with expm1 from a table of 2^(k/32): 2c = k ln2/32 + r
+   * with |r| <= ln2/64, s = 2^(k/32), expm1(2c) = s expm1(r) - (1 - s) (degree-6 series for
+   * expm1(r), truncation below 4e-16 relative, evaluated in Estrin form, which halves the
+   * dependent multiply-adds of Horner's). When 2c is small, k = 0 and 1 - s = 0 exactly, so small
+   * arguments keep full relative accuracy (and -0 gives -0: -0 - +0 is -0); for larger ones s - 1
+   * is exact or at least 1 in size. The argument is clamped to ±TANH_MAX with no branch:
+   * tanh(9.1) = 1 - 2.5e-8 already rounds to float32 1, as every larger argument's tanh does, and
+   * a NaN passes through the clamp. Branch-free, so generated loops inline it as straight-line
+   * code (`tanhSource` in emit.ts writes the same operations; a test checks they agree bit for bit).
    */
+  const TANH_MAX = 9.1
+  /** Table index offset: |k| <= round(2 * 9.1 * 32 / ln2) = 840. */
+  const TANH_K = 841
+  const TANH_TAB = (() => {
+    const t = new Float64Array(2 * TANH_K + 1)
+    // the old two-table product (2^(j/32) times an exact power of two), so values are unchanged
+    for (let k = -TANH_K; k <= TANH_K; k++) t[k + TANH_K] = EXP_TAB[k & 31]! * 2 ** (k >> 5)
+    return t
+  })()
+  const tanhConsts = { TANH_MAX, TANH_K, SHIFTER, INV_N_LN2, N_LN2_HI, N_LN2_LO } as const
+
   function fastTanh(x: number): number {
-    if (!(Math.abs(x) <= 20)) return x !== x ? x : x > 0 ? 1 : -1
-    if (x === 0) return x
-    const y = 2 * x
-    const nf = (y * INV_N_LN2 + SHIFTER) - SHIFTER
-    const n = nf | 0
-    const r = y - nf * N_LN2_HI - nf * N_LN2_LO
-    const p = r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720))))))
-    const s = EXP_TAB[n & 31]! * POW2[(n >> 5) + 1022]!
-    const em1 = s * p + (s - 1)
+    const c = Math.min(TANH_MAX, Math.max(-TANH_MAX, x))
+    const y = 2 * c
+    const kf = (y * INV_N_LN2 + SHIFTER) - SHIFTER
+    const r = y - kf * N_LN2_HI - kf * N_LN2_LO
+    const r2 = r * r
+    const p = r * ((1 + r * 0.5) + r2 * ((1 / 6 + r * (1 / 24)) + r2 * (1 / 120 + r * (1 / 720))))
+    const s = TANH_TAB[(kf | 0) + TANH_K]!
+    const em1 = s * p - (1 - s)
     return em1 / (em1 + 2)
   }
 
@@ -128,7 +142,7 @@ export function fastMathFactory(): {
     }
   }
 
-  return { fastTanh, expF32, makeLogF32 }
+  return { fastTanh, TANH_TAB, tanhConsts, expF32, makeLogF32 }
 }
 
-export const { fastTanh, expF32, makeLogF32 } = fastMathFactory()
+export const { fastTanh, TANH_TAB, tanhConsts, expF32, makeLogF32 } = fastMathFactory()

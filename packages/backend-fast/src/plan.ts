@@ -1,5 +1,6 @@
 import type { AnyTypedArray, Eqn, Prim, Program, Var } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
+import { callsTranscendental } from './emit.js'
 import type { GeneratedKernel } from './kernels.js'
 import type { ChainDesc, ChainStepDesc } from './kernels.js'
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
@@ -446,7 +447,7 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   const compiled = compileChain(desc)
   const blocks = Math.ceil(n / rows)
   // threads pay for themselves on heavy loops (transcendentals, matmuls) over many elements
-  const heavy = desc.steps.some((st) => st.kind === 'matmul' || /\b(TANH|EXP|LOG)\(/.test(st.source))
+  const heavy = desc.steps.some((st) => st.kind === 'matmul' || callsTranscendental(st.source))
   const workers = threads > 1 && blocks > 1 && heavy && n * widest >= THREAD_MIN_ELEMS ? threads - 1 : 0
   // a chain pays when it keeps a large intermediate out of memory, or when threads share it
   if (forcedRows === undefined && local.every((s) => sizeOf(s) < CHAIN_MIN_ELEMS) && workers === 0) return steps
