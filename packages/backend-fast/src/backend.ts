@@ -122,6 +122,12 @@ class FastExecutable implements Executable {
         case 'rows':
           st.chain.run(B, alloc)
           break
+        case 'map': {
+          const out = alloc(st.out) as Float32Array
+          st.run(st.fn, B[st.in] as Float32Array, out, out.length)
+          B[st.out] = out
+          break
+        }
         case 'reference': {
           const ins = st.ins.map((s) => {
             const v = plan.slotVars[s]!

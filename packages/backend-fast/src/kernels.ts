@@ -6,6 +6,8 @@ import { fastMathFactory, makeLogF32 } from './fastmath.js'
 import { matmulF64, matmulFactory } from './matmul.js'
 import type { SmallKLayout, SmallKRunner } from './wasm/smallk.js'
 import { smallKRunnerFactory } from './wasm/smallk.js'
+import type { MapFn, MathMap } from './wasm/mathmap.js'
+import { mathMapFactory } from './wasm/mathmap.js'
 
 /**
  * A generated loop. `rows` and `acc` are used only by kernels generated for a row-blocked chain
@@ -263,6 +265,8 @@ export function sinkKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }): G
 export interface ChainDesc {
   readonly n: number
   readonly rows: number
+  /** The WebAssembly map module (exp), when a step is a map (each thread makes its instance). */
+  readonly mathMap?: { readonly module: WebAssembly.Module; readonly pages: number; readonly size: number }
   readonly steps: readonly ChainStepDesc[]
   readonly views: readonly (readonly [number, number])[]
   readonly locals: readonly (readonly [number, DType, number])[]
@@ -280,12 +284,16 @@ export type ChainStepDesc =
       /** The WebAssembly small-k kernel for this shape (a compiled module also crosses to worker threads). */
       readonly wasm?: { readonly module: WebAssembly.Module; readonly layout: SmallKLayout }
     }
+  /** A WebAssembly map of `width` elements per row (see wasm/mathmap.ts). */
+  | { readonly kind: 'map'; readonly fn: MapFn; readonly in: number; readonly out: number; readonly width: number }
 
 export interface CompiledChain {
   readonly desc: ChainDesc
   readonly fns: readonly (Kernel | undefined)[]
   /** This thread's instance of each matmul step's WebAssembly kernel, if it has one. */
   readonly smallK: readonly (SmallKRunner | undefined)[]
+  /** This thread's instance of the map module, if the chain has maps. */
+  readonly map?: MathMap
 }
 
 type MatmulFn = (a: Float32Array, b: Float32Array, out: Float32Array, batch: number, m: number, k: number, n: number) => void
@@ -301,6 +309,7 @@ export function chainRunner(
   matmulF64: MatmulFn,
   compile: (source: string) => Kernel,
   makeSmallK: (module: WebAssembly.Module, layout: SmallKLayout) => SmallKRunner,
+  makeMap: (m: NonNullable<ChainDesc['mathMap']>) => MathMap,
 ): {
   compileChain(desc: ChainDesc): CompiledChain
   runBlocks(cc: CompiledChain, B: readonly AnyTypedArray[], accs: readonly Float64Array[], ctrl: Int32Array): number
@@ -313,6 +322,7 @@ export function chainRunner(
       desc,
       fns: desc.steps.map((st) => (st.kind === 'kernel' ? compile(st.source) : undefined)),
       smallK: desc.steps.map((st) => (st.kind === 'matmul' && st.wasm ? makeSmallK(st.wasm.module, st.wasm.layout) : undefined)),
+      ...(desc.mathMap ? { map: makeMap(desc.mathMap) } : {}),
     }
   }
 
@@ -377,7 +387,7 @@ export function chainRunner(
           const sk = cc.smallK[i]
           if (sk) sk.run(Bb[st.a] as Float32Array, Bb[st.b] as Float32Array, Bb[st.out] as Float32Array, R)
           else matmulF64(Bb[st.a] as Float32Array, Bb[st.b] as Float32Array, Bb[st.out] as Float32Array, 1, R, st.k, st.n)
-        }
+        } else if (st.kind === 'map') cc.map!(st.fn, Bb[st.in] as Float32Array, Bb[st.out] as Float32Array, R * st.width)
         else if (!st.sink) cc.fns[i]!(Bb, R)
       })
       if (hasSink) {
@@ -417,7 +427,7 @@ export function chainRunner(
   return { compileChain, runBlocks, awaitBlocks }
 }
 
-export const { compileChain, runBlocks, awaitBlocks } = chainRunner(matmulF64, compileKernel, smallKRunnerFactory())
+export const { compileChain, runBlocks, awaitBlocks } = chainRunner(matmulF64, compileKernel, smallKRunnerFactory(), mathMapFactory())
 
 /**
  * A worker's script, built from the sources of the self-contained factories (fast math, matmul, the small-k WebAssembly runner,
@@ -439,7 +449,7 @@ function compile(source) {
   const hs = Object.assign({}, H, { LOG: FM.makeLogF32() });
   return f(...names.map((n) => hs[n]));
 }
-const CR = (${chainRunner.toString()})(MM.matmulF64, compile, (${smallKRunnerFactory.toString()})());
+const CR = (${chainRunner.toString()})(MM.matmulF64, compile, (${smallKRunnerFactory.toString()})(), (${mathMapFactory.toString()})());
 const cc = CR.compileChain(workerData.desc);
 parentPort.on('message', (msg) => {
   try { CR.runBlocks(cc, msg.B, msg.accs, msg.ctrl) } catch (e) { Atomics.store(msg.ctrl, 3, 1); Atomics.notify(msg.ctrl, 1); Atomics.notify(msg.ctrl, 2) }

@@ -4,6 +4,8 @@ import { callsTranscendental } from './emit.js'
 import type { GeneratedKernel } from './kernels.js'
 import type { ChainDesc, ChainStepDesc } from './kernels.js'
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
+import type { MapFn, MathMap } from './wasm/mathmap.js'
+import { MAP_CHUNK, mathMapFactory, mathMapModule } from './wasm/mathmap.js'
 import { CTRL_WORDS, ChainThreads, awaitBlocks, compileChain, elementwiseKernel, reduceKernel, runBlocks, sinkKernel } from './kernels.js'
 import type { NearestStep } from './nearest.js'
 import { matchNearest } from './nearest.js'
@@ -25,6 +27,7 @@ export type Step =
   | { readonly kind: 'reference'; readonly out: number; readonly eqn: Eqn; readonly ins: readonly number[] }
   | { readonly kind: 'nearest'; readonly out: number; readonly step: NearestStep }
   | { readonly kind: 'rows'; readonly chain: RowChain }
+  | { readonly kind: 'map'; readonly fn: MapFn; readonly in: number; readonly out: number; readonly run: MathMap }
 
 /**
  * Steps that share a leading (row) axis, run block by block: every step of the chain on rows
@@ -135,6 +138,21 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
     if (mustStore) stored.add(v.id)
   }
 
+  // Large float32 exps run as a WebAssembly SIMD map over their stored argument (see wasm/mathmap.ts):
+  // the argument and the result are stored (in a row chain, block-local), the map replaces the
+  // JS helper call in the loop that would have computed them (W3b, one thread: the exp loop's
+  // 950 ms became 340 + 290 + 100 ms for argument loop, map and sum). A log map was measured too
+  // and lost on W3b (its JS log mostly sees the clamp's repeated argument, which it memoizes).
+  const mapped = new Map<number, MapFn>()
+  if (opts.wasm) {
+    for (const e of program.eqns) {
+      if (e.prim !== 'exp' || e.out.aval.dtype !== 'float32' || sizeOfVar(e.out) < MAP_MIN_ELEMS) continue
+      mapped.set(e.out.id, 'exp')
+      stored.add(e.out.id)
+      stored.add(e.inputs[0]!.id)
+    }
+  }
+
   // The nearest-code pattern keeps its matmul out of memory: the matmul is then not stored.
   const nearest = new Map<number, NearestStep>()
   if (opts.wasm) {
@@ -175,14 +193,22 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
     bufName: (v) => (stored.has(v.id) ? `b${slotOf(v)}` : undefined),
     slotOf,
   }
+  // values computed by a step of their own (never a side output of a generated loop)
   const absorbed = new Set([...nearest.values()].map((n) => n.matmul.out.id))
-  const sides = sideOutputsOf(program, stored, absorbed, def, isInput)
+  const ownStep = new Set(mapped.keys())
+  const sides = sideOutputsOf(program, stored, absorbed, def, isInput, ownStep)
+  // one WebAssembly map instance for maps outside row chains (chains make one per thread)
+  let mathMap: MathMap | undefined
+  const runMap: MathMap = (fn, src, dst, len) => (mathMap ??= mathMapFactory()(mathMapModule(MAP_CHUNK)))(fn, src, dst, len)
   const steps: Step[] = []
   for (const e of program.eqns) {
     const v = e.out
     if (!stored.has(v.id) || absorbed.has(v.id)) continue
     const near = nearest.get(v.id)
-    if (near) {
+    const fn = mapped.get(v.id)
+    if (fn) {
+      steps.push({ kind: 'map', fn, in: slotOf(e.inputs[0]!), out: slotOf(v), run: runMap })
+    } else if (near) {
       near.prepare(env)
       steps.push({ kind: 'nearest', out: slotOf(v), step: near })
     } else if (REDUCTIONS.has(e.prim)) {
@@ -224,6 +250,7 @@ function sideOutputsOf(
   absorbed: Set<number>,
   def: ReadonlyMap<number, Eqn>,
   isInput: ReadonlySet<number>,
+  ownStep: ReadonlySet<number>,
 ): Map<number, Var[]> {
   const order = new Map<number, number>()
   program.eqns.forEach((e, k) => order.set(e.out.id, k))
@@ -243,7 +270,7 @@ function sideOutputsOf(
     const sides: Var[] = []
     for (const [id, d] of def) {
       const at = order.get(id)!
-      if (at >= k || !stored.has(id) || absorbed.has(id) || isInput.has(id) || STORED.has(d.prim)) continue
+      if (at >= k || !stored.has(id) || absorbed.has(id) || isInput.has(id) || STORED.has(d.prim) || ownStep.has(id)) continue
       const s = d.out.aval.shape
       if (s.length !== r || s.some((x, i) => x !== shape[i])) continue
       // a loop that runs before the reduction and reads this value would see an unwritten buffer
@@ -285,6 +312,9 @@ interface ChainContext {
   readonly slotVars: readonly Var[]
   readonly isOutput: ReadonlySet<number>
 }
+
+/** Elements from which an exp runs as a WebAssembly map (smaller ones stay fused in their loop). */
+const MAP_MIN_ELEMS = 1 << 16
 
 /** Intermediates at least this large (elements) make a row-blocked chain worth forming. */
 const CHAIN_MIN_ELEMS = 1 << 20
@@ -370,6 +400,12 @@ function accessOf(st: Step, n: number, cx: ChainContext): Access | undefined {
       wholeReads.add(st.b)
       return { rowReads, wholeReads, writes: [st.out], sink: false }
     }
+    case 'map': {
+      const v = cx.slotVars[st.in]!, out = cx.slotVars[st.out]!
+      if (!isRow(v) || v.aval.shape.length !== out.aval.shape.length || !v.aval.shape.every((d, i) => d === out.aval.shape[i])) return undefined
+      rowReads.add(st.in)
+      return { rowReads, wholeReads, writes: [st.out], sink: false }
+    }
     default:
       return undefined
   }
@@ -386,7 +422,7 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   // the leading axis of the largest value a kernel or matmul writes
   let first: number | undefined
   for (const st of steps) {
-    if (st.kind !== 'kernel' && st.kind !== 'matmul') continue
+    if (st.kind !== 'kernel' && st.kind !== 'matmul' && st.kind !== 'map') continue
     for (const s of outsOf(st)) {
       if (cx.slotVars[s]!.aval.shape.length === 0) continue
       if (first === undefined || sizeOf(s) > sizeOf(first)) first = s
@@ -440,6 +476,7 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   const desc: ChainDesc = {
     n,
     rows,
+    ...(chainSteps.some((c) => c.desc.kind === 'map') ? { mathMap: mathMapModule(MAP_CHUNK) } : {}),
     steps: chainSteps.map((c) => c.desc),
     views: views.map((s) => [s, rowElems(s)] as const),
     locals: local.map((s) => [s, cx.slotVars[s]!.aval.dtype, rowElems(s)] as const),
@@ -447,7 +484,7 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   const compiled = compileChain(desc)
   const blocks = Math.ceil(n / rows)
   // threads pay for themselves on heavy loops (transcendentals, matmuls) over many elements
-  const heavy = desc.steps.some((st) => st.kind === 'matmul' || callsTranscendental(st.source))
+  const heavy = desc.steps.some((st) => st.kind === 'matmul' || st.kind === 'map' || callsTranscendental(st.source))
   const workers = threads > 1 && blocks > 1 && heavy && n * widest >= THREAD_MIN_ELEMS ? threads - 1 : 0
   // a chain pays when it keeps a large intermediate out of memory, or when threads share it
   if (forcedRows === undefined && local.every((s) => sizeOf(s) < CHAIN_MIN_ELEMS) && workers === 0) return steps
@@ -545,7 +582,11 @@ function blockedStep(st: Step, acc: Access, cx: ChainContext, wasmRows: number):
     }
     return { out: st.out, sink: false, desc }
   }
-  if (st.kind !== 'kernel') throw new Error('fast backend: only kernels and matmuls join a row chain')
+  if (st.kind === 'map') {
+    const width = cx.slotVars[st.in]!.aval.shape.slice(1).reduce((a, b) => a * b, 1)
+    return { out: st.out, sink: false, desc: { kind: 'map', fn: st.fn, in: st.in, out: st.out, width } }
+  }
+  if (st.kind !== 'kernel') throw new Error('fast backend: only kernels, matmuls and maps join a row chain')
   const v = cx.slotVars[st.out]!
   const e = cx.def.get(v.id)!
   const kernel = acc.sink
@@ -570,6 +611,7 @@ function readsOf(st: Step, cx: ChainContext): number[] {
     case 'kernel': return [...usedSlots(st.kernel.source)]
     case 'matmul': return [st.a, st.b]
     case 'reference': return [...st.ins]
+    case 'map': return [st.in]
     case 'nearest': return cx.slotVars.map((_, i) => i)
     case 'rows': return []
   }

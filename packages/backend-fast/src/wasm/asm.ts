@@ -108,7 +108,32 @@ export class Code {
   /** Rounds both float64 lanes to float32 (to nearest, ties to even) into lanes 0-1; lanes 2-3 are 0. */
   f32x4DemoteF64x2Zero() { return this.simd(0x5e) }
   f64x2Add() { return this.simd(0xf0) }
+  f64x2Sub() { return this.simd(0xf1) }
   f64x2Mul() { return this.simd(0xf2) }
+  /** b < a ? b : a per lane (a NaN in a is kept). */
+  f64x2Pmin() { return this.simd(0xf6) }
+  /** a < b ? b : a per lane (a NaN in a is kept). */
+  f64x2Pmax() { return this.simd(0xf7) }
+  /** Round to an integer, ties to even. */
+  f64x2Nearest() { return this.simd(0x94) }
+  /** Float32 lanes 0-1 widened to float64 (exactly). */
+  f64x2PromoteLowF32x4() { return this.simd(0x5f) }
+  /** Float64 lanes truncated (saturating) to int32 lanes 0-1; lanes 2-3 are 0. */
+  i32x4TruncSatF64x2SZero() { return this.simd(0xfc) }
+  i64x2ExtendLowI32x4S() { return this.simd(0xc7) }
+  /** Shift count (an i32) on top of the vector. */
+  i64x2Shl() { return this.simd(0xcb) }
+  i64x2Add() { return this.simd(0xce) }
+  /** 64 bits into lanes 0-1 (as two float32), lanes 2-3 zero. */
+  vLoad64Zero(offset = 0) { return this.simd(0x5d, 3, ...uleb(offset)) }
+  vConstF64(a: readonly [number, number]) {
+    const buf = new Uint8Array(new Float64Array(a).buffer)
+    return this.simd(0x0c, ...buf)
+  }
+  vConstI64(a: readonly [bigint, bigint]) {
+    const buf = new Uint8Array(new BigInt64Array(a).buffer)
+    return this.simd(0x0c, ...buf)
+  }
   drop() { return this.op(0x1a) }
   /** Relaxed SIMD (a*b+c, rounded once where the machine has FMA): operands a, b, c on the stack. */
   f32x4RelaxedMadd() { return this.simd(0x105) }
