@@ -191,22 +191,32 @@ export function reduceKernel(
   return build(env, body, t.used)
 
   /**
-   * The reduced axis written out once per index, each copy in its own block: constants indexed
-   * along it become literals (FSQ's per-level scales, LFQ's bit weights) and the short loop's
-   * counter and exit branch go away. Same operations in the same order as the loop.
+   * The reduced axis written out once per index: constants indexed along it become literals
+   * (FSQ's per-level scales, LFQ's bit weights) and the short loop's counter and exit branch go
+   * away. The copies' value lines (pure `const` definitions with distinct names) are interleaved
+   * line by line, so independent work of neighbouring copies sits side by side for the CPU
+   * (FSQ's tanh chains: W2 on one thread 7.1 -> 5.7 ms, A/B in fresh processes); their stores and updates
+   * follow in index order, one block per copy, so results are the loop's, in the same order.
    */
   function unroll(): string[] {
     const r = redVars[0]!
-    const out: string[] = []
-    for (let k = 0; k < inShape[axes[0]!]!; k++) {
+    const d = inShape[axes[0]!]!
+    const side = sideOutputs.length > 0
+    const values: (readonly string[])[] = [], tails: string[] = []
+    for (let k = 0; k < d; k++) {
       const emk = new Emitter(t.env, `u${k}_`)
       const ixk = ix.map((a) => (a === r ? String(k) : a))
-      const atk = sideOutputs.length > 0 ? { axes: ixk, flat: 'f' } : { axes: ixk }
+      const fk = k === 0 ? 'f' : `f + ${k}`
+      const atk = side ? { axes: ixk, flat: fk } : { axes: ixk }
       const xk = emk.value(src, atk, selves)
-      const stores = sideOutputs.map((v) => `b${env.slotOf(v)}[f] = ${emk.value(v, atk, selves)};`)
-      out.push('{', ...step(emk.lines, stores, updateOf(xk)), '}')
+      const stores = sideOutputs.map((v) => `b${env.slotOf(v)}[${fk}] = ${emk.value(v, atk, selves)};`)
+      values.push(emk.lines)
+      tails.push('{', ...stores, ...updateOf(xk), '}')
     }
-    return out
+    const out: string[] = []
+    const longest = Math.max(...values.map((l) => l.length))
+    for (let i = 0; i < longest; i++) for (const l of values) if (i < l.length) out.push(l[i]!)
+    return [...out, ...tails, ...(side ? [`f += ${d};`] : [])]
   }
 }
 
