@@ -124,7 +124,7 @@ class FastExecutable implements Executable {
           break
         case 'map': {
           const out = alloc(st.out) as Float32Array
-          st.run(st.fn, B[st.in] as Float32Array, out, out.length)
+          st.run(B[st.in] as Float32Array, st.rows.map((s) => B[s] as Float32Array), out, out.length, st.width)
           B[st.out] = out
           break
         }

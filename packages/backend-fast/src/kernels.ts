@@ -6,7 +6,7 @@ import { fastMathFactory, makeLogF32 } from './fastmath.js'
 import { matmulF64, matmulFactory } from './matmul.js'
 import type { SmallKLayout, SmallKRunner } from './wasm/smallk.js'
 import { smallKRunnerFactory } from './wasm/smallk.js'
-import type { MapFn, MathMap } from './wasm/mathmap.js'
+import type { MapModule, MathMap } from './wasm/mathmap.js'
 import { mathMapFactory } from './wasm/mathmap.js'
 
 /**
@@ -278,8 +278,6 @@ export function sinkKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }): G
 export interface ChainDesc {
   readonly n: number
   readonly rows: number
-  /** The WebAssembly map module (exp), when a step is a map (each thread makes its instance). */
-  readonly mathMap?: { readonly module: WebAssembly.Module; readonly pages: number; readonly size: number }
   readonly steps: readonly ChainStepDesc[]
   readonly views: readonly (readonly [number, number])[]
   readonly locals: readonly (readonly [number, DType, number])[]
@@ -297,16 +295,27 @@ export type ChainStepDesc =
       /** The WebAssembly small-k kernel for this shape (a compiled module also crosses to worker threads). */
       readonly wasm?: { readonly module: WebAssembly.Module; readonly layout: SmallKLayout }
     }
-  /** A WebAssembly map of `width` elements per row (see wasm/mathmap.ts). */
-  | { readonly kind: 'map'; readonly fn: MapFn; readonly in: number; readonly out: number; readonly width: number }
+  /**
+   * A WebAssembly exp map (see wasm/mathmap.ts) of `perRow` elements per leading-axis row, in
+   * map rows of `width` (the last axis); each thread makes its instance from the module.
+   */
+  | {
+      readonly kind: 'map'
+      readonly in: number
+      readonly rows: readonly number[]
+      readonly out: number
+      readonly perRow: number
+      readonly width: number
+      readonly module: MapModule
+    }
 
 export interface CompiledChain {
   readonly desc: ChainDesc
   readonly fns: readonly (Kernel | undefined)[]
   /** This thread's instance of each matmul step's WebAssembly kernel, if it has one. */
   readonly smallK: readonly (SmallKRunner | undefined)[]
-  /** This thread's instance of the map module, if the chain has maps. */
-  readonly map?: MathMap
+  /** This thread's instance of each map step's module. */
+  readonly maps: readonly (MathMap | undefined)[]
 }
 
 type MatmulFn = (a: Float32Array, b: Float32Array, out: Float32Array, batch: number, m: number, k: number, n: number) => void
@@ -322,7 +331,7 @@ export function chainRunner(
   matmulF64: MatmulFn,
   compile: (source: string) => Kernel,
   makeSmallK: (module: WebAssembly.Module, layout: SmallKLayout) => SmallKRunner,
-  makeMap: (m: NonNullable<ChainDesc['mathMap']>) => MathMap,
+  makeMap: (m: MapModule) => MathMap,
 ): {
   compileChain(desc: ChainDesc): CompiledChain
   runBlocks(cc: CompiledChain, B: readonly AnyTypedArray[], accs: readonly Float64Array[], ctrl: Int32Array): number
@@ -335,7 +344,7 @@ export function chainRunner(
       desc,
       fns: desc.steps.map((st) => (st.kind === 'kernel' ? compile(st.source) : undefined)),
       smallK: desc.steps.map((st) => (st.kind === 'matmul' && st.wasm ? makeSmallK(st.wasm.module, st.wasm.layout) : undefined)),
-      ...(desc.mathMap ? { map: makeMap(desc.mathMap) } : {}),
+      maps: desc.steps.map((st) => (st.kind === 'map' ? makeMap(st.module) : undefined)),
     }
   }
 
@@ -400,7 +409,9 @@ export function chainRunner(
           const sk = cc.smallK[i]
           if (sk) sk.run(Bb[st.a] as Float32Array, Bb[st.b] as Float32Array, Bb[st.out] as Float32Array, R)
           else matmulF64(Bb[st.a] as Float32Array, Bb[st.b] as Float32Array, Bb[st.out] as Float32Array, 1, R, st.k, st.n)
-        } else if (st.kind === 'map') cc.map!(st.fn, Bb[st.in] as Float32Array, Bb[st.out] as Float32Array, R * st.width)
+        } else if (st.kind === 'map') {
+          cc.maps[i]!(Bb[st.in] as Float32Array, st.rows.map((s) => Bb[s] as Float32Array), Bb[st.out] as Float32Array, R * st.perRow, st.width)
+        }
         else if (!st.sink) cc.fns[i]!(Bb, R)
       })
       if (hasSink) {

@@ -4,8 +4,8 @@ import { callsTranscendental } from './emit.js'
 import type { GeneratedKernel } from './kernels.js'
 import type { ChainDesc, ChainStepDesc } from './kernels.js'
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
-import type { MapFn, MathMap } from './wasm/mathmap.js'
-import { MAP_CHUNK, mathMapFactory, mathMapModule } from './wasm/mathmap.js'
+import type { MapModule, MapSpec, MathMap, ProOp } from './wasm/mathmap.js'
+import { MAP_CHUNK, MAP_STEP, mathMapFactory, mathMapModule } from './wasm/mathmap.js'
 import { CTRL_WORDS, ChainThreads, awaitBlocks, compileChain, elementwiseKernel, reduceKernel, runBlocks, sinkKernel } from './kernels.js'
 import type { NearestStep } from './nearest.js'
 import { matchNearest } from './nearest.js'
@@ -27,7 +27,16 @@ export type Step =
   | { readonly kind: 'reference'; readonly out: number; readonly eqn: Eqn; readonly ins: readonly number[] }
   | { readonly kind: 'nearest'; readonly out: number; readonly step: NearestStep }
   | { readonly kind: 'rows'; readonly chain: RowChain }
-  | { readonly kind: 'map'; readonly fn: MapFn; readonly in: number; readonly out: number; readonly run: MathMap }
+  | {
+      readonly kind: 'map'
+      /** The base array, the row operands' slots (one value per row of `width`), the result. */
+      readonly in: number
+      readonly rows: readonly number[]
+      readonly width: number
+      readonly out: number
+      readonly module: MapModule
+      readonly run: MathMap
+    }
 
 /**
  * Steps that share a leading (row) axis, run block by block: every step of the chain on rows
@@ -138,18 +147,22 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
     if (mustStore) stored.add(v.id)
   }
 
-  // Large float32 exps run as a WebAssembly SIMD map over their stored argument (see wasm/mathmap.ts):
-  // the argument and the result are stored (in a row chain, block-local), the map replaces the
-  // JS helper call in the loop that would have computed them (W3b, one thread: the exp loop's
-  // 950 ms became 340 + 290 + 100 ms for argument loop, map and sum). A log map was measured too
-  // and lost on W3b (its JS log mostly sees the clamp's repeated argument, which it memoizes).
-  const mapped = new Map<number, MapFn>()
+  // Large float32 exps run as a WebAssembly SIMD map (see wasm/mathmap.ts), the result stored (in a
+  // row chain, block-local); the map replaces the JS helper call in the loop that would have
+  // computed it. Its argument is read through a prologue of float32 ops when it has that form
+  // (softmax's scaled logits minus the row max), else stored. W3b, one thread: the exp loop's
+  // 950 ms became 340 + 290 + 100 ms for argument loop, map and sum with a stored argument. A log
+  // map was measured too and lost on W3b (its JS log mostly sees the clamp's repeated argument,
+  // which it memoizes).
+  const mapped = new Map<number, MappedExp>()
   if (opts.wasm) {
     for (const e of program.eqns) {
       if (e.prim !== 'exp' || e.out.aval.dtype !== 'float32' || sizeOfVar(e.out) < MAP_MIN_ELEMS) continue
-      mapped.set(e.out.id, 'exp')
+      const arg = e.inputs[0]!
+      const pro = prologueOf(arg, (v) => def.get(v.id), (v) => stored.has(v.id))
+      mapped.set(e.out.id, pro ?? { base: arg, rows: [], ops: [] })
       stored.add(e.out.id)
-      stored.add(e.inputs[0]!.id)
+      if (!pro) stored.add(arg.id)
     }
   }
 
@@ -197,17 +210,23 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
   const absorbed = new Set([...nearest.values()].map((n) => n.matmul.out.id))
   const ownStep = new Set(mapped.keys())
   const sides = sideOutputsOf(program, stored, absorbed, def, isInput, ownStep)
-  // one WebAssembly map instance for maps outside row chains (chains make one per thread)
-  let mathMap: MathMap | undefined
-  const runMap: MathMap = (fn, src, dst, len) => (mathMap ??= mathMapFactory()(mathMapModule(MAP_CHUNK)))(fn, src, dst, len)
+  const makeMap = mathMapFactory()
   const steps: Step[] = []
   for (const e of program.eqns) {
     const v = e.out
     if (!stored.has(v.id) || absorbed.has(v.id)) continue
     const near = nearest.get(v.id)
-    const fn = mapped.get(v.id)
-    if (fn) {
-      steps.push({ kind: 'map', fn, in: slotOf(e.inputs[0]!), out: slotOf(v), run: runMap })
+    const mp = mapped.get(v.id)
+    if (mp) {
+      const spec: MapSpec = { fn: 'exp', ops: mp.ops, rowArrays: mp.rows.length }
+      const module = mathMapModule(spec, MAP_CHUNK)
+      // the instance for a run outside a row chain (a chain makes one per thread from the module)
+      let run: MathMap | undefined
+      const width = v.aval.shape[v.aval.shape.length - 1] ?? 1
+      steps.push({
+        kind: 'map', in: slotOf(mp.base), rows: mp.rows.map(slotOf), width, out: slotOf(v), module,
+        run: (...a) => (run ??= makeMap(module))(...a),
+      })
     } else if (near) {
       near.prepare(env)
       steps.push({ kind: 'nearest', out: slotOf(v), step: near })
@@ -316,6 +335,93 @@ interface ChainContext {
 /** Elements from which an exp runs as a WebAssembly map (smaller ones stay fused in their loop). */
 const MAP_MIN_ELEMS = 1 << 16
 
+/** An exp's argument as the map reads it: a stored base, float32 ops, per-row operands. */
+interface MappedExp {
+  readonly base: Var
+  readonly rows: readonly Var[]
+  readonly ops: readonly ProOp[]
+}
+
+const PRO_OPS: ReadonlySet<Prim> = new Set<Prim>(['add', 'sub', 'mul', 'div'])
+
+/**
+ * The argument `arg` of an exp as a stored base of the same shape followed by float32
+ * add/sub/mul/div/neg ops whose other operand is a scalar literal or a per-row value (a stored value
+ * with one element per row of the last axis, broadcast along it), or undefined when it has
+ * another form. Per-row operands need rows of whole map steps that fit one map call.
+ */
+function prologueOf(arg: Var, def: (v: Var) => Eqn | undefined, isStored: (v: Var) => boolean): MappedExp | undefined {
+  const shape = arg.aval.shape
+  const width = shape[shape.length - 1] ?? 1
+  const sameShape = (v: Var) => v.aval.shape.length === shape.length && v.aval.shape.every((d, i) => d === shape[i])
+  /** Through movement ops that keep a single value. */
+  const literal = (v: Var): number | undefined => {
+    const e = def(v)
+    if (!e || v.aval.dtype !== 'float32') return undefined
+    if (e.prim === 'full') return Math.fround(e.params.value)
+    if (e.prim === 'constant') return e.params.data.length === 1 ? Math.fround(Number(e.params.data[0])) : undefined
+    if (e.prim === 'broadcast' || e.prim === 'reshape' || e.prim === 'stop_gradient') return literal(e.inputs[0]!)
+    return undefined
+  }
+  /** A stored value with one element per row (in row order), broadcast along the last axis. */
+  const perRow = (v: Var): Var | undefined => {
+    const e = def(v)
+    if (e?.prim !== 'broadcast' || !sameShape(v) || width % MAP_STEP !== 0 || width > MAP_CHUNK) return undefined
+    let u = e.inputs[0]!
+    const rowsN = shape.slice(0, -1).reduce((a, b) => a * b, 1)
+    const us = u.aval.shape
+    if (us.length !== shape.length || us[us.length - 1] !== 1 || !us.slice(0, -1).every((d, i) => d === shape[i])) return undefined
+    for (;;) {
+      if (isStored(u)) return u.aval.dtype === 'float32' && u.aval.shape.reduce((a, b) => a * b, 1) === rowsN ? u : undefined
+      const d = def(u)
+      if (d?.prim !== 'reshape' && d?.prim !== 'stop_gradient') return undefined
+      u = d.inputs[0]!
+    }
+  }
+  const ops: ProOp[] = []
+  const rows: Var[] = []
+  const operand = (v: Var): { lit: number } | { row: number } | undefined => {
+    const lit = literal(v)
+    if (lit !== undefined) return { lit }
+    const r = perRow(v)
+    if (!r) return undefined
+    const k = rows.indexOf(r)
+    if (k >= 0) return { row: k }
+    rows.push(r)
+    return { row: rows.length - 1 }
+  }
+  let v = arg
+  const pending: ProOp[] = []
+  while (!(isStored(v) && sameShape(v))) {
+    const e = def(v)
+    if (e?.prim === 'neg' && v.aval.dtype === 'float32') {
+      // -x is x * -1 bit for bit (signed zeros and NaN included)
+      pending.push({ op: 'mul', swapped: false, lit: -1 })
+      v = e.inputs[0]!
+      continue
+    }
+    if (!e || !PRO_OPS.has(e.prim) || v.aval.dtype !== 'float32') return undefined
+    const [a, b] = e.inputs as [Var, Var]
+    const ob = operand(b)
+    if (ob && sameShape(a)) {
+      pending.push({ op: e.prim as ProOp['op'], swapped: false, ...ob })
+      v = a
+      continue
+    }
+    const oa = operand(a)
+    if (oa && sameShape(b)) {
+      pending.push({ op: e.prim as ProOp['op'], swapped: true, ...oa })
+      v = b
+      continue
+    }
+    return undefined
+  }
+  if (v.aval.dtype !== 'float32') return undefined
+  // walked from the exp down: the base's first op is the last found
+  for (let i = pending.length - 1; i >= 0; i--) ops.push(pending[i]!)
+  return { base: v, rows, ops }
+}
+
 /** Intermediates at least this large (elements) make a row-blocked chain worth forming. */
 const CHAIN_MIN_ELEMS = 1 << 20
 /** Elements of the widest row value per block (128 KiB of float32). */
@@ -402,8 +508,9 @@ function accessOf(st: Step, n: number, cx: ChainContext): Access | undefined {
     }
     case 'map': {
       const v = cx.slotVars[st.in]!, out = cx.slotVars[st.out]!
-      if (!isRow(v) || v.aval.shape.length !== out.aval.shape.length || !v.aval.shape.every((d, i) => d === out.aval.shape[i])) return undefined
+      if (!isRow(v) || out.aval.shape.length < 2 || !st.rows.every((s) => cx.slotVars[s]!.aval.shape[0] === n)) return undefined
       rowReads.add(st.in)
+      st.rows.forEach((s) => rowReads.add(s))
       return { rowReads, wholeReads, writes: [st.out], sink: false }
     }
     default:
@@ -476,7 +583,6 @@ function rowBlocked(steps: Step[], cx: ChainContext, forcedRows: number | undefi
   const desc: ChainDesc = {
     n,
     rows,
-    ...(chainSteps.some((c) => c.desc.kind === 'map') ? { mathMap: mathMapModule(MAP_CHUNK) } : {}),
     steps: chainSteps.map((c) => c.desc),
     views: views.map((s) => [s, rowElems(s)] as const),
     locals: local.map((s) => [s, cx.slotVars[s]!.aval.dtype, rowElems(s)] as const),
@@ -583,8 +689,10 @@ function blockedStep(st: Step, acc: Access, cx: ChainContext, wasmRows: number):
     return { out: st.out, sink: false, desc }
   }
   if (st.kind === 'map') {
-    const width = cx.slotVars[st.in]!.aval.shape.slice(1).reduce((a, b) => a * b, 1)
-    return { out: st.out, sink: false, desc: { kind: 'map', fn: st.fn, in: st.in, out: st.out, width } }
+    // a block of rows of the leading axis: every map row (of `width`) lies inside one block
+    const perRow = cx.slotVars[st.in]!.aval.shape.slice(1).reduce((a, b) => a * b, 1)
+    const desc: ChainStepDesc = { kind: 'map', in: st.in, rows: st.rows, out: st.out, perRow, width: st.width, module: st.module }
+    return { out: st.out, sink: false, desc }
   }
   if (st.kind !== 'kernel') throw new Error('fast backend: only kernels, matmuls and maps join a row chain')
   const v = cx.slotVars[st.out]!
@@ -611,7 +719,7 @@ function readsOf(st: Step, cx: ChainContext): number[] {
     case 'kernel': return [...usedSlots(st.kernel.source)]
     case 'matmul': return [st.a, st.b]
     case 'reference': return [...st.ins]
-    case 'map': return [st.in]
+    case 'map': return [st.in, ...st.rows]
     case 'nearest': return cx.slotVars.map((_, i) => i)
     case 'rows': return []
   }

@@ -8,15 +8,44 @@ import { Code, I32, V128, assemble } from './asm.js'
  * midpoint, by one ulp: the same contract as the generated loops' expF32 (the backend's
  * transcendentalRtol = 2^-23). Measured 4.1 ns per element against expF32's 8.1 in a JS loop.
  *
- * Memory: `size` float32 inputs at 0, outputs after them; each call maps `len <= size` elements.
+ * The argument may be given as a prologue: a base array and float32 add/sub/mul/div ops, each
+ * with a literal or a per-row value as its other operand (softmax's `logits * scale - rowMax`).
+ * Those run as f32x4 ops, which round exactly as the reference's float32 ops do, so the argument
+ * is never stored (in JS it cost a loop of its own: three Math.fround per element).
+ *
+ * Memory: `size` float32 inputs at 0, outputs after them, then one region of `size` per-row
+ * values per row operand; each call maps `len <= size` elements (whole rows of `width`).
  */
 
 /** Elements mapped per call by the runner (a row block's widest value is about 32K). */
 export const MAP_CHUNK = 32768
 
-/** The functions a module exports (each `fn(len)`). */
+/** The function a map applies after its prologue. */
 export type MapFn = 'exp'
-export const MAP_FNS: readonly MapFn[] = ['exp']
+
+/** One prologue op: value = value op operand (or operand op value when `swapped`). */
+export interface ProOp {
+  readonly op: 'add' | 'sub' | 'mul' | 'div'
+  /** A float32 literal operand, or the index of a row operand (a value per row of `width` elements). */
+  readonly lit?: number
+  readonly row?: number
+  readonly swapped: boolean
+}
+
+export interface MapSpec {
+  readonly fn: MapFn
+  readonly ops: readonly ProOp[]
+  /** Row operands the ops read. */
+  readonly rowArrays: number
+}
+
+/** A compiled map: the module, its memory size, the elements per call and the spec it was built for. */
+export interface MapModule {
+  readonly module: WebAssembly.Module
+  readonly pages: number
+  readonly size: number
+  readonly spec: MapSpec
+}
 
 // ln 2 split so that k * LN2_HI is exact for |k| < 2^20
 const LN2_HI = 0.6931471803691238
@@ -50,57 +79,101 @@ function expBody(c: Code, x: readonly number[], t: readonly number[], kf: readon
 
 /** Lane pairs per loop iteration (independent chains side by side). */
 const PAIRS = 4
+/** Elements per loop iteration. */
+export const MAP_STEP = 2 * PAIRS
 
 /**
- * One exported function per map, `fn(len)`: out[i] = f(in[i]) for i < len, PAIRS pairs per step
- * (the region sizes are multiples of 2 * PAIRS, so the last step stays inside them).
+ * `run(len, width)`: out[i] = fn(prologue(in[i])) for i < len, PAIRS pairs per step. With row
+ * operands the loop walks rows of `width` elements (a multiple of MAP_STEP) and splats each row's
+ * values once; without, it walks `len` rounded up to a whole step (regions are whole steps long).
  */
-function mapCode(size: number): Code {
-  const c = new Code(1)
-  const len = 0
-  const p = c.local(I32), end = c.local(I32)
-  const vs = () => Array.from({ length: PAIRS }, () => c.local(V128))
-  const x = vs(), a = vs(), b = vs()
+function mapCode(spec: MapSpec, size: number): Code {
+  const c = new Code(2)
+  const len = 0, width = 1
+  const p = c.local(I32), end = c.local(I32), rowEnd = c.local(I32), r = c.local(I32)
+  const vs = (n: number) => Array.from({ length: n }, () => c.local(V128))
+  const x = vs(PAIRS), a = vs(PAIRS), b = vs(PAIRS), rv = vs(spec.rowArrays)
+  const pairs = () => {
+    for (let u = 0; u < PAIRS; u++) {
+      c.get(p).vLoad64Zero(8 * u)
+      for (const o of spec.ops) {
+        const operand = () => (o.row !== undefined ? c.get(rv[o.row]!) : c.vConstF32([o.lit!, o.lit!, o.lit!, o.lit!]))
+        if (o.swapped) {
+          c.set(x[u]!)
+          operand()
+          c.get(x[u]!)
+        } else operand()
+        if (o.op === 'add') c.f32x4Add()
+        else if (o.op === 'sub') c.f32x4Sub()
+        else if (o.op === 'mul') c.f32x4Mul()
+        else c.f32x4Div()
+      }
+      c.f64x2PromoteLowF32x4().set(x[u]!)
+    }
+    expBody(c, x, a, b)
+    // results on the stack, last pair on top
+    for (let u = PAIRS - 1; u >= 0; u--) c.f32x4DemoteF64x2Zero().set(x[u]!)
+    for (let u = 0; u < PAIRS; u++) c.get(p).get(x[u]!).vStore64Lane(4 * size + 8 * u, 0)
+    c.get(p).i32(4 * MAP_STEP).i32Add().set(p)
+  }
   c.get(len).i32(4).i32Mul().set(end)
   c.i32(0).set(p)
+  if (spec.rowArrays === 0) {
+    c.block().loop()
+    c.get(end).get(p).i32LeU().brIf(1)
+    pairs()
+    c.br(0)
+    c.end().end()
+    return c
+  }
+  // rows: r is the byte offset of the row's values in each row region
+  c.i32(0).set(r)
   c.block().loop()
   c.get(end).get(p).i32LeU().brIf(1)
-  for (let u = 0; u < PAIRS; u++) c.get(p).vLoad64Zero(8 * u).f64x2PromoteLowF32x4().set(x[u]!)
-  expBody(c, x, a, b)
-  // results on the stack, last pair on top
-  for (let u = PAIRS - 1; u >= 0; u--) c.f32x4DemoteF64x2Zero().set(x[u]!)
-  for (let u = 0; u < PAIRS; u++) c.get(p).get(x[u]!).vStore64Lane(4 * size + 8 * u, 0)
-  c.get(p).i32(8 * PAIRS).i32Add().set(p).br(0)
+  for (let j = 0; j < spec.rowArrays; j++) c.get(r).vLoad32Splat(8 * size + 4 * size * j).set(rv[j]!)
+  c.get(p).get(width).i32(4).i32Mul().i32Add().set(rowEnd)
+  c.block().loop()
+  c.get(rowEnd).get(p).i32LeU().brIf(1)
+  pairs()
+  c.br(0)
+  c.end().end()
+  c.get(r).i32(4).i32Add().set(r)
+  c.br(0)
   c.end().end()
   return c
 }
 
-/** A module mapping up to `size` elements per call (rounded up to whole steps). */
-export function mathMapModule(size: number): { module: WebAssembly.Module; pages: number; size: number } {
-  const even = Math.ceil(size / (2 * PAIRS)) * 2 * PAIRS
-  const pages = Math.max(1, Math.ceil((8 * even) / 65536))
-  const module = new WebAssembly.Module(assemble(pages, MAP_FNS.map((f) => ({ name: f, code: mapCode(even) }))) as BufferSource)
-  return { module, pages, size: even }
+/** A module for one map spec, mapping up to `size` elements per call (rounded up to whole steps). */
+export function mathMapModule(spec: MapSpec, size: number): MapModule {
+  const whole = Math.ceil(size / MAP_STEP) * MAP_STEP
+  const pages = Math.max(1, Math.ceil((4 * whole * (2 + spec.rowArrays)) / 65536))
+  const module = new WebAssembly.Module(assemble(pages, [{ name: 'run', code: mapCode(spec, whole) }]) as BufferSource)
+  return { module, pages, size: whole, spec }
 }
 
-export type MathMap = (fn: MapFn, src: Float32Array, dst: Float32Array, len: number) => void
+/** dst[0, len) = the map of base (and the row operands, one value per row of `width`). */
+export type MathMap = (base: Float32Array, rows: readonly Float32Array[], dst: Float32Array, len: number, width: number) => void
 
 /**
- * The JS side: copies inputs in and results out in chunks of the module's size. Self-contained
- * (worker threads rebuild it from `mathMapFactory.toString()` and get the module through workerData).
+ * The JS side: copies inputs in and results out, whole rows at a time. Self-contained (worker
+ * threads rebuild it from `mathMapFactory.toString()` and get the module through workerData).
  */
-export function mathMapFactory(): (m: { module: WebAssembly.Module; pages: number; size: number }) => MathMap {
-  return ({ module, pages, size }) => {
+export function mathMapFactory(): (m: MapModule) => MathMap {
+  return ({ module, pages, size, spec }) => {
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
-    const fns = new WebAssembly.Instance(module, { env: { memory } }).exports as Record<MapFn, (len: number) => void>
+    const run = (new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (len: number, width: number) => void }).run
     const inp = new Float32Array(memory.buffer, 0, size)
     const out = new Float32Array(memory.buffer, 4 * size, size)
-    return (fn, src, dst, len) => {
-      const f = fns[fn]
-      for (let lo = 0; lo < len; lo += size) {
-        const l = Math.min(size, len - lo)
-        inp.set(src.subarray(lo, lo + l))
-        f(l)
+    const rowMem = Array.from({ length: spec.rowArrays }, (_, j) => new Float32Array(memory.buffer, 4 * size * (2 + j), size))
+    return (base, rows, dst, len, width) => {
+      if (rows.length !== spec.rowArrays) throw new Error(`fast backend: an exp map was given ${rows.length} row operands, it reads ${spec.rowArrays}`)
+      const chunk = spec.rowArrays > 0 ? Math.floor(size / width) * width : size
+      if (chunk === 0) throw new Error(`fast backend: an exp map's rows of ${width} elements do not fit its ${size}`)
+      for (let lo = 0; lo < len; lo += chunk) {
+        const l = Math.min(chunk, len - lo)
+        inp.set(base.subarray(lo, lo + l))
+        for (let j = 0; j < rows.length; j++) rowMem[j]!.set(rows[j]!.subarray(lo / width, (lo + l) / width))
+        run(l, width)
         dst.set(l === size ? out : out.subarray(0, l), lo)
       }
     }
