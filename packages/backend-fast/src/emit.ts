@@ -141,7 +141,7 @@ export class Emitter {
    */
   private tanh(x: string): string {
     const { TANH_MAX: M, TANH_K: K, SHIFTER: S, INV_N_LN2, N_LN2_HI, N_LN2_LO } = tanhConsts
-    const y = this.fresh(`2 * Math.min(${M}, Math.max(${-M}, ${x}))`)
+    const y = this.fresh(`2 * (Math.abs(${x}) <= ${M} ? ${x} : ${x} > 0 ? ${M} : ${x} < 0 ? ${-M} : ${x})`)
     const kf = this.fresh(`(${y} * ${INV_N_LN2} + ${S}) - ${S}`)
     const r = this.fresh(`${y} - ${kf} * ${N_LN2_HI} - ${kf} * ${N_LN2_LO}`)
     const r2 = this.fresh(`${r} * ${r}`)
