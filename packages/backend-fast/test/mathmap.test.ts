@@ -7,7 +7,7 @@ import { fastBackend } from '../src/index.js'
 import { planProgram } from '../src/plan.js'
 import type { MapSpec, ProOp } from '../src/wasm/mathmap.js'
 import { mathMapFactory, mathMapModule } from '../src/wasm/mathmap.js'
-import { entropyProgram, expectSameBits, f32, rowChainOf, values } from './loop-helpers.js'
+import { entropyProgram, expectSameBits, f32, rowChainOf, runUntilShared, values } from './loop-helpers.js'
 
 const F = Math.fround
 /** Distance in float32 ulps (both finite, same sign). */
@@ -154,7 +154,8 @@ describe('exp as a map step of the plan', () => {
   })
 
   test('inside a row chain (softmax entropy), on 1 and 2 threads: the reference bits, calls after calls', async () => {
-    const n = 1024, dim = 6, k = 128
+    // 4096 x 128 logits: enough for the chain to take a worker thread (2^18 elements)
+    const n = 4096, dim = 6, k = 128
     const p = entropyProgram(n, dim, k, true)
     const ins = [tensorOf(values(n * dim, 11), [n, dim]), tensorOf(values(k * dim, 12), [k, dim])]
     const want = interpretProgram(p, ins)
@@ -164,6 +165,8 @@ describe('exp as a map step of the plan', () => {
       // logits * -2 * -10 minus the row max, through the prologue
       expect(chain.desc.steps.filter((s) => s.kind === 'map').map((s) => s.rows!.length)).toEqual([1])
       for (let call = 0; call < 3; call++) expectSameBits(await ex.run(ins), want, `threads ${threads} call ${call}`)
+      // the worker thread rebuilds the map and small-k runners from their sources: it must take blocks too
+      if (threads === 2) expect(await runUntilShared(ex, ins, want)).toBe(true)
       ex.dispose()
     }
   })

@@ -65,7 +65,7 @@ describe('WebAssembly small-k matmul (row chains: k <= 16, n a multiple of 4)', 
     expect(() => smallKLayout(10, 6, 4)).toThrow(/k <= 16 and n a multiple of 4 \(got k = 10, n = 6\)/)
   })
 
-  test('a row chain with wasm uses the kernel for its matmul and gives the reference bits, on 1 and 2 threads', async () => {
+  test('a row chain with wasm uses the kernel for its matmul and gives the reference bits (worker threads running it: mathmap.test.ts)', async () => {
     const n = 300, dim = 5, k = 32
     const p = entropyProgram(n, dim, k, true)
     const ins = [tensorOf(values(n * dim, 3), [n, dim]), tensorOf(values(k * dim, 4), [k, dim])]
