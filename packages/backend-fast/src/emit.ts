@@ -1,6 +1,6 @@
 import type { DType, Eqn, Shape, Var } from '@tessera/core'
 import { stridesOf } from '@tessera/core'
-import { expF32, fastTanh, TANH_TAB, tanhConsts } from './fastmath.js'
+import { expF32, fastTanh, signOf, TANH_TAB, tanhConsts } from './fastmath.js'
 
 /**
  * An index into a value: per-axis expressions, a flat row-major offset, or both. Movement ops
@@ -153,11 +153,11 @@ export class Emitter {
 
   /**
    * Round half to even of a float32 known to be NaN or below 2^51 in magnitude, inline: the
-   * 1.5 * 2^52 shifter rounds so, and a zero result takes x's sign (as RNE does).
+   * 1.5 * 2^52 shifter rounds |x| so, and rounding is symmetric, so x's sign (SGN: ±1 from its
+   * sign bit) restores the value and gives a zero result x's sign, as RNE does, with no branch.
    */
   private roundInline(x: string): string {
-    const r = this.fresh(`(${x} + 6755399441055744) - 6755399441055744`)
-    return `(${r} === 0 ? 0 * ${x} : ${r})`
+    return `((Math.abs(${x}) + 6755399441055744) - 6755399441055744) * SGN(${x})`
   }
 
   private compute(v: Var, ix: Index, self?: Var | ReadonlySet<number>): string {
@@ -456,6 +456,8 @@ export const kernelHelpers = {
   TANH: fastTanh,
   // the 2^(k/32) table of the inline tanh (see Emitter.tanh)
   TANH_TAB,
+  // the sign of the inline round half to even (see Emitter.roundInline)
+  SGN: signOf,
   EXP: expF32,
   // each kernel gets its own (the function owns a scratch buffer): see kernels.ts
   LOG: Math.log as (x: number) => number,

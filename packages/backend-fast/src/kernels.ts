@@ -466,7 +466,7 @@ var __name = (f) => f;
 const { parentPort, workerData } = require('node:worker_threads');
 const FM = (${fastMathFactory.toString()})();
 const MM = (${matmulFactory.toString()})();
-const H = { F: Math.fround, TANH: FM.fastTanh, TANH_TAB: FM.TANH_TAB, EXP: FM.expF32, RNE: ${h.RNE.toString()}, MAX: ${h.MAX.toString()}, MIN: ${h.MIN.toString()}, CI: ${h.CI.toString()} };
+const H = { F: Math.fround, TANH: FM.fastTanh, TANH_TAB: FM.TANH_TAB, SGN: FM.signOf, EXP: FM.expF32, RNE: ${h.RNE.toString()}, MAX: ${h.MAX.toString()}, MIN: ${h.MIN.toString()}, CI: ${h.CI.toString()} };
 const names = ${JSON.stringify(helperNames)};
 function compile(source) {
   const f = new Function(...names, 'return function kernel(B, R, ACC) {\\n' + source + '\\n}');
@@ -491,7 +491,7 @@ export class ChainThreads {
 
   constructor(desc: ChainDesc, count: number) {
     // the worker script rebuilds exactly these helpers; a new one must be added there first
-    const known = new Set(['F', 'TANH', 'TANH_TAB', 'EXP', 'LOG', 'RNE', 'MAX', 'MIN', 'CI'])
+    const known = new Set(['F', 'TANH', 'TANH_TAB', 'SGN', 'EXP', 'LOG', 'RNE', 'MAX', 'MIN', 'CI'])
     if (helperNames.some((h) => !known.has(h))) throw new Error('fast backend: a kernel helper the worker script does not rebuild')
     this.workers = Array.from({ length: count }, () => {
       const w = new Worker(workerSource(), { eval: true, workerData: { desc } })

@@ -1,6 +1,6 @@
 import { fc, test } from '@fast-check/vitest'
 import { describe, expect } from 'vitest'
-import { expF32, fastTanh, makeLogF32 } from '../src/fastmath.js'
+import { expF32, fastTanh, makeLogF32, signOf } from '../src/fastmath.js'
 
 const F = Math.fround
 
@@ -96,5 +96,13 @@ describe('fastTanh', () => {
     const want = F(Math.tanh(x)), got = F(fastTanh(x))
     if (Object.is(want, got)) return
     expect(Math.abs(got - want) / Math.abs(want)).toBeLessThanOrEqual(2 ** -23)
+  })
+})
+
+describe('signOf', () => {
+  test('is -1 exactly where the sign bit is set (negative zero, negative NaN, -Infinity, subnormals), else 1', () => {
+    const negNaN = new Float64Array(new BigUint64Array([0xfff8000000000000n]).buffer)[0]!
+    const cases: [number, number][] = [[0, 1], [-0, -1], [1e-320, 1], [-1e-320, -1], [Infinity, 1], [-Infinity, -1], [NaN, 1], [negNaN, -1], [-0.3, -1], [2 ** 60, 1]]
+    for (const [x, s] of cases) expect(signOf(x), `x = ${x}`).toBe(s)
   })
 })

@@ -89,6 +89,25 @@ describe('fixed-point values (bounded multiples of a power of two) skip fround o
     await sameAsReference(p, [tensorOf(xs, [xs.length])])
   })
 
+  test('inline round half to even of bounded values: exact halves go to even, zero results keep the sign, as the reference', async () => {
+    // float32 neighbours of the arguments where 3 tanh(x) is 0.5, -0.5, 1.5, -2.5: some round to exactly those halves
+    const xs: number[] = [0, -0, NaN, Infinity, -Infinity, 1e-40, -1e-40, -0.1, 0.1, -1e-7]
+    for (const h of [0.5, -0.5, 1.5, -2.5]) {
+      const c = F(Math.atanh(h / 3))
+      for (let i = -300; i <= 300; i++) xs.push(F(c + i * Math.abs(c) * 2 ** -24))
+    }
+    const ins = [tensorOf(xs, [xs.length])]
+    const scaled = traceOrThrow([f32([xs.length])], (x: Tensor) => [x.tanh().mul(3)]).program
+    const halves = Array.from(interpretProgram(scaled, ins)[0]!.data).filter((v) => Math.abs(v % 1) === 0.5).length
+    expect(halves).toBeGreaterThanOrEqual(4) // the sweep does reach exact halves
+    const p = traceOrThrow([f32([xs.length])], (x: Tensor) => [x.tanh().mul(3).round()]).program
+    const src = sources(p).join('\n')
+    expect(src).toContain('SGN(')
+    expect(src).not.toContain('RNE(')
+    expect(Array.from(interpretProgram(p, ins)[0]!.data).some((v) => Object.is(v, -0))).toBe(true)
+    await sameAsReference(p, ins)
+  })
+
   test('adding +0 turns -0 into +0, subtracting +0 and multiplying by 1 keep every value', async () => {
     const p = traceOrThrow([f32([SPECIAL.length])], (x: Tensor) => [x.add(0), x.sub(0), x.mul(1), x.add(-0)]).program
     const src = sources(p).join('\n')
