@@ -160,6 +160,15 @@ export class Emitter {
     return `((Math.abs(${x}) + 6755399441055744) - 6755399441055744) * SGN(${x})`
   }
 
+  /**
+   * Round half to even of any float32 inline: one from 2^23 on is an integer already (and an
+   * infinity is its own rounding), so past 2^51 it is returned as is; NaN fails the test and is
+   * returned too. The test is predictable where the values are mostly small.
+   */
+  private roundAnyF32(x: string): string {
+    return `(Math.abs(${x}) < 2251799813685248 ? ${this.roundInline(x)} : ${x})`
+  }
+
   private compute(v: Var, ix: Index, self?: Var | ReadonlySet<number>): string {
     const isSelf = self instanceof Set ? self.has(v.id) : v === self
     const buf = isSelf ? undefined : this.env.bufName(v)
@@ -262,6 +271,8 @@ export class Emitter {
       // an integer already (NaN included)
       if (i !== undefined && i.q !== undefined && i.q <= 0) return this.known(x, i)
       if (prim1 === 'round' && !this.inline && i !== undefined && i.m < 2 ** 51) return this.known(this.roundInline(x), exact)
+      // operands of float32 ops are float32 values (loads, literals, rounded or exact results)
+      if (prim1 === 'round' && !this.inline) return this.known(this.roundAnyF32(x), exact)
     }
     if (exact !== undefined && isExactF32(exact)) {
       const expr = exactElementwise(prim1, a)

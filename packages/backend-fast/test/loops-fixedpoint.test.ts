@@ -108,6 +108,15 @@ describe('fixed-point values (bounded multiples of a power of two) skip fround o
     await sameAsReference(p, ins)
   })
 
+  test.prop([fc.array(fc.oneof(fc.float(), fc.constantFrom(...SPECIAL), fc.integer({ min: -64, max: 64 }).map((k) => k / 4)), { minLength: 16, maxLength: 16 })], { numRuns: 100 })(
+    'inline round half to even of unbounded float32 values (large, halves, signed zeros, NaN, infinities) equals the reference',
+    async (xs) => {
+      const p = traceOrThrow([f32([16])], (x: Tensor) => [x.round(), x.mul(0.5).round().cast('int32')]).program
+      expect(sources(p).join('\n')).not.toContain('RNE(')
+      await sameAsReference(p, [tensorOf(xs, [16])])
+    },
+  )
+
   test('adding +0 turns -0 into +0, subtracting +0 and multiplying by 1 keep every value', async () => {
     const p = traceOrThrow([f32([SPECIAL.length])], (x: Tensor) => [x.add(0), x.sub(0), x.mul(1), x.add(-0)]).program
     const src = sources(p).join('\n')
