@@ -3,6 +3,9 @@ import { Worker } from 'node:worker_threads'
 /** Tasks a worker may have queued (running included): the caller stages the next while one runs. */
 export const QUEUE = 2
 
+/** The worker's old-generation limit (see the constructor). */
+const WORKER_OLD_MB = 64
+
 /**
  * Worker threads that run one exported kernel `run(a0, a1, a2, a3)` of a module on a shared
  * memory. Each worker has a small task queue: the calling thread posts tasks, keeps computing its
@@ -44,7 +47,13 @@ export class KernelThreads {
       const sab = new SharedArrayBuffer((4 + 4 * QUEUE) * 4)
       // no inherited execArgv: the source is plain CommonJS, and a parent's --input-type=module or
       // loader (--import tsx) would break or slow its start; V8 flags are per process and still apply
-      const worker = new Worker(workerSource, { eval: true, execArgv: [], workerData: { module, memory, ctrl: sab, queue: QUEUE } })
+      // a stated old-generation limit (any up to 1 GiB; this worker's heap holds ~4 MiB of Node's
+      // bootstrap and nothing per task) makes V8 size the new isolate's heap from it rather
+      // than from the machine's memory: 0.7 MiB less resident per worker, measured on Node 20
+      const worker = new Worker(workerSource, {
+        eval: true, execArgv: [], workerData: { module, memory, ctrl: sab, queue: QUEUE },
+        resourceLimits: { maxOldGenerationSizeMb: WORKER_OLD_MB },
+      })
       worker.unref()
       return { worker, ctrl: new Int32Array(sab) }
     })
