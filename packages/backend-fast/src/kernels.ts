@@ -193,35 +193,47 @@ export function reduceKernel(
   /**
    * The reduced axis written out once per index: constants indexed along it become literals
    * (FSQ's per-level scales, LFQ's bit weights) and the short loop's counter and exit branch go
-   * away. The copies' value lines (pure `const` definitions with distinct names) are interleaved
-   * line by line, so independent work of neighbouring copies sits side by side for the CPU
-   * (FSQ's tanh chains: W2 on one thread 7.1 -> 5.7 ms, A/B in fresh processes); their stores and updates
-   * follow in index order, one block per copy, so results are the loop's, in the same order.
+   * away. Long copies' value lines (pure `const` definitions with distinct names) are
+   * interleaved line by line, so independent work of neighbouring copies sits side by side for
+   * the CPU (FSQ's tanh chains: W2 on one thread 7.1 -> 5.7 ms, A/B in fresh processes); short
+   * ones stay copy after copy (LFQ's 16 sign-and-weight copies ran ~35% slower interleaved, with
+   * 16 values live at once). Stores and updates follow in index order, one block per copy, so
+   * results are the loop's, in the same order.
    */
   function unroll(): string[] {
     const r = redVars[0]!
     const d = inShape[axes[0]!]!
     const side = sideOutputs.length > 0
-    const values: (readonly string[])[] = [], tails: string[] = []
-    for (let k = 0; k < d; k++) {
+    const copy = (k: number, flat: string) => {
       const emk = new Emitter(t.env, `u${k}_`)
       const ixk = ix.map((a) => (a === r ? String(k) : a))
-      const fk = k === 0 ? 'f' : `f + ${k}`
-      const atk = side ? { axes: ixk, flat: fk } : { axes: ixk }
+      const atk = side ? { axes: ixk, flat } : { axes: ixk }
       const xk = emk.value(src, atk, selves)
-      const stores = sideOutputs.map((v) => `b${env.slotOf(v)}[${fk}] = ${emk.value(v, atk, selves)};`)
-      values.push(emk.lines)
-      tails.push('{', ...stores, ...updateOf(xk), '}')
+      const stores = sideOutputs.map((v) => `b${env.slotOf(v)}[${flat}] = ${emk.value(v, atk, selves)};`)
+      return { lines: emk.lines, stores, update: updateOf(xk) }
     }
+    const first = copy(0, 'f')
+    if (first.lines.length < INTERLEAVE_MIN_LINES) {
+      const out: string[] = []
+      for (let k = 0; k < d; k++) {
+        const c = k === 0 ? first : copy(k, 'f')
+        out.push('{', ...step(c.lines, c.stores, c.update), '}')
+      }
+      return out
+    }
+    const copies = [first, ...Array.from({ length: d - 1 }, (_, j) => copy(j + 1, `f + ${j + 1}`))]
     const out: string[] = []
-    const longest = Math.max(...values.map((l) => l.length))
-    for (let i = 0; i < longest; i++) for (const l of values) if (i < l.length) out.push(l[i]!)
-    return [...out, ...tails, ...(side ? [`f += ${d};`] : [])]
+    const longest = Math.max(...copies.map((c) => c.lines.length))
+    for (let i = 0; i < longest; i++) for (const c of copies) if (i < c.lines.length) out.push(c.lines[i]!)
+    for (const c of copies) out.push('{', ...c.stores, ...c.update, '}')
+    return side ? [...out, `f += ${d};`] : out
   }
 }
 
 /** Largest reduced axis written out copy by copy. */
 const UNROLL_MAX = 16
+/** Value lines per copy from which unrolled copies are interleaved (FSQ's have 12-17, LFQ's 5). */
+const INTERLEAVE_MIN_LINES = 8
 
 /**
  * Unroll a sum/max/min over one short axis when one copy of its body is small and calls no

@@ -117,6 +117,17 @@ describe('fixed-point values (bounded multiples of a power of two) skip fround o
     },
   )
 
+  test('short unrolled copies (LFQ signs and weights) stay copy after copy', () => {
+    const p = traceOrThrow([f32([4, 16])], (x: Tensor) => {
+      const pos = x.gt(0)
+      const bits = x.builder.constant(Array.from({ length: 16 }, (_, i) => 2 ** (15 - i)), [16], 'int32')
+      return [pos.cast('float32').mul(2).sub(1), pos.cast('int32').mul(bits).sum(-1)]
+    }).program
+    const [src] = sources(p)
+    expect(src).not.toContain('r1 <')
+    expect(src).not.toContain('f + ')
+  })
+
   test('adding +0 turns -0 into +0, subtracting +0 and multiplying by 1 keep every value', async () => {
     const p = traceOrThrow([f32([SPECIAL.length])], (x: Tensor) => [x.add(0), x.sub(0), x.mul(1), x.add(-0)]).program
     const src = sources(p).join('\n')
@@ -136,6 +147,7 @@ describe('fixed-point values (bounded multiples of a power of two) skip fround o
     const p = fsqProgram(n, [8, 8, 8, 5, 5])
     const [red] = sources(p)
     expect(red).not.toContain('r1 <') // unrolled
+    expect(red).toMatch(/\[f \+ 4\]/) // long copies interleaved: each reads its own element at f + k
     expect(red).toContain('TANH_TAB[')
     expect(red).not.toMatch(/TANH\(|RNE\(|\/ \d/) // no helper call, no division by a level constant
     // rounded: z + shift, tanh, tanh * halfL, - offset (levels with offset 0.5); the rest is exact
