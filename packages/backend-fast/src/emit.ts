@@ -47,6 +47,8 @@ export class Emitter {
    * (LFQ's `bit * 2 - 1`, index arithmetic on comparisons, FSQ's codes times their scales).
    */
   private readonly info = new Map<string, NumInfo>()
+  /** What is known about variables' values from their definitions (see varInfo), by variable id. */
+  private readonly varInfos = new Map<number, NumInfo | null>()
   private n = 0
 
   constructor(
@@ -177,7 +179,7 @@ export class Emitter {
       const c = this.env.def(v)
       // a constant at a literal index (an unrolled loop over a small axis) is a literal
       if (c?.prim === 'constant' && /^\d+$/.test(flat)) return numLit(storeValue(v.aval.dtype, Number(c.params.data[Number(flat)])))
-      return this.known(`${buf}[${flat}]`, storedInfo(v, c))
+      return this.known(`${buf}[${flat}]`, this.varInfo(v))
     }
     const e = this.env.def(v)
     if (!e) throw new Error(`fast backend: variable ${v.id} has no buffer and no definition`)
@@ -237,6 +239,72 @@ export class Emitter {
         const a = e.inputs.length === 1 ? [arg(0)] : [arg(0), arg(1)]
         if (inDt !== 'float32') return this.bounded(elementwise(e.prim, inDt!, a), resultBound(e.prim, a.map((x) => this.boundOf(x))))
         return this.floatOp(e.prim, a)
+      }
+    }
+  }
+
+  /**
+   * What is known about a variable's values from its definition, whatever kernel computed it
+   * (the stored values are the reference's: a sum of FSQ's integer-valued terms is an integer, so
+   * the loop that rounds and casts it reads it as one). Transcendental results carry only what
+   * holds for the reference's and the fast helpers' values alike (tanh: magnitude 1).
+   */
+  private varInfo(v: Var, depth = 0): NumInfo | undefined {
+    const hit = this.varInfos.get(v.id)
+    if (hit !== undefined) return hit ?? undefined
+    // long chains are cut short (a recursion over the whole program; what is unknown stays unknown)
+    const i = depth > 64 ? undefined : this.defInfo(v, depth + 1)
+    if (depth <= 64) this.varInfos.set(v.id, i ?? null)
+    return i
+  }
+
+  private defInfo(v: Var, depth: number): NumInfo | undefined {
+    if (v.aval.dtype === 'bool') return { m: 1, q: 0 }
+    const e = this.env.def(v)
+    if (!e) return undefined
+    const at = (k: number) => this.varInfo(e.inputs[k]!, depth)
+    const inDt = e.inputs[0]?.aval.dtype
+    const integer = (i: NumInfo | undefined) => (i !== undefined && i.q !== undefined && i.q <= 0 && i.m <= EXACT ? i : undefined)
+    switch (e.prim) {
+      case 'constant': return storedInfo(v, e)
+      case 'full': {
+        const x = storeValue(e.params.dtype, e.params.value)
+        return Number.isFinite(x) ? { m: Math.abs(x), q: dyadicExponent(x) } : undefined
+      }
+      case 'iota': return { m: Math.max(0, v.aval.shape[e.params.axis]! - 1), q: 0 }
+      case 'broadcast': case 'reshape': case 'transpose': case 'slice': case 'stop_gradient': return at(0)
+      case 'where': return joinInfo(at(1), at(2))
+      case 'cast':
+        if (e.params.dtype === inDt) return at(0)
+        // integers below 2^24 convert exactly between float32 and int32 (a NaN becomes int 0)
+        return integer(at(0))
+      case 'argmin': case 'argmax': return { m: Math.max(0, e.inputs[0]!.aval.shape[e.params.axis]! - 1), q: 0 }
+      case 'reduce_sum': case 'reduce_max': case 'reduce_min': {
+        const x = at(0)
+        const count = e.params.axes.reduce((p, k) => p * e.inputs[0]!.aval.shape[k]!, 1)
+        if (x === undefined || count === 0) return undefined
+        if (e.prim !== 'reduce_sum') return x
+        // float64 (or int32) sums of multiples of 2^-q: exact while below 2^24 of them, then rounded once
+        const sum = { m: x.m * count, ...(x.q !== undefined ? { q: x.q } : {}) }
+        if (v.aval.dtype === 'int32') return integer(sum)
+        return roundedInfo('reduce_sum', sum)
+      }
+      default: {
+        if (inDt === 'int32') {
+          const b = resultBound(e.prim, e.inputs.map((u) => integer(this.varInfo(u, depth))?.m))
+          return b !== undefined && b <= EXACT ? { m: b, q: 0 } : undefined
+        }
+        if (inDt !== 'float32') return undefined
+        const ai = e.inputs.map((u) => this.varInfo(u, depth))
+        let prim = e.prim
+        // division by constant powers of two: a multiply by their reciprocals (see floatOp)
+        if (prim === 'div') {
+          const r = reciprocalInfo(e.inputs[1]!, this.env)
+          if (r === undefined) return undefined
+          prim = 'mul'
+          ai[1] = r
+        }
+        return roundedInfo(prim, resultInfo(prim, ai))
       }
     }
   }
@@ -365,6 +433,22 @@ function roundedInfo(prim: Eqn['prim'], i: NumInfo | undefined): NumInfo | undef
   if (isExactF32(i) || prim === 'lt' || prim === 'le' || prim === 'eq' || prim === 'sign') return i
   const m = i.m * (1 + 2 ** -20)
   return m < 2 ** 127 ? { m } : undefined
+}
+
+/** What is known about 1/c for a divisor `c` made of constant powers of two (else undefined). */
+function reciprocalInfo(c: Var, env: EmitEnv): NumInfo | undefined {
+  let e = env.def(c)
+  while (e && (e.prim === 'broadcast' || e.prim === 'reshape' || e.prim === 'transpose' || e.prim === 'slice' || e.prim === 'stop_gradient')) e = env.def(e.inputs[0]!)
+  const values = e?.prim === 'full' ? [e.params.value] : e?.prim === 'constant' && e.params.data.length <= DYADIC_SCAN_MAX ? Array.from(e.params.data as ArrayLike<number>) : undefined
+  if (values === undefined || values.length === 0) return undefined
+  let m = 0, q = -1074
+  for (const x of values) {
+    const c32 = Math.fround(x)
+    if (!isPowerOfTwo(c32)) return undefined
+    m = Math.max(m, Math.abs(1 / c32))
+    q = Math.max(q, dyadicExponent(1 / c32))
+  }
+  return { m, q }
 }
 
 /** Constants with more elements than this are not searched for their fixed-point form (only for integers). */

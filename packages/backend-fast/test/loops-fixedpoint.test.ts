@@ -128,6 +128,23 @@ describe('fixed-point values (bounded multiples of a power of two) skip fround o
     expect(src).not.toContain('f + ')
   })
 
+  test('a loop reading a stored sum of integer-valued terms knows it is an integer (no fround, cast by | 0), as the reference', async () => {
+    const n = SPECIAL.length
+    const p = traceOrThrow([f32([n, 4])], (x: Tensor) => {
+      const s = x.tanh().mul(3).round().mul(x.builder.constant([1, 4, 16, 64], [4])).sum(-1) // integers, |s| <= 3 * 85
+      return [s.mul(0.5).add(s).floor(), s.cast('int32'), s.div(2).round()] // one loop each
+    }).program
+    const [sum, ...readers] = sources(p)
+    expect(sum).toContain('s +=')
+    const read = readers.join('\n')
+    expect(read).not.toContain('F(')
+    expect(read).not.toContain('CI(')
+    expect(read).toContain('| 0')
+    expect(read).toContain('Math.floor(') // s * 0.5 + s is an exact multiple of 1/2; its floor is computed
+    const xs = SPECIAL.flatMap((v, i) => [v, -v, SPECIAL[(i + 5) % n]!, F(v * 0.3)])
+    await sameAsReference(p, [tensorOf(xs, [n, 4])])
+  })
+
   test('adding +0 turns -0 into +0, subtracting +0 and multiplying by 1 keep every value', async () => {
     const p = traceOrThrow([f32([SPECIAL.length])], (x: Tensor) => [x.add(0), x.sub(0), x.mul(1), x.add(-0)]).program
     const src = sources(p).join('\n')
