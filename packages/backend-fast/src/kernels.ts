@@ -35,7 +35,7 @@ export function compileKernel(source: string): Kernel {
 }
 
 /** Records which buffer slots a kernel reads, so its header binds only those. */
-function tracking(env: EmitEnv & { slotOf(v: Var): number }): { env: EmitEnv; used: Set<number> } {
+export function tracking(env: EmitEnv & { slotOf(v: Var): number }): { env: EmitEnv; used: Set<number> } {
   const used = new Set<number>()
   return {
     used,

@@ -3,6 +3,7 @@ import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
 import { Code, V128, I32, assemble, relaxedSimdSupported } from './wasm/asm.js'
 import { KernelThreads, QUEUE } from './wasm/threads.js'
+import { tracking } from './kernels.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -142,15 +143,8 @@ function termDependency(v: Var, ctx: MatchCtx): 'row' | 'col' | undefined {
 type TermKernel = (B: AnyTypedArray[], dst: Float32Array, dstOff: number, from: number, count: number) => void
 
 function termKernel(v: Var, dep: 'row' | 'col', env: EmitEnv & { slotOf(v: Var): number }): TermKernel {
-  const used = new Set<number>()
-  const em = new Emitter({
-    def: env.def,
-    bufName: (u) => {
-      const b = env.bufName(u)
-      if (b !== undefined) used.add(env.slotOf(u))
-      return b
-    },
-  })
+  const { env: tracked, used } = tracking(env)
+  const em = new Emitter(tracked)
   const val = em.value(v, { axes: dep === 'row' ? ['q', '0'] : ['0', 'q'] })
   const src = [
     ...[...used].map((s) => `const b${s} = B[${s}];`),
@@ -159,8 +153,13 @@ function termKernel(v: Var, dep: 'row' | 'col', env: EmitEnv & { slotOf(v: Var):
     `dst[dstOff + q - from] = ${val};`,
     '}',
   ].join('\n')
-  const f = new Function(...helperNames, `return function term(B, dst, dstOff, from, count) {\n${src}\n}`)
-  return f(...helperNames.map((h) => kernelHelpers[h as keyof typeof kernelHelpers])) as TermKernel
+  return withHelpers('term(B, dst, dstOff, from, count)', src) as TermKernel
+}
+
+/** A generated function (`signature` names it and its parameters) closing over the kernel helpers. */
+function withHelpers(signature: string, src: string): unknown {
+  const f = new Function(...helperNames, `return function ${signature} {\n${src}\n}`)
+  return f(...helperNames.map((h) => kernelHelpers[h as keyof typeof kernelHelpers]))
 }
 
 type PackKernel = (B: AnyTypedArray[], dst: Float32Array) => void
@@ -174,15 +173,8 @@ type PackKernel = (B: AnyTypedArray[], dst: Float32Array) => void
 function packKernel(v: Var, n: number, cw: number, env: EmitEnv & { slotOf(v: Var): number }): PackKernel {
   const [k] = v.aval.shape as [number, number]
   const npad = Math.ceil(n / cw) * cw
-  const used = new Set<number>()
-  const em = new Emitter({
-    def: env.def,
-    bufName: (u) => {
-      const b = env.bufName(u)
-      if (b !== undefined) used.add(env.slotOf(u))
-      return b
-    },
-  })
+  const { env: tracked, used } = tracking(env)
+  const em = new Emitter(tracked)
   const val = em.value(v, { axes: ['d', 'j'] })
   const src = [
     ...[...used].map((s) => `const b${s} = B[${s}];`),
@@ -197,8 +189,7 @@ function packKernel(v: Var, n: number, cw: number, env: EmitEnv & { slotOf(v: Va
     '}',
     '}',
   ].join('\n')
-  const f = new Function(...helperNames, `return function pack(B, dst) {\n${src}\n}`)
-  return f(...helperNames.map((h) => kernelHelpers[h as keyof typeof kernelHelpers])) as PackKernel
+  return withHelpers('pack(B, dst)', src) as PackKernel
 }
 
 interface Geometry {

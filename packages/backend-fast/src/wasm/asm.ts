@@ -75,14 +75,12 @@ export class Code {
   /** Stores lane `lane` (64 bits) of the vector on the stack. */
   vStore64Lane(offset: number, lane: number) { return this.simd(0x5b, 3, ...uleb(offset), lane) }
   vStore(offset = 0) { return this.simd(0x0b, 4, ...uleb(offset)) }
-  vConstF32(a: readonly number[]) {
-    const buf = new Uint8Array(new Float32Array(a).buffer)
-    return this.simd(0x0c, ...buf)
+  /** v128.const with the 16 bytes of `lanes` (little-endian, as typed arrays are here). */
+  private vConst(lanes: Float32Array | Int32Array | Float64Array | BigInt64Array) {
+    return this.simd(0x0c, ...new Uint8Array(lanes.buffer))
   }
-  vConstI32(a: readonly number[]) {
-    const buf = new Uint8Array(new Int32Array(a).buffer)
-    return this.simd(0x0c, ...buf)
-  }
+  vConstF32(a: readonly number[]) { return this.vConst(new Float32Array(a)) }
+  vConstI32(a: readonly number[]) { return this.vConst(new Int32Array(a)) }
   i32x4Splat() { return this.simd(0x11) }
   f32x4Splat() { return this.simd(0x13) }
   i32x4LtS() { return this.simd(0x39) }
@@ -126,14 +124,8 @@ export class Code {
   i64x2Add() { return this.simd(0xce) }
   /** 64 bits into lanes 0-1 (as two float32), lanes 2-3 zero. */
   vLoad64Zero(offset = 0) { return this.simd(0x5d, 3, ...uleb(offset)) }
-  vConstF64(a: readonly [number, number]) {
-    const buf = new Uint8Array(new Float64Array(a).buffer)
-    return this.simd(0x0c, ...buf)
-  }
-  vConstI64(a: readonly [bigint, bigint]) {
-    const buf = new Uint8Array(new BigInt64Array(a).buffer)
-    return this.simd(0x0c, ...buf)
-  }
+  vConstF64(a: readonly [number, number]) { return this.vConst(new Float64Array(a)) }
+  vConstI64(a: readonly [bigint, bigint]) { return this.vConst(new BigInt64Array(a)) }
   drop() { return this.op(0x1a) }
   /** Relaxed SIMD (a*b+c, rounded once where the machine has FMA): operands a, b, c on the stack. */
   f32x4RelaxedMadd() { return this.simd(0x105) }
