@@ -218,7 +218,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
     const near = nearest.get(v.id)
     const mp = mapped.get(v.id)
     if (mp) {
-      const spec: MapSpec = { fn: 'exp', ops: mp.ops, rowArrays: mp.rows.length }
+      const spec: MapSpec = { ops: mp.ops, rowArrays: mp.rows.length }
       const module = mathMapModule(spec, MAP_CHUNK)
       // the instance for a run outside a row chain (a chain makes one per thread from the module)
       let run: MathMap | undefined
@@ -378,7 +378,6 @@ function prologueOf(arg: Var, def: (v: Var) => Eqn | undefined, isStored: (v: Va
       u = d.inputs[0]!
     }
   }
-  const ops: ProOp[] = []
   const rows: Var[] = []
   const operand = (v: Var): { lit: number } | { row: number } | undefined => {
     const lit = literal(v)
@@ -418,8 +417,7 @@ function prologueOf(arg: Var, def: (v: Var) => Eqn | undefined, isStored: (v: Va
   }
   if (v.aval.dtype !== 'float32') return undefined
   // walked from the exp down: the base's first op is the last found
-  for (let i = pending.length - 1; i >= 0; i--) ops.push(pending[i]!)
-  return { base: v, rows, ops }
+  return { base: v, rows, ops: pending.reverse() }
 }
 
 /** Intermediates at least this large (elements) make a row-blocked chain worth forming. */

@@ -16,11 +16,11 @@ const ulps = (a: number, b: number) => {
   return Math.abs(i[0]! - i[1]!)
 }
 
-const plainExp: MapSpec = { fn: 'exp', ops: [], rowArrays: 0 }
-/** A map with no prologue, as the function `(fn, src, dst, len)` of the tests below. */
+const plainExp: MapSpec = { ops: [], rowArrays: 0 }
+/** A map with no prologue, as the function `(src, dst, len)` of the tests below. */
 const makePlain = (size: number) => {
   const m = mathMapFactory()(mathMapModule(plainExp, size))
-  return (_fn: 'exp', src: Float32Array, dst: Float32Array, len: number) => m(src, [], dst, len, len)
+  return (src: Float32Array, dst: Float32Array, len: number) => m(src, [], dst, len, len)
 }
 
 describe('WebAssembly exp map (float64 lanes, rounded once to float32)', () => {
@@ -30,7 +30,7 @@ describe('WebAssembly exp map (float64 lanes, rounded once to float32)', () => {
     const xs = [0, -0, NaN, Infinity, -Infinity, 1, -1, 88.72, 88.7228, 88.73, 88.8, 89, 1e3, -87.3, -103.2, -103.97, -103.98, -104, -110, -1e30, 1e-30, -1e-30, 3.4e38, -3.4e38]
     const src = new Float32Array(xs)
     const out = new Float32Array(xs.length)
-    map('exp', src, out, xs.length)
+    map(src, out, xs.length)
     src.forEach((x, i) => {
       if (!Object.is(out[i], F(Math.exp(x)))) expect.fail(`exp(${x}): ${out[i]} vs ${F(Math.exp(x))}`)
     })
@@ -41,7 +41,7 @@ describe('WebAssembly exp map (float64 lanes, rounded once to float32)', () => {
     (xs) => {
       const src = new Float32Array(xs)
       const out = new Float32Array(xs.length).fill(-7)
-      map('exp', src, out, xs.length)
+      map(src, out, xs.length)
       src.forEach((x, i) => {
         const want = F(Math.exp(x))
         if (Object.is(out[i], want)) return
@@ -58,7 +58,7 @@ describe('WebAssembly exp map (float64 lanes, rounded once to float32)', () => {
     const src = new Float32Array(n)
     for (let i = 0; i < n; i++) src[i] = F(-120 + (i * 137.5) / n + Math.sin(i) * 1e-3)
     const out = new Float32Array(n)
-    makePlain(32768)('exp', src, out, n)
+    makePlain(32768)(src, out, n)
     let bad = 0
     src.forEach((x, i) => void (Object.is(out[i], F(Math.exp(x))) || bad++))
     expect(bad).toBe(0)
@@ -80,7 +80,7 @@ describe('the map prologue (float32 ops on literals and per-row values before th
     const rowArrays = ops.some((o) => o.row === 1) ? 2 : ops.some((o) => o.row === 0) ? 1 : 0
     const fixed = ops.map((o) => (o.row !== undefined && o.row >= rowArrays ? { ...o, row: 0 } : o))
     // a small module (96 elements) so that rows span several calls
-    const map = mathMapFactory()(mathMapModule({ fn: 'exp', ops: fixed, rowArrays }, 96))
+    const map = mathMapFactory()(mathMapModule({ ops: fixed, rowArrays }, 96))
     const len = width * rowsN
     const base = new Float32Array(values(len, seed).map((v) => v * 4))
     const rows = Array.from({ length: rowArrays }, (_, j) => new Float32Array(values(rowsN, seed + j + 1).map((v) => v * 2 + 0.5)))
@@ -100,7 +100,7 @@ describe('the map prologue (float32 ops on literals and per-row values before th
   })
 
   test('a row operand count other than the spec\'s, or rows wider than the module, are refused by name', () => {
-    const map = mathMapFactory()(mathMapModule({ fn: 'exp', ops: [{ op: 'sub', swapped: false, row: 0 }], rowArrays: 1 }, 16))
+    const map = mathMapFactory()(mathMapModule({ ops: [{ op: 'sub', swapped: false, row: 0 }], rowArrays: 1 }, 16))
     expect(() => map(new Float32Array(16), [], new Float32Array(16), 16, 8)).toThrow(/given 0 row operands, it reads 1/)
     expect(() => map(new Float32Array(32), [new Float32Array(1)], new Float32Array(32), 32, 32)).toThrow(/rows of 32 elements do not fit its 16/)
   })

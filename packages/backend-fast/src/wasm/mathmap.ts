@@ -20,9 +20,6 @@ import { Code, I32, V128, assemble } from './asm.js'
 /** Elements mapped per call by the runner (a row block's widest value is about 32K). */
 export const MAP_CHUNK = 32768
 
-/** The function a map applies after its prologue. */
-export type MapFn = 'exp'
-
 /** One prologue op: value = value op operand (or operand op value when `swapped`). */
 export interface ProOp {
   readonly op: 'add' | 'sub' | 'mul' | 'div'
@@ -32,8 +29,8 @@ export interface ProOp {
   readonly swapped: boolean
 }
 
+/** The exp map's prologue. */
 export interface MapSpec {
-  readonly fn: MapFn
   readonly ops: readonly ProOp[]
   /** Row operands the ops read. */
   readonly rowArrays: number
@@ -83,7 +80,7 @@ const PAIRS = 4
 export const MAP_STEP = 2 * PAIRS
 
 /**
- * `run(len, width)`: out[i] = fn(prologue(in[i])) for i < len, PAIRS pairs per step. With row
+ * `run(len, width)`: out[i] = exp(prologue(in[i])) for i < len, PAIRS pairs per step. With row
  * operands the loop walks rows of `width` elements (a multiple of MAP_STEP) and splats each row's
  * values once; without, it walks `len` rounded up to a whole step (regions are whole steps long).
  */
