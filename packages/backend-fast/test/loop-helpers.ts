@@ -1,6 +1,7 @@
 import type { Executable, HostTensor, Program, Tensor } from '@tessera/core'
-import { traceOrThrow } from '@tessera/core'
+import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
 import { expect } from 'vitest'
+import { fastBackend } from '../src/index.js'
 
 export const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
 
@@ -29,6 +30,15 @@ export function entropyProgram(n: number, dim: number, k: number, rowMax: boolea
     const terms = [entropy(prob, -1).mean(), entropy(prob.mean(0), undefined)]
     return rowMax ? [...terms, prob.max(-1)] : terms
   }).program
+}
+
+/** The entropy program (n rows, 3 dims, 8 codes) in blocks of `rows` gives the same bits as unblocked (JS loops). */
+export async function expectBlockedEntropySameBits(n: number, rows: number, seed: number, rowMax: boolean): Promise<void> {
+  const p = entropyProgram(n, 3, 8, rowMax)
+  const ins = [tensorOf(values(n * 3, seed), [n, 3]), tensorOf(values(24, seed + 1), [8, 3])]
+  const plain = await runOrThrow(p, ins, fastBackend({ wasm: false }))
+  const blocked = await runOrThrow(p, ins, fastBackend({ wasm: false, blockRows: rows }))
+  expectSameBits(blocked, plain, `n=${n} rows=${rows}`)
 }
 
 interface ThreadedChain { threads: number; callerBlocks: number; n: number; rows: number }

@@ -4,7 +4,7 @@ import type { Tensor } from '@tessera/core'
 import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
-import { entropyProgram, expectSameBits, f32, rowChainOf, runUntilShared, values } from './loop-helpers.js'
+import { entropyProgram, expectBlockedEntropySameBits, expectSameBits, f32, rowChainOf, runUntilShared, values } from './loop-helpers.js'
 
 
 describe('row-blocked chains', () => {
@@ -22,13 +22,7 @@ describe('row-blocked chains', () => {
 
   test.prop([fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 0, max: 1000 })], { numRuns: 40 })(
     'blocked runs give the same bits as unblocked ones, for block sizes that do not divide the rows',
-    async (n, rows, seed) => {
-      const p = entropyProgram(n, 3, 8, true)
-      const ins = [tensorOf(values(n * 3, seed), [n, 3]), tensorOf(values(24, seed + 1), [8, 3])]
-      const plain = await runOrThrow(p, ins, fastBackend({ wasm: false }))
-      const blocked = await runOrThrow(p, ins, fastBackend({ wasm: false, blockRows: rows }))
-      expectSameBits(blocked, plain, `n=${n} rows=${rows}`)
-    },
+    (n, rows, seed) => expectBlockedEntropySameBits(n, rows, seed, true),
   )
 
   test.prop([fc.integer({ min: 1, max: 23 }), fc.integer({ min: 1, max: 6 }), fc.array(fc.float({ min: -3, max: 3, noNaN: true }), { minLength: 23 * 12, maxLength: 23 * 12 })], { numRuns: 40 })(

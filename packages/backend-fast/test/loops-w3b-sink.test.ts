@@ -4,7 +4,7 @@ import type { Tensor } from '@tessera/core'
 import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
-import { entropyProgram, expectSameBits, f32, rowChainOf, runUntilShared, values } from './loop-helpers.js'
+import { entropyProgram, expectBlockedEntropySameBits, expectSameBits, f32, rowChainOf, runUntilShared, values } from './loop-helpers.js'
 
 
 describe('a value summed over rows and read elsewhere is stored once (W3b column sum)', () => {
@@ -27,13 +27,7 @@ describe('a value summed over rows and read elsewhere is stored once (W3b column
 
   test.prop([fc.integer({ min: 1, max: 40 }), fc.integer({ min: 1, max: 9 }), fc.integer({ min: 0, max: 1000 })], { numRuns: 40 })(
     'blocked runs of the entropy program give the same bits as unblocked ones',
-    async (n, rows, seed) => {
-      const p = entropyProgram(n, 3, 8, false)
-      const ins = [tensorOf(values(n * 3, seed), [n, 3]), tensorOf(values(24, seed + 1), [8, 3])]
-      const plain = await runOrThrow(p, ins, fastBackend({ wasm: false }))
-      const blocked = await runOrThrow(p, ins, fastBackend({ wasm: false, blockRows: rows }))
-      expectSameBits(blocked, plain, `n=${n} rows=${rows}`)
-    },
+    (n, rows, seed) => expectBlockedEntropySameBits(n, rows, seed, false),
   )
 
   test.prop([fc.integer({ min: 1, max: 17 }), fc.integer({ min: 1, max: 5 }), fc.array(fc.float({ min: -3, max: 3, noNaN: true }), { minLength: 17 * 6, maxLength: 17 * 6 })], { numRuns: 50 })(
