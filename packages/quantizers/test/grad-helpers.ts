@@ -45,6 +45,20 @@ export async function gradRun(
 /** Float64 helpers over plain arrays. */
 export const dot = (a: readonly number[], b: readonly number[]): number => a.reduce((s, v, i) => s + v * b[i]!, 0)
 export const norm = (a: readonly number[]): number => Math.sqrt(dot(a, a))
+
+/**
+ * The rotation trick's gradient for one row, in float64: s · Rᵀ w with s = |c|/|x|,
+ * R = I − 2vvᵀ + 2quᵀ (u = x/|x|, q = c/|c|, v = (u + q)/|u + q|), from the reference's rotate_to.
+ */
+export function rotationGrad(x: readonly number[], c: readonly number[], w: readonly number[]): number[] {
+  const nx = norm(x), nc = norm(c)
+  const u = x.map((v) => v / nx), q = c.map((v) => v / nc)
+  const uq = u.map((v, i) => v + q[i]!)
+  const v = uq.map((t) => t / norm(uq))
+  const vw = dot(v, w), qw = dot(q, w), s = nc / nx
+  return w.map((wi, i) => s * (wi - 2 * v[i]! * vw + 2 * u[i]! * qw))
+}
+
 export const rows = (t: HostTensor | readonly number[], d: number): number[][] => {
   const data = Array.from('data' in t ? t.data : t)
   return Array.from({ length: data.length / d }, (_, r) => data.slice(r * d, r * d + d))

@@ -9,7 +9,7 @@ import { latentQuantize } from '../src/latent/latent.js'
 import { residualFSQ } from '../src/residual/residual-fsq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { orThrow, randn } from './helpers.js'
-import { dot, expectNear, gradRun, norm, rows } from './grad-helpers.js'
+import { dot, expectNear, gradRun, norm, rotationGrad, rows } from './grad-helpers.js'
 
 /**
  * Straight-through gradients (issue 5) of the scalar and residual quantizers, each checked against
@@ -213,15 +213,6 @@ describe('ResidualVQ (no projections): each layer routes the gradient, the route
       }
     }
     return out
-  }
-
-  const rotationGrad = (x: readonly number[], cde: readonly number[], w: readonly number[]) => {
-    const nx = norm(x), nc = norm(cde)
-    const u = x.map((v) => v / nx), qq = cde.map((v) => v / nc)
-    const uq = u.map((v, i) => v + qq[i]!)
-    const vv = uq.map((t) => t / norm(uq))
-    const vw = dot(vv, w), qw = dot(qq, w), s = nc / nx
-    return w.map((wi, i) => s * (wi - 2 * vv[i]! * vw + 2 * u[i]! * qw))
   }
 
   test.prop([fc.integer({ min: 0, max: 10_000 }), fc.boolean(), fc.boolean()], { numRuns: 30 })(

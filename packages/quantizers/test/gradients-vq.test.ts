@@ -7,7 +7,7 @@ import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { simVQ } from '../src/simvq/simvq.js'
 import type { Init, Quantizer } from '../src/quantizer.js'
 import { orThrow, randn } from './helpers.js'
-import { dot, expectNear, gradRun, norm, rows } from './grad-helpers.js'
+import { dot, expectNear, gradRun, rotationGrad, rows } from './grad-helpers.js'
 
 /**
  * Gradients through VectorQuantize and SimVQ (issue 5), checked against float64 formulas of the
@@ -44,16 +44,6 @@ function drawAwayFromTies(n: number, seed: number, scale: number, codes: number[
     ind.push(order[0]!)
   }
   return { x: tensorOf(data, [n / 5, 5, D]), ind }
-}
-
-/** s · Rᵀ w for one row, in float64. */
-function rotationGrad(x: readonly number[], c: readonly number[], w: readonly number[]): number[] {
-  const nx = norm(x), nc = norm(c)
-  const u = x.map((v) => v / nx), q = c.map((v) => v / nc)
-  const uq = u.map((v, i) => v + q[i]!)
-  const v = uq.map((t) => t / norm(uq))
-  const vw = dot(v, w), qw = dot(q, w), s = nc / nx
-  return w.map((wi, i) => s * (wi - 2 * v[i]! * vw + 2 * u[i]! * qw))
 }
 
 /** Training output equals the nearest code, and its gradient w.r.t. x is rotationGrad row by row. */
