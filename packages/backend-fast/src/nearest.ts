@@ -1,9 +1,9 @@
-import type { AnyTypedArray, Eqn, EqnOf, Var } from '@tessera/core'
+import type { AnyTypedArray, EqnOf, Epilogue, NearestPattern, NearestTerm, Var } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
 import { Code, V128, I32, assemble, relaxedSimdSupported } from './wasm/asm.js'
 import { KernelThreads, QUEUE } from './wasm/threads.js'
-import { tracking } from './kernels.js'
+import { tracking } from './loops.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -29,27 +29,8 @@ import { tracking } from './kernels.js'
  * (the codebook's `cb.mT`) the planner need not store it: the packed copy is the only one.
  */
 
-type Epi =
-  | { readonly op: 'dot' }
-  | { readonly op: 'term'; readonly k: number }
-  | { readonly op: 'neg' | 'abs' | 'sqrt'; readonly a: Epi }
-  | { readonly op: 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min'; readonly a: Epi; readonly b: Epi }
-
-interface Term {
-  readonly v: Var
-  /** 'row': depends on i only; 'col': on j only (or on neither). */
-  readonly dep: 'row' | 'col'
-}
-
-export interface MatchCtx {
-  def(v: Var): Eqn | undefined
-  stored(v: Var): boolean
-  uses(v: Var): readonly Eqn[]
-  isOutput(v: Var): boolean
-}
-
-const UNARY = new Set(['neg', 'abs', 'sqrt'])
-const BINARY = new Set(['add', 'sub', 'mul', 'div', 'max', 'min'])
+type Epi = Epilogue
+type Term = NearestTerm
 
 /** Register tile and dot-loop shape of the kernel, and whether it uses relaxed SIMD's fused multiply-add. */
 export interface NearestTuning {
@@ -63,11 +44,11 @@ export interface NearestTuning {
 }
 
 /**
- * Measured on W1 (2-core AMD EPYC, Node 20, TurboFan; bench/README.md): with fused multiply-adds
- * 2x4, 4x2 and 3x3 tie; with separate multiplies and adds 3x3 spills; every larger tile spills
- * (TurboFan issues all of an iteration's loads before its multiply-adds, so R + V + R*V vectors
- * are live, and x64 has 15 to spare). For the same reason unroll 1 beats 4 by 1.5x: TurboFan
- * unrolls the small loop itself without the spills.
+ * With fused multiply-adds 2x4, 4x2 and 3x3 tie; with separate multiplies and adds 3x3 spills;
+ * every larger tile spills (TurboFan issues all of an iteration's loads before its
+ * multiply-adds, so R + V + R*V vectors are live, and x64 has 15 to spare). For the same reason
+ * unroll 1 beats 4: TurboFan unrolls the small loop itself without the spills. Measurements are
+ * in bench/README.md.
  */
 export const defaultTuning: NearestTuning = { rows: 2, vecs: 4, unroll: 1, relaxed: false }
 
@@ -78,67 +59,6 @@ const MAX_CHUNK = 1024
 const MIN_CHUNK = 64
 /** Below this many multiply-adds a run stays on the calling thread. */
 const THREAD_MIN_WORK = 1 << 22
-
-export function matchNearest(e: EqnOf<'argmin'>, ctx: MatchCtx, threads: number, relaxed = false): NearestStep | undefined {
-  const x = e.inputs[0]!
-  if (x.aval.shape.length !== 2 || e.params.axis !== 1 || x.aval.dtype !== 'float32') return undefined
-  // empty rows, columns or dot products: the kernel's loops run at least once, so leave those to the generic path
-  if (x.aval.shape.some((s) => s === 0)) return undefined
-  let matmul: Eqn | undefined
-  const terms: Term[] = []
-  const containsDot = (v: Var, seen = new Set<number>()): boolean => {
-    if (seen.has(v.id)) return false
-    seen.add(v.id)
-    const d = ctx.def(v)
-    if (!d) return false
-    if (d.prim === 'matmul') return true
-    if (ctx.stored(v)) return false
-    return d.inputs.some((u) => containsDot(u, seen))
-  }
-  const walk = (v: Var): Epi | undefined => {
-    const d = ctx.def(v)
-    if (d && d.prim === 'matmul') {
-      if (matmul && matmul !== d) return undefined
-      if (ctx.uses(v).length !== 1 || ctx.isOutput(v) || v.aval.shape.length !== 2) return undefined
-      matmul = d
-      return { op: 'dot' }
-    }
-    if (!containsDot(v)) {
-      const dep = termDependency(v, ctx)
-      if (dep === undefined) return undefined
-      terms.push({ v, dep })
-      return { op: 'term', k: terms.length - 1 }
-    }
-    if (!d || ctx.stored(v) || d.inputs.some((u) => u.aval.dtype !== 'float32')) return undefined
-    if (UNARY.has(d.prim)) {
-      const a = walk(d.inputs[0]!)
-      return a && ({ op: d.prim, a } as Epi)
-    }
-    if (BINARY.has(d.prim)) {
-      const a = walk(d.inputs[0]!)
-      const b = a && walk(d.inputs[1]!)
-      return b && ({ op: d.prim, a: a!, b } as Epi)
-    }
-    return undefined
-  }
-  const epi = walk(x)
-  if (!epi || !matmul || (matmul as EqnOf<'matmul'>).inputs[0]!.aval.shape[1] === 0) return undefined
-  return new NearestStep(e, matmul as EqnOf<'matmul'>, epi, terms, threads, { ...defaultTuning, relaxed })
-}
-
-/** Which of the two axes a subexpression reads: found from its index arithmetic. */
-function termDependency(v: Var, ctx: MatchCtx): 'row' | 'col' | undefined {
-  const em = new Emitter({ def: ctx.def, bufName: (u) => (ctx.stored(u) ? 'buf' : undefined) }, 't', true)
-  let src: string
-  try {
-    src = em.value(v, { axes: ['I', 'J'] })
-  } catch {
-    return undefined
-  }
-  const usesI = /\bI\b/.test(src), usesJ = /\bJ\b/.test(src)
-  if (usesI && usesJ) return undefined
-  return usesI ? 'row' : 'col'
-}
 
 type TermKernel = (B: AnyTypedArray[], dst: Float32Array, dstOff: number, from: number, count: number) => void
 
@@ -227,17 +147,24 @@ export class NearestStep {
   private pack: PackKernel | undefined
   private instance: Instance | undefined
 
+  readonly argmin: EqnOf<'argmin'>
+  readonly matmul: EqnOf<'matmul'>
+  private readonly epi: Epi
+  private readonly terms: readonly Term[]
+
   constructor(
-    readonly argmin: EqnOf<'argmin'>,
-    readonly matmul: EqnOf<'matmul'>,
-    private readonly epi: Epi,
-    private readonly terms: readonly Term[],
+    pattern: NearestPattern,
     private readonly threads: number,
     /** `relaxed: true` needs an engine with relaxed SIMD (see relaxedSimdSupported). */
     private readonly tuning: NearestTuning = defaultTuning,
   ) {
     if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new Error('fast backend: nearest kernel tile sizes must be positive')
     if (tuning.relaxed && !relaxedSimdSupported()) throw new Error('fast backend: relaxed SIMD was requested but this engine does not support it')
+    const { argmin, matmul, epilogue, terms } = pattern
+    this.argmin = argmin
+    this.matmul = matmul
+    this.epi = epilogue
+    this.terms = terms
     const [m, n] = argmin.inputs[0]!.aval.shape as [number, number]
     this.m = m
     this.n = n

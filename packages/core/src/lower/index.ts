@@ -1,3 +1,5 @@
 export * from './kernel.js'
 export * from './plan.js'
 export { lowerProgram } from './fuse.js'
+export * from './exactness.js'
+export * from './schedule/index.js'
