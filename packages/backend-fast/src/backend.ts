@@ -1,7 +1,6 @@
 import type { AnyTypedArray, Backend, Caps, Executable, HostTensor, Program } from '@tessera/core'
-import { TesseraError, allocate, sizeOf } from '@tessera/core'
-import { availableParallelism } from 'node:os'
-import { applyPrim } from '@tessera/backend-cpu'
+import { TesseraError, allocate, applyPrim, asTesseraError, sizeOf } from '@tessera/core'
+import { hardwareThreads } from './host.js'
 import { matmulF64 } from './matmul.js'
 import type { Plan } from './plan.js'
 import { planProgram } from './plan.js'
@@ -45,7 +44,7 @@ export const fastCaps: Caps = {
 /** Compiles programs to generated JS loops (fused) plus a WebAssembly SIMD kernel for distance+argmin. */
 export function fastBackend(opts: FastBackendOptions = {}): Backend {
   const wasm = opts.wasm ?? true
-  const threads = Math.max(1, Math.floor(opts.threads ?? availableParallelism()))
+  const threads = Math.max(1, Math.floor(opts.threads ?? hardwareThreads()))
   if (opts.relaxedSimd !== undefined && opts.relaxedSimd !== 'auto' && typeof opts.relaxedSimd !== 'boolean')
     throw new TesseraError('backend', 'fastBackend', `relaxedSimd must be 'auto', true or false, got ${JSON.stringify(opts.relaxedSimd)}`)
   const canRelax = relaxedSimdSupported()
@@ -56,8 +55,12 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend {
     name: wasm ? `fast-js+wasm${relaxed ? '-relaxed' : ''}(${threads}t)` : 'fast-js',
     caps: fastCaps,
     compile(program: Program): Executable {
-      const plan = planProgram(program, { wasm, threads, relaxedSimd: relaxed, ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}) })
-      return new FastExecutable(plan)
+      try {
+        const plan = planProgram(program, { wasm, threads, relaxedSimd: relaxed, ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}) })
+        return new FastExecutable(plan)
+      } catch (e) {
+        throw asTesseraError(e, 'fast.compile', 'backend')
+      }
     },
   }
 }
@@ -83,7 +86,8 @@ class FastExecutable implements Executable {
     try {
       return Promise.resolve(this.runSync(inputs))
     } catch (e) {
-      return Promise.reject(e)
+      // code that also runs on worker threads (rebuilt from source there) throws plain Errors
+      return Promise.reject(asTesseraError(e, 'fast.run', 'backend'))
     }
   }
 

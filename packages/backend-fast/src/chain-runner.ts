@@ -1,5 +1,7 @@
+import { TesseraError } from '@tessera/core'
 import type { AnyTypedArray, DType } from '@tessera/core'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
+import { nodeWorkerThreads } from './host.js'
 import { helperNames, kernelHelpers } from './emit.js'
 import { fastMathFactory } from './fastmath.js'
 import type { Kernel } from './loops.js'
@@ -97,9 +99,9 @@ export function chainRunner(
    * their float64 sums take the rows in order whichever thread computed them, and stay
    * bit-identical to one thread's. A block whose ticket has not come yet keeps its block-local
    * buffers and waits in a queue while the thread computes further blocks in another set of
-   * buffers (measured on W3b with 2 threads: the calling thread slept ~15-20% of the call on
-   * the ticket when it waited right away; 4 sets: ~2-8%, 8 sets: none on this loaded machine);
-   * a thread waits only when all its sets are queued.
+   * buffers (with one set, a thread that waited right away slept on the ticket for a good part
+   * of the call; bench/README.md has the numbers); a thread waits only when all its sets are
+   * queued.
    */
   function runBlocks(cc: CompiledChain, B: readonly AnyTypedArray[], accs: readonly Float64Array[], ctrl: Int32Array): number {
     const { n, rows, steps, views, locals } = cc.desc
@@ -233,9 +235,11 @@ export class ChainThreads {
   constructor(desc: ChainDesc, count: number) {
     // the worker script rebuilds exactly these helpers; a new one must be added there first
     const known = new Set(['F', 'TANH', 'TANH_TAB', 'SGN', 'EXP', 'LOG', 'RNE', 'MAX', 'MIN', 'CI'])
-    if (helperNames.some((h) => !known.has(h))) throw new Error('fast backend: a kernel helper the worker script does not rebuild')
+    if (helperNames.some((h) => !known.has(h))) throw new TesseraError('backend', 'fast.threads', 'a kernel helper the worker script does not rebuild')
+    const wt = nodeWorkerThreads()
+    if (!wt) throw new TesseraError('backend', 'fast.threads', 'this host has no worker threads')
     this.workers = Array.from({ length: count }, () => {
-      const w = new Worker(workerSource(), { eval: true, workerData: { desc } })
+      const w = new wt.Worker(workerSource(), { eval: true, workerData: { desc } })
       w.unref()
       w.on('error', () => {})
       return w

@@ -1,3 +1,4 @@
+import { TesseraError } from '@tessera/core'
 import type { DType, Eqn, NumInfo, Shape, Var } from '@tessera/core'
 import { EXACT, ValueFacts, isExactF32, isPowerOfTwo, joinInfo, literalInfo, resultBound, resultInfo, roundedInfo, storeValue, stridesOf } from '@tessera/core'
 import { expF32, fastTanh, signOf, TANH_TAB, tanhConsts } from './fastmath.js'
@@ -184,7 +185,7 @@ export class Emitter {
       return this.known(`${buf}[${flat}]`, this.facts.of(v))
     }
     const e = this.env.def(v)
-    if (!e) throw new Error(`fast backend: variable ${v.id} has no buffer and no definition`)
+    if (!e) throw new TesseraError('backend', 'fast.emit', `variable ${v.id} has no buffer and no definition`)
     const shape = v.aval.shape
     const inDt = e.inputs[0]?.aval.dtype
     const arg = (k: number, i: Index = ix) => this.value(e.inputs[k]!, i, self instanceof Set ? self : undefined)
@@ -338,7 +339,7 @@ function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string
     case 'le': return `+(${x} <= ${y})`
     case 'eq': return `+(${x} === ${y})`
     default:
-      throw new Error(`fast backend: ${prim} is not elementwise`)
+      throw new TesseraError('backend', 'fast.emit', `${prim} is not elementwise`)
   }
 }
 
@@ -351,7 +352,7 @@ export const kernelHelpers = {
   // the sign of the inline round half to even (see Emitter.roundInline)
   SGN: signOf,
   EXP: expF32,
-  // each kernel gets its own (the function owns a scratch buffer): see kernels.ts
+  // each kernel gets its own (the function owns a scratch buffer): see loops.ts
   LOG: Math.log as (x: number) => number,
   // (x + 1.5 * 2^52) - 1.5 * 2^52 rounds x to an integer half to even (the float64 addition
   // rounds so) for |x| < 2^51; larger magnitudes, infinities and NaN take the Math.round path. A

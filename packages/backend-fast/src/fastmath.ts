@@ -10,7 +10,7 @@
 /**
  * Everything below lives in one self-contained function (no reference to anything outside it),
  * so that worker threads running generated loops can rebuild the same helpers from its source
- * (`fastMathFactory.toString()`, see kernels.ts).
+ * (`fastMathFactory.toString()`, see chain-runner.ts).
  */
 export function fastMathFactory(): {
   fastTanh: (x: number) => number
@@ -60,8 +60,8 @@ export function fastMathFactory(): {
    * arguments keep full relative accuracy (and -0 gives -0: -0 - +0 is -0); for larger ones s - 1
    * is exact or at least 1 in size. The argument is clamped to ±TANH_MAX: tanh(9.1) = 1 - 2.5e-8
    * already rounds to float32 1, as every larger argument's tanh does, and a NaN passes through.
-   * The clamp's branch is almost never taken (measured in W2's loop: 20% faster than
-   * Math.min/Math.max, whose NaN and signed-zero handling costs more). No call and no table
+   * The clamp's branch is almost never taken, so it is cheaper than Math.min/Math.max, whose NaN
+   * and signed-zero handling costs more. No call and no table
    * bounds to check beyond the clamp, so generated loops inline it as straight-line code
    * (Emitter.tanh in emit.ts writes the same operations; a test checks they agree bit for bit).
    */
@@ -91,8 +91,8 @@ export function fastMathFactory(): {
   /**
    * ±1 with the sign bit of x (-0 and NaNs with the bit set give -1), read from its bits through
    * a scratch float64: no branch, where `x < 0 ? -1 : 1` or Math.sign would branch on data
-   * (inline round half to even, Emitter.roundInline, gives a zero result x's sign by it: W2's
-   * loop ~20% faster than a test for a zero result). The scratch is written and read back at
+   * (inline round half to even, Emitter.roundInline, gives a zero result x's sign by it, cheaper
+   * than a test for a zero result). The scratch is written and read back at
    * once, so one per thread serves every loop.
    */
   const SIGN_F = new Float64Array(1)

@@ -1,3 +1,4 @@
+import { TesseraError } from '@tessera/core'
 import type { AnyTypedArray, Eqn, Var } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
@@ -5,7 +6,7 @@ import { makeLogF32 } from './fastmath.js'
 
 /**
  * A generated loop. `rows` and `acc` are used only by kernels generated for a row-blocked chain
- * (see plan.ts): the number of rows of the leading axis in this block, and a sink's float64
+ * (core's RowChain): the number of rows of the leading axis in this block, and a sink's float64
  * accumulators (ACC in the source), which persist across blocks.
  */
 export type Kernel = (bufs: AnyTypedArray[], rows?: number, acc?: Float64Array) => void
@@ -107,7 +108,7 @@ export function reduceKernel(
   // a row-sized array, so the operand is read at unit stride instead of one element per cache
   // line. Each output's terms are still added in the reference's order (reduced axes ascending).
   const leading = [...axes].sort((a, b) => a - b).every((a, i) => a === i)
-  if (blocked && axes.includes(0)) throw new Error('fast backend: a row-blocked reduction over the leading axis is a sink')
+  if (blocked && axes.includes(0)) throw new TesseraError('backend', 'fast.loops', 'a row-blocked reduction over the leading axis is a sink')
   if (e.prim === 'reduce_sum' && leading && kept.length > 0 && sideOutputs.length === 0) {
     const keptDims = kept.map((k) => inShape[k]!)
     const n = keptDims.reduce((a, b) => a * b, 1)
@@ -161,7 +162,7 @@ export function reduceKernel(
       break
     }
     default:
-      throw new Error(`fast backend: ${e.prim} is not a reduction`)
+      throw new TesseraError('backend', 'fast.loops', `${e.prim} is not a reduction`)
   }
   const step = (lines: readonly string[], stores: readonly string[], upd: readonly string[]) => [
     ...lines,
@@ -189,9 +190,8 @@ export function reduceKernel(
    * (FSQ's per-level scales, LFQ's bit weights) and the short loop's counter and exit branch go
    * away. Long copies' value lines (pure `const` definitions with distinct names) are
    * interleaved line by line, so independent work of neighbouring copies sits side by side for
-   * the CPU (FSQ's tanh chains: W2 on one thread 7.1 -> 5.7 ms, A/B in fresh processes); short
-   * ones stay copy after copy (LFQ's 16 sign-and-weight copies ran ~35% slower interleaved, with
-   * 16 values live at once). Stores and updates follow in index order, one block per copy, so
+   * the CPU (FSQ's tanh chains); short ones stay copy after copy (LFQ's 16 sign-and-weight copies
+   * run slower interleaved, with 16 values live at once; bench/README.md has the measurements). Stores and updates follow in index order, one block per copy, so
    * results are the loop's, in the same order.
    */
   function unroll(): string[] {
@@ -231,11 +231,11 @@ const INTERLEAVE_MIN_LINES = 8
 
 /**
  * Unroll a sum/max/min over one short axis when one copy of its body is small and calls no
- * transcendental helper (measured: LFQ's 16-bit sign-and-index loop 25% faster unrolled). V8
+ * transcendental helper (LFQ's 16-bit sign-and-index loop runs faster unrolled). V8
  * inlines helper calls only up to a cumulative bytecode budget, which a few unrolled copies of a
  * call to EXP or LOG exhaust; a call left out of line returns a boxed float64. tanh is emitted
  * as inline straight-line code (no call), so FSQ's level sum unrolls: its per-level constants
- * become literals, which the exactness rules of emit.ts use (W2 loop 1 thread: 14.5 -> 7.0 ms).
+ * become literals, which the exactness rules of core's lower/exactness.ts use.
  */
 function unrollable(e: Eqn, axes: readonly number[], shape: readonly number[], lines: readonly string[]): boolean {
   if (e.prim === 'argmin' || e.prim === 'argmax' || axes.length !== 1) return false
@@ -251,12 +251,12 @@ function unrollable(e: Eqn, axes: readonly number[], shape: readonly number[], l
  * added in the reference's order across blocks too. The caller stores `acc` once at the end.
  */
 export function sinkKernel(e: Eqn, env: EmitEnv & { slotOf(v: Var): number }): GeneratedKernel {
-  if (e.prim !== 'reduce_sum') throw new Error(`fast backend: ${e.prim} cannot be a row-blocked sink`)
+  if (e.prim !== 'reduce_sum') throw new TesseraError('backend', 'fast.loops', `${e.prim} cannot be a row-blocked sink`)
   const t = tracking(env)
   const src = e.inputs[0]!
   const inShape = src.aval.shape
   const axes = [...e.params.axes].sort((a, b) => a - b)
-  if (!axes.every((a, i) => a === i)) throw new Error('fast backend: a sink sums over leading axes')
+  if (!axes.every((a, i) => a === i)) throw new TesseraError('backend', 'fast.loops', 'a sink sums over leading axes')
   const kept = inShape.map((_, k) => k).filter((k) => !axes.includes(k))
   const redVars = axes.map((k) => `r${k}`)
   const outVars = kept.map((k) => `i${k}`)

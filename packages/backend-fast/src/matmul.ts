@@ -155,5 +155,5 @@ export function matmulFactory(): { matmulF64: typeof matmulF64Type } {
 
 declare function matmulF64Type(a: Float32Array, b: Float32Array, out: Float32Array, batch: number, m: number, k: number, n: number): void
 
-/** Self-contained (worker threads rebuild it from `matmulFactory.toString()`, see kernels.ts). */
+/** Self-contained (worker threads rebuild it from `matmulFactory.toString()`, see chain-runner.ts). */
 export const { matmulF64 } = matmulFactory()

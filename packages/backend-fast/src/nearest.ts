@@ -1,8 +1,10 @@
+import { TesseraError } from '@tessera/core'
 import type { AnyTypedArray, EqnOf, Epilogue, NearestPattern, NearestTerm, Var } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
 import { Code, V128, I32, assemble, relaxedSimdSupported } from './wasm/asm.js'
 import { KernelThreads, QUEUE } from './wasm/threads.js'
+import { nodeWorkerThreads } from './host.js'
 import { tracking } from './loops.js'
 
 /**
@@ -158,8 +160,8 @@ export class NearestStep {
     /** `relaxed: true` needs an engine with relaxed SIMD (see relaxedSimdSupported). */
     private readonly tuning: NearestTuning = defaultTuning,
   ) {
-    if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new Error('fast backend: nearest kernel tile sizes must be positive')
-    if (tuning.relaxed && !relaxedSimdSupported()) throw new Error('fast backend: relaxed SIMD was requested but this engine does not support it')
+    if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new TesseraError('backend', 'fast.nearest', 'tile sizes must be positive')
+    if (tuning.relaxed && !relaxedSimdSupported()) throw new TesseraError('backend', 'fast.nearest', 'relaxed SIMD was requested but this engine does not support it')
     const { argmin, matmul, epilogue, terms } = pattern
     this.argmin = argmin
     this.matmul = matmul
@@ -175,6 +177,8 @@ export class NearestStep {
 
   /** Threads worth using for this size (the caller's thread counts as one). */
   private threadCount(chunk: number): number {
+    // a host without worker threads (a browser, for now) runs every chunk on the calling thread
+    if (!nodeWorkerThreads()) return 1
     return this.m * this.n * this.k >= THREAD_MIN_WORK ? Math.max(1, Math.min(this.threads, Math.ceil(this.m / MIN_CHUNK), Math.ceil((2 * this.m) / chunk))) : 1
   }
 

@@ -1,3 +1,4 @@
+import { TesseraError } from '@tessera/core'
 import type { ChainStep, Eqn, LoopStep, Prim, Program, RowChain, Var } from '@tessera/core'
 import { scheduleLoops } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
@@ -161,7 +162,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
         return { step, desc: { kind: 'kernel', source: kernel.source, sink: c.sink } }
       }
       default:
-        throw new Error(`fast backend: a ${st.kind} step cannot join a row chain`)
+        throw new TesseraError('backend', 'fast.plan', `a ${st.kind} step cannot join a row chain`)
     }
   }
 

@@ -20,9 +20,12 @@ export const shapeError = (op: string, msg: string) => new TesseraError('shape',
 export const dtypeError = (op: string, msg: string) => new TesseraError('dtype', op, msg)
 export const paramError = (op: string, msg: string) => new TesseraError('param', op, msg)
 
-/** Wrap anything thrown into a TesseraError so boundaries always return one kind of Left. */
-export function asTesseraError(e: unknown, where: string): TesseraError {
+/**
+ * Wrap anything thrown into a TesseraError so boundaries always return one kind of Left; `kind`
+ * is what a non-Tessera error is taken for (a backend's boundary says 'backend').
+ */
+export function asTesseraError(e: unknown, where: string, kind: ErrorKind = 'runtime'): TesseraError {
   if (e instanceof TesseraError) return e
   const msg = e instanceof Error ? e.message : String(e)
-  return new TesseraError('runtime', where, msg)
+  return new TesseraError(kind, where, msg)
 }

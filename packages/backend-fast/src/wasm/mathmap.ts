@@ -6,7 +6,7 @@ import { Code, I32, V128, assemble } from './asm.js'
  * Accurate to a few float64 ulps (~1e-15 relative), so the float32 result equals
  * `Math.fround(Math.exp(x))` except where the exact value lies that close to a float32 rounding
  * midpoint, by one ulp: the same contract as the generated loops' expF32 (the backend's
- * transcendentalRtol = 2^-23). Measured 4.1 ns per element against expF32's 8.1 in a JS loop.
+ * transcendentalRtol = 2^-23), in about half the time of expF32 in a JS loop.
  *
  * The argument may be given as a prologue: a base array and float32 add/sub/mul/div ops, each
  * with a literal or a per-row value as its other operand (softmax's `logits * scale - rowMax`).

@@ -1,3 +1,4 @@
+import { TesseraError } from '@tessera/core'
 import { Code, I32, V128, assemble } from './asm.js'
 
 /**
@@ -33,7 +34,7 @@ export function smallKFits(k: number, n: number): boolean {
 }
 
 export function smallKLayout(k: number, n: number, rows: number): SmallKLayout {
-  if (!smallKFits(k, n)) throw new Error(`fast backend: the small-k matmul kernel takes k <= ${SMALL_K_MAX} and n a multiple of 4 (got k = ${k}, n = ${n})`)
+  if (!smallKFits(k, n)) throw new TesseraError('backend', 'fast.smallK', `the small-k matmul kernel takes k <= ${SMALL_K_MAX} and n a multiple of 4 (got k = ${k}, n = ${n})`)
   const aBase = 8 * k * n
   const oBase = aBase + 8 * rows * k
   const end = oBase + 4 * rows * n

@@ -1,4 +1,6 @@
-import { Worker } from 'node:worker_threads'
+import { TesseraError } from '@tessera/core'
+import type { Worker } from 'node:worker_threads'
+import { nodeWorkerThreads } from '../host.js'
 
 /** Tasks a worker may have queued (running included): the caller stages the next while one runs. */
 export const QUEUE = 2
@@ -43,6 +45,8 @@ export class KernelThreads {
   private readonly workers: { worker: Worker; ctrl: Int32Array }[]
 
   constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number) {
+    const wt = nodeWorkerThreads()
+    if (!wt) throw new TesseraError('backend', 'fast.threads', 'this host has no worker threads')
     this.workers = Array.from({ length: count }, () => {
       const sab = new SharedArrayBuffer((4 + 4 * QUEUE) * 4)
       // no inherited execArgv: the source is plain CommonJS, and a parent's --input-type=module or
@@ -50,7 +54,7 @@ export class KernelThreads {
       // a stated old-generation limit (any up to 1 GiB; this worker's heap holds ~4 MiB of Node's
       // bootstrap and nothing per task) makes V8 size the new isolate's heap from it rather
       // than from the machine's memory: 0.7 MiB less resident per worker, measured on Node 20
-      const worker = new Worker(workerSource, {
+      const worker = new wt.Worker(workerSource, {
         eval: true, execArgv: [], workerData: { module, memory, ctrl: sab, queue: QUEUE },
         resourceLimits: { maxOldGenerationSizeMb: WORKER_OLD_MB },
       })
@@ -71,7 +75,7 @@ export class KernelThreads {
   /** Tasks worker t has finished so far (their results are visible to the caller once read). */
   done(t: number): number {
     const c = this.workers[t]!.ctrl
-    if (Atomics.load(c, 3) === 1) throw new Error('fast backend: the WebAssembly kernel failed in a worker thread')
+    if (Atomics.load(c, 3) === 1) throw new TesseraError('backend', 'fast.nearest', 'the WebAssembly kernel failed in a worker thread')
     return Atomics.load(c, 1)
   }
 
@@ -79,7 +83,7 @@ export class KernelThreads {
   post(t: number, args: readonly [number, number, number, number]): void {
     const c = this.workers[t]!.ctrl
     const n = Atomics.load(c, 0)
-    if (n - Atomics.load(c, 1) >= QUEUE) throw new Error('fast backend: a kernel thread queue overflowed')
+    if (n - Atomics.load(c, 1) >= QUEUE) throw new TesseraError('backend', 'fast.nearest', 'a kernel thread queue overflowed')
     c.set(args, 4 + (n % QUEUE) * 4)
     Atomics.store(c, 0, n + 1)
     Atomics.notify(c, 0)
@@ -92,7 +96,7 @@ export class KernelThreads {
     for (;;) {
       const done = this.done(t)
       if (done >= count) return
-      if (Date.now() > deadline) throw new Error('fast backend: a kernel thread did not answer within 60 s')
+      if (Date.now() > deadline) throw new TesseraError('backend', 'fast.nearest', 'a kernel thread did not answer within 60 s')
       Atomics.wait(c, 1, done, 1000)
     }
   }
