@@ -32,6 +32,7 @@ export default defineConfig({
       nodeProject('quantizers'),
       nodeProject('backend-fast'),
       nodeProject('nn'),
+      nodeProject('cli'),
       { extends: true as const, test: { name: 'demo', root: 'examples/demo', include: ['test/**/*.test.ts'] } },
       // docs: runs every ```ts run block of README.md and docs/*.md as a script (child processes: forks)
       { extends: true as const, test: { name: 'docs', root: '.', include: ['docs/test/**/*.test.ts'], pool: 'forks' as const } },

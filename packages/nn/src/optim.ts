@@ -1,9 +1,8 @@
 import * as E from 'fp-ts/lib/Either.js'
 import * as t from 'io-ts'
-import type { Aval, HostTensor, Tensor } from '@tessera/core'
+import type { Aval, HostTensor, Named, Tensor } from '@tessera/core'
 import { TesseraError, tensorOf, where, zerosHost } from '@tessera/core'
 import { Decay, NonNegative, Positive, decodeConfig } from './config.js'
-import type { Named } from './named.js'
 
 /**
  * Optimizers as pure, traceable functions over flat parameter records: `update` takes the

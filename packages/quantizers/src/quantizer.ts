@@ -1,16 +1,16 @@
-import type { Aval, HostTensor, Tensor } from '@tessera/core'
+import type { Aval, HostTensor, Named, Tensor } from '@tessera/core'
 import type { random } from '@tessera/core'
 
+export type { Named } from '@tessera/core'
+
 /**
- * Parameters and state are flat records keyed by the reference's state-dict names
+ * Parameters and state are flat `Named` records (core's) keyed by the reference's state-dict names
  * (`_codebook.embed`, `project_in.weight`, `layers.0._codebook.cluster_size`, ...), so loading a
  * PyTorch state dict, a golden case or a safetensors file is a lookup, and a combinator nests its
  * children by prefixing their names (`layers.${i}.`).
  * `params` are what gradients flow to (learnable weights); `state` holds buffers that change only
  * through pure state transitions (EMA statistics, `initted` flags, ...).
  */
-export type Named<T> = Readonly<Record<string, T>>
-
 export interface Init {
   readonly params: Named<HostTensor>
   readonly state: Named<HostTensor>

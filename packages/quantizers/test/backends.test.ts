@@ -12,10 +12,10 @@ import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualFSQ, residualFSQScales } from '../src/residual/residual-fsq.js'
 import { groupedResidualFSQ } from '../src/grouped/grouped-residual.js'
 import { caseRunners } from '../src/golden/cases.js'
-import { formatReport, runGoldenDir } from '../src/golden/dir.js'
+import { formatReport, runGoldenFiles } from '../src/golden/suite.js'
 import type { HostApplyResult } from '../src/run.js'
 import type { Init, Quantizer } from '../src/quantizer.js'
-import { applyQ, decodeQ, orThrow } from './helpers.js'
+import { applyQ, decodeQ, orThrow, readGoldenDir } from './helpers.js'
 import type { Lane } from './lanes.js'
 import { gpuJsLane } from './lanes.js'
 
@@ -310,7 +310,7 @@ for (const lane of lanes) {
     if (lane.golden)
       it('golden cases from the reference pass (indices exact, floats within 1e-5)', async () => {
         expect(existsSync(goldenDir), `expected reference cases at ${goldenDir}`).toBe(true)
-        const reports = await runGoldenDir(goldenDir, caseRunners, backend)
+        const reports = await runGoldenFiles(await readGoldenDir(goldenDir), caseRunners, backend)
         expect(reports.length).toBeGreaterThan(0)
         for (const r of reports) expect(r.ok, formatReport(r)).toBe(true)
       })

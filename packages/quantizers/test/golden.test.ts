@@ -4,11 +4,11 @@ import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import { caseRunners } from '../src/golden/cases.js'
-import { formatReport, runGoldenDir, summaryLine } from '../src/golden/dir.js'
+import { formatReport, runGoldenFiles, summaryLine } from '../src/golden/suite.js'
 import { parseGoldenCase } from '../src/golden/format.js'
 import { runCase } from '../src/golden/runner.js'
 import { compileCache } from '../src/run.js'
-import { backends } from './helpers.js'
+import { backends, readGoldenDir } from './helpers.js'
 
 // shared/ is a sibling of the repository root (in CI: of the clone)
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
@@ -23,7 +23,7 @@ describe.each(backends.map((b) => [b.name, b] as const))('golden cases from the 
   })
 
   it('every case passes (indices exact, floats within 1e-5)', async () => {
-    const reports = await runGoldenDir(goldenDir, caseRunners, backend)
+    const reports = await runGoldenFiles(await readGoldenDir(goldenDir), caseRunners, backend)
     const lines = reports.map(formatReport)
     for (const name of MUST_PASS) {
       const r = reports.find((x) => x.name === name)

@@ -1,11 +1,10 @@
 import { describe, expect } from 'vitest'
 import { fc, test } from '@fast-check/vitest'
 import type { HostTensor } from '@tessera/core'
-import { random, tensorOf } from '@tessera/core'
+import { random, scoped, tensorOf } from '@tessera/core'
 import { decodeGroupedResidualFSQ, decodeGroupedResidualLFQ, makeGroupedResidualFSQ, makeGroupedResidualLFQ } from '../src/grouped/grouped-residual.js'
 import { decodeLatentQuantize, latentValues, makeLatentQuantize } from '../src/latent/latent.js'
 import { groupPrefix } from '../src/grouped/grouped.js'
-import { scoped } from '../src/residual/residual.js'
 import { applyQ, arr, backends, decodeQ, expectClose, orThrow, randn } from './helpers.js'
 
 /** Slice `count` features starting at `start` on an axis of a host tensor. */

@@ -1,3 +1,5 @@
+import { readFile, readdir } from 'node:fs/promises'
+import { join } from 'node:path'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor } from '@tessera/core'
 import { random, tensorOf } from '@tessera/core'
@@ -5,6 +7,7 @@ import { cpuBackend } from '@tessera/backend-cpu'
 import type { HostApplyResult } from '../src/run.js'
 import { applyOnHost, indicesToCodesOnHost, runOnHost } from '../src/run.js'
 import type { Init, Quantizer } from '../src/quantizer.js'
+import type { GoldenFile } from '../src/golden/suite.js'
 
 /** Backends every quantizer property runs on; the gpu.js backend joins this list when it lands. */
 export const backends: readonly Backend[] = [cpuBackend()]
@@ -35,6 +38,12 @@ export async function decodeQ(backend: Backend, q: Quantizer, init: Init, indice
 }
 
 export { runOnHost }
+
+/** The `*.json` golden case files of a folder, for `runGoldenFiles`. */
+export async function readGoldenDir(dir: string): Promise<GoldenFile[]> {
+  const names = (await readdir(dir)).filter((f) => f.endsWith('.json'))
+  return Promise.all(names.map(async (name) => ({ name, text: await readFile(join(dir, name), 'utf8') })))
+}
 
 /** A float32 tensor of the given shape from a seed: standard normal times `scale`. */
 export function randn(shape: readonly number[], seed: number, scale = 1): HostTensor {

@@ -1,11 +1,10 @@
 import { describe, expect } from 'vitest'
 import { fc, test } from '@fast-check/vitest'
 import type { HostTensor, Tensor } from '@tessera/core'
-import { random, tensorOf } from '@tessera/core'
+import { random, scoped, tensorOf } from '@tessera/core'
 import { decodeResidualFSQ, makeResidualFSQ } from '../src/residual/residual-fsq.js'
 import { decodeResidualLFQ, makeResidualLFQ } from '../src/residual/residual-lfq.js'
 import type { Residual } from '../src/residual/residual.js'
-import { scoped } from '../src/residual/residual.js'
 import type { Named } from '../src/quantizer.js'
 import { applyQ, arr, backends, decodeQ, expectClose, orThrow, randn, runOnHost } from './helpers.js'
 

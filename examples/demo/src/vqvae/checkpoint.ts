@@ -1,7 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { HostTensor } from '@tessera/core'
 import { TesseraError } from '@tessera/core'
-import { prefixed, scope } from '@tessera/nn'
+import { prefixed, scoped } from '@tessera/nn'
 import { decodeSafetensors, encodeSafetensors } from '@tessera/quantizers'
 import type { VqVae } from './model.js'
 
@@ -17,7 +17,7 @@ export interface CheckpointMeta {
 
 export function encodeCheckpoint(params: Readonly<Record<string, HostTensor>>, state: Readonly<Record<string, HostTensor>>, meta: CheckpointMeta): Uint8Array {
   return encodeSafetensors(
-    { ...prefixed('params', params), ...prefixed('state', state) },
+    { ...prefixed(params, 'params.'), ...prefixed(state, 'state.') },
     { format: 'tessera-vqvae-mnist', quantizer: meta.quantizer, tokens: String(meta.tokens), hidden: String(meta.hidden) },
   )
 }
@@ -38,8 +38,8 @@ export function decodeCheckpoint(
 ): E.Either<TesseraError, { params: Record<string, HostTensor>; state: Record<string, HostTensor> }> {
   const d = decodeSafetensors(bytes)
   if (E.isLeft(d)) return d
-  const params = scope(d.right.tensors, 'params')
-  const state = scope(d.right.tensors, 'state')
+  const params = scoped(d.right.tensors, 'params.')
+  const state = scoped(d.right.tensors, 'state.')
   const check = (what: string, got: Record<string, HostTensor>, specs: Record<string, { shape: readonly number[]; dtype: string }>) => {
     for (const [k, s] of Object.entries(specs)) {
       const t = got[k]

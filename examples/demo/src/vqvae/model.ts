@@ -1,7 +1,7 @@
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
 import { TesseraError, random } from '@tessera/core'
 import type { Named } from '@tessera/nn'
-import { mlp, prefixed, scope } from '@tessera/nn'
+import { mlp, prefixed, scoped } from '@tessera/nn'
 import type { QuantizerChoice } from './choices.js'
 import { IMAGE_SIZE } from './mnist.js'
 
@@ -43,13 +43,13 @@ export function makeVqVae(choice: QuantizerChoice, shape: VqVaeShape): VqVae {
   return {
     shape,
     choice,
-    paramSpecs: () => ({ ...prefixed('encoder', encoder.specs()), ...prefixed('decoder', decoder.specs()), ...prefixed('quantizer', q.paramSpecs) }),
+    paramSpecs: () => ({ ...prefixed(encoder.specs(), 'encoder.'), ...prefixed(decoder.specs(), 'decoder.'), ...prefixed(q.paramSpecs, 'quantizer.') }),
     stateSpecs: () => ({ ...q.stateSpecs }),
     init(key) {
       const [ke, kd, kq] = random.splitKey(key, 3) as [random.Key, random.Key, random.Key]
       const qi = q.init(kq)
       return {
-        params: { ...prefixed('encoder', encoder.init(ke)), ...prefixed('decoder', decoder.init(kd)), ...prefixed('quantizer', qi.params) },
+        params: { ...prefixed(encoder.init(ke), 'encoder.'), ...prefixed(decoder.init(kd), 'decoder.'), ...prefixed(qi.params, 'quantizer.') },
         state: { ...qi.state },
       }
     },
@@ -57,9 +57,9 @@ export function makeVqVae(choice: QuantizerChoice, shape: VqVaeShape): VqVae {
       if (x.rank !== 2 || x.shape[1] !== IMAGE_SIZE)
         throw new TesseraError('shape', 'VqVae.forward', `images must be (b, ${IMAGE_SIZE}), got [${x.shape.join(',')}]`)
       const b = x.shape[0]!
-      const z = encoder.apply(scope(params, 'encoder'), x).reshape([b, shape.tokens, choice.tokenDim])
-      const r = q.apply(scope(params, 'quantizer'), state, z, opts.key ? { training: opts.training, key: opts.key } : { training: opts.training })
-      const out = decoder.apply(scope(params, 'decoder'), r.quantized.reshape([b, latent]))
+      const z = encoder.apply(scoped(params, 'encoder.'), x).reshape([b, shape.tokens, choice.tokenDim])
+      const r = q.apply(scoped(params, 'quantizer.'), state, z, opts.key ? { training: opts.training, key: opts.key } : { training: opts.training })
+      const out = decoder.apply(scoped(params, 'decoder.'), r.quantized.reshape([b, latent]))
       const recon = shape.output === 'sigmoid' ? out.sigmoid() : out
       return {
         recon,

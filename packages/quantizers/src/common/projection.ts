@@ -1,7 +1,5 @@
-import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { random, tensorOf } from '@tessera/core'
-import { initLinear, linear } from './linear.js'
-import type { Named } from '../quantizer.js'
+import type { Aval, HostTensor, Named, Tensor } from '@tessera/core'
+import { initLinear, linear, random, tensorOf } from '@tessera/core'
 
 /**
  * The optional `project_in` / `project_out` pair many quantizers share: linear maps between the
@@ -30,8 +28,9 @@ export function projectionSpecs(p: Projection, prefix = ''): Record<string, Aval
 export function initProjection(p: Projection, key: random.Key, prefix = ''): Record<string, HostTensor> {
   if (!p.present) return {}
   const [ki, ko] = random.splitKey(key, 2) as [random.Key, random.Key]
-  const pin = initLinear(ki, p.dim, p.codebookDims, p.bias)
-  const pout = initLinear(ko, p.codebookDims, p.dim, p.bias)
+  // torch's default Linear init, as the reference's nn.Linear projections start from
+  const pin = initLinear(ki, p.dim, p.codebookDims, 'torch', p.bias)
+  const pout = initLinear(ko, p.codebookDims, p.dim, 'torch', p.bias)
   const out: Record<string, HostTensor> = { [`${prefix}project_in.weight`]: pin.weight, [`${prefix}project_out.weight`]: pout.weight }
   if (p.bias) {
     out[`${prefix}project_in.bias`] = pin.bias!
@@ -41,11 +40,11 @@ export function initProjection(p: Projection, key: random.Key, prefix = ''): Rec
 }
 
 export function projectIn(p: Projection, params: Named<Tensor>, x: Tensor, prefix = ''): Tensor {
-  return p.present ? linear(x, params[`${prefix}project_in.weight`]!, p.bias ? params[`${prefix}project_in.bias`] : undefined) : x
+  return p.present ? linear(x, { weight: params[`${prefix}project_in.weight`]!, bias: p.bias ? params[`${prefix}project_in.bias`] : undefined }) : x
 }
 
 export function projectOut(p: Projection, params: Named<Tensor>, x: Tensor, prefix = ''): Tensor {
-  return p.present ? linear(x, params[`${prefix}project_out.weight`]!, p.bias ? params[`${prefix}project_out.bias`] : undefined) : x
+  return p.present ? linear(x, { weight: params[`${prefix}project_out.weight`]!, bias: p.bias ? params[`${prefix}project_out.bias`] : undefined }) : x
 }
 
 /**

@@ -84,6 +84,14 @@ export function decode<A, O>(codec: t.Type<A, O, unknown>, input: unknown, where
 }
 
 /** A rule between fields, checked after decoding: Left naming the field when it fails. */
+/**
+ * Decode options with an io-ts codec, then resolve them into a config (defaults, derived fields,
+ * cross-field checks): every quantizer's `decodeX(input, where)` is this with its own codec and resolver.
+ */
+export function decodeWith<A, O, C>(codec: t.Type<A, O, unknown>, input: unknown, where: string, resolve: (o: A) => E.Either<TesseraError, C>): E.Either<TesseraError, C> {
+  return E.chain(resolve)(decode(codec, input, where))
+}
+
 export function check(ok: boolean, where: string, field: string, message: string): E.Either<TesseraError, void> {
   return ok ? E.right(undefined) : E.left(new TesseraError('config', `${where}.${field}`, message))
 }
@@ -96,5 +104,11 @@ export function checks<A>(value: A, rules: readonly (() => E.Either<TesseraError
   }
   return E.right(value)
 }
+
+/**
+ * The largest codebook any quantizer accepts: indices must be exact in float32 arithmetic (they
+ * are summed and compared as floats in places, as in the reference), i.e. at most 2^24.
+ */
+export const MAX_CODEBOOK_SIZE = 2 ** 24
 
 export const isPow2 = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0

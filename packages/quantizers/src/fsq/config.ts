@@ -2,7 +2,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { TesseraError } from '@tessera/core'
-import { PositiveInt, Probability, check, checks, decode, strict } from '../config/codec.js'
+import { MAX_CODEBOOK_SIZE, PositiveInt, Probability, check, checks, decode, strict } from '../config/codec.js'
 
 /** FSQ's keyword arguments, as vector-quantize-pytorch names them. */
 export const FSQOptions = strict(
@@ -42,9 +42,6 @@ export interface FSQConfig {
   readonly codebook_size: number
   readonly has_projections: boolean
 }
-
-/** Indices must be exact in float32 arithmetic (they are summed as floats, as in the reference). */
-export const MAX_CODEBOOK_SIZE = 2 ** 24
 
 export function resolveFSQ(o: FSQOptions, where = 'FSQ'): E.Either<TesseraError, FSQConfig> {
   const levels: number[] = [...o.levels]

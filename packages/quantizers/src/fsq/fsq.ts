@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, random, tensorOf, where } from '@tessera/core'
+import { TesseraError, random, straightThrough, tensorOf, where } from '@tessera/core'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, orthogonalHost, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
@@ -46,6 +46,34 @@ export function fsqConstants(cfg: Pick<FSQConfig, 'levels' | 'bound_hard_clamp'>
     levelsMinus1: L.map((l) => l - 1),
     symStep: L.map((l) => f32(2 / (l - 1))),
   }
+}
+
+/** Round with straight-through gradients (the reference's `round_ste`); x + (round(x) - x) is round(x) exactly. */
+export const roundSte = (x: Tensor): Tensor => straightThrough(x, x.round())
+
+/** Floor with straight-through gradients (the reference's `floor_ste`). */
+export const floorSte = (x: Tensor): Tensor => straightThrough(x, x.floor())
+
+const perDim = (z: Tensor, data: readonly number[]): Tensor => z.builder.constant(data, [data.length], 'float32')
+
+/**
+ * The reference's `bound`: squash z (..., d) so that rounding gives L levels per dimension,
+ * tanh(z + shift) * halfL - offset (clamp instead of tanh with `bound_hard_clamp`). halfL is
+ * (L - 1)(1 + 1e-3) / 2; for even L the offset of 1/2 and its matching shift put 0 between levels.
+ */
+export function bound(z: Tensor, c: FSQConstants, hardClamp: boolean): Tensor {
+  const s = z.add(perDim(z, c.shift))
+  return (hardClamp ? s.clamp(-1, 1) : s.tanh()).mul(perDim(z, c.halfL)).sub(perDim(z, c.offset))
+}
+
+/**
+ * The reference's `symmetry_preserving_bound` (with `preserve_symmetry`): L levels spread evenly
+ * over [-1, 1], symmetric about 0 for every L, so q(-z) = -q(z). Returns codes, already quantized.
+ */
+export function symmetryPreservingBound(z: Tensor, c: FSQConstants, hardClamp: boolean): Tensor {
+  const t = hardClamp ? z.clamp(-1, 1) : z.tanh()
+  const bracket = t.add(1).mul(perDim(z, c.levelsMinus1)).div(2).add(0.5)
+  return floorSte(bracket).mul(perDim(z, c.symStep)).sub(1)
 }
 
 /** Level index -> code in [-1, 1] on the host, with the reference's float32 rounding. */
@@ -103,18 +131,8 @@ export function makeFSQ(cfg: FSQConfig): FSQ {
   const quantizeCodes = (z: Tensor): Tensor => {
     if (z.shape[z.rank - 1] !== d)
       throw new TesseraError('shape', `${where_}.quantize`, `codes need last dimension ${d}, got [${z.shape.join(',')}]`)
-    if (cfg.preserve_symmetry) {
-      const t = cfg.bound_hard_clamp ? z.clamp(-1, 1) : z.tanh()
-      const raw = t.add(1).mul(vec(z, c.levelsMinus1)).div(2).add(0.5)
-      // floor_ste: the value of floor, the gradient of the identity (as the reference)
-      const bracket = raw.add(raw.floor().sub(raw).stopGradient())
-      return bracket.mul(vec(z, c.symStep)).sub(1)
-    }
-    const s = z.add(vec(z, c.shift))
-    const t = cfg.bound_hard_clamp ? s.clamp(-1, 1) : s.tanh()
-    const bounded = t.mul(vec(z, c.halfL)).sub(vec(z, c.offset))
-    // round_ste: the value of round, the gradient of the identity (as the reference); x + (r - x) == r exactly here
-    return bounded.add(bounded.round().sub(bounded).stopGradient()).div(vec(z, c.halfWidth))
+    if (cfg.preserve_symmetry) return symmetryPreservingBound(z, c, cfg.bound_hard_clamp)
+    return roundSte(bound(z, c, cfg.bound_hard_clamp)).div(vec(z, c.halfWidth))
   }
 
   const codesToIndices = (codes: Tensor): Tensor => {

@@ -1,10 +1,9 @@
 import * as E from 'fp-ts/lib/Either.js'
 import * as t from 'io-ts'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, concat, random, stack } from '@tessera/core'
+import { TesseraError, concat, prefixed, random, scoped, stack } from '@tessera/core'
 import { PositiveInt, check, decode } from '../config/codec.js'
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
-import { prefixed, scoped } from '../residual/residual.js'
 
 /**
  * Grouped quantization as a combinator: split the feature axis into equal groups, quantize each

@@ -1,9 +1,8 @@
 import * as E from 'fp-ts/lib/Either.js'
-import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, random, stack, tensorOf } from '@tessera/core'
-import { Finite, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
+import { TesseraError, random, stack, straightThrough, tensorOf } from '@tessera/core'
+import { Finite, PositiveInt, check, checks, decodeWith, strict } from '../config/codec.js'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
@@ -35,35 +34,32 @@ export interface LatentQuantizeConfig {
 }
 
 export function decodeLatentQuantize(input: unknown, where = 'LatentQuantize'): E.Either<TesseraError, LatentQuantizeConfig> {
-  return pipe(
-    decode(LatentQuantizeOptions, input, where),
-    E.chain((o) => {
-      const givenCd = o.codebook_dim ?? -1
-      const levels: number[] = typeof o.levels === 'number' ? Array.from({ length: Math.max(givenCd, 0) }, () => o.levels as number) : [...o.levels]
-      const nc = o.num_codebooks ?? 1
-      const size = levels.reduce((a, b) => a * b, 1)
-      return checks<LatentQuantizeConfig>(
-        {
-          levels,
-          dim: o.dim,
-          commitment_loss_weight: o.commitment_loss_weight ?? 0.1,
-          quantization_loss_weight: o.quantization_loss_weight ?? 0.1,
-          num_codebooks: nc,
-          codebook_dim: levels.length,
-          // the reference keeps the codebook axis whenever there is more than one codebook
-          keep_num_codebooks_dim: (o.keep_num_codebooks_dim ?? false) || nc > 1,
-          optimize_values: o.optimize_values ?? true,
-          codebook_size: size,
-        },
-        [
-          () => check(typeof o.levels !== 'number' || givenCd > 0, where, 'codebook_dim', 'a single int `levels` needs codebook_dim > 0'),
-          () => check(typeof o.levels === 'number' || givenCd <= 0 || givenCd === levels.length, where, 'codebook_dim', `must equal the number of levels (${levels.length})`),
-          () => check(levels.length > 0 && levels.every((l) => l >= 2), where, 'levels', `every level must be >= 2, got [${levels.join(', ')}]`),
-          () => check(size <= 2 ** 24, where, 'levels', `the codebook size ${size} exceeds 2^24`),
-        ],
-      )
-    }),
-  )
+  return decodeWith(LatentQuantizeOptions, input, where, (o) => {
+    const givenCd = o.codebook_dim ?? -1
+    const levels: number[] = typeof o.levels === 'number' ? Array.from({ length: Math.max(givenCd, 0) }, () => o.levels as number) : [...o.levels]
+    const nc = o.num_codebooks ?? 1
+    const size = levels.reduce((a, b) => a * b, 1)
+    return checks<LatentQuantizeConfig>(
+      {
+        levels,
+        dim: o.dim,
+        commitment_loss_weight: o.commitment_loss_weight ?? 0.1,
+        quantization_loss_weight: o.quantization_loss_weight ?? 0.1,
+        num_codebooks: nc,
+        codebook_dim: levels.length,
+        // the reference keeps the codebook axis whenever there is more than one codebook
+        keep_num_codebooks_dim: (o.keep_num_codebooks_dim ?? false) || nc > 1,
+        optimize_values: o.optimize_values ?? true,
+        codebook_size: size,
+      },
+      [
+        () => check(typeof o.levels !== 'number' || givenCd > 0, where, 'codebook_dim', 'a single int `levels` needs codebook_dim > 0'),
+        () => check(typeof o.levels === 'number' || givenCd <= 0 || givenCd === levels.length, where, 'codebook_dim', `must equal the number of levels (${levels.length})`),
+        () => check(levels.length > 0 && levels.every((l) => l >= 2), where, 'levels', `every level must be >= 2, got [${levels.join(', ')}]`),
+        () => check(size <= 2 ** 24, where, 'levels', `the codebook size ${size} exceeds 2^24`),
+      ],
+    )
+  })
 }
 
 const f32 = Math.fround
@@ -135,7 +131,7 @@ export function makeLatentQuantize(cfg: LatentQuantizeConfig): LatentQuantize {
       return vi.gather(idx, 0)
     })
     const q = stack(picked, -1)
-    const codes = z.add(q.sub(z).stopGradient())
+    const codes = straightThrough(z, q)
     const scaled = codes.mul(2).mul(vec(z, hw)).add(vec(z, hw))
     const indices = scaled.mul(vec(z, basis)).sum(-1).cast('int32') // truncation, as the reference's .to(int32)
     const flat = codes.reshape([b, n, E_])

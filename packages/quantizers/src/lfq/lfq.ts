@@ -1,8 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, random, tensorOf, where } from '@tessera/core'
+import { TesseraError, entropy, linear, random, ranksOf, straightThrough, tensorOf, where } from '@tessera/core'
 import { packLayout } from '../common/layout.js'
-import { linear } from '../common/linear.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, orthogonalHost, projectOut, projectionSpecs } from '../common/projection.js'
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
@@ -30,8 +29,6 @@ export function lfqCodebookHost(cfg: Pick<LFQConfig, 'codebook_size' | 'codebook
 /** torch.nn.functional.softplus with its default threshold of 20. */
 const softplus = (v: Tensor) => where(v.gt(20), v, v.exp().add(1).log())
 
-/** Shannon entropy over the last axis with the reference's clamp: -Σ p·log(max(p, 1e-5)). */
-export const entropy = (p: Tensor): Tensor => p.neg().mul(p.maximum(1e-5).log()).sum(-1)
 
 export interface LFQ extends Quantizer<LFQConfig> {
   readonly kind: 'LFQ'
@@ -63,7 +60,7 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
     if (!proj.present) return x
     const w = params['project_in.weight']!
     if (cosine !== null) return x.l2Normalize(-1).matmul(w.div(w.square().sum(0, true).sqrt().maximum(1e-12))).mul(cosine)
-    return linear(x, w, proj.bias ? params['project_in.bias'] : undefined)
+    return linear(x, { weight: w, bias: proj.bias ? params['project_in.bias'] : undefined })
   }
 
   const init = (key: random.Key): Init => {
@@ -86,12 +83,8 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
       throw new TesseraError('input', `${whereName}.frac_per_sample_entropy`, `${cfg.frac_per_sample_entropy} of ${nTok} tokens selects none`)
     if (!key) throw new TesseraError('input', `${whereName}.frac_per_sample_entropy`, 'training with frac_per_sample_entropy < 1 needs a random key (opts.key)')
     const b = flat.builder
-    const u = b.randomUniform(key, [nTok])
-    const ui = u.reshape([nTok, 1]), uj = u.reshape([1, nTok])
-    const ii = b.iota([nTok, nTok], 0), jj = b.iota([nTok, nTok], 1)
-    const before = uj.lt(ui).or(uj.eq(ui).and(jj.lt(ii)))
-    const rank = where(before, 1, 0).cast('int32').sum(1) // (nTok,)
-    const slot = b.iota([k, 1], 0)
+    const rank = ranksOf(b.randomUniform(key, [nTok])) // (nTok,), exact integers in float32
+    const slot = b.iota([k, 1], 0).cast('float32')
     const pick = rank.reshape([1, nTok]).eq(slot).cast('int32').argmax(1) // token holding rank s
     return flat.gather(pick, 0)
   }
@@ -112,7 +105,7 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
     let quantized = where(positive, cfg.codebook_scale, -cfg.codebook_scale)
     const indices = where(positive, maskConst(z), 0).sum(-1) // (b, n, c) int32
     quantized = maybeL2(quantized)
-    const out4 = opts.training ? z.add(quantized.sub(z).stopGradient()) : quantized
+    const out4 = opts.training ? straightThrough(z, quantized) : quantized
 
     const b = x.builder
     const zero = b.scalar(0)

@@ -1,11 +1,9 @@
 import * as E from 'fp-ts/lib/Either.js'
-import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, random, tensorOf } from '@tessera/core'
-import { PositiveInt, decode, strict } from '../config/codec.js'
+import { TesseraError, prefixed, random, scoped, tensorOf } from '@tessera/core'
+import { PositiveInt, decodeWith, strict } from '../config/codec.js'
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
-import { prefixed, scoped } from '../residual/residual.js'
 import type { VQConfig } from '../vq/config.js'
 import { resolveVQ, vqOptionalProps } from '../vq/config.js'
 import type { VectorQuantize } from '../vq/vector-quantize.js'
@@ -33,19 +31,16 @@ export interface RPQConfig {
 }
 
 export function decodeRPQ(input: unknown, where = 'RandomProjectionQuantizer'): E.Either<TesseraError, RPQConfig> {
-  return pipe(
-    decode(RPQOptions, input, where),
-    E.chain((o) => {
-      const { dim, codebook_dim, num_codebooks, norm, codebook_size, ...vqKw } = o
-      const h = num_codebooks ?? 1
-      return E.map((vq: VQConfig) => ({ dim, codebook_dim, num_codebooks: h, norm: norm ?? true, vq }))(
-        resolveVQ(
-          { ...vqKw, dim: (codebook_dim * h) as never, codebook_size, heads: h as never, use_cosine_sim: true, separate_codebook_per_head: true },
-          where,
-        ),
-      )
-    }),
-  )
+  return decodeWith(RPQOptions, input, where, (o) => {
+    const { dim, codebook_dim, num_codebooks, norm, codebook_size, ...vqKw } = o
+    const h = num_codebooks ?? 1
+    return E.map((vq: VQConfig) => ({ dim, codebook_dim, num_codebooks: h, norm: norm ?? true, vq }))(
+      resolveVQ(
+        { ...vqKw, dim: (codebook_dim * h) as never, codebook_size, heads: h as never, use_cosine_sim: true, separate_codebook_per_head: true },
+        where,
+      ),
+    )
+  })
 }
 
 export interface RandomProjectionQuantizer extends Quantizer<RPQConfig> {

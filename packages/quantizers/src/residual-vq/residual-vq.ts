@@ -1,12 +1,12 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, Tensor } from '@tessera/core'
-import { TesseraError, random, stack, where } from '@tessera/core'
+import { TesseraError, prefixed, random, scoped, stack, where } from '@tessera/core'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
 import type { Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { Residual } from '../residual/residual.js'
-import { foldKey, layerPrefix, prefixed, residual, scoped } from '../residual/residual.js'
+import { layerKey, layerPrefix, quantizeDropoutCut, residual } from '../residual/residual.js'
 import { embedFromAverages } from '../vq/codebook.js'
 import type { VQApplyOptions, VectorQuantize } from '../vq/vector-quantize.js'
 import { CB, expireDead, makeVectorQuantize } from '../vq/vector-quantize.js'
@@ -63,15 +63,6 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     return { x: lay.x, back: lay.unpack, backIdx: (i: Tensor) => i.reshape([b, hh, ww, ...i.shape.slice(2)]) }
   }
 
-  const dropoutCut = (key: Tensor): Tensor => {
-    const span = nq - dropout!.cutoffIndex
-    const u = key.builder.randomUniform(foldKey(key, 1 << 20), [])
-    let r = u.mul(span).floor().cast('int32').minimum(span - 1).add(dropout!.cutoffIndex)
-    const m = dropout!.multipleOf
-    if (m !== 1) r = r.add(m).idiv(m).mul(m).sub(1)
-    return r
-  }
-
   const sharedApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions): QuantizeResult => {
     const lay = packLayout(xs, false, cfg.dim, W)
     const z = projectIn(proj, params, lay.x)
@@ -79,7 +70,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     let s: Named<Tensor> = scoped(state, SHARED)
     const dropping = opts.training && !!dropout
     if (dropping && !opts.key) throw new TesseraError('input', `${W}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
-    const cut = dropping ? dropoutCut(opts.key!) : undefined
+    const cut = dropping ? quantizeDropoutCut(opts.key!, nq, dropout!) : undefined
     let res = z
     let out: Tensor | undefined
     const indices: Tensor[] = [], layerLosses: Tensor[] = [], residuals: Tensor[] = []
@@ -88,7 +79,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       residuals.push(res)
       const r = sharedLayer.apply(lp, s, res, {
         ...opts,
-        ...(opts.key ? { key: foldKey(opts.key, i) } : {}),
+        ...(opts.key ? { key: layerKey(opts.key, i) } : {}),
         manualEmaUpdate: true,
       })
       const active = cut ? cut.ge(xs.builder.scalar(i, 'int32')) : undefined

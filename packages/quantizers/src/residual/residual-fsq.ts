@@ -1,8 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js'
-import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { TesseraError } from '@tessera/core'
-import { Finite, NonNegInt, PositiveInt, Probability, check, checks, decode, strict } from '../config/codec.js'
+import { Finite, NonNegInt, PositiveInt, Probability, check, checks, decodeWith, strict } from '../config/codec.js'
 import { resolveFSQ } from '../fsq/config.js'
 import { makeFSQ } from '../fsq/fsq.js'
 import type { Residual } from './residual.js'
@@ -46,41 +45,38 @@ export interface ResidualFSQConfig {
 const f32 = Math.fround
 
 export function decodeResidualFSQ(input: unknown, where = 'ResidualFSQ'): E.Either<TesseraError, ResidualFSQConfig> {
-  return pipe(
-    decode(ResidualFSQOptions, input, where),
-    E.chain((o) => {
-      const levels: number[] = [...o.levels]
-      const hard = o.bound_hard_clamp ?? true
-      const given = o.soft_clamp_input_value ?? null
-      const soft =
-        hard ? levels.map((l) => f32(1 + f32(1 / (l - 1)))) : given === null ? null : typeof given === 'number' ? levels.map(() => given) : [...given]
-      const nq = o.num_quantizers
-      const cutoff = o.quantize_dropout_cutoff_index ?? 0
-      return checks<ResidualFSQConfig>(
-        {
-          levels,
-          num_quantizers: nq,
-          dim: o.dim ?? levels.length,
-          is_channel_first: o.is_channel_first ?? false,
-          quantize_dropout: (o.quantize_dropout ?? false) && nq > 1,
-          quantize_dropout_cutoff_index: cutoff,
-          quantize_dropout_multiple_of: o.quantize_dropout_multiple_of ?? 1,
-          soft_clamp_input_value: soft,
-          bound_hard_clamp: hard,
-          noise_dropout: o.noise_dropout ?? 0,
-          orthogonal_rotation: o.orthogonal_rotation ?? false,
-          codebook_size: levels.reduce((a, b) => a * b, 1),
-        },
-        [
-          () => check(levels.length > 0 && levels.every((l) => l > 1), where, 'levels', `every level must be > 1, got [${levels.join(', ')}]`),
-          () => check(!(hard && given !== null), where, 'soft_clamp_input_value', 'cannot be given with bound_hard_clamp: true (it is derived from the levels)'),
-          () => check(soft === null || soft.length === levels.length, where, 'soft_clamp_input_value', `needs one value per level (${levels.length})`),
-          () => check(!(o.quantize_dropout ?? false) || cutoff < nq, where, 'quantize_dropout_cutoff_index', `must be below num_quantizers (${nq})`),
-          () => E.map(() => undefined)(resolveFSQ(layerOptions(levels, hard, o), where)),
-        ],
-      )
-    }),
-  )
+  return decodeWith(ResidualFSQOptions, input, where, (o) => {
+    const levels: number[] = [...o.levels]
+    const hard = o.bound_hard_clamp ?? true
+    const given = o.soft_clamp_input_value ?? null
+    const soft =
+      hard ? levels.map((l) => f32(1 + f32(1 / (l - 1)))) : given === null ? null : typeof given === 'number' ? levels.map(() => given) : [...given]
+    const nq = o.num_quantizers
+    const cutoff = o.quantize_dropout_cutoff_index ?? 0
+    return checks<ResidualFSQConfig>(
+      {
+        levels,
+        num_quantizers: nq,
+        dim: o.dim ?? levels.length,
+        is_channel_first: o.is_channel_first ?? false,
+        quantize_dropout: (o.quantize_dropout ?? false) && nq > 1,
+        quantize_dropout_cutoff_index: cutoff,
+        quantize_dropout_multiple_of: o.quantize_dropout_multiple_of ?? 1,
+        soft_clamp_input_value: soft,
+        bound_hard_clamp: hard,
+        noise_dropout: o.noise_dropout ?? 0,
+        orthogonal_rotation: o.orthogonal_rotation ?? false,
+        codebook_size: levels.reduce((a, b) => a * b, 1),
+      },
+      [
+        () => check(levels.length > 0 && levels.every((l) => l > 1), where, 'levels', `every level must be > 1, got [${levels.join(', ')}]`),
+        () => check(!(hard && given !== null), where, 'soft_clamp_input_value', 'cannot be given with bound_hard_clamp: true (it is derived from the levels)'),
+        () => check(soft === null || soft.length === levels.length, where, 'soft_clamp_input_value', `needs one value per level (${levels.length})`),
+        () => check(!(o.quantize_dropout ?? false) || cutoff < nq, where, 'quantize_dropout_cutoff_index', `must be below num_quantizers (${nq})`),
+        () => E.map(() => undefined)(resolveFSQ(layerOptions(levels, hard, o), where)),
+      ],
+    )
+  })
 }
 
 const layerOptions = (levels: readonly number[], hard: boolean, o: { noise_dropout?: number; orthogonal_rotation?: boolean }) =>

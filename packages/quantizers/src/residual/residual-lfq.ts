@@ -1,8 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js'
-import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { TesseraError } from '@tessera/core'
-import { Finite, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
+import { Finite, NonNegInt, PositiveInt, check, checks, decodeWith, strict } from '../config/codec.js'
 import type { LFQConfig } from '../lfq/config.js'
 import { lfqLayerProps, resolveLFQ } from '../lfq/config.js'
 import { makeLFQ } from '../lfq/lfq.js'
@@ -35,35 +34,32 @@ export interface ResidualLFQConfig {
 }
 
 export function decodeResidualLFQ(input: unknown, where = 'ResidualLFQ'): E.Either<TesseraError, ResidualLFQConfig> {
-  return pipe(
-    decode(ResidualLFQOptions, input, where),
-    E.chain((o) => {
-      const { dim, num_quantizers: nq, codebook_size, quantize_dropout, quantize_dropout_cutoff_index, quantize_dropout_multiple_of, soft_clamp_input_value, ...rest } = o
-      const codebook_dim = Math.round(Math.log2(codebook_size))
-      const layers: LFQConfig[] = []
-      let soft: number | null = soft_clamp_input_value ?? null
-      for (let q = 0; q < nq; q++) {
-        const l = resolveLFQ({ ...rest, dim: codebook_dim, codebook_size, codebook_scale: 2 ** -q, soft_clamp_input_value: soft } as never, `${where}.layers.${q}`)
-        if (E.isLeft(l)) return l
-        layers.push(l.right)
-        if (soft !== null) soft *= 0.5
-      }
-      const cutoff = quantize_dropout_cutoff_index ?? 0
-      return checks<ResidualLFQConfig>(
-        {
-          dim,
-          num_quantizers: nq,
-          codebook_size,
-          codebook_dim,
-          quantize_dropout: (quantize_dropout ?? false) && nq > 1,
-          quantize_dropout_cutoff_index: cutoff,
-          quantize_dropout_multiple_of: quantize_dropout_multiple_of ?? 1,
-          layers,
-        },
-        [() => check(!(quantize_dropout ?? false) || cutoff < nq, where, 'quantize_dropout_cutoff_index', `must be below num_quantizers (${nq})`)],
-      )
-    }),
-  )
+  return decodeWith(ResidualLFQOptions, input, where, (o) => {
+    const { dim, num_quantizers: nq, codebook_size, quantize_dropout, quantize_dropout_cutoff_index, quantize_dropout_multiple_of, soft_clamp_input_value, ...rest } = o
+    const codebook_dim = Math.round(Math.log2(codebook_size))
+    const layers: LFQConfig[] = []
+    let soft: number | null = soft_clamp_input_value ?? null
+    for (let q = 0; q < nq; q++) {
+      const l = resolveLFQ({ ...rest, dim: codebook_dim, codebook_size, codebook_scale: 2 ** -q, soft_clamp_input_value: soft } as never, `${where}.layers.${q}`)
+      if (E.isLeft(l)) return l
+      layers.push(l.right)
+      if (soft !== null) soft *= 0.5
+    }
+    const cutoff = quantize_dropout_cutoff_index ?? 0
+    return checks<ResidualLFQConfig>(
+      {
+        dim,
+        num_quantizers: nq,
+        codebook_size,
+        codebook_dim,
+        quantize_dropout: (quantize_dropout ?? false) && nq > 1,
+        quantize_dropout_cutoff_index: cutoff,
+        quantize_dropout_multiple_of: quantize_dropout_multiple_of ?? 1,
+        layers,
+      },
+      [() => check(!(quantize_dropout ?? false) || cutoff < nq, where, 'quantize_dropout_cutoff_index', `must be below num_quantizers (${nq})`)],
+    )
+  })
 }
 
 export type ResidualLFQ = Residual<ResidualLFQConfig>

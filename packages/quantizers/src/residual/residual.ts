@@ -1,5 +1,5 @@
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, random, stack, where } from '@tessera/core'
+import { LAYER_STREAM, TesseraError, foldKey, prefixed, random, scoped, stack, where } from '@tessera/core'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
@@ -23,7 +23,14 @@ export interface ResidualSpec {
   /** tanh soft clamp after project_in, per codebook dimension (state buffer `soft_clamp_input_value`). */
   readonly softClamp?: readonly number[] | null
   /** Structured quantize dropout in training (needs a key): layers after a random cut-off are skipped. */
-  readonly quantizeDropout?: { readonly cutoffIndex: number; readonly multipleOf: number } | null
+  readonly quantizeDropout?: QuantizeDropout | null
+}
+
+export interface QuantizeDropout {
+  /** the first layer that may be the last active one */
+  readonly cutoffIndex: number
+  /** the number of active layers is rounded up to a multiple of this */
+  readonly multipleOf: number
 }
 
 export interface Residual<C = unknown> extends Quantizer<C> {
@@ -34,22 +41,16 @@ export interface Residual<C = unknown> extends Quantizer<C> {
 
 export const layerPrefix = (i: number) => `layers.${i}.`
 
-/** The entries of `named` under a prefix, with the prefix removed. */
-export function scoped<T>(named: Named<T>, prefix: string): Record<string, T> {
-  const out: Record<string, T> = {}
-  for (const [k, v] of Object.entries(named)) if (k.startsWith(prefix)) out[k.slice(prefix.length)] = v
-  return out
-}
+/** A different i32[2] key per use `i` of a traced key (layer i, or 1 << 20 for the dropout cut-off). */
+export const layerKey = (key: Tensor, i: number): Tensor => foldKey(key, i + 1, LAYER_STREAM)
 
-export function prefixed<T>(named: Named<T>, prefix: string): Record<string, T> {
-  const out: Record<string, T> = {}
-  for (const [k, v] of Object.entries(named)) out[`${prefix}${k}`] = v
-  return out
-}
-
-/** A different i32[2] key per use `i` of a traced key (distinct counter streams). */
-export function foldKey(key: Tensor, i: number): Tensor {
-  return key.add(key.builder.constant([Math.imul(i + 1, 0x3c6ef372) | 0, i + 1], [2], 'int32'))
+/** The index of the last active layer of `layers` in a quantize-dropout step, as a traced int32 scalar. */
+export function quantizeDropoutCut(key: Tensor, layers: number, qd: QuantizeDropout): Tensor {
+  const span = layers - qd.cutoffIndex
+  const u = key.builder.randomUniform(layerKey(key, 1 << 20), [])
+  let r = u.mul(span).floor().cast('int32').minimum(span - 1).add(qd.cutoffIndex)
+  if (qd.multipleOf !== 1) r = r.add(qd.multipleOf).idiv(qd.multipleOf).mul(qd.multipleOf).sub(1)
+  return r
 }
 
 export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
@@ -80,15 +81,6 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
     return { params, state }
   }
 
-  /** The index of the last active layer in a quantize-dropout step, as a traced int32 scalar. */
-  const dropoutCut = (key: Tensor): Tensor => {
-    const qd = spec.quantizeDropout!
-    const span = nq - qd.cutoffIndex
-    const u = key.builder.randomUniform(foldKey(key, 1 << 20), [])
-    let r = u.mul(span).floor().cast('int32').minimum(span - 1).add(qd.cutoffIndex)
-    if (qd.multipleOf !== 1) r = r.add(qd.multipleOf).idiv(qd.multipleOf).mul(qd.multipleOf).sub(1)
-    return r
-  }
 
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions): QuantizeResult => {
     const layout = packLayout(x, spec.channelFirst, spec.dim, spec.kind)
@@ -100,7 +92,7 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
     }
     const dropping = opts.training && !!spec.quantizeDropout && nq > 1
     if (dropping && !opts.key) throw new TesseraError('input', `${spec.kind}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
-    const cut = dropping ? dropoutCut(opts.key!) : undefined
+    const cut = dropping ? quantizeDropoutCut(opts.key!, nq, spec.quantizeDropout!) : undefined
     let res = h
     let out: Tensor | undefined
     const indices: Tensor[] = []
@@ -116,7 +108,7 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
       const { key: _callKey, ...callOpts } = opts
       const sub = layer.apply(scoped(params, layerPrefix(i)), scoped(state, layerPrefix(i)), input, {
         ...callOpts,
-        ...(opts.key ? { key: foldKey(opts.key, i) } : {}),
+        ...(opts.key ? { key: layerKey(opts.key, i) } : {}),
       })
       let q = scale ? sub.quantized.mul(scale) : sub.quantized
       let idx = sub.indices

@@ -1,9 +1,8 @@
 import * as E from 'fp-ts/lib/Either.js'
-import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { Tensor } from '@tessera/core'
 import { TesseraError } from '@tessera/core'
-import { Finite, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
+import { Finite, NonNegInt, PositiveInt, check, checks, decodeWith, strict } from '../config/codec.js'
 import type { Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { Residual } from '../residual/residual.js'
 import { residual } from '../residual/residual.js'
@@ -35,35 +34,32 @@ export interface ResidualSimVQConfig {
 }
 
 export function decodeResidualSimVQ(input: unknown, where = 'ResidualSimVQ'): E.Either<TesseraError, ResidualSimVQConfig> {
-  return pipe(
-    decode(ResidualSimVQOptions, input, where),
-    E.chain((o) => {
-      const nq = o.num_quantizers
-      const cutoff = o.quantize_dropout_cutoff_index ?? 0
-      const dropping = (o.quantize_dropout ?? false) && nq > 1
-      const cfg: ResidualSimVQConfig = {
+  return decodeWith(ResidualSimVQOptions, input, where, (o) => {
+    const nq = o.num_quantizers
+    const cutoff = o.quantize_dropout_cutoff_index ?? 0
+    const dropping = (o.quantize_dropout ?? false) && nq > 1
+    const cfg: ResidualSimVQConfig = {
+      dim: o.dim,
+      num_quantizers: nq,
+      channel_first: o.channel_first ?? false,
+      quantize_dropout: dropping ? { cutoffIndex: cutoff, multipleOf: o.quantize_dropout_multiple_of ?? 1 } : null,
+      layer: {
         dim: o.dim,
-        num_quantizers: nq,
-        channel_first: o.channel_first ?? false,
-        quantize_dropout: dropping ? { cutoffIndex: cutoff, multipleOf: o.quantize_dropout_multiple_of ?? 1 } : null,
-        layer: {
-          dim: o.dim,
-          codebook_size: o.codebook_size,
-          // layers see (b, n, d): the combinator handles the channel-first layout
-          channel_first: false,
-          rotation_trick: o.rotation_trick ?? true,
-          input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
-          commitment_weight: o.commitment_weight ?? 1,
-          frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
-        },
-      }
-      return checks(cfg, [
-        () => check(!dropping || cutoff < nq, where, 'quantize_dropout_cutoff_index', `must be below num_quantizers (${nq}), got ${cutoff}`),
-        () => check(cfg.layer.codebook_size <= 2 ** 24, where, 'codebook_size', 'must be at most 2^24'),
-        () => check(cfg.layer.commitment_weight >= 0, where, 'commitment_weight', 'must be >= 0'),
-      ])
-    }),
-  )
+        codebook_size: o.codebook_size,
+        // layers see (b, n, d): the combinator handles the channel-first layout
+        channel_first: false,
+        rotation_trick: o.rotation_trick ?? true,
+        input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
+        commitment_weight: o.commitment_weight ?? 1,
+        frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
+      },
+    }
+    return checks(cfg, [
+      () => check(!dropping || cutoff < nq, where, 'quantize_dropout_cutoff_index', `must be below num_quantizers (${nq}), got ${cutoff}`),
+      () => check(cfg.layer.codebook_size <= 2 ** 24, where, 'codebook_size', 'must be at most 2^24'),
+      () => check(cfg.layer.commitment_weight >= 0, where, 'commitment_weight', 'must be >= 0'),
+    ])
+  })
 }
 
 /** ResidualSimVQ: the residual combinator over SimVQ layers (no projections; indices (b, ..., q)). */

@@ -1,12 +1,10 @@
 import * as E from 'fp-ts/lib/Either.js'
-import { pipe } from 'fp-ts/lib/function.js'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, random, tensorOf } from '@tessera/core'
-import { Finite, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
-import { linear } from '../common/linear.js'
+import { TesseraError, linear, random, straightThrough, tensorOf } from '@tessera/core'
+import { Finite, PositiveInt, check, checks, decodeWith, strict } from '../config/codec.js'
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import { codebookDistances } from '../vq/codebook.js'
-import { rotateTo, straightThrough } from '../vq/gradient-routing.js'
+import { rotateTo } from '../vq/gradient-routing.js'
 import * as t from 'io-ts'
 
 /**
@@ -37,25 +35,22 @@ export interface SimVQConfig {
 }
 
 export function decodeSimVQ(input: unknown, where = 'SimVQ'): E.Either<TesseraError, SimVQConfig> {
-  return pipe(
-    decode(SimVQOptions, input, where),
-    E.chain((o) => {
-      const cfg: SimVQConfig = {
-        dim: o.dim,
-        codebook_size: o.codebook_size,
-        channel_first: o.channel_first ?? false,
-        rotation_trick: o.rotation_trick ?? true,
-        input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
-        commitment_weight: o.commitment_weight ?? 1,
-        frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
-      }
-      return checks(cfg, [
-        () => check(cfg.codebook_size <= 2 ** 24, where, 'codebook_size', `must be at most 2^24, got ${cfg.codebook_size}`),
-        () => check(cfg.commitment_weight >= 0, where, 'commitment_weight', `must be >= 0, got ${cfg.commitment_weight}`),
-        () => check(cfg.input_to_quantize_commit_loss_weight >= 0, where, 'input_to_quantize_commit_loss_weight', 'must be >= 0'),
-      ])
-    }),
-  )
+  return decodeWith(SimVQOptions, input, where, (o) => {
+    const cfg: SimVQConfig = {
+      dim: o.dim,
+      codebook_size: o.codebook_size,
+      channel_first: o.channel_first ?? false,
+      rotation_trick: o.rotation_trick ?? true,
+      input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
+      commitment_weight: o.commitment_weight ?? 1,
+      frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
+    }
+    return checks(cfg, [
+      () => check(cfg.codebook_size <= 2 ** 24, where, 'codebook_size', `must be at most 2^24, got ${cfg.codebook_size}`),
+      () => check(cfg.commitment_weight >= 0, where, 'commitment_weight', `must be >= 0, got ${cfg.commitment_weight}`),
+      () => check(cfg.input_to_quantize_commit_loss_weight >= 0, where, 'input_to_quantize_commit_loss_weight', 'must be >= 0'),
+    ])
+  })
 }
 
 export interface SimVQ extends Quantizer<SimVQConfig> {
@@ -87,7 +82,7 @@ export function makeSimVQ(cfg: SimVQConfig): SimVQ {
     if (!v) throw new TesseraError('input', `${W}.${op}`, `missing ${name}`)
     return v
   }
-  const codebook = (params: Named<Tensor>, state: Named<Tensor>) => linear(get(state, FROZEN, 'codebook'), get(params, WEIGHT, 'codebook'))
+  const codebook = (params: Named<Tensor>, state: Named<Tensor>) => linear(get(state, FROZEN, 'codebook'), { weight: get(params, WEIGHT, 'codebook') })
 
   /** (b, ..., d) or channel-first (b, d, ...) -> (b, N, d) and back. */
   const layoutOf = (x: Tensor) => {
@@ -127,7 +122,7 @@ export function makeSimVQ(cfg: SimVQConfig): SimVQ {
 
   const indicesToCodes = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
     if (indices.dtype !== 'int32') throw new TesseraError('dtype', `${W}.indicesToCodes`, `indices must be int32, got ${indices.dtype}`)
-    const codes = linear(get(state, FROZEN, 'indicesToCodes').gather(indices, 0), get(params, WEIGHT, 'indicesToCodes'))
+    const codes = linear(get(state, FROZEN, 'indicesToCodes').gather(indices, 0), { weight: get(params, WEIGHT, 'indicesToCodes') })
     return cfg.channel_first ? codes.moveAxis(-1, 1) : codes
   }
 

@@ -138,8 +138,3 @@ export function orthogonalLoss(embed: Tensor, mask?: Tensor): Tensor {
   const n = m.sum()
   return cos2.mul(pair).sum().div(n.square().mul(h)).sub(n.recip())
 }
-
-/** Entropy −Σ p·log(clamp(p, 1e−5)) along the last axis. */
-export function entropy(p: Tensor): Tensor {
-  return p.mul(p.maximum(1e-5).log()).sum(-1).neg()
-}

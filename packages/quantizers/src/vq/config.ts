@@ -2,7 +2,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { TesseraError } from '@tessera/core'
-import { Finite, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
+import { Finite, MAX_CODEBOOK_SIZE, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
 
 /**
  * VectorQuantize's keyword arguments, as vector-quantize-pytorch names them. Options of the
@@ -81,9 +81,6 @@ export interface VQConfig {
   readonly num_codebooks: number
 }
 
-/** Indices are exact int32 and summed as float32 in places: keep them below 2^24. */
-export const MAX_VQ_CODEBOOK_SIZE = 2 ** 24
-
 export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<TesseraError, VQConfig> {
   const heads = o.heads ?? 1
   const codebook_dim = o.codebook_dim ?? o.dim
@@ -128,7 +125,7 @@ export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<Tess
     num_codebooks: separate ? heads : 1,
   }
   return checks<VQConfig>(cfg, [
-    () => check(cfg.codebook_size <= MAX_VQ_CODEBOOK_SIZE, where, 'codebook_size', `must be at most 2^24, got ${cfg.codebook_size}`),
+    () => check(cfg.codebook_size <= MAX_CODEBOOK_SIZE, where, 'codebook_size', `must be at most 2^24, got ${cfg.codebook_size}`),
     () => check(decay >= 0 && decay <= 1, where, 'decay', `must lie in [0, 1], got ${decay}`),
     () => check(cfg.eps > 0, where, 'eps', `must be > 0, got ${cfg.eps}`),
     () => check(threshold >= 0, where, 'threshold_ema_dead_code', `must be >= 0, got ${threshold}`),

@@ -5,11 +5,6 @@ import type { Tensor } from '@tessera/core'
  * rounding) the quantized value; they differ only in what the autodiff transform sees.
  */
 
-/** The straight-through estimator: x + stopGradient(q − x). */
-export function straightThrough(x: Tensor, q: Tensor): Tensor {
-  return x.add(q.sub(x).stopGradient())
-}
-
 const safeDiv = (num: Tensor, den: Tensor, eps = 1e-6): Tensor => num.div(den.maximum(eps))
 const norm = (t: Tensor): Tensor => t.square().sum(-1, true).sqrt()
 

@@ -1,37 +1,14 @@
 import type { Tensor } from '@tessera/core'
-import { TesseraError, where } from '@tessera/core'
+import { TesseraError, ranksOf, where } from '@tessera/core'
 
 /**
- * Random helpers over symbolic i32[2] keys. A draw's element i depends only on (key, i), so two
- * uses of one key would be correlated: every use gets its own key folded in from a distinct tag.
+ * Random helpers over symbolic i32[2] keys; every use of a key folds in its own tag first (core's
+ * `foldKey`), since two draws from one key would be correlated.
  */
-
-/** A key derived from `key` and a small integer tag (int32 add wraps, so any tag is safe). */
-export function foldKey(key: Tensor, tag: number): Tensor {
-  if (key.dtype !== 'int32' || key.rank !== 1 || key.shape[0] !== 2)
-    throw new TesseraError('input', 'key', `a random key must be i32[2], got ${key.dtype}[${key.shape.join(',')}]`)
-  return key.add(key.builder.constant([Math.imul(tag, 0x2545f491) | 0, tag | 0], [2], 'int32'))
-}
 
 export function requireKey(key: Tensor | undefined, where_: string, why: string): Tensor {
   if (!key) throw new TesseraError('input', where_, `${why} needs a random key (opts.key, i32[2])`)
   return key
-}
-
-/**
- * Ranks of `u` along its last axis: a uniformly random permutation when `u` is i.i.d. uniform.
- * rank_i = #{j : u_j < u_i} + #{j < i : u_j == u_i}, so ties still give distinct ranks.
- * Returns float32 ranks (exact integers below 2^24). O(n^2) comparisons: meant for batch rows.
- */
-export function ranksOf(u: Tensor): Tensor {
-  const n = u.shape[u.rank - 1]!
-  const ui = u.expandDims(-1) // (..., n, 1): row i
-  const uj = u.expandDims(-2) // (..., 1, n): column j
-  const b = u.builder
-  const jBeforeI = b.iota([n, n], 1).lt(b.iota([n, n], 0)) // j < i
-  const less = uj.lt(ui)
-  const tieBefore = uj.eq(ui).and(jBeforeI.broadcastTo([...u.shape.slice(0, -1), n, n]))
-  return less.or(tieBefore).cast('float32').sum(-1)
 }
 
 /**

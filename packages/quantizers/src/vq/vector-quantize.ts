@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, random, tensorOf, where, zerosHost } from '@tessera/core'
+import { TesseraError, entropy, foldKey, random, ranksOf, straightThrough, tensorOf, where, zerosHost } from '@tessera/core'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
@@ -8,7 +8,6 @@ import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../qu
 import {
   codebookDistances,
   embedFromAverages,
-  entropy,
   expireCodes,
   gatherCodes,
   kmeans,
@@ -19,8 +18,8 @@ import {
 } from './codebook.js'
 import type { VQConfig } from './config.js'
 import { decodeVQ } from './config.js'
-import { rotateTo, straightThrough } from './gradient-routing.js'
-import { foldKey, gumbelNoise, ranksOf, requireKey } from './sampling.js'
+import { rotateTo } from './gradient-routing.js'
+import { gumbelNoise, requireKey } from './sampling.js'
 
 /** Per-call options of the reference's forward that Tessera supports. */
 export interface VQApplyOptions extends ApplyOptions {

@@ -1,5 +1,3 @@
-import { readFile, readdir } from 'node:fs/promises'
-import { join } from 'node:path'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend } from '@tessera/core'
 import { compileCache } from '../run.js'
@@ -7,16 +5,25 @@ import { parseGoldenCase } from './format.js'
 import type { CaseReport, CaseRunners } from './runner.js'
 import { runCase } from './runner.js'
 
-/** Run every `*.json` case in a folder (sorted by file name). A file that does not parse fails. */
-export async function runGoldenDir(dir: string, runners: CaseRunners, backend: Backend): Promise<CaseReport[]> {
-  const files = (await readdir(dir)).filter((f) => f.endsWith('.json')).sort()
+/**
+ * A golden case file's name and text. Reading them (from a folder, a fetch, a bundle) is the
+ * caller's business, so this module runs in browsers too; `tessera golden <dir>` reads a folder.
+ */
+export interface GoldenFile {
+  readonly name: string
+  readonly text: string
+}
+
+/** Run golden case files in name order, sharing one compile cache. A file that does not parse fails. */
+export async function runGoldenFiles(files: readonly GoldenFile[], runners: CaseRunners, backend: Backend): Promise<CaseReport[]> {
+  const sorted = [...files].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   const cache = compileCache()
   const reports: CaseReport[] = []
   try {
-    for (const f of files) {
-      const parsed = parseGoldenCase(await readFile(join(dir, f), 'utf8'), f)
+    for (const f of sorted) {
+      const parsed = parseGoldenCase(f.text, f.name)
       if (E.isLeft(parsed)) {
-        reports.push({ name: f, className: '?', ok: false, checks: [], error: parsed.left.message, worstFloat: NaN, indexMismatches: NaN })
+        reports.push({ name: f.name, className: '?', ok: false, checks: [], error: parsed.left.message, worstFloat: NaN, indexMismatches: NaN })
         continue
       }
       reports.push(await runCase(parsed.right, runners, { backend, cache }))
@@ -27,6 +34,7 @@ export async function runGoldenDir(dir: string, runners: CaseRunners, backend: B
   return reports
 }
 
+/** One line per case: PASS/FAIL, the worst float error, index mismatches and the failing outputs. */
 export function formatReport(r: CaseReport): string {
   const head = `${r.ok ? 'PASS' : 'FAIL'} ${r.name} (${r.className})`
   if (r.error) return `${head}: ${r.error}`
