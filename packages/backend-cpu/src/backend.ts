@@ -1,18 +1,7 @@
-import type { Backend, Caps, Executable, HostTensor, Program } from '@tessera/core'
-import { interpretProgram } from './interpret.js'
+import type { Backend, Executable, HostTensor, Program } from '@tessera/core'
+import { interpretProgram, referenceCaps } from '@tessera/core'
 
-export const referenceCaps: Caps = {
-  exactIntLimit: 2 ** 31,
-  strictNaN: true,
-  maxKernelArgs: Infinity,
-  maxTextureSize: Infinity,
-  atol: 0,
-  rtol: 0,
-  transcendentalRtol: 0,
-  fuses: false,
-}
-
-/** The reference backend: interprets programs one primitive at a time. */
+/** The reference backend: core's evaluator, interpreting programs one primitive at a time. */
 export function cpuBackend(): Backend {
   return {
     name: 'cpu-reference',

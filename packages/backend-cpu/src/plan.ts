@@ -1,12 +1,12 @@
-import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, Kernel, KNode, Plan, Program } from '@tessera/core'
-import { TesseraError, allocate, checkAvals, lowerProgram, random, scheduleKernel } from '@tessera/core'
-import { roundHalfEven } from './interpret.js'
+import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, IndexOp, Kernel, KNode, Plan, Program } from '@tessera/core'
+import { TesseraError, allocate, castTo, checkAvals, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel } from '@tessera/core'
 
 /**
  * A second CPU path: lower a program into the fused plan the GPU backends run, then interpret
- * the plan kernel by kernel, node by node. Scalar semantics are the reference's (float32 rounding
- * after every op, float64 accumulation in sums and matmul, half-to-even round, floor division,
- * first-index ties), so any difference from `interpretProgram` is a fusion bug.
+ * the plan kernel by kernel, node by node. Scalar semantics are the reference's own table (core's
+ * scalar.ts: float32 rounding after every op, half-to-even round, floor division), with float64
+ * accumulation in sums and matmul and first-index ties as in the reference, so any difference
+ * from `interpretProgram` is a fusion bug.
  */
 export interface FusedCpuOptions {
   /** Most buffers one kernel may read; small values exercise kernel splitting. */
@@ -46,51 +46,36 @@ export function fusedCpuBackend(opts: FusedCpuOptions = {}): Backend & { plan(pr
   }
 }
 
-const nanMax = (x: number, y: number) => (x !== x || y !== y ? NaN : x > y ? x : y)
-const nanMin = (x: number, y: number) => (x !== x || y !== y ? NaN : x < y ? x : y)
+type OpNode = Extract<KNode, { k: 'op' }>
+type NodeFn = (a: number, b: number, c: number) => number
 
-function castTo(dtype: DType, x: number): number {
-  if (dtype === 'bool') return x !== 0 ? 1 : 0
-  if (dtype === 'int32') {
-    if (x !== x) return 0
-    const t = Math.trunc(x)
-    return t > 2147483647 ? 2147483647 : t < -2147483648 ? -2147483648 : t
-  }
-  return Math.fround(x)
+/** Index helpers are kernel-only ops (no primitive): floor(x / n) and x mod n on non-negative ints. */
+const indexOps: { readonly [O in IndexOp]: (n: OpNode) => NodeFn } = {
+  ixdiv: (n) => (a) => Math.floor(a / n.n!),
+  ixmod: (n) => (a) => a % n.n!,
 }
 
-/** One elementwise op on scalars, rounded like the reference stores it. */
-function applyOp(n: Extract<KNode, { k: 'op' }>, a: number, b: number, c: number, argDtype: DType): number {
-  const isInt = argDtype === 'int32'
-  const f = (x: number) => (n.dtype === 'float32' ? Math.fround(x) : x)
+/**
+ * The scalar function one op node computes, looked up once per kernel. Every elementwise op is
+ * core's scalar rule (the reference's own, so values match it bit for bit); `argDtype` is the
+ * dtype of the node's first operand, which selects the rule, except for cast (keyed by its
+ * target) and where (keyed by its branches, the node's dtype).
+ */
+function nodeFn(n: OpNode, argDtype: DType): NodeFn {
   switch (n.op) {
-    case 'neg': return isInt ? -a | 0 : -a
-    case 'exp': return f(Math.exp(a))
-    case 'log': return f(Math.log(a))
-    case 'sqrt': return f(Math.sqrt(a))
-    case 'tanh': return f(Math.tanh(a))
-    case 'atanh': return f(Math.atanh(a))
-    case 'abs': return isInt ? Math.abs(a) | 0 : Math.abs(a)
-    case 'sign': return a > 0 ? 1 : a < 0 ? -1 : a
-    case 'floor': return Math.floor(a)
-    case 'round': return roundHalfEven(a)
-    case 'recip': return f(1 / a)
-    case 'cast': return castTo(n.dtype, a)
-    case 'add': return isInt ? (a + b) | 0 : n.wide ? a + b : f(a + b)
-    case 'sub': return isInt ? (a - b) | 0 : f(a - b)
-    case 'mul': return isInt ? Math.imul(a, b) : n.wide ? a * b : f(a * b)
-    case 'div': return f(a / b)
-    case 'idiv': return b === 0 ? 0 : Math.floor(a / b)
-    case 'mod': return b === 0 ? 0 : a - b * Math.floor(a / b)
-    case 'pow': return f(Math.pow(a, b))
-    case 'max': return nanMax(a, b)
-    case 'min': return nanMin(a, b)
-    case 'lt': return a < b ? 1 : 0
-    case 'le': return a <= b ? 1 : 0
-    case 'eq': return a === b ? 1 : 0
-    case 'where': return a ? b : c
-    case 'ixdiv': return Math.floor(a / n.n!)
-    case 'ixmod': return a % n.n!
+    case 'ixdiv':
+    case 'ixmod':
+      return indexOps[n.op](n)
+    case 'cast':
+    case 'where':
+      return scalarFn(n.op, n.dtype) as NodeFn
+    case 'add':
+    case 'mul':
+      // matmul's products and their sum stay unrounded, as the reference accumulates in float64
+      if (n.wide && argDtype === 'float32') return n.op === 'add' ? (a, b) => a + b : (a, b) => a * b
+      return scalarFn(n.op, argDtype) as NodeFn
+    default:
+      return scalarFn(n.op, argDtype) as NodeFn
   }
 }
 
@@ -98,7 +83,7 @@ function runKernel(k: Kernel, bufs: Map<number, AnyTypedArray>): AnyTypedArray {
   const sched = scheduleKernel(k)
   const out = allocate(k.dtype, k.size)
   const vals = new Float64Array(k.nodes.length)
-  const argDt = k.nodes.map((n) => (n.k === 'op' ? (n.op === 'where' ? 'bool' : nodeDt(k.nodes[n.args[0]!]!)) : 'float32'))
+  const fns = k.nodes.map((n) => (n.k === 'op' ? nodeFn(n, nodeDt(k.nodes[n.args[0]!]!)) : undefined))
   const data = k.nodes.map((n) => (n.k === 'load' ? bufs.get(n.buf) : undefined))
   let thread = 0, ridx = 0
   const evalNode = (id: number) => {
@@ -112,12 +97,13 @@ function runKernel(k: Kernel, bufs: Map<number, AnyTypedArray>): AnyTypedArray {
         const at = vals[n.at]!
         const d = data[id]!
         if (!(at >= 0 && at < d.length))
-          throw new TesseraError('runtime', 'cpu-fused', `kernel for b${k.out} reads b${n.buf}[${at}] outside its ${d.length} elements`)
+          // a plan that indexes outside a buffer is a lowering bug, not bad user data
+          throw new TesseraError('backend', 'cpu-fused', `kernel for b${k.out} reads b${n.buf}[${at}] outside its ${d.length} elements`)
         vals[id] = d[at]!
         break
       }
       case 'op':
-        vals[id] = applyOp(n, vals[n.args[0]!]!, vals[n.args[1]!] ?? 0, vals[n.args[2]!] ?? 0, argDt[id] as DType)
+        vals[id] = fns[id]!(vals[n.args[0]!]!, vals[n.args[1]!] ?? 0, vals[n.args[2]!] ?? 0)
         break
       case 'reduce':
         break

@@ -18,10 +18,9 @@
  */
 import fc from 'fast-check'
 import type { Backend, HostTensor, Prim, Program, Tensor } from '@tessera/core'
-import { allPrims, printProgram, random, run, tensorOf, traceOrThrow, where } from '@tessera/core'
+import { allPrims, interpretProgram, printProgram, random, run, tensorOf, traceOrThrow, where } from '@tessera/core'
 import type { ProgramCase, TolClass } from '@tessera/core/testing'
 import { primCases, randomProgramArb, tolClassOf } from '@tessera/core/testing'
-import { interpretProgram } from '@tessera/backend-cpu'
 
 export interface Stat {
   cases: number

@@ -127,22 +127,30 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
   let calls = 0
   let disposed = false
 
+  /** gpu.js reports its failures (shader compilation, GL limits) as bare Errors: name the backend. */
+  const asBackendError = (what: string, e: unknown): TesseraError =>
+    e instanceof TesseraError ? e : new TesseraError('backend', `gpujs(${mode})`, `${what}: ${e instanceof Error ? e.message : String(e)}`)
+
   const kernelFor = (k: Kernel, argSizes: readonly number[]): KernelFn => {
     const { source, loopSize } = kernelSource(k)
     // gpu.js bakes argument sizes into a built kernel, so they are part of the key
     const key = `${k.size}|${argSizes.join(',')}|${source}`
     let fn = cache.get(key)
     if (!fn) {
-      fn = gpu.createKernel(source, {
-        output: [k.size],
-        precision: 'single',
-        tactic: 'precision',
-        pipeline: true,
-        immutable: true,
-        loopMaxIterations: Math.max(loopSize, 1),
-        dynamicOutput: false,
-        dynamicArguments: false,
-      })
+      try {
+        fn = gpu.createKernel(source, {
+          output: [k.size],
+          precision: 'single',
+          tactic: 'precision',
+          pipeline: true,
+          immutable: true,
+          loopMaxIterations: Math.max(loopSize, 1),
+          dynamicOutput: false,
+          dynamicArguments: false,
+        })
+      } catch (e) {
+        throw asBackendError(`creating the kernel for b${k.out}`, e)
+      }
       cache.set(key, fn)
     }
     return fn
@@ -178,7 +186,13 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
   }
 
   const readBack = async (v: unknown, size: number): Promise<ArrayLike<number>> => {
-    if (isDeviceValue(v)) return await v.toArray()
+    if (isDeviceValue(v)) {
+      try {
+        return await v.toArray()
+      } catch (e) {
+        throw asBackendError(`reading back ${size} elements`, e)
+      }
+    }
     if (v instanceof Float32Array) return v
     if (v && typeof v === 'object' && 'length' in v) return v as ArrayLike<number>
     throw new TesseraError('backend', `gpujs(${mode})`, `cannot read back a value of ${size} elements`)
@@ -252,8 +266,14 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
                 continue
               }
               const fn = kernels.get(k)!
-              let r = fn(...k.args.map((b) => env.get(b)))
-              if (r instanceof Promise) r = await r
+              let r: unknown
+              try {
+                // gpu.js compiles a kernel on its first call, so compile errors surface here too
+                r = fn(...k.args.map((b) => env.get(b)))
+                if (r instanceof Promise) r = await r
+              } catch (e) {
+                throw asBackendError(`running the kernel for b${k.out}`, e)
+              }
               calls++
               if (!checked.has(fn)) {
                 checkMode(fn)

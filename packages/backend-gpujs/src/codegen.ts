@@ -1,5 +1,5 @@
-import type { Kernel, KNode, NodeId } from '@tessera/core'
-import { TesseraError, scheduleKernel } from '@tessera/core'
+import type { ElemOp, Kernel, KNode, NodeId } from '@tessera/core'
+import { scheduleKernel } from '@tessera/core'
 
 /**
  * Kernel source for gpu.js: one JS function string per fused kernel, every size a literal, the
@@ -125,87 +125,97 @@ export function kernelSource(k: Kernel): KernelSource {
   return { source: lines.join('\n'), loopSize: sched.loop?.size ?? 0 }
 }
 
-function opCode(n: Extract<KNode, { k: 'op' }>, id: NodeId, a: readonly string[]): string[] {
-  const o = `v${id}`
-  const [x, y, z] = a as [string, string, string]
-  const one = (e: string) => [`let ${o} = ${e};`]
-  switch (n.op) {
-    case 'neg': return one(`-${x}`)
-    case 'exp': return one(`Math.exp(${x})`)
-    case 'log': return one(`Math.log(${x})`)
-    case 'sqrt': return one(`Math.sqrt(${x})`)
-    case 'abs': return one(`Math.abs(${x})`)
-    case 'floor': return one(`Math.floor(${x})`)
-    case 'recip': return one(`1.0 / ${x}`)
-    case 'sign': return one(`${x} > 0.0 ? 1.0 : (${x} < 0.0 ? -1.0 : ${x})`)
-    case 'round':
-      // half to even
-      return [
-        `let f${id} = Math.floor(${x});`,
-        `let d${id} = ${x} - f${id};`,
-        `let ${o} = d${id} > 0.5 ? f${id} + 1.0 : (d${id} < 0.5 ? f${id} : f${id} + (f${id} - 2.0 * Math.floor(f${id} * 0.5)));`,
-      ]
-    case 'tanh':
-      // odd series near 0 (where (1-e)/(1+e) cancels), exp form elsewhere (never overflows)
-      return [
-        `let e${id} = Math.exp(-2.0 * Math.abs(${x}));`,
-        `let q${id} = (1.0 - e${id}) / (1.0 + e${id});`,
-        `let x${id} = ${x} * ${x};`,
-        `let p${id} = ${x} * (1.0 + x${id} * (-0.3333333333 + x${id} * (0.1333333333 + x${id} * (-0.0539682540 + x${id} * 0.0218694885))));`,
-        `let ${o} = Math.abs(${x}) < 0.3 ? p${id} : (${x} < 0.0 ? -q${id} : q${id});`,
-      ]
-    case 'atanh':
-      return [
-        `let x${id} = ${x} * ${x};`,
-        `let p${id} = ${x} * (1.0 + x${id} * (0.3333333333 + x${id} * (0.2 + x${id} * (0.1428571429 + x${id} * (0.1111111111 + x${id} * 0.0909090909)))));`,
-        `let q${id} = 0.5 * Math.log((1.0 + ${x}) / (1.0 - ${x}));`,
-        `let ${o} = Math.abs(${x}) < 0.3 ? p${id} : q${id};`,
-      ]
-    case 'cast':
-      if (n.dtype === 'int32') return one(`${x} < 0.0 ? -Math.floor(-${x}) : Math.floor(${x})`)
-      if (n.dtype === 'bool') return one(`${x} != 0.0 ? 1.0 : 0.0`)
-      return one(x)
-    case 'add': return one(`${x} + ${y}`)
-    case 'sub': return one(`${x} - ${y}`)
-    case 'mul': return one(`${x} * ${y}`)
-    case 'div': return one(`${x} / ${y}`)
-    case 'idiv':
-    case 'mod':
-      // floor division with the remainder's sign fixed up exactly; a zero divisor gives 0
-      return [
-        `let q${id} = Math.floor(${x} / ${y});`,
-        `let r${id} = ${x} - q${id} * ${y};`,
-        `let g${id} = ${y} > 0.0 ? (r${id} < 0.0 ? q${id} - 1.0 : (r${id} >= ${y} ? q${id} + 1.0 : q${id})) : (r${id} > 0.0 ? q${id} - 1.0 : (r${id} <= ${y} ? q${id} + 1.0 : q${id}));`,
-        n.op === 'idiv'
-          ? `let ${o} = ${y} == 0.0 ? 0.0 : g${id};`
-          : `let ${o} = ${y} == 0.0 ? 0.0 : ${x} - g${id} * ${y};`,
-      ]
-    case 'pow':
-      return [
-        `let a${id} = Math.pow(Math.abs(${x}), ${y});`,
-        `let i${id} = Math.floor(${y});`,
-        `let h${id} = i${id} - 2.0 * Math.floor(i${id} * 0.5);`,
-        `let n${id} = i${id} == ${y} ? (h${id} > 0.5 ? -a${id} : a${id}) : (zr / zr);`,
-        `let z${id} = ${y} > 0.0 ? 0.0 : (1.0 / zr);`,
-        `let ${o} = ${y} == 0.0 ? 1.0 : (${x} == 0.0 ? z${id} : (${x} < 0.0 ? n${id} : a${id}));`,
-      ]
-    case 'max': return one(`${x} > ${y} ? ${x} : ${y}`)
-    case 'min': return one(`${x} < ${y} ? ${x} : ${y}`)
-    case 'lt': return one(`${x} < ${y} ? 1.0 : 0.0`)
-    case 'le': return one(`${x} <= ${y} ? 1.0 : 0.0`)
-    case 'eq': return one(`${x} == ${y} ? 1.0 : 0.0`)
-    case 'where': return one(`${x} > 0.5 ? ${y} : ${z}`)
-    case 'ixdiv':
-    case 'ixmod': {
-      const d = fmtNum(n.n!)
-      return [
-        `let q${id} = Math.floor((${x} + 0.5) / ${d});`,
-        `let r${id} = ${x} - q${id} * ${d};`,
-        n.op === 'ixdiv'
-          ? `let ${o} = r${id} < 0.0 ? q${id} - 1.0 : (r${id} >= ${d} ? q${id} + 1.0 : q${id});`
-          : `let ${o} = r${id} < 0.0 ? r${id} + ${d} : (r${id} >= ${d} ? r${id} - ${d} : r${id});`,
-      ]
-    }
+/**
+ * gpu.js source for each kernel op: `o` is the result variable, `x y z` the operand expressions,
+ * `id` makes helper names unique. A mapped type over `ElemOp`, so a new op fails tsc here.
+ */
+type OpCode = (o: string, x: string, y: string, z: string, id: NodeId, n: Extract<KNode, { k: 'op' }>) => string[]
+
+const one = (o: string, e: string) => [`let ${o} = ${e};`]
+
+/** floor division with the remainder's sign fixed up exactly; a zero divisor gives 0 */
+const floorDivMod =
+  (mod: boolean): OpCode =>
+  (o, x, y, _z, id) => [
+    `let q${id} = Math.floor(${x} / ${y});`,
+    `let r${id} = ${x} - q${id} * ${y};`,
+    `let g${id} = ${y} > 0.0 ? (r${id} < 0.0 ? q${id} - 1.0 : (r${id} >= ${y} ? q${id} + 1.0 : q${id})) : (r${id} > 0.0 ? q${id} - 1.0 : (r${id} <= ${y} ? q${id} + 1.0 : q${id}));`,
+    mod ? `let ${o} = ${y} == 0.0 ? 0.0 : ${x} - g${id} * ${y};` : `let ${o} = ${y} == 0.0 ? 0.0 : g${id};`,
+  ]
+
+/** index division by a literal: floor((x + 0.5) / n) plus an exact correction */
+const indexDivMod =
+  (mod: boolean): OpCode =>
+  (o, x, _y, _z, id, n) => {
+    const d = fmtNum(n.n!)
+    return [
+      `let q${id} = Math.floor((${x} + 0.5) / ${d});`,
+      `let r${id} = ${x} - q${id} * ${d};`,
+      mod
+        ? `let ${o} = r${id} < 0.0 ? r${id} + ${d} : (r${id} >= ${d} ? r${id} - ${d} : r${id});`
+        : `let ${o} = r${id} < 0.0 ? q${id} - 1.0 : (r${id} >= ${d} ? q${id} + 1.0 : q${id});`,
+    ]
   }
-  throw new TesseraError('backend', 'gpujs codegen', `no code for op ${(n as { op: string }).op}`)
+
+const opCodes: { readonly [O in ElemOp]: OpCode } = {
+  neg: (o, x) => one(o, `-${x}`),
+  exp: (o, x) => one(o, `Math.exp(${x})`),
+  log: (o, x) => one(o, `Math.log(${x})`),
+  sqrt: (o, x) => one(o, `Math.sqrt(${x})`),
+  abs: (o, x) => one(o, `Math.abs(${x})`),
+  floor: (o, x) => one(o, `Math.floor(${x})`),
+  recip: (o, x) => one(o, `1.0 / ${x}`),
+  sign: (o, x) => one(o, `${x} > 0.0 ? 1.0 : (${x} < 0.0 ? -1.0 : ${x})`),
+  // half to even
+  round: (o, x, _y, _z, id) => [
+    `let f${id} = Math.floor(${x});`,
+    `let d${id} = ${x} - f${id};`,
+    `let ${o} = d${id} > 0.5 ? f${id} + 1.0 : (d${id} < 0.5 ? f${id} : f${id} + (f${id} - 2.0 * Math.floor(f${id} * 0.5)));`,
+  ],
+  // odd series near 0 (where (1-e)/(1+e) cancels), exp form elsewhere (never overflows)
+  tanh: (o, x, _y, _z, id) => [
+    `let e${id} = Math.exp(-2.0 * Math.abs(${x}));`,
+    `let q${id} = (1.0 - e${id}) / (1.0 + e${id});`,
+    `let x${id} = ${x} * ${x};`,
+    `let p${id} = ${x} * (1.0 + x${id} * (-0.3333333333 + x${id} * (0.1333333333 + x${id} * (-0.0539682540 + x${id} * 0.0218694885))));`,
+    `let ${o} = Math.abs(${x}) < 0.3 ? p${id} : (${x} < 0.0 ? -q${id} : q${id});`,
+  ],
+  atanh: (o, x, _y, _z, id) => [
+    `let x${id} = ${x} * ${x};`,
+    `let p${id} = ${x} * (1.0 + x${id} * (0.3333333333 + x${id} * (0.2 + x${id} * (0.1428571429 + x${id} * (0.1111111111 + x${id} * 0.0909090909)))));`,
+    `let q${id} = 0.5 * Math.log((1.0 + ${x}) / (1.0 - ${x}));`,
+    `let ${o} = Math.abs(${x}) < 0.3 ? p${id} : q${id};`,
+  ],
+  cast: (o, x, _y, _z, _id, n) =>
+    n.dtype === 'int32'
+      ? one(o, `${x} < 0.0 ? -Math.floor(-${x}) : Math.floor(${x})`)
+      : n.dtype === 'bool'
+        ? one(o, `${x} != 0.0 ? 1.0 : 0.0`)
+        : one(o, x),
+  add: (o, x, y) => one(o, `${x} + ${y}`),
+  sub: (o, x, y) => one(o, `${x} - ${y}`),
+  mul: (o, x, y) => one(o, `${x} * ${y}`),
+  div: (o, x, y) => one(o, `${x} / ${y}`),
+  idiv: floorDivMod(false),
+  mod: floorDivMod(true),
+  pow: (o, x, y, _z, id) => [
+    `let a${id} = Math.pow(Math.abs(${x}), ${y});`,
+    `let i${id} = Math.floor(${y});`,
+    `let h${id} = i${id} - 2.0 * Math.floor(i${id} * 0.5);`,
+    `let n${id} = i${id} == ${y} ? (h${id} > 0.5 ? -a${id} : a${id}) : (zr / zr);`,
+    `let z${id} = ${y} > 0.0 ? 0.0 : (1.0 / zr);`,
+    `let ${o} = ${y} == 0.0 ? 1.0 : (${x} == 0.0 ? z${id} : (${x} < 0.0 ? n${id} : a${id}));`,
+  ],
+  max: (o, x, y) => one(o, `${x} > ${y} ? ${x} : ${y}`),
+  min: (o, x, y) => one(o, `${x} < ${y} ? ${x} : ${y}`),
+  lt: (o, x, y) => one(o, `${x} < ${y} ? 1.0 : 0.0`),
+  le: (o, x, y) => one(o, `${x} <= ${y} ? 1.0 : 0.0`),
+  eq: (o, x, y) => one(o, `${x} == ${y} ? 1.0 : 0.0`),
+  where: (o, x, y, z) => one(o, `${x} > 0.5 ? ${y} : ${z}`),
+  ixdiv: indexDivMod(false),
+  ixmod: indexDivMod(true),
+}
+
+function opCode(n: Extract<KNode, { k: 'op' }>, id: NodeId, a: readonly string[]): string[] {
+  return opCodes[n.op](`v${id}`, a[0]!, a[1]!, a[2]!, id, n)
 }

@@ -1,5 +1,4 @@
 import { describeConformance } from '@tessera/core/testing'
-import { interpretProgram } from '@tessera/backend-cpu'
 import { gpuJsBackend, gpuJsUnavailable } from '../src/index.js'
 import type { GpuJsMode } from '../src/index.js'
 
@@ -11,6 +10,6 @@ for (const mode of ['webgl2', 'webgpu'] as GpuJsMode[]) {
       const why = await gpuJsUnavailable(mode)
       return why ? { skip: `gpujs ${mode}: ${why}` } : gpuJsBackend(mode)
     },
-    { reference: interpretProgram, numRuns: 8, timeout: 120_000 },
+    { numRuns: 8, timeout: 120_000 },
   )
 }

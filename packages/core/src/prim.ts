@@ -1,13 +1,15 @@
 import type { AnyTypedArray, Aval, DType, Shape } from './dtype.js'
 import { fmtAval, fmtShape, shapeEq, sizeOf } from './dtype.js'
 import { dtypeError, paramError, shapeError } from './error.js'
+import { primFacts } from './prim-facts.js'
 
 type NoParams = Readonly<Record<never, never>>
 
 /**
  * The one primitive table. Every primitive is a key here; every per-primitive rule elsewhere
- * (shape rule below, CPU reference, codegen, VJP) is a mapped type over `Prim`, so adding a
- * primitive without its rules fails the type check.
+ * (facts in prim-facts.ts, shape rule below, scalar semantics, reference evaluator, codegen, VJP) is
+ * a mapped type over `Prim` (or over its elementwise part), so adding a primitive without its rules
+ * fails the type check.
  */
 export interface PrimParams {
   // unary elementwise
@@ -64,23 +66,10 @@ export interface PrimParams {
 
 export type Prim = keyof PrimParams
 
-export type PrimKind = 'unary' | 'binary' | 'ternary' | 'movement' | 'reduce' | 'argreduce' | 'matmul' | 'gather' | 'source'
+export const allPrims = Object.keys(primFacts) as Prim[]
 
-export const primKind: { readonly [P in Prim]: PrimKind } = {
-  neg: 'unary', exp: 'unary', log: 'unary', sqrt: 'unary', tanh: 'unary', atanh: 'unary', abs: 'unary',
-  sign: 'unary', floor: 'unary', round: 'unary', recip: 'unary', cast: 'unary', stop_gradient: 'unary',
-  add: 'binary', sub: 'binary', mul: 'binary', div: 'binary', idiv: 'binary', mod: 'binary', pow: 'binary',
-  max: 'binary', min: 'binary', lt: 'binary', le: 'binary', eq: 'binary',
-  where: 'ternary',
-  reshape: 'movement', broadcast: 'movement', transpose: 'movement', slice: 'movement', pad: 'movement',
-  concat: 'movement',
-  reduce_sum: 'reduce', reduce_max: 'reduce', reduce_min: 'reduce',
-  argmin: 'argreduce', argmax: 'argreduce',
-  matmul: 'matmul', gather: 'gather',
-  iota: 'source', full: 'source', constant: 'source', random_uniform: 'source',
-}
-
-export const allPrims = Object.keys(primKind) as Prim[]
+// the facts table (kind, differentiability, tolerance class) and the sets derived from it
+export * from './prim-facts.js'
 
 /** Which input dtypes a unary/binary primitive accepts. */
 const FLOAT: readonly DType[] = ['float32']

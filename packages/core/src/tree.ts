@@ -2,6 +2,8 @@
  * Nested arrays and plain objects of leaves ("pytrees"): how parameter sets, states and
  * quantizer results travel in and out of traced functions.
  */
+import { TesseraError } from './error.js'
+
 export type Tree<L> = L | readonly Tree<L>[] | { readonly [k: string]: Tree<L> }
 
 /** Replace every leaf of type From in T by To, keeping the structure. */
@@ -34,7 +36,7 @@ export function flatten<L>(tree: unknown, isLeaf: (x: unknown) => x is L, where 
       const keys = Object.keys(t)
       return { kind: 'object', keys, items: keys.map((k) => go((t as Record<string, unknown>)[k], `${path}.${k}`)) }
     }
-    throw new TypeError(`${where}: ${path} is ${typeof t === 'object' ? 'an object of an unsupported class' : `a ${typeof t}`}, not a leaf, array or plain object`)
+    throw new TesseraError('input', where, `${path} is ${typeof t === 'object' ? 'an object of an unsupported class' : `a ${typeof t}`}, not a leaf, array or plain object`)
   }
   const def = go(tree, where)
   return { leaves, def }
@@ -61,6 +63,6 @@ export function unflatten<L>(def: TreeDef, leaves: readonly L[]): unknown {
     }
   }
   const out = go(def)
-  if (i !== leaves.length) throw new Error(`unflatten: structure has ${i} leaves, got ${leaves.length}`)
+  if (i !== leaves.length) throw new TesseraError('input', 'unflatten', `structure has ${i} leaves, got ${leaves.length}`)
   return out
 }

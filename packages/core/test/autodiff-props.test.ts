@@ -1,10 +1,9 @@
 import { fc, test } from '@fast-check/vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import { describe, expect, it } from 'vitest'
-import { interpretProgram } from '../../backend-cpu/src/index.js'
 import type { Aval, Tensor } from '../src/index.js'
 import {
-  TesseraError, concat, grad, printProgram, tensorOf, traceOrThrow, traceValueAndGrad, typecheck, valueAndGrad, vjp, where,
+  TesseraError, concat, interpretProgram, grad, printProgram, tensorOf, traceOrThrow, traceValueAndGrad, typecheck, valueAndGrad, vjp, where,
 } from '../src/index.js'
 import { kinkMargin, numericGrad } from './autodiff-f64.js'
 

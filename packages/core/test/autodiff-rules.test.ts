@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { interpretProgram } from '../../backend-cpu/src/index.js'
 import type { Aval, Program, Tensor } from '../src/index.js'
-import { allPrims, concat, grad, tensorOf, traceOrThrow, vjpRules, where } from '../src/index.js'
+import { allPrims, concat, grad, interpretProgram, tensorOf, traceOrThrow, vjpRules, where } from '../src/index.js'
 import type { F64 } from './autodiff-f64.js'
 import { numericGrad } from './autodiff-f64.js'
 

@@ -7,7 +7,7 @@ import { randomProgramArb } from '../src/testing/index.js'
 
 const f32 = (...shape: number[]): Aval => ({ shape, dtype: 'float32' })
 
-describe('simplify without an evaluator', () => {
+describe('simplify: CSE, dead code, uniform values', () => {
   test('CSE merges repeated subexpressions; dead code goes', () => {
     const { program } = traceOrThrow([f32(2, 3)], (x: Tensor) => {
       const a = x.exp().sum(1)

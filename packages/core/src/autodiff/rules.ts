@@ -193,12 +193,3 @@ export const vjpRules: { readonly [P in Prim]: VjpRule<P> } = {
   constant: zeroGradient,
   random_uniform: zeroGradient,
 }
-
-/**
- * Primitives whose output never carries a gradient whatever their inputs: the forward
- * activity analysis stops at them, so no backward work is emitted behind them.
- */
-export const nonDifferentiable: ReadonlySet<Prim> = new Set<Prim>([
-  'sign', 'floor', 'round', 'stop_gradient', 'idiv', 'mod', 'lt', 'le', 'eq', 'argmin', 'argmax',
-  'iota', 'full', 'constant', 'random_uniform',
-])

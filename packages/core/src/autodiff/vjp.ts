@@ -3,10 +3,11 @@ import { Builder } from '../builder.js'
 import { fmtAval } from '../dtype.js'
 import { TesseraError } from '../error.js'
 import type { Prim } from '../prim.js'
+import { primFacts } from '../prim.js'
 import type { Eqn, Program, Var } from '../program.js'
 import { makeProgram } from '../program.js'
 import type { VjpRule } from './rules.js'
-import { nonDifferentiable, vjpRules } from './rules.js'
+import { vjpRules } from './rules.js'
 
 /**
  * Replay a program's equations into `builder` on the given input tensors and return its
@@ -58,7 +59,7 @@ function backward(
   // forward activity: which float32 variables depend on a differentiated input
   const active = new Set<number>(wrt.map((i) => program.inputs[i]!.id))
   for (const e of program.eqns)
-    if (e.out.aval.dtype === 'float32' && !nonDifferentiable.has(e.prim) && e.inputs.some((v) => active.has(v.id)))
+    if (e.out.aval.dtype === 'float32' && primFacts[e.prim].differentiable && e.inputs.some((v) => active.has(v.id)))
       active.add(e.out.id)
 
   const cts = new Map<number, Tensor>()

@@ -1,5 +1,6 @@
 import type { DType } from '../dtype.js'
 import { dtypeShort } from '../dtype.js'
+import type { ElemPrim } from '../prim.js'
 
 /**
  * The body of one fused kernel: a small DAG of scalar nodes evaluated once per output element
@@ -9,13 +10,15 @@ import { dtypeShort } from '../dtype.js'
  */
 export type NodeId = number
 
-/** Elementwise operations a node may apply (the Prim elementwise set plus index helpers). */
-export type ElemOp =
-  | 'neg' | 'exp' | 'log' | 'sqrt' | 'tanh' | 'atanh' | 'abs' | 'sign' | 'floor' | 'round' | 'recip' | 'cast'
-  | 'add' | 'sub' | 'mul' | 'div' | 'idiv' | 'mod' | 'pow' | 'max' | 'min' | 'lt' | 'le' | 'eq'
-  | 'where'
-  /** index arithmetic on non-negative integers: floor(x / n), x mod n for a literal n >= 1 */
-  | 'ixdiv' | 'ixmod'
+/** Index arithmetic on non-negative integers: floor(x / n), x mod n for a literal n >= 1. */
+export type IndexOp = 'ixdiv' | 'ixmod'
+
+/**
+ * Elementwise operations a node may apply: every elementwise primitive (computed from the facts
+ * table, so a new one reaches every codegen table's type) except stop_gradient, which lowers to
+ * its operand, plus the index helpers.
+ */
+export type ElemOp = Exclude<ElemPrim, 'stop_gradient'> | IndexOp
 
 export type ReduceOp = 'sum' | 'max' | 'min' | 'argmin' | 'argmax'
 

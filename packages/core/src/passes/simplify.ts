@@ -1,21 +1,13 @@
-import type { Aval } from '../dtype.js'
 import { sizeOf } from '../dtype.js'
 import { eliminateDeadCode } from '../autodiff/vjp.js'
+import { applyPrim } from '../eval/interpret.js'
 import type { HostTensor } from '../host-tensor.js'
 import type { Prim, PrimParams } from '../prim.js'
 import { primKind } from '../prim.js'
 import type { Eqn, Program, Var } from '../program.js'
 import { makeProgram } from '../program.js'
 
-/**
- * Evaluates one primitive on concrete inputs. Core has no evaluator of its own (the reference
- * lives in backend-cpu), so constant folding takes one: backend-cpu's `applyPrim` has this type.
- */
-export type Evaluate = (prim: Prim, inputs: readonly HostTensor[], params: never, out: Aval) => HostTensor
-
 export interface SimplifyOptions {
-  /** Without it, folding only rewrites movement ops applied to a `full` (no arithmetic needed). */
-  readonly evaluate?: Evaluate
   /** Largest result (in elements) folded into a `constant`; a uniform result becomes a `full` at any size. */
   readonly maxFoldSize?: number
 }
@@ -70,8 +62,9 @@ const movementOfFull: ReadonlySet<Prim> = new Set<Prim>(['reshape', 'broadcast',
 
 /**
  * Constant folding: an equation whose inputs are all known values (from `full`, `constant`,
- * `iota` or earlier folds) is replaced by a source equation holding its result, with the same
- * output variable, so nothing downstream is renamed. Source primitives themselves are kept as they
+ * `iota` or earlier folds) is replaced by a source equation holding its result, computed by the
+ * reference evaluator (so folding is bit-identical to running), with the same output variable,
+ * so nothing downstream is renamed. Source primitives themselves are kept as they
  * are (random_uniform included: its draw stays visible in the program). An evaluation that throws
  * (an out-of-range constant gather index) is left in place so the error still surfaces at run time.
  */
@@ -83,8 +76,8 @@ export function foldConstants(p: Program, opts: SimplifyOptions = {}): Program {
   for (const e of p.eqns) {
     const kind = primKind[e.prim]
     if (e.prim === 'full') fullValue.set(e.out.id, (e.params as PrimParams['full']).value)
-    if (opts.evaluate && (e.prim === 'full' || e.prim === 'constant' || e.prim === 'iota')) {
-      if (sizeOf(e.out.aval.shape) <= maxFold) known.set(e.out.id, opts.evaluate(e.prim, [], e.params as never, e.out.aval))
+    if (e.prim === 'full' || e.prim === 'constant' || e.prim === 'iota') {
+      if (sizeOf(e.out.aval.shape) <= maxFold) known.set(e.out.id, applyPrim(e.prim, [], e.params as never, e.out.aval))
       eqns.push(e)
       continue
     }
@@ -92,20 +85,20 @@ export function foldConstants(p: Program, opts: SimplifyOptions = {}): Program {
       eqns.push(e)
       continue
     }
-    // movement of a uniform value is that value at the new shape: no evaluator needed
+    // movement of a uniform value is that value at the new shape, at any size
     if (movementOfFull.has(e.prim) && fullValue.has(e.inputs[0]!.id)) {
       const value = fullValue.get(e.inputs[0]!.id)!
       const params = { shape: e.out.aval.shape, value, dtype: e.out.aval.dtype }
       fullValue.set(e.out.id, value)
-      if (opts.evaluate && sizeOf(e.out.aval.shape) <= maxFold) known.set(e.out.id, opts.evaluate('full', [], params as never, e.out.aval))
+      if (sizeOf(e.out.aval.shape) <= maxFold) known.set(e.out.id, applyPrim('full', [], params, e.out.aval))
       eqns.push({ prim: 'full', params, inputs: [], out: e.out })
       continue
     }
     const ins = e.inputs.map((v) => known.get(v.id))
-    if (opts.evaluate && ins.every((t) => t !== undefined)) {
+    if (ins.every((t) => t !== undefined)) {
       let value: HostTensor | undefined
       try {
-        value = opts.evaluate(e.prim, ins as HostTensor[], e.params as never, e.out.aval)
+        value = applyPrim(e.prim, ins as HostTensor[], e.params as never, e.out.aval)
       } catch {
         value = undefined
       }

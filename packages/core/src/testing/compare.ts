@@ -1,32 +1,11 @@
 import type { Caps } from '../backend.js'
 import { fmtAval, shapeEq } from '../dtype.js'
 import type { HostTensor } from '../host-tensor.js'
-import type { Prim } from '../prim.js'
+import type { TolClass } from '../prim.js'
 
-/**
- * How a primitive's result is compared with the reference.
- * - exact: copies, selections, index and integer results: any difference is a wrong answer.
- * - float: one correctly rounded float op (add, sub, mul): atol + rtol * |want|.
- * - transcendental: as float plus transcendentalRtol * |want| (exp, log, div, pow, ...).
- * - accumulate: sums and dot products: the error of a float sum scales with the sum of the
- *   magnitudes of its terms, not with the (possibly cancelled) result, so the relative term
- *   uses `magnitude` = the same program run on |inputs| (for sums and products of inputs that is
- *   exactly the sum of |terms|).
- */
-export type TolClass = 'exact' | 'float' | 'transcendental' | 'accumulate'
-
-export const transcendentalPrims: ReadonlySet<Prim> = new Set<Prim>(['exp', 'log', 'tanh', 'atanh', 'pow', 'sqrt', 'recip', 'div'])
-
-export const tolClassOf: { readonly [P in Prim]: TolClass } = {
-  neg: 'exact', abs: 'exact', sign: 'exact', floor: 'exact', round: 'exact', cast: 'exact', stop_gradient: 'exact',
-  exp: 'transcendental', log: 'transcendental', sqrt: 'transcendental', tanh: 'transcendental',
-  atanh: 'transcendental', recip: 'transcendental', div: 'transcendental', pow: 'transcendental',
-  add: 'float', sub: 'float', mul: 'float',
-  idiv: 'exact', mod: 'exact', max: 'exact', min: 'exact', lt: 'exact', le: 'exact', eq: 'exact', where: 'exact',
-  reshape: 'exact', broadcast: 'exact', transpose: 'exact', slice: 'exact', pad: 'exact', concat: 'exact',
-  reduce_sum: 'accumulate', reduce_max: 'exact', reduce_min: 'exact', argmin: 'exact', argmax: 'exact',
-  matmul: 'accumulate', gather: 'exact', iota: 'exact', full: 'exact', constant: 'exact', random_uniform: 'exact',
-}
+// the tolerance class is a column of core's per-primitive facts table; re-exported for tests
+export type { TolClass } from '../prim.js'
+export { tolClassOf, transcendentalPrims } from '../prim.js'
 
 /** A per-element bound on |got - want|, given the reference value and the magnitude of its terms. */
 export type Tolerance = (want: number, magnitude: number) => number

@@ -3,6 +3,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { afterAll, describe, expect, test } from 'vitest'
 import type { Backend } from '../backend.js'
 import { run } from '../backend.js'
+import { interpretProgram } from '../eval/interpret.js'
 import type { HostTensor } from '../host-tensor.js'
 import type { Prim } from '../prim.js'
 import { allPrims } from '../prim.js'
@@ -16,13 +17,14 @@ import { primCases } from './prim-cases.js'
 import { randomProgramArb, randomProgramTolerance } from './random-programs.js'
 
 /**
- * The definition results are compared with. Core cannot depend on a backend package, so the
- * caller passes it: backend-cpu's `interpretProgram` is exactly this type.
+ * The definition results are compared with: core's reference evaluator (`interpretProgram`)
+ * unless a caller passes another (a mutant, in tests that show the suite catches one).
  */
 export type Reference = (program: Program, inputs: readonly HostTensor[]) => HostTensor[] | Promise<HostTensor[]>
 
 export interface ConformanceOptions {
-  readonly reference: Reference
+  /** Default: core's `interpretProgram`. */
+  readonly reference?: Reference
   /** Runs per property (each primitive, random programs). Default 40. */
   readonly numRuns?: number
   /** Primitives this backend does not run yet: their cases are registered as skipped, by name. */
@@ -71,7 +73,8 @@ export async function checkAgainstReference(
  * test file. A backend that is unavailable is reported as skipped (with the reason, printed),
  * never passed.
  */
-export function describeConformance(label: string, makeBackend: MakeBackend, opts: ConformanceOptions): void {
+export function describeConformance(label: string, makeBackend: MakeBackend, opts: ConformanceOptions = {}): void {
+  const reference: Reference = opts.reference ?? interpretProgram
   const numRuns = opts.numRuns ?? 40
   const fcParams = { numRuns, ...(opts.seed === undefined ? {} : { seed: opts.seed }) }
   const excluded = new Set(opts.exclude ?? [])
@@ -106,7 +109,7 @@ export function describeConformance(label: string, makeBackend: MakeBackend, opt
           async () => {
             await fc.assert(
               fc.asyncProperty(cases[prim] as fc.Arbitrary<ProgramCase>, (c) =>
-                checkAgainstReference(backend, opts.reference, c, tol, { magnitude: cls === 'accumulate' }),
+                checkAgainstReference(backend, reference, c, tol, { magnitude: cls === 'accumulate' }),
               ),
               fcParams,
             )
@@ -124,7 +127,7 @@ export function describeConformance(label: string, makeBackend: MakeBackend, opt
             fc.asyncProperty(randomProgramArb, async (c) => {
               fc.pre(!c.program.eqns.some((e) => excluded.has(e.prim)))
               const bound = randomProgramTolerance(caps, c.program.eqns.length)
-              await checkAgainstReference(backend, opts.reference, c, () => bound)
+              await checkAgainstReference(backend, reference, c, () => bound)
             }),
             fcParams,
           )
@@ -159,7 +162,7 @@ export function describeConformance(label: string, makeBackend: MakeBackend, opt
             const same = (v: number, w: number) => v === w || (Number.isNaN(v) && Number.isNaN(w))
             values.forEach((v, i) => expect(same(v, ec.want[i]!), `element ${i}: got ${v}, want ${ec.want[i]}`).toBe(true))
             // and the reference agrees with the spec table
-            const ref = Array.from((await opts.reference(c.program, c.inputs))[0]!.data as ArrayLike<number>)
+            const ref = Array.from((await reference(c.program, c.inputs))[0]!.data as ArrayLike<number>)
             ref.forEach((v, i) => expect(same(v, ec.want[i]!), `reference element ${i}: got ${v}, want ${ec.want[i]}`).toBe(true))
           },
           timeout,

@@ -1,5 +1,5 @@
-import type { AnyTypedArray, DType, Shape } from '@tessera/core'
-import { allocate, sizeOf, stridesOf } from '@tessera/core'
+import type { AnyTypedArray, DType, Shape } from '../dtype.js'
+import { allocate, sizeOf, stridesOf } from '../dtype.js'
 
 /**
  * Copy a strided view of `src` into a fresh row-major array of `outShape`:

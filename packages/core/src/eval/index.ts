@@ -1,0 +1,3 @@
+export type { Impl, ImplTable } from './impl.js'
+export { referenceCaps, referenceImpls, applyPrim, interpretProgram } from './interpret.js'
+export { viewCopy, transposeStrides, broadcastStrides } from './view.js'
