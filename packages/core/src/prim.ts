@@ -1,7 +1,9 @@
 import type { AnyTypedArray, Aval, DType, Shape } from './dtype.js'
 import { fmtAval, fmtShape, shapeEq, sizeOf } from './dtype.js'
 import { dtypeError, paramError, shapeError } from './error.js'
+import type { ElemPrim } from './prim-facts.js'
 import { primFacts } from './prim-facts.js'
+import { scalarRules } from './scalar.js'
 
 type NoParams = Readonly<Record<never, never>>
 
@@ -71,18 +73,21 @@ export const allPrims = Object.keys(primFacts) as Prim[]
 // the facts table (kind, differentiability, tolerance class) and the sets derived from it
 export * from './prim-facts.js'
 
-/** Which input dtypes a unary/binary primitive accepts. */
 const FLOAT: readonly DType[] = ['float32']
 const NUM: readonly DType[] = ['float32', 'int32']
-const INT: readonly DType[] = ['int32']
 const ANY: readonly DType[] = ['float32', 'int32', 'bool']
 
-export const elementwiseDtypes: { readonly [P in Prim]?: readonly DType[] } = {
-  neg: NUM, exp: FLOAT, log: FLOAT, sqrt: FLOAT, tanh: FLOAT, atanh: FLOAT, abs: NUM, sign: NUM,
-  floor: FLOAT, round: FLOAT, recip: FLOAT, cast: ANY, stop_gradient: ANY,
-  add: NUM, sub: NUM, mul: NUM, div: FLOAT, idiv: INT, mod: INT, pow: FLOAT, max: NUM, min: NUM,
-  lt: NUM, le: NUM, eq: ANY,
-}
+/**
+ * Which operand dtypes an elementwise primitive accepts: exactly those its scalar rule
+ * (scalar.ts) defines, so a dtype without semantics is rejected while tracing, never when running.
+ * For cast and where the rule is keyed differently (target / branch dtype): both accept any.
+ */
+export const elementwiseDtypes: { readonly [P in ElemPrim]: readonly DType[] } = (() => {
+  const out = {} as { [P in ElemPrim]: readonly DType[] }
+  for (const p of Object.keys(scalarRules) as ElemPrim[])
+    out[p] = p === 'cast' || p === 'where' ? ANY : ANY.filter((d) => scalarRules[p][d] !== undefined)
+  return out
+})()
 
 const isComparison = (p: Prim) => p === 'lt' || p === 'le' || p === 'eq'
 
@@ -115,19 +120,19 @@ function checkAxes(op: string, axes: readonly number[], rank: number) {
 }
 
 const unary =
-  <P extends Prim>(p: P) =>
+  <P extends ElemPrim>(p: P) =>
   (ins: readonly Aval[]): Aval => {
     checkArity(p, ins, 1)
-    checkDtype(p, ins[0]!, elementwiseDtypes[p]!)
+    checkDtype(p, ins[0]!, elementwiseDtypes[p])
     return ins[0]!
   }
 
 const binary =
-  <P extends Prim>(p: P) =>
+  <P extends ElemPrim>(p: P) =>
   (ins: readonly Aval[]): Aval => {
     checkArity(p, ins, 2)
     const [a, b] = ins as [Aval, Aval]
-    checkDtype(p, a, elementwiseDtypes[p]!, 'left operand')
+    checkDtype(p, a, elementwiseDtypes[p], 'left operand')
     if (a.dtype !== b.dtype) throw dtypeError(p, `operand dtypes differ: ${a.dtype} vs ${b.dtype}`)
     if (!shapeEq(a.shape, b.shape))
       throw shapeError(p, `operand shapes differ: ${fmtShape(a.shape)} vs ${fmtShape(b.shape)}`)

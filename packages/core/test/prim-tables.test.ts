@@ -17,13 +17,18 @@ describe('per-primitive tables', () => {
     expect(Object.keys(primFacts)).toEqual(allPrims)
   })
 
-  test('every elementwise primitive has a scalar rule for each dtype its shape rule accepts', () => {
-    const all: readonly DType[] = ['float32', 'int32', 'bool']
-    for (const p of elementwisePrims) {
-      // cast is keyed by its target dtype and where by its branches' dtype: both take any
-      const dtypes = p === 'cast' || p === 'where' ? all : elementwiseDtypes[p]!
-      for (const d of dtypes) expect(typeof scalarRules[p][d], `${p} on ${d}`).toBe('function')
+  test('elementwise shape rules accept exactly the dtypes their scalar rules define', () => {
+    const F = ['float32'], N = ['float32', 'int32'], I = ['int32'], A = ['float32', 'int32', 'bool']
+    // the operand dtypes each primitive has always accepted (shape rules read them from scalar.ts)
+    const want: Record<ElemPrim, string[]> = {
+      neg: N, exp: F, log: F, sqrt: F, tanh: F, atanh: F, abs: N, sign: N, floor: F, round: F, recip: F,
+      cast: A, stop_gradient: A, add: N, sub: N, mul: N, div: F, idiv: I, mod: I, pow: F, max: N, min: N,
+      lt: N, le: N, eq: A, where: A,
     }
+    expect(elementwiseDtypes).toEqual(want)
+    // cast is keyed by its target dtype and where by its branches' dtype: both define all three
+    for (const p of elementwisePrims)
+      for (const d of elementwiseDtypes[p]) expect(typeof scalarRules[p][d as DType], `${p} on ${d}`).toBe('function')
     expect(Object.keys(scalarRules).sort()).toEqual(sorted(elementwisePrims))
   })
 
