@@ -1,5 +1,5 @@
-import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, IndexOp, Kernel, KNode, Plan, Program } from '@tessera/core'
-import { TesseraError, allocate, castTo, checkAvals, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel } from '@tessera/core'
+import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, IndexOp, Kernel, KNode, Plan, Program, Schedule } from '@tessera/core'
+import { TesseraError, allocate, castTo, checkAvals, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel } from '@tessera/core'
 
 /**
  * A second CPU path: lower a program into the fused plan the GPU backends run, then interpret
@@ -85,12 +85,13 @@ function runKernel(k: Kernel, bufs: Map<number, AnyTypedArray>): AnyTypedArray {
   const vals = new Float64Array(k.nodes.length)
   const fns = k.nodes.map((n) => (n.k === 'op' ? nodeFn(n, nodeDt(k.nodes[n.args[0]!]!)) : undefined))
   const data = k.nodes.map((n) => (n.k === 'load' ? bufs.get(n.buf) : undefined))
-  let thread = 0, ridx = 0
+  let thread = 0
+  const ridx: number[] = []
   const evalNode = (id: number) => {
     const n = k.nodes[id]!
     switch (n.k) {
       case 'thread': vals[id] = thread; break
-      case 'ridx': vals[id] = ridx; break
+      case 'ridx': vals[id] = ridx[loopLevel(n)]!; break
       // a literal is a value of its dtype: the reference fills a float32 tensor with fround(value)
       case 'lit': vals[id] = castTo(n.dtype, n.value); break
       case 'load': {
@@ -109,45 +110,50 @@ function runKernel(k: Kernel, bufs: Map<number, AnyTypedArray>): AnyTypedArray {
         break
     }
   }
-  const loop = sched.loop
-  const reds = (loop?.reduces ?? []).map((id) => {
-    const n = k.nodes[id] as Extract<KNode, { k: 'reduce' }>
-    return { id, n, isInt: nodeDt(k.nodes[n.body]!) === 'int32', acc: 0, best: 0 }
-  })
-  for (thread = 0; thread < k.size; thread++) {
-    for (const id of sched.pre) evalNode(id)
+  /** Evaluates a schedule once: its loop (and any loop nested in it) runs to completion in between. */
+  const run = (s: Schedule): void => {
+    for (const id of s.pre) evalNode(id)
+    const loop = s.loop
     if (loop) {
-      for (const r of reds) r.acc = r.best = 0
-      for (ridx = 0; ridx < loop.size; ridx++) {
-        for (const id of loop.body) evalNode(id)
-        for (const r of reds) {
-          const v = vals[r.n.body]!
-          switch (r.n.op) {
+      const reds = loop.reduces.map((id) => {
+        const n = k.nodes[id] as Extract<KNode, { k: 'reduce' }>
+        return { id, n, isInt: nodeDt(k.nodes[n.body]!) === 'int32', acc: 0, best: 0 }
+      })
+      const L = loop.level
+      for (let r = 0; r < loop.size; r++) {
+        ridx[L] = r
+        run(loop.body)
+        for (const red of reds) {
+          const v = vals[red.n.body]!
+          switch (red.n.op) {
             case 'sum':
-              r.acc = r.isInt ? (r.acc + v) | 0 : r.acc + v
+              red.acc = red.isInt ? (red.acc + v) | 0 : red.acc + v
               break
             case 'max':
-              r.acc = ridx === 0 ? v : nanMax(r.acc, v)
+              red.acc = r === 0 ? v : nanMax(red.acc, v)
               break
             case 'min':
-              r.acc = ridx === 0 ? v : nanMin(r.acc, v)
+              red.acc = r === 0 ? v : nanMin(red.acc, v)
               break
             case 'argmin':
             case 'argmax':
-              if (ridx === 0) {
-                r.best = v
-                r.acc = 0
-              } else if (r.best === r.best && (v !== v || (r.n.op === 'argmin' ? v < r.best : v > r.best))) {
-                r.best = v
-                r.acc = ridx
+              if (r === 0) {
+                red.best = v
+                red.acc = 0
+              } else if (red.best === red.best && (v !== v || (red.n.op === 'argmin' ? v < red.best : v > red.best))) {
+                red.best = v
+                red.acc = r
               }
               break
           }
         }
       }
-      for (const r of reds) vals[r.id] = r.n.dtype === 'float32' ? Math.fround(r.acc) : r.acc
+      for (const red of reds) vals[red.id] = red.n.dtype === 'float32' ? Math.fround(red.acc) : red.acc
     }
-    for (const id of sched.post) evalNode(id)
+    for (const id of s.post) evalNode(id)
+  }
+  for (thread = 0; thread < k.size; thread++) {
+    run(sched)
     out[thread] = vals[k.root]!
   }
   return out

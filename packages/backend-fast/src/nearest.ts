@@ -1,5 +1,5 @@
-import { TesseraError } from '@tessera/core'
 import type { AnyTypedArray, EqnOf, Epilogue, NearestPattern, NearestTerm, Var } from '@tessera/core'
+import { TesseraError, nearestDims } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { Emitter, helperNames, kernelHelpers } from './emit.js'
 import { Code, V128, I32, assemble, relaxedSimdSupported } from './wasm/asm.js'
@@ -67,7 +67,9 @@ type TermKernel = (B: AnyTypedArray[], dst: Float32Array, dstOff: number, from: 
 function termKernel(v: Var, dep: 'row' | 'col', env: EmitEnv & { slotOf(v: Var): number }): TermKernel {
   const { env: tracked, used } = tracking(env)
   const em = new Emitter(tracked)
-  const val = em.value(v, { axes: dep === 'row' ? ['q', '0'] : ['0', 'q'] })
+  // leading batch axes have size 1: index 0
+  const lead = v.aval.shape.slice(0, -2).map(() => '0')
+  const val = em.value(v, { axes: [...lead, ...(dep === 'row' ? ['q', '0'] : ['0', 'q'])] })
   const src = [
     ...[...used].map((s) => `const b${s} = B[${s}];`),
     'for (let q = from; q < from + count; q++) {',
@@ -93,11 +95,11 @@ type PackKernel = (B: AnyTypedArray[], dst: Float32Array) => void
  * that would have stored it would.
  */
 function packKernel(v: Var, n: number, cw: number, env: EmitEnv & { slotOf(v: Var): number }): PackKernel {
-  const [k] = v.aval.shape as [number, number]
+  const k = v.aval.shape[v.aval.shape.length - 2]!
   const npad = Math.ceil(n / cw) * cw
   const { env: tracked, used } = tracking(env)
   const em = new Emitter(tracked)
-  const val = em.value(v, { axes: ['d', 'j'] })
+  const val = em.value(v, { axes: [...v.aval.shape.slice(0, -2).map(() => '0'), 'd', 'j'] })
   const src = [
     ...[...used].map((s) => `const b${s} = B[${s}];`),
     `for (let c0 = 0, p = 0; c0 < ${npad}; c0 += ${cw}) {`,
@@ -149,7 +151,7 @@ export class NearestStep {
   private pack: PackKernel | undefined
   private instance: Instance | undefined
 
-  readonly argmin: EqnOf<'argmin'>
+  readonly select: EqnOf<'argmin'> | EqnOf<'argmax'>
   readonly matmul: EqnOf<'matmul'>
   private readonly epi: Epi
   private readonly terms: readonly Term[]
@@ -162,15 +164,15 @@ export class NearestStep {
   ) {
     if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new TesseraError('backend', 'fast.nearest', 'tile sizes must be positive')
     if (tuning.relaxed && !relaxedSimdSupported()) throw new TesseraError('backend', 'fast.nearest', 'relaxed SIMD was requested but this engine does not support it')
-    const { argmin, matmul, epilogue, terms } = pattern
-    this.argmin = argmin
+    const { select, matmul, epilogue, terms } = pattern
+    this.select = select
     this.matmul = matmul
     this.epi = epilogue
     this.terms = terms
-    const [m, n] = argmin.inputs[0]!.aval.shape as [number, number]
+    const { m, n, k } = nearestDims(pattern)
     this.m = m
     this.n = n
-    this.k = matmul.inputs[0]!.aval.shape[1]!
+    this.k = k
     this.rowTerms = terms.flatMap((t, i) => (t.dep === 'row' ? [i] : []))
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
   }

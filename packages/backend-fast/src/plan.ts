@@ -118,7 +118,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
         const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false })
         step.prepare(env)
         nearest.push(step)
-        return { kind: 'nearest', out: slotOf(st.pattern.argmin.out), step }
+        return { kind: 'nearest', out: slotOf(st.pattern.select.out), step }
       }
       case 'expMap': {
         const { base, rows, ops } = st.pattern

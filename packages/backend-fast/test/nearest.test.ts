@@ -73,6 +73,31 @@ describe('nearest-code kernel', () => {
     expect(got.map((t) => Array.from(t.data))).toEqual(want.map((t) => Array.from(t.data)))
   })
 
+  // VectorQuantize's own form: one codebook's (1, N, K) distances, -sqrt(max(|x|^2 + |c|^2 - 2 x.c, 1e-8)), argmax
+  const vqForm = (x: Tensor, cb: Tensor) => {
+    const [n, d] = x.shape as [number, number]
+    const k = cb.shape[0]!
+    const x3 = x.reshape([1, n, d]), c3 = cb.reshape([1, k, d])
+    const xe = x3.matmul(c3.mT)
+    const dist = x3.square().sum(-1, true).add(c3.square().sum(-1).expandDims(1)).add(xe.mul(-2)).maximum(1e-8).sqrt().neg()
+    return [dist.argmax(-1)]
+  }
+  test.prop(
+    [
+      fc
+        .tuple(fc.integer({ min: 1, max: 30 }), fc.integer({ min: 1, max: 8 }), fc.integer({ min: 1, max: 37 }))
+        .chain(([n, d, k]) => fc.tuple(fc.constant([n, d, k] as const), gridArray(n * d), gridArray(k * d))),
+    ],
+    { numRuns: 60 },
+  )("VectorQuantize's batched argmax form is the pattern, with the reference's indices on grid inputs", async ([[n, d, k], x, c]) => {
+    const p = traceOrThrow([f32([n, d]), f32([k, d])], vqForm).program
+    expect(kinds(p)).toContain('nearest')
+    const ins = [tensorOf(x, [n, d]), tensorOf(c, [k, d])]
+    const want = interpretProgram(p, ins)
+    const got = await runOrThrow(p, ins, fastBackend({ threads: 1 }))
+    expect(Array.from(got[0]!.data)).toEqual(Array.from(want[0]!.data))
+  })
+
   test('a distance that is also an output is not absorbed (it must be stored)', () => {
     const p = traceOrThrow([f32([6, 3]), f32([5, 3])], (x: Tensor, cb: Tensor) => {
       const dist = x.matmul(cb.mT).neg()

@@ -1,5 +1,5 @@
-import type { ElemOp, Kernel, KNode, NodeId } from '@tessera/core'
-import { scheduleKernel } from '@tessera/core'
+import type { ElemOp, Kernel, KNode, NodeId, Schedule } from '@tessera/core'
+import { loopIndexName, loopLevel, maxLoopSize, scheduleKernel } from '@tessera/core'
 
 /**
  * Kernel source for gpu.js: one JS function string per fused kernel, every size a literal, the
@@ -66,7 +66,7 @@ export function kernelSource(k: Kernel): KernelSource {
     const n = k.nodes[id]!
     if (n.k === 'lit') return fmtNum(n.value)
     if (n.k === 'thread') return 'ti'
-    if (n.k === 'ridx') return 'rf'
+    if (n.k === 'ridx') return loopIndexName(loopLevel(n)).replace('r', 'rf')
     return `v${id}`
   }
   const emitNode = (id: NodeId, ind: string) => {
@@ -82,47 +82,52 @@ export function kernelSource(k: Kernel): KernelSource {
   lines.push(`function(${k.args.map(argName).join(', ')}) {`)
   lines.push('  let ti = this.thread.x * 1.0;')
   lines.push('  let zr = ti * 0.0;')
-  for (const id of sched.pre) emitNode(id, '  ')
-  if (sched.loop) {
-    const reds = sched.loop.reduces.map((id) => ({ id, n: k.nodes[id] as Extract<KNode, { k: 'reduce' }> }))
-    for (const { id } of reds) lines.push(`  let s${id} = 0.0;`, `  let c${id} = 0.0;`)
-    lines.push(`  for (let r = 0; r < ${sched.loop.size}; r++) {`)
-    lines.push('    let rf = r * 1.0;')
-    for (const id of sched.loop.body) emitNode(id, '    ')
-    for (const { id, n } of reds) {
-      const v = ref(n.body)
-      switch (n.op) {
-        case 'sum':
-          // Kahan summation: float32 accumulation gets close to the reference's float64 sum
-          lines.push(
-            `    let y${id} = ${v} - c${id};`,
-            `    let t${id} = s${id} + y${id};`,
-            `    c${id} = (t${id} - s${id}) - y${id};`,
-            `    s${id} = t${id};`,
-          )
-          break
-        case 'max':
-        case 'min':
-          lines.push(`    s${id} = r == 0 ? ${v} : (${v} ${n.op === 'max' ? '>' : '<'} s${id} ? ${v} : s${id});`)
-          break
-        case 'argmin':
-        case 'argmax':
-          // c holds the best value, s its index; ties keep the first index
-          lines.push(
-            `    let t${id} = r == 0 ? 1.0 : (${v} ${n.op === 'argmin' ? '<' : '>'} c${id} ? 1.0 : 0.0);`,
-            `    c${id} = t${id} > 0.5 ? ${v} : c${id};`,
-            `    s${id} = t${id} > 0.5 ? rf : s${id};`,
-          )
-          break
+  const block = (s: Schedule, ind: string): void => {
+    for (const id of s.pre) emitNode(id, ind)
+    if (s.loop) {
+      const r = loopIndexName(s.loop.level), rf = r.replace("r", "rf")
+      const reds = s.loop.reduces.map((id) => ({ id, n: k.nodes[id] as Extract<KNode, { k: 'reduce' }> }))
+      for (const { id } of reds) lines.push(`${ind}let s${id} = 0.0;`, `${ind}let c${id} = 0.0;`)
+      lines.push(`${ind}for (let ${r} = 0; ${r} < ${s.loop.size}; ${r}++) {`)
+      const ii = ind + '  '
+      lines.push(`${ii}let ${rf} = ${r} * 1.0;`)
+      block(s.loop.body, ii)
+      for (const { id, n } of reds) {
+        const v = ref(n.body)
+        switch (n.op) {
+          case 'sum':
+            // Kahan summation: float32 accumulation gets close to the reference's float64 sum
+            lines.push(
+              `${ii}let y${id} = ${v} - c${id};`,
+              `${ii}let t${id} = s${id} + y${id};`,
+              `${ii}c${id} = (t${id} - s${id}) - y${id};`,
+              `${ii}s${id} = t${id};`,
+            )
+            break
+          case 'max':
+          case 'min':
+            lines.push(`${ii}s${id} = ${r} == 0 ? ${v} : (${v} ${n.op === 'max' ? '>' : '<'} s${id} ? ${v} : s${id});`)
+            break
+          case 'argmin':
+          case 'argmax':
+            // c holds the best value, s its index; ties keep the first index
+            lines.push(
+              `${ii}let t${id} = ${r} == 0 ? 1.0 : (${v} ${n.op === 'argmin' ? '<' : '>'} c${id} ? 1.0 : 0.0);`,
+              `${ii}c${id} = t${id} > 0.5 ? ${v} : c${id};`,
+              `${ii}s${id} = t${id} > 0.5 ? ${rf} : s${id};`,
+            )
+            break
+        }
       }
+      lines.push(`${ind}}`)
+      for (const { id } of reds) lines.push(`${ind}let v${id} = s${id};`)
     }
-    lines.push('  }')
-    for (const { id } of reds) lines.push(`  let v${id} = s${id};`)
+    for (const id of s.post) emitNode(id, ind)
   }
-  for (const id of sched.post) emitNode(id, '  ')
+  block(sched, '  ')
   lines.push(`  return ${ref(k.root)};`)
   lines.push('}')
-  return { source: lines.join('\n'), loopSize: sched.loop?.size ?? 0 }
+  return { source: lines.join('\n'), loopSize: maxLoopSize(sched) }
 }
 
 /**

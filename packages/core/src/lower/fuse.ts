@@ -3,10 +3,14 @@ import type { DType, Shape } from '../dtype.js'
 import { fmtAval, sizeOf, stridesOf } from '../dtype.js'
 import { TesseraError } from '../error.js'
 import { primKind } from '../prim.js'
-import type { Eqn, Program, Var } from '../program.js'
+import type { Eqn, EqnOf, Program, Var } from '../program.js'
 import type { ElemOp, NodeId } from './kernel.js'
 import { KernelBuilder } from './kernel.js'
 import type { Plan, PlanBuffer, Step } from './plan.js'
+import { ProgramGraph, isRemap } from './schedule/graph.js'
+import type { NearestPattern } from './schedule/nearest.js'
+import { matchNearest } from './schedule/nearest.js'
+import { decideStorage } from './schedule/storage.js'
 
 /**
  * Lowering: group a program's equations into kernels.
@@ -27,7 +31,11 @@ export function lowerProgram(program: Program, caps: Caps): Plan {
   for (const e of program.eqns) for (const v of e.inputs) users.set(v.id, [...(users.get(v.id) ?? []), e])
   const outputIds = new Set(program.outputs.map((v) => v.id))
 
-  for (const v of [...program.inputs, ...program.eqns.map((e) => e.out)]) checkSize(v, caps)
+  // nearest-code search: the distance matrix is never a buffer, so only what a kernel stores must fit
+  const near = nearestPatterns(program)
+  const nested = new Set(near.map((n) => n.pattern.matmul as Eqn))
+  const nearArgmins = new Map(near.map((n) => [n.pattern.select as Eqn, n.pattern.matmul as Eqn]))
+  const inlinedDistances = new Set(near.flatMap((n) => n.inline))
 
   const forced = new Set<number>()
   for (const v of program.outputs) if (!isInput.has(v.id)) forced.add(v.id)
@@ -46,6 +54,7 @@ export function lowerProgram(program: Program, caps: Caps): Plan {
   }
   program.outputs.forEach(mark)
   const liveEqns = program.eqns.filter((e) => live.has(e.out.id))
+  for (const v of [...program.inputs, ...liveEqns.map((e) => e.out)]) if (!inlinedDistances.has(v.id)) checkSize(v, caps)
 
   const materialize = (): Set<number> => {
     const mat = new Set<number>()
@@ -59,7 +68,9 @@ export function lowerProgram(program: Program, caps: Caps): Plan {
       }
       const o = new Set<number>()
       for (const u of users.get(v) ?? []) for (const r of owner.get(u.out.id) ?? []) o.add(r)
-      if (o.size > 1) {
+      // an index remap read by several kernels is recomputed by each (it is index arithmetic):
+      // its operand inherits the owners, and is what gets a buffer if it needs one
+      if (o.size > 1 && !isRemap(liveEqns[k]!.prim)) {
         mat.add(v)
         owner.set(v, new Set([v]))
       } else owner.set(v, o)
@@ -70,7 +81,7 @@ export function lowerProgram(program: Program, caps: Caps): Plan {
   let mat: Set<number>
   for (;;) {
     mat = materialize()
-    const add = violations(liveEqns, mat, isInput, defs).filter((v) => !forced.has(v))
+    const add = violations(liveEqns, mat, isInput, defs, nearArgmins).filter((v) => !forced.has(v))
     if (add.length === 0) {
       const split = splitWide(liveEqns, mat, isInput, defs, caps)
       if (split === undefined) break
@@ -80,7 +91,29 @@ export function lowerProgram(program: Program, caps: Caps): Plan {
     for (const v of add) forced.add(v)
   }
 
-  return buildPlan(program, liveEqns, mat, defs, isInput, outputIds, caps)
+  return buildPlan(program, liveEqns, mat, defs, isInput, outputIds, caps, nested)
+}
+
+/**
+ * Nearest-code patterns as core's loop schedule recognizes them (its storage decides where an
+ * epilogue stops), with the values each computes inline: its distances, their dot product and
+ * the broadcasts of its row and column terms, none of them ever a buffer.
+ */
+function nearestPatterns(program: Program): { pattern: NearestPattern; inline: number[] }[] {
+  const g = new ProgramGraph(program)
+  const stored = decideStorage(g)
+  return program.eqns.flatMap((e) => {
+    const pattern = e.prim === 'argmin' || e.prim === 'argmax' ? matchNearest(e as EqnOf<'argmin'> | EqnOf<'argmax'>, g, (v) => stored.has(v.id)) : undefined
+    if (!pattern) return []
+    const inline: number[] = []
+    const walk = (v: Var): void => {
+      if (stored.has(v.id) && v.id !== pattern.matmul.out.id) return
+      inline.push(v.id)
+      if (v.id !== pattern.matmul.out.id) g.def(v)?.inputs.forEach(walk)
+    }
+    walk(pattern.select.inputs[0]!)
+    return [{ pattern, inline }]
+  })
 }
 
 function checkSize(v: Var, caps: Caps) {
@@ -110,7 +143,13 @@ const isElementwise = (e: Eqn) => {
  * has a loop of the same length (they share it); reductions of a different length than the
  * kernel's loop are materialized.
  */
-function violations(eqns: readonly Eqn[], mat: Set<number>, isInput: Set<number>, defs: Map<number, Eqn>): number[] {
+function violations(
+  eqns: readonly Eqn[],
+  mat: Set<number>,
+  isInput: Set<number>,
+  defs: Map<number, Eqn>,
+  nearArgmins: ReadonlyMap<Eqn, Eqn>,
+): number[] {
   const out: number[] = []
   const hasRed = new Map<number, boolean>()
   const inlined = (v: Var, root: Eqn) => !isInput.has(v.id) && (!mat.has(v.id) || defs.get(v.id) === root)
@@ -136,8 +175,11 @@ function violations(eqns: readonly Eqn[], mat: Set<number>, isInput: Set<number>
       const e = defs.get(v.id)!
       if (isReduction(e)) {
         reds.push({ v, size: loopLength(e), via })
+        const dot = nearArgmins.get(e)
+        // a nearest-code argmin keeps its distances inline, their dot product as a nested loop
+        if (dot) nestedOperand(e.inputs[0]!, dot)
         // a reduction's operand holding another reduction would nest loops: materialize the operand
-        for (const u of e.inputs) if (containsRed(u, root)) out.push(u.id)
+        else for (const u of e.inputs) if (containsRed(u, root)) out.push(u.id)
       } else if (isElementwise(e) || e.prim === 'reshape' || e.prim === 'stop_gradient' || e.prim === 'cast') {
         for (const u of e.inputs) walk(u, via)
       } else if (e.prim === 'broadcast') {
@@ -145,6 +187,16 @@ function violations(eqns: readonly Eqn[], mat: Set<number>, isInput: Set<number>
       } else {
         for (const u of e.inputs) if (containsRed(u, root)) out.push(u.id)
       }
+    }
+    /** Inside an argmin's loop: its dot product nests; any other reduction is materialized. */
+    const nestedOperand = (v: Var, dot: Eqn): void => {
+      if (!inlined(v, root) || seen.has(`${v.id}:n`)) return
+      seen.add(`${v.id}:n`)
+      const e = defs.get(v.id)!
+      if (e === dot) {
+        for (const u of e.inputs) if (containsRed(u, root)) out.push(u.id)
+      } else if (isReduction(e)) out.push(v.id)
+      else for (const u of e.inputs) nestedOperand(u, dot)
     }
     walk(root.out, false)
     const direct = reds.find((r) => !r.via)
@@ -214,6 +266,7 @@ function buildPlan(
   isInput: Set<number>,
   outputIds: Set<number>,
   caps: Caps,
+  nested: ReadonlySet<Eqn>,
 ): Plan {
   const buffers: PlanBuffer[] = []
   const bufOf = new Map<number, number>()
@@ -243,7 +296,7 @@ function buildPlan(
       gatherIndexInputs.push({ buf: bufOf.get(e.inputs[1]!.id)!, bound: e.inputs[0]!.aval.shape[e.params.axis]!, axis: e.params.axis })
     const size = sizeOf(e.out.aval.shape)
     const kb = new KernelBuilder(size)
-    const ctx = { kb, defs, bufOf, root: e, hasReduce: false, inLoop: false }
+    const ctx: Ctx = { kb, defs, bufOf, root: e, hasReduce: false, depth: 0, nested, maxFlat: caps.exactIntLimit }
     const root = emit(ctx, e.out, { flat: kb.thread() })
     steps.push({ k: 'kernel', kernel: kb.finish(out, e.out.aval.dtype, root) })
   }
@@ -274,7 +327,12 @@ interface Ctx {
   readonly bufOf: Map<number, number>
   readonly root: Eqn
   hasReduce: boolean
-  inLoop: boolean
+  /** Loops the node being built sits in. */
+  depth: number
+  /** Nearest-code matmuls: the one kind of reduction that may nest inside a kernel's loop. */
+  readonly nested: ReadonlySet<Eqn>
+  /** Flat indices stay below this (the backend's exact integer range). */
+  readonly maxFlat: number
 }
 
 function toAxes(kb: KernelBuilder, ix: Ix, shape: Shape): NodeId[] {
@@ -382,12 +440,13 @@ function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
       const rSize = rAxes.reduce((a, j) => a * inShape[j]!, 1)
       const op = e.prim === 'reduce_sum' ? 'sum' : e.prim === 'reduce_max' ? 'max' : e.prim === 'reduce_min' ? 'min' : e.prim
       if (rSize === 0) return kb.lit(0, dt)
-      return reduceLoop(ctx, op, rSize, dt, () => {
+      return reduceLoop(ctx, e, op, rSize, dt, (level) => {
         const keep = inShape.map((_, j) => j).filter((j) => !rAxes.includes(j))
         const trailing = rAxes.every((j, q) => j === inShape.length - rAxes.length + q)
-        if (trailing && 'flat' in ix) return emit(ctx, inV, { flat: kb.iadd(kb.imul(ix.flat, rSize), kb.ridx()) })
+        // a flat index into the operand must stay exact: a large operand (an inlined distance matrix) is indexed by axes
+        if (trailing && 'flat' in ix && sizeOf(inShape) < ctx.maxFlat) return emit(ctx, inV, { flat: kb.iadd(kb.imul(ix.flat, rSize), kb.ridx(level)) })
         const outAxes = toAxes(kb, ix, shape)
-        const rIdx = toAxes(kb, { flat: kb.ridx() }, rAxes.map((j) => inShape[j]!))
+        const rIdx = toAxes(kb, { flat: kb.ridx(level) }, rAxes.map((j) => inShape[j]!))
         const inAxes: NodeId[] = []
         keep.forEach((j, q) => (inAxes[j] = outAxes[q]!))
         rAxes.forEach((j, q) => (inAxes[j] = rIdx[q]!))
@@ -399,10 +458,10 @@ function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
       const r = shape.length
       const kDim = a.aval.shape[r - 1]!
       if (kDim === 0) return kb.lit(0, dt)
-      return reduceLoop(ctx, 'sum', kDim, dt, () => {
+      return reduceLoop(ctx, e, 'sum', kDim, dt, (level) => {
         const axes = toAxes(kb, ix, shape)
         const batch = axes.slice(0, r - 2)
-        const rr = kb.ridx()
+        const rr = kb.ridx(level)
         const av = emit(ctx, a, { axes: [...batch, axes[r - 2]!, rr] })
         const bv = emit(ctx, b, { axes: [...batch, rr, axes[r - 1]!] })
         return kb.op('mul', [av, bv], 'float32', { wide: true })
@@ -436,13 +495,19 @@ function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
   }
 }
 
-function reduceLoop(ctx: Ctx, op: 'sum' | 'max' | 'min' | 'argmin' | 'argmax', size: number, dt: DType, body: () => NodeId): NodeId {
-  if (ctx.inLoop || (ctx.hasReduce && ctx.kb.loopSize !== size))
-    throw new TesseraError('runtime', 'lower', 'internal: nested or unequal reduction loops in one kernel (materialization missed a case)')
-  ctx.hasReduce = true
-  ctx.inLoop = true
-  ctx.kb.loopSize = size
-  const b = body()
-  ctx.inLoop = false
-  return ctx.kb.reduce(op, size, b, dt)
+/**
+ * A reduction loop around `body` (given the loop's level). The outermost level holds every
+ * reduction of the kernel, all of one length; a nearest-code matmul inside it gets a nested loop.
+ */
+function reduceLoop(ctx: Ctx, e: Eqn, op: 'sum' | 'max' | 'min' | 'argmin' | 'argmax', size: number, dt: DType, body: (level: number) => NodeId): NodeId {
+  const level = ctx.depth
+  const nestedOk = level === 1 && ctx.nested.has(e)
+  if ((level > 0 && !nestedOk) || (level === 0 && ctx.hasReduce && ctx.kb.loopSizes[0] !== size))
+    throw new TesseraError('backend', 'lower', 'internal: nested or unequal reduction loops in one kernel (materialization missed a case)')
+  if (level === 0) ctx.hasReduce = true
+  ctx.kb.loopSizes[level] = size
+  ctx.depth++
+  const b = body(level)
+  ctx.depth--
+  return ctx.kb.reduce(op, size, b, dt, level)
 }

@@ -4,9 +4,11 @@ import type { ElemPrim } from '../prim.js'
 
 /**
  * The body of one fused kernel: a small DAG of scalar nodes evaluated once per output element
- * (`thread` is the flat output index). At most one `reduce` node holds a loop with a literal
- * bound; nodes that depend on the loop index (`ridx`) run inside it, nodes that depend on the
- * loop's result form the epilogue. Movement ops never appear here: they became index arithmetic.
+ * (`thread` is the flat output index). `reduce` nodes hold loops with literal bounds: those of
+ * level 0 share the outer loop, those of level 1 a loop nested inside it (nearest-code search:
+ * an argmin over codes whose body is a dot product). Nodes that depend on a loop's index
+ * (`ridx` of that level) run inside it, nodes that depend on its result after it. Movement ops
+ * never appear here: they became index arithmetic.
  */
 export type NodeId = number
 
@@ -24,7 +26,8 @@ export type ReduceOp = 'sum' | 'max' | 'min' | 'argmin' | 'argmax'
 
 export type KNode =
   | { readonly k: 'thread' }
-  | { readonly k: 'ridx' }
+  /** The index of the loop of `level` (absent: 0, the outermost). */
+  | { readonly k: 'ridx'; readonly level?: number }
   | { readonly k: 'lit'; readonly value: number; readonly dtype: DType }
   | { readonly k: 'load'; readonly buf: number; readonly at: NodeId; readonly dtype: DType }
   | {
@@ -37,7 +40,7 @@ export type KNode =
       /** a product feeding a sum that keeps full precision (matmul: the reference accumulates unrounded products) */
       readonly wide?: boolean
     }
-  | { readonly k: 'reduce'; readonly op: ReduceOp; readonly size: number; readonly body: NodeId; readonly dtype: DType }
+  | { readonly k: 'reduce'; readonly op: ReduceOp; readonly size: number; readonly body: NodeId; readonly dtype: DType; readonly level?: number }
 
 export interface Kernel {
   /** buffer written (one output per kernel) */
@@ -61,7 +64,8 @@ export class KernelBuilder {
   readonly nodes: KNode[] = []
   private readonly memo = new Map<string, NodeId>()
   private readonly hi: (number | undefined)[] = []
-  loopSize = 0
+  /** Length of the loop of each nesting level (0: outermost), set before its body is built. */
+  readonly loopSizes: number[] = []
 
   constructor(readonly size: number) {}
 
@@ -92,8 +96,8 @@ export class KernelBuilder {
   thread(): NodeId {
     return this.add({ k: 'thread' }, this.size)
   }
-  ridx(): NodeId {
-    return this.add({ k: 'ridx' }, this.loopSize)
+  ridx(level = 0): NodeId {
+    return this.add(level === 0 ? { k: 'ridx' } : { k: 'ridx', level }, this.loopSizes[level])
   }
   lit(value: number, dtype: DType): NodeId {
     const v = dtype === 'bool' ? (value ? 1 : 0) : value
@@ -108,8 +112,8 @@ export class KernelBuilder {
   op(op: ElemOp, args: readonly NodeId[], dtype: DType, extra: { wide?: boolean } = {}): NodeId {
     return this.add(extra.wide ? { k: 'op', op, args, dtype, wide: true } : { k: 'op', op, args, dtype })
   }
-  reduce(op: ReduceOp, size: number, body: NodeId, dtype: DType): NodeId {
-    return this.add({ k: 'reduce', op, size, body, dtype })
+  reduce(op: ReduceOp, size: number, body: NodeId, dtype: DType, level = 0): NodeId {
+    return this.add(level === 0 ? { k: 'reduce', op, size, body, dtype } : { k: 'reduce', op, size, body, dtype, level })
   }
 
   // ---- index arithmetic (int32, non-negative values) ----
@@ -247,36 +251,55 @@ export function deps(n: KNode): readonly NodeId[] {
 }
 
 /**
- * The order to evaluate a kernel's nodes: before the loop, inside it, after it. Several
- * reductions of the same length share the one loop (each keeps its own accumulator).
+ * The order to evaluate a kernel's nodes: before the loop, inside it (itself a schedule, which
+ * may hold the nested loop), after it. Several reductions of the same level share one loop
+ * (each keeps its own accumulator).
  */
 export interface Schedule {
   readonly pre: readonly NodeId[]
-  readonly loop?: { readonly size: number; readonly reduces: readonly NodeId[]; readonly body: readonly NodeId[] }
+  readonly loop?: KernelLoop
   readonly post: readonly NodeId[]
 }
 
+export interface KernelLoop {
+  readonly size: number
+  readonly level: number
+  readonly reduces: readonly NodeId[]
+  readonly body: Schedule
+}
+
+export const loopLevel = (n: KNode): number => (n.k === 'ridx' || n.k === 'reduce' ? (n.level ?? 0) : 0)
+
 export function scheduleKernel(k: Kernel): Schedule {
-  const inLoop: boolean[] = []
-  const afterLoop: boolean[] = []
-  const reduces: NodeId[] = []
+  // depth: how many loops a node sits in; a reduce's result sits outside its own loop
+  const depth: number[] = []
+  const after: boolean[] = []
   k.nodes.forEach((n, i) => {
     const ds = deps(n)
-    inLoop[i] = n.k === 'ridx' || (n.k !== 'reduce' && ds.some((d) => inLoop[d]))
-    afterLoop[i] = n.k === 'reduce' || ds.some((d) => afterLoop[d])
-    if (n.k === 'reduce') reduces.push(i)
+    depth[i] = n.k === 'ridx' ? loopLevel(n) + 1 : n.k === 'reduce' ? loopLevel(n) : Math.max(0, ...ds.map((d) => depth[d]!))
+    after[i] = n.k === 'reduce' || ds.some((d) => depth[d] === depth[i] && after[d])
   })
-  const pre: NodeId[] = [], body: NodeId[] = [], post: NodeId[] = []
-  k.nodes.forEach((n, i) => {
-    if (n.k === 'reduce') return
-    if (inLoop[i]) body.push(i)
-    else if (afterLoop[i]) post.push(i)
-    else pre.push(i)
-  })
-  if (reduces.length === 0) return { pre, post }
-  const size = (k.nodes[reduces[0]!] as Extract<KNode, { k: 'reduce' }>).size
-  return { pre, loop: { size, reduces, body }, post }
+  const build = (d: number): Schedule => {
+    const pre: NodeId[] = [], post: NodeId[] = [], reduces: NodeId[] = []
+    k.nodes.forEach((n, i) => {
+      if (depth[i] !== d) return
+      if (n.k === 'reduce') reduces.push(i)
+      else (after[i] ? post : pre).push(i)
+    })
+    if (reduces.length === 0) return { pre, post }
+    const size = (k.nodes[reduces[0]!] as Extract<KNode, { k: 'reduce' }>).size
+    return { pre, loop: { size, level: d, reduces, body: build(d + 1) }, post }
+  }
+  return build(0)
 }
+
+/** The largest loop length of a schedule, nested loops included. */
+export function maxLoopSize(s: Schedule): number {
+  return s.loop ? Math.max(s.loop.size, maxLoopSize(s.loop.body)) : 0
+}
+
+/** Name of a loop index in prints and generated code: `r` for the outer loop, `r1` for the nested one. */
+export const loopIndexName = (level: number): string => (level === 0 ? 'r' : `r${level}`)
 
 function fmtLit(v: number, dtype: DType): string {
   const s = Object.is(v, -0) ? '-0' : String(v)
@@ -290,7 +313,7 @@ export function printKernel(k: Kernel, bufName: (b: number) => string = (b) => `
     const n = k.nodes[id]!
     if (n.k === 'lit') return fmtLit(n.value, n.dtype)
     if (n.k === 'thread') return 'i'
-    if (n.k === 'ridx') return 'r'
+    if (n.k === 'ridx') return loopIndexName(loopLevel(n))
     return `%${id}`
   }
   const line = (id: NodeId): string | undefined => {
@@ -317,17 +340,20 @@ export function printKernel(k: Kernel, bufName: (b: number) => string = (b) => `
       if (l) out.push(ind + l)
     }
   }
-  emit(s.pre, '  ')
-  if (s.loop) {
-    out.push(`  loop r<${s.loop.size} {`)
-    emit(s.loop.body, '    ')
-    for (const id of s.loop.reduces) {
-      const rn = k.nodes[id] as Extract<KNode, { k: 'reduce' }>
-      out.push(`    %${id} = ${rn.op} ${ref(rn.body)}`)
+  const block = (sc: Schedule, ind: string): void => {
+    emit(sc.pre, ind)
+    if (sc.loop) {
+      out.push(`${ind}loop ${loopIndexName(sc.loop.level)}<${sc.loop.size} {`)
+      block(sc.loop.body, ind + '  ')
+      for (const id of sc.loop.reduces) {
+        const rn = k.nodes[id] as Extract<KNode, { k: 'reduce' }>
+        out.push(`${ind}  %${id} = ${rn.op} ${ref(rn.body)}`)
+      }
+      out.push(`${ind}}`)
     }
-    out.push('  }')
+    emit(sc.post, ind)
   }
-  emit(s.post, '  ')
+  block(s, '  ')
   out.push(`  return ${ref(k.root)}`)
   return out.join('\n')
 }

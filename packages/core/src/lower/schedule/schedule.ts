@@ -58,8 +58,8 @@ export function scheduleLoops(program: Program, opts: ScheduleOptions): LoopSche
   const nearest = new Map<number, NearestPattern>()
   if (opts.nearest) {
     for (const e of program.eqns) {
-      if (e.prim !== 'argmin') continue
-      const m = matchNearest(e as EqnOf<'argmin'>, g, isStored)
+      if (e.prim !== 'argmin' && e.prim !== 'argmax') continue
+      const m = matchNearest(e as EqnOf<'argmin'> | EqnOf<'argmax'>, g, isStored)
       if (!m) continue
       nearest.set(e.out.id, m)
       stored.delete(m.matmul.out.id)

@@ -60,6 +60,6 @@ export function writesOf(st: LoopStep): Var[] {
     case 'loop': case 'expMap': return [st.out]
     case 'reduce': return [st.eqn.out, ...st.sides]
     case 'matmul': case 'host': return [st.eqn.out]
-    case 'nearest': return [st.pattern.argmin.out]
+    case 'nearest': return [st.pattern.select.out]
   }
 }
