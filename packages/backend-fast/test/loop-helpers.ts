@@ -20,7 +20,7 @@ export function expectSameBits(got: HostTensor[], want: HostTensor[], what: stri
 }
 
 /**
- * LFQ's entropy terms (the W3b program) at a small size: softmax probabilities, their per-row
+ * LFQ's entropy terms (the bench's entropy workload) at a small size: softmax probabilities, their per-row
  * entropy and the entropy of their mean over rows; `rowMax` also reads the probabilities once more.
  */
 export function entropyProgram(n: number, dim: number, k: number, rowMax: boolean): Program {

@@ -20,7 +20,7 @@ async function sameAsReference(p: Program, ins: HostTensor[]): Promise<void> {
   expectSameBits(await runOrThrow(p, ins, fastBackend({ wasm: false })), interpretProgram(p, ins), 'fast vs reference')
 }
 
-/** FSQ forward as the W2 benchmark traces it (codes and indices). */
+/** FSQ forward as the bench traces it (codes and indices). */
 function fsqProgram(n: number, levels: readonly number[]): Program {
   const d = levels.length
   const eps = 1e-3

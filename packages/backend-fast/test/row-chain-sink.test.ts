@@ -7,7 +7,7 @@ import { fastBackend, planProgram } from '../src/index.js'
 import { entropyProgram, expectBlockedEntropySameBits, expectSameBits, f32, rowChainOf, runUntilShared, values } from './loop-helpers.js'
 
 
-describe('a value summed over rows and read elsewhere is stored once (W3b column sum)', () => {
+describe('a value summed over rows and read elsewhere is stored once', () => {
   test('the probabilities are a side output of the entropy loop; the column sum only adds them', () => {
     const plan = planProgram(entropyProgram(50, 3, 8, false), { wasm: false, threads: 1, blockRows: 7 })
     const chain = plan.steps.flatMap((s) => (s.kind === 'rows' ? [s.chain] : []))[0]!
