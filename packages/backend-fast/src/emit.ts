@@ -1,5 +1,5 @@
 import { TesseraError } from '@tessera/core'
-import type { DType, Eqn, NumInfo, Shape, Var } from '@tessera/core'
+import type { DType, ElemPrim, Eqn, NumInfo, Shape, Var } from '@tessera/core'
 import { EXACT, ValueFacts, isExactF32, isPowerOfTwo, joinInfo, literalInfo, resultBound, resultInfo, roundedInfo, storeValue, stridesOf } from '@tessera/core'
 import { expF32, fastTanh, signOf, TANH_TAB, tanhConsts } from './fastmath.js'
 
@@ -306,41 +306,48 @@ function exactElementwise(prim: Eqn['prim'], a: readonly string[]): string | und
   }
 }
 
+/** Primitives the table below writes as expressions (cast, where and stop_gradient are handled by the Emitter). */
+type TablePrim = Exclude<ElemPrim, 'cast' | 'where' | 'stop_gradient'>
+
+/** JS source of one primitive from its operands' expressions, given whether it is a float op. */
+type JsOp = (f: boolean, x: string, y: string) => string
+
 /**
- * One elementwise primitive as a JS expression whose value equals what the reference stores:
- * float results pass through F (Math.fround), int32 results through `| 0` (the Int32Array store),
- * comparisons give 0/1 (as `+(a < b)`: branch-free, which matters on unpredictable data).
+ * The fast backend's code for each elementwise primitive: a JS expression whose value equals
+ * what the reference stores: float results pass through F (Math.fround), int32 results through
+ * `| 0` (the Int32Array store), comparisons give 0/1 (as `+(a < b)`: branch-free, which matters
+ * on unpredictable data). A mapped type over the primitives, so a new one fails tsc here.
  */
+const jsOps: { readonly [P in TablePrim]: JsOp } = {
+  neg: (f, x) => (f ? `(-${x})` : `((-${x}) | 0)`),
+  abs: (f, x) => (f ? `Math.abs(${x})` : `(Math.abs(${x}) | 0)`),
+  sign: (_f, x) => `(${x} > 0 ? 1 : ${x} < 0 ? -1 : ${x})`,
+  exp: (_f, x) => `F(EXP(${x}))`,
+  log: (_f, x) => `F(LOG(${x}))`,
+  sqrt: (_f, x) => `F(Math.sqrt(${x}))`,
+  tanh: (_f, x) => `F(TANH(${x}))`,
+  atanh: (_f, x) => `F(Math.atanh(${x}))`,
+  floor: (_f, x) => `Math.floor(${x})`,
+  round: (_f, x) => `RNE(${x})`,
+  recip: (_f, x) => `F(1 / ${x})`,
+  add: (f, x, y) => (f ? `F(${x} + ${y})` : `((${x} + ${y}) | 0)`),
+  sub: (f, x, y) => (f ? `F(${x} - ${y})` : `((${x} - ${y}) | 0)`),
+  mul: (f, x, y) => (f ? `F(${x} * ${y})` : `Math.imul(${x}, ${y})`),
+  div: (_f, x, y) => `F(${x} / ${y})`,
+  idiv: (_f, x, y) => `(${y} === 0 ? 0 : Math.floor(${x} / ${y}) | 0)`,
+  mod: (_f, x, y) => `(${y} === 0 ? 0 : (${x} - ${y} * Math.floor(${x} / ${y})) | 0)`,
+  pow: (_f, x, y) => `F(Math.pow(${x}, ${y}))`,
+  max: (_f, x, y) => `MAX(${x}, ${y})`,
+  min: (_f, x, y) => `MIN(${x}, ${y})`,
+  lt: (_f, x, y) => `+(${x} < ${y})`,
+  le: (_f, x, y) => `+(${x} <= ${y})`,
+  eq: (_f, x, y) => `+(${x} === ${y})`,
+}
+
 function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string {
-  const [x, y] = a as [string, string]
-  const f = dt === 'float32'
-  switch (prim) {
-    case 'neg': return f ? `(-${x})` : `((-${x}) | 0)`
-    case 'abs': return f ? `Math.abs(${x})` : `(Math.abs(${x}) | 0)`
-    case 'sign': return `(${x} > 0 ? 1 : ${x} < 0 ? -1 : ${x})`
-    case 'exp': return `F(EXP(${x}))`
-    case 'log': return `F(LOG(${x}))`
-    case 'sqrt': return `F(Math.sqrt(${x}))`
-    case 'tanh': return `F(TANH(${x}))`
-    case 'atanh': return `F(Math.atanh(${x}))`
-    case 'floor': return `Math.floor(${x})`
-    case 'round': return `RNE(${x})`
-    case 'recip': return `F(1 / ${x})`
-    case 'add': return f ? `F(${x} + ${y})` : `((${x} + ${y}) | 0)`
-    case 'sub': return f ? `F(${x} - ${y})` : `((${x} - ${y}) | 0)`
-    case 'mul': return f ? `F(${x} * ${y})` : `Math.imul(${x}, ${y})`
-    case 'div': return `F(${x} / ${y})`
-    case 'idiv': return `(${y} === 0 ? 0 : Math.floor(${x} / ${y}) | 0)`
-    case 'mod': return `(${y} === 0 ? 0 : (${x} - ${y} * Math.floor(${x} / ${y})) | 0)`
-    case 'pow': return `F(Math.pow(${x}, ${y}))`
-    case 'max': return `MAX(${x}, ${y})`
-    case 'min': return `MIN(${x}, ${y})`
-    case 'lt': return `+(${x} < ${y})`
-    case 'le': return `+(${x} <= ${y})`
-    case 'eq': return `+(${x} === ${y})`
-    default:
-      throw new TesseraError('backend', 'fast.emit', `${prim} is not elementwise`)
-  }
+  const op = (jsOps as Partial<Record<Eqn['prim'], JsOp>>)[prim]
+  if (!op) throw new TesseraError('backend', 'fast.emit', `${prim} is not elementwise`)
+  return op(dt === 'float32', a[0]!, a[1]!)
 }
 
 /** Helpers every generated kernel closes over; their semantics are the reference's. */
