@@ -29,7 +29,7 @@ export function roundHalfEven(x: number): number {
   return Math.abs(x % 1) === 0.5 ? 2 * Math.round(x / 2) : r
 }
 
-/** max/min propagate NaN (torch semantics; Math.max would too, but this keeps x's -0 vs 0 order). */
+/** NaN wins (as in torch); for equal operands the second is returned, so max(0, -0) is -0 (Math.max gives 0). */
 export const nanMax = (x: number, y: number) => (x !== x || y !== y ? NaN : x > y ? x : y)
 export const nanMin = (x: number, y: number) => (x !== x || y !== y ? NaN : x < y ? x : y)
 
