@@ -47,7 +47,7 @@ export function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
     if (sizeOf(shape) === 0) return kb.lit(0, v.aval.dtype)
     return kb.load(buf, toFlat(kb, ix, shape), v.aval.dtype)
   }
-  if (!e) throw new TesseraError('runtime', 'lower', `variable ${v.id} has no definition and no buffer`)
+  if (!e) throw new TesseraError('backend', 'lower', `variable ${v.id} has no definition and no buffer`)
   const dt = v.aval.dtype
   switch (e.prim) {
     case 'stop_gradient':
@@ -172,7 +172,7 @@ export function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
       return kb.lit(e.params.value, dt)
     case 'constant':
     case 'random_uniform':
-      throw new TesseraError('runtime', 'lower', `${e.prim} must have a buffer`)
+      throw new TesseraError('backend', 'lower', `${e.prim} must have a buffer`)
     default: {
       // what is left is elementwise: the kernel op of the same name. `satisfies` fails tsc when a
       // new non-elementwise primitive reaches here without a case of its own.
