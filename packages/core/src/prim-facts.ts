@@ -29,19 +29,25 @@ export interface PrimFacts {
    */
   readonly differentiable: boolean
   readonly tol: TolClass
+  /**
+   * Evaluated by a library function or a long series (exp, log, tanh, atanh, pow), not a single
+   * instruction: a planner stores such a value once rather than recompute it per reader, and
+   * counts loops that evaluate it as worth sharing with threads.
+   */
+  readonly costly: boolean
 }
 
-const fact = <K extends PrimKind, T extends TolClass>(kind: K, differentiable: boolean, tol: T) => ({ kind, differentiable, tol })
-const D = true, N = false
+const fact = <K extends PrimKind, T extends TolClass>(kind: K, differentiable: boolean, tol: T, costly = false) => ({ kind, differentiable, tol, costly })
+const D = true, N = false, COSTLY = true
 
 // `satisfies` keeps each row's literal kind, so `ElemPrim` below is computed from this table
 export const primFacts = {
   neg: fact('unary', D, 'exact'),
-  exp: fact('unary', D, 'transcendental'),
-  log: fact('unary', D, 'transcendental'),
+  exp: fact('unary', D, 'transcendental', COSTLY),
+  log: fact('unary', D, 'transcendental', COSTLY),
   sqrt: fact('unary', D, 'transcendental'),
-  tanh: fact('unary', D, 'transcendental'),
-  atanh: fact('unary', D, 'transcendental'),
+  tanh: fact('unary', D, 'transcendental', COSTLY),
+  atanh: fact('unary', D, 'transcendental', COSTLY),
   abs: fact('unary', D, 'exact'),
   sign: fact('unary', N, 'exact'),
   floor: fact('unary', N, 'exact'),
@@ -55,7 +61,7 @@ export const primFacts = {
   div: fact('binary', D, 'transcendental'),
   idiv: fact('binary', N, 'exact'),
   mod: fact('binary', N, 'exact'),
-  pow: fact('binary', D, 'transcendental'),
+  pow: fact('binary', D, 'transcendental', COSTLY),
   max: fact('binary', D, 'exact'),
   min: fact('binary', D, 'exact'),
   lt: fact('binary', N, 'exact'),
@@ -114,6 +120,9 @@ export const elementwisePrims: ReadonlySet<ElemPrim> = primsWhere((f) => f.kind 
 
 /** Primitives a backend computes with an approximation (library or hardware), not one rounding. */
 export const transcendentalPrims: ReadonlySet<Prim> = primsWhere((f) => f.tol === 'transcendental')
+
+/** Primitives evaluated by a costly function (see PrimFacts.costly). */
+export const costlyPrims: ReadonlySet<Prim> = primsWhere((f) => f.costly)
 
 /** Primitives whose output never carries a gradient (autodiff's activity analysis stops there). */
 export const nonDifferentiablePrims: ReadonlySet<Prim> = primsWhere((f) => !f.differentiable)

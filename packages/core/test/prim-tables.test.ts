@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest'
 import type { DType, ElemPrim, Prim } from '../src/index.js'
 import {
-  TesseraError, allPrims, elementwiseDtypes, elementwisePrims, isElemPrim, nonDifferentiablePrims, primFacts, scalarFn,
+  TesseraError, allPrims, costlyPrims, elementwiseDtypes, elementwisePrims, isElemPrim, nonDifferentiablePrims, primFacts, scalarFn,
   scalarRules, transcendentalPrims,
 } from '../src/index.js'
 
@@ -14,6 +14,8 @@ describe('per-primitive tables', () => {
       sorted(['sign', 'floor', 'round', 'stop_gradient', 'idiv', 'mod', 'lt', 'le', 'eq', 'argmin', 'argmax', 'iota', 'full', 'constant', 'random_uniform']),
     )
     expect(sorted(elementwisePrims)).toEqual(sorted(allPrims.filter(isElemPrim)))
+    // the planner's costly set (stored once, worth threads) had these members when it was written by hand
+    expect(sorted(costlyPrims)).toEqual(sorted(['exp', 'log', 'tanh', 'atanh', 'pow']))
     expect(Object.keys(primFacts)).toEqual(allPrims)
   })
 

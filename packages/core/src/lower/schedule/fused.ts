@@ -1,4 +1,5 @@
 import type { Prim } from '../../prim.js'
+import { costlyPrims } from '../../prim.js'
 import type { Var } from '../../program.js'
 import type { ProgramGraph } from './graph.js'
 import type { LoopStep } from './steps.js'
@@ -46,13 +47,11 @@ export function readsOf(st: LoopStep, g: ProgramGraph, stored: ReadonlySet<numbe
   }
 }
 
-/** Primitives whose inline evaluation calls a costly function (exp, log, tanh series). */
-const heavyPrim = (p: Prim) => p === 'exp' || p === 'log' || p === 'tanh'
 
 /** Whether a step's work per element is large enough to be worth sharing with threads. */
 export function isHeavy(st: LoopStep, g: ProgramGraph, stored: ReadonlySet<number>): boolean {
   if (st.kind === 'matmul' || st.kind === 'expMap') return true
   let heavy = false
-  walkFused(st, g, stored, () => {}, (p) => (heavy ||= heavyPrim(p)))
+  walkFused(st, g, stored, () => {}, (p) => (heavy ||= costlyPrims.has(p)))
   return heavy
 }

@@ -1,5 +1,5 @@
 import type { Prim } from '../../prim.js'
-import { primKind } from '../../prim.js'
+import { costlyPrims, primKind } from '../../prim.js'
 import type { Var } from '../../program.js'
 import type { ProgramGraph } from './graph.js'
 import { isElementwise, isRemap, sizeOfVar } from './graph.js'
@@ -13,8 +13,6 @@ export const readsBuffers = (p: Prim): boolean =>
 
 export const isReduction = (p: Prim): boolean => primKind[p] === 'reduce' || primKind[p] === 'argreduce'
 
-/** Primitives a loop evaluates by calling out to a costly function: recomputing one per reader costs a call each. */
-export const callsOut = (p: Prim): boolean => p === 'exp' || p === 'log' || p === 'tanh' || p === 'atanh' || p === 'pow'
 
 /**
  * Which values are stored (materialized in a buffer) and which are recomputed inline by each
@@ -44,7 +42,7 @@ export function decideStorage(g: ProgramGraph): Set<number> {
       // an expensive value read through an expanding broadcast would be recomputed per copy
       (!cheap(v) && us.some((u) => u.prim === 'broadcast' && sizeOfVar(u.out) > sizeOfVar(v))) ||
       // a costly value read by several loops would be recomputed by each (softmax's exp)
-      (callsOut(e.prim) && us.length > 1) ||
+      (costlyPrims.has(e.prim) && us.length > 1) ||
       // a computed value also summed over its leading axis (softmax probabilities and their mean
       // over samples): stored, it becomes a side output of the loop that computes it, and the
       // column sum (a row chain's sink, run one block at a time in row order) only adds instead
