@@ -7,9 +7,9 @@ import { afterAll, describe, expect, it } from 'vitest'
 import type { Io } from '../src/index.js'
 import { EXIT_FAILED, EXIT_OK, EXIT_USAGE, backendNames, main } from '../src/index.js'
 
-// the golden folder the quantizers tests use: shared/ is a sibling of the repository root
+// the golden cases the quantizers tests use, kept in the repository (packages/quantizers/test/golden)
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
-const goldenDir = resolve(repoRoot, '../shared/golden')
+const goldenDir = resolve(repoRoot, 'packages/quantizers/test/golden')
 
 /** Runs `tessera <argv>` in-process, collecting what it prints. */
 async function tessera(argv: readonly string[], cwd = repoRoot) {

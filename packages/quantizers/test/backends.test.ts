@@ -1,6 +1,4 @@
 import { existsSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import type { Caps, HostTensor } from '@tessera/core'
 import { random, tensorOf } from '@tessera/core'
@@ -15,7 +13,7 @@ import { caseRunners } from '../src/golden/cases.js'
 import { formatReport, runGoldenFiles } from '../src/golden/suite.js'
 import type { HostApplyResult } from '../src/run.js'
 import type { Init, Quantizer } from '../src/quantizer.js'
-import { applyQ, decodeQ, orThrow, readGoldenDir } from './helpers.js'
+import { applyQ, decodeQ, goldenDir, orThrow, readGoldenDir } from './helpers.js'
 import type { Lane } from './lanes.js'
 import { gpuJsLane } from './lanes.js'
 
@@ -28,8 +26,6 @@ import { gpuJsLane } from './lanes.js'
  */
 
 const f32 = Math.fround
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
-const goldenDir = resolve(repoRoot, '../shared/golden')
 
 /**
  * Float agreement for a whole quantizer program: OPS float ops' worth of the backend's per-op

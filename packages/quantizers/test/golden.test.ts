@@ -1,6 +1,5 @@
 import { existsSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { resolve } from 'node:path'
 import { describe, expect, it } from 'vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import { caseRunners } from '../src/golden/cases.js'
@@ -8,11 +7,7 @@ import { formatReport, runGoldenFiles, summaryLine } from '../src/golden/suite.j
 import { parseGoldenCase } from '../src/golden/format.js'
 import { runCase } from '../src/golden/runner.js'
 import { compileCache } from '../src/run.js'
-import { backends, readGoldenDir } from './helpers.js'
-
-// shared/ is a sibling of the repository root (in CI: of the clone)
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
-const goldenDir = resolve(repoRoot, '../shared/golden')
+import { backends, goldenDir, readGoldenDir } from './helpers.js'
 
 /** Cases that must be in the folder; every case there must pass. */
 const MUST_PASS = ['fsq_8555', 'fsq_2222_symmetric', 'lfq_basic', 'rfsq_basic', 'vq_euclidean', 'vq_ema_train', 'rvq_basic']

@@ -1,5 +1,6 @@
 import { readFile, readdir } from 'node:fs/promises'
-import { join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor } from '@tessera/core'
 import { random, tensorOf } from '@tessera/core'
@@ -38,6 +39,13 @@ export async function decodeQ(backend: Backend, q: Quantizer, init: Init, indice
 }
 
 export { runOnHost }
+
+/**
+ * The reference's golden cases, kept in the repository (test/golden, copied from the cases recorded
+ * with vector-quantize-pytorch 1.31; format in its README.md) so a fresh clone tests with nothing beside it.
+ * `next/` holds the cases of classes and options the library does not have (or only recently got).
+ */
+export const goldenDir = resolve(dirname(fileURLToPath(import.meta.url)), 'golden')
 
 /** The `*.json` golden case files of a folder, for `runGoldenFiles`. */
 export async function readGoldenDir(dir: string): Promise<GoldenFile[]> {
