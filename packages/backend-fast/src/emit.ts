@@ -238,17 +238,23 @@ export class Emitter {
       }
       case 'stop_gradient':
         return arg(0)
+      // loops or host steps of their own (core's schedule stores them): read from buffers above
+      case 'pad': case 'concat': case 'reduce_sum': case 'reduce_max': case 'reduce_min': case 'argmin': case 'argmax':
+      case 'matmul': case 'gather': case 'constant': case 'random_uniform':
+        throw new TesseraError('backend', 'fast.emit', `${e.prim} is stored by the schedule, never inlined`)
       default: {
+        // what is left is the expression table's: a new primitive fails tsc here until it is placed
+        const prim = e.prim satisfies TablePrim
         const a = e.inputs.length === 1 ? [arg(0)] : [arg(0), arg(1)]
-        if (inDt !== 'float32') return this.bounded(elementwise(e.prim, inDt!, a), resultBound(e.prim, a.map((x) => this.boundOf(x))))
-        return this.floatOp(e.prim, a)
+        if (inDt !== 'float32') return this.bounded(elementwise(prim, inDt!, a), resultBound(prim, a.map((x) => this.boundOf(x))))
+        return this.floatOp(prim, a)
       }
     }
   }
 
   /** A float32 elementwise op: without fround when its exact result is known to be a float32. */
-  private floatOp(prim: Eqn['prim'], a0: readonly string[]): string {
-    let prim1 = prim
+  private floatOp(prim: TablePrim, a0: readonly string[]): string {
+    let prim1: TablePrim = prim
     let a = a0
     // x / 2^k is x * 2^-k bit for bit: for a float32 x both float64 operations are exact (no
     // overflow or underflow of float64 in reach), so both round the same real number to float32;
@@ -344,10 +350,8 @@ const jsOps: { readonly [P in TablePrim]: JsOp } = {
   eq: (_f, x, y) => `+(${x} === ${y})`,
 }
 
-function elementwise(prim: Eqn['prim'], dt: DType, a: readonly string[]): string {
-  const op = (jsOps as Partial<Record<Eqn['prim'], JsOp>>)[prim]
-  if (!op) throw new TesseraError('backend', 'fast.emit', `${prim} is not elementwise`)
-  return op(dt === 'float32', a[0]!, a[1]!)
+function elementwise(prim: TablePrim, dt: DType, a: readonly string[]): string {
+  return jsOps[prim](dt === 'float32', a[0]!, a[1]!)
 }
 
 /** Helpers every generated kernel closes over; their semantics are the reference's. */
