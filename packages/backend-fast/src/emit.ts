@@ -41,6 +41,8 @@ export function numLit(x: number): string {
  */
 export class Emitter {
   readonly lines: string[] = []
+  /** Whether the emitted lines call a helper function (EXP, LOG) that V8 may leave out of line. */
+  callsHelper = false
   private readonly memo = new Map<string, string>()
   /**
    * What is known about the values of expressions (temp names; literals are read from their
@@ -289,6 +291,7 @@ export class Emitter {
       const expr = exactElementwise(prim1, a)
       if (expr !== undefined) return this.known(expr, exact)
     }
+    if (prim1 === 'exp' || prim1 === 'log') this.callsHelper = true
     return this.known(elementwise(prim1, 'float32', a), roundedInfo(prim1, exact))
   }
 }

@@ -170,7 +170,7 @@ export function reduceKernel(
     ...(sideOutputs.length > 0 ? ['f++;'] : []),
     ...upd,
   ]
-  const unrolled = unrollable(e, axes, inShape, em.lines) ? unroll() : undefined
+  const unrolled = unrollable(e, axes, inShape, em.callsHelper) ? unroll() : undefined
   const body = [
     'let o = 0, f = 0;',
     ...loopOpen(outVars, kept.map((k) => (blocked && k === 0 ? 'R' : inShape[k]!))),
@@ -237,11 +237,11 @@ const INTERLEAVE_MIN_LINES = 8
  * as inline straight-line code (no call), so FSQ's level sum unrolls: its per-level constants
  * become literals, which the exactness rules of core's lower/exactness.ts use.
  */
-function unrollable(e: Eqn, axes: readonly number[], shape: readonly number[], lines: readonly string[]): boolean {
+function unrollable(e: Eqn, axes: readonly number[], shape: readonly number[], callsHelper: boolean): boolean {
   if (e.prim === 'argmin' || e.prim === 'argmax' || axes.length !== 1) return false
   const d = shape[axes[0]!]!
   if (d < 2 || d > UNROLL_MAX) return false
-  return !lines.some((l) => /\b(TANH|EXP|LOG)\(/.test(l))
+  return !callsHelper
 }
 
 /**
