@@ -1,6 +1,7 @@
 export * from './quantizer.js'
 export * from './config/codec.js'
 export * from './run.js'
+export type { NonFinitePolicy } from './finite.js'
 export * from './fsq/config.js'
 export * from './fsq/fsq.js'
 export * from './lfq/config.js'

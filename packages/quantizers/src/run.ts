@@ -1,6 +1,9 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, Backend, Executable, HostTensor, MapLeaves, Tensor } from '@tessera/core'
-import { TesseraError, asTesseraError, checkAvals, flatten, hashProgram, isHostTensor, trace } from '@tessera/core'
+import { TesseraError, asTesseraError, checkAvals, checkHostTensor, describeValue, flatten, fmtAval, hashProgram, isHostTensor, trace, where as where_ } from '@tessera/core'
+import { checkEntry, checkNamed } from './check-args.js'
+import type { NonFinitePolicy } from './finite.js'
+import { describeProbe, probeFinite, probeOk } from './finite.js'
 import type { Named, QuantizeResult, Quantizer } from './quantizer.js'
 
 /**
@@ -42,6 +45,38 @@ export function compileCache(): CompileCache {
 const isHost = (x: unknown): x is HostTensor => isHostTensor(x)
 
 /**
+ * Every leaf of an argument tree must be a valid host tensor: a plain array of numbers, a bare
+ * typed array, `null` inside a record or a mislabelled tensor is a Left naming its path, before
+ * anything is traced.
+ */
+function checkLeaves(t: unknown, path: string, where: string): E.Either<TesseraError, void> {
+  if (t === undefined || t === null) return E.right(undefined)
+  if (Array.isArray(t)) {
+    for (let i = 0; i < t.length; i++) {
+      const r = checkLeaves(t[i], `${path}[${i}]`, where)
+      if (E.isLeft(r)) return r
+    }
+    return E.right(undefined)
+  }
+  if (typeof t === 'object' && !ArrayBuffer.isView(t)) {
+    const proto = Object.getPrototypeOf(t)
+    const looksLikeTensor = Object.hasOwn(t, 'data') || Object.hasOwn(t, 'dtype') || Object.hasOwn(t, 'shape')
+    if (looksLikeTensor || (proto !== Object.prototype && proto !== null)) return E.map(() => undefined)(checkHostTensor(t, path, where))
+    for (const k of Object.keys(t)) {
+      const r = checkLeaves((t as Record<string, unknown>)[k], `${path}.${k}`, where)
+      if (E.isLeft(r)) return r
+    }
+    return E.right(undefined)
+  }
+  return E.map(() => undefined)(checkHostTensor(t, path, where))
+}
+
+const checkBackend = (backend: unknown, where: string): E.Either<TesseraError, Backend> =>
+  typeof backend === 'object' && backend !== null && typeof (backend as Backend).compile === 'function' && typeof (backend as Backend).name === 'string'
+    ? E.right(backend as Backend)
+    : E.left(new TesseraError('input', where, `backend must be a Backend value (cpuBackend(), ...), got ${describeValue(backend)}`))
+
+/**
  * Trace `fn` for the shapes of `args` (trees of host tensors), compile it on `backend` (through
  * `cache` when given) and run it on the args' data. Every failure comes back as a Left.
  */
@@ -51,6 +86,11 @@ export async function runOnHost<A extends readonly unknown[], O>(
   fn: (...args: MapLeaves<A, HostTensor, Tensor>) => O,
   cache?: CompileCache,
 ): Promise<E.Either<TesseraError, MapLeaves<O, Tensor, HostTensor>>> {
+  const okBackend = checkBackend(backend, 'runOnHost')
+  if (E.isLeft(okBackend)) return okBackend
+  if (!Array.isArray(args)) return E.left(new TesseraError('input', 'runOnHost', `args must be an array of argument trees, got ${describeValue(args)}`))
+  const okLeaves = checkLeaves(args, 'args', 'runOnHost')
+  if (E.isLeft(okLeaves)) return okLeaves
   const traced = trace(args as unknown as readonly Aval[], fn as never)
   if (E.isLeft(traced)) return traced
   const { program, unflattenOutputs } = traced.right
@@ -82,6 +122,8 @@ export interface HostApplyResult {
   readonly losses: Named<HostTensor>
   readonly state: Named<HostTensor>
   readonly extra: Named<HostTensor>
+  /** With `nonFinite: 'skip-update'`: what was not finite (the returned state is then the state passed in). */
+  readonly nonFinite?: string
 }
 
 export interface HostApplyArgs {
@@ -91,34 +133,108 @@ export interface HostApplyArgs {
   readonly training?: boolean
   /** i32[2] key; required where the quantizer draws random numbers in this call. */
   readonly key?: HostTensor
+  /**
+   * What to do with non-finite input or statistics (see `NonFinitePolicy`); the default is
+   * `'error'` in training and `'propagate'` in eval.
+   */
+  readonly nonFinite?: NonFinitePolicy
 }
 
-/** Run a quantizer's `apply` on host tensors: trace for these shapes, compile (cached), run. */
+const POLICIES: readonly NonFinitePolicy[] = ['error', 'skip-update', 'propagate']
+
+/** The checks of `applyOnHost`'s arguments, in order; the Left names the argument. */
+function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
+  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, nonFinite? }, got ${describeValue(args)}`))
+  const known = ['params', 'state', 'x', 'training', 'key', 'nonFinite']
+  const unknown = Object.keys(args).find((k) => !known.includes(k))
+  if (unknown !== undefined) return E.left(new TesseraError('input', where, `args has an unknown field ${JSON.stringify(unknown)} (known: ${known.join(', ')})`))
+  if (args.training !== undefined && typeof args.training !== 'boolean') return E.left(new TesseraError('input', where, `training must be a boolean, got ${describeValue(args.training)}`))
+  if (args.nonFinite !== undefined && !POLICIES.includes(args.nonFinite))
+    return E.left(new TesseraError('input', where, `nonFinite must be one of ${POLICIES.join(', ')}, got ${describeValue(args.nonFinite)}`))
+  const params = checkNamed(args.params, q.paramSpecs, q.kind, where, { what: 'params', complete: true })
+  if (E.isLeft(params)) return params
+  const state = checkNamed(args.state, q.stateSpecs, q.kind, where, { what: 'state', complete: true })
+  if (E.isLeft(state)) return state
+  const x = checkHostTensor(args.x, 'x', where)
+  if (E.isLeft(x)) return x
+  if (x.right.dtype !== 'float32') return E.left(new TesseraError('dtype', where, `x must be float32, got ${fmtAval(x.right)}`))
+  let key: HostTensor | null = null
+  if (args.key !== undefined && args.key !== null) {
+    const k = checkEntry(args.key, { shape: [2], dtype: 'int32' }, 'key', 'a random key', where)
+    if (E.isLeft(k)) return k
+    key = k.right
+  }
+  return E.right({ params: params.right, state: state.right, x: x.right, key })
+}
+
+/**
+ * Run a quantizer's `apply` on host tensors: check the arguments against the quantizer's specs,
+ * trace for these shapes, compile (cached), run; then apply the finite-input policy, whose check
+ * is part of the traced program.
+ */
 export async function applyOnHost(
   q: Quantizer,
   args: HostApplyArgs,
   backend: Backend,
   cache?: CompileCache,
 ): Promise<E.Either<TesseraError, HostApplyResult>> {
-  const missing = [...Object.keys(q.paramSpecs).filter((k) => !(k in args.params)), ...Object.keys(q.stateSpecs).filter((k) => !(k in args.state))]
-  if (missing.length > 0) return E.left(new TesseraError('input', `${q.kind}.apply`, `missing parameter/state entries: ${missing.join(', ')}`))
-  const key = args.key ?? null
+  const where = `${(q as Partial<Quantizer> | null)?.kind ?? 'quantizer'}.apply`
+  if (typeof q?.apply !== 'function' || typeof q.paramSpecs !== 'object' || typeof q.stateSpecs !== 'object')
+    return E.left(new TesseraError('input', 'applyOnHost', `q must be a quantizer (from a factory such as fsq(...)), got ${describeValue(q)}`))
+  const okBackend = checkBackend(backend, where)
+  if (E.isLeft(okBackend)) return okBackend
+  const checked = checkApplyArgs(q, args, where)
+  if (E.isLeft(checked)) return checked
+  const { params, state, x, key } = checked.right
+  const training = args.training ?? false
+  const policy: NonFinitePolicy = args.nonFinite ?? (training ? 'error' : 'propagate')
+  let probeInfo: { inputSize: number; labels: readonly string[] } | undefined
   const r = await runOnHost(
     backend,
-    [args.params, args.state, args.x, key] as const,
-    (params, state, x, k) => {
-      const res: QuantizeResult = q.apply(params as Named<Tensor>, state as Named<Tensor>, x as Tensor, {
-        training: args.training ?? false,
+    [params, state, x, key] as const,
+    (p, s, xs, k) => {
+      const res: QuantizeResult = q.apply(p as Named<Tensor>, s as Named<Tensor>, xs as Tensor, {
+        training,
         ...(k ? { key: k as Tensor } : {}),
       })
-      return { quantized: res.quantized, indices: res.indices, loss: res.loss, losses: { ...res.losses }, state: { ...res.state }, extra: { ...(res.extra ?? {}) } }
+      let nextState: Named<Tensor> = { ...res.state }
+      let finite: Tensor | undefined
+      if (policy !== 'propagate') {
+        const stats = [
+          ...Object.entries(res.state).map(([n, t]) => [`state entry ${n}`, t] as const),
+          ['loss', res.loss] as const,
+          ...Object.entries(res.losses).map(([n, t]) => [`loss term ${n}`, t] as const),
+        ]
+        const probe = probeFinite(xs as Tensor, stats)
+        probeInfo = { inputSize: probe.inputSize, labels: probe.labels }
+        finite = probe.first
+        if (policy === 'skip-update') {
+          const ok = probeOk(probe)
+          const old = s as Named<Tensor>
+          nextState = Object.fromEntries(Object.entries(res.state).map(([n, t]) => [n, old[n] ? where_(ok, t, old[n]!) : t]))
+        }
+      }
+      return {
+        quantized: res.quantized, indices: res.indices, loss: res.loss, losses: { ...res.losses }, state: nextState, extra: { ...(res.extra ?? {}) },
+        ...(finite ? { finite } : {}),
+      }
     },
     cache,
   )
-  return r as E.Either<TesseraError, HostApplyResult>
+  if (E.isLeft(r)) return r
+  const { finite, ...out } = r.right as HostApplyResult & { finite?: HostTensor }
+  if (finite && probeInfo) {
+    const found = describeProbe(finite.data[0]!, probeInfo.inputSize, probeInfo.labels, x)
+    if (found !== undefined) {
+      if (policy === 'error')
+        return E.left(new TesseraError('input', where, `${found}; a training call refuses non-finite values and returns no new state (option nonFinite: 'skip-update' or 'propagate' changes this)`))
+      return E.right({ ...out, nonFinite: found })
+    }
+  }
+  return E.right(out)
 }
 
-/** Run `indicesToCodes` on host indices. */
+/** Run `indicesToCodes` on host indices, checking params (and state, when given) against the specs first. */
 export async function indicesToCodesOnHost(
   q: Quantizer,
   params: Named<HostTensor>,
@@ -127,10 +243,23 @@ export async function indicesToCodesOnHost(
   cache?: CompileCache,
   state?: Named<HostTensor>,
 ): Promise<E.Either<TesseraError, HostTensor>> {
+  if (typeof q?.indicesToCodes !== 'function' || typeof q.paramSpecs !== 'object' || typeof q.stateSpecs !== 'object')
+    return E.left(new TesseraError('input', 'indicesToCodesOnHost', `q must be a quantizer (from a factory such as fsq(...)), got ${describeValue(q)}`))
+  const where = `${q.kind}.indicesToCodes`
+  const okBackend = checkBackend(backend, where)
+  if (E.isLeft(okBackend)) return okBackend
+  const p = checkNamed(params, q.paramSpecs, q.kind, where, { what: 'params', complete: true })
+  if (E.isLeft(p)) return p
+  // state is optional: entries a quantizer needs for decoding are checked when present
+  const s = state === undefined ? E.right({}) : checkNamed(state, q.stateSpecs, q.kind, where, { what: 'state', complete: false })
+  if (E.isLeft(s)) return s
+  const idx = checkHostTensor(indices, 'indices', where)
+  if (E.isLeft(idx)) return idx
+  if (idx.right.dtype !== 'int32') return E.left(new TesseraError('dtype', where, `indices must be int32, got ${fmtAval(idx.right)}`))
   return runOnHost(
     backend,
-    [params, indices, state ?? {}] as const,
-    (p, i, s) => q.indicesToCodes(p as Named<Tensor>, i as Tensor, s as Named<Tensor>),
+    [p.right, idx.right, s.right] as const,
+    (pp, i, ss) => q.indicesToCodes(pp as Named<Tensor>, i as Tensor, ss as Named<Tensor>),
     cache,
   ) as Promise<E.Either<TesseraError, HostTensor>>
 }

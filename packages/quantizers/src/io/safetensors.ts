@@ -29,11 +29,12 @@ export function encodeSafetensors(sd: Named<HostTensor>, metadata?: Readonly<Rec
     header[name] = { dtype: dt, shape: [...t.shape], data_offsets: [offset, offset + n] }
     offset += n
   }
-  let json = JSON.stringify(header)
-  // pad the header with spaces so the data starts 8-byte aligned (allowed by the format)
-  const pad = (8 - ((8 + Buffer.byteLength(json, 'utf8')) % 8)) % 8
-  json += ' '.repeat(pad)
-  const headerBytes = new TextEncoder().encode(json)
+  const json = JSON.stringify(header)
+  // pad the header with spaces so the data starts 8-byte aligned (allowed by the format); TextEncoder
+  // gives the UTF-8 length in Node and browsers alike (no Buffer)
+  const enc = new TextEncoder()
+  const pad = (8 - ((8 + enc.encode(json).length) % 8)) % 8
+  const headerBytes = enc.encode(json + ' '.repeat(pad))
   const out = new Uint8Array(8 + headerBytes.length + offset)
   const view = new DataView(out.buffer)
   view.setBigUint64(0, BigInt(headerBytes.length), true)
@@ -73,7 +74,10 @@ export function decodeSafetensors(bytes: Uint8Array): E.Either<TesseraError, Dec
   if (typeof header !== 'object' || header === null || Array.isArray(header)) return err('header must be a JSON object')
   const base = 8 + n
   const dataLen = bytes.length - base
-  const tensors: Record<string, HostTensor> = {}
+  // entries in a list, made into a record at the end with fromEntries: a tensor named __proto__
+  // becomes an own property instead of replacing the record's prototype
+  const tensors: [string, HostTensor][] = []
+  const ranges: { name: string; begin: number; end: number }[] = []
   let metadata: Record<string, string> = {}
   for (const [name, entry] of Object.entries(header)) {
     const where = `${WHERE}[${name}]`
@@ -96,15 +100,16 @@ export function decodeSafetensors(bytes: Uint8Array): E.Either<TesseraError, Dec
     if (end < begin || end > dataLen) return err(`data_offsets [${begin}, ${end}] fall outside the ${dataLen} data bytes`, where)
     if (end - begin !== count * width)
       return err(`data_offsets span ${end - begin} bytes but ${dtype}[${(shape as number[]).join(',')}] needs ${count * width}`, where)
+    ranges.push({ name, begin, end })
     const at = base + begin
     if (dtype === 'F32') {
       const a = new Float32Array(count)
       for (let i = 0; i < count; i++) a[i] = view.getFloat32(at + 4 * i, true)
-      tensors[name] = { shape: [...(shape as number[])], dtype: 'float32', data: a }
+      tensors.push([name, { shape: [...(shape as number[])], dtype: 'float32', data: a }])
     } else if (dtype === 'I32') {
       const a = new Int32Array(count)
       for (let i = 0; i < count; i++) a[i] = view.getInt32(at + 4 * i, true)
-      tensors[name] = { shape: [...(shape as number[])], dtype: 'int32', data: a }
+      tensors.push([name, { shape: [...(shape as number[])], dtype: 'int32', data: a }])
     } else if (dtype === 'I64') {
       const a = new Int32Array(count)
       for (let i = 0; i < count; i++) {
@@ -112,7 +117,7 @@ export function decodeSafetensors(bytes: Uint8Array): E.Either<TesseraError, Dec
         if (v > 2147483647n || v < -2147483648n) return err(`I64 element ${i} = ${v} does not fit in int32`, where)
         a[i] = Number(v)
       }
-      tensors[name] = { shape: [...(shape as number[])], dtype: 'int32', data: a }
+      tensors.push([name, { shape: [...(shape as number[])], dtype: 'int32', data: a }])
     } else {
       const a = new Uint8Array(count)
       for (let i = 0; i < count; i++) {
@@ -120,8 +125,18 @@ export function decodeSafetensors(bytes: Uint8Array): E.Either<TesseraError, Dec
         if (v > 1) return err(`BOOL element ${i} has byte ${v}; expected 0 or 1`, where)
         a[i] = v
       }
-      tensors[name] = { shape: [...(shape as number[])], dtype: 'bool', data: a }
+      tensors.push([name, { shape: [...(shape as number[])], dtype: 'bool', data: a }])
     }
   }
-  return E.right({ tensors, metadata })
+  // the data bytes must be exactly the tensors' ranges back to back: an overlap would let two
+  // tensors share bytes (silently shifted data) and a gap or trailing bytes means a malformed file
+  ranges.sort((a, b) => a.begin - b.begin || a.end - b.end)
+  let pos = 0
+  for (const r of ranges) {
+    if (r.begin < pos) return err(`data_offsets [${r.begin}, ${r.end}] overlap the previous tensor's bytes (up to ${pos})`, `${WHERE}[${r.name}]`)
+    if (r.begin > pos) return err(`data_offsets [${r.begin}, ${r.end}] leave a gap of ${r.begin - pos} bytes after byte ${pos}`, `${WHERE}[${r.name}]`)
+    pos = r.end
+  }
+  if (pos !== dataLen) return err(`tensors cover ${pos} of the ${dataLen} data bytes; the rest is unaccounted for`)
+  return E.right({ tensors: Object.fromEntries(tensors), metadata })
 }

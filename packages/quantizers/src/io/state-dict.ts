@@ -1,6 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor } from '@tessera/core'
-import { TesseraError, fmtAval, hostTensor, shapeEq, sizeOf } from '@tessera/core'
+import { TesseraError, describeValue, fmtAval, hostTensor, sizeOf } from '@tessera/core'
+import { checkEntry } from '../check-args.js'
 import type { Init, Named, Quantizer } from '../quantizer.js'
 
 /**
@@ -86,32 +87,29 @@ export interface SplitOptions {
   readonly ignore?: readonly string[]
 }
 
-function checkEntry(name: string, t: HostTensor, spec: Aval): E.Either<TesseraError, HostTensor> {
-  if (t.dtype !== spec.dtype || !shapeEq(t.shape, spec.shape))
-    return E.left(new TesseraError('input', `state-dict[${name}]`, `is ${fmtAval(t)}; the quantizer expects ${fmtAval(spec)}`))
-  return E.right(t)
-}
-
 /**
  * Split a flat state dict into a quantizer's params and state by its specs, checking every shape
- * and dtype. Unknown names are refused (a typo or a different architecture) unless listed in `ignore`.
+ * and dtype. Unknown names are refused (a typo or a different architecture) unless listed in `ignore`;
+ * names are own-property lookups, so `constructor` or `toString` are unknown, never found on the prototype.
  */
 export function splitStateDict(q: Pick<Quantizer, 'paramSpecs' | 'stateSpecs' | 'kind'>, sd: Named<HostTensor>, opts: SplitOptions = {}): E.Either<TesseraError, Init> {
+  if (typeof sd !== 'object' || sd === null || Array.isArray(sd))
+    return E.left(new TesseraError('input', 'state-dict', `a state dict must be an object of named host tensors, got ${describeValue(sd)}`))
   const params: Record<string, HostTensor> = {}
   const state: Record<string, HostTensor> = {}
   const ignore = new Set(opts.ignore ?? [])
   for (const name of Object.keys(sd)) {
     if (ignore.has(name)) continue
-    if (!(name in q.paramSpecs) && !(name in q.stateSpecs))
+    if (!Object.hasOwn(q.paramSpecs, name) && !Object.hasOwn(q.stateSpecs, name))
       return E.left(new TesseraError('input', `state-dict[${name}]`, `is not a parameter or buffer of ${q.kind}`))
   }
   const fill = (specs: Named<Aval>, into: Record<string, HostTensor>, fallback: Named<HostTensor> | undefined) => {
     for (const [name, spec] of Object.entries(specs)) {
-      const t = sd[name] ?? fallback?.[name]
+      const t = Object.hasOwn(sd, name) ? sd[name] : fallback && Object.hasOwn(fallback, name) ? fallback[name] : undefined
       if (!t) return E.left(new TesseraError('input', `state-dict[${name}]`, `missing (${q.kind} needs ${fmtAval(spec)})`))
-      const ok = checkEntry(name, t, spec)
+      const ok = checkEntry(t, spec, 'the entry', q.kind, `state-dict[${name}]`)
       if (E.isLeft(ok)) return ok
-      into[name] = t
+      into[name] = ok.right
     }
     return E.right(undefined)
   }
