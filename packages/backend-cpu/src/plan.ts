@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, IndexOp, Kernel, KNode, Plan, Program, Schedule } from '@tessera/core'
-import { TesseraError, allocate, castTo, checkAvals, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel } from '@tessera/core'
+import { TesseraError, allocate, castTo, checkAvals, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel, unaliasOutputs } from '@tessera/core'
 
 /**
  * A second CPU path: lower a program into the fused plan the GPU backends run, then interpret
@@ -38,7 +38,8 @@ export function fusedCpuBackend(opts: FusedCpuOptions = {}): Backend & { plan(pr
         run: async (inputs) => {
           const ok = checkAvals('cpu-fused', program.inputs.map((v) => v.aval), inputs)
           if (ok._tag === 'Left') throw ok.left
-          return runPlan(plan, inputs)
+          // an output that is an input (or a view of one) is copied: the caller owns its arrays
+          return unaliasOutputs(inputs, runPlan(plan, inputs))
         },
         dispose() {},
       }

@@ -151,3 +151,17 @@ export function checkAvals(where: string, expected: readonly Aval[], got: readon
   }
   return E.right(undefined)
 }
+
+/**
+ * Outputs a backend may hand to its caller: any output whose data shares memory with an input
+ * (an input returned unchanged, or a no-op view of it) or with an earlier output is copied, so
+ * writing into a result never changes the caller's arrays or another result.
+ */
+export function unaliasOutputs(inputs: readonly HostTensor[], outputs: readonly HostTensor[]): HostTensor[] {
+  const seen = new Set<ArrayBufferLike>(inputs.map((t) => t.data.buffer))
+  return outputs.map((t) => {
+    if (seen.has(t.data.buffer)) return { shape: t.shape, dtype: t.dtype, data: t.data.slice() } as HostTensor
+    seen.add(t.data.buffer)
+    return t
+  })
+}
