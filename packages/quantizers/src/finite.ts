@@ -43,7 +43,18 @@ export function probeFinite(x: Tensor, stats: readonly (readonly [string, Tensor
     parts.push(finiteMask(t).min().reshape([1]))
   }
   parts.push(bl.full([1], 0))
-  return { first: concat(parts, 0).argmin(0), inputSize: checkX ? x.size : 0, labels }
+  return { first: concatTree(parts).argmin(0), inputSize: checkX ? x.size : 0, labels }
+}
+
+/**
+ * Concatenate in groups of at most 8, nested: a backend may read only a few buffers per kernel
+ * (gpu.js: caps.maxKernelArgs 12), and a quantizer can have dozens of state entries.
+ */
+function concatTree(parts: readonly Tensor[]): Tensor {
+  if (parts.length <= 8) return concat(parts, 0)
+  const groups: Tensor[] = []
+  for (let i = 0; i < parts.length; i += 8) groups.push(concat(parts.slice(i, i + 8), 0))
+  return concatTree(groups)
 }
 
 /** Whether the probe found everything finite (a traced bool scalar, for `skip-update`). */
