@@ -19,7 +19,8 @@ const BYTES: Record<string, number> = { F32: 4, I32: 4, I64: 8, BOOL: 1 }
 /** Encode a flat state dict; names are written in sorted order, tensors packed back to back. */
 export function encodeSafetensors(sd: Named<HostTensor>, metadata?: Readonly<Record<string, string>>): Uint8Array {
   const names = Object.keys(sd).sort()
-  const header: Record<string, unknown> = {}
+  // no prototype: a tensor named __proto__ is then an ordinary key (on {} it would set the prototype)
+  const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>
   if (metadata) header['__metadata__'] = { ...metadata }
   let offset = 0
   for (const name of names) {
