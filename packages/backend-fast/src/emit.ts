@@ -19,6 +19,8 @@ export interface EmitEnv {
   def(v: Var): Eqn | undefined
   /** Local name of the buffer holding a materialized variable, or undefined if it is inlined. */
   bufName(v: Var): string | undefined
+  /** Fixed-point facts about the program's values, shared by every loop of a plan (else one per emitter). */
+  readonly facts?: ValueFacts
 }
 
 /** Names and literals, which need no temp of their own. */
@@ -59,7 +61,7 @@ export class Emitter {
     private readonly prefix = 't',
     private readonly inline = false,
   ) {
-    this.facts = new ValueFacts((v) => env.def(v))
+    this.facts = env.facts ?? new ValueFacts((v) => env.def(v))
   }
 
   private bind(expr: string): string {

@@ -35,6 +35,7 @@ export function tracking(env: EmitEnv & { slotOf(v: Var): number }): { env: Emit
   return {
     used,
     env: {
+      ...(env.facts ? { facts: env.facts } : {}),
       def: (v) => env.def(v),
       bufName: (v) => {
         const b = env.bufName(v)

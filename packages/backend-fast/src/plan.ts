@@ -1,6 +1,6 @@
 import { TesseraError } from '@tessera/core'
 import type { ChainStep, Eqn, LoopStep, Prim, Program, RowChain, Var } from '@tessera/core'
-import { scheduleLoops } from '@tessera/core'
+import { ValueFacts, scheduleLoops } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import type { ChainStepDesc } from './chain-runner.js'
 import type { GeneratedKernel } from './loops.js'
@@ -91,6 +91,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
   }
   const inputSlots = program.inputs.map(slotOf)
   const env: EmitEnv & { slotOf(v: Var): number } = {
+    facts: new ValueFacts((v) => graph.def(v)),
     def: (v) => graph.def(v),
     bufName: (v) => (stored.has(v.id) ? `b${slotOf(v)}` : undefined),
     slotOf,

@@ -159,34 +159,46 @@ export function storedInfo(v: Var, e: Eqn | undefined): NumInfo | undefined {
   return { m, q }
 }
 
-/** Definitions deeper than this are not followed (a recursion over the whole program; what is unknown stays unknown). */
-const MAX_DEPTH = 64
-
 /**
  * What is known about each variable's values from its definition, whatever loop computes it
  * (stored values are the reference's: a sum of FSQ's integer-valued terms is an integer, so the
  * loop that rounds and casts it reads it as one). Transcendental results carry only what holds
- * for the reference's and a backend's approximations alike (tanh: magnitude 1). Memoized per
- * instance: one instance per generated loop.
+ * for the reference's and a backend's approximations alike (tanh: magnitude 1). Memoized: one
+ * instance serves every loop of a program, each value's facts computed once from its operands'.
  */
 export class ValueFacts {
   private readonly memo = new Map<number, NumInfo | null>()
 
   constructor(private readonly def: (v: Var) => Eqn | undefined) {}
 
-  of(v: Var, depth = 0): NumInfo | undefined {
+  of(v: Var): NumInfo | undefined {
     const hit = this.memo.get(v.id)
     if (hit !== undefined) return hit ?? undefined
-    const i = depth > MAX_DEPTH ? undefined : this.fromDef(v, depth + 1)
-    if (depth <= MAX_DEPTH) this.memo.set(v.id, i ?? null)
-    return i
+    // operands first, without recursion (programs can be thousands of equations deep)
+    const stack: Var[] = [v]
+    while (stack.length > 0) {
+      const u = stack[stack.length - 1]!
+      if (this.memo.has(u.id)) {
+        stack.pop()
+        continue
+      }
+      const missing = u.aval.dtype === 'bool' ? [] : (this.def(u)?.inputs.filter((w) => !this.memo.has(w.id)) ?? [])
+      if (missing.length > 0) {
+        stack.push(...missing)
+        continue
+      }
+      this.memo.set(u.id, this.fromDef(u) ?? null)
+      stack.pop()
+    }
+    return this.memo.get(v.id) ?? undefined
   }
 
-  private fromDef(v: Var, depth: number): NumInfo | undefined {
+  /** Facts of `v` from its operands' (already known). */
+  private fromDef(v: Var): NumInfo | undefined {
     if (v.aval.dtype === 'bool') return { m: 1, q: 0 }
     const e = this.def(v)
     if (!e) return undefined
-    const at = (k: number) => this.of(e.inputs[k]!, depth)
+    const at = (k: number) => this.of(e.inputs[k]!)
     const inDt = e.inputs[0]?.aval.dtype
     switch (e.prim) {
       case 'constant': return storedInfo(v, e)
@@ -211,11 +223,11 @@ export class ValueFacts {
       }
       default: {
         if (inDt === 'int32') {
-          const b = resultBound(e.prim, e.inputs.map((u) => integerInfo(this.of(u, depth))?.m))
+          const b = resultBound(e.prim, e.inputs.map((u) => integerInfo(this.of(u))?.m))
           return b !== undefined && b <= EXACT ? { m: b, q: 0 } : undefined
         }
         if (inDt !== 'float32') return undefined
-        const ai = e.inputs.map((u) => this.of(u, depth))
+        const ai = e.inputs.map((u) => this.of(u))
         let prim: Prim = e.prim
         // division by constant powers of two: a multiply by their reciprocals (bit for bit)
         if (prim === 'div') {

@@ -39,8 +39,18 @@ interface Cx {
 function accessOf(st: LoopStep, n: number, cx: Cx): Access | undefined {
   const rowReads = new Set<number>(), wholeReads = new Set<number>()
   const isRow = (v: Var) => v.aval.shape.length >= 1 && v.aval.shape[0] === n
-  // walks the fused expression of `v`; `selves` are computed by the step itself (never leaves)
+  // walks the fused expression of `v`; `selves` are computed by the step itself (never leaves).
+  // Shared subexpressions are walked once (selves are fixed for one step).
+  const seen = new Map<string, boolean>()
   const walk = (v: Var, row: boolean, selves: ReadonlySet<number>): boolean => {
+    const key = `${v.id}:${row}`
+    const hit = seen.get(key)
+    if (hit !== undefined) return hit
+    const r = walkOnce(v, row, selves)
+    seen.set(key, r)
+    return r
+  }
+  const walkOnce = (v: Var, row: boolean, selves: ReadonlySet<number>): boolean => {
     if (cx.stored.has(v.id) && !selves.has(v.id)) {
       ;(row ? rowReads : wholeReads).add(v.id)
       return true

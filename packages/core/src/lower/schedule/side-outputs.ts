@@ -19,9 +19,26 @@ export function sideOutputsOf(
 ): Map<number, Var[]> {
   const { program } = g
   const result = new Map<number, Var[]>()
-  // does a stored (own-loop) equation before `k` read `id`, directly or through inlined values?
-  const readBeforeBy = (id: number, k: number): boolean =>
-    program.eqns.slice(0, k).some((q) => q.inputs.some((u) => u.id === id) && (stored.has(q.out.id) || readBeforeBy(q.out.id, k)))
+  // the first stored equation (program order) that reads a value, directly or through inlined
+  // values: equations are in dependency order, so a loop before `k` reads it iff this is below k
+  const reachMemo = new Map<number, number>()
+  const firstStoredReader = (v: Var): number => {
+    const hit = reachMemo.get(v.id)
+    if (hit !== undefined) return hit
+    let first = Infinity
+    for (const q of g.uses(v)) first = Math.min(first, stored.has(q.out.id) ? g.orderOf(q.out) : firstStoredReader(q.out))
+    reachMemo.set(v.id, first)
+    return first
+  }
+  // candidates by operand shape, in program order
+  const byShape = new Map<string, Var[]>()
+  for (const d of program.eqns) {
+    if (!stored.has(d.out.id) || g.isInput(d.out) || ownLoop(d.prim) || ownStep.has(d.out.id)) continue
+    const key = d.out.aval.shape.join(',')
+    const list = byShape.get(key)
+    if (list) list.push(d.out)
+    else byShape.set(key, [d.out])
+  }
   program.eqns.forEach((e, k) => {
     if (e.prim !== 'reduce_sum' && e.prim !== 'reduce_max' && e.prim !== 'reduce_min') return
     if (!stored.has(e.out.id) || absorbed.has(e.out.id)) return
@@ -30,15 +47,11 @@ export function sideOutputsOf(
     const axes = [...e.params.axes].sort((a, b) => a - b)
     if (axes.length === 0 || axes.some((a, i) => a !== r - axes.length + i)) return
     const sides: Var[] = []
-    for (const d of program.eqns) {
-      const id = d.out.id
-      const at = g.orderOf(d.out)
-      if (at >= k || !stored.has(id) || absorbed.has(id) || g.isInput(d.out) || ownLoop(d.prim) || ownStep.has(id)) continue
-      const s = d.out.aval.shape
-      if (s.length !== r || s.some((x, i) => x !== shape[i])) continue
+    for (const v of byShape.get(shape.join(',')) ?? []) {
+      if (g.orderOf(v) >= k) break
       // a loop that runs before the reduction and reads this value would see an unwritten buffer
-      if (readBeforeBy(id, k)) continue
-      sides.push(d.out)
+      if (absorbed.has(v.id) || firstStoredReader(v) < k) continue
+      sides.push(v)
     }
     // The loop computes a side value at its own flat index; read through a movement op
     // (transpose, slice, broadcast, reshape) it is wanted at another index, which the loop
@@ -46,7 +59,11 @@ export function sideOutputsOf(
     // tests: min over transpose(exp(tanh x)) read 0). Such values keep a loop of their own.
     const candidates = new Set(sides.map((v) => v.id))
     const movedReads = new Set<number>()
+    const walked = new Set<string>()
     const walk = (v: Var, moved: boolean): void => {
+      const key = `${v.id}:${moved}`
+      if (walked.has(key)) return
+      walked.add(key)
       if (stored.has(v.id) && (moved || !candidates.has(v.id))) {
         if (moved) movedReads.add(v.id)
         return
