@@ -60,6 +60,17 @@ export function strict<R extends t.Props, O extends t.Props>(name: string, requi
   )
 }
 
+/** A config value in a message: JSON, except that NaN and ±Infinity print as such (JSON says null). */
+export function showValue(v: unknown): string {
+  if (typeof v === 'number') return String(v)
+  if (v === undefined) return 'undefined'
+  try {
+    return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'number' && !Number.isFinite(x) ? String(x) : x)) ?? String(v)
+  } catch {
+    return String(v)
+  }
+}
+
 function describe(err: t.ValidationError): { field: string; message: string } {
   // io-ts puts the member index of an intersection into the context: drop those, keep array indices
   let field = ''
@@ -71,7 +82,7 @@ function describe(err: t.ValidationError): { field: string; message: string } {
   })
   const last = err.context[err.context.length - 1]
   const expected = last?.type.name ?? 'value'
-  const message = err.message ?? `expected ${expected}, got ${JSON.stringify(err.value)}`
+  const message = err.message ?? `expected ${expected}, got ${showValue(err.value)}`
   return { field: field || '(root)', message }
 }
 

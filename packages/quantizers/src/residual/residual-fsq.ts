@@ -72,6 +72,8 @@ export function decodeResidualFSQ(input: unknown, where = 'ResidualFSQ'): E.Eith
         () => check(levels.length > 0 && levels.every((l) => l > 1), where, 'levels', `every level must be > 1, got [${levels.join(', ')}]`),
         () => check(!(hard && given !== null), where, 'soft_clamp_input_value', 'cannot be given with bound_hard_clamp: true (it is derived from the levels)'),
         () => check(soft === null || soft.length === levels.length, where, 'soft_clamp_input_value', `needs one value per level (${levels.length})`),
+        // the soft clamp is c·tanh(x / c): 0 makes every output 0 (x / 0 is ±Inf or NaN) and a negative c flips the sign
+        () => check(soft === null || soft.every((c) => c > 0), where, 'soft_clamp_input_value', `must be > 0, got ${JSON.stringify(given)}`),
         () => check(!(o.quantize_dropout ?? false) || cutoff < nq, where, 'quantize_dropout_cutoff_index', `must be below num_quantizers (${nq})`),
         () => E.map(() => undefined)(resolveFSQ(layerOptions(levels, hard, o), where)),
       ],

@@ -81,6 +81,13 @@ export interface VQConfig {
   readonly num_codebooks: number
 }
 
+/**
+ * The most k-means iterations a config may ask for: the loop is unrolled when the program is traced
+ * (about a dozen equations per iteration), so the bound keeps tracing and compiling finite; the
+ * reference's default is 10.
+ */
+export const MAX_KMEANS_ITERS = 1000
+
 export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<TesseraError, VQConfig> {
   const heads = o.heads ?? 1
   const codebook_dim = o.codebook_dim ?? o.dim
@@ -133,6 +140,10 @@ export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<Tess
     () => check(cfg.orthogonal_reg_weight >= 0, where, 'orthogonal_reg_weight', `must be >= 0, got ${cfg.orthogonal_reg_weight}`),
     () => check(cfg.codebook_diversity_loss_weight >= 0, where, 'codebook_diversity_loss_weight', 'must be >= 0'),
     () => check(cfg.sample_codebook_temp >= 0, where, 'sample_codebook_temp', `must be >= 0, got ${cfg.sample_codebook_temp}`),
+    // the diversity loss divides the distances by this temperature's inverse: 0 or less turns the softmax flat or upside down
+    () => check(cfg.codebook_diversity_temperature > 0, where, 'codebook_diversity_temperature', `must be > 0, got ${cfg.codebook_diversity_temperature}`),
+    () => check(cfg.reset_cluster_size >= 0, where, 'reset_cluster_size', `must be >= 0 (a revived code's cluster size), got ${cfg.reset_cluster_size}`),
+    () => check(cfg.kmeans_iters <= MAX_KMEANS_ITERS, where, 'kmeans_iters', `must be at most ${MAX_KMEANS_ITERS} (each iteration is unrolled into the traced program), got ${cfg.kmeans_iters}`),
     () =>
       check(
         [straight, rotation].filter(Boolean).length <= 1,
