@@ -16,8 +16,10 @@ export async function readGoldenDir(dir: string): Promise<GoldenFile[]> {
 
 /**
  * `tessera golden [--backend <name>] <dir>`: run every reference case in <dir> (cases recorded from
- * vector-quantize-pytorch, see shared/golden/README.md) on one backend, one line per case, then
- * "N passed, N failed". Exits 0 when there are cases and all pass.
+ * vector-quantize-pytorch; the repository's are in packages/quantizers/test/golden, format in its
+ * README.md) on one backend, one line per case (PASS, FAIL or UNSUPPORTED), then "N passed, N
+ * failed[, N unsupported]". Exits 0 only when there are cases and all pass: a case the library
+ * cannot run is not a pass.
  */
 export async function golden(args: readonly string[], io: Io): Promise<number> {
   const at = args.indexOf('--backend')

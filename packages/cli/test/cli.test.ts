@@ -54,6 +54,18 @@ describe('tessera golden', () => {
     expect(ok.status).toBe(EXIT_FAILED)
   })
 
+  it('next/: a class or option the library lacks is reported UNSUPPORTED, named, and is not a pass', async () => {
+    const r = await tessera(['golden', join(goldenDir, 'next')])
+    expect(r.err).toEqual([])
+    const cases = r.out.slice(1, -1)
+    for (const line of cases) expect(line).toMatch(/^(PASS|UNSUPPORTED) /)
+    expect(cases).toContain('UNSUPPORTED vq_mask (VectorQuantize): not implemented: mask (runs eval_masked, train_frozen_masked, train_ema_masked)')
+    expect(cases).toContain('UNSUPPORTED fsp_basic (FSP): class FSP is not in the library')
+    const unsupported = cases.filter((l) => l.startsWith('UNSUPPORTED')).length
+    expect(r.out.at(-1)).toBe(`${cases.length - unsupported} passed, 0 failed, ${unsupported} unsupported`)
+    expect(r.status).toBe(EXIT_FAILED)
+  })
+
   it('an empty folder is not a pass', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'tessera-golden-'))
     temps.push(dir)

@@ -9,11 +9,10 @@ import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualFSQ, residualFSQScales } from '../src/residual/residual-fsq.js'
 import { groupedResidualFSQ } from '../src/grouped/grouped-residual.js'
-import { caseRunners } from '../src/golden/cases.js'
-import { formatReport, runGoldenFiles } from '../src/golden/suite.js'
 import type { HostApplyResult } from '../src/run.js'
 import type { Init, Quantizer } from '../src/quantizer.js'
-import { applyQ, decodeQ, goldenDir, orThrow, readGoldenDir } from './helpers.js'
+import { expectAsRecorded, goldenReports } from './golden-expected.js'
+import { applyQ, decodeQ, goldenDir, orThrow } from './helpers.js'
 import type { Lane } from './lanes.js'
 import { gpuJsLane } from './lanes.js'
 
@@ -304,11 +303,10 @@ for (const lane of lanes) {
       })
 
     if (lane.golden)
-      it('golden cases from the reference pass (indices exact, floats within 1e-5)', async () => {
+      it('golden cases from the reference report as recorded (indices exact, floats within 1e-5)', async () => {
         expect(existsSync(goldenDir), `expected reference cases at ${goldenDir}`).toBe(true)
-        const reports = await runGoldenFiles(await readGoldenDir(goldenDir), caseRunners, backend)
-        expect(reports.length).toBeGreaterThan(0)
-        for (const r of reports) expect(r.ok, formatReport(r)).toBe(true)
+        const { files, reports } = await goldenReports(backend)
+        expectAsRecorded(files, reports)
       })
   })
 }

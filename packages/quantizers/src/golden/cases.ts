@@ -1,27 +1,34 @@
 import { groupedResidualFSQ, groupedResidualLFQ } from '../grouped/grouped-residual.js'
 import { latentQuantize } from '../latent/latent.js'
+import { randomProjectionQuantizer } from '../random-projection/random-projection.js'
 import { residualLFQ } from '../residual/residual-lfq.js'
+import { residualSimVQ } from '../simvq/residual-simvq.js'
+import { runSimVQCase } from '../simvq/golden.js'
 import { runFSQCase } from './fsq-case.js'
-import { quantizerCaseRunner } from './generic-case.js'
+import { CONFIG_BUFFERS, quantizerCaseRunner } from './generic-case.js'
 import { runLFQCase } from './lfq-case.js'
 import { runResidualFSQCase } from './rfsq-case.js'
 import type { CaseRunners } from './runner.js'
 import { runVectorQuantizeCase } from '../vq/golden.js'
-import { runResidualVQCase } from '../residual-vq/golden.js'
+import { runGroupedResidualVQCase, runResidualVQCase } from '../residual-vq/golden.js'
 
 /**
- * Every class the golden runner knows, by the reference's class name. A case whose class is not
- * here fails. Add a class by adding its runner to this map (no registration side effects);
- * `quantizerCaseRunner(build)` covers a quantizer whose outputs use the usual names.
+ * Every class the library has, by the reference's class name; a case of a class not here is
+ * reported unsupported. Add a class by adding its runner to this map (no registration side
+ * effects); `quantizerCaseRunner(build)` covers a quantizer whose outputs use the usual names.
  */
 export const caseRunners: CaseRunners = {
   FSQ: runFSQCase,
+  LFQ: runLFQCase,
+  LatentQuantize: quantizerCaseRunner(latentQuantize, { derived: ['_levels', '_basis', 'implicit_codebook'] }),
   VectorQuantize: runVectorQuantizeCase,
   ResidualVQ: runResidualVQCase,
-  LFQ: runLFQCase,
+  GroupedResidualVQ: runGroupedResidualVQCase,
   ResidualFSQ: runResidualFSQCase,
-  ResidualLFQ: quantizerCaseRunner(residualLFQ),
-  GroupedResidualFSQ: quantizerCaseRunner(groupedResidualFSQ),
-  GroupedResidualLFQ: quantizerCaseRunner(groupedResidualLFQ),
-  LatentQuantize: quantizerCaseRunner(latentQuantize, ['_levels', '_basis', 'implicit_codebook']),
+  ResidualLFQ: quantizerCaseRunner(residualLFQ, { derived: CONFIG_BUFFERS }),
+  GroupedResidualFSQ: quantizerCaseRunner(groupedResidualFSQ, { derived: CONFIG_BUFFERS }),
+  GroupedResidualLFQ: quantizerCaseRunner(groupedResidualLFQ, { derived: CONFIG_BUFFERS }),
+  SimVQ: runSimVQCase,
+  ResidualSimVQ: quantizerCaseRunner(residualSimVQ),
+  RandomProjectionQuantizer: quantizerCaseRunner(randomProjectionQuantizer),
 }

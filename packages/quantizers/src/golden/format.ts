@@ -4,7 +4,7 @@ import type { HostTensor } from '@tessera/core'
 import { TesseraError, hostTensor } from '@tessera/core'
 import { decode } from '../config/codec.js'
 
-/** The reference oracle's file format, "vqp-oracle/1" (see shared/golden/README.md). */
+/** The reference oracle's file format, "vqp-oracle/1" (see packages/quantizers/test/golden/README.md). */
 const TensorJson = t.type({
   shape: t.array(t.number),
   dtype: t.keyof({ float32: null, int64: null, int32: null, bool: null }),

@@ -1,10 +1,14 @@
 import * as E from 'fp-ts/lib/Either.js'
 import { makeFSQ } from '../fsq/fsq.js'
 import { decodeFSQ } from '../fsq/config.js'
+import { CONFIG_BUFFERS, derivedBuffers } from './generic-case.js'
 import type { CaseRunner } from './runner.js'
 import { loadCaseState, runEachCaseRun } from './runner.js'
 
-/** FSQ cases: forward outputs, indices_to_codes, level indices, codes_to_indices, implicit codebook. */
+/**
+ * FSQ cases: forward outputs, indices_to_codes, level indices, codes_to_indices, implicit codebook.
+ * `orthogonal_rot` is a random buffer: loaded from the case like any buffer, never compared with a draw of ours.
+ */
 export const runFSQCase: CaseRunner = async (c, ctx) => {
   const cfg = decodeFSQ(c.kwargs)
   if (E.isLeft(cfg)) return cfg
@@ -25,5 +29,5 @@ export const runFSQCase: CaseRunner = async (c, ctx) => {
     }
   }, 'none')
   if (E.isLeft(runs)) return runs
-  return E.right({ runs: runs.right, derived: loaded.right.derived })
+  return E.right({ runs: runs.right, derived: derivedBuffers(loaded.right.derived, CONFIG_BUFFERS) })
 }

@@ -1,6 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js'
 import { decodeLFQ } from '../lfq/config.js'
 import { makeLFQ } from '../lfq/lfq.js'
+import { CONFIG_BUFFERS, configKwargs, derivedBuffers } from './generic-case.js'
 import type { CaseRunner } from './runner.js'
 import { loadCaseState, runEachCaseRun } from './runner.js'
 
@@ -10,8 +11,7 @@ export const runLFQCase: CaseRunner = async (c, ctx) => {
   if (E.isLeft(base)) return base
   const loaded = loadCaseState(makeLFQ(base.right), c.state)
   if (E.isLeft(loaded)) return loaded
-  const { derived } = loaded.right
-  const runs = await runEachCaseRun(c, ctx, loaded.right, (run) => E.map(makeLFQ)(decodeLFQ({ ...c.kwargs, ...run.callKwargs })), (q, res, P, S) => ({
+  const runs = await runEachCaseRun(c, ctx, loaded.right, (run) => E.map(makeLFQ)(decodeLFQ({ ...c.kwargs, ...configKwargs(run) })), (q, res, P, S) => ({
     quantized: res.quantized,
     indices: res.indices,
     aux_loss: res.loss,
@@ -20,7 +20,8 @@ export const runLFQCase: CaseRunner = async (c, ctx) => {
     commitment: res.losses['commitment']!,
     indices_to_codes: q.indicesToCodes(P, res.indices, S),
     codes_before_project_out: res.extra!['codes']!,
+    project_in_output: res.extra!['projected']!,
   }), 'none')
   if (E.isLeft(runs)) return runs
-  return E.right({ runs: runs.right, derived: { codebook: derived['codebook']!, mask: derived['mask']! } })
+  return E.right({ runs: runs.right, derived: derivedBuffers(loaded.right.derived, CONFIG_BUFFERS) })
 }

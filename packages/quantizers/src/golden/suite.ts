@@ -23,7 +23,7 @@ export async function runGoldenFiles(files: readonly GoldenFile[], runners: Case
     for (const f of sorted) {
       const parsed = parseGoldenCase(f.text, f.name)
       if (E.isLeft(parsed)) {
-        reports.push({ name: f.name, className: '?', ok: false, checks: [], error: parsed.left.message, worstFloat: NaN, indexMismatches: NaN })
+        reports.push({ name: f.name, className: '?', status: 'fail', ok: false, checks: [], runs: [], error: parsed.left.message, worstFloat: NaN, indexMismatches: NaN })
         continue
       }
       reports.push(await runCase(parsed.right, runners, { backend, cache }))
@@ -34,15 +34,29 @@ export async function runGoldenFiles(files: readonly GoldenFile[], runners: Case
   return reports
 }
 
-/** One line per case: PASS/FAIL, the worst float error, index mismatches and the failing outputs. */
+/**
+ * One line per case: PASS, FAIL or UNSUPPORTED, the worst float error, index mismatches and the
+ * failing outputs; an unsupported case names what the library lacks and the runs that need it.
+ */
 export function formatReport(r: CaseReport): string {
-  const head = `${r.ok ? 'PASS' : 'FAIL'} ${r.name} (${r.className})`
+  const head = `${r.status.toUpperCase()} ${r.name} (${r.className})`
   if (r.error) return `${head}: ${r.error}`
+  if (r.unsupported) return `${head}: ${r.unsupported}`
+  const parts: string[] = []
+  const why = new Map<string, string[]>()
+  for (const run of r.runs) if (run.reason !== undefined) why.set(run.reason, [...(why.get(run.reason) ?? []), run.name])
+  for (const [reason, names] of why) parts.push(`${reason} (runs ${names.join(', ')})`)
+  if (r.checks.length || !why.size) parts.push(`worst float error ${r.worstFloat.toExponential(2)}, index mismatches ${r.indexMismatches}, ${r.checks.length} outputs`)
+  const replayed = [...new Set(r.runs.flatMap((run) => run.replayed))]
+  if (replayed.length) parts.push(`replayed the reference's draw: ${replayed.join(', ')}`)
   const bad = r.checks.filter((k) => !k.ok).map((k) => `${k.name}${k.note ? ` [${k.note}]` : ` [${k.mismatches} off, worst ${k.worst.toExponential(2)}]`}`)
-  return `${head}: worst float error ${r.worstFloat.toExponential(2)}, index mismatches ${r.indexMismatches}, ${r.checks.length} outputs${bad.length ? `; failing: ${bad.join(', ')}` : ''}`
+  if (bad.length) parts.push(`failing: ${bad.join(', ')}`)
+  return `${head}: ${parts.join('; ')}`
 }
 
+/** "N passed, N failed", and ", N unsupported" when some case needs what the library lacks. */
 export function summaryLine(reports: readonly CaseReport[]): string {
-  const passed = reports.filter((r) => r.ok).length
-  return `${passed} passed, ${reports.length - passed} failed`
+  const count = (s: CaseReport['status']) => reports.filter((r) => r.status === s).length
+  const unsupported = count('unsupported')
+  return `${count('pass')} passed, ${count('fail')} failed${unsupported ? `, ${unsupported} unsupported` : ''}`
 }

@@ -122,7 +122,8 @@ export function makeLatentQuantize(cfg: LatentQuantizeConfig): LatentQuantize {
     // LatentQuantize is always channel-first, (b, dim, ...)
     const layout = packLayout(x, true, cfg.dim, 'LatentQuantize')
     const [b, n] = layout.x.shape as [number, number]
-    const z = projectIn(proj, params, layout.x).reshape([b, n, cfg.num_codebooks, d])
+    const projected = projectIn(proj, params, layout.x)
+    const z = projected.reshape([b, n, cfg.num_codebooks, d])
     const values = (i: number) => (cfg.optimize_values ? params : state)[valueNames[i]!]!
     const picked = L.map((_, i) => {
       const zi = z.index(-1, i)
@@ -146,7 +147,7 @@ export function makeLatentQuantize(cfg: LatentQuantizeConfig): LatentQuantize {
       if (cfg.quantization_loss_weight !== 0) quantization = out.stopGradient().sub(x).square().mean()
     }
     const loss = state['commitment_loss_weight']!.mul(commitment).add(state['quantization_loss_weight']!.mul(quantization))
-    return { quantized: out, indices: idx, loss, losses: { commitment, quantization }, state, extra: { codes: flat } }
+    return { quantized: out, indices: idx, loss, losses: { commitment, quantization }, state, extra: { codes: flat, projected } }
   }
 
   const indicesToCodes = (params: Named<Tensor>, indices: Tensor): Tensor => {

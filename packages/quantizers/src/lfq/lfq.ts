@@ -93,7 +93,8 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
     const transpose = cfg.channel_first ?? x.rank >= 4
     const layout = packLayout(x, transpose, cfg.dim, whereName)
     const [bsz, n] = layout.x.shape as [number, number]
-    let h = projectIn(params, layout.x)
+    const projected = projectIn(params, layout.x)
+    let h = projected
     const sc = cfg.soft_clamp_input_value
     if (sc !== null) h = h.div(sc).tanh().mul(sc)
     let z = h.reshape([bsz, n, cfg.num_codebooks, d])
@@ -136,7 +137,7 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
       loss,
       losses: { per_sample_entropy: perSample, batch_entropy: batchEntropy, commitment: commit, entropy_aux_loss: entropyAux },
       state,
-      extra: { codes: flatOut },
+      extra: { codes: flatOut, projected },
     }
   }
 

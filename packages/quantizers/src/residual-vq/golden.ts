@@ -1,10 +1,16 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { HostTensor, Tensor } from '@tessera/core'
+import { scoped, stack } from '@tessera/core'
+import { configKwargs, withCaseNames } from '../golden/generic-case.js'
 import type { CaseRunner } from '../golden/runner.js'
 import { loadCaseState, runEachCaseRun } from '../golden/runner.js'
+import { groupPrefix } from '../grouped/grouped.js'
 import type { Named } from '../quantizer.js'
 import { runOnHost } from '../run.js'
 import { decodeRVQ } from './config.js'
+import type { GroupedResidualVQ } from './grouped-residual-vq.js'
+import { decodeGroupedResidualVQ, makeGroupedResidualVQ } from './grouped-residual-vq.js'
+import type { ResidualVQ } from './residual-vq.js'
 import { makeResidualVQ } from './residual-vq.js'
 
 /**
@@ -22,13 +28,41 @@ export const runResidualVQCase: CaseRunner = async (c, ctx) => {
   const { params, state } = loaded.right
   const derived = await runOnHost(ctx.backend, [params, state] as const, (p, s) => q0.codebooks(p as Named<Tensor>, s as Named<Tensor>), ctx.cache)
   if (E.isLeft(derived)) return derived
-  const runs = await runEachCaseRun(c, ctx, loaded.right, (run) => E.map(makeResidualVQ)(decodeRVQ({ ...c.kwargs, ...run.callKwargs })), (q, res, P) => ({
+  const runs = await runEachCaseRun(c, ctx, loaded.right, (run) => E.map(makeResidualVQ)(decodeRVQ({ ...c.kwargs, ...configKwargs(run) })), (q, res, P) => ({
+    ...withCaseNames(res.extra),
     quantized: res.quantized,
     indices: res.indices,
     losses: res.extra!['all_losses']!,
     all_codes: q.codesFromIndices(P, res.indices, res.state),
     get_output_from_indices: q.indicesToCodes(P, res.indices, res.state),
+    codebooks: q.codebooks(P, res.state),
   }), 'threaded')
   if (E.isLeft(runs)) return runs
   return E.right({ runs: runs.right, derived: { codebooks: derived.right as HostTensor } })
+}
+
+/** Group g's ResidualVQ: the grouped combinator builds every group with makeResidualVQ. */
+const groupRVQs = (q: GroupedResidualVQ) => q.spec.groups as readonly ResidualVQ[]
+
+/**
+ * GroupedResidualVQ cases: indices (g, b, n, q), per-group losses (g, q), all codes (g, q, b, n, d),
+ * and the reference's derived `codebooks`, every group's stacked view stacked again (g, q, K, d).
+ */
+export const runGroupedResidualVQCase: CaseRunner = async (c, ctx) => {
+  const base = decodeGroupedResidualVQ(c.kwargs)
+  if (E.isLeft(base)) return base
+  const loaded = loadCaseState(makeGroupedResidualVQ(base.right), c.state)
+  if (E.isLeft(loaded)) return loaded
+  const build = (run: Parameters<typeof configKwargs>[0]) => E.map(makeGroupedResidualVQ)(decodeGroupedResidualVQ({ ...c.kwargs, ...configKwargs(run) }))
+  const runs = await runEachCaseRun(c, ctx, loaded.right, build, (q, res, P) => ({
+    ...withCaseNames(res.extra),
+    quantized: res.quantized,
+    indices: res.indices,
+    losses: res.extra!['all_losses']!,
+    all_codes: q.codesFromIndices(P, res.indices, res.state),
+    get_output_from_indices: q.indicesToCodes(P, res.indices, res.state),
+    codebooks: stack(groupRVQs(q).map((rvq, g) => rvq.codebooks(scoped(P, groupPrefix(g)), scoped(res.state, groupPrefix(g)))), 0),
+  }), 'threaded')
+  if (E.isLeft(runs)) return runs
+  return E.right({ runs: runs.right })
 }

@@ -110,7 +110,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       loss: allLosses.sum(),
       losses,
       state: prefixed(s, SHARED),
-      extra: { all_losses: allLosses },
+      extra: { all_losses: allLosses, project_in_output: z },
     }
   }
 

@@ -81,9 +81,16 @@ export function trackStatistics(
 }
 
 /**
+ * Where dead codes get their rows: `u` (C, N), uniform draws that order the batch rows; or `rows`
+ * (C, M) int32, a recorded draw of the reference (the rows its `replace` gave the expired codes, in
+ * code order), which the golden runner replays.
+ */
+export type ExpiryDraw = { readonly u: Tensor } | { readonly rows: Tensor }
+
+/**
  * Dead-code revival (`expire_codes_`): codes whose cluster size fell below `threshold` get a
  * random row of this batch (distinct rows while there are enough), `cluster_size = reset` and
- * `embed_avg = row · reset`. `u` (C, N) are uniform draws that order the batch rows.
+ * `embed_avg = row · reset`.
  */
 export function expireCodes(
   buf: CodebookBuffers,
@@ -91,18 +98,35 @@ export function expireCodes(
   threshold: number,
   reset: number,
   cosine: boolean,
-  u: Tensor,
+  draw: ExpiryDraw,
 ): CodebookBuffers {
   const k = buf.clusterSize.shape[1]!
   const samples = cosine ? l2norm(flat) : flat
-  const sampled = sampleRows(samples, k, u) // (C, K, d)
   const expired = buf.clusterSize.lt(threshold) // (C, K)
+  const sampled = 'u' in draw ? sampleRows(samples, k, draw.u) : recordedRows(samples, expired, draw.rows) // (C, K, d)
   const ex3 = expired.expandDims(-1)
   return {
     embed: where(ex3, sampled, buf.embed),
     clusterSize: where(expired, buf.clusterSize.fullLike(f32(reset)), buf.clusterSize),
     embedAvg: where(ex3, sampled.mul(f32(reset)), buf.embedAvg),
   }
+}
+
+/**
+ * The rows a recorded draw gave the expired codes (C, K, d): the j-th expired code of codebook c,
+ * in code order, gets row `rows[c, j]` of `samples[c]`, as the reference's `replace` assigns its
+ * sampled rows. Rows of codes that did not expire are never used.
+ */
+export function recordedRows(samples: Tensor, expired: Tensor, rows: Tensor): Tensor {
+  const [c, k] = expired.shape as [number, number]
+  const m = rows.shape[1]!
+  const b = samples.builder
+  if (m === 0) return b.full([c, k, samples.shape[2]!], 0) // the reference expired nothing
+  // slot[c, k] = how many codes before k expired: code k's place in the recorded list (exact small integers)
+  const before = b.iota([k, k], 0).lt(b.iota([k, k], 1)).cast('float32')
+  const slot = expired.cast('float32').matmul(before).cast('int32').minimum(m - 1)
+  const src = rows.reshape([c * m]).gather(slot.add(b.iota([c, k], 0).mul(m)), 0) // (C, K) row numbers
+  return gatherCodes(samples, src)
 }
 
 /**

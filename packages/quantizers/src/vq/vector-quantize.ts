@@ -32,6 +32,12 @@ export interface VQApplyOptions extends ApplyOptions {
    * `_codebook.embed` for the caller to recompute (a shared ResidualVQ codebook does it once per step).
    */
   readonly manualEmaUpdate?: boolean
+  /**
+   * Replays a recorded dead-code draw instead of drawing with `key`: int32 (C, M), the rows of this
+   * call's (C, N, d) codebook input that the reference gave its M expired codes, in code order. For
+   * the golden runner, whose cases record the reference's draw; VectorQuantize only.
+   */
+  readonly replacementRows?: Tensor
 }
 
 /** State-dict names of the codebook buffers, relative to the quantizer's prefix. */
@@ -72,6 +78,8 @@ export interface CodebookCall {
   readonly key?: Tensor
   /** Accumulate EMA statistics but leave `embed` to a later `embedFromAverages` (shared ResidualVQ codebook). */
   readonly manualEma?: boolean
+  /** A recorded dead-code draw to replay (see `VQApplyOptions.replacementRows`). */
+  readonly replacementRows?: Tensor
   readonly where: string
 }
 
@@ -131,12 +139,18 @@ export function expireDead(
   cfg: VQConfig,
   buf: { embed: Tensor; clusterSize: Tensor; embedAvg: Tensor },
   flat: Tensor,
-  call: Pick<CodebookCall, 'key' | 'where'>,
+  call: Pick<CodebookCall, 'key' | 'where' | 'replacementRows'>,
   tag = 0,
 ) {
+  const rows = call.replacementRows
+  if (rows) {
+    if (rows.dtype !== 'int32' || rows.rank !== 2 || rows.shape[0] !== flat.shape[0])
+      throw new TesseraError('input', call.where, `replacementRows must be int32 (${flat.shape[0]}, M), got ${rows.dtype}[${rows.shape.join(',')}]`)
+    return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, { rows })
+  }
   const key = foldKey(requireKey(call.key, call.where, 'threshold_ema_dead_code > 0 in training (replacement rows)'), TAG_EXPIRE + 16 * tag)
   const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]!])
-  return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, u)
+  return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, { u })
 }
 
 export interface VectorQuantize extends Quantizer<VQConfig> {
@@ -251,6 +265,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       temperature: opts.sampleCodebookTemp ?? cfg.sample_codebook_temp,
       ...(opts.key ? { key: opts.key } : {}),
       manualEma: opts.manualEmaUpdate ?? false,
+      ...(opts.replacementRows ? { replacementRows: opts.replacementRows } : {}),
       where: W,
     })
     const bl = x.builder
@@ -311,7 +326,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       loss,
       losses: { commitment, codebook_diversity: diversity, orthogonal_reg: orthogonal },
       state: next,
-      extra: { codebook_dist: distRef, codebook_input: cin },
+      extra: { codebook_dist: distRef, codebook_input: cin, projected: z },
     }
   }
 
