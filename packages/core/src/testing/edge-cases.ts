@@ -35,6 +35,29 @@ const literalProduct = (): ProgramCase => {
   return { program: tr.program, inputs: [t(literalX, [literalX.length])] }
 }
 
+/**
+ * Nearest-code search whose distances overflow (docs/NUMERICS.md, "Overflow in nearest-code
+ * search"): the index is argmin/argmax over the distances as float32 gives them, so a row whose
+ * distances are all +Inf (argmin) or all -Inf (argmax) gets index 0, and a row with a NaN distance
+ * gets its first NaN code, even after an infinite one. Codes (c0, c1) = (-1,0) (1,0) (-2,1) (2,1);
+ * rows: an ordinary one (nearest code 1); |x|^2 overflowing to +Inf (2e19^2 and 3e19^2 exceed
+ * float32's max) so every distance is +Inf; x = (Inf, 0), where x.c is -Inf for code 0 (distance
+ * +Inf) and +Inf for code 1 (Inf - Inf: NaN); x = (NaN, 0), all NaN. Both forms backends fuse into
+ * one kernel: |x|^2 - 2 x.c + |c|^2 with argmin, and VectorQuantize's -sqrt(max(., 1e-8)) with argmax.
+ */
+const nearestRows = [0.5, 0.25, 2e19, 0, Infinity, 0, NaN, 0, -3e19, 0]
+const nearestCodes = [-1, 0, 1, 0, -2, 1, 2, 1]
+const nearestOverflow = (vqForm: boolean) => (): ProgramCase => {
+  const tr = traceOrThrow([{ shape: [5, 2], dtype: 'float32' }, { shape: [4, 2], dtype: 'float32' }] as const, (x, cb) => {
+    const x2 = x.square().sum(-1, true)
+    const xe = x.matmul(cb.mT)
+    const e2 = cb.square().sum(-1)
+    if (!vqForm) return x2.sub(xe.mul(2)).add(e2).argmin(-1)
+    return x2.add(e2).add(xe.mul(-2)).maximum(1e-8).sqrt().neg().argmax(-1)
+  })
+  return { program: tr.program, inputs: [t(nearestRows, [5, 2]), t(nearestCodes, [4, 2])] }
+}
+
 export const edgeCases: readonly EdgeCase[] = [
   {
     name: 'a scalar literal takes its float32 value inside arithmetic',
@@ -145,6 +168,20 @@ export const edgeCases: readonly EdgeCase[] = [
     build: one('log', {}, t([0, -1, Infinity], [3])),
     want: [-Infinity, NaN, Infinity],
     wantDtype: 'float32',
+    needsStrictNaN: true,
+  },
+  {
+    name: 'nearest-code search (argmin form): overflowing rows give index 0, a NaN distance wins at its first code',
+    build: nearestOverflow(false),
+    want: [1, 0, 1, 0, 0],
+    wantDtype: 'int32',
+    needsStrictNaN: true,
+  },
+  {
+    name: "nearest-code search (VectorQuantize's argmax form): the same rule through max(., 1e-8), sqrt and neg",
+    build: nearestOverflow(true),
+    want: [1, 0, 1, 0, 0],
+    wantDtype: 'int32',
     needsStrictNaN: true,
   },
 ]
