@@ -56,7 +56,7 @@ describe('checkHostTensor and run name a bad argument', () => {
     expect(leftOf(checkHostTensor({ shape: [2], dtype: 'float32', data: new Float32Array(1) }, 'x', 'f')).message).toContain('1 elements for shape [2]')
   })
   test('run refuses a mislabelled input before compiling', async () => {
-    const p = traceOrThrow([{ shape: [1], dtype: 'int32' }], (a) => a.add(1)).program
+    const p = traceOrThrow([{ shape: [1], dtype: 'int32' as const }], (a) => a.add(1)).program
     const backend = { name: 'ref', caps: referenceCaps, compile: (prog: typeof p) => ({ run: async (xs: readonly never[]) => interpretProgram(prog, xs), dispose() {} }) }
     const r = await run(p, [{ shape: [1], dtype: 'int32', data: new Float32Array([1]) as never }], backend as never)
     expect(leftOf(r).message).toContain('input 0 has Float32Array data for dtype int32')
