@@ -7,6 +7,7 @@ import { emit } from './kernel-emit.js'
 import { checkSize, nearestPatterns, splitWide, violations } from './materialize.js'
 import type { Plan, PlanBuffer, Step } from './plan.js'
 import { isRemap } from './schedule/graph.js'
+import { splitWideConcats } from './wide.js'
 
 /**
  * Lowering: group a program's equations into kernels.
@@ -19,12 +20,18 @@ import { isRemap } from './schedule/graph.js'
  * arithmetic. A kernel whose arguments exceed `caps.maxKernelArgs` is split by materializing the
  * inlined value that removes the most arguments.
  */
-export function lowerProgram(program: Program, caps: Caps): Plan {
+export function lowerProgram(source: Program, caps: Caps): Plan {
+  const { program, forced: wideConcats } = splitWideConcats(source, caps.maxKernelArgs)
   const defs = new Map<number, Eqn>()
   program.eqns.forEach((e) => defs.set(e.out.id, e))
   const isInput = new Set(program.inputs.map((v) => v.id))
   const users = new Map<number, Eqn[]>()
-  for (const e of program.eqns) for (const v of e.inputs) users.set(v.id, [...(users.get(v.id) ?? []), e])
+  for (const e of program.eqns)
+    for (const v of e.inputs) {
+      const u = users.get(v.id)
+      if (u) u.push(e)
+      else users.set(v.id, [e])
+    }
   const outputIds = new Set(program.outputs.map((v) => v.id))
 
   // nearest-code search: the distance matrix is never a buffer, so only what a kernel stores must fit
@@ -33,7 +40,7 @@ export function lowerProgram(program: Program, caps: Caps): Plan {
   const nearArgmins = new Map(near.map((n) => [n.pattern.select as Eqn, n.pattern.matmul as Eqn]))
   const inlinedDistances = new Set(near.flatMap((n) => n.inline))
 
-  const forced = new Set<number>()
+  const forced = new Set<number>(wideConcats)
   for (const v of program.outputs) if (!isInput.has(v.id)) forced.add(v.id)
   for (const e of program.eqns) {
     if (e.prim === 'constant' || e.prim === 'random_uniform') forced.add(e.out.id)
@@ -79,9 +86,9 @@ export function lowerProgram(program: Program, caps: Caps): Plan {
     mat = materialize()
     const add = violations(liveEqns, mat, isInput, defs, nearArgmins).filter((v) => !forced.has(v))
     if (add.length === 0) {
-      const split = splitWide(liveEqns, mat, isInput, defs, caps)
-      if (split === undefined) break
-      forced.add(split)
+      const splits = splitWide(liveEqns, mat, isInput, defs, caps)
+      if (splits.length === 0) break
+      for (const v of splits) forced.add(v)
       continue
     }
     for (const v of add) forced.add(v)

@@ -67,8 +67,19 @@ export function violations(
   nearArgmins: ReadonlyMap<Eqn, Eqn>,
 ): number[] {
   const out: number[] = []
+  // a value found here will be materialized: walked as a root of its own in this same pass, so
+  // a chain of nested violations (one per residual layer) needs one pass, not one per link
+  const m = new Set(mat)
+  const extraRoots: Eqn[] = []
+  const materialize = (id: number) => {
+    out.push(id)
+    if (m.has(id)) return
+    m.add(id)
+    const d = defs.get(id)
+    if (d) extraRoots.push(d)
+  }
   const hasRed = new Map<number, boolean>()
-  const inlined = (v: Var, root: Eqn) => !isInput.has(v.id) && (!mat.has(v.id) || defs.get(v.id) === root)
+  const inlined = (v: Var, root: Eqn) => !isInput.has(v.id) && (!m.has(v.id) || defs.get(v.id) === root)
   const containsRed = (v: Var, root: Eqn): boolean => {
     if (!inlined(v, root)) return false
     const got = hasRed.get(v.id)
@@ -78,8 +89,7 @@ export function violations(
     hasRed.set(v.id, r)
     return r
   }
-  for (const root of eqns) {
-    if (!mat.has(root.out.id) || root.prim === 'constant' || root.prim === 'random_uniform') continue
+  const visitRoot = (root: Eqn): void => {
     hasRed.clear()
     const reds: { v: Var; size: number; via: boolean }[] = []
     const seen = new Set<string>()
@@ -95,13 +105,13 @@ export function violations(
         // a nearest-code argmin keeps its distances inline, their dot product as a nested loop
         if (dot) nestedOperand(e.inputs[0]!, dot)
         // a reduction's operand holding another reduction would nest loops: materialize the operand
-        else for (const u of e.inputs) if (containsRed(u, root)) out.push(u.id)
+        else for (const u of e.inputs) if (containsRed(u, root)) materialize(u.id)
       } else if (isElementwise(e) || e.prim === 'reshape' || e.prim === 'stop_gradient' || e.prim === 'cast') {
         for (const u of e.inputs) walk(u, via)
       } else if (e.prim === 'broadcast') {
         walk(e.inputs[0]!, true)
       } else {
-        for (const u of e.inputs) if (containsRed(u, root)) out.push(u.id)
+        for (const u of e.inputs) if (containsRed(u, root)) materialize(u.id)
       }
     }
     /** Inside an argmin's loop: its dot product nests; any other reduction is materialized. */
@@ -110,13 +120,19 @@ export function violations(
       seen.add(`${v.id}:n`)
       const e = defs.get(v.id)!
       if (e === dot) {
-        for (const u of e.inputs) if (containsRed(u, root)) out.push(u.id)
-      } else if (isReduction(e)) out.push(v.id)
+        for (const u of e.inputs) if (containsRed(u, root)) materialize(u.id)
+      } else if (isReduction(e)) materialize(v.id)
       else for (const u of e.inputs) nestedOperand(u, dot)
     }
     walk(root.out, false)
     const direct = reds.find((r) => !r.via)
-    for (const r of reds) if (!direct || r.size !== direct.size) out.push(r.v.id)
+    for (const r of reds) if (!direct || r.size !== direct.size) materialize(r.v.id)
+  }
+  for (const root of eqns)
+    if (mat.has(root.out.id) && root.prim !== 'constant' && root.prim !== 'random_uniform') visitRoot(root)
+  while (extraRoots.length > 0) {
+    const root = extraRoots.pop()!
+    if (root.prim !== 'constant' && root.prim !== 'random_uniform') visitRoot(root)
   }
   return out
 }
@@ -146,28 +162,43 @@ function kernelLeaves(root: Eqn, mat: Set<number>, isInput: Set<number>, defs: M
   return leaves
 }
 
-export function splitWide(eqns: readonly Eqn[], mat: Set<number>, isInput: Set<number>, defs: Map<number, Eqn>, caps: Caps) {
+/**
+ * For each kernel reading more buffers than `caps.maxKernelArgs`, the inlined value whose
+ * materialization removes the most of them (kernels are split independently: such a value
+ * belongs to one kernel only, else it would already be materialized).
+ */
+export function splitWide(eqns: readonly Eqn[], mat: Set<number>, isInput: Set<number>, defs: Map<number, Eqn>, caps: Caps): number[] {
+  const splits: number[] = []
   for (const e of eqns) {
     if (!mat.has(e.out.id) || e.prim === 'constant' || e.prim === 'random_uniform') continue
     const leaves = kernelLeaves(e, mat, isInput, defs)
     const total = leaves.get(e.out.id)!.size
     if (total <= caps.maxKernelArgs) continue
+    // the largest inlined value whose own kernel fits (so one split per chunk of a long sum, not
+    // one per term); failing that, the largest below the whole
     let best: number | undefined
     let bestSize = 1
+    let fitting: number | undefined
+    let fittingSize = 1
     for (const [v, s] of leaves) {
       if (v === e.out.id || mat.has(v) || isInput.has(v)) continue
       if (s.size > bestSize && s.size < total + 1) {
         best = v
         bestSize = s.size
       }
+      if (s.size > fittingSize && s.size <= caps.maxKernelArgs) {
+        fitting = v
+        fittingSize = s.size
+      }
     }
+    if (fitting !== undefined) best = fitting
     if (best === undefined)
       throw new TesseraError(
         'backend',
         'lower',
         `${e.prim} producing ${fmtAval(e.out.aval)} reads ${total} buffers directly; this backend allows ${caps.maxKernelArgs} per kernel`,
       )
-    return best
+    splits.push(best)
   }
-  return undefined
+  return splits
 }

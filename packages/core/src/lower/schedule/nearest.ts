@@ -79,7 +79,8 @@ export function matchNearest(e: EqnOf<'argmin'> | EqnOf<'argmax'>, g: ProgramGra
       }
       // a value of both axes without the dot (|x|^2 + |c|^2): split into its terms below
     }
-    if (!d || isStored(v) || d.inputs.some((u) => u.aval.dtype !== 'float32')) return undefined
+    // an intermediate distance read by anything else would need the dot product stored
+    if (!d || isStored(v) || g.uses(v).length !== 1 || g.isOutput(v) || d.inputs.some((u) => u.aval.dtype !== 'float32')) return undefined
     if (UNARY.has(d.prim)) {
       const a = walk(d.inputs[0]!)
       return a && ({ op: d.prim, a } as Epilogue)

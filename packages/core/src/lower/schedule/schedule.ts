@@ -77,7 +77,7 @@ export function scheduleLoops(program: Program, opts: ScheduleOptions): LoopSche
   const steps: LoopStep[] = []
   for (const e of program.eqns) {
     const v = e.out
-    if (!stored.has(v.id) || absorbed.has(v.id)) continue
+    if (!stored.has(v.id) || absorbed.has(v.id) || !g.isLive(v)) continue
     const mp = mapped.get(v.id)
     const near = nearest.get(v.id)
     if (mp) steps.push({ kind: 'expMap', out: v, pattern: mp })
