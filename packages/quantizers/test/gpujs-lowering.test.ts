@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import type { Kernel, Plan } from '@tessera/core'
+import type { Kernel, Plan, Tensor } from '@tessera/core'
 import { planKernels, random, traceOrThrow } from '@tessera/core'
 import { gpuJsBackend } from '@tessera/backend-gpujs'
 import { cpuBackend } from '@tessera/backend-cpu'
@@ -17,7 +17,7 @@ import { applyQ, orThrow, randn } from './helpers.js'
 
 const evalProgram = (q: Quantizer, shape: readonly number[]) =>
   traceOrThrow([q.paramSpecs, q.stateSpecs, { shape, dtype: 'float32' as const }], (p, s, x) => {
-    const r = q.apply(p as never, s as never, x, { training: false })
+    const r = q.apply(p as never, s as never, x as Tensor, { training: false })
     return [r.quantized, r.indices]
   }).program
 
