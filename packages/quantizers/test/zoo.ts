@@ -64,11 +64,3 @@ export const nodeLanes: readonly Lane[] = [
 export const snapshot = (rec: Readonly<Record<string, HostTensor>>): Record<string, number[]> =>
   Object.fromEntries(Object.entries(rec).map(([k, t]) => [k, Array.from(t.data)]))
 
-/**
- * Known failures of a backend on a quantizer, found by these suites and not yet fixed (they are
- * registered with `it.fails`, so a fix shows up as a failing "expected to fail" test to remove here):
- * the fast backend's WebAssembly nearest-code plan throws `fast.emit: matmul is stored by the
- * schedule, never inlined` for a lone VectorQuantize, whose distance matrix is also an output
- * (`extra.codebook_dist`); with `wasm: false` it runs. The plan comes from core's loop schedule.
- */
-export const knownBroken = (lane: string, quantizer: string): boolean => lane === 'fast' && quantizer === 'VectorQuantize'
