@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, IndexOp, Kernel, KNode, Plan, Program, Schedule } from '@tessera/core'
-import { TesseraError, allocate, castTo, checkAvals, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel, unaliasOutputs } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, castTo, checkAvals, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel, unaliasOutputs } from '@tessera/core'
 
 /**
  * A second CPU path: lower a program into the fused plan the GPU backends run, then interpret
@@ -183,6 +183,11 @@ export function runPlan(plan: Plan, inputs: readonly HostTensor[]): HostTensor[]
       case 'kernel':
         bufs.set(s.kernel.out, runKernel(s.kernel, bufs))
         break
+      case 'host': {
+        const ins = s.ins.map((b) => ({ shape: plan.buffers[b]!.shape, dtype: plan.buffers[b]!.dtype, data: bufs.get(b)! }) as HostTensor)
+        bufs.set(s.out, applyPrim(s.eqn.prim, ins, s.eqn.params as never, s.eqn.out.aval).data)
+        break
+      }
     }
   }
   return plan.outputs.map((b) => {

@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, Kernel, Plan, Program } from '@tessera/core'
-import { TesseraError, allocate, checkAvals, lowerProgram, random } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, checkAvals, lowerProgram, random } from '@tessera/core'
 import * as gpujs from 'gpu.js'
 import { kernelSource } from './codegen.js'
 
@@ -214,8 +214,6 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
     compile(program: Program): Executable {
       if (disposed) throw new TesseraError('backend', `gpujs(${mode})`, 'backend was disposed')
       const plan = lowerProgram(program, caps)
-      const consts = new Map<number, Float32Array>()
-      for (const b of plan.buffers) if (b.kind === 'const') consts.set(b.id, toDevice({ dtype: b.dtype, data: b.data! }, `constant b${b.id}`))
       const kernels = new Map<Kernel, KernelFn>()
       const readByKernels = new Set<number>()
       for (const s of plan.steps)
@@ -223,6 +221,10 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
           kernels.set(s.kernel, kernelFor(s.kernel, s.kernel.args.map((b) => Math.max(plan.buffers[b]!.size, 1))))
           for (const b of s.kernel.args) readByKernels.add(b)
         }
+      // constants only host steps read (key-folding tags) keep their full int32 range
+      const consts = new Map<number, Float32Array>()
+      for (const b of plan.buffers)
+        if (b.kind === 'const' && readByKernels.has(b.id)) consts.set(b.id, toDevice({ dtype: b.dtype, data: b.data! }, `constant b${b.id}`))
       const checked = new Set<KernelFn>()
 
       const runOnce = async (inputs: readonly HostTensor[]): Promise<HostTensor[]> => {
@@ -246,7 +248,9 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
           env.delete(b)
         }
         try {
+          // values the host holds: inputs, constants, and what host steps compute
           const hostInputs = new Map<number, AnyTypedArray>()
+          for (const b of plan.buffers) if (b.kind === 'const') hostInputs.set(b.id, b.data!)
           plan.inputs.forEach((b, i) => {
             const t = inputs[i]!
             hostInputs.set(b, t.data)
@@ -259,6 +263,17 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
             else if (s.k === 'random') {
               const key = hostInputs.get(s.key) ?? (await readBack(env.get(s.key), 2))
               env.set(s.out, random.fillUniform(key[0]! | 0, key[1]! | 0, new Float32Array(plan.buffers[s.out]!.size)))
+            } else if (s.k === 'host') {
+              const ins = await Promise.all(
+                s.ins.map(async (b) => {
+                  const pb = plan.buffers[b]!
+                  const data = hostInputs.get(b) ?? fromDevice(await readBack(env.get(b), pb.size), pb.dtype, pb.size)
+                  return { shape: pb.shape, dtype: pb.dtype, data } as HostTensor
+                }),
+              )
+              const out = applyPrim(s.eqn.prim, ins, s.eqn.params as never, s.eqn.out.aval)
+              hostInputs.set(s.out, out.data)
+              if (readByKernels.has(s.out)) env.set(s.out, toDevice(out, `b${s.out} (computed on the host)`))
             } else if (s.k === 'kernel') {
               const k = s.kernel
               if (k.size === 0) {

@@ -4,7 +4,7 @@ import type { Eqn, Program, Var } from '../program.js'
 import { KernelBuilder } from './kernel.js'
 import type { Ctx } from './kernel-emit.js'
 import { emit } from './kernel-emit.js'
-import { checkSize, nearestPatterns, splitWide, violations } from './materialize.js'
+import { checkSize, hostKeySlices, nearestPatterns, splitWide, violations } from './materialize.js'
 import type { Plan, PlanBuffer, Step } from './plan.js'
 import { isRemap } from './schedule/graph.js'
 import { splitWideConcats } from './wide.js'
@@ -57,6 +57,9 @@ export function lowerProgram(source: Program, caps: Caps): Plan {
   }
   program.outputs.forEach(mark)
   const liveEqns = program.eqns.filter((e) => live.has(e.out.id))
+  // key arithmetic runs on the host: each value a host step computes gets a buffer, no kernel
+  const onHost = hostKeySlices(liveEqns, defs, isInput)
+  for (const id of onHost) forced.add(id)
   for (const v of [...program.inputs, ...liveEqns.map((e) => e.out)]) if (!inlinedDistances.has(v.id)) checkSize(v, caps)
 
   const materialize = (): Set<number> => {
@@ -84,9 +87,9 @@ export function lowerProgram(source: Program, caps: Caps): Plan {
   let mat: Set<number>
   for (;;) {
     mat = materialize()
-    const add = violations(liveEqns, mat, isInput, defs, nearArgmins).filter((v) => !forced.has(v))
+    const add = violations(liveEqns, mat, isInput, defs, nearArgmins, onHost).filter((v) => !forced.has(v))
     if (add.length === 0) {
-      const splits = splitWide(liveEqns, mat, isInput, defs, caps)
+      const splits = splitWide(liveEqns, mat, isInput, defs, caps, onHost)
       if (splits.length === 0) break
       for (const v of splits) forced.add(v)
       continue
@@ -94,7 +97,7 @@ export function lowerProgram(source: Program, caps: Caps): Plan {
     for (const v of add) forced.add(v)
   }
 
-  return buildPlan(program, liveEqns, mat, defs, isInput, outputIds, caps, nested)
+  return buildPlan(program, liveEqns, mat, defs, isInput, outputIds, caps, nested, onHost)
 }
 
 
@@ -107,6 +110,7 @@ function buildPlan(
   outputIds: Set<number>,
   caps: Caps,
   nested: ReadonlySet<Eqn>,
+  onHost: ReadonlySet<number>,
 ): Plan {
   const buffers: PlanBuffer[] = []
   const bufOf = new Map<number, number>()
@@ -132,6 +136,10 @@ function buildPlan(
       steps.push({ k: 'random', key: bufOf.get(e.inputs[0]!.id)!, out })
       continue
     }
+    if (onHost.has(e.out.id)) {
+      steps.push({ k: 'host', eqn: e, ins: e.inputs.map((v) => bufOf.get(v.id)!), out })
+      continue
+    }
     if (e.prim === 'gather' && isInput.has(e.inputs[1]!.id))
       gatherIndexInputs.push({ buf: bufOf.get(e.inputs[1]!.id)!, bound: e.inputs[0]!.aval.shape[e.params.axis]!, axis: e.params.axis })
     const size = sizeOf(e.out.aval.shape)
@@ -146,6 +154,7 @@ function buildPlan(
   steps.forEach((s, i) => {
     if (s.k === 'kernel') for (const b of s.kernel.args) lastRead.set(b, i)
     if (s.k === 'random') lastRead.set(s.key, i)
+    if (s.k === 'host') for (const b of s.ins) lastRead.set(b, i)
   })
   const outBufs = program.outputs.map((v) => bufOf.get(v.id)!)
   const keep = new Set(outBufs)

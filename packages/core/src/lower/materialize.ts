@@ -65,6 +65,7 @@ export function violations(
   isInput: Set<number>,
   defs: Map<number, Eqn>,
   nearArgmins: ReadonlyMap<Eqn, Eqn>,
+  onHost: ReadonlySet<number>,
 ): number[] {
   const out: number[] = []
   // a value found here will be materialized: walked as a root of its own in this same pass, so
@@ -128,11 +129,11 @@ export function violations(
     const direct = reds.find((r) => !r.via)
     for (const r of reds) if (!direct || r.size !== direct.size) materialize(r.v.id)
   }
-  for (const root of eqns)
-    if (mat.has(root.out.id) && root.prim !== 'constant' && root.prim !== 'random_uniform') visitRoot(root)
+  const kernelRoot = (e: Eqn) => e.prim !== 'constant' && e.prim !== 'random_uniform' && !onHost.has(e.out.id)
+  for (const root of eqns) if (mat.has(root.out.id) && kernelRoot(root)) visitRoot(root)
   while (extraRoots.length > 0) {
     const root = extraRoots.pop()!
-    if (root.prim !== 'constant' && root.prim !== 'random_uniform') visitRoot(root)
+    if (kernelRoot(root)) visitRoot(root)
   }
   return out
 }
@@ -167,10 +168,17 @@ function kernelLeaves(root: Eqn, mat: Set<number>, isInput: Set<number>, defs: M
  * materialization removes the most of them (kernels are split independently: such a value
  * belongs to one kernel only, else it would already be materialized).
  */
-export function splitWide(eqns: readonly Eqn[], mat: Set<number>, isInput: Set<number>, defs: Map<number, Eqn>, caps: Caps): number[] {
+export function splitWide(
+  eqns: readonly Eqn[],
+  mat: Set<number>,
+  isInput: Set<number>,
+  defs: Map<number, Eqn>,
+  caps: Caps,
+  onHost: ReadonlySet<number>,
+): number[] {
   const splits: number[] = []
   for (const e of eqns) {
-    if (!mat.has(e.out.id) || e.prim === 'constant' || e.prim === 'random_uniform') continue
+    if (!mat.has(e.out.id) || e.prim === 'constant' || e.prim === 'random_uniform' || onHost.has(e.out.id)) continue
     const leaves = kernelLeaves(e, mat, isInput, defs)
     const total = leaves.get(e.out.id)!.size
     if (total <= caps.maxKernelArgs) continue
@@ -201,4 +209,35 @@ export function splitWide(eqns: readonly Eqn[], mat: Set<number>, isInput: Set<n
     splits.push(best)
   }
   return splits
+}
+
+/** Largest value (elements) key arithmetic may compute on the host. */
+const HOST_MAX = 4096
+
+/**
+ * The equations that derive random keys, to be evaluated on the host: the backward slice of each
+ * `random_uniform`'s key operand, when it is computed from program inputs and constants only
+ * (folding a tag into a key adds large int32 constants with wrap-around, exact on the host and
+ * not in float32). A key computed from anything larger, or from a random draw, stays on the device.
+ */
+export function hostKeySlices(eqns: readonly Eqn[], defs: Map<number, Eqn>, isInput: Set<number>): Set<number> {
+  const memo = new Map<number, boolean>()
+  const hostable = (v: Var): boolean => {
+    if (isInput.has(v.id)) return true
+    const got = memo.get(v.id)
+    if (got !== undefined) return got
+    const d = defs.get(v.id)!
+    const ok = d.prim === 'constant' || (d.prim !== 'random_uniform' && sizeOf(v.aval.shape) <= HOST_MAX && d.inputs.every(hostable))
+    memo.set(v.id, ok)
+    return ok
+  }
+  const out = new Set<number>()
+  const mark = (v: Var): void => {
+    const d = defs.get(v.id)
+    if (!d || d.prim === 'constant' || out.has(v.id)) return
+    out.add(v.id)
+    d.inputs.forEach(mark)
+  }
+  for (const e of eqns) if (e.prim === 'random_uniform' && hostable(e.inputs[0]!)) mark(e.inputs[0]!)
+  return out
 }

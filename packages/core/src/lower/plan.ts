@@ -1,3 +1,4 @@
+import type { Eqn } from '../program.js'
 import type { AnyTypedArray, DType, Shape } from '../dtype.js'
 import { dtypeShort, fmtShape } from '../dtype.js'
 import type { Kernel } from './kernel.js'
@@ -18,13 +19,16 @@ export interface PlanBuffer {
 
 /**
  * One step of a plan. `alloc` comes before the step that writes a buffer, `free` right after the
- * last step that reads it. `random` draws `random_uniform` on the host from a key buffer: the
- * counter-based generator needs exact 32-bit integer ops, which float-only GPUs lack.
+ * last step that reads it. `random` draws `random_uniform` on the host from a key buffer, and
+ * `host` evaluates one equation on the host with the reference evaluator: the arithmetic that
+ * derives random keys (folding a tag into a key) needs exact 32-bit integers, which float-only
+ * GPUs lack, and touches a few elements.
  */
 export type Step =
   | { readonly k: 'alloc'; readonly buf: number }
   | { readonly k: 'kernel'; readonly kernel: Kernel }
   | { readonly k: 'random'; readonly key: number; readonly out: number }
+  | { readonly k: 'host'; readonly eqn: Eqn; readonly ins: readonly number[]; readonly out: number }
   | { readonly k: 'free'; readonly buf: number }
 
 export interface Plan {
@@ -56,6 +60,9 @@ export function printPlan(p: Plan): string {
         break
       case 'random':
         lines.push(`  ${name(s.out)} = random_uniform ${name(s.key)}  # on the host`)
+        break
+      case 'host':
+        lines.push(`  ${name(s.out)} = ${s.eqn.prim} ${s.ins.map(name).join(' ')}  # on the host`)
         break
       case 'kernel':
         lines.push(`  ${name(s.kernel.out)} = kernel(${s.kernel.args.map(name).join(', ')}) {`)
