@@ -1,6 +1,7 @@
 import type { Aval, Backend, Executable, HostTensor, Program, Tensor } from '@tessera/core'
 import { TesseraError, eliminateDeadCode, traceOrThrow, valueAndGrad } from '@tessera/core'
 import type { Named, Optimizer } from '@tessera/nn'
+import { describeProbe, probeFinite } from '@tessera/quantizers'
 import type { VqVae } from './model.js'
 import { IMAGE_SIZE } from './mnist.js'
 
@@ -34,6 +35,8 @@ export interface TrainStep {
     params: Record<string, HostTensor>
     opt: Record<string, HostTensor>
     state: Record<string, HostTensor>
+    /** What was not finite (the batch, the loss, new quantizer state or parameters), computed in the step; undefined when all is. */
+    nonFinite?: string
   }>
   dispose(): void
 }
@@ -50,17 +53,27 @@ export function buildTrainStep(model: VqVae, opt: Optimizer<unknown>, batch: num
     const mse = f.recon.sub(images).square().mean()
     return { loss: mse.add(f.quantizerLoss), mse, indices: f.indices, state: f.state }
   }
+  let probeInfo: { inputSize: number; labels: readonly string[] } = { inputSize: 0, labels: [] }
   const traced = traceOrThrow(
     [pSpecs, oSpecs, sSpecs, x, KEY, LR] as const,
     (p, o, s, images, key, lr) => {
       const params = pick(p as Named<Tensor>, io.paramNames)
       const { value, grad } = valueAndGrad(lossFn)(params, pick(s as Named<Tensor>, io.stateNames), images as Tensor, key as Tensor)
       const next = opt.update(params, grad, pick(o as Named<Tensor>, io.optNames), lr as Tensor)
+      // the quantizers' finite-input check, fused into the step: the batch, the loss and every new
+      // state entry and parameter, so a diverging run is caught before its results are adopted
+      const probe = probeFinite(images as Tensor, [
+        ['loss', value.loss],
+        ...io.stateNames.map((n) => [`quantizer state ${n}`, value.state[n]!] as const),
+        ...io.paramNames.map((n) => [`parameter ${n}`, next.params[n]!] as const),
+      ])
+      probeInfo = { inputSize: probe.inputSize, labels: probe.labels }
       return [
         value.loss, value.mse, value.indices,
         io.paramNames.map((n) => next.params[n]!),
         io.optNames.map((n) => next.state[n]!),
         io.stateNames.map((n) => value.state[n]!),
+        probe.first,
       ]
     },
   )
@@ -75,7 +88,9 @@ export function buildTrainStep(model: VqVae, opt: Optimizer<unknown>, batch: num
         ...listOf(state, io.stateNames, 'quantizer state'), images, key, lr,
       ])
       const rec = (names: readonly string[], from: number) => Object.fromEntries(names.map((n, i) => [n, outs[from + i]!]))
+      const nonFinite = describeProbe(outs[outs.length - 1]!.data[0]!, probeInfo.inputSize, probeInfo.labels, images, 'the batch')
       return {
+        ...(nonFinite !== undefined ? { nonFinite } : {}),
         loss: outs[0]!.data[0]!,
         mse: outs[1]!.data[0]!,
         indices: outs[2]!,
@@ -100,6 +115,7 @@ export function buildEval(model: VqVae, batch: number, backend: Backend): EvalPa
   const sSpecs = model.stateSpecs()
   const paramNames = Object.keys(pSpecs), stateNames = Object.keys(sSpecs)
   const x: Aval = { shape: [batch, IMAGE_SIZE], dtype: 'float32' }
+  let probeInfo: { inputSize: number; labels: readonly string[] } = { inputSize: 0, labels: [] }
   const traced = traceOrThrow([pSpecs, sSpecs, x] as const, (p, s, images) => {
     const f = model.forward(pick(p as Named<Tensor>, paramNames), pick(s as Named<Tensor>, stateNames), images as Tensor, { training: false })
     return [f.recon, f.indices]

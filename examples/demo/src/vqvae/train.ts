@@ -158,11 +158,13 @@ export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: 
       const x = tensorOf(gatherRows(data.train, rows), [opts.batch, IMAGE_SIZE])
       const key = tensorOf(random.splitKey(stepKey, 1)[0]!.map((v, i) => (i === 0 ? v ^ s : v)), [2], 'int32')
       const r = await step.run(params, optState, state, x, key, tensorOf([learningRateAt(opts.lr, s, opts.steps)], []))
-      if (!Number.isFinite(r.loss) || !Number.isFinite(r.mse))
+      // the step's own finite check (the quantizers' policy, computed in the program): nothing of a
+      // non-finite step is adopted, so params and state stay those of the last good step
+      if (r.nonFinite !== undefined || !Number.isFinite(r.mse))
         throw new TesseraError(
           'numeric',
           `training step ${s + 1}`,
-          `the loss became ${r.loss} (reconstruction error ${r.mse}) at step ${s + 1} of ${opts.steps}; the run diverged and was stopped (try a smaller --lr)`,
+          `${r.nonFinite ?? `the reconstruction error became ${r.mse}`} at step ${s + 1} of ${opts.steps} (loss ${r.loss}); the run diverged and was stopped (try a smaller --lr)`,
         )
       params = r.params
       optState = r.opt
