@@ -140,6 +140,7 @@ export function zerosHost<D extends DType>(shape: Shape, dtype: D): HostTensor<D
 
 /** Check that host values fit what a program expects; names the input and both avals. */
 export function checkAvals(where: string, expected: readonly Aval[], got: readonly HostTensor[]): E.Either<TesseraError, void> {
+  if (!Array.isArray(got)) return E.left(new TesseraError('input', where, `inputs must be an array of host tensors, got ${describeValue(got)}`))
   if (expected.length !== got.length)
     return E.left(new TesseraError('input', where, `expected ${expected.length} input(s), got ${got.length}`))
   for (let i = 0; i < got.length; i++) {

@@ -62,3 +62,12 @@ describe('checkHostTensor and run name a bad argument', () => {
     expect(leftOf(r).message).toContain('input 0 has Float32Array data for dtype int32')
   })
 })
+
+describe('run refuses inputs that are not an array', () => {
+  test('null or an object is a Left, not a TypeError', async () => {
+    const p = traceOrThrow([{ shape: [1], dtype: 'float32' as const }], (a) => a.add(1)).program
+    const backend = { name: 'ref', caps: referenceCaps, compile: (prog: typeof p) => ({ run: async (xs: readonly never[]) => interpretProgram(prog, xs), dispose() {} }) }
+    for (const bad of [null, {}, 'x'])
+      expect(leftOf(await run(p, bad as never, backend as never)).message).toContain('inputs must be an array of host tensors')
+  })
+})
