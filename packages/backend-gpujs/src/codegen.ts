@@ -60,7 +60,10 @@ function exactLiteral(a: number): string {
 
 export function kernelSource(k: Kernel): KernelSource {
   const sched = scheduleKernel(k)
-  const argName = (b: number) => `b${b}`
+  // arguments are named by position, not buffer id, so structurally equal kernels (a residual
+  // quantizer's layers) have equal source and share one compiled kernel
+  const position = new Map(k.args.map((b, i) => [b, i]))
+  const argName = (b: number) => `a${position.get(b)}`
   const lines: string[] = []
   const ref = (id: NodeId): string => {
     const n = k.nodes[id]!

@@ -9,6 +9,7 @@ import { fsq } from '../src/fsq/fsq.js'
 import { lfq } from '../src/lfq/lfq.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
+import { groupedResidualFSQ } from '../src/grouped/grouped-residual.js'
 import { applyQ, orThrow, randn } from './helpers.js'
 import type { Lane } from './lanes.js'
 import { gpuJsLane } from './lanes.js'
@@ -48,6 +49,9 @@ function cells(): Cell[] {
   keyed('VectorQuantize stochastic sampling', orThrow(vectorQuantize({ dim: 4, codebook_size: 8, stochastic_sample_codes: true, sample_codebook_temp: 0.5 })), [2, 6, 4], 203)
   keyed('ResidualVQ quantize dropout', orThrow(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 4, quantize_dropout: true })), [2, 6, 4], 204)
   keyed('FSQ noise dropout', orThrow(fsq({ levels: [5, 4, 3], preserve_symmetry: true, noise_dropout: 0.5 })), [2, 6, 3], 205)
+  // wide programs: concats of 32 layers' and 16 groups' results are split to fit every mode's kernels
+  out.push({ name: 'ResidualVQ 32 layers training', q: orThrow(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 32 })), x: randn([1, 4, 4], 207), training: true, key: [207, 1] })
+  out.push({ name: 'GroupedResidualFSQ 16 groups eval', q: orThrow(groupedResidualFSQ({ dim: 32, groups: 16, levels: [5, 3], num_quantizers: 2 })), x: randn([1, 3, 32], 208), training: false })
   keyed('LFQ entropy over a token subset', orThrow(lfq({ dim: 4, codebook_size: 16, frac_per_sample_entropy: 0.5 })), [2, 6, 4], 206)
   return out
 }
