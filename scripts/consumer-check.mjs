@@ -77,7 +77,31 @@ function packAll() {
     if (made.length !== 1) fail(`pnpm pack in packages/${p} made ${made.length} tarballs`)
     tarballOf[p] = join(tarballs, made[0])
   }
+  checkDependencyGraph()
   return `${PACKAGES.length} tarballs`
+}
+
+/**
+ * Read from the packed manifests, before npm sees them: the quantizers reach no backend, and only
+ * backend-gpujs and cli reach gpu.js (npm would otherwise fetch a missing @tessera tarball from the registry).
+ */
+function checkDependencyGraph() {
+  const deps = {}
+  for (const p of PACKAGES) {
+    const pkg = JSON.parse(sh('tar', ['xzf', tarballOf[p], '-O', 'package/package.json']))
+    deps[`@tessera/${p}`] = Object.keys({ ...pkg.dependencies, ...pkg.peerDependencies })
+  }
+  const reach = (name, seen = new Set()) => {
+    for (const d of deps[name] ?? []) if (!seen.has(d)) seen.add(d), reach(d, seen)
+    return seen
+  }
+  const backends = PACKAGES.filter((p) => p.startsWith('backend-')).map((p) => `@tessera/${p}`)
+  const q = [...reach('@tessera/quantizers')].filter((d) => backends.includes(d) || GPU_PACKAGES.includes(d))
+  if (q.length) fail(`@tessera/quantizers depends on ${q.join(', ')}: the quantizers must pull in no backend`)
+  for (const p of PACKAGES.filter((p) => p !== 'backend-gpujs' && p !== 'cli')) {
+    const g = [...reach(`@tessera/${p}`)].filter((d) => d === '@tessera/backend-gpujs' || GPU_PACKAGES.includes(d))
+    if (g.length) fail(`@tessera/${p} depends on ${g.join(', ')}: only backend-gpujs (and cli) may bring gpu.js`)
+  }
 }
 
 /** What a published package must and must not hold, read from its installed copy. */
