@@ -207,6 +207,12 @@ describe('hostile input: host-side entry points', () => {
           }
         const json = stateDictFromJson(withKey({}, name, j))
         expect(E.isLeft(json) || E.isRight(json)).toBe(true)
+        // encoding returns bytes: a bad state dict throws a TesseraError naming the entry, never a TypeError
+        try {
+          decodeSafetensors(encodeSafetensors(sd as never))
+        } catch (err) {
+          expect(err).toBeInstanceOf(TesseraError)
+        }
         // a valid file with one byte changed, and arbitrary bytes
         const file = encodeSafetensors({ a: flat[names[0]!]!, b: flat[names[1]!]! })
         file[at % file.length] = b

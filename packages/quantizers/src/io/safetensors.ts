@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { HostTensor } from '@tessera/core'
-import { TesseraError, sizeOf } from '@tessera/core'
+import { TesseraError, checkHostTensor, describeValue, sizeOf } from '@tessera/core'
 import type { Named } from '../quantizer.js'
 
 /**
@@ -16,8 +16,20 @@ const err = (msg: string, where = WHERE) => E.left(new TesseraError('input', whe
 const WRITE_DTYPE = { float32: 'F32', int32: 'I32', bool: 'BOOL' } as const
 const BYTES: Record<string, number> = { F32: 4, I32: 4, I64: 8, BOOL: 1 }
 
-/** Encode a flat state dict; names are written in sorted order, tensors packed back to back. */
+/**
+ * Encode a flat state dict; names are written in sorted order, tensors packed back to back. It
+ * returns bytes, not an Either, so a bad argument (not a record of valid host tensors, metadata
+ * that is not strings) throws a TesseraError naming it, as `tensorOf` does; never a TypeError.
+ */
 export function encodeSafetensors(sd: Named<HostTensor>, metadata?: Readonly<Record<string, string>>): Uint8Array {
+  if (typeof sd !== 'object' || sd === null || Array.isArray(sd))
+    throw new TesseraError('input', WHERE, `the state dict must be an object of named host tensors, got ${describeValue(sd)}`)
+  for (const name of Object.keys(sd)) {
+    const ok = checkHostTensor(sd[name], `entry ${name}`, WHERE)
+    if (E.isLeft(ok)) throw ok.left
+  }
+  if (metadata !== undefined && (typeof metadata !== 'object' || metadata === null || Object.values(metadata).some((v) => typeof v !== 'string')))
+    throw new TesseraError('input', WHERE, 'metadata must map strings to strings')
   const names = Object.keys(sd).sort()
   // no prototype: a tensor named __proto__ is then an ordinary key (on {} it would set the prototype)
   const header: Record<string, unknown> = Object.create(null) as Record<string, unknown>
