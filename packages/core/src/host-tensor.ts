@@ -17,9 +17,11 @@ export function isHostTensor(x: unknown): x is HostTensor {
   )
 }
 
+/** An aval: a shape of non-negative integers (so -1 or NaN is never a size) and a known dtype. */
 export function isAval(x: unknown): x is Aval {
   return (
     typeof x === 'object' && x !== null && Array.isArray((x as Aval).shape) &&
+    (x as Aval).shape.every((d) => Number.isSafeInteger(d) && d >= 0) &&
     ['float32', 'int32', 'bool'].includes((x as Aval).dtype as string)
   )
 }

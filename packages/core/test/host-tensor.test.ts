@@ -71,3 +71,10 @@ describe('run refuses inputs that are not an array', () => {
       expect(leftOf(await run(p, bad as never, backend as never)).message).toContain('inputs must be an array of host tensors')
   })
 })
+
+describe('trace refuses avals with impossible shapes', () => {
+  test('a negative or NaN size is a Left, not a program', async () => {
+    const { trace } = await import('../src/index.js')
+    for (const shape of [[-1], [NaN], [1.5]]) expect(E.isLeft(trace([{ shape, dtype: 'float32' }] as never, ((a: unknown) => a) as never))).toBe(true)
+  })
+})
