@@ -11,13 +11,20 @@ import { TesseraError, allocate, applyPrim, castTo, checkAvals, loopLevel, lower
 export interface FusedCpuOptions {
   /** Most buffers one kernel may read; small values exercise kernel splitting. */
   readonly maxKernelArgs?: number
+  /**
+   * A GPU's limits, to run its lowering here: values of this many elements or more are never
+   * stored (recomputed, their reductions nested), and loops longer than `maxLoop` are split.
+   */
+  readonly exactIntLimit?: number
+  readonly maxLoop?: number
 }
 
 export function fusedCpuCaps(opts: FusedCpuOptions = {}): Caps {
   return {
-    exactIntLimit: 2 ** 31,
+    exactIntLimit: opts.exactIntLimit ?? 2 ** 31,
     strictNaN: true,
     maxKernelArgs: opts.maxKernelArgs ?? 16,
+    ...(opts.maxLoop !== undefined ? { maxLoop: opts.maxLoop } : {}),
     maxTextureSize: Infinity,
     atol: 0,
     rtol: 0,

@@ -73,9 +73,9 @@ describe('fused plan on the CPU', () => {
         }
         alloc b6:i32[6]
         b6 = kernel(b4, b3, b5) {
-          %2 = mul i 3
+          %3 = mul i 3
           loop r<3 {
-            %4 = add %2 r
+            %4 = add %3 r
             %5 = b4[%4]
             %6 = b3[r]
             %7 = mul %5 %6
@@ -103,9 +103,9 @@ describe('fused plan on the CPU', () => {
       "plan (b0:f32[5,4], b1:f32[7,4]) {
         alloc b2:f32[5]
         b2 = kernel(b0) {
-          %2 = mul i 4
+          %3 = mul i 4
           loop r<4 {
-            %4 = add %2 r
+            %4 = add %3 r
             %5 = b0[%4]
             %6 = mul %5 %5
             %7 = sum %6
@@ -114,9 +114,9 @@ describe('fused plan on the CPU', () => {
         }
         alloc b3:f32[7]
         b3 = kernel(b1) {
-          %2 = mul i 4
+          %3 = mul i 4
           loop r<4 {
-            %4 = add %2 r
+            %4 = add %3 r
             %5 = b1[%4]
             %6 = mul %5 %5
             %7 = sum %6

@@ -70,6 +70,8 @@ export function gpuJsCaps(mode: GpuJsMode): Caps {
     // GL: one texture unit per argument (16 units is the common floor); WebGPU: 8 storage buffers per stage
     maxKernelArgs: mode === 'webgpu' ? 6 : 12,
     maxTextureSize: gl || mode === 'webgpu' ? 4096 : Infinity,
+    // llvmpipe stops longer shader loops without an error; GPU drivers are held to the same bound
+    ...(gl || mode === 'webgpu' ? { maxLoop: 65535 } : {}),
     ...measuredTolerance[mode],
     fuses: true,
   }

@@ -24,6 +24,11 @@ export interface Caps {
   readonly transcendentalRtol: number
   /** Whether the backend executes fused kernels (so kernel counts mean something). */
   readonly fuses: boolean
+  /**
+   * Longest loop a kernel may run (Mesa's llvmpipe silently stops a shader loop after 65535
+   * iterations); longer reductions are split into nested loops. Absent: no limit.
+   */
+  readonly maxLoop?: number
 }
 
 /** A program compiled by a backend: run it many times, dispose it when done. */

@@ -60,8 +60,12 @@ export function lowerProgram(source: Program, caps: Caps): Plan {
   // key arithmetic runs on the host: each value a host step computes gets a buffer, no kernel
   const onHost = hostKeySlices(liveEqns, defs, isInput)
   for (const id of onHost) forced.add(id)
-  for (const v of [...program.inputs, ...liveEqns.map((e) => e.out)]) if (!inlinedDistances.has(v.id)) checkSize(v, caps)
+  // values too large to store are recomputed where they are read (their loops nested); what
+  // does get a buffer is checked when the plan is built
+  const huge = (v: Var) => !inlinedDistances.has(v.id) && sizeOf(v.aval.shape) >= caps.exactIntLimit
 
+  // index remaps, literals and iotas cost nothing to recompute in every kernel that reads them
+  const recomputed = (p: Eqn['prim']) => isRemap(p) || p === 'full' || p === 'iota'
   const materialize = (): Set<number> => {
     const mat = new Set<number>()
     const owner = new Map<number, Set<number>>()
@@ -75,8 +79,9 @@ export function lowerProgram(source: Program, caps: Caps): Plan {
       const o = new Set<number>()
       for (const u of users.get(v) ?? []) for (const r of owner.get(u.out.id) ?? []) o.add(r)
       // an index remap read by several kernels is recomputed by each (it is index arithmetic):
-      // its operand inherits the owners, and is what gets a buffer if it needs one
-      if (o.size > 1 && !isRemap(liveEqns[k]!.prim)) {
+      // its operand inherits the owners, and is what gets a buffer if it needs one; so is a
+      // value too large to store
+      if (o.size > 1 && !recomputed(liveEqns[k]!.prim) && !huge(liveEqns[k]!.out)) {
         mat.add(v)
         owner.set(v, new Set([v]))
       } else owner.set(v, o)
@@ -85,9 +90,11 @@ export function lowerProgram(source: Program, caps: Caps): Plan {
   }
 
   let mat: Set<number>
+  let nestedLarge = new Set<Eqn>()
   for (;;) {
     mat = materialize()
-    const add = violations(liveEqns, mat, isInput, defs, nearArgmins, onHost).filter((v) => !forced.has(v))
+    nestedLarge = new Set<Eqn>()
+    const add = violations(liveEqns, mat, isInput, defs, nearArgmins, onHost, huge, nestedLarge).filter((v) => !forced.has(v))
     if (add.length === 0) {
       const splits = splitWide(liveEqns, mat, isInput, defs, caps, onHost)
       if (splits.length === 0) break
@@ -97,6 +104,7 @@ export function lowerProgram(source: Program, caps: Caps): Plan {
     for (const v of add) forced.add(v)
   }
 
+  for (const e of nestedLarge) nested.add(e)
   return buildPlan(program, liveEqns, mat, defs, isInput, outputIds, caps, nested, onHost)
 }
 
@@ -121,6 +129,13 @@ function buildPlan(
     return id
   }
   const inputs = program.inputs.map((v) => newBuf(v, 'input'))
+  for (const v of program.inputs) checkSize(v, caps, 'the input')
+  const outputVars = new Set(program.outputs.map((v) => v.id))
+  for (const e of eqns) {
+    if (mat.has(e.out.id)) checkSize(e.out, caps, outputVars.has(e.out.id) ? `the output (${e.prim})` : `the ${e.prim} result (stored: read by several kernels, or where a kernel cannot recompute it)`)
+    // an inlined reshape indexes its value by a flat offset, inexact past the backend's range
+    else if (e.prim === 'reshape' && sizeOf(e.out.aval.shape) >= caps.exactIntLimit) checkSize(e.out, caps, 'the reshaped value')
+  }
   const steps: Step[] = []
   const gatherIndexInputs: { buf: number; bound: number; axis: number }[] = []
 
@@ -144,7 +159,7 @@ function buildPlan(
       gatherIndexInputs.push({ buf: bufOf.get(e.inputs[1]!.id)!, bound: e.inputs[0]!.aval.shape[e.params.axis]!, axis: e.params.axis })
     const size = sizeOf(e.out.aval.shape)
     const kb = new KernelBuilder(size)
-    const ctx: Ctx = { kb, defs, bufOf, root: e, hasReduce: false, depth: 0, nested, maxFlat: caps.exactIntLimit }
+    const ctx: Ctx = { kb, defs, bufOf, root: e, hasReduce: false, depth: 0, nested, maxFlat: caps.exactIntLimit, maxLoop: caps.maxLoop ?? Infinity }
     const root = emit(ctx, e.out, { flat: kb.thread() })
     steps.push({ k: 'kernel', kernel: kb.finish(out, e.out.aval.dtype, root) })
   }

@@ -20,6 +20,8 @@ export interface Ctx {
   readonly nested: ReadonlySet<Eqn>
   /** Flat indices stay below this (the backend's exact integer range). */
   readonly maxFlat: number
+  /** Longest loop the backend runs (longer reductions are split). */
+  readonly maxLoop: number
 }
 
 function toAxes(kb: KernelBuilder, ix: Ix, shape: Shape): NodeId[] {
@@ -127,13 +129,13 @@ export function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
       const rSize = rAxes.reduce((a, j) => a * inShape[j]!, 1)
       const op = e.prim === 'reduce_sum' ? 'sum' : e.prim === 'reduce_max' ? 'max' : e.prim === 'reduce_min' ? 'min' : e.prim
       if (rSize === 0) return kb.lit(0, dt)
-      return reduceLoop(ctx, e, op, rSize, dt, (level) => {
+      return reduceLoop(ctx, e, op, rSize, dt, (r) => {
         const keep = inShape.map((_, j) => j).filter((j) => !rAxes.includes(j))
         const trailing = rAxes.every((j, q) => j === inShape.length - rAxes.length + q)
         // a flat index into the operand must stay exact: a large operand (an inlined distance matrix) is indexed by axes
-        if (trailing && 'flat' in ix && sizeOf(inShape) < ctx.maxFlat) return emit(ctx, inV, { flat: kb.iadd(kb.imul(ix.flat, rSize), kb.ridx(level)) })
+        if (trailing && 'flat' in ix && sizeOf(inShape) < ctx.maxFlat) return emit(ctx, inV, { flat: kb.iadd(kb.imul(ix.flat, rSize), r) })
         const outAxes = toAxes(kb, ix, shape)
-        const rIdx = toAxes(kb, { flat: kb.ridx(level) }, rAxes.map((j) => inShape[j]!))
+        const rIdx = toAxes(kb, { flat: r }, rAxes.map((j) => inShape[j]!))
         const inAxes: NodeId[] = []
         keep.forEach((j, q) => (inAxes[j] = outAxes[q]!))
         rAxes.forEach((j, q) => (inAxes[j] = rIdx[q]!))
@@ -145,10 +147,9 @@ export function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
       const r = shape.length
       const kDim = a.aval.shape[r - 1]!
       if (kDim === 0) return kb.lit(0, dt)
-      return reduceLoop(ctx, e, 'sum', kDim, dt, (level) => {
+      return reduceLoop(ctx, e, 'sum', kDim, dt, (rr) => {
         const axes = toAxes(kb, ix, shape)
         const batch = axes.slice(0, r - 2)
-        const rr = kb.ridx(level)
         const av = emit(ctx, a, { axes: [...batch, axes[r - 2]!, rr] })
         const bv = emit(ctx, b, { axes: [...batch, rr, axes[r - 1]!] })
         return kb.op('mul', [av, bv], 'float32', { wide: true })
@@ -183,18 +184,43 @@ export function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
 }
 
 /**
- * A reduction loop around `body` (given the loop's level). The outermost level holds every
- * reduction of the kernel, all of one length; a nearest-code matmul inside it gets a nested loop.
+ * A reduction loop around `body` (given the loop index). The outermost level holds every
+ * reduction of the kernel, all of one length; a reduction the lowering allowed to nest (a
+ * nearest-code dot product, or one whose result is too large to store) gets a loop inside it. A
+ * loop longer than the backend's `maxLoop` becomes two nested loops over chunks (partial sums,
+ * maxima or minima, then their reduction).
  */
-function reduceLoop(ctx: Ctx, e: Eqn, op: 'sum' | 'max' | 'min' | 'argmin' | 'argmax', size: number, dt: DType, body: (level: number) => NodeId): NodeId {
+function reduceLoop(ctx: Ctx, e: Eqn, op: 'sum' | 'max' | 'min' | 'argmin' | 'argmax', size: number, dt: DType, body: (r: NodeId) => NodeId): NodeId {
+  const { kb } = ctx
   const level = ctx.depth
-  const nestedOk = level === 1 && ctx.nested.has(e)
-  if ((level > 0 && !nestedOk) || (level === 0 && ctx.hasReduce && ctx.kb.loopSizes[0] !== size))
+  const nestedOk = level >= 1 && ctx.nested.has(e)
+  if (level > 0 && !nestedOk)
     throw new TesseraError('backend', 'lower', 'internal: nested or unequal reduction loops in one kernel (materialization missed a case)')
+  const split = size > ctx.maxLoop
+  if (split && (op === 'argmin' || op === 'argmax'))
+    throw new TesseraError('backend', 'lower', `${e.prim} over ${size} elements needs a loop longer than this backend allows (${ctx.maxLoop})`)
+  const inner = split ? Math.ceil(Math.sqrt(size)) : size
+  const outer = Math.ceil(size / inner)
+  if (split && inner > ctx.maxLoop)
+    throw new TesseraError('backend', 'lower', `${e.prim} over ${size} elements needs loops of ${inner}, longer than this backend allows (${ctx.maxLoop})`)
+  if (level === 0 && ctx.hasReduce && kb.loopSizes[0] !== (split ? outer : size))
+    throw new TesseraError('backend', 'lower', 'internal: unequal reduction loops in one kernel (materialization missed a case)')
   if (level === 0) ctx.hasReduce = true
-  ctx.kb.loopSizes[level] = size
-  ctx.depth++
-  const b = body(level)
-  ctx.depth--
-  return ctx.kb.reduce(op, size, b, dt, level)
+  if (!split) {
+    kb.loopSizes[level] = size
+    ctx.depth++
+    const b = body(kb.ridx(level))
+    ctx.depth--
+    return kb.reduce(op, size, b, dt, level)
+  }
+  kb.loopSizes[level] = outer
+  kb.loopSizes[level + 1] = inner
+  ctx.depth += 2
+  const r = kb.iadd(kb.imul(kb.ridx(level), inner), kb.ridx(level + 1))
+  // past the end (the last chunk): the last element again, which leaves a max or min as it is;
+  // a sum adds 0 instead
+  const v = body(size % inner === 0 ? r : kb.iclamp(r, size))
+  const term = op === 'sum' && size % inner !== 0 ? kb.op('where', [kb.op('lt', [r, kb.ilit(size)], 'bool'), v, kb.lit(0, dt)], dt) : v
+  ctx.depth -= 2
+  return kb.reduce(op, outer, kb.reduce(op, inner, term, dt, level + 1), dt, level)
 }

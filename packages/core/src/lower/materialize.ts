@@ -32,14 +32,15 @@ export function nearestPatterns(program: Program): { pattern: NearestPattern; in
   })
 }
 
-export function checkSize(v: Var, caps: Caps) {
+/** A value this backend must hold in one buffer (`what` says why: an input, an output, ...) fits its index range. */
+export function checkSize(v: Var, caps: Caps, what: string) {
   const n = sizeOf(v.aval.shape)
   const big = n >= caps.exactIntLimit ? n : v.aval.shape.find((d) => d >= caps.exactIntLimit)
   if (big !== undefined)
     throw new TesseraError(
       'backend',
       'lower',
-      `${fmtAval(v.aval)} has ${n} elements; this backend indexes with floats and needs every size below ${caps.exactIntLimit}`,
+      `${what} ${fmtAval(v.aval)} has ${n} elements; this backend indexes buffers with floats and needs fewer than ${caps.exactIntLimit}`,
     )
 }
 
@@ -66,6 +67,10 @@ export function violations(
   defs: Map<number, Eqn>,
   nearArgmins: ReadonlyMap<Eqn, Eqn>,
   onHost: ReadonlySet<number>,
+  /** Values too large to store: recomputed where read, their reductions nested. */
+  huge: (v: Var) => boolean,
+  /** Receives the reductions this pass lets nest inside another loop. */
+  nested: Set<Eqn>,
 ): number[] {
   const out: number[] = []
   // a value found here will be materialized: walked as a root of its own in this same pass, so
@@ -105,8 +110,9 @@ export function violations(
         const dot = nearArgmins.get(e)
         // a nearest-code argmin keeps its distances inline, their dot product as a nested loop
         if (dot) nestedOperand(e.inputs[0]!, dot)
-        // a reduction's operand holding another reduction would nest loops: materialize the operand
-        else for (const u of e.inputs) if (containsRed(u, root)) materialize(u.id)
+        // a reduction's operand holding another reduction would nest loops: materialize the
+        // operand, or, where it is too large to store, nest the reductions inside it
+        else for (const u of e.inputs) if (containsRed(u, root)) (huge(u) ? nestInside(u) : materialize(u.id))
       } else if (isElementwise(e) || e.prim === 'reshape' || e.prim === 'stop_gradient' || e.prim === 'cast') {
         for (const u of e.inputs) walk(u, via)
       } else if (e.prim === 'broadcast') {
@@ -124,6 +130,28 @@ export function violations(
         for (const u of e.inputs) if (containsRed(u, root)) materialize(u.id)
       } else if (isReduction(e)) materialize(v.id)
       else for (const u of e.inputs) nestedOperand(u, dot)
+    }
+    /** Inside a loop, in a value too large to store: large reductions nest (one level), small ones get buffers. */
+    let nestedSize: number | undefined
+    const nestInside = (v: Var): void => {
+      if (!inlined(v, root) || seen.has(`${v.id}:h`)) return
+      seen.add(`${v.id}:h`)
+      const e = defs.get(v.id)!
+      if (!isReduction(e)) {
+        for (const u of e.inputs) nestInside(u)
+        return
+      }
+      if (!huge(v)) return materialize(v.id)
+      const size = loopLength(e)
+      if (nestedSize !== undefined && nestedSize !== size)
+        throw new TesseraError('backend', 'lower', `${e.prim} producing ${fmtAval(v.aval)} would nest a loop of ${size} beside one of ${nestedSize}; values this large must be computed in one kernel`)
+      nestedSize = size
+      nested.add(e)
+      for (const u of e.inputs)
+        if (containsRed(u, root)) {
+          if (huge(u)) throw new TesseraError('backend', 'lower', `${fmtAval(u.aval)} is too large to store and would nest loops three deep`)
+          materialize(u.id)
+        }
     }
     walk(root.out, false)
     const direct = reds.find((r) => !r.via)
