@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, IndexOp, Kernel, KNode, Plan, Program, Schedule } from '@tessera/core'
-import { TesseraError, allocate, applyPrim, castTo, checkAvals, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel, unaliasOutputs } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, castTo, disposedError, checkAvals, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel, unaliasOutputs } from '@tessera/core'
 
 /**
  * A second CPU path: lower a program into the fused plan the GPU backends run, then interpret
@@ -35,14 +35,17 @@ export function fusedCpuCaps(opts: FusedCpuOptions = {}): Caps {
 
 export function fusedCpuBackend(opts: FusedCpuOptions = {}): Backend & { plan(program: Program): Plan } {
   const caps = fusedCpuCaps(opts)
+  let disposed = false
   return {
     name: 'cpu-fused',
     caps,
     plan: (program) => lowerProgram(program, caps),
     compile(program: Program): Executable {
+      if (disposed) throw disposedError('cpu-fused')
       const plan = lowerProgram(program, caps)
       return {
         run: async (inputs) => {
+          if (disposed) throw disposedError('cpu-fused')
           const ok = checkAvals('cpu-fused', program.inputs.map((v) => v.aval), inputs)
           if (ok._tag === 'Left') throw ok.left
           // an output that is an input (or a view of one) is copied: the caller owns its arrays
@@ -50,6 +53,9 @@ export function fusedCpuBackend(opts: FusedCpuOptions = {}): Backend & { plan(pr
         },
         dispose() {},
       }
+    },
+    dispose: async () => {
+      disposed = true
     },
   }
 }

@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, Executable, HostTensor, Program } from '@tessera/core'
-import { TesseraError, allocate, applyPrim, asTesseraError, sizeOf } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, asTesseraError, disposedError, sizeOf } from '@tessera/core'
 import { hardwareThreads } from './host.js'
 import { matmulF64 } from './matmul.js'
 import type { Plan } from './plan.js'
@@ -51,16 +51,27 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend {
   if (opts.relaxedSimd === true && !canRelax)
     throw new TesseraError('backend', 'fastBackend', 'relaxedSimd: true, but this engine has no relaxed SIMD (Node 20 needs --experimental-wasm-relaxed-simd)')
   const relaxed = wasm && opts.relaxedSimd !== false && canRelax
+  const name = wasm ? `fast-js+wasm${relaxed ? '-relaxed' : ''}(${threads}t)` : 'fast-js'
+  let disposed = false
+  // executables not yet disposed: the backend's dispose frees their worker threads
+  const live = new Set<FastExecutable>()
   return {
-    name: wasm ? `fast-js+wasm${relaxed ? '-relaxed' : ''}(${threads}t)` : 'fast-js',
+    name,
     caps: fastCaps,
     compile(program: Program): Executable {
+      if (disposed) throw disposedError(name)
       try {
         const plan = planProgram(program, { wasm, threads, relaxedSimd: relaxed, ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}) })
-        return new FastExecutable(plan)
+        const exe: FastExecutable = new FastExecutable(plan, () => disposed, name, () => live.delete(exe))
+        live.add(exe)
+        return exe
       } catch (e) {
         throw asTesseraError(e, 'fast.compile', 'backend')
       }
+    },
+    async dispose() {
+      disposed = true
+      await Promise.all([...live].map((e) => e.dispose()))
     },
   }
 }
@@ -71,7 +82,12 @@ class FastExecutable implements Executable {
   private readonly isOut: boolean[]
   private disposed = false
 
-  constructor(private readonly plan: Plan) {
+  constructor(
+    private readonly plan: Plan,
+    private readonly backendDisposed: () => boolean,
+    private readonly backendName: string,
+    private readonly forget: () => void,
+  ) {
     this.scratch = new Array(plan.slots).fill(undefined)
     this.isOut = new Array(plan.slots).fill(false)
     for (const s of plan.outputSlots) this.isOut[s] = true
@@ -92,6 +108,7 @@ class FastExecutable implements Executable {
   }
 
   runSync(inputs: readonly HostTensor[]): HostTensor[] {
+    if (this.backendDisposed()) throw disposedError(this.backendName)
     if (this.disposed) throw new TesseraError('backend', 'fast.run', 'the executable was disposed')
     const { plan } = this
     const B = new Array<AnyTypedArray>(plan.slots)
@@ -150,9 +167,10 @@ class FastExecutable implements Executable {
     })
   }
 
-  dispose(): void {
+  dispose(): Promise<void> {
     this.disposed = true
     this.scratch = []
-    this.plan.dispose()
+    this.forget()
+    return this.plan.dispose()
   }
 }

@@ -251,7 +251,8 @@ export class ChainThreads {
     for (const w of this.workers) w.postMessage({ B, accs, ctrl })
   }
 
-  dispose(): void {
-    for (const w of this.workers) void w.terminate()
+  /** Resolves once every worker has exited. */
+  async dispose(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()))
   }
 }

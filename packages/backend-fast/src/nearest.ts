@@ -222,9 +222,10 @@ export class NearestStep {
     return this.instance
   }
 
-  dispose(): void {
-    this.instance?.threads?.dispose()
+  dispose(): Promise<void> {
+    const threads = this.instance?.threads
     this.instance = undefined
+    return threads ? threads.dispose() : Promise.resolve()
   }
 
   /**

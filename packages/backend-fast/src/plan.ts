@@ -38,8 +38,8 @@ export interface Plan {
   readonly outputSlots: readonly number[]
   /** Variable (aval) stored in each slot. */
   readonly slotVars: readonly Var[]
-  /** Release worker threads held by kernels. */
-  dispose(): void
+  /** Release worker threads held by kernels; resolves once they have exited. */
+  dispose(): Promise<void>
 }
 
 export interface PlanOptions {
@@ -176,9 +176,8 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
 
   const steps = schedule.steps.map((st) => (st.kind === 'rows' ? chainOf(st) : stepOf(st)))
   const outputSlots = program.outputs.map(slotOf)
-  const dispose = () => {
-    nearest.forEach((n) => n.dispose())
-    chains.forEach((c) => c.dispose())
+  const dispose = async () => {
+    await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose())])
   }
   return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose }
 }

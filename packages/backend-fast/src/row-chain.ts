@@ -19,7 +19,7 @@ export interface RowChainRun {
   /** What worker threads get: kernel sources, matmul shapes (with their WebAssembly kernel, if any), slots. */
   readonly desc: ChainDesc
   run(B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void
-  dispose(): void
+  dispose(): Promise<void>
   /** Blocks the calling thread ran in the last call (the rest ran on worker threads). */
   readonly callerBlocks: number
 }
@@ -116,7 +116,10 @@ export function makeRowChain(
   return {
     n, rows, threads: workers + 1, desc, steps: members.map((m) => m.step),
     fullSlots: [...new Set([...full, ...views])], localSlots: rc.local.map(slotOf), run,
-    dispose: () => pool?.dispose(),
+    dispose: async () => {
+      await pool?.dispose()
+      pool = undefined
+    },
     get callerBlocks() {
       return callerBlocks
     },

@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, Kernel, Plan, Program } from '@tessera/core'
-import { TesseraError, allocate, applyPrim, checkAvals, lowerProgram, random } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, checkAvals, disposedError, lowerProgram, random } from '@tessera/core'
 import * as gpujs from 'gpu.js'
 import { kernelSource } from './codegen.js'
 
@@ -110,7 +110,7 @@ export interface GpuJsBackend extends Backend {
   stats(): GpuJsStats
   /** the gpu.js GPU instance (for diagnostics: e.g. counting GL textures) */
   readonly gpu: unknown
-  dispose(): void
+  dispose(): Promise<void>
 }
 
 /** A gpu.js backend for one mode. Throws a TesseraError('backend') when the mode is unavailable. */
@@ -208,13 +208,17 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
     plan: (program) => lowerProgram(program, caps),
     stats: () => ({ liveDeviceValues: live, cachedKernels: cache.size, kernelCalls: calls }),
     dispose() {
-      if (disposed) return
+      if (disposed) return Promise.resolve()
       disposed = true
       cache.clear()
-      void gpu.destroy()
+      // gpu.js tears its context down on a later turn: the promise resolves once it has
+      return Promise.resolve(gpu.destroy()).then(
+        () => undefined,
+        (e: unknown) => Promise.reject(asBackendError('disposing', e)),
+      )
     },
     compile(program: Program): Executable {
-      if (disposed) throw new TesseraError('backend', `gpujs(${mode})`, 'backend was disposed')
+      if (disposed) throw disposedError(`gpujs(${mode})`)
       const plan = lowerProgram(program, caps)
       const kernels = new Map<Kernel, KernelFn>()
       const readByKernels = new Set<number>()
@@ -230,6 +234,8 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
       const checked = new Set<KernelFn>()
 
       const runOnce = async (inputs: readonly HostTensor[]): Promise<HostTensor[]> => {
+        // the kernels of a disposed backend belong to a destroyed context
+        if (disposed) throw disposedError(`gpujs(${mode})`)
         const ok = checkAvals(`gpujs(${mode})`, program.inputs.map((v) => v.aval), inputs)
         if (ok._tag === 'Left') throw ok.left
         for (const g of plan.gatherIndexInputs) {

@@ -34,7 +34,8 @@ export interface Caps {
 /** A program compiled by a backend: run it many times, dispose it when done. */
 export interface Executable {
   run(inputs: readonly HostTensor[]): Promise<HostTensor[]>
-  dispose(): void
+  /** Frees what the executable holds (worker threads, kernels); resolves once they are freed. */
+  dispose(): void | Promise<void>
 }
 
 /** A backend is a value you pass; there is no registry. */
@@ -42,8 +43,17 @@ export interface Backend {
   readonly name: string
   readonly caps: Caps
   compile(program: Program): Executable
-  dispose?(): void
+  /**
+   * Frees the backend's resources (a GPU context, worker threads) and resolves once they are
+   * freed. Afterwards `compile`, and `run` of any executable it compiled, fail with a
+   * TesseraError of kind `backend` (see `disposedError`).
+   */
+  dispose?(): Promise<void>
 }
+
+/** What a disposed backend answers to `compile` or to running one of its executables. */
+export const disposedError = (backend: string): TesseraError =>
+  new TesseraError('backend', backend, 'this backend was disposed; create a new one to run programs')
 
 /** The boundary: check inputs against the program, run, and return errors as a Left. */
 export async function run(

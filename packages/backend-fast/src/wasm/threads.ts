@@ -101,11 +101,12 @@ export class KernelThreads {
     }
   }
 
-  dispose(): void {
-    for (const { worker, ctrl } of this.workers) {
+  /** Resolves once every worker has exited. */
+  async dispose(): Promise<void> {
+    for (const { ctrl } of this.workers) {
       Atomics.store(ctrl, 2, 1)
       Atomics.notify(ctrl, 0)
-      void worker.terminate()
     }
+    await Promise.all(this.workers.map(({ worker }) => worker.terminate()))
   }
 }
