@@ -3,7 +3,7 @@ import { TesseraError, random } from '@tessera/core'
 import type { Named } from '@tessera/nn'
 import { mlp, prefixed, scoped } from '@tessera/nn'
 import type { QuantizerChoice } from './choices.js'
-import { IMAGE_SIZE } from './mnist.js'
+import { IMAGE_SIZE } from './digits.js'
 
 /**
  * A small VQ-VAE on flattened 28x28 digits: an MLP encoder to `tokens` latent vectors of the

@@ -1,5 +1,5 @@
 import { PNG } from 'pngjs'
-import { IMAGE_SIDE, IMAGE_SIZE } from './mnist.js'
+import { IMAGE_SIDE, IMAGE_SIZE } from './digits.js'
 
 /**
  * A grid of digit pairs: each cell is an original with its reconstruction to its right,

@@ -3,7 +3,7 @@ import { TesseraError, eliminateDeadCode, traceOrThrow, valueAndGrad } from '@te
 import type { Named, Optimizer } from '@tessera/nn'
 import { describeProbe, probeFinite } from '@tessera/quantizers'
 import type { VqVae } from './model.js'
-import { IMAGE_SIZE } from './mnist.js'
+import { IMAGE_SIZE } from './digits.js'
 
 /**
  * The programs the demo runs: one training step (forward, gradients by reverse-mode autodiff

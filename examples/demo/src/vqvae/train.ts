@@ -5,8 +5,8 @@ import { adam } from '@tessera/nn'
 import type { QuantizerChoice } from './choices.js'
 import { chooseQuantizer } from './choices.js'
 import { codeStats, mse } from './metrics.js'
-import type { MnistSplit } from './mnist.js'
-import { IMAGE_SIZE, gatherRows, meanImageBaseline } from './mnist.js'
+import type { MnistSplit } from './digits.js'
+import { IMAGE_SIZE, gatherRows, meanImageBaseline } from './digits.js'
 import type { VqVae } from './model.js'
 import { makeVqVae } from './model.js'
 import { buildEval, buildTrainStep } from './step.js'
@@ -79,8 +79,8 @@ export function learningRateAt(base: number, s: number, steps: number): number {
   return base * warmup * cosine
 }
 
-/** A permutation of 0..n-1 drawn from a key (sorting uniform draws). */
-function permutation(key: random.Key, n: number): Int32Array {
+/** A permutation of 0..n-1 drawn from a key (sorting uniform draws); the web page shuffles with it too. */
+export function permutation(key: random.Key, n: number): Int32Array {
   const u = random.uniformHost(key, n)
   return Int32Array.from(Array.from({ length: n }, (_, i) => i).sort((a, b) => u[a]! - u[b]! || a - b))
 }
