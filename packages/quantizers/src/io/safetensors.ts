@@ -7,14 +7,46 @@ import type { Named } from '../quantizer.js'
  * safetensors files: an 8-byte little-endian header length, a JSON header
  * `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__"?: {string: string}}`
  * and the raw little-endian tensor bytes, offsets relative to the end of the header.
- * Written: F32, I32, BOOL. Read: those, plus I64 (narrowed to int32 with a range check).
+ * Written: F32, I32, BOOL. Read: those, plus I64 (narrowed to int32 with a range check) and F16,
+ * BF16, F64 (widened to float32: F16 and BF16 exactly, F64 rounded to nearest), since PyTorch
+ * checkpoints are often saved in half precision or as doubles.
  */
 
 const WHERE = 'safetensors'
 const err = (msg: string, where = WHERE) => E.left(new TesseraError('input', where, msg))
 
 const WRITE_DTYPE = { float32: 'F32', int32: 'I32', bool: 'BOOL' } as const
-const BYTES: Record<string, number> = { F32: 4, I32: 4, I64: 8, BOOL: 1 }
+const BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, F64: 8, I32: 4, I64: 8, BOOL: 1 }
+
+/**
+ * IEEE half -> float32, exactly: every half (subnormals, infinities, NaN) is a float32. Computed
+ * from the fields rather than through a Float16Array, which older browsers and Node 20 lack.
+ */
+export function halfToFloat(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1
+  const exp = (h >> 10) & 0x1f
+  const mant = h & 0x3ff
+  if (exp === 0) return sign * mant * 2 ** -24
+  if (exp === 31) return mant === 0 ? sign * Infinity : NaN
+  return sign * (1 + mant / 1024) * 2 ** (exp - 15)
+}
+
+/** Reads one little-endian element of a floating-point dtype at a byte offset, widened to float32. */
+function floatReader(view: DataView, dtype: string): (at: number) => number {
+  switch (dtype) {
+    case 'F16':
+      return (at) => halfToFloat(view.getUint16(at, true))
+    case 'BF16': {
+      // bfloat16 is the top half of a float32's bits: shift it back up and read it as float32
+      const scratch = new DataView(new ArrayBuffer(4))
+      return (at) => (scratch.setUint32(0, view.getUint16(at, true) << 16), scratch.getFloat32(0))
+    }
+    case 'F64':
+      return (at) => view.getFloat64(at, true) // rounded to nearest float32 by the Float32Array store
+    default:
+      return (at) => view.getFloat32(at, true)
+  }
+}
 
 /**
  * Encode a flat state dict; names are written in sorted order, tensors packed back to back. It
@@ -102,7 +134,7 @@ export function decodeSafetensors(bytes: Uint8Array): E.Either<TesseraError, Dec
     }
     const { dtype, shape, data_offsets } = (entry ?? {}) as { dtype?: unknown; shape?: unknown; data_offsets?: unknown }
     if (typeof dtype !== 'string' || !(dtype in BYTES))
-      return err(`dtype ${JSON.stringify(dtype)} is not supported (F32, I32, I64, BOOL)`, where)
+      return err(`dtype ${JSON.stringify(dtype)} is not supported (F32, F16, BF16, F64, I32, I64, BOOL)`, where)
     if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0))
       return err(`shape must be a list of non-negative integers, got ${JSON.stringify(shape)}`, where)
     if (!Array.isArray(data_offsets) || data_offsets.length !== 2 || data_offsets.some((d) => !Number.isInteger(d) || d < 0))
@@ -115,9 +147,10 @@ export function decodeSafetensors(bytes: Uint8Array): E.Either<TesseraError, Dec
       return err(`data_offsets span ${end - begin} bytes but ${dtype}[${(shape as number[]).join(',')}] needs ${count * width}`, where)
     ranges.push({ name, begin, end })
     const at = base + begin
-    if (dtype === 'F32') {
+    if (dtype === 'F32' || dtype === 'F16' || dtype === 'BF16' || dtype === 'F64') {
       const a = new Float32Array(count)
-      for (let i = 0; i < count; i++) a[i] = view.getFloat32(at + 4 * i, true)
+      const read = floatReader(view, dtype)
+      for (let i = 0; i < count; i++) a[i] = read(at + width * i)
       tensors.push([name, { shape: [...(shape as number[])], dtype: 'float32', data: a }])
     } else if (dtype === 'I32') {
       const a = new Int32Array(count)
