@@ -5,6 +5,7 @@ import { checkEntry, checkNamed } from './check-args.js'
 import type { NonFinitePolicy } from './finite.js'
 import { describeProbe, probeFinite, probeOk } from './finite.js'
 import type { Named, QuantizeResult, Quantizer } from './quantizer.js'
+import { outOfRange } from './index-range.js'
 
 /**
  * Compiled programs keyed by backend and structural program hash, so running the same quantizer on
@@ -256,6 +257,8 @@ export async function indicesToCodesOnHost(
   const idx = checkHostTensor(indices, 'indices', where)
   if (E.isLeft(idx)) return idx
   if (idx.right.dtype !== 'int32') return E.left(new TesseraError('dtype', where, `indices must be int32, got ${fmtAval(idx.right)}`))
+  const bad = outOfRange(q, idx.right)
+  if (bad !== undefined) return E.left(new TesseraError('input', where, bad))
   return runOnHost(
     backend,
     [p.right, idx.right, s.right] as const,
