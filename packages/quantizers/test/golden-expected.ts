@@ -38,9 +38,9 @@ export const EXPECTED: Readonly<Record<string, Expectation>> = {
     runs: { eval_masked: 'not implemented: mask', train_frozen_masked: 'not implemented: mask', train_ema_masked: 'not implemented: mask' },
     derived: 0,
   },
-  fsp_basic: { unsupportedClass: 'FSP' },
+  fsp_basic: { runs: { eval_forward: 'pass' }, derived: 2 },
   hierarchical_vq_basic: { unsupportedClass: 'HierarchicalVQ' },
-  sequential_basic: { unsupportedClass: 'Sequential' },
+  sequential_basic: { runs: { eval_forward: 'pass' }, derived: 3 },
 }
 
 /** Every case file in the repository (the folder and next/), named by path, with its report on `backend`. */

@@ -5,6 +5,16 @@ import { residualLFQ } from '../residual/residual-lfq.js'
 import { residualSimVQ } from '../simvq/residual-simvq.js'
 import { runSimVQCase } from '../simvq/golden.js'
 import { runFSQCase } from './fsq-case.js'
+import { runFSPCase } from '../fsp/golden.js'
+import { fsp } from '../fsp/fsp.js'
+import { fsq } from '../fsq/fsq.js'
+import { lfq } from '../lfq/lfq.js'
+import { simVQ } from '../simvq/simvq.js'
+import { vectorQuantize } from '../vq/vector-quantize.js'
+import { residualVQ } from '../residual-vq/residual-vq.js'
+import { residualFSQ } from '../residual/residual-fsq.js'
+import { groupedResidualVQ } from '../residual-vq/grouped-residual-vq.js'
+import { sequentialCaseRunner } from '../sequential/golden.js'
 import { CONFIG_BUFFERS, quantizerCaseRunner } from './generic-case.js'
 import { runLFQCase } from './lfq-case.js'
 import { runResidualFSQCase } from './rfsq-case.js'
@@ -31,4 +41,6 @@ export const caseRunners: CaseRunners = {
   SimVQ: runSimVQCase,
   ResidualSimVQ: quantizerCaseRunner(residualSimVQ),
   RandomProjectionQuantizer: quantizerCaseRunner(randomProjectionQuantizer),
+  FSP: runFSPCase,
+  Sequential: sequentialCaseRunner({ FSQ: fsq, LFQ: lfq, FSP: fsp, LatentQuantize: latentQuantize, VectorQuantize: vectorQuantize, ResidualVQ: residualVQ, ResidualFSQ: residualFSQ, ResidualLFQ: residualLFQ, SimVQ: simVQ, ResidualSimVQ: residualSimVQ, RandomProjectionQuantizer: randomProjectionQuantizer, GroupedResidualVQ: groupedResidualVQ, GroupedResidualFSQ: groupedResidualFSQ, GroupedResidualLFQ: groupedResidualLFQ }),
 }

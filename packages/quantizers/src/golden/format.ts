@@ -31,7 +31,7 @@ const CaseJson = t.type({
   format: t.literal('vqp-oracle/1'),
   name: t.string,
   class: t.string,
-  constructor: t.type({ class: t.string, kwargs: t.record(t.string, t.unknown) }),
+  constructor: t.intersection([t.type({ class: t.string, kwargs: t.record(t.string, t.unknown) }), t.partial({ args: t.array(t.unknown) })]),
   state: t.record(t.string, TensorJson),
   runs: t.array(RunJson),
 })
@@ -55,6 +55,8 @@ export interface GoldenCase {
   readonly name: string
   readonly className: string
   readonly kwargs: Readonly<Record<string, unknown>>
+  /** the constructor's positional arguments (Sequential's modules, each `{ class, kwargs }`); [] when none */
+  readonly args: readonly unknown[]
   readonly state: Readonly<Record<string, GoldenTensor>>
   readonly runs: readonly GoldenRun[]
 }
@@ -115,5 +117,5 @@ export function parseGoldenCase(text: string, where = 'golden'): E.Either<Tesser
       ...(stateAfter ? { stateAfter } : {}),
     })
   }
-  return E.right({ name: c.name, className: c.class, kwargs: c.constructor.kwargs, state: state.right, runs })
+  return E.right({ name: c.name, className: c.class, kwargs: c.constructor.kwargs, args: c.constructor.args ?? [], state: state.right, runs })
 }
