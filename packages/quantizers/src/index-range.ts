@@ -8,8 +8,8 @@ import type { Quantizer } from './quantizer.js'
  * range would wrap or clamp differently on each backend: it is refused before anything runs.
  */
 export interface IndexRange {
-  /** Codebook size at a position, given its multi-index. */
-  size(at: readonly number[]): number
+  /** Codebook size at a position, given its multi-index (undefined where the indices' shape is not the quantizer's: its own shape check answers). */
+  size(at: readonly number[]): number | undefined
   /** -1 marks a layer skipped by quantize dropout, decoded as zeros (the reference's convention). */
   readonly dropped: boolean
 }
@@ -32,19 +32,19 @@ export function indexRangeOf(q: Quantizer, rank: number): IndexRange | undefined
     // grouped: indices stacked (g, ...), each group decoded by its own quantizer
     const inner = spec.groups.map((g) => indexRangeOf(g, rank - 1))
     if (inner.some((r) => r === undefined)) return undefined
-    return { size: (at) => inner[at[0]!]!.size(at.slice(1)), dropped: inner.some((r) => r!.dropped) }
+    return { size: (at) => inner[at[0]!]?.size(at.slice(1)), dropped: inner.some((r) => r!.dropped) }
   }
   if (spec?.layers) {
     // residual: the layer axis is the last one, or axis 1 for channel-first inputs
     const sizes = spec.layers.map((l) => indexRangeOf(l, rank))
     if (sizes.some((r) => r === undefined)) return undefined
     const axis = spec.channelFirst ? 1 : rank - 1
-    return { size: (at) => sizes[at[axis]!]!.size([]), dropped: true }
+    return { size: (at) => sizes[at[axis]!]?.size([]), dropped: true }
   }
   if (Array.isArray(cfg.codebook_sizes) && cfg.codebook_sizes.every(isSize)) {
     // ResidualVQ: per-layer sizes along the last axis
     const sizes = cfg.codebook_sizes as readonly number[]
-    return { size: (at) => sizes[at[rank - 1]!] ?? sizes[0]!, dropped: true }
+    return { size: (at) => sizes[at[rank - 1]!], dropped: true }
   }
   if (isSize(cfg.layer?.codebook_size)) {
     // ResidualSimVQ: one layer config repeated
@@ -69,7 +69,7 @@ export function outOfRange(q: Quantizer, indices: HostTensor): string | undefine
   for (let j = 0; j < indices.data.length; j++) {
     const v = indices.data[j]!
     const size = range.size(at)
-    if (!(v >= 0 && v < size) && !(range.dropped && v === -1))
+    if (size !== undefined && !(v >= 0 && v < size) && !(range.dropped && v === -1))
       return `index ${v} at position [${at.join(',')}] (flat ${j}) is outside [0, ${size})${range.dropped ? ' (or -1 for a dropped layer)' : ''}`
     for (let a = shape.length - 1; a >= 0; a--) {
       if (++at[a]! < shape[a]!) break

@@ -34,7 +34,7 @@ for (const lane of nodeLanes)
           d[last] = v
           return tensorOf(d, indices.shape, 'int32')
         }
-        const size = range!.size(indices.shape.map((s) => s - 1))
+        const size = range!.size(indices.shape.map((s) => s - 1))!
         const decode = (t: HostTensor) => indicesToCodesOnHost(e.q, init.params, t, backend, undefined, init.state)
         expect(E.isRight(await decode(at(size - 1))), 'the largest valid index decodes').toBe(true)
         for (const bad of [size, range!.dropped ? -2 : -1, 2 ** 30]) {
