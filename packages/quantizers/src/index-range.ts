@@ -28,6 +28,9 @@ const isSize = (n: unknown): n is number => typeof n === 'number' && Number.isIn
 export function indexRangeOf(q: Quantizer, rank: number): IndexRange | undefined {
   const spec = (q as { spec?: { layers?: readonly Quantizer[]; groups?: readonly Quantizer[]; channelFirst?: boolean } }).spec
   const cfg = (q.config ?? {}) as Config
+  // Sequential: the indices are its one quantizer's, unchanged
+  const inner = (q as { inner?: Quantizer }).inner
+  if (inner) return indexRangeOf(inner, rank)
   if (spec?.groups) {
     // grouped: indices stacked (g, ...), each group decoded by its own quantizer
     const inner = spec.groups.map((g) => indexRangeOf(g, rank - 1))

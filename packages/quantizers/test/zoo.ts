@@ -14,6 +14,8 @@ import { groupedResidualFSQ, groupedResidualLFQ } from '../src/grouped/grouped-r
 import { simVQ } from '../src/simvq/simvq.js'
 import { residualSimVQ } from '../src/simvq/residual-simvq.js'
 import { randomProjectionQuantizer } from '../src/random-projection/random-projection.js'
+import { fsp } from '../src/fsp/fsp.js'
+import { linearStage, sequential } from '../src/sequential/sequential.js'
 import type { Quantizer } from '../src/quantizer.js'
 import type { Lane } from './lanes.js'
 import { gpuJsLane } from './lanes.js'
@@ -46,6 +48,8 @@ export const zoo: readonly ZooEntry[] = [
   entry('GroupedResidualVQ', orThrow(groupedResidualVQ({ dim: 4, groups: 2, num_quantizers: 2, codebook_size: 8 })), [2, 3, 4]),
   entry('GroupedResidualFSQ', orThrow(groupedResidualFSQ({ dim: 6, groups: 2, levels: [5, 5], num_quantizers: 2 })), [2, 3, 6]),
   entry('GroupedResidualLFQ', orThrow(groupedResidualLFQ({ dim: 4, groups: 2, codebook_size: 4, num_quantizers: 2 })), [2, 3, 4]),
+  entry('FSP', orThrow(fsp({ levels: [5, 4, 3], dim: 4 })), [2, 3, 4]),
+  entry('Sequential', orThrow(sequential([linearStage(6, 4), orThrow(vectorQuantize({ dim: 4, codebook_size: 8 })), linearStage(4, 6)])), [2, 3, 6]),
 ]
 
 export const xFor = (e: ZooEntry, seed = 1): HostTensor => randn(e.xShape, seed)

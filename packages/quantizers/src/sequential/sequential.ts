@@ -44,6 +44,8 @@ export interface Sequential extends Quantizer<{ readonly kinds: readonly string[
   readonly fns: readonly SequentialPart[]
   /** the position of the quantizer in `fns` */
   readonly quantizerIndex: number
+  /** the quantizer itself: its indices are the combinator's */
+  readonly inner: Quantizer
 }
 
 const prefix = (i: number) => `fns.${i}.`
@@ -103,5 +105,5 @@ export function sequential(fns: readonly SequentialPart[]): E.Either<TesseraErro
     return runStages(params, codes, qi + 1, fns.length)
   }
 
-  return E.right({ kind: 'Sequential', config: { kinds: fns.map((f) => f.kind) }, fns, quantizerIndex: qi, paramSpecs, stateSpecs, init, apply, indicesToCodes })
+  return E.right({ kind: 'Sequential', config: { kinds: fns.map((f) => f.kind) }, fns, quantizerIndex: qi, inner: quantizer, paramSpecs, stateSpecs, init, apply, indicesToCodes })
 }
