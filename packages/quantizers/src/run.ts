@@ -168,6 +168,26 @@ function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
   return E.right({ params: params.right, state: state.right, x: x.right, key })
 }
 
+/** Whether a decoded config (nested layers and groups included) turns k-means init on anywhere. */
+function usesKmeans(cfg: unknown, depth = 0): boolean {
+  if (typeof cfg !== 'object' || cfg === null || depth > 8) return false
+  if ((cfg as { kmeans_init?: unknown }).kmeans_init === true) return true
+  return Object.values(cfg).some((v) => usesKmeans(v, depth + 1))
+}
+
+/**
+ * The key an eval call without one runs with, or null. k-means init draws its means with the
+ * call's key, but once every codebook is initted `where(initted, embed, means)` discards the draw,
+ * and nothing else draws in eval; so such a call gets a fixed key instead of being refused, and its
+ * outputs are those of any key.
+ */
+function inittedEvalKey(q: Quantizer, state: Named<HostTensor>, training: boolean): HostTensor | null {
+  if (training || !usesKmeans(q.config)) return null
+  const flags = Object.keys(q.stateSpecs).filter((n) => n === '_codebook.initted' || n.endsWith('._codebook.initted'))
+  if (flags.length === 0 || !flags.every((n) => state[n]!.data[0] === 1)) return null
+  return { shape: [2], dtype: 'int32', data: new Int32Array(2) }
+}
+
 /**
  * Run a quantizer's `apply` on host tensors: check the arguments against the quantizer's specs,
  * trace for these shapes, compile (cached), run; then apply the finite-input policy, whose check
@@ -186,8 +206,9 @@ export async function applyOnHost(
   if (E.isLeft(okBackend)) return okBackend
   const checked = checkApplyArgs(q, args, where)
   if (E.isLeft(checked)) return checked
-  const { params, state, x, key } = checked.right
+  const { params, state, x } = checked.right
   const training = args.training ?? false
+  const key = checked.right.key ?? inittedEvalKey(q, state, training)
   const policy: NonFinitePolicy = args.nonFinite ?? (training ? 'error' : 'propagate')
   let probeInfo: { inputSize: number; labels: readonly string[] } | undefined
   const r = await runOnHost(
