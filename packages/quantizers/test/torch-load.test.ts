@@ -13,7 +13,7 @@ import { decodeSafetensors } from '../src/io/safetensors.js'
 import { applyOnHost, compileCache } from '../src/run.js'
 import { backends, goldenDir, orThrow, readGoldenDir } from './helpers.js'
 import type { FileEntry } from './torch-files.js'
-import { torchStateOf, withFileDtypes, writeSafetensors } from './torch-files.js'
+import { toBf16Bits, toHalfBits, torchStateOf, withFileDtypes, writeSafetensors } from './torch-files.js'
 
 const backend = backends[0]!
 
@@ -78,7 +78,7 @@ describe('PyTorch state dicts in one call (fromSafetensors, loadTorchStateDict)'
     } finally {
       cache.dispose()
     }
-    expect(new Set(loadedClasses)).toEqual(new Set(['FSQ', 'LFQ', 'ResidualFSQ', 'ResidualVQ', 'VectorQuantize', 'GroupedResidualFSQ', 'GroupedResidualVQ', 'SimVQ']))
+    expect(new Set(loadedClasses)).toEqual(new Set(['FSP', 'FSQ', 'LFQ', 'ResidualFSQ', 'ResidualVQ', 'VectorQuantize', 'GroupedResidualFSQ', 'GroupedResidualVQ', 'SimVQ']))
     expect([...used].sort()).toEqual(['BF16', 'BOOL', 'F16', 'F32', 'F64', 'I64'])
   })
 
@@ -188,6 +188,37 @@ describe('PyTorch state dicts in one call (fromSafetensors, loadTorchStateDict)'
     expect(E.isLeft(notFlag) && notFlag.left.where).toBe('state-dict[_codebook.initted]')
   })
 
+  it('a half-precision checkpoint (F16 or BF16 codebook) gives exactly the outputs of its float32 widening', async () => {
+    const c = (await goldenCases()).find((k) => k.name === 'vq_euclidean')!
+    const q = orThrow(QUANTIZER_FACTORIES['VectorQuantize']!(c.kwargs))
+    const sd = torchStateOf(c, q)
+    const x = c.runs[0]!.inputs['x']!.host
+    for (const dtype of ['F16', 'BF16'] as const) {
+      const entries: Record<string, FileEntry> = Object.fromEntries(
+        Object.entries(sd).map(([k, { t }]) => [k, { t, dtype: t.dtype === 'bool' ? 'BOOL' : dtype }]),
+      )
+      const loaded = orThrow(fromSafetensors(writeSafetensors(entries, meta('VectorQuantize', c.kwargs))))
+      // the widening, computed by the test's own encoder: the value of the rounded bits
+      const widened = (t: HostTensor): HostTensor => {
+        const dv = new DataView(new ArrayBuffer(4))
+        const data = Float32Array.from(t.data, (v) => {
+          if (dtype === 'BF16') return dv.setUint32(0, toBf16Bits(v) << 16), dv.getFloat32(0)
+          const h = toHalfBits(v), e = (h >> 10) & 31, m = h & 1023, sgn = h & 0x8000 ? -1 : 1
+          return e === 0 ? sgn * m * 2 ** -24 : sgn * (1 + m / 1024) * 2 ** (e - 15)
+        })
+        return { shape: t.shape, dtype: 'float32', data }
+      }
+      const embed = loaded.state['_codebook.embed']!
+      expect(Array.from(embed.data), dtype).toEqual(Array.from(widened(sd['_codebook.embed']!.t).data))
+      expect(embed.data.some((v, i) => v !== sd['_codebook.embed']!.t.data[i]), `${dtype} rounds the codebook`).toBe(true)
+      const direct = Object.fromEntries(Object.entries(sd).map(([k, { t }]) => [k, t.dtype === 'float32' ? widened(t) : t]))
+      const a = orThrow(await applyOnHost(loaded.quantizer, { params: loaded.params, state: loaded.state, x }, backend))
+      const b = orThrow(await applyOnHost(q, { params: {}, state: direct, x }, backend))
+      expect(Array.from(a.quantized.data)).toEqual(Array.from(b.quantized.data))
+      expect(Array.from(a.indices.data)).toEqual(Array.from(b.indices.data))
+    }
+  })
+
   it('every half and bfloat16 bit pattern decodes to the value whose encoding it is', () => {
     const all = new Uint16Array(65536).map((_, i) => i)
     for (const dtype of ['F16', 'BF16'] as const) {
@@ -200,12 +231,13 @@ describe('PyTorch state dicts in one call (fromSafetensors, loadTorchStateDict)'
       const v = orThrow(decodeSafetensors(file)).tensors['v']!.data
       const back = writeSafetensors({ v: { t: { shape: [65536], dtype: 'float32', data: v as Float32Array }, dtype } })
       const again = back.subarray(back.length - bytes.length)
+      const wrong: number[] = []
       for (let i = 0; i < 65536; i++) {
         const exp = dtype === 'F16' ? (i >> 10) & 31 : (i >> 7) & 255
         const nan = dtype === 'F16' ? exp === 31 && (i & 1023) !== 0 : exp === 255 && (i & 127) !== 0
-        if (nan) expect(Number.isNaN(v[i]), `${dtype} ${i}`).toBe(true)
-        else expect(again[2 * i]! | (again[2 * i + 1]! << 8), `${dtype} ${i}`).toBe(i)
+        if (nan ? !Number.isNaN(v[i]) : (again[2 * i]! | (again[2 * i + 1]! << 8)) !== i) wrong.push(i)
       }
+      expect(wrong, dtype).toEqual([])
     }
   })
 

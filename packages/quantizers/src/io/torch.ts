@@ -2,6 +2,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor } from '@tessera/core'
 import { TesseraError, describeValue, random } from '@tessera/core'
 import { groupedResidualFSQ, groupedResidualLFQ } from '../grouped/grouped-residual.js'
+import { fsp } from '../fsp/fsp.js'
 import { fsq } from '../fsq/fsq.js'
 import { latentQuantize } from '../latent/latent.js'
 import { lfq } from '../lfq/lfq.js'
@@ -29,7 +30,7 @@ import { splitStateDict } from './state-dict.js'
  * reference registers all but LFQ's `mask` with `persistent=False`, and `mask` is the bit order.
  */
 export const CONFIG_DERIVED_BUFFERS = [
-  '_levels', '_basis', 'implicit_codebook', // FSQ, LatentQuantize
+  '_levels', '_basis', 'implicit_codebook', // FSQ, FSP, LatentQuantize
   'mask', 'codebook', // LFQ
   'scales', 'soft_clamp_input_value', // ResidualFSQ
   'commitment_loss_weight', 'quantization_loss_weight', // LatentQuantize
@@ -123,6 +124,7 @@ export const QUANTIZER_FACTORIES: Readonly<Record<string, QuantizerFactory>> = {
   FSQ: fsq,
   ResidualFSQ: residualFSQ,
   GroupedResidualFSQ: groupedResidualFSQ,
+  FSP: fsp,
   LFQ: lfq,
   ResidualLFQ: residualLFQ,
   GroupedResidualLFQ: groupedResidualLFQ,
