@@ -15,7 +15,8 @@ const chromiumArgs = [
 
 const nodeProject = (name: string) => ({
   extends: true as const,
-  test: { name, root: `packages/${name}`, include: ['test/**/*.test.ts'] },
+  // browser tests run in the 'browser' project, in Chromium
+  test: { name, root: `packages/${name}`, include: ['test/**/*.test.ts'], exclude: ['test/**/*.browser.test.ts'] },
 })
 
 export default defineConfig({
@@ -34,6 +35,8 @@ export default defineConfig({
       nodeProject('nn'),
       nodeProject('cli'),
       { extends: true as const, test: { name: 'demo', root: 'examples/demo', include: ['test/**/*.test.ts'] } },
+      // web: builds examples/web with vite and drives the page in Debian's Chromium through playwright-core
+      { extends: true as const, test: { name: 'web', root: 'examples/web', include: ['test/**/*.test.ts'] } },
       // docs: runs every ```ts run block of README.md and docs/*.md as a script (child processes: forks)
       { extends: true as const, test: { name: 'docs', root: '.', include: ['docs/test/**/*.test.ts'], pool: 'forks' as const } },
       {
@@ -50,8 +53,9 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'browser',
-          root: 'packages/backend-gpujs',
-          include: ['test/**/*.browser.test.ts'],
+          // every package's browser tests (gpu.js webgl2/webgpu, backend-fast, quantizers) in one Chromium
+          root: '.',
+          include: ['packages/*/test/**/*.browser.test.ts'],
           browser: {
             enabled: true,
             headless: true,

@@ -1,6 +1,6 @@
 import type { AnyTypedArray, Backend, Caps, Executable, HostTensor, Program } from '@tessera/core'
 import { TesseraError, allocate, applyPrim, asTesseraError, disposedError, sizeOf } from '@tessera/core'
-import { hardwareThreads } from './host.js'
+import { hardwareThreads, nodeWorkerThreads } from './host.js'
 import { matmulF64 } from './matmul.js'
 import type { Plan } from './plan.js'
 import { planProgram } from './plan.js'
@@ -42,9 +42,11 @@ export const fastCaps: Caps = {
 }
 
 /** Compiles programs to generated JS loops (fused) plus a WebAssembly SIMD kernel for distance+argmin. */
-export function fastBackend(opts: FastBackendOptions = {}): Backend {
+export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly threadsNote?: string } {
   const wasm = opts.wasm ?? true
-  const threads = Math.max(1, Math.floor(opts.threads ?? hardwareThreads()))
+  // worker threads are Node's: elsewhere (a browser) every kernel runs on the calling thread
+  const threadsNote = nodeWorkerThreads() ? undefined : 'no Node worker threads in this host (a browser): running on one thread'
+  const threads = threadsNote ? 1 : Math.max(1, Math.floor(opts.threads ?? hardwareThreads()))
   if (opts.relaxedSimd !== undefined && opts.relaxedSimd !== 'auto' && typeof opts.relaxedSimd !== 'boolean')
     throw new TesseraError('backend', 'fastBackend', `relaxedSimd must be 'auto', true or false, got ${JSON.stringify(opts.relaxedSimd)}`)
   const canRelax = relaxedSimdSupported()
@@ -58,6 +60,7 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend {
   return {
     name,
     caps: fastCaps,
+    ...(threadsNote ? { threadsNote } : {}),
     compile(program: Program): Executable {
       if (disposed) throw disposedError(name)
       try {

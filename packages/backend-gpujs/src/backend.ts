@@ -133,7 +133,7 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
   const asBackendError = (what: string, e: unknown): TesseraError =>
     e instanceof TesseraError ? e : new TesseraError('backend', `gpujs(${mode})`, `${what}: ${e instanceof Error ? e.message : String(e)}`)
 
-  const kernelFor = (k: Kernel, argSizes: readonly number[]): KernelFn => {
+  const kernelFor = (k: Kernel, argSizes: readonly number[], cache: Map<string, KernelFn>): KernelFn => {
     const { source, loopSize } = kernelSource(k)
     // gpu.js bakes argument sizes into a built kernel, so they are part of the key
     const key = `${k.size}|${argSizes.join(',')}|${source}`
@@ -221,10 +221,14 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
       if (disposed) throw disposedError(`gpujs(${mode})`)
       const plan = lowerProgram(program, caps)
       const kernels = new Map<Kernel, KernelFn>()
+      // gpu.js's WebGPU kernels fail ('from a different WebGPU device') when a kernel built for
+      // one compiled program is called with buffers of another: there, kernels are shared within
+      // one program only
+      const shared = mode === 'webgpu' ? new Map<string, KernelFn>() : cache
       const readByKernels = new Set<number>()
       for (const s of plan.steps)
         if (s.k === 'kernel' && s.kernel.size > 0) {
-          kernels.set(s.kernel, kernelFor(s.kernel, s.kernel.args.map((b) => Math.max(plan.buffers[b]!.size, 1))))
+          kernels.set(s.kernel, kernelFor(s.kernel, s.kernel.args.map((b) => Math.max(plan.buffers[b]!.size, 1)), shared))
           for (const b of s.kernel.args) readByKernels.add(b)
         }
       // constants only host steps read (key-folding tags) keep their full int32 range
