@@ -24,6 +24,7 @@ const f = (name: string, decode: Factory['decode'], minimal: Factory['minimal'])
 const sections: Readonly<Record<string, readonly Factory[]>> = {
   FSQ: [f('decodeFSQ', Q.decodeFSQ, { levels: [8, 5, 5, 5] })],
   LFQ: [f('decodeLFQ', Q.decodeLFQ, { codebook_size: 16 })],
+  FSP: [f('decodeFSP', Q.decodeFSP, { levels: [8, 5, 5, 5] })],
   LatentQuantize: [f('decodeLatentQuantize', Q.decodeLatentQuantize, { levels: [5, 5], dim: 2 })],
   VectorQuantize: [f('decodeVQ', Q.decodeVQ, { dim: 4, codebook_size: 8 })],
   SimVQ: [f('decodeSimVQ', Q.decodeSimVQ, { dim: 4, codebook_size: 8 })],
@@ -155,6 +156,7 @@ describe('docs/QUANTIZERS.md parameter and state names', () => {
     Q.vectorQuantize({ dim: 4, codebook_size: 8, codebook_dim: 3 }),
     Q.vectorQuantize({ dim: 4, codebook_size: 8, learnable_codebook: true, ema_update: false }),
     Q.simVQ({ dim: 4, codebook_size: 8 }),
+    Q.fsp({ levels: [5, 5], dim: 4 }),
     Q.randomProjectionQuantizer({ dim: 4, codebook_size: 8, codebook_dim: 2, num_codebooks: 2 }),
     Q.residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2 }),
     Q.residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, shared_codebook: true }),

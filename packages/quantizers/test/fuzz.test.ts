@@ -6,6 +6,7 @@ import { random, tensorOf } from '@tessera/core'
 import { fsq } from '../src/fsq/fsq.js'
 import { lfq } from '../src/lfq/lfq.js'
 import { latentQuantize } from '../src/latent/latent.js'
+import { fsp } from '../src/fsp/fsp.js'
 import { residualFSQ } from '../src/residual/residual-fsq.js'
 import { residualLFQ } from '../src/residual/residual-lfq.js'
 import { groupedResidualFSQ, groupedResidualLFQ } from '../src/grouped/grouped-residual.js'
@@ -84,6 +85,12 @@ const families: Family[] = [
     build: groupedResidualLFQ,
     options: options({ dim: groupedDim, codebook_size: pow2ish, num_quantizers: fc.integer({ min: 1, max: 2 }) }, { groups: fc.integer({ min: 1, max: 3 }), accept_image_fmap: mostlyFalse }),
     input: (q) => [1, 4, cfgOf(q)['dim'] as number],
+  },
+  {
+    name: 'FSP',
+    build: fsp,
+    options: options({ levels }, { dim: small, channel_first: fc.boolean(), projection_has_bias: fc.boolean(), act_name: rarely(fc.constantFrom('tanh', 'sigmoid', 'laplace'), fc.constantFrom('normal', 'cauchy', 'relu')), quantize_rate: rarely(fc.constantFrom(0, 0.5, 1), fc.constantFrom(-0.1, 1.5)), need_inv_act: fc.boolean(), vector_norm: rarely(fc.constantFrom('none', 'var', 'kurt', 'var_tanh', 'var_sigmoid', 'var_laplace'), fc.constantFrom('bogus', 'toString')) }),
+    input: (q) => (cfgOf(q)['channel_first'] ? [1, cfgOf(q)['dim'] as number, 4] : [1, 4, cfgOf(q)['dim'] as number]),
   },
   {
     name: 'LatentQuantize',
