@@ -1,7 +1,7 @@
 import { afterAll, describe, expect } from 'vitest'
 import { fc, test } from '@fast-check/vitest'
 import * as E from 'fp-ts/lib/Either.js'
-import type { TesseraError } from '@tessera/core'
+import type { Tensor, TesseraError } from '@tessera/core'
 import { random, tensorOf } from '@tessera/core'
 import { fsq } from '../src/fsq/fsq.js'
 import { lfq } from '../src/lfq/lfq.js'
@@ -59,7 +59,7 @@ const families: Family[] = [
   {
     name: 'LFQ',
     build: lfq,
-    options: options({ codebook_size: pow2ish }, { dim: small, num_codebooks: fc.integer({ min: 1, max: 2 }), entropy_loss_weight: fc.double({ min: 0, max: 1, noNaN: true }), commitment_loss_weight: fc.double({ min: 0, max: 1, noNaN: true }), diversity_gamma: fc.double({ min: 0, max: 2, noNaN: true }), codebook_scale: fc.constantFrom(0.5, 1, 2), frac_per_sample_entropy: frac, spherical: fc.boolean(), has_projections: mostlyTrue, soft_clamp_input_value: rarely(fc.constantFrom(2, 3), fc.constant(0.5)), cosine_sim_project_in: fc.boolean(), experimental_softplus_entropy_loss: fc.boolean(), orthogonal_rotation: fc.boolean(), inv_temperature: fc.constantFrom(1, 100) }),
+    options: options({ codebook_size: pow2ish }, { dim: small, num_codebooks: fc.integer({ min: 1, max: 2 }), entropy_loss_weight: fc.double({ min: 0, max: 1, noNaN: true }), commitment_loss_weight: fc.double({ min: 0, max: 1, noNaN: true }), diversity_gamma: fc.double({ min: 0, max: 2, noNaN: true }), codebook_scale: fc.constantFrom(0.5, 1, 2), frac_per_sample_entropy: frac, spherical: fc.boolean(), has_projections: mostlyTrue, soft_clamp_input_value: rarely(fc.constantFrom(2, 3), fc.constant(0.5)), cosine_sim_project_in: fc.boolean(), experimental_softplus_entropy_loss: fc.boolean(), orthogonal_rotation: fc.boolean(), inv_temperature: fc.constantFrom(1, 100), straight_through_activation: rarely(fc.constantFrom<unknown>(null, 'identity', 'tanh', 'sigmoid', 'relu', (x: Tensor) => x.mul(2)), fc.constantFrom<unknown>('bogus', 3)) }),
     input: (q) => [1, 4, cfgOf(q)['dim'] as number],
   },
   {

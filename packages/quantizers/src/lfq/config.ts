@@ -2,6 +2,8 @@ import * as E from 'fp-ts/lib/Either.js'
 import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { TesseraError } from '@tessera/core'
+import type { ActivationOption } from '../common/activation.js'
+import { ActivationOption as ActivationCodec } from '../common/activation.js'
 import { Finite, FractionOpen0, PositiveInt, check, checks, decode, isPow2, strict } from '../config/codec.js'
 
 /** The LFQ options that do not fix its shape: a ResidualLFQ forwards these to every layer. */
@@ -18,6 +20,8 @@ export const lfqLayerProps = {
   orthogonal_rotation: t.boolean,
   /** forward(x, inv_temperature=100.) in the reference */
   inv_temperature: Finite,
+  /** applied to the input before the straight-through step in training: only the gradient changes */
+  straight_through_activation: ActivationCodec,
 }
 
 /** LFQ's keyword arguments as the reference names them, plus the forward's `inv_temperature`. */
@@ -62,6 +66,8 @@ export interface LFQConfig {
   readonly spherical: boolean
   readonly orthogonal_rotation: boolean
   readonly inv_temperature: number
+  /** null is the reference's default nn.Identity() */
+  readonly straight_through_activation: ActivationOption
 }
 
 /** codebook_dim bits of an index must be exact int32 and the codebook buffer must fit in memory. */
@@ -101,6 +107,7 @@ export function resolveLFQ(o: LFQOptions, where = 'LFQ'): E.Either<TesseraError,
       spherical: o.spherical ?? false,
       orthogonal_rotation: o.orthogonal_rotation ?? false,
       inv_temperature: o.inv_temperature ?? 100,
+      straight_through_activation: o.straight_through_activation ?? null,
     },
     [
       () => check(hasSize || hasDim, where, 'codebook_size', 'either dim or codebook_size must be given'),

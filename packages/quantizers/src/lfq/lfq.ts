@@ -1,6 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
 import { TesseraError, entropy, linear, random, ranksOf, straightThrough, tensorOf, where } from '@tessera/core'
+import { applyActivation } from '../common/activation.js'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, orthogonalHost, projectOut, projectionSpecs } from '../common/projection.js'
@@ -106,7 +107,8 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
     let quantized = where(positive, cfg.codebook_scale, -cfg.codebook_scale)
     const indices = where(positive, maskConst(z), 0).sum(-1) // (b, n, c) int32
     quantized = maybeL2(quantized)
-    const out4 = opts.training ? straightThrough(z, quantized) : quantized
+    // the activation shapes the gradient; the value is act(z) + (code - act(z)), the code up to float32 rounding, as in the reference
+    const out4 = opts.training ? straightThrough(applyActivation(cfg.straight_through_activation, z, `${whereName}.straight_through_activation`), quantized) : quantized
 
     const b = x.builder
     const zero = b.scalar(0)
