@@ -13,7 +13,7 @@ import { decodeSafetensors } from '../src/io/safetensors.js'
 import { applyOnHost, compileCache } from '../src/run.js'
 import { backends, goldenDir, orThrow, readGoldenDir } from './helpers.js'
 import type { FileEntry } from './torch-files.js'
-import { toBf16Bits, toHalfBits, torchStateOf, withFileDtypes, writeSafetensors } from './torch-files.js'
+import { TORCH_NON_PERSISTENT, toBf16Bits, toHalfBits, torchStateOf, withFileDtypes, writeSafetensors } from './torch-files.js'
 
 const backend = backends[0]!
 
@@ -80,6 +80,40 @@ describe('PyTorch state dicts in one call (fromSafetensors, loadTorchStateDict)'
     }
     expect(new Set(loadedClasses)).toEqual(new Set(['FSP', 'FSQ', 'LFQ', 'ResidualFSQ', 'ResidualVQ', 'VectorQuantize', 'GroupedResidualFSQ', 'GroupedResidualVQ', 'SimVQ']))
     expect([...used].sort()).toEqual(['BF16', 'BOOL', 'F16', 'F32', 'F64', 'I64'])
+  })
+
+  it('every class in QUANTIZER_FACTORIES: a fresh init without the non-persistent buffers loads back to that init exactly (derived buffers do not depend on the key)', () => {
+    const configs: Record<string, object> = {
+      VectorQuantize: { dim: 8, codebook_size: 16, kmeans_init: true, heads: 2, separate_codebook_per_head: true, codebook_dim: 4 },
+      ResidualVQ: { dim: 8, codebook_size: 16, num_quantizers: 3, codebook_dim: 4 },
+      GroupedResidualVQ: { dim: 8, groups: 2, codebook_size: 16, num_quantizers: 2, shared_codebook: true },
+      FSQ: { levels: [8, 5, 5, 5], dim: 8, orthogonal_rotation: true },
+      ResidualFSQ: { dim: 8, levels: [8, 5, 5, 3], num_quantizers: 3 },
+      GroupedResidualFSQ: { dim: 8, groups: 2, levels: [5, 5, 3], num_quantizers: 2 },
+      FSP: { levels: [5, 5], dim: 4 },
+      LFQ: { codebook_size: 16, dim: 8, orthogonal_rotation: true },
+      ResidualLFQ: { dim: 8, codebook_size: 16, num_quantizers: 2 },
+      GroupedResidualLFQ: { dim: 8, groups: 2, codebook_size: 16, num_quantizers: 2 },
+      LatentQuantize: { levels: [5, 5, 8], dim: 6 },
+      SimVQ: { dim: 8, codebook_size: 16 },
+      ResidualSimVQ: { dim: 8, codebook_size: 16, num_quantizers: 2 },
+      RandomProjectionQuantizer: { dim: 8, codebook_size: 16, codebook_dim: 4, num_codebooks: 2 },
+    }
+    expect(Object.keys(configs).sort()).toEqual(Object.keys(QUANTIZER_FACTORIES).sort())
+    for (const [cls, kwargs] of Object.entries(configs)) {
+      const q = orThrow(QUANTIZER_FACTORIES[cls]!(kwargs))
+      const init = q.init(random.keyFromSeed(11))
+      const torchLike = Object.fromEntries(Object.entries({ ...init.params, ...init.state }).filter(([k]) => !TORCH_NON_PERSISTENT.some((n) => k === n || k.endsWith(`.${n}`))))
+      // a shared codebook is listed by torch under every layer (here: each group's layer 1)
+      if ('shared_codebook' in kwargs)
+        for (const [k, t] of Object.entries(torchLike)) if (k.includes('layers.0._codebook.')) torchLike[k.replace('layers.0.', 'layers.1.')] = t
+      const loaded = orThrow(fromSafetensors(writeSafetensors(withFileDtypes(Object.fromEntries(Object.entries(torchLike).map(([k, t]) => [k, { t, ref: t.dtype }]))), meta(cls, kwargs))))
+      expect(loaded.quantizer.kind, cls).toBe(cls)
+      expect(Object.keys(loaded.params).sort(), cls).toEqual(Object.keys(init.params).sort())
+      expect(Object.keys(loaded.state).sort(), cls).toEqual(Object.keys(init.state).sort())
+      for (const [k, t] of Object.entries({ ...init.params, ...init.state }))
+        expect(Array.from({ ...loaded.params, ...loaded.state }[k]!.data), `${cls} ${k}`).toEqual(Array.from(t.data))
+    }
   })
 
   it('derives the non-persistent buffers from the config, and still refuses a missing persistent entry by name', () => {
