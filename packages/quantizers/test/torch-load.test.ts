@@ -1,5 +1,6 @@
 import { join } from 'node:path'
 import { describe, expect, it } from 'vitest'
+import { fc, test } from '@fast-check/vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import type { HostTensor } from '@tessera/core'
 import { random, tensorOf } from '@tessera/core'
@@ -274,6 +275,18 @@ describe('PyTorch state dicts in one call (fromSafetensors, loadTorchStateDict)'
       expect(wrong, dtype).toEqual([])
     }
   })
+
+  const junk = fc.oneof(fc.anything(), fc.record({ shape: fc.anything(), dtype: fc.constantFrom('float32', 'int32', 'bool', 'F16', 7), data: fc.anything() }))
+  test.prop([fc.dictionary(fc.constantFrom('layers.0._codebook.embed', 'layers.1._codebook.embed', 'layers.2._codebook.initted', 'layers.0._codebook.initted', '__proto__', 'constructor', 'x'), junk), fc.anything()], { numRuns: 200 })(
+    'junk in: loadTorchStateDict and fromSafetensors return a Left or a load, never throw',
+    (sd, bytes) => {
+      const q = orThrow(QUANTIZER_FACTORIES['ResidualVQ']!({ dim: 4, codebook_size: 4, num_quantizers: 3, shared_codebook: true }))
+      const r = loadTorchStateDict(q, sd as never)
+      expect(E.isLeft(r) || Object.keys(r.right.state).length === 4).toBe(true)
+      expect(() => loadTorchStateDict(q, bytes as never, bytes as never)).not.toThrow()
+      expect(E.isLeft(fromSafetensors(bytes as never, sd as never))).toBe(true)
+    },
+  )
 
   it('fromSafetensors refuses a file that does not name its quantizer, bad kwargs, and a config the factory refuses', () => {
     const none = fromSafetensors(writeSafetensors({}))

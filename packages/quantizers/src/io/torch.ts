@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor } from '@tessera/core'
-import { TesseraError, describeValue, random } from '@tessera/core'
+import { TesseraError, checkHostTensor, describeValue, random } from '@tessera/core'
 import { groupedResidualFSQ, groupedResidualLFQ } from '../grouped/grouped-residual.js'
 import { fsp } from '../fsp/fsp.js'
 import { fsq } from '../fsq/fsq.js'
@@ -81,14 +81,15 @@ export function loadTorchStateDict(q: Quantizer, tensors: Named<HostTensor>, opt
     return E.left(new TesseraError('input', 'state-dict', `a state dict must be an object of named host tensors, got ${describeValue(tensors)}`))
   const specOf = (name: string): Aval | undefined =>
     Object.hasOwn(q.paramSpecs, name) ? q.paramSpecs[name] : Object.hasOwn(q.stateSpecs, name) ? q.stateSpecs[name] : undefined
-  const ignore = new Set(opts.ignore ?? [])
+  const ignore = new Set(Array.isArray(opts?.ignore) ? opts.ignore : [])
   const sd: Record<string, HostTensor> = Object.create(null) as Record<string, HostTensor>
   for (const name of Object.keys(tensors)) {
     if (ignore.has(name)) continue
     const t = tensors[name]!
     const spec = specOf(name)
     if (spec) {
-      sd[name] = typeof t === 'object' && t !== null ? asSpec(t, spec) : t
+      // a malformed entry goes through unchanged, for splitStateDict to refuse by name
+      sd[name] = E.isRight(checkHostTensor(t, 'the entry', `state-dict[${name}]`)) ? asSpec(t, spec) : t
       continue
     }
     const copy = SHARED_COPY.exec(name)
@@ -101,6 +102,10 @@ export function loadTorchStateDict(q: Quantizer, tensors: Named<HostTensor>, opt
     const where = `state-dict[${name}]`
     if (!Object.hasOwn(tensors, first))
       return E.left(new TesseraError('input', where, `is a copy of the shared codebook entry ${first}, which the state dict lacks`))
+    for (const [n, v] of [[first, tensors[first]], [name, t]] as const) {
+      const ok = checkHostTensor(v, 'the entry', `state-dict[${n}]`)
+      if (E.isLeft(ok)) return ok
+    }
     const a = asSpec(tensors[first]!, firstSpec), b = asSpec(t, firstSpec)
     const at = firstDifference(a, b)
     if (at >= 0)
@@ -153,6 +158,7 @@ export interface LoadedQuantizer extends Init {
  * with its params and state loaded by `loadTorchStateDict`.
  */
 export function fromSafetensors(bytes: Uint8Array, opts: FromSafetensorsOptions = {}): E.Either<TesseraError, LoadedQuantizer> {
+  if (!(bytes instanceof Uint8Array)) return E.left(new TesseraError('input', 'fromSafetensors', `bytes must be a Uint8Array (a Buffer is one), got ${describeValue(bytes)}`))
   const decoded = decodeSafetensors(bytes)
   if (E.isLeft(decoded)) return decoded
   const { tensors, metadata } = decoded.right
@@ -160,9 +166,9 @@ export function fromSafetensors(bytes: Uint8Array, opts: FromSafetensorsOptions 
   const cls = metadata[META_CLASS]
   if (cls === undefined)
     return E.left(new TesseraError('input', where, `has no "${META_CLASS}" (the file does not name its quantizer: build one and call loadTorchStateDict, or export with scripts/export-torch.py)`))
-  const factories = opts.factories ?? QUANTIZER_FACTORIES
+  const factories = typeof opts?.factories === 'object' && opts.factories !== null ? opts.factories : QUANTIZER_FACTORIES
   const make = Object.hasOwn(factories, cls) ? factories[cls] : undefined
-  if (!make) return E.left(new TesseraError('input', `${where}[${META_CLASS}]`, `class ${cls} is not in the library (known: ${Object.keys(factories).join(', ')})`))
+  if (typeof make !== 'function') return E.left(new TesseraError('input', `${where}[${META_CLASS}]`, `class ${cls} is not in the library (known: ${Object.keys(factories).join(', ')})`))
   let kwargs: unknown = {}
   const text = metadata[META_KWARGS]
   if (text !== undefined) {
