@@ -1,12 +1,13 @@
 import { afterAll, describe, expect } from 'vitest'
 import { fc, test } from '@fast-check/vitest'
 import * as E from 'fp-ts/lib/Either.js'
-import type { Tensor, TesseraError } from '@tessera/core'
+import type { HostTensor, Tensor, TesseraError } from '@tessera/core'
 import { random, tensorOf } from '@tessera/core'
 import { fsq } from '../src/fsq/fsq.js'
 import { lfq } from '../src/lfq/lfq.js'
 import { latentQuantize } from '../src/latent/latent.js'
 import { fsp } from '../src/fsp/fsp.js'
+import { simVQ } from '../src/simvq/simvq.js'
 import { residualFSQ } from '../src/residual/residual-fsq.js'
 import { residualLFQ } from '../src/residual/residual-lfq.js'
 import { groupedResidualFSQ, groupedResidualLFQ } from '../src/grouped/grouped-residual.js'
@@ -90,6 +91,13 @@ const families: Family[] = [
     name: 'FSP',
     build: fsp,
     options: options({ levels }, { dim: small, channel_first: fc.boolean(), projection_has_bias: fc.boolean(), act_name: rarely(fc.constantFrom('tanh', 'sigmoid', 'laplace'), fc.constantFrom('normal', 'cauchy', 'relu')), quantize_rate: rarely(fc.constantFrom(0, 0.5, 1), fc.constantFrom(-0.1, 1.5)), need_inv_act: fc.boolean(), vector_norm: rarely(fc.constantFrom('none', 'var', 'kurt', 'var_tanh', 'var_sigmoid', 'var_laplace'), fc.constantFrom('bogus', 'toString')) }),
+    input: (q) => (cfgOf(q)['channel_first'] ? [1, cfgOf(q)['dim'] as number, 4] : [1, 4, cfgOf(q)['dim'] as number]),
+  },
+  {
+    name: 'SimVQ',
+    build: simVQ,
+    // frozen_codebook_dim is left out: the sampled transform keeps the width, so it must equal dim
+    options: options({ dim: small, codebook_size: fc.integer({ min: 1, max: 8 }) }, { rotation_trick: fc.boolean(), commitment_weight: fc.constantFrom(0, 1), input_to_quantize_commit_loss_weight: fc.constantFrom(0, 0.25), channel_first: fc.boolean(), codebook_transform: rarely(fc.constantFrom<unknown>(null, (c: Tensor) => c.tanh()), fc.constantFrom<unknown>(3, 'linear')), init_fn: rarely(fc.constantFrom<unknown>(null, (c: HostTensor) => c), fc.constantFrom<unknown>('uniform', 2)) }),
     input: (q) => (cfgOf(q)['channel_first'] ? [1, cfgOf(q)['dim'] as number, 4] : [1, 4, cfgOf(q)['dim'] as number]),
   },
   {

@@ -7,7 +7,7 @@ import type { Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { Residual } from '../residual/residual.js'
 import { residual } from '../residual/residual.js'
 import type { SimVQConfig } from './simvq.js'
-import { makeSimVQ } from './simvq.js'
+import { CodebookInitCodec, makeSimVQ } from './simvq.js'
 
 export const ResidualSimVQOptions = strict(
   'ResidualSimVQ',
@@ -22,6 +22,7 @@ export const ResidualSimVQOptions = strict(
     input_to_quantize_commit_loss_weight: Finite,
     commitment_weight: Finite,
     frozen_codebook_dim: t.union([PositiveInt, t.null]),
+    init_fn: t.union([CodebookInitCodec, t.null]),
   },
 )
 
@@ -52,6 +53,10 @@ export function decodeResidualSimVQ(input: unknown, where = 'ResidualSimVQ'): E.
         input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
         commitment_weight: o.commitment_weight ?? 1,
         frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
+        // the reference hands one transform module to every layer (shared parameters); the
+        // combinator keeps parameters per layer, so only the default transform is offered here
+        codebook_transform: null,
+        init_fn: o.init_fn ?? null,
       },
     }
     return checks(cfg, [

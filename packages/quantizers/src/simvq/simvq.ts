@@ -1,16 +1,43 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, linear, random, straightThrough, tensorOf } from '@tessera/core'
+import { TesseraError, linear, prefixed, random, scoped, straightThrough, tensorOf } from '@tessera/core'
 import { Finite, PositiveInt, check, checks, decodeWith, strict } from '../config/codec.js'
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
+import type { Stage } from '../sequential/sequential.js'
 import { codebookDistances } from '../vq/codebook.js'
 import { rotateTo } from '../vq/gradient-routing.js'
 import * as t from 'io-ts'
 
+/** A custom `codebook_transform`: a stage with parameters, or a parameterless traceable function. */
+export type CodebookTransform = Stage | ((codes: Tensor) => Tensor)
+
+const isStage = (u: unknown): u is Stage =>
+  typeof u === 'object' && u !== null && typeof (u as Stage).apply === 'function' && typeof (u as Stage).init === 'function' &&
+  typeof (u as Stage).paramSpecs === 'object' && (u as Stage).paramSpecs !== null
+
+/** Functions and stages are values a config may hold; the codec checks only that they are one. */
+const CodebookTransformCodec = new t.Type<CodebookTransform, CodebookTransform, unknown>(
+  'CodebookTransform',
+  (u): u is CodebookTransform => typeof u === 'function' || isStage(u),
+  (u, c) => (typeof u === 'function' || isStage(u) ? t.success(u as CodebookTransform) : t.failure(u, c)),
+  t.identity,
+)
+
+/** The reference's `init_fn`, on the host: the frozen codebook (K, frozen_codebook_dim) in, the same shape out. */
+export type CodebookInit = (codebook: HostTensor) => HostTensor
+
+export const CodebookInitCodec = new t.Type<CodebookInit, CodebookInit, unknown>(
+  'CodebookInit',
+  (u): u is CodebookInit => typeof u === 'function',
+  (u, c) => (typeof u === 'function' ? t.success(u as CodebookInit) : t.failure(u, c)),
+  t.identity,
+)
+
 /**
- * SimVQ (arXiv:2411.02038): a frozen random codebook whose codes pass through a learned linear map
- * (`code_transform`, no bias); the nearest transformed code is the output. Only the default
- * linear transform of the reference is offered (a custom `codebook_transform` module is refused).
+ * SimVQ (arXiv:2411.02038): a frozen random codebook whose codes pass through a learned map
+ * (`code_transform`, by default a linear layer without bias); the nearest transformed code is the
+ * output. `codebook_transform` replaces the map with a stage (its parameters under
+ * `code_transform.`) or a parameterless function; `init_fn` reshapes the frozen codebook at init.
  */
 export const SimVQOptions = strict(
   'SimVQ',
@@ -21,6 +48,8 @@ export const SimVQOptions = strict(
     input_to_quantize_commit_loss_weight: Finite,
     commitment_weight: Finite,
     frozen_codebook_dim: t.union([PositiveInt, t.null]),
+    codebook_transform: t.union([CodebookTransformCodec, t.null]),
+    init_fn: t.union([CodebookInitCodec, t.null]),
   },
 )
 
@@ -32,6 +61,10 @@ export interface SimVQConfig {
   readonly input_to_quantize_commit_loss_weight: number
   readonly commitment_weight: number
   readonly frozen_codebook_dim: number
+  /** null: the reference's default nn.Linear(frozen_codebook_dim, dim, bias=False) */
+  readonly codebook_transform: CodebookTransform | null
+  /** null: the identity */
+  readonly init_fn: CodebookInit | null
 }
 
 export function decodeSimVQ(input: unknown, where = 'SimVQ'): E.Either<TesseraError, SimVQConfig> {
@@ -44,6 +77,8 @@ export function decodeSimVQ(input: unknown, where = 'SimVQ'): E.Either<TesseraEr
       input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
       commitment_weight: o.commitment_weight ?? 1,
       frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
+      codebook_transform: o.codebook_transform ?? null,
+      init_fn: o.init_fn ?? null,
     }
     return checks(cfg, [
       () => check(cfg.codebook_size <= 2 ** 24, where, 'codebook_size', `must be at most 2^24, got ${cfg.codebook_size}`),
@@ -60,21 +95,35 @@ export interface SimVQ extends Quantizer<SimVQConfig> {
 }
 
 const FROZEN = 'frozen_codebook'
-const WEIGHT = 'code_transform.weight'
+const TRANSFORM = 'code_transform.'
+const WEIGHT = `${TRANSFORM}weight`
 
 export function makeSimVQ(cfg: SimVQConfig): SimVQ {
   const W = 'SimVQ'
   const { dim, codebook_size: K, frozen_codebook_dim: fd } = cfg
-  const paramSpecs: Record<string, Aval> = { [WEIGHT]: { shape: [dim, fd], dtype: 'float32' } }
+  const custom = cfg.codebook_transform
+  const stage: Stage | null = custom === null ? null : typeof custom === 'function' ? { kind: 'fn', paramSpecs: {}, init: () => ({}), apply: (_p, x) => custom(x) } : custom
+  const paramSpecs: Record<string, Aval> = stage ? prefixed(stage.paramSpecs, TRANSFORM) : { [WEIGHT]: { shape: [dim, fd], dtype: 'float32' } }
   const stateSpecs: Record<string, Aval> = { [FROZEN]: { shape: [K, fd], dtype: 'float32' } }
+
+  const initFrozen = (key: random.Key): HostTensor => {
+    const scale = fd ** -0.5
+    const frozen = tensorOf(random.normalHost(key, K * fd).map((v) => v * scale), [K, fd])
+    if (!cfg.init_fn) return frozen
+    const out = cfg.init_fn(frozen)
+    // init returns host tensors, not Eithers: a wrong result is a programming error, thrown with the option named
+    if (!out || out.dtype !== 'float32' || out.shape.length !== 2 || out.shape[0] !== K || out.shape[1] !== fd)
+      throw new TesseraError('config', `${W}.init_fn`, `must return a float32 [${K},${fd}] tensor, got ${out ? `${out.dtype}[${out.shape.join(',')}]` : String(out)}`)
+    return out
+  }
 
   const init = (key: random.Key): Init => {
     const [kc, kw] = random.splitKey(key, 2) as [random.Key, random.Key]
-    const scale = fd ** -0.5
-    const frozen = random.normalHost(kc, K * fd).map((v) => v * scale)
+    const state = { [FROZEN]: initFrozen(kc) } as Record<string, HostTensor>
+    if (stage) return { params: prefixed(stage.init(kw), TRANSFORM), state }
     const bound = 1 / Math.sqrt(fd) // nn.Linear's default init
     const w = random.uniformHost(kw, dim * fd).map((v) => (2 * v - 1) * bound)
-    return { params: { [WEIGHT]: tensorOf(w, [dim, fd]) }, state: { [FROZEN]: tensorOf(frozen, [K, fd]) } as Record<string, HostTensor> }
+    return { params: { [WEIGHT]: tensorOf(w, [dim, fd]) }, state }
   }
 
   const get = (rec: Named<Tensor> | undefined, name: string, op: string) => {
@@ -82,7 +131,16 @@ export function makeSimVQ(cfg: SimVQConfig): SimVQ {
     if (!v) throw new TesseraError('input', `${W}.${op}`, `missing ${name}`)
     return v
   }
-  const codebook = (params: Named<Tensor>, state: Named<Tensor>) => linear(get(state, FROZEN, 'codebook'), { weight: get(params, WEIGHT, 'codebook') })
+  /** code_transform applied to frozen codes (..., fd) -> (..., dim); a custom transform's result is shape-checked. */
+  const transform = (params: Named<Tensor>, codes: Tensor, op: string): Tensor => {
+    if (!stage) return linear(codes, { weight: get(params, WEIGHT, op) })
+    const out = stage.apply(scoped(params, TRANSFORM), codes)
+    const want = [...codes.shape.slice(0, -1), dim]
+    if (out.dtype !== 'float32' || out.shape.length !== want.length || out.shape.some((d, i) => d !== want[i]))
+      throw new TesseraError('shape', `${W}.codebook_transform`, `must map float32[${codes.shape.join(',')}] to float32[${want.join(',')}], got ${out.dtype}[${out.shape.join(',')}]`)
+    return out
+  }
+  const codebook = (params: Named<Tensor>, state: Named<Tensor>) => transform(params, get(state, FROZEN, 'codebook'), 'codebook')
 
   /** (b, ..., d) or channel-first (b, d, ...) -> (b, N, d) and back. */
   const layoutOf = (x: Tensor) => {
@@ -122,7 +180,7 @@ export function makeSimVQ(cfg: SimVQConfig): SimVQ {
 
   const indicesToCodes = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
     if (indices.dtype !== 'int32') throw new TesseraError('dtype', `${W}.indicesToCodes`, `indices must be int32, got ${indices.dtype}`)
-    const codes = linear(get(state, FROZEN, 'indicesToCodes').gather(indices, 0), { weight: get(params, WEIGHT, 'indicesToCodes') })
+    const codes = transform(params, get(state, FROZEN, 'indicesToCodes').gather(indices, 0), 'indicesToCodes')
     return cfg.channel_first ? codes.moveAxis(-1, 1) : codes
   }
 
