@@ -205,6 +205,17 @@ export function runPlan(plan: Plan, inputs: readonly HostTensor[]): HostTensor[]
   }
   return plan.outputs.map((b) => {
     const pb = plan.buffers[b]!
+    if (pb.parts) {
+      // an output written in parts: join them
+      const whole = allocate(pb.dtype, pb.size)
+      let at = 0
+      for (const p of pb.parts) {
+        const d = bufs.get(p)!
+        whole.set(d as never, at)
+        at += d.length
+      }
+      return { shape: [...pb.shape], dtype: pb.dtype, data: whole } as HostTensor
+    }
     const data = bufs.get(b)!
     return { shape: [...pb.shape], dtype: pb.dtype, data: pb.kind === 'temp' ? data : data.slice() } as HostTensor
   })

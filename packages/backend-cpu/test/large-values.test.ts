@@ -42,8 +42,29 @@ describe('values too large to store, loops too long to run', () => {
     },
   )
 
-  test('a value too large to store that is itself an output is refused, naming it', () => {
-    const p = traceOrThrow([f32([8, 2]), f32([4, 2])], (x: Tensor, cb: Tensor) => [x.matmul(cb.mT)]).program
-    expect(() => fusedCpuBackend({ exactIntLimit: 32 }).plan(p)).toThrow(/the output \(matmul\) f32\[8,4\] has 32 elements/)
+  test.prop([fc.integer({ min: 2, max: 30 }), fc.integer({ min: 2, max: 9 }), fc.integer({ min: 1, max: 4 })], { numRuns: 30 })(
+    'an output too large for one buffer is written in parts along its first axis and joined',
+    async (n, k, rowsPerPart) => {
+      // an outer product: inputs of n and k elements, an n x k output
+      const p = traceOrThrow([f32([n, 1]), f32([1, k])], (x: Tensor, c: Tensor) => {
+        const d = x.mul(c).tanh()
+        return [d, d.sum(-1)]
+      }).program
+      const ins = [tensorOf(values(n, 3), [n, 1]), tensorOf(values(k, 4), [1, k])]
+      const limit = Math.max(n, k, rowsPerPart * k) + 1
+      const backend = fusedCpuBackend({ exactIntLimit: limit })
+      const plan = backend.plan(p)
+      const whole = plan.buffers.find((b) => b.parts)
+      expect(whole !== undefined, 'the output is in parts exactly when it does not fit').toBe(n * k >= limit)
+      for (const part of whole?.parts ?? []) expect(plan.buffers[part]!.size).toBeLessThan(limit)
+      const got = await backend.compile(p).run(ins)
+      const want = interpretProgram(p, ins)
+      got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
+    },
+  )
+
+  test('an output whose rows alone are too large is refused, naming it', () => {
+    const p = traceOrThrow([f32([2, 8]), f32([4, 8])], (x: Tensor, cb: Tensor) => [x.reshape([16]).add(1)]).program
+    expect(() => fusedCpuBackend({ exactIntLimit: 8 }).plan(p)).toThrow(/the input f32\[2,8\] has 16 elements/)
   })
 })

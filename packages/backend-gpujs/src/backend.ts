@@ -321,6 +321,18 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
               outs.push({ shape: [...t.shape], dtype: t.dtype, data: t.data.slice() } as HostTensor)
               continue
             }
+            if (pb.parts) {
+              // an output too large for one texture, written in parts: joined here
+              const whole = allocate(pb.dtype, pb.size)
+              let at = 0
+              for (const p of pb.parts) {
+                const part = plan.buffers[p]!
+                whole.set(fromDevice(await readBack(env.get(p), part.size), pb.dtype, part.size) as never, at)
+                at += part.size
+              }
+              outs.push({ shape: [...pb.shape], dtype: pb.dtype, data: whole } as HostTensor)
+              continue
+            }
             const src = pb.kind === 'const' ? pb.data! : await readBack(env.get(b), pb.size)
             outs.push({ shape: [...pb.shape], dtype: pb.dtype, data: fromDevice(src, pb.dtype, pb.size) } as HostTensor)
           }

@@ -3,7 +3,7 @@ import { sizeOf } from '../dtype.js'
 import type { Eqn, Program, Var } from '../program.js'
 import { KernelBuilder } from './kernel.js'
 import type { Ctx } from './kernel-emit.js'
-import { emit } from './kernel-emit.js'
+import { emit, toAxes } from './kernel-emit.js'
 import { checkSize, hostKeySlices, nearestPatterns, splitWide, violations } from './materialize.js'
 import type { Plan, PlanBuffer, Step } from './plan.js'
 import { isRemap } from './schedule/graph.js'
@@ -131,16 +131,24 @@ function buildPlan(
   const inputs = program.inputs.map((v) => newBuf(v, 'input'))
   for (const v of program.inputs) checkSize(v, caps, 'the input')
   const outputVars = new Set(program.outputs.map((v) => v.id))
+  // an output too large for one buffer is written in parts along its first axis (see splitOutput)
+  const inParts = (e: Eqn) => outputVars.has(e.out.id) && partRows(e.out, caps) !== undefined && kernelRoot(e)
+  const kernelRoot = (e: Eqn) => e.prim !== 'constant' && e.prim !== 'random_uniform' && !onHost.has(e.out.id)
   for (const e of eqns) {
-    if (mat.has(e.out.id)) checkSize(e.out, caps, outputVars.has(e.out.id) ? `the output (${e.prim})` : `the ${e.prim} result (stored: read by several kernels, or where a kernel cannot recompute it)`)
+    if (mat.has(e.out.id) && !inParts(e)) checkSize(e.out, caps, outputVars.has(e.out.id) ? `the output (${e.prim})` : `the ${e.prim} result (stored: read by several kernels, or where a kernel cannot recompute it)`)
     // an inlined reshape indexes its value by a flat offset, inexact past the backend's range
     else if (e.prim === 'reshape' && sizeOf(e.out.aval.shape) >= caps.exactIntLimit) checkSize(e.out, caps, 'the reshaped value')
   }
   const steps: Step[] = []
   const gatherIndexInputs: { buf: number; bound: number; axis: number }[] = []
 
+  const partsOf = new Map<number, number>()
   for (const e of eqns) {
     if (!mat.has(e.out.id)) continue
+    if (inParts(e)) {
+      partsOf.set(e.out.id, splitOutput(e, partRows(e.out, caps)!, buffers, steps, (k) => ({ kb: k, defs, bufOf, root: e, hasReduce: false, depth: 0, nested, maxFlat: caps.exactIntLimit, maxLoop: caps.maxLoop ?? Infinity })))
+      continue
+    }
     if (e.prim === 'constant') {
       newBuf(e.out, 'const', e.params.data)
       continue
@@ -171,8 +179,8 @@ function buildPlan(
     if (s.k === 'random') lastRead.set(s.key, i)
     if (s.k === 'host') for (const b of s.ins) lastRead.set(b, i)
   })
-  const outBufs = program.outputs.map((v) => bufOf.get(v.id)!)
-  const keep = new Set(outBufs)
+  const outBufs = program.outputs.map((v) => bufOf.get(v.id) ?? partsOf.get(v.id)!)
+  const keep = new Set(outBufs.flatMap((b) => [b, ...(buffers[b]!.parts ?? [])]))
   const withFrees: Step[] = []
   const byStep = new Map<number, number[]>()
   for (const [b, i] of lastRead) if (buffers[b]!.kind === 'temp' && !keep.has(b)) byStep.set(i, [...(byStep.get(i) ?? []), b])
@@ -185,3 +193,39 @@ function buildPlan(
   return Object.freeze({ buffers, inputs, outputs: outBufs, steps: withFrees, gatherIndexInputs })
 }
 
+
+/** Rows of its first axis per part for an output too large for one buffer (undefined: it fits, or cannot be split so). */
+function partRows(v: Var, caps: Caps): number | undefined {
+  const n = sizeOf(v.aval.shape)
+  if (n < caps.exactIntLimit || v.aval.shape.length === 0) return undefined
+  const row = n / v.aval.shape[0]!
+  const rows = Math.floor((caps.exactIntLimit - 1) / row)
+  return rows >= 1 ? rows : undefined
+}
+
+/**
+ * Writes an output too large for one buffer as parts of `rows` rows of its first axis, each a
+ * kernel of its own indexed by axes (a flat index into the whole would be inexact); the output's
+ * buffer lists them in `parts` and backends join them on the host. Readers inside the program
+ * recompute the value (it has no buffer they could read).
+ */
+function splitOutput(e: Eqn, rows: number, buffers: PlanBuffer[], steps: Step[], context: (kb: KernelBuilder) => Ctx): number {
+  const shape = e.out.aval.shape
+  const rest = shape.slice(1)
+  const row = sizeOf(rest)
+  const parts: number[] = []
+  for (let r0 = 0; r0 < shape[0]!; r0 += rows) {
+    const n = Math.min(rows, shape[0]! - r0)
+    const id = buffers.length
+    buffers.push(Object.freeze({ id, shape: [n, ...rest], dtype: e.out.aval.dtype, size: n * row, kind: 'temp' as const }))
+    steps.push({ k: 'alloc', buf: id })
+    const kb = new KernelBuilder(n * row)
+    const t = kb.thread()
+    const axes = [kb.iadd(kb.ilit(r0), kb.idivc(t, row)), ...toAxes(kb, { flat: kb.imodc(t, row) }, rest)]
+    steps.push({ k: 'kernel', kernel: kb.finish(id, e.out.aval.dtype, emit(context(kb), e.out, { axes })) })
+    parts.push(id)
+  }
+  const whole = buffers.length
+  buffers.push(Object.freeze({ id: whole, shape, dtype: e.out.aval.dtype, size: sizeOf(shape), kind: 'temp' as const, parts }))
+  return whole
+}

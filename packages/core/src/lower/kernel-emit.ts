@@ -24,7 +24,7 @@ export interface Ctx {
   readonly maxLoop: number
 }
 
-function toAxes(kb: KernelBuilder, ix: Ix, shape: Shape): NodeId[] {
+export function toAxes(kb: KernelBuilder, ix: Ix, shape: Shape): NodeId[] {
   if ('axes' in ix) return [...ix.axes]
   const st = stridesOf(shape)
   return shape.map((d, j) => kb.imodc(kb.idivc(ix.flat, st[j]!), d))

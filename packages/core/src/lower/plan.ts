@@ -15,6 +15,11 @@ export interface PlanBuffer {
   readonly kind: BufferKind
   /** data of a `const` buffer (uploaded once, at compile time) */
   readonly data?: AnyTypedArray
+  /**
+   * An output too large for one buffer: the buffers holding consecutive slices of its first
+   * axis, in order. The backend joins them on the host; this buffer itself is never written.
+   */
+  readonly parts?: readonly number[]
 }
 
 /**
