@@ -1,3 +1,4 @@
+import { afterAll, describe, it } from 'vitest'
 import type { Backend } from '@tessera/core'
 import type { GpuJsMode } from '@tessera/backend-gpujs'
 import { gpuJsBackend, gpuJsUnavailable } from '@tessera/backend-gpujs'
@@ -16,3 +17,21 @@ export const gpuJsLane = (mode: GpuJsMode): Lane => ({
     return why ? { skip: `gpujs ${mode}: ${why}` } : gpuJsBackend(mode)
   },
 })
+
+/**
+ * One describe block per lane: `body` gets the lane's backend; a lane that cannot run here is
+ * registered as a skipped test whose title (and a warning) gives the reason.
+ */
+export function describeLanes<L extends Lane>(suite: string, lanes: readonly L[], title: (lane: L) => string, body: (backend: Backend, lane: L) => void): void {
+  for (const lane of lanes)
+    describe(title(lane), async () => {
+      const made = await lane.make()
+      if ('skip' in made) {
+        console.warn(`[quantizers/${suite}] ${lane.name} is SKIPPED: ${made.skip}`)
+        it.skip(`${lane.name} skipped: ${made.skip}`, () => {})
+        return
+      }
+      afterAll(() => made.dispose?.())
+      body(made, lane)
+    })
+}

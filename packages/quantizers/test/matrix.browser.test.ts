@@ -1,17 +1,18 @@
 import { describe, expect, it } from 'vitest'
 import * as E from 'fp-ts/lib/Either.js'
-import type { Backend, Caps, HostTensor } from '@tessera/core'
+import type { Backend, HostTensor } from '@tessera/core'
 import { random, tensorOf } from '@tessera/core'
 import { cpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
 import { gpuJsBackend, gpuJsUnavailable } from '@tessera/backend-gpujs'
 import type { HostApplyResult } from '../src/run.js'
 import { applyOnHost } from '../src/run.js'
-import type { Quantizer } from '../src/quantizer.js'
 import { fsq } from '../src/fsq/fsq.js'
 import { lfq } from '../src/lfq/lfq.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
+import type { Cell } from './matrix-common.js'
+import { tolerance } from './matrix-common.js'
 
 /**
  * The cross-backend matrix in a browser (headless Chromium): quantizers in eval and training,
@@ -26,14 +27,6 @@ const right = <A>(e: E.Either<{ message: string }, A>): A => {
 const randn = (shape: readonly number[], seed: number): HostTensor =>
   tensorOf(random.normalHost(random.keyFromSeed(seed), shape.reduce((a, b) => a * b, 1)), shape)
 
-interface Cell {
-  readonly name: string
-  readonly q: Quantizer
-  readonly x: HostTensor
-  readonly training: boolean
-  readonly key?: readonly [number, number]
-}
-
 const cells: Cell[] = [
   { name: 'FSQ eval', q: right(fsq({ levels: [8, 5, 5, 5] })), x: randn([2, 8, 4], 1), training: false },
   { name: 'LFQ training', q: right(lfq({ dim: 4, codebook_size: 16 })), x: randn([2, 8, 4], 2), training: true },
@@ -41,8 +34,6 @@ const cells: Cell[] = [
   { name: 'VectorQuantize kmeans_init (key)', q: right(vectorQuantize({ dim: 4, codebook_size: 8, kmeans_init: true, kmeans_iters: 3 })), x: randn([2, 12, 4], 4), training: true, key: [4, 1] },
   { name: 'ResidualVQ 4 layers with quantize dropout (key)', q: right(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 4, quantize_dropout: true })), x: randn([2, 6, 4], 5), training: true, key: [5, 1] },
 ]
-
-const tolerance = (caps: Caps, want: number) => 8 * (caps.atol + (caps.rtol + caps.transcendentalRtol) * Math.max(1, Math.abs(want)))
 
 const apply = async (backend: Backend, c: Cell): Promise<HostApplyResult> => {
   const init = c.q.init(random.keyFromSeed(7))

@@ -1,5 +1,5 @@
-import { afterAll, describe, expect, it } from 'vitest'
-import type { Backend, Caps, HostTensor } from '@tessera/core'
+import { expect, it } from 'vitest'
+import type { Backend } from '@tessera/core'
 import { random } from '@tessera/core'
 import { cpuBackend, fusedCpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
@@ -7,14 +7,17 @@ import type { HostApplyResult } from '../src/run.js'
 import type { Quantizer } from '../src/quantizer.js'
 import { fsq } from '../src/fsq/fsq.js'
 import { fsp } from '../src/fsp/fsp.js'
+import { binaryMapper } from '../src/binary/binary-mapper.js'
 import { lfq } from '../src/lfq/lfq.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { groupedResidualFSQ } from '../src/grouped/grouped-residual.js'
 import { applyQ, orThrow, randn } from './helpers.js'
 import type { Lane } from './lanes.js'
-import { gpuJsLane } from './lanes.js'
+import { describeLanes, gpuJsLane } from './lanes.js'
 import { zoo } from './zoo.js'
+import type { Cell } from './matrix-common.js'
+import { leaves, tolerance } from './matrix-common.js'
 
 /**
  * The cross-backend matrix (issue 12): every quantizer class in eval and in training, plus every
@@ -24,17 +27,6 @@ import { zoo } from './zoo.js'
  * of the backend's caps. Inputs are fixed seeds, so a near-tie would show the same way on every
  * run (none does at these sizes).
  */
-
-const OPS = 8
-const tolerance = (caps: Caps, want: number) => OPS * (caps.atol + (caps.rtol + caps.transcendentalRtol) * Math.max(1, Math.abs(want)))
-
-interface Cell {
-  readonly name: string
-  readonly q: Quantizer
-  readonly x: HostTensor
-  readonly training: boolean
-  readonly key?: readonly [number, number]
-}
 
 function cells(): Cell[] {
   const out: Cell[] = []
@@ -54,16 +46,9 @@ function cells(): Cell[] {
   out.push({ name: 'ResidualVQ 32 layers training', q: orThrow(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 32 })), x: randn([1, 4, 4], 207), training: true, key: [207, 1] })
   out.push({ name: 'GroupedResidualFSQ 16 groups eval', q: orThrow(groupedResidualFSQ({ dim: 32, groups: 16, levels: [5, 3], num_quantizers: 2 })), x: randn([1, 3, 32], 208), training: false })
   keyed('FSP perturbation (laplace, inverse activation, quantize_rate 0.5)', orThrow(fsp({ levels: [5, 4, 3], act_name: 'laplace', need_inv_act: true, quantize_rate: 0.5, vector_norm: 'kurt' })), [2, 6, 3], 209)
+  keyed('BinaryMapper sampled bits', orThrow(binaryMapper({ bits: 4 })), [2, 6, 4], 210)
   keyed('LFQ entropy over a token subset', orThrow(lfq({ dim: 4, codebook_size: 16, frac_per_sample_entropy: 0.5 })), [2, 6, 4], 206)
   return out
-}
-
-/** Every output of an apply by name. */
-function leaves(r: HostApplyResult): Map<string, HostTensor> {
-  const m = new Map<string, HostTensor>([['quantized', r.quantized], ['indices', r.indices], ['loss', r.loss]])
-  for (const [group, rec] of [['losses', r.losses], ['state', r.state], ['extra', r.extra]] as const)
-    for (const [k, v] of Object.entries(rec ?? {})) m.set(`${group}.${k}`, v)
-  return m
 }
 
 const lanes: readonly Lane[] = [
@@ -84,35 +69,25 @@ const referenceOf = (c: Cell) => {
   return wanted.get(c.name)!
 }
 
-for (const lane of lanes) {
-  describe(`matrix: every quantizer on ${lane.name}`, async () => {
-    const made = await lane.make()
-    if ('skip' in made) {
-      console.warn(`[quantizers/matrix] ${lane.name} is SKIPPED: ${made.skip}`)
-      it.skip(`${lane.name} skipped: ${made.skip}`, () => {})
-      return
-    }
-    const backend = made
-    afterAll(() => backend.dispose?.())
-    for (const c of all)
-      it(c.name, async () => {
-        const want = leaves(await referenceOf(c))
-        const got = leaves(await applyQ(backend, c.q, init(c), c.x, { training: c.training, ...(c.key ? { key: c.key } : {}) }))
-        expect([...got.keys()].sort()).toEqual([...want.keys()].sort())
-        for (const [name, w] of want) {
-          const g = got.get(name)!
-          expect(g.shape, name).toEqual(w.shape)
-          expect(g.dtype, name).toBe(w.dtype)
-          if (w.dtype !== 'float32') {
-            expect(Array.from(g.data), `${name} equals the reference's`).toEqual(Array.from(w.data))
-            continue
-          }
-          w.data.forEach((wv, i) => {
-            const gv = g.data[i]!
-            if (Number.isNaN(wv)) expect(gv, `${name}[${i}]`).toBeNaN()
-            else expect(Math.abs(gv - wv), `${name}[${i}]: ${gv} vs ${wv}`).toBeLessThanOrEqual(tolerance(backend.caps, wv))
-          })
+describeLanes('matrix', lanes, (lane) => `matrix: every quantizer on ${lane.name}`, (backend) => {
+  for (const c of all)
+    it(c.name, async () => {
+      const want = leaves(await referenceOf(c))
+      const got = leaves(await applyQ(backend, c.q, init(c), c.x, { training: c.training, ...(c.key ? { key: c.key } : {}) }))
+      expect([...got.keys()].sort()).toEqual([...want.keys()].sort())
+      for (const [name, w] of want) {
+        const g = got.get(name)!
+        expect(g.shape, name).toEqual(w.shape)
+        expect(g.dtype, name).toBe(w.dtype)
+        if (w.dtype !== 'float32') {
+          expect(Array.from(g.data), `${name} equals the reference's`).toEqual(Array.from(w.data))
+          continue
         }
-      })
-  })
-}
+        w.data.forEach((wv, i) => {
+          const gv = g.data[i]!
+          if (Number.isNaN(wv)) expect(gv, `${name}[${i}]`).toBeNaN()
+          else expect(Math.abs(gv - wv), `${name}[${i}]: ${gv} vs ${wv}`).toBeLessThanOrEqual(tolerance(backend.caps, wv))
+        })
+      }
+    })
+})
