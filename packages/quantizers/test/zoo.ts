@@ -15,6 +15,7 @@ import { simVQ } from '../src/simvq/simvq.js'
 import { residualSimVQ } from '../src/simvq/residual-simvq.js'
 import { randomProjectionQuantizer } from '../src/random-projection/random-projection.js'
 import { fsp } from '../src/fsp/fsp.js'
+import { binaryMapper } from '../src/binary/binary-mapper.js'
 import { linearStage, sequential } from '../src/sequential/sequential.js'
 import type { Quantizer } from '../src/quantizer.js'
 import type { Lane } from './lanes.js'
@@ -49,6 +50,7 @@ export const zoo: readonly ZooEntry[] = [
   entry('GroupedResidualFSQ', orThrow(groupedResidualFSQ({ dim: 6, groups: 2, levels: [5, 5], num_quantizers: 2 })), [2, 3, 6]),
   entry('GroupedResidualLFQ', orThrow(groupedResidualLFQ({ dim: 4, groups: 2, codebook_size: 4, num_quantizers: 2 })), [2, 3, 4]),
   entry('FSP', orThrow(fsp({ levels: [5, 4, 3], dim: 4 })), [2, 3, 4]),
+  entry('BinaryMapper', orThrow(binaryMapper({ bits: 3, deterministic_on_eval: true })), [2, 3, 3]),
   entry('Sequential', orThrow(sequential([linearStage(6, 4), orThrow(vectorQuantize({ dim: 4, codebook_size: 8 })), linearStage(4, 6)])), [2, 3, 6]),
 ]
 
