@@ -7,6 +7,7 @@ import { runSimVQCase } from '../simvq/golden.js'
 import { runFSQCase } from './fsq-case.js'
 import { runFSPCase } from '../fsp/golden.js'
 import { fsp } from '../fsp/fsp.js'
+import { binaryMapper } from '../binary/binary-mapper.js'
 import { fsq } from '../fsq/fsq.js'
 import { lfq } from '../lfq/lfq.js'
 import { simVQ } from '../simvq/simvq.js'
@@ -42,5 +43,6 @@ export const caseRunners: CaseRunners = {
   ResidualSimVQ: quantizerCaseRunner(residualSimVQ),
   RandomProjectionQuantizer: quantizerCaseRunner(randomProjectionQuantizer),
   FSP: runFSPCase,
+  BinaryMapper: quantizerCaseRunner(binaryMapper),
   Sequential: sequentialCaseRunner({ FSQ: fsq, LFQ: lfq, FSP: fsp, LatentQuantize: latentQuantize, VectorQuantize: vectorQuantize, ResidualVQ: residualVQ, ResidualFSQ: residualFSQ, ResidualLFQ: residualLFQ, SimVQ: simVQ, ResidualSimVQ: residualSimVQ, RandomProjectionQuantizer: randomProjectionQuantizer, GroupedResidualVQ: groupedResidualVQ, GroupedResidualFSQ: groupedResidualFSQ, GroupedResidualLFQ: groupedResidualLFQ }),
 }
