@@ -6,7 +6,8 @@
 
 The module is built as `vector_quantize_pytorch.<Class>(**kwargs)` (after `torch.manual_seed(seed)`),
 optionally given `--load weights.pt` (a state_dict saved with torch.save) and `--warmup N` training
-forwards on random batches (so EMA statistics and k-means init are not at their defaults). The file's
+forwards on random batches (so EMA statistics and k-means init are not at their defaults); `--sample
+out.json` also records eval outputs on a seeded input, to check a loader against. The file's
 `__metadata__` holds the constructor:
 
     {"tessera.class": "<Class>", "tessera.kwargs": "<kwargs as JSON>", "tessera.source": "vector-quantize-pytorch <version>"}
@@ -70,6 +71,7 @@ def main():
     p.add_argument('--load', help='a torch.save()d state_dict to load into the module first')
     p.add_argument('--warmup', type=int, default=0, help='training forwards on random batches before saving')
     p.add_argument('--dtype', choices=['float32', 'float16', 'bfloat16', 'float64'], help='cast floating tensors before saving')
+    p.add_argument('--sample', help='also write the eval outputs on a seeded (2, 10, dim) input to this JSON file, to check a loader against')
     a = p.parse_args()
     if sys.byteorder != 'little':
         raise SystemExit('export-torch: writes the host byte order; safetensors is little-endian')
@@ -86,13 +88,9 @@ def main():
         module.load_state_dict(torch.load(a.load, map_location='cpu'))
     if a.warmup:
         module.train()
-        dim = kwargs.get('dim')
-        if dim is None:
-            levels = kwargs.get('levels')
-            dim = len(levels) if levels is not None else max(1, int(kwargs['codebook_size']).bit_length() - 1)
         with torch.no_grad():
             for _ in range(a.warmup):
-                module(torch.randn(2, 16, dim))
+                module(torch.randn(2, 16, input_dim(kwargs)))
     module.eval()
 
     tensors = {}
@@ -114,6 +112,39 @@ def main():
     }
     write_safetensors(a.out, tensors, metadata)
     print(f'wrote {a.out}: {a.cls}, {len(tensors)} tensors')
+    if a.sample:
+        write_sample(a.sample, module, a.dtype, input_dim(kwargs))
+        print(f'wrote {a.sample}')
+
+
+def write_sample(path, module, dtype, dim):
+    """Eval outputs on a seeded input, computed with the values the file holds (cast, then widened)."""
+    import torch
+    if dtype:
+        cast = {k: v.to(getattr(torch, dtype)).float() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+        module.load_state_dict(cast)
+    x = torch.randn(2, 10, dim, generator=torch.Generator().manual_seed(123))
+    with torch.no_grad():
+        out = module(x)
+    quantized, indices = out[0], out[1]
+    if isinstance(indices, (tuple, list)):
+        indices = torch.stack(list(indices))
+    sample = {
+        'x': {'shape': list(x.shape), 'data': x.flatten().tolist()},
+        'quantized': {'shape': list(quantized.shape), 'data': quantized.flatten().tolist()},
+        'indices': {'shape': list(indices.shape), 'data': indices.flatten().tolist()},
+    }
+    with open(path, 'w') as f:
+        json.dump(sample, f)
+
+
+def input_dim(kwargs):
+    """The feature size of a (batch, seq, dim) input: `dim`, else the number of levels or code bits."""
+    if kwargs.get('dim') is not None:
+        return kwargs['dim']
+    if kwargs.get('levels') is not None:
+        return len(kwargs['levels'])
+    return max(1, int(kwargs['codebook_size']).bit_length() - 1)
 
 
 if __name__ == '__main__':
