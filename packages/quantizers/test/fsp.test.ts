@@ -8,10 +8,18 @@ import { makeFSP } from '../src/fsp/fsp.js'
 import type { Named } from '../src/quantizer.js'
 import { applyOnHost } from '../src/run.js'
 import { applyQ, arr, backends, decodeQ, expectClose, orThrow, randn, runOnHost, snapshot } from './helpers.js'
+import { erfHost } from './special-host.js'
 
-const acts = ['tanh', 'sigmoid', 'laplace'] as const
-const act = (name: (typeof acts)[number], z: number): number =>
-  name === 'tanh' ? (Math.tanh(z) + 1) / 2 : name === 'sigmoid' ? 1 / (1 + Math.exp(-z)) : 0.5 * (1 + Math.sign(z) * (1 - Math.exp(-Math.abs(z))))
+const acts = ['tanh', 'sigmoid', 'normal', 'laplace', 'cauchy'] as const
+const act = (name: (typeof acts)[number], z: number): number => {
+  switch (name) {
+    case 'tanh': return (Math.tanh(z) + 1) / 2
+    case 'sigmoid': return 1 / (1 + Math.exp(-z))
+    case 'normal': return (1 + erfHost(z / Math.SQRT2)) / 2
+    case 'laplace': return 0.5 * (1 + Math.sign(z) * (1 - Math.exp(-Math.abs(z))))
+    case 'cauchy': return Math.atan(z) / Math.PI + 0.5
+  }
+}
 
 const optionsArb = fc.record({
   levels: fc.array(fc.integer({ min: 2, max: 8 }), { minLength: 1, maxLength: 4 }),
@@ -144,9 +152,8 @@ describe('FSP config', () => {
     [{ levels: [] }, 'FSP.levels', /at least one/],
     [{ levels: [8, 0] }, 'FSP.levels[1]', /PositiveInt/],
     [{ levels: [4096, 4096, 4096] }, 'FSP.levels', /2\^24/],
-    [{ levels: [8, 5], act_name: 'normal' }, 'FSP.act_name', /erf/],
-    [{ levels: [8, 5], act_name: 'cauchy' }, 'FSP.act_name', /atan/],
     [{ levels: [8, 5], act_name: 'relu' }, 'FSP.act_name', /unknown CDF activation/],
+    [{ levels: [8, 5], act_name: 'toString' }, 'FSP.act_name', /unknown CDF activation/],
     [{ levels: [8, 5], quantize_rate: 1.5 }, 'FSP.quantize_rate', /\[0, 1\]/],
     [{ levels: [8, 5], quantize_rate: NaN }, 'FSP.quantize_rate', /NaN/],
     [{ levels: [8, 5], vector_norm: 'bogus' }, 'FSP.vector_norm', /unknown preset/],

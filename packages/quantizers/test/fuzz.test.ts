@@ -93,7 +93,7 @@ const families: Family[] = [
   {
     name: 'FSP',
     build: fsp,
-    options: options({ levels }, { dim: small, channel_first: fc.boolean(), projection_has_bias: fc.boolean(), act_name: rarely(fc.constantFrom('tanh', 'sigmoid', 'laplace'), fc.constantFrom('normal', 'cauchy', 'relu')), quantize_rate: rarely(fc.constantFrom(0, 0.5, 1), fc.constantFrom(-0.1, 1.5)), need_inv_act: fc.boolean(), vector_norm: rarely(fc.constantFrom('none', 'var', 'kurt', 'var_tanh', 'var_sigmoid', 'var_laplace'), fc.constantFrom('bogus', 'toString')) }),
+    options: options({ levels }, { dim: small, channel_first: fc.boolean(), projection_has_bias: fc.boolean(), act_name: rarely(fc.constantFrom('tanh', 'sigmoid', 'normal', 'laplace', 'cauchy'), fc.constantFrom('relu', 'gelu')), quantize_rate: rarely(fc.constantFrom(0, 0.5, 1), fc.constantFrom(-0.1, 1.5)), need_inv_act: fc.boolean(), vector_norm: rarely(fc.constantFrom('none', 'var', 'kurt', 'var_tanh', 'var_sigmoid', 'var_laplace'), fc.constantFrom('bogus', 'toString')) }),
     input: (q) => (cfgOf(q)['channel_first'] ? [1, cfgOf(q)['dim'] as number, 4] : [1, 4, cfgOf(q)['dim'] as number]),
   },
   {

@@ -46,6 +46,8 @@ function cells(): Cell[] {
   out.push({ name: 'ResidualVQ 32 layers training', q: orThrow(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 32 })), x: randn([1, 4, 4], 207), training: true, key: [207, 1] })
   out.push({ name: 'GroupedResidualFSQ 16 groups eval', q: orThrow(groupedResidualFSQ({ dim: 32, groups: 16, levels: [5, 3], num_quantizers: 2 })), x: randn([1, 3, 32], 208), training: false })
   keyed('FSP perturbation (laplace, inverse activation, quantize_rate 0.5)', orThrow(fsp({ levels: [5, 4, 3], act_name: 'laplace', need_inv_act: true, quantize_rate: 0.5, vector_norm: 'kurt' })), [2, 6, 3], 209)
+  keyed('FSP normal CDF (erf, erfinv)', orThrow(fsp({ levels: [5, 4, 3], act_name: 'normal', need_inv_act: true, quantize_rate: 0.5 })), [2, 6, 3], 211)
+  keyed('FSP cauchy CDF (atan, tan)', orThrow(fsp({ levels: [5, 4, 3], act_name: 'cauchy', need_inv_act: true, quantize_rate: 0.5 })), [2, 6, 3], 212)
   keyed('BinaryMapper sampled bits', orThrow(binaryMapper({ bits: 4 })), [2, 6, 4], 210)
   keyed('LFQ entropy over a token subset', orThrow(lfq({ dim: 4, codebook_size: 16, frac_per_sample_entropy: 0.5 })), [2, 6, 4], 206)
   return out

@@ -3,11 +3,8 @@ import * as t from 'io-ts'
 import type { TesseraError } from '@tessera/core'
 import { Finite, MAX_CODEBOOK_SIZE, PositiveInt, check, checks, decodeWith, strict } from '../config/codec.js'
 
-/**
- * The CDF activations of the reference's registry that the IR can express. `normal` and `cauchy`
- * need erf/erfinv and atan/tan, which are not IR primitives, so they are refused as values.
- */
-export const FSP_ACTIVATIONS = ['tanh', 'sigmoid', 'laplace'] as const
+/** The CDF activations of the reference's registry (`normal` and `cauchy` through special.ts's erf, erfinv, atan and tan). */
+export const FSP_ACTIVATIONS = ['tanh', 'sigmoid', 'normal', 'laplace', 'cauchy'] as const
 export type FSPActivation = (typeof FSP_ACTIVATIONS)[number]
 
 /** VectorNorm's targets and weights for mean, variance, skewness and excess kurtosis. */
@@ -102,9 +99,7 @@ export function resolveFSP(o: FSPOptions, where = 'FSP'): E.Either<TesseraError,
           known,
           where,
           'act_name',
-          act === 'normal' || act === 'cauchy'
-            ? `"${act}" needs ${act === 'normal' ? 'erf and erfinv' : 'atan and tan'}, which the IR does not have; use one of ${FSP_ACTIVATIONS.join(', ')}`
-            : `unknown CDF activation "${act}"; one of ${FSP_ACTIVATIONS.join(', ')}`,
+          `unknown CDF activation "${act}"; one of ${FSP_ACTIVATIONS.join(', ')}`,
         ),
       () => check(rate >= 0 && rate <= 1, where, 'quantize_rate', `must be in [0, 1], got ${rate}`),
       () => check(hasPreset, where, 'vector_norm', `unknown preset "${preset}"; one of ${Object.keys(VECTOR_NORM_PRESETS).join(', ')}`),

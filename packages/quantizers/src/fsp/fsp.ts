@@ -6,6 +6,7 @@ import { initProjection, projectIn, projectOut, projectionSpecs } from '../commo
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { FSPActivation, FSPConfig, VectorNormConfig } from './config.js'
 import { decodeFSP } from './config.js'
+import { atan, erf, erfinv, tan } from './special.js'
 
 /** float32 machine epsilon: the reference's default forward `eps` (torch.finfo(float32).eps). */
 const F32_EPS = 2 ** -23
@@ -23,6 +24,10 @@ export function cdfAct(name: FSPActivation, z: Tensor): Tensor {
       return z.sigmoid()
     case 'laplace':
       return z.sign().mul(z.abs().neg().exp().rsub(1)).add(1).mul(0.5)
+    case 'normal':
+      return erf(z.div(Math.SQRT2)).add(1).div(2)
+    case 'cauchy':
+      return atan(z).div(Math.PI).add(0.5)
   }
 }
 
@@ -37,6 +42,10 @@ export function cdfInvAct(name: FSPActivation, p: Tensor): Tensor {
       const c = p.sub(0.5)
       return c.sign().neg().mul(c.abs().mul(2).rsub(1).log())
     }
+    case 'normal':
+      return erfinv(p.mul(2).sub(1)).mul(Math.SQRT2)
+    case 'cauchy':
+      return tan(p.sub(0.5).mul(Math.PI))
   }
 }
 
