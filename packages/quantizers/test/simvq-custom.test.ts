@@ -71,15 +71,37 @@ describe.each(backends.map((b) => [b.name, b] as const))('SimVQ custom transform
     expect(() => wrongInit.init(random.keyFromSeed(0))).toThrow(/SimVQ.init_fn|float32 \[8,4\]/)
   })
 
-  test('ResidualSimVQ passes init_fn to every layer; its codebook_transform is refused (the reference shares one module across layers)', () => {
+  test('ResidualSimVQ passes init_fn to every layer', () => {
     const q = orThrow(residualSimVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, init_fn: unitRows }))
     const s = q.init(random.keyFromSeed(1)).state
     for (const k of ['layers.0.frozen_codebook', 'layers.1.frozen_codebook']) {
       const t = s[k]!
       for (let i = 0; i < 8; i++) expect(Math.hypot(...Array.from(t.data.slice(i * 4, i * 4 + 4)))).toBeCloseTo(1, 5)
     }
-    const r = decodeResidualSimVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, codebook_transform: (c: Tensor) => c })
-    expect(E.isLeft(r) && r.left.where).toBe('ResidualSimVQ.codebook_transform')
+  })
+
+  test.prop([fc.nat(1000)], { numRuns: 10 })('ResidualSimVQ shares one custom transform across layers (stored under layers.0.), as the reference shares its module', async (seed) => {
+    const q = orThrow(residualSimVQ({ dim: 4, codebook_size: 8, num_quantizers: 3, codebook_transform: linearStage(4, 4, true) }))
+    expect(Object.keys(q.paramSpecs).sort()).toEqual(['layers.0.code_transform.bias', 'layers.0.code_transform.weight'])
+    const init = q.init(random.keyFromSeed(seed))
+    expect(Object.keys(init.params).sort()).toEqual(Object.keys(q.paramSpecs).sort())
+    const x = randn([2, 5, 4], seed)
+    const r = await applyQ(backend, q, init, x)
+    // layer by layer with one SimVQ and layer 0's parameters
+    const layer = orThrow(simVQ({ dim: 4, codebook_size: 8, codebook_transform: linearStage(4, 4, true) }))
+    const want = orThrow(await runOnHost(backend, [init.params, init.state, x] as const, (p, st, xs) => {
+      const P = { 'code_transform.weight': p['layers.0.code_transform.weight'] as Tensor, 'code_transform.bias': p['layers.0.code_transform.bias'] as Tensor }
+      let residual = xs as Tensor
+      let sum = residual.mul(0)
+      for (let l = 0; l < 3; l++) {
+        const out = layer.apply(P, { frozen_codebook: st[`layers.${l}.frozen_codebook`] as Tensor }, residual, { training: false })
+        sum = sum.add(out.quantized)
+        residual = residual.sub(out.quantized)
+      }
+      return sum
+    }))
+    expectClose(r.quantized, want, 1e-6)
+    expectClose(await decodeQ(backend, q, init, r.indices), r.quantized, 1e-5)
   })
 })
 

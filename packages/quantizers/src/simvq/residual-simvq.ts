@@ -7,7 +7,7 @@ import type { Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { Residual } from '../residual/residual.js'
 import { residual } from '../residual/residual.js'
 import type { SimVQConfig } from './simvq.js'
-import { CodebookInitCodec, makeSimVQ } from './simvq.js'
+import { CodebookInitCodec, CodebookTransformCodec, makeSimVQ } from './simvq.js'
 
 export const ResidualSimVQOptions = strict(
   'ResidualSimVQ',
@@ -23,6 +23,7 @@ export const ResidualSimVQOptions = strict(
     commitment_weight: Finite,
     frozen_codebook_dim: t.union([PositiveInt, t.null]),
     init_fn: t.union([CodebookInitCodec, t.null]),
+    codebook_transform: t.union([CodebookTransformCodec, t.null]),
   },
 )
 
@@ -53,9 +54,8 @@ export function decodeResidualSimVQ(input: unknown, where = 'ResidualSimVQ'): E.
         input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
         commitment_weight: o.commitment_weight ?? 1,
         frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
-        // the reference hands one transform module to every layer (shared parameters); the
-        // combinator keeps parameters per layer, so only the default transform is offered here
-        codebook_transform: null,
+        // one transform for every layer, as the reference hands its one module to each (see makeResidualSimVQ)
+        codebook_transform: o.codebook_transform ?? null,
         init_fn: o.init_fn ?? null,
       },
     }
@@ -84,6 +84,16 @@ export function makeResidualSimVQ(cfg: ResidualSimVQConfig): ResidualSimVQ {
     channelFirst: false,
     quantizeDropout: cfg.quantize_dropout,
   })
+  // A custom transform is one module in the reference, shared by every layer: its parameters are
+  // stored once, under layer 0's names (as a shared ResidualVQ codebook is), and handed to each layer.
+  const shared = Object.keys(inner.paramSpecs).filter((k) => /^layers\.[1-9]\d*\.code_transform\./.test(k) && cfg.layer.codebook_transform !== null)
+  const layer0 = (k: string) => k.replace(/^layers\.\d+\./, 'layers.0.')
+  const paramSpecs = Object.fromEntries(Object.entries(inner.paramSpecs).filter(([k]) => !shared.includes(k)))
+  const expand = (params: Named<Tensor>): Named<Tensor> => (shared.length ? { ...params, ...Object.fromEntries(shared.map((k) => [k, params[layer0(k)]!])) } : params)
+  const init = (key: Parameters<Quantizer['init']>[0]) => {
+    const r = inner.init(key)
+    return { params: Object.fromEntries(Object.entries(r.params).filter(([k]) => !shared.includes(k))), state: r.state }
+  }
   const toSeq = (x: Tensor) => {
     if (!cfg.channel_first) return { x, back: (q: Tensor) => q, backIdx: (i: Tensor) => i }
     if (x.rank < 3) throw new TesseraError('shape', W, `channel_first expects (b, d, ...), got [${x.shape.join(',')}]`)
@@ -97,18 +107,18 @@ export function makeResidualSimVQ(cfg: ResidualSimVQConfig): ResidualSimVQ {
   }
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: Parameters<Quantizer['apply']>[3]): QuantizeResult => {
     const s = toSeq(x)
-    const r = inner.apply(params, state, s.x, opts)
+    const r = inner.apply(expand(params), state, s.x, opts)
     return { ...r, quantized: s.back(r.quantized), indices: s.backIdx(r.indices) }
   }
   const codesFromIndices = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
-    const codes = inner.codesFromIndices(params, indices, state) // (q, b, ..., d)
+    const codes = inner.codesFromIndices(expand(params), indices, state) // (q, b, ..., d)
     return cfg.channel_first ? codes.moveAxis(-1, 2) : codes
   }
   const indicesToCodes = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
-    const out = inner.indicesToCodes(params, indices, state)
+    const out = inner.indicesToCodes(expand(params), indices, state)
     return cfg.channel_first ? out.moveAxis(-1, 1) : out
   }
-  return { kind: W, config: cfg, paramSpecs: inner.paramSpecs, stateSpecs: inner.stateSpecs, init: inner.init, apply, indicesToCodes, codesFromIndices }
+  return { kind: W, config: cfg, paramSpecs, stateSpecs: inner.stateSpecs, init, apply, indicesToCodes, codesFromIndices }
 }
 
 export const residualSimVQ = (options: unknown): E.Either<TesseraError, ResidualSimVQ> => E.map(makeResidualSimVQ)(decodeResidualSimVQ(options))

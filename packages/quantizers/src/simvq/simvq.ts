@@ -16,7 +16,7 @@ const isStage = (u: unknown): u is Stage =>
   typeof (u as Stage).paramSpecs === 'object' && (u as Stage).paramSpecs !== null
 
 /** Functions and stages are values a config may hold; the codec checks only that they are one. */
-const CodebookTransformCodec = new t.Type<CodebookTransform, CodebookTransform, unknown>(
+export const CodebookTransformCodec = new t.Type<CodebookTransform, CodebookTransform, unknown>(
   'CodebookTransform',
   (u): u is CodebookTransform => typeof u === 'function' || isStage(u),
   (u, c) => (typeof u === 'function' || isStage(u) ? t.success(u as CodebookTransform) : t.failure(u, c)),
