@@ -248,6 +248,7 @@ async function main(): Promise<void> {
 
   ui.save.addEventListener('click', () => {
     if (!current) return
+    // encodeSafetensors allocates a plain ArrayBuffer; the cast only tells Blob's typing so
     const url = URL.createObjectURL(new Blob([saveCheckpoint(current) as Uint8Array<ArrayBuffer>], { type: 'application/octet-stream' }))
     const a = document.createElement('a')
     a.href = url
