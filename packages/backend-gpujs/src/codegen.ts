@@ -63,7 +63,7 @@ export function kernelSource(k: Kernel): KernelSource {
   // arguments are named by position, not buffer id, so structurally equal kernels (a residual
   // quantizer's layers) have equal source and share one compiled kernel
   const position = new Map(k.args.map((b, i) => [b, i]))
-  const argName = (b: number) => `a${position.get(b)}`
+  const argName = (b: number) => `arg${position.get(b)}`
   const lines: string[] = []
   const ref = (id: NodeId): string => {
     const n = k.nodes[id]!
