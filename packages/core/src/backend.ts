@@ -25,8 +25,9 @@ export interface Caps {
   /** Whether the backend executes fused kernels (so kernel counts mean something). */
   readonly fuses: boolean
   /**
-   * Longest loop a kernel may run (Mesa's llvmpipe silently stops a shader loop after 65535
-   * iterations); longer reductions are split into nested loops. Absent: no limit.
+   * Most iterations a kernel's loop may run in one invocation, counted across every run of the
+   * loops around it: Mesa's llvmpipe keeps one counter per shader loop and silently stops the
+   * loop at 65535. Lowering makes longer loops take several elements an iteration. Absent: no limit.
    */
   readonly maxLoop?: number
 }

@@ -20,7 +20,7 @@ export interface Ctx {
   readonly nested: ReadonlySet<Eqn>
   /** Flat indices stay below this (the backend's exact integer range). */
   readonly maxFlat: number
-  /** Longest loop the backend runs (longer reductions are split). */
+  /** Most iterations a loop may run in one invocation, counted across the loops around it. */
   readonly maxLoop: number
 }
 
@@ -190,37 +190,57 @@ export function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
  * loop longer than the backend's `maxLoop` becomes two nested loops over chunks (partial sums,
  * maxima or minima, then their reduction).
  */
+/** Share of a backend's loop limit the lowering plans for (llvmpipe's count is not exact to the iteration). */
+const LOOP_MARGIN = 0.9
+
+/**
+ * A reduction loop around `body` (given the element index). The outermost level holds every
+ * reduction of the kernel, all of one length; a reduction the lowering allowed to nest (a
+ * nearest-code dot product, or one whose result is too large to store) gets a loop inside it.
+ * Where the backend has a loop limit (llvmpipe stops a loop silently once it has run 65535
+ * iterations in one invocation, counted across every run of the loops around it), each
+ * iteration takes several elements so that the count stays within it; a loop of one iteration
+ * is written out with no loop at all.
+ */
 function reduceLoop(ctx: Ctx, e: Eqn, op: 'sum' | 'max' | 'min' | 'argmin' | 'argmax', size: number, dt: DType, body: (r: NodeId) => NodeId): NodeId {
   const { kb } = ctx
   const level = ctx.depth
   const nestedOk = level >= 1 && ctx.nested.has(e)
   if (level > 0 && !nestedOk)
     throw new TesseraError('backend', 'lower', 'internal: nested or unequal reduction loops in one kernel (materialization missed a case)')
-  const split = size > ctx.maxLoop
-  if (split && (op === 'argmin' || op === 'argmax'))
-    throw new TesseraError('backend', 'lower', `${e.prim} over ${size} elements needs a loop longer than this backend allows (${ctx.maxLoop})`)
-  const inner = split ? Math.ceil(Math.sqrt(size)) : size
-  const outer = Math.ceil(size / inner)
-  if (split && inner > ctx.maxLoop)
-    throw new TesseraError('backend', 'lower', `${e.prim} over ${size} elements needs loops of ${inner}, longer than this backend allows (${ctx.maxLoop})`)
-  if (level === 0 && ctx.hasReduce && kb.loopSizes[0] !== (split ? outer : size))
+  // iterations the loops around this one run in one invocation
+  const around = kb.loopSizes.slice(0, level).reduce((a, n) => a * n, 1)
+  const budget = Math.floor((ctx.maxLoop * LOOP_MARGIN) / around) - 2
+  // within the limit: one element an iteration; past it: as many as it takes, all when even one
+  // iteration per surrounding iteration is too many
+  const fits = around * (size + 2) <= ctx.maxLoop * LOOP_MARGIN
+  const perIteration = fits ? 1 : budget < 1 ? size : Math.ceil(size / budget)
+  if (!fits && (op === 'argmin' || op === 'argmax'))
+    throw new TesseraError('backend', 'lower', `${e.prim} over ${size} elements in loops of ${around} iterations would run past this backend's loop limit (${ctx.maxLoop})`)
+  const steps = Math.ceil(size / perIteration)
+  if (steps > 1 && around * (steps + 2) > ctx.maxLoop)
+    throw new TesseraError('backend', 'lower', `${e.prim} over ${size} elements in loops of ${around} iterations would run past this backend's loop limit (${ctx.maxLoop})`)
+  if (level === 0 && ctx.hasReduce && kb.loopSizes[0] !== steps)
     throw new TesseraError('backend', 'lower', 'internal: unequal reduction loops in one kernel (materialization missed a case)')
   if (level === 0) ctx.hasReduce = true
-  if (!split) {
+  if (fits) {
     kb.loopSizes[level] = size
     ctx.depth++
     const b = body(kb.ridx(level))
     ctx.depth--
     return kb.reduce(op, size, b, dt, level)
   }
-  kb.loopSizes[level] = outer
-  kb.loopSizes[level + 1] = inner
-  ctx.depth += 2
-  const r = kb.iadd(kb.imul(kb.ridx(level), inner), kb.ridx(level + 1))
-  // past the end (the last chunk): the last element again, which leaves a max or min as it is;
-  // a sum adds 0 instead
-  const v = body(size % inner === 0 ? r : kb.iclamp(r, size))
-  const term = op === 'sum' && size % inner !== 0 ? kb.op('where', [kb.op('lt', [r, kb.ilit(size)], 'bool'), v, kb.lit(0, dt)], dt) : v
-  ctx.depth -= 2
-  return kb.reduce(op, outer, kb.reduce(op, inner, term, dt, level + 1), dt, level)
+  kb.loopSizes[level] = steps
+  ctx.depth++
+  const base = steps > 1 ? kb.imul(kb.ridx(level), perIteration) : kb.ilit(0)
+  let acc: NodeId | undefined
+  for (let u = 0; u < perIteration; u++) {
+    const r = kb.ioffset(base, u)
+    // past the end (the last iteration): the last element again for max and min, 0 for a sum
+    const v = body(size % perIteration === 0 ? r : kb.iclamp(r, size))
+    const term = op === 'sum' && size % perIteration !== 0 ? kb.op('where', [kb.op('lt', [r, kb.ilit(size)], 'bool'), v, kb.lit(0, dt)], dt) : v
+    acc = acc === undefined ? term : kb.op(op === 'sum' ? 'add' : (op as 'max' | 'min'), [acc, term], dt)
+  }
+  ctx.depth--
+  return steps > 1 ? kb.reduce(op, steps, acc!, dt, level) : acc!
 }
