@@ -7,7 +7,7 @@ import type { Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { Residual } from '../residual/residual.js'
 import { residual } from '../residual/residual.js'
 import type { SimVQConfig } from './simvq.js'
-import { CodebookInitCodec, CodebookTransformCodec, makeSimVQ } from './simvq.js'
+import { CodebookInitCodec, CodebookTransformCodec, makeSimVQ, simVQConfigOf } from './simvq.js'
 
 export const ResidualSimVQOptions = strict(
   'ResidualSimVQ',
@@ -45,19 +45,9 @@ export function decodeResidualSimVQ(input: unknown, where = 'ResidualSimVQ'): E.
       num_quantizers: nq,
       channel_first: o.channel_first ?? false,
       quantize_dropout: dropping ? { cutoffIndex: cutoff, multipleOf: o.quantize_dropout_multiple_of ?? 1 } : null,
-      layer: {
-        dim: o.dim,
-        codebook_size: o.codebook_size,
-        // layers see (b, n, d): the combinator handles the channel-first layout
-        channel_first: false,
-        rotation_trick: o.rotation_trick ?? true,
-        input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
-        commitment_weight: o.commitment_weight ?? 1,
-        frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
-        // one transform for every layer, as the reference hands its one module to each (see makeResidualSimVQ)
-        codebook_transform: o.codebook_transform ?? null,
-        init_fn: o.init_fn ?? null,
-      },
+      // layers see (b, n, d): the combinator handles the channel-first layout; one transform serves
+      // every layer, as the reference hands its one module to each (see makeResidualSimVQ)
+      layer: simVQConfigOf({ ...o, channel_first: false }),
     }
     return checks(cfg, [
       () => check(!dropping || cutoff < nq, where, 'quantize_dropout_cutoff_index', `must be below num_quantizers (${nq}), got ${cutoff}`),

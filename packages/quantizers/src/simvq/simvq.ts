@@ -67,19 +67,22 @@ export interface SimVQConfig {
   readonly init_fn: CodebookInit | null
 }
 
+/** A SimVQ config from decoded options, the reference's defaults filled in (ResidualSimVQ's layers too). */
+export const simVQConfigOf = (o: t.TypeOf<typeof SimVQOptions>): SimVQConfig => ({
+  dim: o.dim,
+  codebook_size: o.codebook_size,
+  channel_first: o.channel_first ?? false,
+  rotation_trick: o.rotation_trick ?? true,
+  input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
+  commitment_weight: o.commitment_weight ?? 1,
+  frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
+  codebook_transform: o.codebook_transform ?? null,
+  init_fn: o.init_fn ?? null,
+})
+
 export function decodeSimVQ(input: unknown, where = 'SimVQ'): E.Either<TesseraError, SimVQConfig> {
   return decodeWith(SimVQOptions, input, where, (o) => {
-    const cfg: SimVQConfig = {
-      dim: o.dim,
-      codebook_size: o.codebook_size,
-      channel_first: o.channel_first ?? false,
-      rotation_trick: o.rotation_trick ?? true,
-      input_to_quantize_commit_loss_weight: o.input_to_quantize_commit_loss_weight ?? 0.25,
-      commitment_weight: o.commitment_weight ?? 1,
-      frozen_codebook_dim: o.frozen_codebook_dim ?? o.dim,
-      codebook_transform: o.codebook_transform ?? null,
-      init_fn: o.init_fn ?? null,
-    }
+    const cfg = simVQConfigOf(o)
     return checks(cfg, [
       () => check(cfg.codebook_size <= 2 ** 24, where, 'codebook_size', `must be at most 2^24, got ${cfg.codebook_size}`),
       () => check(cfg.commitment_weight >= 0, where, 'commitment_weight', `must be >= 0, got ${cfg.commitment_weight}`),
