@@ -5,13 +5,26 @@ import { configKwargs, withCaseNames } from '../golden/generic-case.js'
 import type { CaseRunner } from '../golden/runner.js'
 import { loadCaseState, runEachCaseRun } from '../golden/runner.js'
 import { groupPrefix } from '../grouped/grouped.js'
-import type { Named } from '../quantizer.js'
+import type { Named, QuantizeResult } from '../quantizer.js'
 import { runOnHost } from '../run.js'
 import { decodeRVQ } from './config.js'
 import type { GroupedResidualVQ } from './grouped-residual-vq.js'
 import { decodeGroupedResidualVQ, makeGroupedResidualVQ } from './grouped-residual-vq.js'
 import type { ResidualVQ } from './residual-vq.js'
 import { makeResidualVQ } from './residual-vq.js'
+
+/** The outputs a (grouped) ResidualVQ case records, named as the case names them; `codebooks` is the derived stacked view. */
+function residualOutputs(q: ResidualVQ | GroupedResidualVQ, res: QuantizeResult, P: Named<Tensor>, codebooks: Tensor): Record<string, Tensor> {
+  return {
+    ...withCaseNames(res.extra),
+    quantized: res.quantized,
+    indices: res.indices,
+    losses: res.extra!['all_losses']!,
+    all_codes: q.codesFromIndices(P, res.indices, res.state),
+    get_output_from_indices: q.indicesToCodes(P, res.indices, res.state),
+    codebooks,
+  }
+}
 
 /**
  * ResidualVQ cases. The case's `codebooks` entry is the reference's derived stacked view, not a
@@ -28,15 +41,8 @@ export const runResidualVQCase: CaseRunner = async (c, ctx) => {
   const { params, state } = loaded.right
   const derived = await runOnHost(ctx.backend, [params, state] as const, (p, s) => q0.codebooks(p as Named<Tensor>, s as Named<Tensor>), ctx.cache)
   if (E.isLeft(derived)) return derived
-  const runs = await runEachCaseRun(c, ctx, loaded.right, (run) => E.map(makeResidualVQ)(decodeRVQ({ ...c.kwargs, ...configKwargs(run) })), (q, res, P) => ({
-    ...withCaseNames(res.extra),
-    quantized: res.quantized,
-    indices: res.indices,
-    losses: res.extra!['all_losses']!,
-    all_codes: q.codesFromIndices(P, res.indices, res.state),
-    get_output_from_indices: q.indicesToCodes(P, res.indices, res.state),
-    codebooks: q.codebooks(P, res.state),
-  }), 'threaded')
+  const runs = await runEachCaseRun(c, ctx, loaded.right, (run) => E.map(makeResidualVQ)(decodeRVQ({ ...c.kwargs, ...configKwargs(run) })), (q, res, P) =>
+    residualOutputs(q, res, P, q.codebooks(P, res.state)), 'threaded')
   if (E.isLeft(runs)) return runs
   return E.right({ runs: runs.right, derived: { codebooks: derived.right as HostTensor } })
 }
@@ -54,15 +60,8 @@ export const runGroupedResidualVQCase: CaseRunner = async (c, ctx) => {
   const loaded = loadCaseState(makeGroupedResidualVQ(base.right), c.state)
   if (E.isLeft(loaded)) return loaded
   const build = (run: Parameters<typeof configKwargs>[0]) => E.map(makeGroupedResidualVQ)(decodeGroupedResidualVQ({ ...c.kwargs, ...configKwargs(run) }))
-  const runs = await runEachCaseRun(c, ctx, loaded.right, build, (q, res, P) => ({
-    ...withCaseNames(res.extra),
-    quantized: res.quantized,
-    indices: res.indices,
-    losses: res.extra!['all_losses']!,
-    all_codes: q.codesFromIndices(P, res.indices, res.state),
-    get_output_from_indices: q.indicesToCodes(P, res.indices, res.state),
-    codebooks: stack(groupRVQs(q).map((rvq, g) => rvq.codebooks(scoped(P, groupPrefix(g)), scoped(res.state, groupPrefix(g)))), 0),
-  }), 'threaded')
+  const runs = await runEachCaseRun(c, ctx, loaded.right, build, (q, res, P) =>
+    residualOutputs(q, res, P, stack(groupRVQs(q).map((rvq, g) => rvq.codebooks(scoped(P, groupPrefix(g)), scoped(res.state, groupPrefix(g)))), 0)), 'threaded')
   if (E.isLeft(runs)) return runs
   return E.right({ runs: runs.right })
 }
