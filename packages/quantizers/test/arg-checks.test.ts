@@ -7,7 +7,7 @@ import { decodeSafetensors, encodeSafetensors } from '../src/io/safetensors.js'
 import { joinStateDict, splitStateDict } from '../src/io/state-dict.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { applyOnHost, indicesToCodesOnHost } from '../src/run.js'
-import { orThrow, randn } from './helpers.js'
+import { manualSafetensors, orThrow, randn } from './helpers.js'
 
 /** Issue 15, items 3, 4 and 7: every argument and every params/state entry is checked before tracing. */
 
@@ -72,16 +72,6 @@ describe('applyOnHost and indicesToCodesOnHost check state against the specs', (
   })
 })
 
-/** A hand-built safetensors file with the given header and data bytes. */
-function manual(header: Record<string, unknown>, data: Uint8Array): Uint8Array {
-  const h = new TextEncoder().encode(JSON.stringify(header))
-  const out = new Uint8Array(8 + h.length + data.length)
-  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true)
-  out.set(h, 8)
-  out.set(data, 8 + h.length)
-  return out
-}
-
 describe('safetensors byte ranges', () => {
   it.each([
     [{ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [2], data_offsets: [4, 12] } }, 12, /b\].*overlap/],
@@ -89,7 +79,7 @@ describe('safetensors byte ranges', () => {
     [{ a: { dtype: 'F32', shape: [1], data_offsets: [0, 4] } }, 8, /cover 4 of the 8 data bytes/],
     [{ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] } }, 4, /outside/],
   ] as const)('overlaps, gaps and ranges past the end are Lefts: %j', (header, bytes, msg) => {
-    expect(leftOf(decodeSafetensors(manual(header, new Uint8Array(bytes)))).message).toMatch(msg)
+    expect(leftOf(decodeSafetensors(manualSafetensors(header, new Uint8Array(bytes)))).message).toMatch(msg)
   })
   it('a tensor named __proto__ is an own entry, and encoding runs without Buffer', () => {
     const saved = (globalThis as { Buffer?: unknown }).Buffer

@@ -74,3 +74,13 @@ export function expectClose(got: HostTensor, want: HostTensor, tol = 1e-5): void
 export function snapshot(rec: Readonly<Record<string, HostTensor>>): Record<string, number[]> {
   return Object.fromEntries(Object.entries(rec).map(([k, v]) => [k, Array.from(v.data)]))
 }
+
+/** A hand-built safetensors file, as another writer (e.g. Python's safetensors) would lay it out. */
+export function manualSafetensors(header: Record<string, unknown>, data: Uint8Array): Uint8Array {
+  const h = new TextEncoder().encode(JSON.stringify(header))
+  const out = new Uint8Array(8 + h.length + data.length)
+  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true)
+  out.set(h, 8)
+  out.set(data, 8 + h.length)
+  return out
+}

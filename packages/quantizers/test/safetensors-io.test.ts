@@ -6,17 +6,7 @@ import { decodeSafetensors, encodeSafetensors } from '../src/io/safetensors.js'
 import { joinStateDict, splitStateDict, stateDictFromJson, stateDictToJson } from '../src/io/state-dict.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { applyOnHost } from '../src/run.js'
-import { arr, backends, orThrow, randn } from './helpers.js'
-
-/** A hand-built safetensors file, as another writer (e.g. Python's safetensors) would lay it out. */
-function manual(header: Record<string, unknown>, data: Uint8Array): Uint8Array {
-  const h = new TextEncoder().encode(JSON.stringify(header))
-  const out = new Uint8Array(8 + h.length + data.length)
-  new DataView(out.buffer).setBigUint64(0, BigInt(h.length), true)
-  out.set(h, 8)
-  out.set(data, 8 + h.length)
-  return out
-}
+import { arr, backends, manualSafetensors, orThrow, randn } from './helpers.js'
 
 describe('safetensors', () => {
   test.prop([fc.array(fc.float({ noNaN: true }), { minLength: 0, maxLength: 20 }), fc.array(fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }), { maxLength: 9 }), fc.array(fc.boolean(), { maxLength: 7 })], { numRuns: 60 })(
@@ -46,11 +36,11 @@ describe('safetensors', () => {
     const v = new DataView(d.buffer)
     v.setBigInt64(0, -5n, true)
     v.setBigInt64(8, 123456789n, true)
-    const ok = orThrow(decodeSafetensors(manual({ idx: { dtype: 'I64', shape: [2], data_offsets: [0, 16] } }, d)))
+    const ok = orThrow(decodeSafetensors(manualSafetensors({ idx: { dtype: 'I64', shape: [2], data_offsets: [0, 16] } }, d)))
     expect(ok.tensors['idx']!.dtype).toBe('int32')
     expect(Array.from(ok.tensors['idx']!.data)).toEqual([-5, 123456789])
     v.setBigInt64(8, 2n ** 40n, true)
-    const bad = decodeSafetensors(manual({ idx: { dtype: 'I64', shape: [2], data_offsets: [0, 16] } }, d))
+    const bad = decodeSafetensors(manualSafetensors({ idx: { dtype: 'I64', shape: [2], data_offsets: [0, 16] } }, d))
     expect(E.isLeft(bad) && bad.left.message).toMatch(/idx.*does not fit in int32/)
   })
 
@@ -62,7 +52,7 @@ describe('safetensors', () => {
     [{ x: { dtype: 'F32', shape: [4], data_offsets: [0, 16] } }, /outside/],
     [{ x: { dtype: 'F32', shape: [-1], data_offsets: [0, 0] } }, /non-negative/],
   ])('malformed headers are a Left naming the tensor: %j', (header, msg) => {
-    const r = decodeSafetensors(manual(header, new Uint8Array(8)))
+    const r = decodeSafetensors(manualSafetensors(header, new Uint8Array(8)))
     expect(E.isLeft(r) && r.left.message).toMatch(msg)
   })
 
