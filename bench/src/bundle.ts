@@ -27,6 +27,8 @@ export async function bundleChild(srcDir: string, outDir: string): Promise<strin
     // the workspace packages' TypeScript sources, as tsx resolves them in the rest of the repo
     conditions: ['@tessera/source'],
     external: [...EXTERNAL],
+    // the ONNX schema (src/onnx/onnx.proto3) is read as a string by the models' encoder
+    loader: { '.proto3': 'text' },
     // CommonJS dependencies (fp-ts/lib, io-ts) may call require for node builtins
     banner: { js: "import { createRequire as __benchCreateRequire } from 'node:module'; const require = __benchCreateRequire(import.meta.url);" },
     logLevel: 'warning',

@@ -10,7 +10,6 @@ import type { Backend, HostTensor, Program } from '@tessera/core'
 import type { Arr, Input, Workload } from './workloads.js'
 import { workloads } from './workloads.js'
 import { overheadProgram } from './programs.js'
-import { encodeModel } from './onnx/proto.js'
 import { readInputs } from './inputs-file.js'
 
 export interface ChildResult {
@@ -136,6 +135,7 @@ const NO_TRAIN_PEER = "no peer implementation: the demo's model exists only as a
 async function onnxSetup(w: Workload, ins: Input[], quick: boolean): Promise<Runner | string> {
   if (w.id === 'TRAIN') return NO_TRAIN_PEER
   const ort = await import('onnxruntime-node')
+  const { encodeModel } = await import('./onnx/encode.js')
   const graph = w.onnx(quick)
   const session = await ort.InferenceSession.create(encodeModel(graph), { graphOptimizationLevel: 'all' })
   const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {}

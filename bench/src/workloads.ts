@@ -1,7 +1,7 @@
 import type * as tfc from '@tensorflow/tfjs-core'
 import type { Program } from '@tessera/core'
-import type { GraphDef, NodeDef, TensorDef } from './onnx/proto.js'
-import { DataType } from './onnx/proto.js'
+import type { GraphDef, NodeDef, TensorDef } from './onnx/graph.js'
+import { DataType } from './onnx/graph.js'
 import { fsqConsts, fsqProgram, lfqEntropyProgram, lfqProgram, nearestProgram, residualProgram } from './programs.js'
 
 export type Arr = Float32Array | Int32Array | BigInt64Array | Uint8Array
