@@ -39,7 +39,7 @@ export const EXPECTED: Readonly<Record<string, Expectation>> = {
     derived: 0,
   },
   fsp_basic: { runs: { eval_forward: 'pass' }, derived: 2 },
-  hierarchical_vq_basic: { unsupportedClass: 'HierarchicalVQ' },
+  hierarchical_vq_basic: { runs: { eval_forward: 'pass' }, derived: 0 },
   sequential_basic: { runs: { eval_forward: 'pass' }, derived: 3 },
 }
 

@@ -4,6 +4,7 @@ import { randomProjectionQuantizer } from '../random-projection/random-projectio
 import { residualLFQ } from '../residual/residual-lfq.js'
 import { residualSimVQ } from '../simvq/residual-simvq.js'
 import { runSimVQCase } from '../simvq/golden.js'
+import { runHierarchicalVQCase } from '../hierarchical/golden.js'
 import { runFSQCase } from './fsq-case.js'
 import { runFSPCase } from '../fsp/golden.js'
 import { fsp } from '../fsp/fsp.js'
@@ -44,5 +45,6 @@ export const caseRunners: CaseRunners = {
   RandomProjectionQuantizer: quantizerCaseRunner(randomProjectionQuantizer),
   FSP: runFSPCase,
   BinaryMapper: quantizerCaseRunner(binaryMapper),
+  HierarchicalVQ: runHierarchicalVQCase,
   Sequential: sequentialCaseRunner({ FSQ: fsq, LFQ: lfq, FSP: fsp, LatentQuantize: latentQuantize, VectorQuantize: vectorQuantize, ResidualVQ: residualVQ, ResidualFSQ: residualFSQ, ResidualLFQ: residualLFQ, SimVQ: simVQ, ResidualSimVQ: residualSimVQ, RandomProjectionQuantizer: randomProjectionQuantizer, GroupedResidualVQ: groupedResidualVQ, GroupedResidualFSQ: groupedResidualFSQ, GroupedResidualLFQ: groupedResidualLFQ }),
 }
