@@ -1,4 +1,4 @@
-import { TesseraError } from '@tessera/core'
+import { TesseraError, collectiveError } from '@tessera/core'
 import type { DType, ElemPrim, Eqn, NumInfo, Shape, Var } from '@tessera/core'
 import { EXACT, ValueFacts, isExactF32, isPowerOfTwo, joinInfo, literalInfo, resultBound, resultInfo, roundedInfo, storeValue, stridesOf } from '@tessera/core'
 import { expF32, fastTanh, signOf, TANH_TAB, tanhConsts } from './fastmath.js'
@@ -246,6 +246,9 @@ export class Emitter {
       case 'pad': case 'concat': case 'reduce_sum': case 'reduce_max': case 'reduce_min': case 'argmin': case 'argmax':
       case 'matmul': case 'gather': case 'constant': case 'random_uniform':
         throw new TesseraError('backend', 'fast.emit', `${e.prim} is stored by the schedule, never inlined`)
+      // collectives never reach a backend: the schedule refuses them by name
+      case 'all_reduce': case 'axis_index':
+        throw collectiveError(e.prim, 'fast.emit')
       default: {
         // what is left is the expression table's: a new primitive fails tsc here until it is placed
         const prim = e.prim satisfies TablePrim

@@ -57,6 +57,14 @@ export class Builder {
   randomUniform(key: Tensor, shape: Shape): Tensor {
     return this.bind('random_uniform', { shape: [...shape] }, [key])
   }
+
+  /**
+   * This program's rank among `size` ranks (i32 scalar), a collective: `runCollective` supplies it
+   * and checks that its `Collective` has `size` ranks (docs/DISTRIBUTED.md).
+   */
+  axisIndex(size: number): Tensor {
+    return this.bind('axis_index', { size }, [])
+  }
 }
 
 export type TensorLike = Tensor | number
@@ -148,6 +156,8 @@ export class Tensor {
   round(): Tensor { return this.un('round') }
   recip(): Tensor { return this.un('recip') }
   stopGradient(): Tensor { return this.un('stop_gradient') }
+  /** The sum (or mean) of this value over every rank, a collective (docs/DISTRIBUTED.md). */
+  allReduce(op: 'sum' | 'mean' = 'sum'): Tensor { return this.builder.bind('all_reduce', { op }, [this]) }
   cast(dtype: DType): Tensor {
     return dtype === this.dtype ? this : this.builder.bind('cast', { dtype }, [this])
   }

@@ -6,7 +6,7 @@ import type { Prim } from './prim.js'
  * row here fails `tsc`. The sets other modules used to keep by hand (transcendental ops,
  * non-differentiable ops, elementwise/row-safe ops) are derived from these rows.
  */
-export type PrimKind = 'unary' | 'binary' | 'ternary' | 'movement' | 'reduce' | 'argreduce' | 'matmul' | 'gather' | 'source'
+export type PrimKind = 'unary' | 'binary' | 'ternary' | 'movement' | 'reduce' | 'argreduce' | 'matmul' | 'gather' | 'source' | 'collective'
 
 /**
  * How a primitive's result is compared with the reference.
@@ -85,6 +85,9 @@ export const primFacts = {
   full: fact('source', N, 'exact'),
   constant: fact('source', N, 'exact'),
   random_uniform: fact('source', N, 'exact'),
+  // values from the other ranks (distributed/): no backend computes these, runCollective does
+  all_reduce: fact('collective', D, 'accumulate'),
+  axis_index: fact('collective', N, 'exact'),
 } as const satisfies { readonly [P in Prim]: PrimFacts }
 
 type FactsOf = typeof primFacts
@@ -123,6 +126,9 @@ export const transcendentalPrims: ReadonlySet<Prim> = primsWhere((f) => f.tol ==
 
 /** Primitives evaluated by a costly function (see PrimFacts.costly). */
 export const costlyPrims: ReadonlySet<Prim> = primsWhere((f) => f.costly)
+
+/** Collectives: their values come from the other ranks, so only `runCollective` can resolve them. */
+export const collectivePrims: ReadonlySet<Prim> = primsWhere((f) => f.kind === 'collective')
 
 /** Primitives whose output never carries a gradient (autodiff's activity analysis stops there). */
 export const nonDifferentiablePrims: ReadonlySet<Prim> = primsWhere((f) => !f.differentiable)

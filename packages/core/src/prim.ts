@@ -64,7 +64,13 @@ export interface PrimParams {
   full: { readonly shape: Shape; readonly value: number; readonly dtype: DType }
   constant: { readonly shape: Shape; readonly dtype: DType; readonly data: AnyTypedArray }
   random_uniform: { readonly shape: Shape }
+  // collectives (distributed/): resolved between stages by `runCollective`, never by a backend
+  all_reduce: { readonly op: AllReduceOp }
+  axis_index: { readonly size: number }
 }
+
+/** How `all_reduce` combines the ranks' values: their sum, or their sum divided by the number of ranks. */
+export type AllReduceOp = 'sum' | 'mean'
 
 export type Prim = keyof PrimParams
 
@@ -316,6 +322,17 @@ export const abstractEval: { readonly [P in Prim]: (ins: readonly Aval[], params
     if (k.dtype !== 'int32' || !shapeEq(k.shape, [2]))
       throw dtypeError('random_uniform', `key must be i32[2], got ${fmtAval(k)}`)
     return { shape: p.shape, dtype: 'float32' }
+  },
+  all_reduce: (ins, p) => {
+    checkArity('all_reduce', ins, 1)
+    if (p.op !== 'sum' && p.op !== 'mean') throw paramError('all_reduce', `op must be 'sum' or 'mean', got ${JSON.stringify(p.op)}`)
+    checkDtype('all_reduce', ins[0]!, p.op === 'sum' ? NUM : FLOAT)
+    return ins[0]!
+  },
+  axis_index: (ins, p) => {
+    checkArity('axis_index', ins, 0)
+    if (!Number.isInteger(p.size) || p.size < 1) throw paramError('axis_index', `size ${p.size} must be a positive integer (the number of ranks)`)
+    return { shape: [], dtype: 'int32' }
   },
 }
 

@@ -192,4 +192,9 @@ export const vjpRules: { readonly [P in Prim]: VjpRule<P> } = {
   full: zeroGradient,
   constant: zeroGradient,
   random_uniform: zeroGradient,
+
+  // as jax's psum: the transpose of a sum over ranks is the sum over ranks of the cotangents (and
+  // mean's is mean), i.e. each rank gets the gradient of the sum of every rank's objective
+  all_reduce: ({ ct, params, need }) => [need[0] ? ct.allReduce(params.op) : null],
+  axis_index: zeroGradient,
 }

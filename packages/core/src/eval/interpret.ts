@@ -4,6 +4,7 @@ import { TesseraError } from '../error.js'
 import type { HostTensor } from '../host-tensor.js'
 import type { Prim, PrimParams } from '../prim.js'
 import type { Program } from '../program.js'
+import { collectiveImpls } from './collective.js'
 import { elementwiseImpls } from './elementwise.js'
 import type { Impl, ImplTable } from './impl.js'
 import { movementImpls } from './movement.js'
@@ -26,7 +27,7 @@ import { sourceImpls } from './sources.js'
  *   cast to bool is `x != 0` (NaN -> true).
  * - gather with an index outside the axis throws, naming the index and the axis.
  */
-export const referenceImpls: ImplTable = { ...elementwiseImpls, ...movementImpls, ...reduceImpls, ...sourceImpls }
+export const referenceImpls: ImplTable = { ...elementwiseImpls, ...movementImpls, ...reduceImpls, ...sourceImpls, ...collectiveImpls }
 
 /** What the reference guarantees, as a backend's caps: exact results, NaN and Inf as specified. */
 export const referenceCaps: Caps = {

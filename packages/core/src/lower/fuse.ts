@@ -1,4 +1,5 @@
 import type { Caps } from '../backend.js'
+import { refuseCollectives } from '../distributed/refuse.js'
 import { sizeOf } from '../dtype.js'
 import type { Eqn, Program, Var } from '../program.js'
 import { KernelBuilder } from './kernel.js'
@@ -21,6 +22,7 @@ import { splitWideConcats } from './wide.js'
  * inlined value that removes the most arguments.
  */
 export function lowerProgram(source: Program, caps: Caps): Plan {
+  refuseCollectives(source, 'lower')
   const { program, forced: wideConcats } = splitWideConcats(source, caps.maxKernelArgs)
   const defs = new Map<number, Eqn>()
   program.eqns.forEach((e) => defs.set(e.out.id, e))

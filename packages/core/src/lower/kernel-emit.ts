@@ -1,5 +1,6 @@
 import type { DType, Shape } from '../dtype.js'
 import { sizeOf, stridesOf } from '../dtype.js'
+import { collectiveError } from '../distributed/refuse.js'
 import { TesseraError } from '../error.js'
 import type { Eqn, Var } from '../program.js'
 import type { ElemOp, NodeId } from './kernel.js'
@@ -174,6 +175,9 @@ export function emit(ctx: Ctx, v: Var, ix: Ix): NodeId {
     case 'constant':
     case 'random_uniform':
       throw new TesseraError('backend', 'lower', `${e.prim} must have a buffer`)
+    case 'all_reduce':
+    case 'axis_index':
+      throw collectiveError(e.prim, 'lower')
     default: {
       // what is left is elementwise: the kernel op of the same name. `satisfies` fails tsc when a
       // new non-elementwise primitive reaches here without a case of its own.

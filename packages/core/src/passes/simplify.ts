@@ -81,7 +81,8 @@ export function foldConstants(p: Program, opts: SimplifyOptions = {}): Program {
       eqns.push(e)
       continue
     }
-    if (kind === 'source' || e.inputs.length === 0) {
+    // a collective's value comes from the other ranks: never folded, even from known inputs
+    if (kind === 'source' || kind === 'collective' || e.inputs.length === 0) {
       eqns.push(e)
       continue
     }

@@ -3,10 +3,12 @@ import * as E from 'fp-ts/lib/Either.js'
 import { afterAll, describe, expect, test } from 'vitest'
 import type { Backend } from '../backend.js'
 import { run } from '../backend.js'
+import { soloCollective } from '../distributed/collective.js'
+import { runCollective } from '../distributed/runner.js'
 import { interpretProgram } from '../eval/interpret.js'
 import type { HostTensor } from '../host-tensor.js'
 import type { Prim } from '../prim.js'
-import { allPrims } from '../prim.js'
+import { allPrims, primKind } from '../prim.js'
 import type { Program } from '../program.js'
 import { printProgram } from '../program.js'
 import type { ProgramCase } from './arbitraries.js'
@@ -100,6 +102,22 @@ export function describeConformance(label: string, makeBackend: MakeBackend, opt
       for (const prim of allPrims) {
         if (excluded.has(prim)) {
           test.skip(`${prim} (excluded by the caller)`, () => {})
+          continue
+        }
+        if (primKind[prim] === 'collective') {
+          test(`${prim} (a collective: refused by name; one rank gives its own value)`, async () => {
+            await fc.assert(
+              fc.asyncProperty(cases[prim] as fc.Arbitrary<ProgramCase>, async (c) => {
+                const plain = await run(c.program, c.inputs, backend)
+                expect(E.isLeft(plain) && plain.left.message.includes(prim), `${backend.name} must refuse ${prim} by name`).toBe(true)
+                const solo = await runCollective(backend, c.program, c.inputs, soloCollective())
+                if (E.isLeft(solo)) throw solo.left
+                const want = prim === 'axis_index' ? [0] : Array.from(c.inputs[0]!.data as ArrayLike<number>)
+                expect(Array.from(solo.right[0]!.data as ArrayLike<number>)).toEqual(want)
+              }),
+              fcParams,
+            )
+          }, timeout)
           continue
         }
         const cls = tolClassOf[prim]

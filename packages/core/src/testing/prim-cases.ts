@@ -181,6 +181,12 @@ export function primCases(caps: Caps): { readonly [P in Prim]: fc.Arbitrary<Prog
     random_uniform: fc
       .tuple(shapeArb(0, 3, 8), hostArb([2], 'int32', fc.integer()))
       .map(([shape, key]) => oneEqn('random_uniform', { shape }, [key as HostTensor])),
+    // collectives: the conformance suite checks that a backend refuses them by name and that one
+    // rank (runCollective with soloCollective) gives the identity / rank 0
+    all_reduce: fc
+      .tuple(shapeArb(0, 3), fc.constantFrom<readonly [DType, 'sum' | 'mean']>(['float32', 'sum'], ['float32', 'mean'], ['int32', 'sum']))
+      .chain(([shape, [dtype, op]]) => hostArb(shape, dtype, elemFor(dtype)).map((x) => oneEqn('all_reduce', { op }, [x]))),
+    axis_index: fc.constant(oneEqn('axis_index', { size: 1 }, [])),
   }
 }
 

@@ -1,3 +1,4 @@
+import { refuseCollectives } from '../../distributed/refuse.js'
 import type { EqnOf, Program } from '../../program.js'
 import type { ExpMapPattern, ExpMapShape } from './exp-map.js'
 import { expPrologue } from './exp-map.js'
@@ -38,6 +39,7 @@ export interface LoopSchedule {
  * keeps a large intermediate out of memory or lets threads share the work.
  */
 export function scheduleLoops(program: Program, opts: ScheduleOptions): LoopSchedule {
+  refuseCollectives(program, 'scheduleLoops')
   const g = new ProgramGraph(program)
   const stored = decideStorage(g)
   const isStored = (v: { id: number }) => stored.has(v.id)

@@ -1,0 +1,7 @@
+export type { Collective } from './collective.js'
+export { checkCollective, combineRanks, localCollectives, soloCollective } from './collective.js'
+export { collectiveError, refuseCollectives } from './refuse.js'
+export type { RunCollectiveOptions } from './runner.js'
+export { runCollective } from './runner.js'
+export type { StagedProgram } from './stages.js'
+export { splitStages } from './stages.js'
