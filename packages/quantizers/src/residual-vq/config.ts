@@ -1,8 +1,8 @@
 import * as E from 'fp-ts/lib/Either.js'
 import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
-import type { TesseraError } from '@tessera/core'
-import { NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
+import { TesseraError } from '@tessera/core'
+import { Finite, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
 import type { VQConfig } from '../vq/config.js'
 import { resolveVQ, vqOptionalProps } from '../vq/config.js'
 
@@ -19,11 +19,16 @@ const rvqOwnProps = {
   quantize_dropout_multiple_of: PositiveInt,
   accept_image_fmap: t.boolean,
   quant_grad_frac: t.literal(0),
+  beam_size: t.union([PositiveInt, t.null]),
+  eval_beam_size: t.union([PositiveInt, t.null]),
+  beam_score_quantizer_weights: t.union([t.array(Finite), t.null]),
+  implicit_neural_codebook: t.boolean,
+  mlp_kwargs: strict('ResidualVQ.mlp_kwargs', {}, { dim_hidden: t.union([PositiveInt, t.null]), depth: NonNegInt }),
 }
 
 export const rvqOptionalProps = { ...rvqOwnProps, ...layerProps }
 
-/** ResidualVQ's keyword arguments (the reference's, minus beam search, implicit neural codebooks and DiVeQ). */
+/** ResidualVQ's keyword arguments (the reference's, minus DiVeQ). */
 export const RVQOptions = strict(
   'ResidualVQ',
   { dim: PositiveInt, codebook_size: t.union([PositiveInt, t.array(PositiveInt)]) },
@@ -42,6 +47,15 @@ export interface RVQConfig {
   readonly quantize_dropout_multiple_of: number
   readonly accept_image_fmap: boolean
   readonly has_projections: boolean
+  /** Beam width in training and in eval (the reference's `beam_size`, `eval_beam_size`); null or 1 is greedy. */
+  readonly beam_size: number | null
+  readonly eval_beam_size: number | null
+  /** Weight of each layer's loss in a path's beam score (`beam_score_quantizer_weights`, default all 1). */
+  readonly beam_score_weights: readonly number[]
+  /** QINCo: layer q >= 1 quantizes with codes made by an MLP from its codebook and the earlier layers' output. */
+  readonly implicit_neural_codebook: boolean
+  /** The QINCo MLPs' hidden width and number of residual blocks (`mlp_kwargs`). */
+  readonly mlp: { readonly dim_hidden: number; readonly depth: number }
   /** The resolved config of each layer's VectorQuantize (dim = codebook_dim, no projections). */
   readonly layers: readonly VQConfig[]
 }
@@ -53,8 +67,14 @@ export function resolveRVQ(o: RVQOptions, where = 'ResidualVQ'): E.Either<Tesser
   const codebook_dim = o.codebook_dim ?? o.dim
   const {
     dim: _d, codebook_size: _c, num_quantizers: _n, codebook_dim: _cd2, shared_codebook: _s2, heads: _h2, quantize_dropout: _q,
-    quantize_dropout_cutoff_index: _qc, quantize_dropout_multiple_of: _qm, accept_image_fmap: _ai, quant_grad_frac: _g, ...layerKw
+    quantize_dropout_cutoff_index: _qc, quantize_dropout_multiple_of: _qm, accept_image_fmap: _ai, quant_grad_frac: _g,
+    beam_size: _bs, eval_beam_size: _ebs, beam_score_quantizer_weights: _bw, implicit_neural_codebook: _inc, mlp_kwargs: _mk, ...userLayerKw
   } = o
+  const qinco = o.implicit_neural_codebook ?? false
+  // QINCo learns every codebook by gradient (the reference overrides these two layer options)
+  const layerKw = qinco ? { ...userLayerKw, learnable_codebook: true, ema_update: false } : userLayerKw
+  if (qinco && (o.use_cosine_sim ?? false))
+    return E.left(configError(where, 'implicit_neural_codebook', 'needs a euclidean codebook: the codebooks are learnable, which use_cosine_sim excludes (as in the reference)'))
   const layers: VQConfig[] = []
   for (const size of codebook_sizes) {
     const r = resolveVQ({ ...layerKw, dim: codebook_dim as never, codebook_size: size as never, codebook_dim: codebook_dim as never }, where)
@@ -74,8 +94,15 @@ export function resolveRVQ(o: RVQOptions, where = 'ResidualVQ'): E.Either<Tesser
     quantize_dropout_multiple_of: o.quantize_dropout_multiple_of ?? 1,
     accept_image_fmap: o.accept_image_fmap ?? false,
     has_projections: codebook_dim !== o.dim,
+    beam_size: o.beam_size ?? null,
+    eval_beam_size: o.eval_beam_size ?? o.beam_size ?? null,
+    beam_score_weights: o.beam_score_quantizer_weights ?? codebook_sizes.map(() => 1),
+    implicit_neural_codebook: qinco,
+    mlp: { dim_hidden: o.mlp_kwargs?.dim_hidden ?? codebook_dim, depth: o.mlp_kwargs?.depth ?? 4 },
     layers,
   }
+  const smallest = Math.min(...codebook_sizes)
+  const beams = [o.beam_size ?? null, cfg.eval_beam_size].filter((v): v is number => v !== null && v > 1)
   return checks<RVQConfig>(cfg, [
     () => check(nq >= 1, where, 'num_quantizers', 'needs num_quantizers >= 1 (or codebook_size as a list)'),
     () =>
@@ -93,8 +120,28 @@ export function resolveRVQ(o: RVQOptions, where = 'ResidualVQ'): E.Either<Tesser
         'quantize_dropout_cutoff_index',
         `must be below num_quantizers (${nq}), got ${cutoff}`,
       ),
+    () => check(o.eval_beam_size == null || o.beam_size != null, where, 'eval_beam_size', 'needs beam_size (as in the reference)'),
+    () =>
+      check(
+        cfg.beam_score_weights.length === nq,
+        where,
+        'beam_score_quantizer_weights',
+        `needs one weight per layer (${nq}), got ${cfg.beam_score_weights.length}`,
+      ),
+    () => check((o.beam_size ?? 0) <= smallest, where, 'beam_size', `a layer keeps its beam_size nearest codes, so it must be at most the smallest codebook_size (${smallest}), got ${o.beam_size}`),
+    () => check((o.eval_beam_size ?? 0) <= smallest, where, 'eval_beam_size', `must be at most the smallest codebook_size (${smallest}), got ${o.eval_beam_size}`),
+    () =>
+      check(
+        beams.length === 0 || layers[0]!.commitment_weight > 0,
+        where,
+        'commitment_weight',
+        'beam search scores paths by the commitment loss, so it must be > 0 when beam_size is over 1',
+      ),
+    () => check(!(qinco && shared), where, 'implicit_neural_codebook', 'a shared codebook with implicit neural codebooks is not supported'),
   ])
 }
 
 export const decodeRVQ = (input: unknown, where = 'ResidualVQ'): E.Either<TesseraError, RVQConfig> =>
   pipe(decode(RVQOptions, input, where), E.chain((o) => resolveRVQ(o, where)))
+
+const configError = (where: string, field: string, message: string) => new TesseraError('config', `${where}.${field}`, message)

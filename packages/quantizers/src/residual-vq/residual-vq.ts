@@ -12,6 +12,17 @@ import type { VQApplyOptions, VectorQuantize } from '../vq/vector-quantize.js'
 import { CB, expireDead, makeVectorQuantize } from '../vq/vector-quantize.js'
 import type { RVQConfig } from './config.js'
 import { decodeRVQ } from './config.js'
+import { searchPaths } from './path-search.js'
+import type { QincoShape } from './qinco.js'
+import { initQinco, qincoCodes, qincoSpecs } from './qinco.js'
+
+/** ResidualVQ's per-call options: VectorQuantize's, plus the reference's forward arguments `beam_size` and `return_all_codes`. */
+export interface RVQApplyOptions extends VQApplyOptions {
+  /** Beam width for this call (default: the config's beam_size in training, eval_beam_size in eval); 1 is greedy. */
+  readonly beamSize?: number
+  /** Also return every layer's codes, (q, b, ..., codebook_dim) as get_codes_from_indices gives them, in `extra.all_codes`. */
+  readonly returnAllCodes?: boolean
+}
 
 /**
  * ResidualVQ: the residual combinator over VectorQuantize layers. A shared codebook is a different
@@ -20,7 +31,7 @@ import { decodeRVQ } from './config.js'
  */
 export interface ResidualVQ extends Quantizer<RVQConfig> {
   readonly kind: 'ResidualVQ'
-  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQApplyOptions): QuantizeResult
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): QuantizeResult
   /** int32 indices (b, ..., q) -> per-layer codes (q, b, ..., codebook_dim); index -1 (dropped layer) gives 0. */
   codesFromIndices(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
   /** The layers' codebooks stacked (q, K, codebook_dim): the reference's `codebooks` (uniform sizes only). */
@@ -46,8 +57,18 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   const sharedLayer = layers[0]!
   const paramSpecs: Record<string, Aval> = inner ? { ...inner.paramSpecs } : { ...projectionSpecs(proj), ...prefixed(sharedLayer.paramSpecs, SHARED) }
   const stateSpecs: Record<string, Aval> = inner ? { ...inner.stateSpecs } : prefixed(sharedLayer.stateSpecs, SHARED)
+  // QINCo: one MLP per layer after the first, `mlps.{q-1}.` (the config refuses it with a shared codebook)
+  const qinco: QincoShape | undefined = cfg.implicit_neural_codebook ? { dim: cd, hidden: cfg.mlp.dim_hidden, depth: cfg.mlp.depth } : undefined
+  if (qinco) for (let i = 0; i < nq - 1; i++) Object.assign(paramSpecs, qincoSpecs(qinco, i))
 
   const init = (key: random.Key): Init => {
+    if (inner && qinco) {
+      const [kl, km] = random.splitKey(key, 2) as [random.Key, random.Key]
+      const base = inner.init(kl)
+      const mk = random.splitKey(km, Math.max(nq - 1, 1))
+      const mlps = Array.from({ length: nq - 1 }, (_, i) => initQinco(qinco, i, mk[i]!))
+      return { params: Object.assign({ ...base.params }, ...mlps), state: base.state }
+    }
     if (inner) return inner.init(key)
     const [kp, kl] = random.splitKey(key, 2) as [random.Key, random.Key]
     const l = sharedLayer.init(kl)
@@ -77,8 +98,9 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     const losses: Record<string, Tensor> = {}
     for (let i = 0; i < nq; i++) {
       residuals.push(res)
+      const { beamSize: _b, returnAllCodes: _a, ...layerOpts } = opts as RVQApplyOptions
       const r = sharedLayer.apply(lp, s, res, {
-        ...opts,
+        ...layerOpts,
         ...(opts.key ? { key: layerKey(opts.key, i) } : {}),
         manualEmaUpdate: true,
       })
@@ -114,14 +136,46 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     }
   }
 
-  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQApplyOptions): QuantizeResult => {
+  /** The beam width of a call: its own, else the config's for the mode; the reference searches only when it is over 1. */
+  const widthOf = (opts: RVQApplyOptions): number => {
+    const w = opts.beamSize ?? (opts.training ? cfg.beam_size : cfg.eval_beam_size) ?? 1
+    const smallest = Math.min(...cfg.codebook_sizes)
+    if (!Number.isInteger(w) || w < 1 || w > smallest)
+      throw new TesseraError('input', `${W}.beamSize`, `must be an integer from 1 to the smallest codebook_size (${smallest}), got ${w}`)
+    if (w > 1 && !(cfg.layers[0]!.commitment_weight > 0))
+      throw new TesseraError('input', `${W}.beamSize`, 'beam search scores paths by the commitment loss: commitment_weight must be > 0')
+    return w
+  }
+
+  /** Beam search or QINCo: the path-search loop over (b, n, dim) sequences. */
+  const searchApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: RVQApplyOptions, width: number): QuantizeResult => {
+    const lay = packLayout(xs, false, cfg.dim, W)
+    const z = projectIn(proj, params, lay.x)
+    const [b, n] = z.shape as [number, number]
+    const r = searchPaths({ cfg, width, beam: width > 1, ...(qinco ? { qinco } : {}), where: W }, params, state, z.reshape([b * n, cd]), [b, n], opts)
+    return {
+      quantized: lay.unpack(projectOut(proj, params, r.quantized.reshape([b, n, cd]))),
+      indices: lay.unpackTokens(r.indices.reshape([b, n, nq])),
+      loss: r.allLosses.sum(),
+      losses: r.losses,
+      state: r.state,
+      extra: { all_losses: r.allLosses, project_in_output: z },
+    }
+  }
+
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): QuantizeResult => {
     const seq = toSeq(x)
+    const width = widthOf(opts)
     let r: QuantizeResult
-    if (inner) {
+    if (width > 1 || qinco) r = searchApply(params, state, seq.x, opts, width)
+    else if (inner) {
       const comb = opts.freezeCodebook && !cfg.layers[0]!.freeze_codebook ? frozen() : inner
       r = comb.apply(params, state, seq.x, opts)
     } else r = sharedApply(params, state, seq.x, opts)
-    return { ...r, quantized: seq.back(r.quantized), indices: seq.backIdx(r.indices) }
+    const indices = seq.backIdx(r.indices)
+    // the reference derives all_codes after the step, from the codebooks as the step left them
+    const extra = opts.returnAllCodes ? { ...r.extra, all_codes: codesFromIndices(params, indices, r.state) } : r.extra
+    return { ...r, quantized: seq.back(r.quantized), indices, ...(extra ? { extra } : {}) }
   }
 
   const sharedEmbed = (params: Named<Tensor>, state: Named<Tensor> | undefined, i: number): Tensor => {
@@ -132,6 +186,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   }
 
   const codesFromIndices = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
+    if (qinco) return qincoCodesFromIndices(params, indices, state)
     if (inner) return inner.codesFromIndices(params, indices, state)
     if (indices.dtype !== 'int32') throw new TesseraError('dtype', `${W}.indicesToCodes`, `indices must be int32, got ${indices.dtype}`)
     const given = indices.shape[indices.rank - 1]!
@@ -147,6 +202,35 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     })
     const zeros = codes[0]!.mul(0)
     return stack(codes.map((c) => c ?? zeros), 0)
+  }
+
+  /**
+   * QINCo's codes layer by layer: layer q's codebook comes from its MLP and the sum of the earlier
+   * layers' codes. A dropped layer (-1) looks up code 0 for that sum, as the reference does, and
+   * gives 0 in the result.
+   */
+  const qincoCodesFromIndices = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
+    const w = `${W}.indicesToCodes`
+    if (indices.dtype !== 'int32') throw new TesseraError('dtype', w, `indices must be int32, got ${indices.dtype}`)
+    const given = indices.shape[indices.rank - 1]!
+    if (indices.rank < 2 || given > nq || (given < nq && !dropout))
+      throw new TesseraError('shape', w, `indices must be (b, ..., ${nq})${dropout ? ' or fewer layers' : ''}, got [${indices.shape.join(',')}]`)
+    const lead = indices.shape.slice(0, -1)
+    const flat = indices.reshape([-1, given])
+    const R = flat.shape[0]!
+    let sum: Tensor | undefined
+    const codes: Tensor[] = []
+    for (let i = 0; i < nq; i++) {
+      const K = cfg.codebook_sizes[i]!
+      const raw = i < given ? flat.index(-1, i) : flat.builder.full([R], -1, 'int32')
+      const dropped = raw.eq(-1)
+      const safe = where(dropped, 0, raw)
+      const embed = sharedEmbed(params, state, i).reshape([K, cd])
+      const c = i === 0 ? embed.gather(safe, 0) : qincoCodes(qinco!, i - 1, params, embed, sum!).reshape([R * K, cd]).gather(safe.add(flat.builder.iota([R], 0).mul(K)), 0)
+      sum = sum ? sum.add(c) : c
+      codes.push(where(dropped.expandDims(-1), 0, c))
+    }
+    return stack(codes, 0).reshape([nq, ...lead, cd])
   }
 
   const indicesToCodes = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor =>
