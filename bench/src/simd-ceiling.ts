@@ -1,0 +1,103 @@
+/**
+ * The WebAssembly SIMD ceiling of this machine: f32x4 multiply-add throughput with every operand
+ * in registers, on 1 and 2 threads, as separate multiplies and adds and as relaxed SIMD's fused
+ * multiply-add. The nearest-code rows (W1, W1b, RVQ) report their GFLOP/s as a fraction of it.
+ *
+ * `pnpm bench:ceiling [--json]` runs it alone; `pnpm bench` runs it at the start of a run (in a
+ * child process with relaxed SIMD enabled) and writes it into the results.
+ */
+import { Worker } from 'node:worker_threads'
+import { Code, V128, assemble, relaxedSimdSupported } from '../../packages/backend-fast/src/wasm/asm.js'
+
+export interface CeilingRow {
+  readonly kind: 'mul+add' | 'relaxed madd'
+  readonly threads: number
+  /** Best of the repeats, 2 flops per lane per multiply-add. */
+  readonly gflops: number
+}
+
+/** Independent accumulator chains: enough to cover the add (or FMA) latency on every port. */
+const CHAINS = 12
+/** Multiply-adds per chain per call of `run(iters)`. */
+const UNROLL = 4
+
+/**
+ * `run(iters)`: CHAINS accumulators, each updated UNROLL times per iteration with a multiply and an
+ * add (or one relaxed madd) of register operands; the sum is stored so that nothing is dead code.
+ */
+function kernel(relaxed: boolean): Uint8Array {
+  const c = new Code(1)
+  const acc = Array.from({ length: CHAINS }, () => c.local(V128))
+  const x = c.local(V128), y = c.local(V128)
+  c.vConstF32([1.0000001, 0.9999999, 1.0000002, 0.9999998]).set(x)
+  c.vConstF32([1e-7, 2e-7, 3e-7, 4e-7]).set(y)
+  c.loop()
+  for (let u = 0; u < UNROLL; u++)
+    for (const a of acc) {
+      if (relaxed) c.get(a).get(x).get(y).f32x4RelaxedMadd().set(a)
+      else c.get(a).get(x).f32x4Mul().get(y).f32x4Add().set(a)
+    }
+  c.get(0).i32(1).i32Sub().tee(0).brIf(0)
+  c.end()
+  c.i32(0)
+  c.get(acc[0]!)
+  for (let i = 1; i < CHAINS; i++) c.get(acc[i]!).f32x4Add()
+  c.vStore(0)
+  return assemble(1, [{ name: 'run', code: c }])
+}
+
+const WORKER = `
+const { parentPort, workerData } = require('node:worker_threads')
+const { bytes, iters, flag } = workerData
+const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true })
+const run = new WebAssembly.Instance(new WebAssembly.Module(bytes), { env: { memory } }).exports.run
+// Liftoff code first: TurboFan's tier-up takes effect at a later call, so warm up with many calls
+for (let i = 0; i < 40; i++) run(50000)
+const f = new Int32Array(flag)
+Atomics.add(f, 1, 1)
+Atomics.notify(f, 1)
+Atomics.wait(f, 0, 0)
+const t0 = performance.now()
+run(iters)
+parentPort.postMessage(performance.now() - t0)
+`
+
+/** Wall time of `threads` workers running `iters` iterations each from one start signal. */
+async function timed(bytes: Uint8Array, iters: number, threads: number): Promise<number> {
+  const flag = new SharedArrayBuffer(8)
+  const f = new Int32Array(flag)
+  const workers = Array.from({ length: threads }, () => new Worker(WORKER, { eval: true, workerData: { bytes, iters, flag } }))
+  const done = workers.map((w) => new Promise<number>((resolve, reject) => { w.once('message', resolve); w.once('error', reject) }))
+  while (Atomics.load(f, 1) < threads) await new Promise((r) => setTimeout(r, 1))
+  const t0 = performance.now()
+  Atomics.store(f, 0, 1)
+  Atomics.notify(f, 0)
+  await Promise.all(done)
+  const wall = performance.now() - t0
+  await Promise.all(workers.map((w) => w.terminate()))
+  return wall
+}
+
+export async function measureCeiling(repeats = 5): Promise<CeilingRow[]> {
+  const rows: CeilingRow[] = []
+  const kinds: [CeilingRow['kind'], boolean][] = [['mul+add', false]]
+  if (relaxedSimdSupported()) kinds.push(['relaxed madd', true])
+  for (const [kind, relaxed] of kinds) {
+    const bytes = kernel(relaxed)
+    for (const threads of [1, 2]) {
+      const iters = 2_000_000
+      let best = Infinity
+      for (let r = 0; r < repeats; r++) best = Math.min(best, await timed(bytes, iters, threads))
+      const flops = iters * UNROLL * CHAINS * 8 * threads
+      rows.push({ kind, threads, gflops: flops / (best * 1e6) })
+    }
+  }
+  return rows
+}
+
+const isMain = process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/.*\//, ''))
+if (isMain) {
+  const rows = await measureCeiling()
+  if (process.argv.includes('--json')) process.stdout.write(JSON.stringify(rows) + '\n')
+  else for (const r of rows) console.log(`${r.kind.padEnd(13)} ${r.threads}t  ${r.gflops.toFixed(1)} GFLOP/s`)
+}
