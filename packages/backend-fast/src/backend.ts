@@ -21,6 +21,8 @@ export interface FastBackendOptions {
   readonly relaxedSimd?: 'auto' | boolean
   /** Rows per block of row-blocked chains (default: chosen by size; see PlanOptions.blockRows). */
   readonly blockRows?: number
+  /** Multiply-adds from which a matmul runs as the float32 WebAssembly GEMM (default: see PlanOptions.gemmMinMacs). */
+  readonly gemmMinMacs?: number
 }
 
 /**
@@ -64,7 +66,11 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
     compile(program: Program): Executable {
       if (disposed) throw disposedError(name)
       try {
-        const plan = planProgram(program, { wasm, threads, relaxedSimd: relaxed, ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}) })
+        const plan = planProgram(program, {
+          wasm, threads, relaxedSimd: relaxed,
+          ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}),
+          ...(opts.gemmMinMacs !== undefined ? { gemmMinMacs: opts.gemmMinMacs } : {}),
+        })
         const exe: FastExecutable = new FastExecutable(plan, () => disposed, name, () => live.delete(exe))
         live.add(exe)
         return exe
@@ -133,7 +139,8 @@ class FastExecutable implements Executable {
         case 'matmul': {
           const out = alloc(st.out) as Float32Array
           const [batch, m, k, n] = st.dims
-          matmulF64(B[st.a] as Float32Array, B[st.b] as Float32Array, out, batch, m, k, n)
+          if (st.gemm) st.gemm.run(B[st.a] as Float32Array, B[st.b] as Float32Array, out, batch)
+          else matmulF64(B[st.a] as Float32Array, B[st.b] as Float32Array, out, batch, m, k, n)
           B[st.out] = out
           break
         }

@@ -6,6 +6,9 @@ import type { ChainStepDesc } from './chain-runner.js'
 import type { GeneratedKernel } from './loops.js'
 import { elementwiseKernel, reduceKernel, sinkKernel } from './loops.js'
 import { NearestStep, defaultTuning } from './nearest.js'
+import type { GemmRunner } from './wasm/gemm.js'
+import { foldGemmTransposes } from './gemm-rewrite.js'
+import { planGemms } from './gemm-plan.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
 import type { MapModule, MathMap } from './wasm/mathmap.js'
@@ -15,7 +18,15 @@ import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
 /** One step of an executable plan: core's schedule step with its generated code. */
 export type Step =
   | { readonly kind: 'kernel'; readonly out: number; readonly kernel: GeneratedKernel; readonly prim: Prim; readonly sideOuts?: readonly number[] }
-  | { readonly kind: 'matmul'; readonly out: number; readonly a: number; readonly b: number; readonly dims: readonly [number, number, number, number] }
+  | {
+      readonly kind: 'matmul'
+      readonly out: number
+      readonly a: number
+      readonly b: number
+      readonly dims: readonly [number, number, number, number]
+      /** The WebAssembly float32 GEMM (operands maybe stored transposed); absent: the float64-exact JS matmul. */
+      readonly gemm?: GemmRunner
+    }
   | { readonly kind: 'reference'; readonly out: number; readonly eqn: Eqn; readonly ins: readonly number[] }
   | { readonly kind: 'nearest'; readonly out: number; readonly step: NearestStep }
   | { readonly kind: 'rows'; readonly chain: RowChainRun }
@@ -55,7 +66,15 @@ export interface PlanOptions {
   readonly blockRows?: number
   /** Fused multiply-adds (relaxed SIMD) in the nearest-code kernel; the engine must support them. */
   readonly relaxedSimd?: boolean
+  /** Multiply-adds (m·k·n) from which a matmul runs as the float32 WebAssembly GEMM (default GEMM_MIN_MACS; tests pass 0). */
+  readonly gemmMinMacs?: number
 }
+
+/**
+ * Multiply-adds from which a matmul with k > 16 takes the float32 GEMM kernel (below it, and for
+ * the small-k products of logits, the float64-exact JS loops are as fast).
+ */
+const GEMM_MIN_MACS = 1 << 15
 
 /** Elements from which an exp runs as a WebAssembly map (smaller ones stay fused in their loop). */
 const MAP_MIN_ELEMS = 1 << 16
@@ -71,7 +90,9 @@ const ROWS = { chainMinElems: 1 << 20, blockElems: 32768, threadMinElems: 1 << 1
  * a float64-exact matmul, the WebAssembly nearest-code kernel and exp map, row chains run block
  * by block (on worker threads when heavy), and the reference evaluator for data movement.
  */
-export function planProgram(program: Program, opts: PlanOptions): Plan {
+export function planProgram(program0: Program, opts: PlanOptions): Plan {
+  // exact rewrites so dense products and their gradients need no transposed copies
+  const program = foldGemmTransposes(program0)
   const schedule = scheduleLoops(program, {
     nearest: opts.wasm,
     ...(opts.wasm ? { expMap: { minElems: MAP_MIN_ELEMS, step: MAP_STEP, maxWidth: MAP_CHUNK } } : {}),
@@ -99,6 +120,8 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
   const makeMap = mathMapFactory()
   const nearest: NearestStep[] = []
   const chains: RowChainRun[] = []
+  // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
+  const gemms = planGemms(schedule, opts.wasm ? (opts.gemmMinMacs ?? GEMM_MIN_MACS) : Infinity)
 
   const stepOf = (st: LoopStep): Step => {
     switch (st.kind) {
@@ -111,6 +134,8 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
         const r = a.aval.shape.length
         const batch = a.aval.shape.slice(0, -2).reduce((x, y) => x * y, 1)
         const dims = [batch, a.aval.shape[r - 2]!, a.aval.shape[r - 1]!, b.aval.shape[r - 1]!] as const
+        const g = gemms.of(st.eqn)
+        if (g) return { kind: 'matmul', out: slotOf(st.eqn.out), a: slotOf(g.a), b: slotOf(g.b), dims, gemm: g.runner }
         return { kind: 'matmul', out: slotOf(st.eqn.out), a: slotOf(a), b: slotOf(b), dims }
       }
       case 'host':
@@ -174,7 +199,7 @@ export function planProgram(program: Program, opts: PlanOptions): Plan {
     return { kind: 'rows', chain }
   }
 
-  const steps = schedule.steps.map((st) => (st.kind === 'rows' ? chainOf(st) : stepOf(st)))
+  const steps = schedule.steps.filter((st) => !gemms.dropped(st)).map((st) => (st.kind === 'rows' ? chainOf(st) : stepOf(st)))
   const outputSlots = program.outputs.map(slotOf)
   const dispose = async () => {
     await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose())])

@@ -1,0 +1,178 @@
+import { TesseraError } from '@tessera/core'
+import { Code, I32, V128, assemble } from './asm.js'
+
+/**
+ * A WebAssembly SIMD float32 GEMM for dense layers: out (m x n) = A (m x k) @ B (k x n), where A
+ * and B may each be stored transposed (A as k x m, B as n x k: the forms autodiff produces for
+ * x @ W^T and its gradients), so no transpose is materialized for it.
+ *
+ * Numerics: each output adds its k products in order (k ascending) in a float32 accumulator, as
+ * PyTorch's and onnxruntime's CPU GEMMs do (no fused multiply-add): the error is a k-term float32
+ * sum's, within the `accumulate` tolerance class, not the bit-exact float64 sum of the JS matmul.
+ *
+ * Layout (bytes, in one memory shared by every GEMM of a plan; all steps run on one thread): A as
+ * stored at 0; B as stored at `bOff` when its rows are read directly (not transposed, n a multiple
+ * of the tile width), otherwise packed by the host into panels of `W` columns (k rows of W floats,
+ * zero past n) at `bOff`; the output at `cOff` with rows of `nPad` floats.
+ *
+ * Loops: panels of W columns outside (a panel of B stays in L1), blocks of R rows inside, the k
+ * loop innermost with R x W/4 vector accumulators, the A element splat from memory
+ * (load32_splat) and the B row loaded as W/4 vectors. Sizes and strides are literals.
+ */
+export interface GemmShape {
+  readonly m: number
+  readonly k: number
+  readonly n: number
+  /** A is stored k x m (A[i, t] at t * m + i). */
+  readonly transA: boolean
+  /** B is stored n x k (B[t, j] at j * k + t). */
+  readonly transB: boolean
+}
+
+export interface GemmLayout extends GemmShape {
+  /** Columns per panel (4 per vector). */
+  readonly W: number
+  /** Rows per register block. */
+  readonly R: number
+  readonly nPad: number
+  /** B read in place (row-major k x n) rather than from host-packed panels. */
+  readonly direct: boolean
+  readonly bOff: number
+  readonly cOff: number
+  /** Bytes the layout needs. */
+  readonly bytes: number
+}
+
+/** Register tile: R rows x W columns (R * W / 4 accumulators + W / 4 B vectors + 1 splat <= 16 registers). */
+const TILE = { R: 4, W: 8 }
+/** k products per unrolled iteration of the inner loop. */
+const UNROLL = 4
+
+export function gemmLayout(s: GemmShape): GemmLayout {
+  const { m, k, n } = s
+  if (!(m >= 1 && k >= 1 && n >= 1)) throw new TesseraError('backend', 'fast.gemm', `GEMM sizes must be positive (got m = ${m}, k = ${k}, n = ${n})`)
+  const { R, W } = TILE
+  const nPad = Math.ceil(n / W) * W
+  const direct = !s.transB && n % W === 0
+  const align = (x: number) => Math.ceil(x / 16) * 16
+  const bOff = align(4 * m * k)
+  const cOff = align(bOff + 4 * k * nPad)
+  return { ...s, W, R, nPad, direct, bOff, cOff, bytes: cOff + 4 * m * nPad }
+}
+
+/** The kernel for one layout: exported `run()` computes the whole product. */
+export function gemmModule(L: GemmLayout, pages: number): WebAssembly.Module {
+  const { m, k, n: _n, transA, W, R, nPad, direct, bOff, cOff } = L
+  const V = W / 4
+  const c = new Code(0)
+  const jb = c.local(I32), bBase = c.local(I32), i = c.local(I32), aP = c.local(I32), bP = c.local(I32), cP = c.local(I32), t = c.local(I32)
+  const acc = Array.from({ length: R * V }, () => c.local(V128))
+  const y = Array.from({ length: V }, () => c.local(V128))
+  const x = c.local(V128)
+  // strides in bytes: of A between rows r of a block and between consecutive t; of B between t
+  const aRow = transA ? 4 : 4 * k
+  const aT = transA ? 4 * m : 4
+  const bT = direct ? 4 * nPad : 4 * W
+
+  /** R x W products for one t, at offsets u * stride from the running pointers. */
+  const step = (rows: number, u: number) => {
+    for (let v = 0; v < V; v++) c.get(bP).vLoad(u * bT + 16 * v).set(y[v]!)
+    for (let r = 0; r < rows; r++) {
+      c.get(aP).vLoad32Splat(u * aT + r * aRow).set(x)
+      for (let v = 0; v < V; v++) c.get(acc[r * V + v]!).get(x).get(y[v]!).f32x4Mul().f32x4Add().set(acc[r * V + v]!)
+    }
+  }
+
+  /** One block of `rows` rows at row i, panel starting at bBase, output at cP. */
+  const block = (rows: number) => {
+    for (let a = 0; a < rows * V; a++) c.vConstF32([0, 0, 0, 0]).set(acc[a]!)
+    c.get(i).i32(transA ? 4 : 4 * k).i32Mul().set(aP)
+    c.get(bBase).set(bP)
+    const full = Math.floor(k / UNROLL)
+    if (full > 0) {
+      c.i32(full).set(t)
+      c.loop()
+      for (let u = 0; u < UNROLL; u++) step(rows, u)
+      c.get(aP).i32(UNROLL * aT).i32Add().set(aP)
+      c.get(bP).i32(UNROLL * bT).i32Add().set(bP)
+      c.get(t).i32(1).i32Sub().tee(t).brIf(0)
+      c.end()
+    }
+    for (let u = 0; u < k % UNROLL; u++) step(rows, u)
+    for (let r = 0; r < rows; r++) for (let v = 0; v < V; v++) c.get(cP).get(acc[r * V + v]!).vStore(4 * r * nPad + 16 * v)
+  }
+
+  const panels = nPad / W
+  const fullBlocks = Math.floor(m / R), tail = m % R
+  c.i32(0).set(jb)
+  c.loop()
+  // panel jb: B columns jb*W .. jb*W + W - 1
+  c.get(jb).i32(direct ? 4 * W : 4 * W * k).i32Mul().i32(bOff).i32Add().set(bBase)
+  c.get(jb).i32(4 * W).i32Mul().i32(cOff).i32Add().set(cP)
+  c.i32(0).set(i)
+  if (fullBlocks > 0) {
+    c.loop()
+    block(R)
+    c.get(cP).i32(4 * R * nPad).i32Add().set(cP)
+    c.get(i).i32(R).i32Add().tee(i).i32(fullBlocks * R).i32LtU().brIf(0)
+    c.end()
+  }
+  if (tail > 0) block(tail)
+  c.get(jb).i32(1).i32Add().tee(jb).i32(panels).i32LtU().brIf(0)
+  c.end()
+  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }]) as BufferSource)
+}
+
+export interface GemmRunner {
+  /** out = A @ B per batch, operands stored (batch first) as the layout says, out row-major (batch, m, n). */
+  run(a: Float32Array, b: Float32Array, out: Float32Array, batch: number): void
+}
+
+/**
+ * The kernels for a plan's GEMMs, sharing one memory sized by the largest layout (the plan's
+ * matmuls run one after another on the calling thread, and each call copies its operands in).
+ */
+export function gemmSet(layouts: readonly GemmLayout[]): GemmRunner[] {
+  if (layouts.length === 0) return []
+  const pages = Math.max(1, Math.ceil(Math.max(...layouts.map((L) => L.bytes)) / 65536))
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
+  const f32 = new Float32Array(memory.buffer)
+  return layouts.map((L) => {
+    const run = (new WebAssembly.Instance(gemmModule(L, pages), { env: { memory } }).exports as { run: () => void }).run
+    const { m, k, n, W, nPad, transB, direct } = L
+    const b0 = L.bOff >> 2, c0 = L.cOff >> 2
+    const one = (a: Float32Array, b: Float32Array, out: Float32Array, aOff: number, bOffIn: number, oOff: number) => {
+        f32.set(a.subarray(aOff, aOff + m * k), 0)
+        if (direct) f32.set(b.subarray(bOffIn, bOffIn + k * n), b0)
+        else if (transB) packTransposed(f32, b0, b, bOffIn, k, n, nPad, W)
+        else packRows(f32, b0, b, bOffIn, k, n, nPad, W)
+        run()
+        if (nPad === n) out.set(f32.subarray(c0, c0 + m * n), oOff)
+        else for (let r = 0; r < m; r++) out.set(f32.subarray(c0 + r * nPad, c0 + r * nPad + n), oOff + r * n)
+    }
+    return {
+      run(a, b, out, batch) {
+        for (let t = 0; t < batch; t++) one(a, b, out, t * m * k, t * k * n, t * m * n)
+      },
+    }
+  })
+}
+
+/** B stored n x k into panels [panel][t][W] (columns past n zero). */
+function packTransposed(dst: Float32Array, base: number, b: Float32Array, off: number, k: number, n: number, nPad: number, W: number): void {
+  for (let j = 0; j < nPad; j++) {
+    let d = base + Math.floor(j / W) * W * k + (j % W)
+    if (j >= n) {
+      for (let t = 0; t < k; t++, d += W) dst[d] = 0
+      continue
+    }
+    for (let t = 0, s = off + j * k; t < k; t++, s++, d += W) dst[d] = b[s]!
+  }
+}
+
+/** B stored k x n (n not a multiple of W) into panels [panel][t][W] (columns past n zero). */
+function packRows(dst: Float32Array, base: number, b: Float32Array, off: number, k: number, n: number, nPad: number, W: number): void {
+  for (let t = 0; t < k; t++) {
+    for (let j = 0; j < nPad; j++) dst[base + Math.floor(j / W) * W * k + t * W + (j % W)] = j < n ? b[off + t * n + j]! : 0
+  }
+}

@@ -1,0 +1,107 @@
+import { fc, test } from '@fast-check/vitest'
+import { interpretProgram } from '@tessera/backend-cpu'
+import type { HostTensor, Program, Tensor } from '@tessera/core'
+import { runOrThrow, tensorOf, traceOrThrow, valueAndGrad } from '@tessera/core'
+import { compareOutputs, toleranceFor } from '@tessera/core/testing'
+import { describe, expect } from 'vitest'
+import { fastBackend, fastCaps, planProgram } from '../src/index.js'
+import { foldGemmTransposes } from '../src/gemm-rewrite.js'
+
+const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
+const rng = (seed: number) => {
+  let s = seed
+  return () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0), (s / 2 ** 32) * 8 - 4)
+}
+const abs = (t: HostTensor): HostTensor => ({ ...t, data: Float32Array.from(t.data as Float32Array, Math.abs) }) as HostTensor
+const randomInputs = (p: Program, seed: number): HostTensor[] => {
+  const r = rng(seed)
+  return p.inputs.map((v) => tensorOf(Array.from({ length: v.aval.shape.reduce((a, b) => a * b, 1) }, r), [...v.aval.shape]))
+}
+
+/** Fast outputs against the reference within the accumulate class (M from the program on |inputs|). */
+async function expectClose(p: Program, ins: HostTensor[], opts: { gemmMinMacs: number }) {
+  const want = interpretProgram(p, ins)
+  const magnitude = interpretProgram(p, ins.map(abs))
+  const got = await runOrThrow(p, ins, fastBackend({ threads: 1, ...opts }))
+  expect(compareOutputs(got, want, toleranceFor('accumulate', fastCaps), { strictNaN: true, magnitude })).toBeNull()
+}
+
+const gemmSteps = (p: Program) => planProgram(p, { wasm: true, threads: 1, gemmMinMacs: 0 }).steps.filter((s) => s.kind === 'matmul' && s.gemm !== undefined).length
+
+describe('WebAssembly GEMM', () => {
+  // every layout (A and B each plain or transposed), odd sizes, sizes that are not a multiple of the
+  // register tile (4 rows x 8 columns) or of the 4-step unrolled k loop, and batches
+  test.prop(
+    [
+      fc.integer({ min: 1, max: 2 }),
+      fc.integer({ min: 1, max: 23 }),
+      fc.integer({ min: 17, max: 70 }),
+      fc.integer({ min: 1, max: 21 }),
+      fc.boolean(),
+      fc.boolean(),
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+    ],
+    { numRuns: 60 },
+  )('A·B, A·Bᵀ, Aᵀ·B and Aᵀ·Bᵀ equal the reference within the accumulate tolerance', async (batch, m, k, n, ta, tb, seed) => {
+    const p = traceOrThrow([f32(ta ? [batch, k, m] : [batch, m, k]), f32(tb ? [batch, n, k] : [batch, k, n])], (x: Tensor, y: Tensor) => [
+      (ta ? x.mT : x).matmul(tb ? y.mT : y),
+    ]).program
+    expect(gemmSteps(p)).toBe(1)
+    // the transposes are read through, never materialized
+    expect(planProgram(p, { wasm: true, threads: 1, gemmMinMacs: 0 }).steps.filter((s) => s.kind === 'kernel').length).toBe(0)
+    await expectClose(p, randomInputs(p, seed), { gemmMinMacs: 0 })
+  })
+
+  test('a dense layer of the demo\'s size: forward and gradients (x·Wᵀ, g·W, gᵀ·x)', async () => {
+    const p = traceOrThrow([f32([64, 784]), f32([256, 784]), f32([64, 256])], (x: Tensor, w: Tensor, t: Tensor) => {
+      const { value, grad } = valueAndGrad((ps: { x: Tensor; w: Tensor }, tt: Tensor) => ps.x.matmul(ps.w.mT).relu().sub(tt).square().sum())({ x, w }, t)
+      return [value, grad.x, grad.w]
+    }).program
+    expect(gemmSteps(p)).toBe(3)
+    await expectClose(p, randomInputs(p, 5), { gemmMinMacs: 0 })
+  })
+
+  test('small products (k <= 16, or under gemmMinMacs) keep the float64-exact loops: bit-identical', async () => {
+    const p = traceOrThrow([f32([9, 10]), f32([10, 33])], (x: Tensor, y: Tensor) => [x.matmul(y)]).program
+    expect(gemmSteps(p)).toBe(0)
+    const q = traceOrThrow([f32([9, 20]), f32([20, 33])], (x: Tensor, y: Tensor) => [x.matmul(y)]).program
+    expect(planProgram(q, { wasm: true, threads: 1 }).steps.filter((s) => s.kind === 'matmul' && s.gemm).length).toBe(0)
+    for (const prog of [p, q]) {
+      const ins = randomInputs(prog, 3)
+      const got = await runOrThrow(prog, ins, fastBackend({ threads: 1 }))
+      expect(Array.from(got[0]!.data)).toEqual(Array.from(interpretProgram(prog, ins)[0]!.data))
+    }
+  })
+})
+
+describe('foldGemmTransposes', () => {
+  test.prop([fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 6 }), fc.integer({ min: 1, max: 6 }), fc.integer({ min: 0, max: 2 ** 31 - 1 })])(
+    'transpose(matmul) and transpose(transpose) rewrites give the reference bit for bit, with fewer transposes',
+    (m, k, n, seed) => {
+      const p = traceOrThrow([f32([2, m, k]), f32([2, k, n]), f32([2, k, m])], (a: Tensor, b: Tensor, c: Tensor) => {
+        const prod = a.matmul(b).mT // (a b)ᵀ: becomes bᵀ aᵀ
+        const tt = c.mT.mT.add(1) // a double transpose: c itself
+        const t3 = c.transpose([1, 2, 0]).transpose([0, 2, 1]) // composed into one transpose
+        return [prod, tt, t3, a.matmul(b)]
+      }).program
+      const q = foldGemmTransposes(p)
+      const transposes = (x: Program) => x.eqns.filter((e) => e.prim === 'transpose').length
+      expect(transposes(q)).toBeLessThan(transposes(p))
+      const ins = randomInputs(p, seed)
+      const want = interpretProgram(p, ins), got = interpretProgram(q, ins)
+      got.forEach((g, i) => {
+        expect(g.shape).toEqual(want[i]!.shape)
+        expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data))
+      })
+    },
+  )
+
+  test('a product read elsewhere too is not rewritten (it would be computed twice)', () => {
+    const p = traceOrThrow([f32([3, 4]), f32([4, 5])], (a: Tensor, b: Tensor) => {
+      const y = a.matmul(b)
+      return [y.mT, y.add(1)]
+    }).program
+    expect(foldGemmTransposes(p).eqns.filter((e) => e.prim === 'matmul').length).toBe(1)
+    expect(foldGemmTransposes(p).eqns.filter((e) => e.prim === 'transpose').length).toBe(1)
+  })
+})
