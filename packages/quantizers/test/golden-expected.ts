@@ -34,10 +34,7 @@ export const EXPECTED: Readonly<Record<string, Expectation>> = {
   grvq_basic: { runs: { eval_forward: 'pass' }, derived: 0 },
   grfsq_basic: { runs: { eval_forward: 'pass' }, derived: 16 },
   simvq_basic: { runs: { eval_forward: 'pass' }, derived: 0 },
-  vq_mask: {
-    runs: { eval_masked: 'not implemented: mask', train_frozen_masked: 'not implemented: mask', train_ema_masked: 'not implemented: mask' },
-    derived: 0,
-  },
+  vq_mask: { runs: { eval_masked: 'pass', train_frozen_masked: 'pass', train_ema_masked: 'pass' }, derived: 0 },
   fsp_basic: { runs: { eval_forward: 'pass' }, derived: 2 },
   hierarchical_vq_basic: { runs: { eval_forward: 'pass' }, derived: 0 },
   sequential_basic: { runs: { eval_forward: 'pass' }, derived: 3 },

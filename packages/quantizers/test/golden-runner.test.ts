@@ -127,14 +127,15 @@ describe('the golden runner', () => {
   it('an input the library lacks makes that run unsupported; the other runs are still checked', async () => {
     const json = JSON.parse(await readFile(resolve(goldenDir, 'vq_euclidean.json'), 'utf8'))
     const mask = { shape: [2, 10], dtype: 'bool', data: Array.from({ length: 20 }, (_, i) => i % 3 !== 0) }
-    json.runs[0].inputs.mask = mask
+    // an input no runner takes (VectorQuantize takes mask, lens and indices)
+    json.runs[0].inputs.future_input = mask
     const report = await run(orThrow(parseGoldenCase(JSON.stringify(json))))
     expect(report.status).toBe('unsupported')
     expect(report.runs.map((r) => [r.name, r.status, r.reason])).toEqual([
-      ['eval_forward', 'unsupported', 'not implemented: mask'],
+      ['eval_forward', 'unsupported', 'not implemented: future_input'],
       ['train_frozen_codebook', 'pass', undefined],
     ])
-    expect(formatReport(report)).toMatch(/^UNSUPPORTED vq_euclidean \(VectorQuantize\): not implemented: mask \(runs eval_forward\); worst float error/)
+    expect(formatReport(report)).toMatch(/^UNSUPPORTED vq_euclidean \(VectorQuantize\): not implemented: future_input \(runs eval_forward\); worst float error/)
     // a wrong output in the run that is checked still fails the case
     json.runs[1].outputs.indices.data[0] += 1
     const bad = await run(orThrow(parseGoldenCase(JSON.stringify(json))))

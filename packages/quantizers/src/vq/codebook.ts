@@ -1,6 +1,6 @@
 import type { Tensor } from '@tessera/core'
 import { where } from '@tessera/core'
-import { sampleRows } from './sampling.js'
+import { sampleMaskedRows, sampleRows } from './sampling.js'
 
 /**
  * The reference's `Codebook` (euclidean or cosine) as pure functions over tensors of shape
@@ -85,7 +85,7 @@ export function trackStatistics(
  * (C, M) int32, a recorded draw of the reference (the rows its `replace` gave the expired codes, in
  * code order), which the golden runner replays.
  */
-export type ExpiryDraw = { readonly u: Tensor } | { readonly rows: Tensor }
+export type ExpiryDraw = { readonly u: Tensor; readonly rowMask?: Tensor } | { readonly rows: Tensor }
 
 /**
  * Dead-code revival (`expire_codes_`): codes whose cluster size fell below `threshold` get a
@@ -102,8 +102,11 @@ export function expireCodes(
 ): CodebookBuffers {
   const k = buf.clusterSize.shape[1]!
   const samples = cosine ? l2norm(flat) : flat
-  const expired = buf.clusterSize.lt(threshold) // (C, K)
-  const sampled = 'u' in draw ? sampleRows(samples, k, draw.u) : recordedRows(samples, expired, draw.rows) // (C, K, d)
+  let expired = buf.clusterSize.lt(threshold) // (C, K)
+  // with a token mask only kept rows are drawn, and a codebook with none revives nothing (the reference skips it)
+  const rowMask = 'u' in draw ? draw.rowMask : undefined
+  if (rowMask) expired = expired.and(rowMask.cast('float32').max(-1, true).gt(0))
+  const sampled = 'u' in draw ? (rowMask ? sampleMaskedRows(samples, k, draw.u, rowMask) : sampleRows(samples, k, draw.u)) : recordedRows(samples, expired, draw.rows) // (C, K, d)
   const ex3 = expired.expandDims(-1)
   return {
     embed: where(ex3, sampled, buf.embed),
@@ -134,13 +137,14 @@ export function recordedRows(samples: Tensor, expired: Tensor, rows: Tensor): Te
  * batch rows, then `iters` rounds of assign / average, keeping a mean whose cluster went empty.
  * Returns the means (C, K, d) and the last round's cluster sizes (C, K).
  */
-export function kmeans(flat: Tensor, k: number, iters: number, cosine: boolean, u: Tensor): { means: Tensor; bins: Tensor } {
-  let means = sampleRows(flat, k, u)
+export function kmeans(flat: Tensor, k: number, iters: number, cosine: boolean, u: Tensor, rowMask?: Tensor): { means: Tensor; bins: Tensor } {
+  // with a token mask (C, N) the reference clusters only the kept rows
+  let means = rowMask ? sampleMaskedRows(flat, k, u, rowMask) : sampleRows(flat, k, u)
   let bins = flat.builder.full([flat.shape[0]!, k], 0)
   for (let it = 0; it < iters; it++) {
     const dists = cosine ? flat.matmul(means.mT) : codebookDistances(flat, means, false)
     const buckets = dists.argmax(-1)
-    const onehot = oneHot(buckets, k)
+    const onehot = rowMask ? where(rowMask.expandDims(-1), oneHot(buckets, k), 0) : oneHot(buckets, k)
     bins = onehot.sum(1)
     const zero = bins.eq(0)
     const clamped = where(zero, 1, bins)

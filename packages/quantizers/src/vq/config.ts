@@ -6,9 +6,9 @@ import { Finite, MAX_CODEBOOK_SIZE, NonNegInt, PositiveInt, check, checks, decod
 
 /**
  * VectorQuantize's keyword arguments, as vector-quantize-pytorch names them. Options of the
- * reference that Tessera does not implement (masks, affine params, in-place optimizers, DiVeQ,
- * cross-entropy commitment, distributed sync, layernorm after project_in) are not listed, so a
- * config that uses them is refused as an unknown key instead of being silently ignored.
+ * reference that Tessera does not implement (affine params, in-place optimizers, DiVeQ,
+ * distributed sync) are not listed, so a config that uses them is refused as an unknown key
+ * instead of being silently ignored.
  */
 export const vqOptionalProps = {
     codebook_dim: t.union([PositiveInt, t.null]),
@@ -41,7 +41,17 @@ export const vqOptionalProps = {
     sync_codebook: t.union([t.literal(false), t.null]),
 }
 
-export const VQOptions = strict('VectorQuantize', { dim: PositiveInt, codebook_size: PositiveInt }, vqOptionalProps)
+/**
+ * Options VectorQuantize itself takes but ResidualVQ and RandomProjectionQuantizer do not pass to
+ * their layers here (they refuse them as unknown keys until their own forward supports them).
+ */
+export const vqOwnProps = {
+    commitment_use_cross_entropy_loss: t.boolean,
+    return_zeros_for_masked_padding: t.boolean,
+    layernorm_after_project_in: t.boolean,
+}
+
+export const VQOptions = strict('VectorQuantize', { dim: PositiveInt, codebook_size: PositiveInt }, { ...vqOptionalProps, ...vqOwnProps })
 export type VQOptions = t.TypeOf<typeof VQOptions>
 
 /** VectorQuantize options with every default resolved and every cross-field rule checked. */
@@ -75,6 +85,12 @@ export interface VQConfig {
   readonly ema_update: boolean
   readonly learnable_codebook: boolean
   readonly route_gradients_to_input: boolean
+  /** The commitment loss is the cross entropy of the distance logits against the chosen codes. */
+  readonly commitment_use_cross_entropy_loss: boolean
+  /** With a forward `mask`: masked-out positions of `quantized` are zeros (else the input). */
+  readonly return_zeros_for_masked_padding: boolean
+  /** project_in is Linear then LayerNorm (only where projections exist). */
+  readonly layernorm_after_project_in: boolean
   /** Derived: codebook_dim * heads differs from dim, so project_in/project_out exist. */
   readonly has_projections: boolean
   /** Derived: number of codebooks in `_codebook.embed` (heads when separate, else 1). */
@@ -128,6 +144,9 @@ export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<Tess
     ema_update,
     learnable_codebook: learnable,
     route_gradients_to_input: o.route_gradients_to_input ?? true,
+    commitment_use_cross_entropy_loss: o.commitment_use_cross_entropy_loss ?? false,
+    return_zeros_for_masked_padding: o.return_zeros_for_masked_padding ?? true,
+    layernorm_after_project_in: o.layernorm_after_project_in ?? false,
     has_projections: codebook_dim * heads !== o.dim,
     num_codebooks: separate ? heads : 1,
   }

@@ -42,8 +42,9 @@ export const vqOutputs: RunOutputs<VectorQuantize> = (q, res, P, S, { x, opts, r
     codebook_dist: res.extra!['codebook_dist']!,
     codebook_input: res.extra!['codebook_input']!,
     project_in_output: res.extra!['projected']!,
-    get_output_from_indices: q.indicesToCodes(P, res.indices, res.state),
   }
+  // only where recorded: a masked run's indices hold -1, which has no code
+  if ('get_output_from_indices' in run.outputs) out['get_output_from_indices'] = q.indicesToCodes(P, res.indices, res.state)
   if (Object.keys(run.outputs).some((k) => k.startsWith(BEFORE_EXPIRY))) {
     // the EMA step alone is the same call with expiry off: the state the reference had before expiring codes
     const ema = makeVectorQuantize({ ...q.config, threshold_ema_dead_code: 0 }).apply(P, S, x, opts)
@@ -52,11 +53,28 @@ export const vqOutputs: RunOutputs<VectorQuantize> = (q, res, P, S, { x, opts, r
   return out
 }
 
+/** Forward inputs a case may give besides `x`, fed to `apply` under VectorQuantize's option names. */
+const FORWARD_INPUTS: Readonly<Record<string, string>> = { mask: 'mask', lens: 'lens', indices: 'indices' }
+
+/** The run's forward inputs (`mask`, ...) and its recorded dead-code draw, as one call. */
+export function vqRunCall(run: GoldenRun, numCodebooks: number): E.Either<TesseraError, RunCall | undefined> {
+  const draw = replayDeadCodeDraw(run, numCodebooks)
+  if (E.isLeft(draw)) return draw
+  const given = Object.keys(run.inputs).filter((k) => k in FORWARD_INPUTS)
+  if (given.length === 0) return draw
+  const tensors = { ...(draw.right?.tensors ?? {}), ...Object.fromEntries(given.map((k) => [`input.${k}`, run.inputs[k]!.host])) }
+  return E.right({
+    tensors,
+    options: (t: Named<Tensor>) => ({ ...(draw.right ? draw.right.options(t) : {}), ...Object.fromEntries(given.map((k) => [FORWARD_INPUTS[k]!, t[`input.${k}`]!])) }),
+    replayed: draw.right?.replayed ?? [],
+  })
+}
+
 /**
  * VectorQuantize cases: runs execute in order on one module, so the state a training run leaves
  * feeds the next run. Forward keyword arguments that are also constructor options
  * (`freeze_codebook`, `sample_codebook_temp`) go into that run's config; a recorded dead-code draw
- * is replayed; a run with an input the library lacks (`mask`) is reported unsupported.
+ * is replayed; forward inputs (`mask`, `lens`, `indices`) are passed as the options of those names.
  */
 export const runVectorQuantizeCase: CaseRunner = async (c, ctx) => {
   const base = decodeVQ(c.kwargs)
@@ -64,7 +82,8 @@ export const runVectorQuantizeCase: CaseRunner = async (c, ctx) => {
   const loaded = loadCaseState(makeVectorQuantize(base.right), c.state)
   if (E.isLeft(loaded)) return loaded
   const runs = await runEachCaseRun(c, ctx, loaded.right, (run) => E.map(makeVectorQuantize)(decodeVQ({ ...c.kwargs, ...configKwargs(run) })), vqOutputs, 'threaded', {
-    call: (run) => replayDeadCodeDraw(run, base.right.num_codebooks),
+    inputs: Object.keys(FORWARD_INPUTS),
+    call: (run) => vqRunCall(run, base.right.num_codebooks),
   })
   if (E.isLeft(runs)) return runs
   return E.right({ runs: runs.right })

@@ -3,7 +3,7 @@ import type { Aval, HostTensor, Tensor } from '@tessera/core'
 import { TesseraError, entropy, foldKey, random, ranksOf, straightThrough, tensorOf, where, zerosHost } from '@tessera/core'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
-import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
+import { projectOut } from '../common/projection.js'
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import {
   codebookDistances,
@@ -14,12 +14,21 @@ import {
   l2norm,
   oneHot,
   orthogonalLoss,
-  trackStatistics,
 } from './codebook.js'
 import type { VQConfig } from './config.js'
 import { decodeVQ } from './config.js'
 import { rotateTo } from './gradient-routing.js'
 import { gumbelNoise, requireKey } from './sampling.js'
+import type { CodebookExtras, EmaAccumulator } from './forward-options.js'
+import { transformCodebook, transformedCodes } from './codebook-transform.js'
+import { emaStatistics } from './ema-update.js'
+import { topkIndices } from './topk.js'
+import type { VQForwardOptions } from './forward-options.js'
+import { checkForward } from './forward-options.js'
+import { codebookRowMask, maskOutputs } from './mask.js'
+import { activeCodes, codebookLayoutCodes, commitmentLoss } from './forward-losses.js'
+import { crossEntropy, targetRows } from './cross-entropy.js'
+import { initVQProjection, vqProjectIn, vqProjectionSpecs } from './project-in.js'
 
 /** Per-call options of the reference's forward that Tessera supports. */
 export interface VQApplyOptions extends ApplyOptions {
@@ -39,6 +48,9 @@ export interface VQApplyOptions extends ApplyOptions {
    */
   readonly replacementRows?: Tensor
 }
+
+/** Everything VectorQuantize's forward takes per call: the shared options and its own (mask, topk, ...). */
+export type VQCallOptions = VQApplyOptions & VQForwardOptions
 
 /** State-dict names of the codebook buffers, relative to the quantizer's prefix. */
 export const CB = {
@@ -69,6 +81,18 @@ export interface CodebookStep {
   /** Negative distances or cosine similarities (C, N, K). */
   readonly dist: Tensor
   readonly next: CodebookState
+  /** What `CodebookCall.prepare` gave, when there was one. */
+  readonly prepared?: PreparedCodebook
+  /** After an `accumEmaUpdate` call: the accumulated statistics (the buffers in `next` are unchanged). */
+  readonly accumulated?: EmaAccumulator
+}
+
+/** The codebook as distances see it, and the rows the EMA statistics sum (see `CodebookCall.prepare`). */
+export interface PreparedCodebook {
+  readonly embed: Tensor
+  readonly statsInput?: Tensor
+  /** Buffers the preparation updated (affine statistics), under their state-dict names. */
+  readonly state?: Named<Tensor>
 }
 
 export interface CodebookCall {
@@ -80,6 +104,14 @@ export interface CodebookCall {
   readonly manualEma?: boolean
   /** A recorded dead-code draw to replay (see `VQApplyOptions.replacementRows`). */
   readonly replacementRows?: Tensor
+  /**
+   * Maps the raw codebook (after k-means init) to the one distances and codes are taken from (the
+   * reference's bridge and affine transform), and gives the rows its EMA sums use; the raw codebook
+   * is what the EMA and dead-code revival rewrite.
+   */
+  readonly prepare?: (embed: Tensor) => PreparedCodebook
+  /** Forward arguments that reach the codebook: token mask, top-k, codebook transform, EMA options. */
+  readonly extras?: CodebookExtras
   readonly where: string
 }
 
@@ -95,7 +127,7 @@ export function codebookForward(cfg: VQConfig, s: CodebookState, flat: Tensor, c
     // the reference runs k-means on the first batch in any mode; the flag makes it a no-op afterwards
     const key = foldKey(requireKey(call.key, call.where, 'kmeans_init (the first batch picks the initial means)'), TAG_KMEANS)
     const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]!])
-    const { means, bins } = kmeans(flat, K, cfg.kmeans_iters, cosine, u)
+    const { means, bins } = kmeans(flat, K, cfg.kmeans_iters, cosine, u, call.extras?.rowMask)
     const avg = means.mul(bins.expandDims(-1))
     const emb = embedFromAverages(bins, avg, cfg.eps, cosine)
     const done = s.initted
@@ -106,32 +138,47 @@ export function codebookForward(cfg: VQConfig, s: CodebookState, flat: Tensor, c
       initted: s.initted.builder.full([], 1, 'bool'),
     }
   }
-  const embed = st.embed
-  const dist = codebookDistances(flat, embed, cosine)
+  const prepared = call.prepare?.(st.embed)
+  const embed = prepared?.embed ?? st.embed
+  const ex = call.extras
+  const transformed = ex?.transform ? transformCodebook(ex.transform, embed, flat, ex.layout, cosine) : undefined
+  const dist = transformed ? transformed.dist : codebookDistances(flat, embed, cosine)
   const temp = call.temperature
   let logits = dist
   if (call.training && cfg.stochastic_sample_codes && temp > 0) {
     const key = foldKey(requireKey(call.key, call.where, 'stochastic_sample_codes in training'), TAG_GUMBEL)
     logits = dist.div(temp).add(gumbelNoise(flat.builder.randomUniform(key, dist.shape)))
   }
-  const ind = logits.argmax(-1)
+  const ind = ex?.topk !== undefined ? topkIndices(logits, ex.topk) : logits.argmax(-1)
   let quantize: Tensor
   if (call.training && cfg.straight_through && temp > 0) {
     const p = dist.div(temp).softmax(-1)
-    quantize = oneHot(ind, K).add(p).sub(p.stopGradient()).matmul(embed)
-  } else quantize = gatherCodes(embed, ind)
+    const soft = oneHot(ind, K).add(p).sub(p.stopGradient())
+    quantize = transformed ? transformedCodes(transformed.codes, ind, soft) : soft.matmul(embed)
+  } else quantize = transformed ? transformedCodes(transformed.codes, ind) : gatherCodes(embed, ind)
 
   let next = st
   const hasDead = cfg.threshold_ema_dead_code > 0
-  if (call.training && !call.freeze && (cfg.ema_update || hasDead)) {
-    const stats = trackStatistics({ embed, clusterSize: st.clusterSize, embedAvg: st.embedAvg }, flat, ind, cfg.decay)
-    let newEmbed = embed
-    if (cfg.ema_update && !call.manualEma) newEmbed = embedFromAverages(stats.clusterSize, stats.embedAvg, cfg.eps, cosine)
-    let buf = { embed: newEmbed, clusterSize: stats.clusterSize, embedAvg: stats.embedAvg }
-    if (hasDead) buf = expireDead(cfg, buf, flat, call)
-    next = { ...buf, initted: st.initted }
+  const emaUpdate = ex?.emaUpdate ?? cfg.ema_update
+  let accumulated: EmaAccumulator | undefined
+  // the reference makes no codebook update for a top-k call
+  if (call.training && !call.freeze && ex?.topk === undefined && (emaUpdate || hasDead)) {
+    const stats = emaStatistics(cfg, { embed: st.embed, clusterSize: st.clusterSize, embedAvg: st.embedAvg }, prepared?.statsInput ?? flat, ind, {
+      accumulate: ex?.accumulate ?? false,
+      ...(ex?.rowMask ? { rowMask: ex.rowMask } : {}),
+      ...(ex?.emaUpdateWeight !== undefined ? { weight: ex.emaUpdateWeight } : {}),
+      ...(ex?.emaAccum ? { accum: ex.emaAccum } : {}),
+    })
+    accumulated = stats.accumulated
+    if (!accumulated) {
+      let newEmbed = st.embed
+      if (emaUpdate && !call.manualEma) newEmbed = embedFromAverages(stats.clusterSize, stats.embedAvg, cfg.eps, cosine)
+      let buf = { embed: newEmbed, clusterSize: stats.clusterSize, embedAvg: stats.embedAvg }
+      if (hasDead) buf = expireDead(cfg, buf, flat, { ...call, ...(ex?.rowMask ? { rowMask: ex.rowMask } : {}) })
+      next = { ...buf, initted: st.initted }
+    }
   }
-  return { quantize, ind, dist, next }
+  return { quantize, ind, dist, next, ...(prepared ? { prepared } : {}), ...(accumulated ? { accumulated } : {}) }
 }
 
 /** Dead-code revival on (C, N, d) rows with this call's key. */
@@ -139,23 +186,24 @@ export function expireDead(
   cfg: VQConfig,
   buf: { embed: Tensor; clusterSize: Tensor; embedAvg: Tensor },
   flat: Tensor,
-  call: Pick<CodebookCall, 'key' | 'where' | 'replacementRows'>,
+  call: Pick<CodebookCall, 'key' | 'where' | 'replacementRows'> & { readonly rowMask?: Tensor },
   tag = 0,
 ) {
   const rows = call.replacementRows
   if (rows) {
+    if (call.rowMask) throw new TesseraError('input', call.where, 'replacementRows cannot be replayed with a token mask (recorded rows number the kept tokens only)')
     if (rows.dtype !== 'int32' || rows.rank !== 2 || rows.shape[0] !== flat.shape[0])
       throw new TesseraError('input', call.where, `replacementRows must be int32 (${flat.shape[0]}, M), got ${rows.dtype}[${rows.shape.join(',')}]`)
     return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, { rows })
   }
   const key = foldKey(requireKey(call.key, call.where, 'threshold_ema_dead_code > 0 in training (replacement rows)'), TAG_EXPIRE + 16 * tag)
   const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]!])
-  return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, { u })
+  return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, { u, ...(call.rowMask ? { rowMask: call.rowMask } : {}) })
 }
 
 export interface VectorQuantize extends Quantizer<VQConfig> {
   readonly kind: 'VectorQuantize'
-  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQApplyOptions): QuantizeResult
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQCallOptions): QuantizeResult
   /** The reference's `get_output_from_indices`: codes for indices, projected out. `state` holds the codebook. */
   indicesToCodes(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
   /** Whether `_codebook.embed` lives in params (learnable codebook) or in state (EMA or frozen). */
@@ -169,7 +217,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
   const embedInParams = cfg.learnable_codebook
   const embedAval: Aval = { shape: [C, K, cd], dtype: 'float32' }
 
-  const paramSpecs: Record<string, Aval> = { ...projectionSpecs(proj) }
+  const paramSpecs: Record<string, Aval> = { ...vqProjectionSpecs(proj, cfg.layernorm_after_project_in) }
   const stateSpecs: Record<string, Aval> = {
     [CB.initted]: { shape: [], dtype: 'bool' },
     [CB.clusterSize]: { shape: [C, K], dtype: 'float32' },
@@ -200,7 +248,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       [CB.clusterSize]: tensorOf(new Float32Array(C * K).fill(1), [C, K]),
       [CB.embedAvg]: tensorOf(embed.data.slice(), [C, K, cd]),
     }
-    const params: Record<string, HostTensor> = initProjection(proj, kp)
+    const params: Record<string, HostTensor> = initVQProjection(proj, kp, cfg.layernorm_after_project_in)
     if (embedInParams) params[CB.embed] = embed
     else state[CB.embed] = embed
     return { params, state }
@@ -237,11 +285,12 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
     return t
   }
 
-  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQApplyOptions): QuantizeResult => {
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQCallOptions): QuantizeResult => {
     if (x.dtype !== 'float32') throw new TesseraError('dtype', W, `input must be float32, got ${x.dtype}`)
     const lay = layoutOf(x)
     const [b, n] = lay.x.shape as [number, number]
-    const z = projectIn(proj, params, lay.x) // (b, n, h·cd)
+    const fwd = checkForward(cfg, x, [b, n], opts)
+    const z = vqProjectIn(proj, params, lay.x, cfg.layernorm_after_project_in) // (b, n, h·cd)
     // the codebook's input in the reference's layout, and as (C, N, cd) rows
     let cin: Tensor
     if (h === 1) cin = z
@@ -250,6 +299,8 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
     if (cfg.use_cosine_sim) cin = l2norm(cin)
     const N = h === 1 || cfg.separate_codebook_per_head ? b * n : b * h * n
     const flat = cin.reshape([C, N, cd])
+    const rowLayout: [number, number, number] = h === 1 || cfg.separate_codebook_per_head ? [C, b, n] : [1, b * h, n]
+    const rowMask = fwd.mask ? codebookRowMask(fwd.mask, C, h, cfg.separate_codebook_per_head) : undefined
 
     const training = opts.training
     const freeze = opts.freezeCodebook ?? cfg.freeze_codebook
@@ -266,6 +317,16 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       ...(opts.key ? { key: opts.key } : {}),
       manualEma: opts.manualEmaUpdate ?? false,
       ...(opts.replacementRows ? { replacementRows: opts.replacementRows } : {}),
+      extras: {
+        ...(rowMask ? { rowMask } : {}),
+        ...(fwd.topk !== undefined ? { topk: fwd.topk } : {}),
+        ...(fwd.transform ? { transform: fwd.transform } : {}),
+        layout: rowLayout,
+        ...(fwd.emaUpdateWeight !== undefined ? { emaUpdateWeight: fwd.emaUpdateWeight } : {}),
+        accumulate: fwd.accumulate,
+        ...(fwd.emaAccum ? { emaAccum: fwd.emaAccum } : {}),
+        emaUpdate: fwd.emaUpdate,
+      },
       where: W,
     })
     const bl = x.builder
@@ -274,20 +335,22 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
     const distRef = h === 1 || cfg.separate_codebook_per_head ? step.dist.reshape([C, b, n, K]) : step.dist.reshape([1, b * h, n, K])
     let quantize = step.quantize
     if (training) {
-      if (cfg.codebook_diversity_loss_weight > 0) {
+      // given target indices the reference returns their cross entropy instead of these losses
+      if (cfg.codebook_diversity_loss_weight > 0 && !fwd.targets) {
         const prob = distRef.mul(cfg.codebook_diversity_temperature).softmax(-1)
         diversity = entropy(prob.mean([0, 1])).mean().neg()
         loss = loss.add(diversity.mul(cfg.codebook_diversity_loss_weight))
       }
-      if (cfg.commitment_weight > 0) {
+      if (cfg.commitment_weight > 0 && !fwd.targets) {
         const cq = cfg.learnable_codebook && !freeze ? quantize : quantize.stopGradient()
-        commitment = cq.sub(flat).square().mean()
+        commitment = commitmentLoss(cfg, { codes: cq, flat, dist: step.dist, ind: step.ind, raw: lay.x, ...(fwd.mask ? { mask: fwd.mask, rowMask: rowMask! } : {}), ...(fwd.topk !== undefined ? { topk: fwd.topk } : {}) })
         loss = loss.add(commitment.mul(cfg.commitment_weight))
       }
-      if (cfg.orthogonal_reg_weight > 0) {
+      if (cfg.orthogonal_reg_weight > 0 && !fwd.targets) {
         const codebook = embedInParams ? s0.embed : step.next.embed
         let mask: Tensor | undefined
-        if (cfg.orthogonal_reg_active_codes_only) mask = oneHot(step.ind, K).max([0, 1]).gt(0)
+        const ceMasked = cfg.commitment_weight > 0 && cfg.commitment_use_cross_entropy_loss ? rowMask : undefined
+        if (cfg.orthogonal_reg_active_codes_only) mask = activeCodes(step.ind, K, ceMasked, cfg.orthogonal_reg_max_codes)
         const maxCodes = cfg.orthogonal_reg_max_codes
         if (maxCodes !== null && (mask !== undefined || K > maxCodes)) {
           const key = foldKey(requireKey(opts.key, W, 'orthogonal_reg_max_codes (random subset of codes)'), TAG_ORTHO)
@@ -300,17 +363,18 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
         orthogonal = orthogonalLoss(codebook, mask)
         loss = loss.add(orthogonal.mul(cfg.orthogonal_reg_weight))
       }
-      if (cfg.route_gradients_to_input) quantize = cfg.rotation_trick ? rotateTo(flat, quantize) : straightThrough(flat, quantize)
+      const src = fwd.topk !== undefined ? flat.expandDims(-2).broadcastTo(quantize.shape) : flat // the input repeated for each of the k codes
+      if (cfg.route_gradients_to_input) quantize = cfg.rotation_trick ? rotateTo(src, quantize) : straightThrough(src, quantize)
     }
     // merge heads back to (b, n, h·cd)
     let merged: Tensor
-    if (h === 1) merged = quantize.reshape([b, n, cd])
+    if (h === 1) merged = quantize.reshape([b, n, ...quantize.shape.slice(2)])
     else if (cfg.separate_codebook_per_head) merged = quantize.reshape([h, b, n, cd]).transpose([1, 2, 0, 3]).reshape([b, n, h * cd])
     else merged = quantize.reshape([b, h, n, cd]).transpose([0, 2, 1, 3]).reshape([b, n, h * cd])
     const out = lay.unpack(projectOut(proj, params, merged))
 
     let ind: Tensor
-    if (h === 1) ind = step.ind.reshape([b, n])
+    if (h === 1) ind = step.ind.reshape([b, n, ...step.ind.shape.slice(2)])
     else if (cfg.separate_codebook_per_head) ind = step.ind.reshape([h, b, n]).transpose([1, 2, 0])
     else ind = step.ind.reshape([b, h, n]).transpose([0, 2, 1])
 
@@ -320,13 +384,21 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       [CB.embedAvg]: step.next.embedAvg,
     }
     if (!embedInParams) next[CB.embed] = step.next.embed
+    const extra: Record<string, Tensor> = { codebook_dist: distRef, codebook_input: cin, projected: z }
+    if (step.accumulated) Object.assign(extra, { ema_accum_cluster_size: step.accumulated.clusterSize, ema_accum_embed_sum: step.accumulated.embedSum })
+    if (fwd.targets) {
+      const ce = crossEntropy(step.dist, targetRows(fwd.targets, h, cfg.separate_codebook_per_head))
+      const quantized = codebookLayoutCodes(quantize, h, rowLayout)
+      return { quantized, indices: lay.unpackTokens(ind), loss: ce, losses: { cross_entropy: ce }, state: next, extra }
+    }
+    const masked = fwd.mask ? maskOutputs(fwd.mask, out, lay.unpackTokens(ind), x, cfg.return_zeros_for_masked_padding) : undefined
     return {
-      quantized: out,
-      indices: lay.unpackTokens(ind),
+      quantized: masked?.quantized ?? out,
+      indices: masked?.indices ?? lay.unpackTokens(ind),
       loss,
       losses: { commitment, codebook_diversity: diversity, orthogonal_reg: orthogonal },
       state: next,
-      extra: { codebook_dist: distRef, codebook_input: cin, projected: z },
+      extra,
     }
   }
 
