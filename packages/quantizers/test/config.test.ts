@@ -6,6 +6,7 @@ import { decodeResidualFSQ } from '../src/residual/residual-fsq.js'
 import { decodeResidualLFQ } from '../src/residual/residual-lfq.js'
 import { decodeGroupedResidualFSQ } from '../src/grouped/grouped-residual.js'
 import { decodeLatentQuantize } from '../src/latent/latent.js'
+import { decodeRVQ } from '../src/residual-vq/config.js'
 
 function leftOf(e: E.Either<{ kind: string; where: string; message: string }, unknown>) {
   if (E.isRight(e)) throw new Error(`expected a Left, got ${JSON.stringify(e.right)}`)
@@ -47,6 +48,29 @@ describe('config decoding', () => {
     [{ codebook_size: 1 }, 'LFQ.codebook_size', /at least 2/],
   ])('LFQ rejects %j at %s', (input, where, msg) => {
     const l = leftOf(decodeLFQ(input))
+    expect(l.kind).toBe('config')
+    expect(l.where).toBe(where)
+    expect(l.message).toMatch(msg)
+  })
+
+  it.each([
+    [{ beam_size: 0 }, 'ResidualVQ.beam_size', /PositiveInt/],
+    [{ beam_size: 9 }, 'ResidualVQ.beam_size', /at most the smallest codebook_size \(8\)/],
+    [{ beam_size: 2.5 }, 'ResidualVQ.beam_size', /PositiveInt/],
+    [{ eval_beam_size: 2 }, 'ResidualVQ.eval_beam_size', /needs beam_size/],
+    [{ beam_size: 2, eval_beam_size: 12 }, 'ResidualVQ.eval_beam_size', /at most/],
+    [{ beam_score_quantizer_weights: [1, 1] }, 'ResidualVQ.beam_score_quantizer_weights', /one weight per layer \(3\)/],
+    [{ beam_score_quantizer_weights: [1, NaN, 1] }, 'ResidualVQ.beam_score_quantizer_weights[1]', /Finite/],
+    [{ beam_size: 2, commitment_weight: 0 }, 'ResidualVQ.commitment_weight', /beam search/],
+    [{ implicit_neural_codebook: 1 }, 'ResidualVQ.implicit_neural_codebook', /boolean/],
+    [{ implicit_neural_codebook: true, use_cosine_sim: true }, 'ResidualVQ.implicit_neural_codebook', /euclidean/],
+    [{ implicit_neural_codebook: true, shared_codebook: true }, 'ResidualVQ.implicit_neural_codebook', /shared/],
+    [{ implicit_neural_codebook: true, kmeans_init: true }, 'ResidualVQ.kmeans_init', /learnable/],
+    [{ mlp_kwargs: { depth: -1 } }, 'ResidualVQ.mlp_kwargs.depth', /NonNegInt/],
+    [{ mlp_kwargs: { dim_hidden: 0 } }, 'ResidualVQ.mlp_kwargs.dim_hidden', /PositiveInt/],
+    [{ mlp_kwargs: { width: 3 } }, 'ResidualVQ.mlp_kwargs.width', /unknown key "width"/],
+  ])('ResidualVQ rejects %j at %s', (extra, where, msg) => {
+    const l = leftOf(decodeRVQ({ dim: 4, codebook_size: 8, num_quantizers: 3, ...extra }))
     expect(l.kind).toBe('config')
     expect(l.where).toBe(where)
     expect(l.message).toMatch(msg)

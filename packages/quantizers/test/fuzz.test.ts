@@ -12,6 +12,7 @@ import { simVQ } from '../src/simvq/simvq.js'
 import { residualFSQ } from '../src/residual/residual-fsq.js'
 import { residualLFQ } from '../src/residual/residual-lfq.js'
 import { groupedResidualFSQ, groupedResidualLFQ } from '../src/grouped/grouped-residual.js'
+import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import type { Quantizer } from '../src/quantizer.js'
 import { applyOnHost } from '../src/run.js'
 import { backends, randn } from './helpers.js'
@@ -76,6 +77,13 @@ const families: Family[] = [
     name: 'ResidualLFQ',
     build: residualLFQ,
     options: options({ dim: small, num_quantizers: fc.integer({ min: 1, max: 3 }), codebook_size: pow2ish }, { quantize_dropout: fc.boolean(), soft_clamp_input_value: fc.constantFrom(1, 2, 4), commitment_loss_weight: fc.constantFrom(0, 0.25), frac_per_sample_entropy: frac }),
+    input: (q) => [1, 4, cfgOf(q)['dim'] as number],
+  },
+  {
+    name: 'ResidualVQ',
+    build: residualVQ,
+    // beam search and QINCo options, with the layer options they interact with
+    options: options({ dim: small, codebook_size: fc.integer({ min: 2, max: 6 }), num_quantizers: fc.integer({ min: 1, max: 3 }) }, { beam_size: rarely(fc.constantFrom(null, 1, 2), fc.constantFrom(0, 7, 1.5)), eval_beam_size: rarely(fc.constantFrom(null, 1, 2), fc.constantFrom(0, 9)), beam_score_quantizer_weights: rarely(fc.constantFrom(null, [1], [1, 0.5, 2]), fc.constantFrom([1, 1, 1, 1], [NaN], 'x')), implicit_neural_codebook: fc.boolean(), mlp_kwargs: rarely(fc.constantFrom<unknown>({}, { depth: 1 }, { dim_hidden: 3, depth: 2 }), fc.constantFrom<unknown>({ depth: -1 }, { width: 2 }, 'x')), quantize_dropout: fc.boolean(), shared_codebook: mostlyFalse, use_cosine_sim: mostlyFalse, commitment_weight: rarely(fc.constantFrom(1, 0.5), fc.constant(0)) }),
     input: (q) => [1, 4, cfgOf(q)['dim'] as number],
   },
   {
