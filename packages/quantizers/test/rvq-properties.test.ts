@@ -147,7 +147,7 @@ describe('ResidualVQ', () => {
       [{ dim: 4, codebook_size: [8, 4], num_quantizers: 3 }, 'ResidualVQ.codebook_size'],
       [{ dim: 4, codebook_size: [8, 4], shared_codebook: true }, 'ResidualVQ.shared_codebook'],
       [{ dim: 4, codebook_size: 8, num_quantizers: 2, heads: 2 }, 'ResidualVQ.heads'],
-      [{ dim: 4, codebook_size: 8, num_quantizers: 2, beam_size: 2 }, 'ResidualVQ.beam_size'],
+      [{ dim: 4, codebook_size: 8, num_quantizers: 2, beam_size: 9 }, 'ResidualVQ.beam_size'],
       [{ dim: 4, codebook_size: 8, num_quantizers: 2, decay: -1 }, 'ResidualVQ.decay'],
     ]
     for (const [input, where] of cases) {
