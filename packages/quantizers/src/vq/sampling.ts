@@ -28,13 +28,13 @@ export function sampleRows(rows: Tensor, k: number, u: Tensor): Tensor {
 /**
  * `sampleRows` over the rows `mask` (..., n) keeps (the reference samples from `data[mask]`): the
  * kept rows take the first ranks, and slot s gets the kept row of rank s mod m, m the kept count.
- * With no row kept every slot gets zeros (the reference has nothing to sample then).
+ * With no row kept (the reference has nothing to sample then) slots get the first row in the order.
  */
 export function sampleMaskedRows(rows: Tensor, k: number, u: Tensor, mask: Tensor): Tensor {
   const b = rows.builder
   const ranks = ranksOf(where(mask, u, u.add(2))) // u < 1, so every kept row ranks first
-  const kept = mask.cast('float32').sum(-1, true) // (..., 1)
-  const slot = b.iota([k], 0).cast('float32').mod(kept) // (..., k)
+  const kept = mask.cast('float32').sum(-1, true).cast('int32').maximum(1) // (..., 1), exact small integers
+  const slot = b.iota([k], 0).mod(kept).cast('float32') // (..., k)
   const pick = ranks.expandDims(-2).eq(slot.expandDims(-1)).cast('float32') // (..., k, n)
   return pick.matmul(rows)
 }

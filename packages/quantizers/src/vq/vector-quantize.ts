@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, entropy, foldKey, random, ranksOf, straightThrough, tensorOf, where, zerosHost } from '@tessera/core'
+import { TesseraError, entropy, foldKey, random, ranksOf, tensorOf, where, zerosHost } from '@tessera/core'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { projectOut } from '../common/projection.js'
@@ -17,7 +17,6 @@ import {
 } from './codebook.js'
 import type { VQConfig } from './config.js'
 import { decodeVQ } from './config.js'
-import { rotateTo } from './gradient-routing.js'
 import { gumbelNoise, requireKey } from './sampling.js'
 import type { CodebookExtras, EmaAccumulator } from './forward-options.js'
 import { transformCodebook, transformedCodes } from './codebook-transform.js'
@@ -29,6 +28,11 @@ import { codebookRowMask, maskOutputs } from './mask.js'
 import { activeCodes, codebookLayoutCodes, commitmentLoss } from './forward-losses.js'
 import { crossEntropy, targetRows } from './cross-entropy.js'
 import { initVQProjection, vqProjectIn, vqProjectionSpecs } from './project-in.js'
+import { affineInit, affineSpecs } from './affine.js'
+import { BRIDGE_PREFIX, bridgeSpecs, bridgeStage } from './bridge.js'
+import { codebookParams, codebookPasses } from './codebook-passes.js'
+import { routeToInput } from './directional.js'
+import { manualOptimizerUpdate, optimizerInit, optimizerSpecs } from './in-place-optimizer.js'
 
 /** Per-call options of the reference's forward that Tessera supports. */
 export interface VQApplyOptions extends ApplyOptions {
@@ -47,6 +51,23 @@ export interface VQApplyOptions extends ApplyOptions {
    * the golden runner, whose cases record the reference's draw; VectorQuantize only.
    */
   readonly replacementRows?: Tensor
+  /**
+   * Whether the input carries a gradient: the reference routes gradients (rotation trick, DiVeQ,
+   * straight-through) only then, and DiVeQ's noise changes the value. Default true.
+   */
+  readonly inputRequiresGrad?: boolean
+}
+
+/** VectorQuantize's result: a QuantizeResult and the parameters its forward rewrote. */
+export interface VQResult extends QuantizeResult {
+  /**
+   * Parameters this call rewrote, as the reference writes a parameter's data inside its forward:
+   * the learnable codebook after dead-code revival or the in-place optimizer's step (and a bridge's
+   * parameters after that step). A training step adopts them before its own optimizer update,
+   * e.g. `opt.update({ ...params, ...res.updatedParams }, grads, optState)`; the gradients the
+   * forward gives these parameters are those of their new values, as torch's are.
+   */
+  readonly updatedParams?: Named<Tensor>
 }
 
 /** Everything VectorQuantize's forward takes per call: the shared options and its own (mask, topk, ...). */
@@ -160,7 +181,8 @@ export function codebookForward(cfg: VQConfig, s: CodebookState, flat: Tensor, c
   let next = st
   const hasDead = cfg.threshold_ema_dead_code > 0
   const emaUpdate = ex?.emaUpdate ?? cfg.ema_update
-  let accumulated: EmaAccumulator | undefined
+  // an accumulator no EMA step consumes (eval, frozen, top-k) is handed back unchanged
+  let accumulated: EmaAccumulator | undefined = ex?.emaAccum
   // the reference makes no codebook update for a top-k call
   if (call.training && !call.freeze && ex?.topk === undefined && (emaUpdate || hasDead)) {
     const stats = emaStatistics(cfg, { embed: st.embed, clusterSize: st.clusterSize, embedAvg: st.embedAvg }, prepared?.statsInput ?? flat, ind, {
@@ -203,7 +225,13 @@ export function expireDead(
 
 export interface VectorQuantize extends Quantizer<VQConfig> {
   readonly kind: 'VectorQuantize'
-  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQCallOptions): QuantizeResult
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQCallOptions): VQResult
+  /**
+   * The reference's `update_in_place_optimizer`, for `manual_in_place_optimizer_update`: steps the
+   * codebook's parameters with `grads` (a forward's `extra` `in_place_grad.*`, plus any other
+   * gradient of them), the optimizer's state read from and written to `state`.
+   */
+  updateInPlaceOptimizer(params: Named<Tensor>, state: Named<Tensor>, grads: Named<Tensor>): { params: Record<string, Tensor>; state: Record<string, Tensor> }
   /** The reference's `get_output_from_indices`: codes for indices, projected out. `state` holds the codebook. */
   indicesToCodes(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
   /** Whether `_codebook.embed` lives in params (learnable codebook) or in state (EMA or frozen). */
@@ -225,6 +253,13 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
   }
   if (embedInParams) paramSpecs[CB.embed] = embedAval
   else stateSpecs[CB.embed] = embedAval
+  // the reparametrisation options' parameters and buffers: the bridge's, the affine statistics, the in-place optimizer's state
+  const bridge = bridgeStage(cfg.vq_bridge)
+  Object.assign(paramSpecs, bridgeSpecs(bridge))
+  if (cfg.affine_param) Object.assign(stateSpecs, affineSpecs(C, cd))
+  const opt = cfg.in_place_codebook_optimizer
+  const optSpecs = opt ? optimizerSpecs(opt, { [CB.embed]: embedAval, ...bridgeSpecs(bridge) }) : {}
+  Object.assign(stateSpecs, optSpecs)
 
   const init = (key: random.Key): Init => {
     const [kp, ke] = random.splitKey(key, 2) as [random.Key, random.Key]
@@ -251,6 +286,9 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
     const params: Record<string, HostTensor> = initVQProjection(proj, kp, cfg.layernorm_after_project_in)
     if (embedInParams) params[CB.embed] = embed
     else state[CB.embed] = embed
+    if (bridge) for (const [k, v] of Object.entries(bridge.init(random.splitKey(key, 3)[2]!))) params[`${BRIDGE_PREFIX}${k}`] = v
+    if (cfg.affine_param) Object.assign(state, affineInit(C, cd))
+    if (opt) Object.assign(state, optimizerInit(opt, Object.fromEntries(Object.keys(bridgeSpecs(bridge)).concat(CB.embed).map((k) => [k, params[k]!]))))
     return { params, state }
   }
 
@@ -285,7 +323,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
     return t
   }
 
-  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQCallOptions): QuantizeResult => {
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: VQCallOptions): VQResult => {
     if (x.dtype !== 'float32') throw new TesseraError('dtype', W, `input must be float32, got ${x.dtype}`)
     const lay = layoutOf(x)
     const [b, n] = lay.x.shape as [number, number]
@@ -310,7 +348,8 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       embedAvg: need(state, CB.embedAvg, 'apply'),
       initted: need(state, CB.initted, 'apply'),
     }
-    const step = codebookForward(cfg, s0, flat, {
+    const setup = { cfg, bridge, optimizerSpecs: optSpecs, embedInParams, embedName: CB.embed, forward: codebookForward }
+    const passes = codebookPasses(setup, params, state, s0, flat, {
       training,
       freeze,
       temperature: opts.sampleCodebookTemp ?? cfg.sample_codebook_temp,
@@ -329,6 +368,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       },
       where: W,
     })
+    const step = passes.step
     const bl = x.builder
     const zero = bl.scalar(0)
     let commitment = zero, diversity = zero, orthogonal = zero, loss = zero
@@ -341,13 +381,14 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
         diversity = entropy(prob.mean([0, 1])).mean().neg()
         loss = loss.add(diversity.mul(cfg.codebook_diversity_loss_weight))
       }
-      if (cfg.commitment_weight > 0 && !fwd.targets) {
+      // DiVeQ learns without a commitment loss (the reference's has_commitment_loss)
+      if (cfg.commitment_weight > 0 && !fwd.targets && !cfg.directional_reparam) {
         const cq = cfg.learnable_codebook && !freeze ? quantize : quantize.stopGradient()
         commitment = commitmentLoss(cfg, { codes: cq, flat, dist: step.dist, ind: step.ind, raw: lay.x, ...(fwd.mask ? { mask: fwd.mask, rowMask: rowMask! } : {}), ...(fwd.topk !== undefined ? { topk: fwd.topk } : {}) })
         loss = loss.add(commitment.mul(cfg.commitment_weight))
       }
       if (cfg.orthogonal_reg_weight > 0 && !fwd.targets) {
-        const codebook = embedInParams ? s0.embed : step.next.embed
+        const codebook = passes.codebook
         let mask: Tensor | undefined
         const ceMasked = cfg.commitment_weight > 0 && cfg.commitment_use_cross_entropy_loss ? rowMask : undefined
         if (cfg.orthogonal_reg_active_codes_only) mask = activeCodes(step.ind, K, ceMasked, cfg.orthogonal_reg_max_codes)
@@ -364,7 +405,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
         loss = loss.add(orthogonal.mul(cfg.orthogonal_reg_weight))
       }
       const src = fwd.topk !== undefined ? flat.expandDims(-2).broadcastTo(quantize.shape) : flat // the input repeated for each of the k codes
-      if (cfg.route_gradients_to_input) quantize = cfg.rotation_trick ? rotateTo(src, quantize) : straightThrough(src, quantize)
+      quantize = routeToInput(cfg, src, quantize, { ...(opts.inputRequiresGrad !== undefined ? { inputRequiresGrad: opts.inputRequiresGrad } : {}), ...(opts.key ? { key: opts.key } : {}), where: W })
     }
     // merge heads back to (b, n, h·cd)
     let merged: Tensor
@@ -384,21 +425,25 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       [CB.embedAvg]: step.next.embedAvg,
     }
     if (!embedInParams) next[CB.embed] = step.next.embed
+    Object.assign(next, passes.state)
     const extra: Record<string, Tensor> = { codebook_dist: distRef, codebook_input: cin, projected: z }
+    for (const [k, g] of Object.entries(passes.inPlaceGrads ?? {})) extra[`in_place_grad.${k}`] = g
+    const rewritten = passes.updatedParams ? { updatedParams: passes.updatedParams } : {}
     if (step.accumulated) Object.assign(extra, { ema_accum_cluster_size: step.accumulated.clusterSize, ema_accum_embed_sum: step.accumulated.embedSum })
     if (fwd.targets) {
       const ce = crossEntropy(step.dist, targetRows(fwd.targets, h, cfg.separate_codebook_per_head))
       const quantized = codebookLayoutCodes(quantize, h, rowLayout)
-      return { quantized, indices: lay.unpackTokens(ind), loss: ce, losses: { cross_entropy: ce }, state: next, extra }
+      return { quantized, indices: lay.unpackTokens(ind), loss: ce, losses: { cross_entropy: ce }, state: next, extra, ...rewritten }
     }
     const masked = fwd.mask ? maskOutputs(fwd.mask, out, lay.unpackTokens(ind), x, cfg.return_zeros_for_masked_padding) : undefined
     return {
       quantized: masked?.quantized ?? out,
       indices: masked?.indices ?? lay.unpackTokens(ind),
       loss,
-      losses: { commitment, codebook_diversity: diversity, orthogonal_reg: orthogonal },
+      losses: { commitment, codebook_diversity: diversity, orthogonal_reg: orthogonal, ...(opt ? { inplace_optimize: passes.inPlaceLoss ?? zero } : {}) },
       state: next,
       extra,
+      ...rewritten,
     }
   }
 
@@ -425,7 +470,12 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
     return channelFirst ? codes.moveAxis(-1, 1) : codes
   }
 
-  return { kind: 'VectorQuantize', config: cfg, paramSpecs, stateSpecs, init, apply, indicesToCodes, embedInParams }
+  const updateInPlaceOptimizer = (params: Named<Tensor>, state: Named<Tensor>, grads: Named<Tensor>) => {
+    if (!opt) throw new TesseraError('config', `${W}.in_place_codebook_optimizer`, 'updateInPlaceOptimizer needs an in_place_codebook_optimizer')
+    return manualOptimizerUpdate(opt, optSpecs, codebookParams(params, CB.embed), state, grads, `${W}.updateInPlaceOptimizer`)
+  }
+
+  return { kind: 'VectorQuantize', config: cfg, paramSpecs, stateSpecs, init, apply, indicesToCodes, embedInParams, updateInPlaceOptimizer }
 }
 
 /** Build a VectorQuantize from the reference's keyword arguments; a bad config is a Left naming the field. */
