@@ -15,6 +15,8 @@ import { residualVQ } from '../residual-vq/residual-vq.js'
 import { residualSimVQ } from '../simvq/residual-simvq.js'
 import { simVQ } from '../simvq/simvq.js'
 import { vectorQuantize } from '../vq/vector-quantize.js'
+import { LAZY_AFFINE_BUFFERS } from '../vq/affine.js'
+import { OPTIMIZER_PREFIX } from '../vq/in-place-optimizer.js'
 import { decodeSafetensors } from './safetensors.js'
 import { splitStateDict } from './state-dict.js'
 
@@ -37,6 +39,29 @@ export const CONFIG_DERIVED_BUFFERS = [
 ] as const
 
 const isDerived = (name: string) => CONFIG_DERIVED_BUFFERS.some((n) => name === n || name.endsWith(`.${n}`))
+
+/** `name` is `entry` at some prefix: the prefix, else undefined. */
+const prefixOf = (name: string, entry: string): string | undefined =>
+  name === entry ? '' : name.endsWith(`.${entry}`) ? name.slice(0, name.length - entry.length) : undefined
+
+/**
+ * State a torch checkpoint never holds, taken from a fresh init: the in-place codebook optimizer's
+ * (torch keeps optimizer state out of `state_dict`), and VectorQuantize's affine batch statistics,
+ * which the reference registers only at the first forward; their Tessera flags `*_needs_init` are
+ * derived from whether the file has them.
+ */
+function tesseraOnlyState(stateSpecs: Named<Aval>, fresh: Named<HostTensor>, tensors: Named<HostTensor>): Record<string, HostTensor> {
+  const out: Record<string, HostTensor> = {}
+  for (const n of Object.keys(stateSpecs)) {
+    if (n.startsWith(OPTIMIZER_PREFIX) || n.includes(`.${OPTIMIZER_PREFIX}`)) out[n] = fresh[n]!
+    for (const [buf, flag] of LAZY_AFFINE_BUFFERS) {
+      if (prefixOf(n, buf) !== undefined) out[n] = fresh[n]!
+      const p = prefixOf(n, flag)
+      if (p !== undefined) out[n] = { shape: [], dtype: 'bool', data: Uint8Array.of(Object.hasOwn(tensors, `${p}${buf}`) ? 0 : 1) }
+    }
+  }
+  return out
+}
 
 /** A layer's copy of a shared codebook: torch's ResidualVQ points every layer at layer 0's `_codebook`. */
 const SHARED_COPY = /^(.*?)layers\.(\d+)\.(_codebook\..+)$/
@@ -114,7 +139,7 @@ export function loadTorchStateDict(q: Quantizer, tensors: Named<HostTensor>, opt
   }
   // the derivable buffers of a fresh init: their values do not depend on the key
   const fresh = q.init(random.keyFromSeed(0))
-  const derived = Object.fromEntries(Object.entries(fresh.state).filter(([n]) => isDerived(n)))
+  const derived = { ...Object.fromEntries(Object.entries(fresh.state).filter(([n]) => isDerived(n))), ...tesseraOnlyState(q.stateSpecs, fresh.state, tensors) }
   return splitStateDict(q, sd, { defaults: { params: {}, state: derived } })
 }
 

@@ -3,6 +3,8 @@ import { pipe } from 'fp-ts/lib/function.js'
 import * as t from 'io-ts'
 import type { TesseraError } from '@tessera/core'
 import { Finite, MAX_CODEBOOK_SIZE, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
+import type { ReparamConfig } from './reparam-config.js'
+import { reparamChecks, reparamConfigOf, reparamDefaults, vqReparamProps } from './reparam-config.js'
 
 /**
  * VectorQuantize's keyword arguments, as vector-quantize-pytorch names them. Options of the
@@ -51,11 +53,11 @@ export const vqOwnProps = {
     layernorm_after_project_in: t.boolean,
 }
 
-export const VQOptions = strict('VectorQuantize', { dim: PositiveInt, codebook_size: PositiveInt }, { ...vqOptionalProps, ...vqOwnProps })
+export const VQOptions = strict('VectorQuantize', { dim: PositiveInt, codebook_size: PositiveInt }, { ...vqOptionalProps, ...vqOwnProps, ...vqReparamProps })
 export type VQOptions = t.TypeOf<typeof VQOptions>
 
 /** VectorQuantize options with every default resolved and every cross-field rule checked. */
-export interface VQConfig {
+export interface VQConfig extends ReparamConfig {
   readonly dim: number
   readonly codebook_size: number
   readonly codebook_dim: number
@@ -108,13 +110,16 @@ export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<Tess
   const heads = o.heads ?? 1
   const codebook_dim = o.codebook_dim ?? o.dim
   const separate = o.separate_codebook_per_head ?? false
-  const learnable = o.learnable_codebook ?? false
-  const ema_update = o.ema_update ?? true
+  const reparam = reparamConfigOf(o)
+  const implied = reparamDefaults(o)
+  const learnable = o.learnable_codebook ?? implied.learnable_codebook
+  const ema_update = o.ema_update ?? implied.ema_update
   const straight = o.straight_through ?? false
-  const rotation = o.rotation_trick ?? o.dim > 1
+  const rotation = o.rotation_trick ?? implied.rotation_trick
   const threshold = o.threshold_ema_dead_code ?? 0
   const decay = o.decay ?? 0.8
   const cfg: VQConfig = {
+    ...reparam,
     dim: o.dim,
     codebook_size: o.codebook_size,
     codebook_dim,
@@ -165,20 +170,21 @@ export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<Tess
     () => check(cfg.kmeans_iters <= MAX_KMEANS_ITERS, where, 'kmeans_iters', `must be at most ${MAX_KMEANS_ITERS} (each iteration is unrolled into the traced program), got ${cfg.kmeans_iters}`),
     () =>
       check(
-        [straight, rotation].filter(Boolean).length <= 1,
+        [straight, rotation, reparam.directional_reparam].filter(Boolean).length <= 1,
         where,
         'straight_through',
-        'at most one of straight_through and rotation_trick may be on (rotation_trick defaults to true when dim > 1: set it to false)',
+        'at most one of straight_through, rotation_trick and directional_reparam may be on (rotation_trick defaults to true when dim > 1 without directional_reparam: set it to false)',
       ),
     () => check(!(cfg.use_cosine_sim && learnable), where, 'learnable_codebook', 'a cosine-similarity codebook cannot be learnable'),
     () => check(!(straight && learnable), where, 'straight_through', 'gumbel straight-through is not allowed with a learnable codebook'),
     () => check(!(ema_update && learnable), where, 'ema_update', 'a learnable codebook needs ema_update: false'),
     () =>
       check(
-        !(learnable && threshold > 0),
+        // VectorQuantize hands the revived codebook back (VQResult.updatedParams); a combinator's layers, resolved under its own name, cannot
+        !(learnable && threshold > 0 && where !== 'VectorQuantize'),
         where,
         'threshold_ema_dead_code',
-        'dead-code revival rewrites the codebook, which is a learned parameter when learnable_codebook is on; not supported',
+        `dead-code revival rewrites the codebook, which is a learned parameter when learnable_codebook is on; ${where} does not hand it back`,
       ),
     () =>
       check(
@@ -195,6 +201,7 @@ export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<Tess
         'orthogonal_reg_active_codes_only',
         'not compatible with multiple heads with separate codebooks (as in the reference)',
       ),
+    ...reparamChecks(reparam, cfg, where),
   ])
 }
 
