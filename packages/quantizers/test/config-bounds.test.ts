@@ -33,6 +33,42 @@ describe('config bounds', () => {
       expect(e.message).toContain('unrolled')
     }
   })
+  // VectorQuantize's reparametrisation options: each bad value is a Left at its own field
+  const fnBridge = (e: unknown) => e
+  const sgdLike = { kind: 'sgd', init: () => ({}), stateSpecs: () => ({}), update: (p: unknown) => ({ params: p, state: {} }) }
+  it.each([
+    ['affine_param', { affine_param: 'yes' }],
+    ['affine_param', { affine_param: true, use_cosine_sim: true }],
+    ['sync_affine_param', { sync_affine_param: 1 }],
+    ['affine_param_batch_decay', { affine_param: true, affine_param_batch_decay: 1.5 }],
+    ['affine_param_batch_decay', { affine_param_batch_decay: NaN }],
+    ['affine_param_codebook_decay', { affine_param_codebook_decay: -0.1 }],
+    ['directional_reparam', { directional_reparam: true }],
+    ['directional_reparam', { directional_reparam: 'on', threshold_ema_dead_code: 2 }],
+    ['directional_reparam_variance', { directional_reparam: true, threshold_ema_dead_code: 2, directional_reparam_variance: -1 }],
+    ['straight_through', { directional_reparam: true, threshold_ema_dead_code: 2, rotation_trick: true }],
+    ['sync_update_v', { learnable_codebook: true, ema_update: false, sync_update_v: 1.5 }],
+    ['sync_update_v', { sync_update_v: 0.5 }],
+    ['vq_bridge', { vq_bridge: 'mlp' }],
+    ['vq_bridge', { vq_bridge: fnBridge, learnable_codebook: false }],
+    ['ema_update', { vq_bridge: fnBridge, ema_update: true }],
+    ['in_place_codebook_optimizer', { in_place_codebook_optimizer: 'sgd', learnable_codebook: true, ema_update: false }],
+    ['in_place_codebook_optimizer', { in_place_codebook_optimizer: sgdLike }],
+    ['manual_in_place_optimizer_update', { manual_in_place_optimizer_update: 2 }],
+    ['manual_in_place_optimizer_update', { manual_in_place_optimizer_update: true }],
+  ] as const)('VectorQuantize %s: a bad value or combination is refused at that field (%j)', (field, o) => {
+    const e = leftOf(vq(o))
+    expect(e.kind).toBe('config')
+    expect(e.where).toBe(`VectorQuantize.${field}`)
+  })
+  it('their defaults follow the reference: DiVeQ and a bridge learn the codebook without EMA, DiVeQ turns the rotation trick off', () => {
+    const d = E.getOrElseW(() => undefined)(vq({ directional_reparam: true, threshold_ema_dead_code: 2 }))!.config
+    expect([d.learnable_codebook, d.ema_update, d.rotation_trick, d.directional_reparam_variance]).toEqual([true, false, false, 5e-3])
+    const b = E.getOrElseW(() => undefined)(vq({ vq_bridge: fnBridge }))!.config
+    expect([b.learnable_codebook, b.ema_update, b.rotation_trick]).toEqual([true, false, true])
+    const a = E.getOrElseW(() => undefined)(vq({ affine_param: true }))!.config
+    expect([a.affine_param_batch_decay, a.affine_param_codebook_decay, a.sync_affine_param]).toEqual([0.99, 0.9, false])
+  })
   it('NaN and Infinity are printed as such, never as null', () => {
     expect(leftOf(vq({ decay: NaN })).message).toContain('got NaN')
     expect(leftOf(vq({ eps: Infinity })).message).toContain('got Infinity')

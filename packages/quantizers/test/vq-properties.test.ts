@@ -273,7 +273,7 @@ describe('VectorQuantize config', () => {
     [{ dim: 4, codebook_size: 8, straight_through: true }, 'VectorQuantize.straight_through', /rotation_trick/],
     [{ dim: 4, codebook_size: 8, learnable_codebook: true }, 'VectorQuantize.ema_update', /learnable/],
     [{ dim: 4, codebook_size: 8, use_cosine_sim: true, learnable_codebook: true, ema_update: false }, 'VectorQuantize.learnable_codebook', /cosine/],
-    [{ dim: 4, codebook_size: 8, affine_param: true }, 'VectorQuantize.affine_param', /unknown key/],
+    [{ dim: 4, codebook_size: 8, affine_param: true, use_cosine_sim: true }, 'VectorQuantize.affine_param', /euclidean/],
     [{ dim: 4, codebook_size: 8, heads: 2, separate_codebook_per_head: true, orthogonal_reg_active_codes_only: true }, 'VectorQuantize.orthogonal_reg_active_codes_only', /separate/],
     [{ dim: 4.5, codebook_size: 8 }, 'VectorQuantize.dim', /PositiveInt/],
   ])('refuses %j at %s', (input, where, msg) => {
