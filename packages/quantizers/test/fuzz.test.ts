@@ -9,10 +9,12 @@ import { latentQuantize } from '../src/latent/latent.js'
 import { fsp } from '../src/fsp/fsp.js'
 import { binaryMapper } from '../src/binary/binary-mapper.js'
 import { simVQ } from '../src/simvq/simvq.js'
+import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { residualFSQ } from '../src/residual/residual-fsq.js'
 import { residualLFQ } from '../src/residual/residual-lfq.js'
 import { groupedResidualFSQ, groupedResidualLFQ } from '../src/grouped/grouped-residual.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
+import { hierarchicalVQ } from '../src/hierarchical/hierarchical-vq.js'
 import type { Quantizer } from '../src/quantizer.js'
 import { applyOnHost } from '../src/run.js'
 import { backends, randn } from './helpers.js'
@@ -83,7 +85,7 @@ const families: Family[] = [
     name: 'ResidualVQ',
     build: residualVQ,
     // beam search and QINCo options, with the layer options they interact with
-    options: options({ dim: small, codebook_size: fc.integer({ min: 2, max: 6 }), num_quantizers: fc.integer({ min: 1, max: 3 }) }, { beam_size: rarely(fc.constantFrom(null, 1, 2), fc.constantFrom(0, 7, 1.5)), eval_beam_size: rarely(fc.constantFrom(null, 1, 2), fc.constantFrom(0, 9)), beam_score_quantizer_weights: rarely(fc.constantFrom(null, [1], [1, 0.5, 2]), fc.constantFrom([1, 1, 1, 1], [NaN], 'x')), implicit_neural_codebook: fc.boolean(), mlp_kwargs: rarely(fc.constantFrom<unknown>({}, { depth: 1 }, { dim_hidden: 3, depth: 2 }), fc.constantFrom<unknown>({ depth: -1 }, { width: 2 }, 'x')), quantize_dropout: fc.boolean(), shared_codebook: mostlyFalse, use_cosine_sim: mostlyFalse, commitment_weight: rarely(fc.constantFrom(1, 0.5), fc.constant(0)) }),
+    options: options({ dim: small, codebook_size: fc.integer({ min: 2, max: 6 }), num_quantizers: fc.integer({ min: 1, max: 3 }) }, { beam_size: rarely(fc.constantFrom(null, 1, 2), fc.constantFrom(0, 7, 1.5)), eval_beam_size: rarely(fc.constantFrom(null, 1, 2), fc.constantFrom(0, 9)), beam_score_quantizer_weights: rarely(fc.constantFrom<unknown>(null, [1], [1, 0.5, 2]), fc.constantFrom<unknown>([1, 1, 1, 1], [NaN], 'x')), implicit_neural_codebook: fc.boolean(), mlp_kwargs: rarely(fc.constantFrom<unknown>({}, { depth: 1 }, { dim_hidden: 3, depth: 2 }), fc.constantFrom<unknown>({ depth: -1 }, { width: 2 }, 'x')), quantize_dropout: fc.boolean(), shared_codebook: mostlyFalse, use_cosine_sim: mostlyFalse, commitment_weight: rarely(fc.constantFrom(1, 0.5), fc.constant(0)) }),
     input: (q) => [1, 4, cfgOf(q)['dim'] as number],
   },
   {
@@ -105,6 +107,13 @@ const families: Family[] = [
     input: (q) => (cfgOf(q)['channel_first'] ? [1, cfgOf(q)['dim'] as number, 4] : [1, 4, cfgOf(q)['dim'] as number]),
   },
   {
+    name: 'VectorQuantize',
+    build: vectorQuantize,
+    // the forward options that are constructor options (cross-entropy commitment, masked padding, LayerNorm after project_in) with the layouts they meet
+    options: options({ dim: small, codebook_size: fc.integer({ min: 1, max: 8 }) }, { codebook_dim: fc.integer({ min: 1, max: 4 }), heads: fc.constantFrom(1, 2), separate_codebook_per_head: fc.boolean(), use_cosine_sim: mostlyFalse, commitment_weight: fc.constantFrom(0, 1), commitment_use_cross_entropy_loss: fc.boolean(), return_zeros_for_masked_padding: fc.boolean(), layernorm_after_project_in: fc.boolean() }),
+    input: (q) => [1, 4, cfgOf(q)['dim'] as number],
+  },
+  {
     name: 'SimVQ',
     build: simVQ,
     // frozen_codebook_dim is left out: the sampled transform keeps the width, so it must equal dim
@@ -123,6 +132,20 @@ const families: Family[] = [
     build: latentQuantize,
     options: options({ levels: rarely(levels, fc.integer({ min: 2, max: 5 }) as fc.Arbitrary<unknown> as fc.Arbitrary<number[]>), dim: small }, { num_codebooks: fc.integer({ min: 1, max: 2 }), codebook_dim: rarely(fc.constant(-1), fc.integer({ min: 0, max: 3 })), optimize_values: fc.boolean(), commitment_loss_weight: fc.constantFrom(0, 0.1) }),
     input: (q) => [1, cfgOf(q)['dim'] as number, 4],
+  },
+  {
+    name: 'HierarchicalVQ',
+    build: hierarchicalVQ,
+    options: options(
+      {
+        dim: small,
+        codebook_size: fc.integer({ min: 1, max: 8 }),
+        scales: rarely(fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 3 }).map((a) => [...a].sort((x, y) => x - y)), fc.constantFrom([], [3, 1], [2, 0])),
+        accept_image_fmap: mostlyTrue,
+      },
+      { quant_resi: rarely(fc.constantFrom(0, 0.5, -0.3, 1), fc.constant(NaN)), share_quant_resi: rarely(fc.integer({ min: -1, max: 3 }), fc.constant(1.5)), kmeans_init: fc.boolean(), kmeans_iters: fc.integer({ min: 0, max: 3 }), threshold_ema_dead_code: fc.constantFrom(0, 2), decay: rarely(fc.constantFrom(0.8, 0.99), fc.constant(1.5)), commitment_weight: fc.constantFrom(0, 1), rotation_trick: fc.boolean(), stochastic_sample_codes: fc.boolean(), sample_codebook_temp: fc.constantFrom(0, 0.1, 1), orthogonal_reg_weight: fc.constantFrom(0, 0.5), orthogonal_reg_max_codes: rarely(fc.constantFrom(2, 128), fc.constant(0)), orthogonal_reg_active_codes_only: fc.boolean() },
+    ),
+    input: (q) => [1, cfgOf(q)['dim'] as number, 4, 4],
   },
 ]
 

@@ -39,6 +39,7 @@ describe('HierarchicalVQ config', () => {
     [{ ...base, scales: [1], orthogonal_reg_max_codes: 0 }, 'HierarchicalVQ.orthogonal_reg_max_codes', /PositiveInt/],
     [{ ...base, scales: [1], codebook_size: 0 }, 'HierarchicalVQ.codebook_size', /PositiveInt/],
     [{ ...base, scales: [1], heads: 2 }, 'HierarchicalVQ.heads', /unknown key "heads"/],
+    [{ ...base, scales: [1], kmeans_iters: 0 }, 'HierarchicalVQ.kmeans_iters', /at least 1 with kmeans_init/],
   ])('refuses %j at %s', (o, where, msg) => {
     const l = leftOf(decodeHierarchicalVQ(o))
     expect(l.kind).toBe('config')

@@ -73,6 +73,8 @@ export function resolveHierarchicalVQ(o: HierarchicalVQOptions, where = 'Hierarc
     () => check(o.accept_image_fmap === true, where, 'accept_image_fmap', 'HierarchicalVQ expects image feature maps: pass accept_image_fmap: true (as the reference requires)'),
     () => check(o.scales.length > 0, where, 'scales', 'needs at least one scale'),
     () => check(o.scales.every((s, i) => i === 0 || o.scales[i - 1]! <= s), where, 'scales', `must be sorted ascending, got ${JSON.stringify(o.scales)}`),
+    // the reference's kmeans() defines its cluster sizes inside the iteration loop: 0 iterations raises there
+    () => check(!((o.kmeans_init ?? true) && o.kmeans_iters === 0), where, 'kmeans_iters', 'must be at least 1 with kmeans_init (the reference fails with 0 iterations)'),
   ])
   if (E.isLeft(ok)) return ok
   const vq = decodeVQ(
