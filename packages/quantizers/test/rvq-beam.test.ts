@@ -221,6 +221,29 @@ describe('ResidualVQ beam search: properties of the generalisation (batch > 1, e
   })
 })
 
+describe('ResidualVQ return_all_codes', () => {
+  it('extra.all_codes: (q, b, h, w, d) for images, before project_out, from the codebooks the training step left', async () => {
+    const q = orThrow(residualVQ({ dim: 4, codebook_dim: 3, num_quantizers: 2, codebook_size: 6, accept_image_fmap: true, decay: 0.5 }))
+    const init = q.init(random.keyFromSeed(6))
+    const x = randn([2, 4, 3, 2], 6)
+    const r = orThrow(await runOnHost(reference, [init.params, init.state, x] as const, (p, s, xs) => {
+      const res = q.apply(p as Named<Tensor>, s as Named<Tensor>, xs as Tensor, { training: true, returnAllCodes: true })
+      return { all: res.extra!['all_codes']!, indices: res.indices, state: { ...res.state } }
+    }))
+    expect(r.all.shape).toEqual([2, 2, 3, 2, 3])
+    // layer l's codes are rows of its updated codebook picked by the indices
+    const idx = arr(r.indices)
+    for (let l = 0; l < 2; l++) {
+      const embed = r.state[`layers.${l}._codebook.embed`]!.data
+      for (let t = 0; t < 12; t++)
+        for (let j = 0; j < 3; j++) expect(r.all.data[l * 36 + t * 3 + j]).toBe(embed[idx[t * 2 + l]! * 3 + j])
+    }
+    // without the option there is no all_codes
+    const plain = orThrow(await runOnHost(reference, [init.params, init.state, x] as const, (p, s, xs) => ({ ...q.apply(p as Named<Tensor>, s as Named<Tensor>, xs as Tensor, { training: false }).extra })))
+    expect(Object.keys(plain)).not.toContain('all_codes')
+  })
+})
+
 const lanes: readonly Lane[] = [
   { name: 'cpu-fused', make: async () => fusedCpuBackend() as Backend },
   { name: 'fast (WebAssembly, 2 threads)', make: async () => fastBackend({ threads: 2 }) as Backend },

@@ -122,6 +122,15 @@ describe('ResidualVQ implicit_neural_codebook (QINCo)', () => {
     arr(r).slice(8, 12).forEach((v, i) => expect(v).toBeCloseTo(l1[i]!, 4))
   })
 
+  it("state: exactly the entries torch's state_dict() holds (beam_score_weights is not persistent)", () => {
+    const q = orThrow(residualVQ({ dim: 4, num_quantizers: 2, codebook_size: 6, implicit_neural_codebook: true, mlp_kwargs: { depth: 1 } }))
+    const torchNames = [
+      ...[0, 1].flatMap((l) => ['initted', 'cluster_size', 'embed_avg', 'embed'].map((b) => `layers.${l}._codebook.${b}`)),
+      'mlps.0.proj_in.weight', 'mlps.0.proj_in.bias', 'mlps.0.layers.0.0.weight', 'mlps.0.layers.0.0.bias', 'mlps.0.layers.0.2.weight', 'mlps.0.layers.0.2.bias',
+    ]
+    expect([...Object.keys(q.paramSpecs), ...Object.keys(q.stateSpecs)].sort()).toEqual(torchNames.sort())
+  })
+
   it('loads a torch state dict with the MLPs (fromSafetensors), outputs unchanged', async () => {
     const kwargs = { dim: 4, num_quantizers: 2, codebook_size: 6, implicit_neural_codebook: true, mlp_kwargs: { depth: 1 } }
     const q = orThrow(residualVQ(kwargs))
