@@ -3,6 +3,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import type { TesseraError } from '@tessera/core'
 import { residualFSQ } from '../src/residual/residual-fsq.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
+import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { MAX_KMEANS_ITERS } from '../src/vq/config.js'
 import { fsq } from '../src/fsq/fsq.js'
 
@@ -56,6 +57,9 @@ describe('config bounds', () => {
     ['in_place_codebook_optimizer', { in_place_codebook_optimizer: sgdLike }],
     ['manual_in_place_optimizer_update', { manual_in_place_optimizer_update: 2 }],
     ['manual_in_place_optimizer_update', { manual_in_place_optimizer_update: true }],
+    ['commitment_use_cross_entropy_loss', { commitment_use_cross_entropy_loss: 'yes' }],
+    ['return_zeros_for_masked_padding', { return_zeros_for_masked_padding: 1 }],
+    ['layernorm_after_project_in', { layernorm_after_project_in: null }],
   ] as const)('VectorQuantize %s: a bad value or combination is refused at that field (%j)', (field, o) => {
     const e = leftOf(vq(o))
     expect(e.kind).toBe('config')
@@ -68,6 +72,14 @@ describe('config bounds', () => {
     expect([b.learnable_codebook, b.ema_update, b.rotation_trick]).toEqual([true, false, true])
     const a = E.getOrElseW(() => undefined)(vq({ affine_param: true }))!.config
     expect([a.affine_param_batch_decay, a.affine_param_codebook_decay, a.sync_affine_param]).toEqual([0.99, 0.9, false])
+  })
+  it("VectorQuantize's own forward options default as in the reference, and the combinators do not take them yet", () => {
+    const c = E.getOrElseW(() => undefined)(vq({}))!.config
+    expect([c.commitment_use_cross_entropy_loss, c.return_zeros_for_masked_padding, c.layernorm_after_project_in]).toEqual([false, true, false])
+    for (const k of ['commitment_use_cross_entropy_loss', 'return_zeros_for_masked_padding', 'layernorm_after_project_in']) {
+      const e = leftOf(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, [k]: true }))
+      expect(e.message).toContain(`unknown key "${k}"`)
+    }
   })
   it('NaN and Infinity are printed as such, never as null', () => {
     expect(leftOf(vq({ decay: NaN })).message).toContain('got NaN')
