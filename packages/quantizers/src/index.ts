@@ -1,6 +1,7 @@
 export * from './quantizer.js'
 export * from './config/codec.js'
 export * from './run.js'
+export * from './distributed.js'
 export type { FiniteProbe, NonFinitePolicy } from './finite.js'
 export { describeProbe, probeFinite, probeOk } from './finite.js'
 export * from './fsq/config.js'

@@ -21,6 +21,13 @@ export interface ApplyOptions {
   readonly training: boolean
   /** i32[2] key for anything random in this call (sampling, noise dropout, dead-code rows). */
   readonly key?: Tensor
+  /**
+   * The ranks this call is traced for (docs/DISTRIBUTED.md): each rank holds an equal shard of the
+   * global batch, statistics the reference all-reduces are summed over ranks, and draws over batch
+   * rows are made over the global batch. Every rank passes the same key and runs the program with
+   * `runCollective`.
+   */
+  readonly world?: { readonly size: number }
 }
 
 export interface QuantizeResult {

@@ -8,6 +8,7 @@ import { initProjection, orthogonalHost, projectOut, projectionSpecs } from '../
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { LFQConfig } from './config.js'
 import { decodeLFQ } from './config.js'
+import { rankSync } from '../vq/sync.js'
 
 const f32 = Math.fround
 
@@ -91,6 +92,7 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
   }
 
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions): QuantizeResult => {
+    const sync = rankSync(opts.world, x.builder, whereName)
     const transpose = cfg.channel_first ?? x.rank >= 4
     const layout = packLayout(x, transpose, cfg.dim, whereName)
     const [bsz, n] = layout.x.shape as [number, number]
@@ -120,7 +122,10 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
       const distance = flat.matmul(codebook.mT).mul(-2)
       const prob = distance.neg().mul(cfg.inv_temperature).softmax(-1) // (tokens, c, K)
       perSample = entropy(prob).mean()
-      batchEntropy = entropy(prob.mean(0)).mean()
+      // distributed: the batch-averaged probabilities are averaged over the ranks' equal shards
+      // (the reference's maybe_distributed_mean means to; its dist_nn.all_reduce result is dropped)
+      const avgProb = prob.mean(0)
+      batchEntropy = entropy(sync ? avgProb.allReduce('mean') : avgProb).mean()
       entropyAux = perSample.sub(batchEntropy.mul(cfg.diversity_gamma))
       if (cfg.experimental_softplus_entropy_loss) entropyAux = softplus(entropyAux.add(cfg.entropy_loss_offset))
       if (cfg.commitment_loss_weight > 0) commit = original.sub(quantized.stopGradient()).square().mean()

@@ -1,0 +1,69 @@
+import * as E from 'fp-ts/lib/Either.js'
+import type { Aval, Backend, Collective, HostTensor, Tensor } from '@tessera/core'
+import { TesseraError, checkCollective, checkHostTensor, describeValue, flatten, fmtAval, isHostTensor, runCollective, trace } from '@tessera/core'
+import { checkEntry, checkNamed } from './check-args.js'
+import type { Named, QuantizeResult, Quantizer } from './quantizer.js'
+import type { CompileCache, HostApplyResult } from './run.js'
+
+export interface RankApplyArgs {
+  readonly params: Named<HostTensor>
+  readonly state: Named<HostTensor>
+  /** This rank's shard of the global batch (every rank's shard has the same shape). */
+  readonly x: HostTensor
+  readonly training?: boolean
+  /** i32[2]; the same key on every rank (draws over the global batch depend on it). */
+  readonly key?: HostTensor
+}
+
+/**
+ * `applyOnHost` for one rank of a synchronised step (docs/DISTRIBUTED.md): traces `q.apply` with
+ * `world: { size: collective.size }` and runs it with `runCollective`, so the statistics the
+ * reference all-reduces are summed over ranks. Every rank calls this with the same params, state
+ * and key and its own shard. Non-finite values propagate (there is no per-rank finite policy: a
+ * rank that refused would leave the others waiting).
+ */
+export async function applyOnRank(
+  q: Quantizer,
+  args: RankApplyArgs,
+  backend: Backend,
+  collective: Collective,
+  cache?: CompileCache,
+): Promise<E.Either<TesseraError, HostApplyResult>> {
+  if (typeof q?.apply !== 'function' || typeof q.paramSpecs !== 'object' || typeof q.stateSpecs !== 'object')
+    return E.left(new TesseraError('input', 'applyOnRank', `q must be a quantizer (from a factory such as vectorQuantize(...)), got ${describeValue(q)}`))
+  const where = `${q.kind}.apply`
+  const bad = checkCollective(collective, where)
+  if (bad) return E.left(bad)
+  if (typeof backend?.compile !== 'function') return E.left(new TesseraError('input', where, `backend must be a Backend value, got ${describeValue(backend)}`))
+  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key? }, got ${describeValue(args)}`))
+  const known = ['params', 'state', 'x', 'training', 'key']
+  const unknown = Object.keys(args).find((k) => !known.includes(k))
+  if (unknown !== undefined) return E.left(new TesseraError('input', where, `args has an unknown field ${JSON.stringify(unknown)} (known: ${known.join(', ')})`))
+  if (args.training !== undefined && typeof args.training !== 'boolean') return E.left(new TesseraError('input', where, `training must be a boolean, got ${describeValue(args.training)}`))
+  const params = checkNamed(args.params, q.paramSpecs, q.kind, where, { what: 'params', complete: true })
+  if (E.isLeft(params)) return params
+  const state = checkNamed(args.state, q.stateSpecs, q.kind, where, { what: 'state', complete: true })
+  if (E.isLeft(state)) return state
+  const x = checkHostTensor(args.x, 'x', where)
+  if (E.isLeft(x)) return x
+  if (x.right.dtype !== 'float32') return E.left(new TesseraError('dtype', where, `x must be float32, got ${fmtAval(x.right)}`))
+  let key: HostTensor | null = null
+  if (args.key !== undefined && args.key !== null) {
+    const k = checkEntry(args.key, { shape: [2], dtype: 'int32' }, 'key', 'a random key', where)
+    if (E.isLeft(k)) return k
+    key = k.right
+  }
+  const training = args.training ?? false
+  const world = { size: collective.size }
+  const specs = [params.right, state.right, x.right, key] as const
+  const traced = trace(specs as unknown as readonly Aval[], (...ins: unknown[]) => {
+    const [p, s, xs, k] = ins as [Named<Tensor>, Named<Tensor>, Tensor, Tensor | null]
+    const r: QuantizeResult = q.apply(p, s, xs, { training, world, ...(k ? { key: k } : {}) })
+    return { quantized: r.quantized, indices: r.indices, loss: r.loss, losses: { ...r.losses }, state: { ...r.state }, extra: { ...(r.extra ?? {}) } }
+  })
+  if (E.isLeft(traced)) return traced
+  const leaves = flatten(specs, isHostTensor, 'args').leaves
+  const out = await runCollective(backend, traced.right.program, leaves, collective, cache ? { cache } : {})
+  if (E.isLeft(out)) return out
+  return E.right(traced.right.unflattenOutputs(out.right) as unknown as HostApplyResult)
+}
