@@ -206,6 +206,23 @@ describe('ResidualVQ beam search: properties of the generalisation (batch > 1, e
     expect(E.isLeft(bad) && bad.left.where).toBe('ResidualVQ.beamSize')
   })
 
+  it('quantize dropout: dropped layers give -1, keep their state (no k-means init), and the search ignores them', async () => {
+    const q = orThrow(residualVQ({ dim: 4, num_quantizers: 3, codebook_size: 8, beam_size: 2, kmeans_init: true, kmeans_iters: 2, quantize_dropout: true }))
+    const init = q.init(random.keyFromSeed(12))
+    const x = randn([2, 6, 4], 12)
+    const seen = new Set<number>()
+    for (let s = 0; s < 10; s++) {
+      const r = await call(reference, q, init, x, { training: true }, key(s))
+      const idx = arr(r.indices)
+      const active = idx.slice(0, 3).filter((v) => v !== -1).length
+      seen.add(active)
+      for (let t = 0; t < 12; t++) expect(idx.slice(t * 3, t * 3 + 3).map((v) => v === -1)).toEqual([0, 1, 2].map((l) => l >= active))
+      for (let l = 0; l < 3; l++) expect(r.state[`layers.${l}._codebook.initted`]!.data[0], `layer ${l} of ${active}`).toBe(l < active ? 1 : 0)
+      arr(r.all_losses).forEach((v, l) => (l >= active ? expect(v).toBe(0) : expect(v).toBeGreaterThan(0)))
+    }
+    expect(seen.size).toBeGreaterThan(1)
+  })
+
   it('shared codebook, k-means init, dead codes, quantize dropout and cosine run under beam search', async () => {
     const q = orThrow(
       residualVQ({ dim: 4, num_quantizers: 4, codebook_size: 8, beam_size: 3, shared_codebook: true, kmeans_init: true, kmeans_iters: 2, threshold_ema_dead_code: 1, quantize_dropout: true }),

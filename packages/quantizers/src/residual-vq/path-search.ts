@@ -105,10 +105,17 @@ export function searchPaths(
     const lc = cfg.layers[i]!
     const key = opts.key ? layerKey(opts.key, i) : undefined
     const rows = residual.reshape([B * J, d])
+    // a layer after the dropout cut-off leaves every path as it was (layer 0 is never dropped)
+    const active = cut && i > 0 ? cut.ge(bl.scalar(i, 'int32')) : undefined
     let cb = codebookOf(i)
     if (lc.kmeans_init) {
+      const old = cb
       cb = kmeansInit(lc, cb, (lc.use_cosine_sim ? l2norm(rows) : rows).expandDims(0), key, W)
-      states.set(statePrefix(i), cb)
+      // a dropped layer never ran, so its k-means init did not either
+      const kept = active
+        ? { embed: where(active, cb.embed, old.embed), clusterSize: where(active, cb.clusterSize, old.clusterSize), embedAvg: where(active, cb.embedAvg, old.embedAvg), initted: where(active, cb.initted, old.initted) }
+        : cb
+      states.set(statePrefix(i), kept)
     }
     const codes = spec.qinco && i > 0 ? qincoCodes(spec.qinco, i - 1, params, cb.embed.reshape([lc.codebook_size, d]), qout.reshape([B * J, d])) : undefined
     const c = layerCandidates(
@@ -143,8 +150,6 @@ export function searchPaths(
       ;[nScore, nRes, nQ, nIdx, nLoss, nCommit] = [nScore, nRes, nQ, nIdx, nLoss, nCommit].map((t) => pickPaths(t, sel)) as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
     }
     const Jn = Math.min(M, width)
-    // a layer after the dropout cut-off leaves every path as it was (layer 0 is never dropped)
-    const active = cut && i > 0 ? cut.ge(bl.scalar(i, 'int32')) : undefined
     if (active) {
       const padded = (prev: Tensor, value: number) => concat([prev, bl.full([B, J, 1], value, prev.dtype)], -1)
       nScore = where(active, nScore, score)
