@@ -144,6 +144,12 @@ class FastExecutable implements Executable {
           B[st.out] = out
           break
         }
+        case 'elem': {
+          const out = alloc(st.out) as Float32Array
+          st.run(B, out)
+          B[st.out] = out
+          break
+        }
         case 'nearest': {
           const out = alloc(st.out) as Int32Array
           st.step.run(B, out)

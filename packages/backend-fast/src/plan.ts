@@ -9,6 +9,8 @@ import { NearestStep, defaultTuning } from './nearest.js'
 import type { GemmRunner } from './wasm/gemm.js'
 import { foldGemmTransposes } from './gemm-rewrite.js'
 import { planGemms } from './gemm-plan.js'
+import type { ElemRun } from './wasm/elementwise.js'
+import { elementwiseExpr, elementwiseSet } from './wasm/elementwise.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
 import type { MapModule, MathMap } from './wasm/mathmap.js'
@@ -28,6 +30,8 @@ export type Step =
       readonly gemm?: GemmRunner
     }
   | { readonly kind: 'reference'; readonly out: number; readonly eqn: Eqn; readonly ins: readonly number[] }
+  /** A float32 elementwise loop as WebAssembly SIMD (wasm/elementwise.ts). */
+  | { readonly kind: 'elem'; readonly out: number; readonly run: ElemRun; readonly prim: Prim }
   | { readonly kind: 'nearest'; readonly out: number; readonly step: NearestStep }
   | { readonly kind: 'rows'; readonly chain: RowChainRun }
   | {
@@ -76,6 +80,9 @@ export interface PlanOptions {
  */
 const GEMM_MIN_MACS = 1 << 15
 
+/** Elements from which a float32 elementwise loop in wasm/elementwise.ts's subset runs as WebAssembly. */
+const ELEM_MIN = 1 << 12
+
 /** Elements from which an exp runs as a WebAssembly map (smaller ones stay fused in their loop). */
 const MAP_MIN_ELEMS = 1 << 16
 
@@ -122,6 +129,27 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const chains: RowChainRun[] = []
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
   const gemms = planGemms(schedule, opts.wasm ? (opts.gemmMinMacs ?? GEMM_MIN_MACS) : Infinity)
+  const elems = elementwiseSet()
+  /** A WebAssembly loop for stored `v` where its expression is in the kernel's subset. */
+  const elemStep = (v: Var): Step | undefined => {
+    if (!opts.wasm || v.aval.shape.reduce((a, b) => a * b, 1) < ELEM_MIN) return undefined
+    const e = elementwiseExpr(v, (x) => graph.def(x), (x) => (stored.has(x.id) ? slotOf(x) : undefined))
+    return e && { kind: 'elem', out: slotOf(v), run: elems.add(e, v.aval.shape.reduce((a, b) => a * b, 1)), prim: graph.def(v)!.prim }
+  }
+  /** A top-level step, its side outputs split off into WebAssembly loops where they all fit. */
+  const topSteps = (st: LoopStep): Step[] => {
+    if (st.kind === 'loop') {
+      const w = elemStep(st.out)
+      if (w) return [w]
+    }
+    if (st.kind === 'reduce' && st.sides.length > 0) {
+      const ws = st.sides.map(elemStep)
+      // the reduction then reads the sides from their buffers instead of computing them
+      if (ws.every((w) => w !== undefined))
+        return [...ws, { kind: 'kernel', out: slotOf(st.eqn.out), kernel: reduceKernel(st.eqn, env, []), prim: st.eqn.prim }]
+    }
+    return [stepOf(st)]
+  }
 
   const stepOf = (st: LoopStep): Step => {
     switch (st.kind) {
@@ -199,7 +227,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     return { kind: 'rows', chain }
   }
 
-  const steps = schedule.steps.filter((st) => !gemms.dropped(st)).map((st) => (st.kind === 'rows' ? chainOf(st) : stepOf(st)))
+  const steps = schedule.steps.filter((st) => !gemms.dropped(st)).flatMap((st) => (st.kind === 'rows' ? [chainOf(st)] : topSteps(st)))
   const outputSlots = program.outputs.map(slotOf)
   const dispose = async () => {
     await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose())])
