@@ -22,7 +22,14 @@ export function rankSync(world: unknown, b: Builder, where_: string): RankSync |
   const size = (world as { size?: unknown } | null)?.size
   if (typeof world !== 'object' || world === null || !Number.isInteger(size) || (size as number) < 1)
     throw new TesseraError('input', `${where_}.world`, `world must be { size } with a positive integer size (the number of ranks), got ${describeValue(world)}`)
-  return { size: size as number, rank: b.axisIndex(size as number) }
+  // axis_index is recorded on first use, so a call that never needs the rank has none
+  let rank: Tensor | undefined
+  return {
+    size: size as number,
+    get rank() {
+      return (rank ??= b.axisIndex(size as number))
+    },
+  }
 }
 
 /** The sum over ranks (an all-reduce), or `t` itself when the call is not synced. */
