@@ -34,6 +34,7 @@ const sections: Readonly<Record<string, readonly Factory[]>> = {
   ResidualFSQ: [f('decodeResidualFSQ', Q.decodeResidualFSQ, { levels: [5, 5], num_quantizers: 2 })],
   ResidualLFQ: [f('decodeResidualLFQ', Q.decodeResidualLFQ, { dim: 4, codebook_size: 16, num_quantizers: 2 })],
   ResidualSimVQ: [f('decodeResidualSimVQ', Q.decodeResidualSimVQ, { dim: 4, codebook_size: 8, num_quantizers: 2 })],
+  HierarchicalVQ: [f('decodeHierarchicalVQ', Q.decodeHierarchicalVQ, { dim: 4, codebook_size: 8, scales: [1, 2], accept_image_fmap: true })],
   'The grouped combinator': [
     f('decodeGroupedResidualVQ', Q.decodeGroupedResidualVQ, { dim: 4, codebook_size: 8, num_quantizers: 2 }),
     f('decodeGroupedResidualFSQ', Q.decodeGroupedResidualFSQ, { dim: 2, levels: [5, 5], num_quantizers: 2 }),
@@ -166,6 +167,8 @@ describe('docs/QUANTIZERS.md parameter and state names', () => {
     Q.residualLFQ({ dim: 4, codebook_size: 16, num_quantizers: 2 }),
     Q.residualSimVQ({ dim: 4, codebook_size: 8, num_quantizers: 2 }),
     Q.groupedResidualVQ({ dim: 8, groups: 2, codebook_size: 8, num_quantizers: 2 }),
+    Q.hierarchicalVQ({ dim: 4, codebook_size: 8, scales: [1, 2], accept_image_fmap: true }),
+    Q.hierarchicalVQ({ dim: 4, codebook_size: 8, scales: [1, 2], accept_image_fmap: true, share_quant_resi: 0 }),
   ]
   const names = new Set<string>()
   for (const b of built) {
