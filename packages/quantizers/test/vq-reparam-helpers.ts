@@ -17,7 +17,7 @@ import { orThrow } from './helpers.js'
 export const reference = cpuBackend()
 
 export const lanes: readonly Lane[] = [
-  { name: 'cpu', make: async () => reference },
+  { name: 'cpu', make: async () => cpuBackend() as Backend },
   { name: 'cpu-fused', make: async () => fusedCpuBackend() as Backend },
   { name: 'fast (WebAssembly, 2 threads)', make: async () => fastBackend({ threads: 2 }) as Backend },
   { name: 'fast-js', make: async () => fastBackend({ wasm: false }) as Backend },

@@ -59,7 +59,7 @@ export function codebookPasses(setup: PassesSetup, params: Named<Tensor>, state:
   const prepareWith = (aff: AffineState | undefined, bp: Named<Tensor>) =>
     aff || bridge
       ? (raw: Tensor): PreparedCodebook => {
-          const a = aff ? updateAffine(cfg, aff, flat, raw, call.training) : undefined
+          const a = aff ? updateAffine(cfg, aff, flat, raw, call.training, call.sync?.affine ? call.sync.world : undefined) : undefined
           let e = bridge ? applyBridge(bridge, bp, raw, call.where) : raw
           if (a) e = affineCodebook(a, e)
           return a ? { embed: e, statsInput: affineInput(a, flat), state: writeAffine(a) } : { embed: e }
@@ -73,8 +73,11 @@ export function codebookPasses(setup: PassesSetup, params: Named<Tensor>, state:
   const rewritten = setup.embedInParams && step1.next.embed !== s0.embed
   const opt = cfg.in_place_codebook_optimizer
 
+  // the optimizer's state, unchanged by a call that takes no step
+  const optIn = opt ? optimizerState(state, setup.optimizerSpecs, call.where) : {}
+  const optKeep = Object.fromEntries(Object.keys(setup.optimizerSpecs).map((k) => [k, state[k]!]))
   if (!opt || !call.training || call.freeze) {
-    const st = step1.prepared?.state ?? {}
+    const st = { ...optKeep, ...(step1.prepared?.state ?? {}) }
     if (!rewritten) return { step: step1, state: st, codebook: step1.next.embed }
     return { step: step1, state: st, updatedParams: { [EMBED]: step1.next.embed.stopGradient() }, codebook: asLeaf(s0.embed, step1.next.embed) }
   }
@@ -97,14 +100,14 @@ export function codebookPasses(setup: PassesSetup, params: Named<Tensor>, state:
   const grads: Record<string, Tensor> = { [EMBED]: grad[0], ...grad[1] }
 
   let embed2: Tensor, bridge2: Record<string, Tensor>, updatedParams: Record<string, Tensor> | undefined
-  let optState: Record<string, Tensor> = {}
+  let optState: Record<string, Tensor> = optKeep
   if (cfg.manual_in_place_optimizer_update) {
     embed2 = rewritten ? asLeaf(s0.embed, step1.next.embed) : s0.embed
     bridge2 = bridge0
     updatedParams = rewritten ? { [EMBED]: step1.next.embed.stopGradient() } : undefined
   } else {
     // torch steps the parameters' current data: the codebook after this pass's dead-code revival
-    const stepped = optimizerStep(opt, { [EMBED]: step1.next.embed, ...bridge0 }, grads, optimizerState(state, setup.optimizerSpecs, call.where))
+    const stepped = optimizerStep(opt, { [EMBED]: step1.next.embed, ...bridge0 }, grads, optIn)
     optState = stepped.state
     updatedParams = stepped.params
     embed2 = asLeaf(s0.embed, stepped.params[EMBED]!)

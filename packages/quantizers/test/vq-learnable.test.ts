@@ -1,0 +1,200 @@
+import { describe, expect, it } from 'vitest'
+import * as E from 'fp-ts/lib/Either.js'
+import type { Backend, HostTensor, Tensor } from '@tessera/core'
+import { random, valueAndGrad } from '@tessera/core'
+// the optimizers users pass are @tessera/nn's; this package does not depend on it, so the test reads its source
+import { adam, sgd } from '../../nn/src/optim.js'
+import type { Init, Named } from '../src/quantizer.js'
+import { runOnHost } from '../src/run.js'
+import { decodeSafetensors, encodeSafetensors } from '../src/io/safetensors.js'
+import { joinStateDict, splitStateDict } from '../src/io/state-dict.js'
+import { loadTorchStateDict } from '../src/io/torch.js'
+import { linearStage } from '../src/sequential/sequential.js'
+import type { VectorQuantize } from '../src/vq/vector-quantize.js'
+import { vectorQuantize } from '../src/vq/vector-quantize.js'
+import { arr, orThrow, randn } from './helpers.js'
+import { describeLanes } from './lanes.js'
+import { tolerance } from './matrix-common.js'
+import { lanes, near, reference, rowsOf, vqRun } from './vq-reparam-helpers.js'
+
+/**
+ * learnable_codebook with vq_bridge and the in-place codebook optimizer, against float64
+ * transcriptions of the reference's forward: the in-place step on mse(first pass's codes, input),
+ * the second pass with the stepped codebook, the optimizer's state in the quantizer's state.
+ */
+
+const D = 4, K = 8, LR = 0.5
+const learnable = { dim: D, codebook_size: K, learnable_codebook: true, ema_update: false, rotation_trick: false }
+const tol = (backend: Backend) => (w: number) => Math.max(5e-5 * Math.max(1, Math.abs(w)), 4 * tolerance(backend.caps, w))
+
+const nearest = (codes: number[][], r: number[]) => {
+  let best = 0, bestD = Infinity
+  codes.forEach((e, k) => {
+    const d = e.reduce((s, v, j) => s + (v - r[j]!) ** 2, 0)
+    if (d < bestD) (best = k), (bestD = d)
+  })
+  return best
+}
+const mse = (codes: number[][], ind: number[], x: number[][]) => ind.reduce((s, k, i) => s + codes[k]!.reduce((t, v, j) => t + (v - x[i]![j]!) ** 2, 0), 0) / (x.length * D)
+/** d mse / d codes: 2/(N·d) Σ_{i→k} (code_k − x_i). */
+const mseGrad = (codes: number[][], ind: number[], x: number[][]) => {
+  const g = codes.map((c) => c.map(() => 0))
+  ind.forEach((k, i) => codes[k]!.forEach((v, j) => (g[k]![j] += (2 * (v - x[i]![j]!)) / (x.length * D))))
+  return g
+}
+
+describeLanes('vq-learnable', lanes, (lane) => `VectorQuantize learnable codebook: bridge and in-place optimizer on ${lane.name}`, (backend) => {
+  const x = randn([2, 6, D], 31)
+  const xs = rowsOf(x, D)
+
+  it('an identity vq_bridge gives exactly the outputs of no bridge', async () => {
+    const plain = orThrow(vectorQuantize(learnable))
+    const bridged = orThrow(vectorQuantize({ ...learnable, vq_bridge: (e: Tensor) => e }))
+    const init = plain.init(random.keyFromSeed(32))
+    for (const training of [false, true]) {
+      const a = await vqRun(backend, bridged, init, x, { training })
+      const b = await vqRun(backend, plain, init, x, { training })
+      expect(arr(a.indices)).toEqual(arr(b.indices))
+      expect(arr(a.quantized)).toEqual(arr(b.quantized))
+      expect(arr(a.loss)).toEqual(arr(b.loss))
+    }
+  })
+
+  it('distances and codes come from the bridged codebook; codes from indices stay the raw codebook (the reference\'s get_output_from_indices)', async () => {
+    const q = orThrow(vectorQuantize({ ...learnable, vq_bridge: (e: Tensor) => e.mul(2).add(0.25) }))
+    const init = q.init(random.keyFromSeed(33))
+    const raw = rowsOf(init.params['_codebook.embed']!, D)
+    const moved = raw.map((e) => e.map((v) => 2 * v + 0.25))
+    const r = await vqRun(backend, q, init, x, { training: false })
+    const ind = xs.map((row) => nearest(moved, row))
+    expect(arr(r.indices)).toEqual(ind)
+    near(r.quantized.data, ind.flatMap((k) => moved[k]!), tol(backend), 'quantized')
+    const codes = orThrow(await runOnHost(backend, [init.params, r.indices] as const, (p, i) => q.indicesToCodes(p as Named<Tensor>, i as Tensor)))
+    near((codes as HostTensor).data, ind.flatMap((k) => raw[k]!), tol(backend), 'indicesToCodes')
+  })
+
+  it('in-place SGD: the codebook steps on mse(codes, input), the second pass quantizes with it, the codes move toward the inputs', async () => {
+    const q = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: orThrow(sgd({ lr: LR })) }))
+    const init = q.init(random.keyFromSeed(34))
+    const e0 = rowsOf(init.params['_codebook.embed']!, D)
+    const ind1 = xs.map((row) => nearest(e0, row))
+    const g = mseGrad(e0, ind1, xs)
+    const e1 = e0.map((c, k) => c.map((v, j) => v - LR * g[k]![j]!))
+    const ind2 = xs.map((row) => nearest(e1, row))
+    const r = await vqRun(backend, q, init, x, { training: true })
+    near(r.updatedParams['_codebook.embed']!.data, e1.flat(), tol(backend), 'stepped codebook')
+    near(r.losses['inplace_optimize']!.data, [mse(e0, ind1, xs)], tol(backend), 'in-place loss')
+    expect(arr(r.indices)).toEqual(ind2)
+    near(r.quantized.data, ind2.flatMap((k) => e1[k]!), tol(backend), 'quantized (second pass)')
+    near(r.losses['commitment']!.data, [mse(e1, ind2, xs)], tol(backend), 'commitment (second pass)')
+    expect(mse(e1, ind2, xs)).toBeLessThan(mse(e0, ind1, xs))
+    expect(arr(r.state['in_place_codebook_optimizer.step']!)).toEqual([1])
+    // eval and a frozen codebook take no step
+    const ev = await vqRun(backend, q, init, x, { training: false })
+    expect(Object.keys(ev.updatedParams)).toEqual([])
+    expect(arr(ev.state['in_place_codebook_optimizer.step']!)).toEqual([0])
+    const frozen = await vqRun(backend, q, init, x, { training: true, freezeCodebook: true })
+    expect(Object.keys(frozen.updatedParams)).toEqual([])
+  })
+
+  it('a bridge with parameters: the in-place step moves the codebook and the bridge\'s weight by the gradients through the bridge', async () => {
+    const q = orThrow(vectorQuantize({ ...learnable, vq_bridge: linearStage(D, D, false), in_place_codebook_optimizer: orThrow(sgd({ lr: LR })) }))
+    expect(q.paramSpecs['_codebook.vq_bridge.weight']).toEqual({ shape: [D, D], dtype: 'float32' })
+    const init = q.init(random.keyFromSeed(35))
+    const e0 = rowsOf(init.params['_codebook.embed']!, D)
+    const W = rowsOf(init.params['_codebook.vq_bridge.weight']!, D)
+    const moved = e0.map((e) => W.map((wr) => wr.reduce((s, v, j) => s + v * e[j]!, 0)))
+    const ind = xs.map((row) => nearest(moved, row))
+    const gm = mseGrad(moved, ind, xs) // d loss / d moved code
+    const gW = W.map((_, o) => W[0]!.map((__, j) => gm.reduce((s, g, k) => s + g[o]! * e0[k]![j]!, 0)))
+    const gE = e0.map((_, k) => e0[0]!.map((__, j) => W.reduce((s, wr, o) => s + wr[j]! * gm[k]![o]!, 0)))
+    const r = await vqRun(backend, q, init, x, { training: true })
+    near(r.updatedParams['_codebook.vq_bridge.weight']!.data, W.flatMap((wr, o) => wr.map((v, j) => v - LR * gW[o]![j]!)), tol(backend), 'stepped bridge weight')
+    near(r.updatedParams['_codebook.embed']!.data, e0.flatMap((e, k) => e.map((v, j) => v - LR * gE[k]![j]!)), tol(backend), 'stepped codebook')
+  })
+
+  it('manual_in_place_optimizer_update: the forward hands the gradient back; updateInPlaceOptimizer with it is the automatic step', async () => {
+    const opt = orThrow(sgd({ lr: LR }))
+    const auto = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: opt }))
+    const manual = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: opt, manual_in_place_optimizer_update: true }))
+    const init = auto.init(random.keyFromSeed(36))
+    const e0 = rowsOf(init.params['_codebook.embed']!, D)
+    const a = await vqRun(backend, auto, init, x, { training: true })
+    const m = await vqRun(backend, manual, init, x, { training: true })
+    near(m.extra['in_place_grad._codebook.embed']!.data, mseGrad(e0, xs.map((row) => nearest(e0, row)), xs).flat(), tol(backend), 'in-place gradient')
+    expect(Object.keys(m.updatedParams)).toEqual([])
+    expect(arr(m.state['in_place_codebook_optimizer.step']!)).toEqual([0])
+    const stepped = orThrow(
+      await runOnHost(backend, [init.params, m.state, { '_codebook.embed': m.extra['in_place_grad._codebook.embed']! }] as const, (p, s, g) =>
+        manual.updateInPlaceOptimizer(p as Named<Tensor>, s as Named<Tensor>, g as Named<Tensor>),
+      ),
+    ) as unknown as { params: Record<string, HostTensor>; state: Record<string, HostTensor> }
+    near(stepped.params['_codebook.embed']!.data, arr(a.updatedParams['_codebook.embed']!), tol(backend), 'manual step')
+    expect(arr(stepped.state['in_place_codebook_optimizer.step']!)).toEqual([1])
+  })
+})
+
+describe('in-place optimizer state', () => {
+  const x = randn([2, 5, D], 41)
+  const xs = rowsOf(x, D)
+  const opt = orThrow(adam({ lr: 0.1 }))
+  const q: VectorQuantize = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: opt }))
+
+  it('Adam: two steps with the state fed back equal a float64 Adam on the in-place gradients', async () => {
+    let init: Init = q.init(random.keyFromSeed(42))
+    let p = rowsOf(init.params['_codebook.embed']!, D).flat()
+    let m = p.map(() => 0), v = p.map(() => 0)
+    for (let t = 1; t <= 2; t++) {
+      const codes = Array.from({ length: K }, (_, k) => p.slice(k * D, k * D + D))
+      const g = mseGrad(codes, xs.map((row) => nearest(codes, row)), xs).flat()
+      m = m.map((mi, i) => 0.9 * mi + 0.1 * g[i]!)
+      v = v.map((vi, i) => 0.999 * vi + 0.001 * g[i]! ** 2)
+      const bc1 = 1 - 0.9 ** t, bc2 = 1 - 0.999 ** t
+      p = p.map((pi, i) => pi - (0.1 / bc1) * (m[i]! / (Math.sqrt(v[i]!) / Math.sqrt(bc2) + 1e-8)))
+      const r = await vqRun(reference, q, init, x, { training: true })
+      near(r.state['in_place_codebook_optimizer._codebook.embed.exp_avg']!.data, m, () => 1e-5, `step ${t} exp_avg`)
+      near(r.state['in_place_codebook_optimizer._codebook.embed.exp_avg_sq']!.data, v, () => 1e-6, `step ${t} exp_avg_sq`)
+      near(r.updatedParams['_codebook.embed']!.data, p, () => 1e-4, `step ${t} codebook`)
+      expect(arr(r.state['in_place_codebook_optimizer.step']!)).toEqual([t])
+      // the caller adopts the stepped codebook and the new state
+      init = { params: { ...init.params, ...r.updatedParams }, state: r.state }
+    }
+    // the state round-trips through a safetensors file
+    const back = orThrow(decodeSafetensors(encodeSafetensors(joinStateDict(init))))
+    const split = orThrow(splitStateDict(q, back.tensors))
+    for (const [k, t] of Object.entries(init.state)) expect(arr(split.state[k]!), k).toEqual(arr(t))
+  })
+
+  it('a torch checkpoint has no optimizer state: loadTorchStateDict starts it fresh', () => {
+    const init = q.init(random.keyFromSeed(43))
+    const torch = Object.fromEntries(Object.entries(joinStateDict(init)).filter(([k]) => !k.startsWith('in_place_codebook_optimizer.')))
+    const loaded = orThrow(loadTorchStateDict(q, torch))
+    expect(arr(loaded.state['in_place_codebook_optimizer.step']!)).toEqual([0])
+    expect(arr(loaded.state['in_place_codebook_optimizer._codebook.embed.exp_avg']!).every((v) => v === 0)).toBe(true)
+    expect(arr(loaded.params['_codebook.embed']!)).toEqual(arr(init.params['_codebook.embed']!))
+  })
+
+  it('gradients after the step are those of the stepped codebook (torch writes the data, gradients stay on the parameter)', async () => {
+    const sq = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: orThrow(sgd({ lr: LR })) }))
+    const init = sq.init(random.keyFromSeed(44))
+    const r = orThrow(
+      await runOnHost(reference, [init.params, init.state, x] as const, (p, s, xx) => {
+        const f = (pi: Named<Tensor>, si: Named<Tensor>, xi: Tensor) => {
+          const res = sq.apply(pi, si, xi, { training: true })
+          return { loss: res.loss, stepped: res.updatedParams!['_codebook.embed']!, indices: res.indices }
+        }
+        const { value, grad } = valueAndGrad(f, 0)(p as Named<Tensor>, s as Named<Tensor>, xx as Tensor)
+        return { g: grad['_codebook.embed']!, stepped: value.stepped, indices: value.indices }
+      }),
+    ) as unknown as { g: HostTensor; stepped: HostTensor; indices: HostTensor }
+    const e1 = rowsOf(r.stepped, D)
+    near(r.g.data, mseGrad(e1, arr(r.indices), xs).flat(), () => 1e-5, 'd commitment / d codebook at the stepped values')
+  })
+
+  it('refusals: in-place optimizer without a learnable codebook, with topk in the call', async () => {
+    const bad = vectorQuantize({ dim: D, codebook_size: K, in_place_codebook_optimizer: orThrow(sgd({ lr: 1 })) })
+    expect(E.isLeft(bad) && bad.left.where).toBe('VectorQuantize.in_place_codebook_optimizer')
+    const init = q.init(random.keyFromSeed(45))
+    await expect(vqRun(reference, q, init, x, { training: true, topk: 2 })).rejects.toThrow(/in_place_codebook_optimizer.*topk/)
+  })
+})
