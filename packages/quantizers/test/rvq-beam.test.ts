@@ -2,11 +2,12 @@ import { describe, expect, it } from 'vitest'
 import { fc, test } from '@fast-check/vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor, Tensor } from '@tessera/core'
-import { random, tensorOf } from '@tessera/core'
+import { random, scoped, tensorOf } from '@tessera/core'
 import { cpuBackend, fusedCpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
 import type { RVQApplyOptions, ResidualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
+import { groupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
 import { searchPaths } from '../src/residual-vq/path-search.js'
 import type { Init, Named } from '../src/quantizer.js'
 import { runOnHost } from '../src/run.js'
@@ -238,6 +239,28 @@ describe('ResidualVQ beam search: properties of the generalisation (batch > 1, e
   })
 })
 
+describe('GroupedResidualVQ with beam search', () => {
+  it("each group searches as its own ResidualVQ (the reference passes beam options to every group's ResidualVQ)", async () => {
+    const opts = { num_quantizers: 3, codebook_size: 6, beam_size: 3, eval_beam_size: 2 }
+    const g = orThrow(groupedResidualVQ({ dim: 4, groups: 2, ...opts }))
+    const single = orThrow(residualVQ({ dim: 2, ...opts }))
+    const init = g.init(random.keyFromSeed(13))
+    const x = randn([2, 5, 4], 13)
+    for (const training of [false, true]) {
+      const r = orThrow(await runOnHost(reference, [init.params, init.state, x] as const, (p, s, xs) => {
+        const res = g.apply(p as Named<Tensor>, s as Named<Tensor>, xs as Tensor, { training })
+        return { indices: res.indices }
+      }))
+      for (let gi = 0; gi < 2; gi++) {
+        const sub = { params: scoped(init.params, `rvqs.${gi}.`), state: scoped(init.state, `rvqs.${gi}.`) }
+        const xs = tensorOf(Array.from({ length: 10 }, (_, t) => arr(x).slice(t * 4 + gi * 2, t * 4 + gi * 2 + 2)).flat(), [2, 5, 2])
+        const one = await call(reference, single, sub, xs, { training })
+        expect(arr(r.indices).slice(gi * 30, gi * 30 + 30)).toEqual(arr(one.indices))
+      }
+    }
+  })
+})
+
 describe('ResidualVQ return_all_codes', () => {
   it('extra.all_codes: (q, b, h, w, d) for images, before project_out, from the codebooks the training step left', async () => {
     const q = orThrow(residualVQ({ dim: 4, codebook_dim: 3, num_quantizers: 2, codebook_size: 6, accept_image_fmap: true, decay: 0.5 }))
@@ -270,18 +293,24 @@ const lanes: readonly Lane[] = [
   gpuJsLane('headlessgl'),
 ]
 
+const laneConfigs = {
+  'EMA and dead codes': { decay: 0.5, threshold_ema_dead_code: 0.5 },
+  'cosine, Gumbel sampling, diversity and orthogonal terms': { use_cosine_sim: true, stochastic_sample_codes: true, sample_codebook_temp: 0.5, codebook_diversity_loss_weight: 0.1, orthogonal_reg_weight: 0.1, orthogonal_reg_active_codes_only: true },
+}
+
 describeLanes('rvq-beam', lanes, (lane) => `ResidualVQ beam search on ${lane.name}`, (backend) => {
-  for (const training of [false, true])
-    it(`${training ? 'training' : 'eval'}: indices exact, output and state within the backend's tolerance`, async () => {
-      const q = orThrow(residualVQ({ dim: 4, num_quantizers: 3, codebook_size: 8, beam_size: 3, decay: 0.5, threshold_ema_dead_code: 0.5 }))
-      const init = q.init(random.keyFromSeed(21))
-      const x = randn([2, 5, 4], 22)
-      const want = await call(reference, q, init, x, { training }, key(3))
-      const got = await call(backend, q, init, x, { training }, key(3))
-      expect(arr(got.indices)).toEqual(arr(want.indices))
-      const tol = (w: number) => tolerance(backend.caps, w)
-      arr(got.quantized).forEach((v, i) => expect(Math.abs(v - want.quantized.data[i]!)).toBeLessThanOrEqual(tol(want.quantized.data[i]!)))
-      for (const [name, t] of Object.entries(want.state))
-        arr(got.state[name]!).forEach((v, i) => expect(Math.abs(v - t.data[i]!), name).toBeLessThanOrEqual(tol(t.data[i]!)))
-    })
+  for (const [label, extra] of Object.entries(laneConfigs))
+    for (const training of [false, true])
+      it(`${label}, ${training ? 'training' : 'eval'}: indices exact, output and state within the backend's tolerance`, async () => {
+        const q = orThrow(residualVQ({ dim: 4, num_quantizers: 3, codebook_size: 8, beam_size: 3, ...extra }))
+        const init = q.init(random.keyFromSeed(21))
+        const x = randn([2, 5, 4], 22)
+        const want = await call(reference, q, init, x, { training }, key(3))
+        const got = await call(backend, q, init, x, { training }, key(3))
+        expect(arr(got.indices)).toEqual(arr(want.indices))
+        const tol = (w: number) => tolerance(backend.caps, w)
+        arr(got.quantized).forEach((v, i) => expect(Math.abs(v - want.quantized.data[i]!)).toBeLessThanOrEqual(tol(want.quantized.data[i]!)))
+        for (const [name, t] of Object.entries(want.state))
+          arr(got.state[name]!).forEach((v, i) => expect(Math.abs(v - t.data[i]!), name).toBeLessThanOrEqual(tol(t.data[i]!)))
+      })
 })
