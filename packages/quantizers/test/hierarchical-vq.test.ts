@@ -10,6 +10,7 @@ import type { Named } from '../src/quantizer.js'
 import { applyOnHost, indicesToCodesOnHost, runOnHost } from '../src/run.js'
 import { arr, orThrow, randn, snapshot } from './helpers.js'
 import { describeLanes } from './lanes.js'
+import { gradRun } from './grad-helpers.js'
 import { nodeLanes } from './zoo.js'
 
 const base = { dim: 4, codebook_size: 8, accept_image_fmap: true }
@@ -156,6 +157,31 @@ describeLanes('hierarchical-vq', nodeLanes, (l) => `HierarchicalVQ on ${l.name}`
       const uses = q.config.phi_for_scale.filter((p) => p === k).length
       expectNear(g[`phi_levels.${k}.conv.bias`]!.data, wsum.map((v) => Math.fround(0.4) * uses * v), 1e-5, `bias ${k}`)
     }
+  })
+
+  it('in training the gradient w.r.t. x is the straight-through one: that of the linear map with every scale\'s codes replaced by its pooled residual', async () => {
+    // EMA on, so the codebook changes between scales: no gradient may leak through it
+    const qt = orThrow(hierarchicalVQ({ ...base, scales: [1, 3, 4], kmeans_init: false, threshold_ema_dead_code: 0, share_quant_resi: 0, quant_resi: 0.3 }))
+    const it0 = qt.init(random.keyFromSeed(21))
+    const xs = [2, 4, 4, 5]
+    const x = randn(xs, 12), w = randn(xs, 13)
+    const g = await gradRun(backend, qt, it0, x, w, { training: true })
+    expect(arr(g.quantized).every(Number.isFinite)).toBe(true)
+    const linear = (xx: Float64Array): Float64Array => {
+      let residual = xx
+      const out = new Float64Array(xx.length)
+      qt.config.scales.forEach((s, i) => {
+        const down = adaptiveAvgPoolF64(residual, xs, [s, s]).data
+        const up = phiF64(qt, it0.params, i, resizeF64(down, [2, 4, s, s], [4, 5], 'bilinear', false).data, xs)
+        up.forEach((v, k) => (out[k] = out[k]! + v))
+        residual = sub(residual, up)
+      })
+      return out
+    }
+    const dot = (a: Float64Array) => a.reduce((acc, v, k) => acc + v * w.data[k]!, 0)
+    const f0 = dot(linear(new Float64Array(x.data.length)))
+    const want = Array.from(x.data, (_, i) => dot(linear(Float64Array.from(x.data, (_, k) => (k === i ? 1 : 0)))) - f0)
+    expectNear(g.gx.data, want, 1e-5, 'd sum(w * out) / dx')
   })
 })
 
