@@ -15,6 +15,7 @@ import { arr, orThrow, randn } from './helpers.js'
 import type { Lane } from './lanes.js'
 import { describeLanes, gpuJsLane } from './lanes.js'
 import { tolerance } from './matrix-common.js'
+import { expectNear, gradRun, rotationGrad } from './grad-helpers.js'
 
 /**
  * ResidualVQ beam search (beam_size, eval_beam_size, beam_score_quantizer_weights). A float64 host
@@ -236,6 +237,31 @@ describe('ResidualVQ beam search: properties of the generalisation (batch > 1, e
     const cos = orThrow(residualVQ({ dim: 4, num_quantizers: 2, codebook_size: 8, beam_size: 2, use_cosine_sim: true }))
     const rc = await call(reference, cos, cos.init(random.keyFromSeed(1)), x, { training: true })
     expect(rc.indices.shape).toEqual([2, 6, 2])
+  })
+})
+
+describe('ResidualVQ beam search gradients', () => {
+  it("d(w·quantized)/dx is the rotation trick's gradient summed over the chosen path's layers", async () => {
+    const d = 4, nq = 3
+    const q = orThrow(residualVQ({ dim: d, num_quantizers: nq, codebook_size: 8, beam_size: 3 }))
+    const init = q.init(random.keyFromSeed(17))
+    const x = randn([2, 3, d], 17)
+    const w = randn([2, 3, d], 18)
+    const g = await gradRun(reference, q, init, x, w, { training: true })
+    const cbs = codebooksOf(q, init)
+    const want = rowsOf(x.data, d).flatMap((t, i) => {
+      const idx = arr(g.indices).slice(i * nq, i * nq + nq)
+      const wi = Array.from(w.data.slice(i * d, i * d + d))
+      let res = t
+      const total = t.map(() => 0)
+      idx.forEach((c, l) => {
+        const e = cbs[l]![c]!
+        rotationGrad(res, e, wi).forEach((v, j) => (total[j] += v))
+        res = res.map((v, j) => v - e[j]!)
+      })
+      return total
+    })
+    expectNear(g.gx.data, want, 1e-4, 'dx')
   })
 })
 
