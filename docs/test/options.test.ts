@@ -158,6 +158,7 @@ describe('docs/QUANTIZERS.md parameter and state names', () => {
     Q.vectorQuantize({ dim: 4, codebook_size: 8, codebook_dim: 3 }),
     Q.vectorQuantize({ dim: 4, codebook_size: 8, codebook_dim: 3, layernorm_after_project_in: true }),
     Q.vectorQuantize({ dim: 4, codebook_size: 8, learnable_codebook: true, ema_update: false }),
+    Q.vectorQuantize({ dim: 4, codebook_size: 8, affine_param: true }),
     Q.simVQ({ dim: 4, codebook_size: 8 }),
     Q.fsp({ levels: [5, 5], dim: 4 }),
     Q.binaryMapper({ bits: 2 }),
