@@ -16,6 +16,7 @@ import { residualSimVQ } from '../src/simvq/residual-simvq.js'
 import { randomProjectionQuantizer } from '../src/random-projection/random-projection.js'
 import { fsp } from '../src/fsp/fsp.js'
 import { binaryMapper } from '../src/binary/binary-mapper.js'
+import { hierarchicalVQ } from '../src/hierarchical/hierarchical-vq.js'
 import { linearStage, sequential } from '../src/sequential/sequential.js'
 import type { Quantizer } from '../src/quantizer.js'
 import type { Lane } from './lanes.js'
@@ -51,6 +52,8 @@ export const zoo: readonly ZooEntry[] = [
   entry('GroupedResidualLFQ', orThrow(groupedResidualLFQ({ dim: 4, groups: 2, codebook_size: 4, num_quantizers: 2 })), [2, 3, 4]),
   entry('FSP', orThrow(fsp({ levels: [5, 4, 3], dim: 4 })), [2, 3, 4]),
   entry('BinaryMapper', orThrow(binaryMapper({ bits: 3, deterministic_on_eval: true })), [2, 3, 3]),
+  // channel-first images: pools 3x3 to 2x2 over overlapping windows and resizes 2 -> 3 and 1 -> 3
+  entry('HierarchicalVQ', orThrow(hierarchicalVQ({ dim: 4, codebook_size: 8, scales: [1, 2, 3], accept_image_fmap: true, kmeans_init: false })), [2, 4, 3, 3]),
   entry('Sequential', orThrow(sequential([linearStage(6, 4), orThrow(vectorQuantize({ dim: 4, codebook_size: 8 })), linearStage(4, 6)])), [2, 3, 6]),
 ]
 
