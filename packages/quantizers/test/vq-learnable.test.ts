@@ -12,10 +12,11 @@ import { loadTorchStateDict } from '../src/io/torch.js'
 import { linearStage } from '../src/sequential/sequential.js'
 import type { VectorQuantize } from '../src/vq/vector-quantize.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
+import { AFFINE } from '../src/vq/affine.js'
 import { arr, orThrow, randn } from './helpers.js'
 import { describeLanes } from './lanes.js'
 import { tolerance } from './matrix-common.js'
-import { lanes, near, reference, rowsOf, vqRun } from './vq-reparam-helpers.js'
+import { lanes, near, reference, rowsOf, vqRun, withState } from './vq-reparam-helpers.js'
 
 /**
  * learnable_codebook with vq_bridge and the in-place codebook optimizer, against float64
@@ -113,6 +114,38 @@ describeLanes('vq-learnable', lanes, (lane) => `VectorQuantize learnable codeboo
     near(r.updatedParams['_codebook.embed']!.data, e0.flatMap((e, k) => e.map((v, j) => v - LR * gE[k]![j]!)), tol(backend), 'stepped codebook')
   })
 
+  it('with affine_param: the step is on the moved codebook\'s loss, and the second pass moves the statistics again (as the reference\'s update_affine runs in both)', async () => {
+    const BD = 0.7, CD = 0.6
+    const q = orThrow(vectorQuantize({ ...learnable, affine_param: true, affine_param_batch_decay: BD, affine_param_codebook_decay: CD, in_place_codebook_optimizer: orThrow(sgd({ lr: LR })) }))
+    const fresh = q.init(random.keyFromSeed(37))
+    const start = { bm: [0.1, -0.2, 0.3, 0], bv: [0.9, 1.4, 0.6, 1], cm: [0.05, 0, -0.1, 0.02], cv: [0.02, 0.05, 0.03, 0.04] }
+    const init = withState(fresh, {
+      [AFFINE.batchMean]: start.bm, [AFFINE.batchVariance]: start.bv, [AFFINE.codebookMean]: start.cm, [AFFINE.codebookVariance]: start.cv,
+      [AFFINE.batchMeanNeedsInit]: false, [AFFINE.batchVarianceNeedsInit]: false, [AFFINE.codebookMeanNeedsInit]: false, [AFFINE.codebookVarianceNeedsInit]: false,
+    })
+    const mean = (r: number[][]) => r[0]!.map((_, j) => r.reduce((t, v) => t + v[j]!, 0) / r.length)
+    const vari = (r: number[][]) => mean(r).map((m, j) => r.reduce((t, v) => t + (v[j]! - m) ** 2, 0) / r.length)
+    const mix = (o: number[], v: number[], dc: number) => o.map((a, j) => a * dc + v[j]! * (1 - dc))
+    const stats = (s: typeof start, e: number[][]) => ({ cm: mix(s.cm, mean(e), CD), cv: mix(s.cv, vari(e), CD), bm: mix(s.bm, mean(xs), BD), bv: mix(s.bv, vari(xs), BD) })
+    const scale = (s: typeof start) => s.bv.map((b, j) => Math.sqrt(Math.max(b, 1e-5)) / Math.sqrt(Math.max(s.cv[j]!, 1e-5)))
+    const move = (s: typeof start, e: number[][]) => e.map((r) => r.map((v, j) => (v - s.cm[j]!) * scale(s)[j]! + s.bm[j]!))
+    const e0 = rowsOf(init.params['_codebook.embed']!, D)
+    const s1 = stats(start, e0)
+    const m1 = move(s1, e0)
+    const ind1 = xs.map((row) => nearest(m1, row))
+    const g = mseGrad(m1, ind1, xs).map((r) => r.map((v, j) => v * scale(s1)[j]!))
+    const e1 = e0.map((c, k) => c.map((v, j) => v - LR * g[k]![j]!))
+    const s2 = stats(s1, e1)
+    const m2 = move(s2, e1)
+    const ind2 = xs.map((row) => nearest(m2, row))
+    const r = await vqRun(backend, q, init, x, { training: true })
+    near(r.updatedParams['_codebook.embed']!.data, e1.flat(), tol(backend), 'stepped codebook')
+    for (const [name, want] of [[AFFINE.codebookMean, s2.cm], [AFFINE.codebookVariance, s2.cv], [AFFINE.batchMean, s2.bm], [AFFINE.batchVariance, s2.bv]] as const)
+      near(r.state[name]!.data, want, tol(backend), `${name} after two passes`)
+    expect(arr(r.indices)).toEqual(ind2)
+    near(r.quantized.data, ind2.flatMap((k) => m2[k]!), tol(backend), 'quantized (second pass, moved codebook)')
+  })
+
   it('manual_in_place_optimizer_update: the forward hands the gradient back; updateInPlaceOptimizer with it is the automatic step', async () => {
     const opt = orThrow(sgd({ lr: LR }))
     const auto = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: opt }))
@@ -189,6 +222,25 @@ describe('in-place optimizer state', () => {
     ) as unknown as { g: HostTensor; stepped: HostTensor; indices: HostTensor }
     const e1 = rowsOf(r.stepped, D)
     near(r.g.data, mseGrad(e1, arr(r.indices), xs).flat(), () => 1e-5, 'd commitment / d codebook at the stepped values')
+  })
+
+  it('with a token mask the in-place loss is the mean over kept tokens only', async () => {
+    const sq = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: orThrow(sgd({ lr: LR })) }))
+    const init = sq.init(random.keyFromSeed(46))
+    const keep = [true, false, true, true, false, true, false, true, true, true]
+    const mask = { shape: [2, 5], dtype: 'bool' as const, data: Uint8Array.from(keep, Number) }
+    const r = orThrow(
+      await runOnHost(reference, [init.params, init.state, x, mask] as const, (p, s, xx, m) => {
+        const res = sq.apply(p as Named<Tensor>, s as Named<Tensor>, xx as Tensor, { training: true, mask: m as Tensor })
+        return { loss: res.losses['inplace_optimize']!, stepped: res.updatedParams!['_codebook.embed']! }
+      }),
+    ) as unknown as { loss: HostTensor; stepped: HostTensor }
+    const e0 = rowsOf(init.params['_codebook.embed']!, D)
+    const kept = xs.filter((_, i) => keep[i])
+    const ind = kept.map((row) => nearest(e0, row))
+    near(r.loss.data, [mse(e0, ind, kept)], () => 1e-5, 'masked in-place loss')
+    const g = mseGrad(e0, ind, kept)
+    near(r.stepped.data, e0.flatMap((c, k) => c.map((v, j) => v - LR * g[k]![j]!)), () => 1e-5, 'stepped with the kept tokens\' gradient')
   })
 
   it('refusals: in-place optimizer without a learnable codebook, with topk in the call', async () => {
