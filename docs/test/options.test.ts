@@ -165,6 +165,7 @@ describe('docs/QUANTIZERS.md parameter and state names', () => {
     Q.randomProjectionQuantizer({ dim: 4, codebook_size: 8, codebook_dim: 2, num_codebooks: 2 }),
     Q.residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2 }),
     Q.residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, shared_codebook: true }),
+    Q.residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, implicit_neural_codebook: true, mlp_kwargs: { depth: 1 } }),
     Q.residualFSQ({ levels: [5, 5], num_quantizers: 2, dim: 4 }),
     Q.residualLFQ({ dim: 4, codebook_size: 16, num_quantizers: 2 }),
     Q.residualSimVQ({ dim: 4, codebook_size: 8, num_quantizers: 2 }),
