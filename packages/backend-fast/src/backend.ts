@@ -28,9 +28,9 @@ export interface FastBackendOptions {
 /**
  * The generated loops round every op to float32 and sum in float64 in the reference's order, so
  * they are bit-identical to the reference except for tanh, exp and log (float64 series and
- * tables, see fastmath.ts: at most one float32 ulp, rarely: a few in a million arguments). The WebAssembly kernel accumulates dot products in float32,
- * so a float that depends on one carries a k-term float32 sum's error, and indices agree except
- * between near-ties.
+ * tables, see fastmath.ts: at most one float32 ulp, rarely: a few in a million arguments). The WebAssembly kernels
+ * (nearest-code search, dense GEMMs) accumulate dot products in float32, so a float that depends
+ * on one carries a k-term float32 sum's error, and indices agree except between near-ties.
  */
 export const fastCaps: Caps = {
   exactIntLimit: 2 ** 31,
