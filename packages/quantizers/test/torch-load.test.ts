@@ -79,7 +79,7 @@ describe('PyTorch state dicts in one call (fromSafetensors, loadTorchStateDict)'
     } finally {
       cache.dispose()
     }
-    expect(new Set(loadedClasses)).toEqual(new Set(['FSP', 'FSQ', 'LFQ', 'ResidualFSQ', 'ResidualVQ', 'VectorQuantize', 'GroupedResidualFSQ', 'GroupedResidualVQ', 'SimVQ']))
+    expect(new Set(loadedClasses)).toEqual(new Set(['FSP', 'FSQ', 'LFQ', 'ResidualFSQ', 'ResidualVQ', 'VectorQuantize', 'GroupedResidualFSQ', 'GroupedResidualVQ', 'SimVQ', 'HierarchicalVQ']))
     expect([...used].sort()).toEqual(['BF16', 'BOOL', 'F16', 'F32', 'F64', 'I64'])
   })
 
@@ -99,6 +99,7 @@ describe('PyTorch state dicts in one call (fromSafetensors, loadTorchStateDict)'
       SimVQ: { dim: 8, codebook_size: 16 },
       ResidualSimVQ: { dim: 8, codebook_size: 16, num_quantizers: 2 },
       RandomProjectionQuantizer: { dim: 8, codebook_size: 16, codebook_dim: 4, num_codebooks: 2 },
+      HierarchicalVQ: { dim: 4, codebook_size: 16, scales: [1, 2, 4], accept_image_fmap: true, share_quant_resi: 0 },
     }
     expect(Object.keys(configs).sort()).toEqual(Object.keys(QUANTIZER_FACTORIES).sort())
     for (const [cls, kwargs] of Object.entries(configs)) {

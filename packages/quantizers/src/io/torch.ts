@@ -3,6 +3,7 @@ import type { Aval, HostTensor } from '@tessera/core'
 import { TesseraError, checkHostTensor, describeValue, random } from '@tessera/core'
 import { groupedResidualFSQ, groupedResidualLFQ } from '../grouped/grouped-residual.js'
 import { fsp } from '../fsp/fsp.js'
+import { hierarchicalVQ } from '../hierarchical/hierarchical-vq.js'
 import { fsq } from '../fsq/fsq.js'
 import { latentQuantize } from '../latent/latent.js'
 import { lfq } from '../lfq/lfq.js'
@@ -162,6 +163,7 @@ export const QUANTIZER_FACTORIES: Readonly<Record<string, QuantizerFactory>> = {
   SimVQ: simVQ,
   ResidualSimVQ: residualSimVQ,
   RandomProjectionQuantizer: randomProjectionQuantizer,
+  HierarchicalVQ: hierarchicalVQ,
 }
 
 /** `__metadata__` keys naming the constructor: the reference's class name and its kwargs as a JSON object. */
