@@ -225,6 +225,24 @@ describe('ResidualVQ beam search: properties of the generalisation (batch > 1, e
     expect(seen.size).toBeGreaterThan(1)
   })
 
+  it('shared codebook: one EMA step with the chosen layer-0 codes, then embed recomputed once (the reference after its search)', async () => {
+    const K = 8, d = 4
+    const q = orThrow(residualVQ({ dim: d, num_quantizers: 3, codebook_size: K, beam_size: 3, shared_codebook: true, decay: 0.5 }))
+    const init = q.init(random.keyFromSeed(14))
+    const r = await call(reference, q, init, randn([1, 6, d], 14), { training: true })
+    const counts = new Array(K).fill(0)
+    arr(r.indices).forEach((c, i) => i % 3 === 0 && counts[c]++)
+    const cs0 = init.state['layers.0._codebook.cluster_size']!.data
+    const cs = counts.map((c, k) => cs0[k]! * 0.5 + c * 0.5)
+    arr(r.state['layers.0._codebook.cluster_size']!).forEach((v, k) => expect(v).toBeCloseTo(cs[k]!, 5))
+    const total = cs.reduce((a, b) => a + b, 0)
+    const avg = r.state['layers.0._codebook.embed_avg']!.data
+    arr(r.state['layers.0._codebook.embed']!).forEach((v, i) => {
+      const k = Math.floor(i / d)
+      expect(v).toBeCloseTo(avg[i]! / (((cs[k]! + 1e-5) / (total + K * 1e-5)) * total), 4)
+    })
+  })
+
   it('shared codebook, k-means init, dead codes, quantize dropout and cosine run under beam search', async () => {
     const q = orThrow(
       residualVQ({ dim: 4, num_quantizers: 4, codebook_size: 8, beam_size: 3, shared_codebook: true, kmeans_init: true, kmeans_iters: 2, threshold_ema_dead_code: 1, quantize_dropout: true }),
