@@ -140,7 +140,7 @@ const families: Family[] = [
       {
         dim: small,
         codebook_size: fc.integer({ min: 1, max: 8 }),
-        scales: rarely(fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 3 }).map((a) => [...a].sort((x, y) => x - y)), fc.constantFrom([], [3, 1], [2, 0])),
+        scales: rarely(fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 1, maxLength: 3 }).map((a) => [...a].sort((x, y) => x - y)), fc.constantFrom<number[]>([], [3, 1], [2, 0])),
         accept_image_fmap: mostlyTrue,
       },
       { quant_resi: rarely(fc.constantFrom(0, 0.5, -0.3, 1), fc.constant(NaN)), share_quant_resi: rarely(fc.integer({ min: -1, max: 3 }), fc.constant(1.5)), kmeans_init: fc.boolean(), kmeans_iters: fc.integer({ min: 0, max: 3 }), threshold_ema_dead_code: fc.constantFrom(0, 2), decay: rarely(fc.constantFrom(0.8, 0.99), fc.constant(1.5)), commitment_weight: fc.constantFrom(0, 1), rotation_trick: fc.boolean(), stochastic_sample_codes: fc.boolean(), sample_codebook_temp: fc.constantFrom(0, 0.1, 1), orthogonal_reg_weight: fc.constantFrom(0, 0.5), orthogonal_reg_max_codes: rarely(fc.constantFrom(2, 128), fc.constant(0)), orthogonal_reg_active_codes_only: fc.boolean() },
