@@ -65,6 +65,16 @@ describe('config bounds', () => {
     expect(e.kind).toBe('config')
     expect(e.where).toBe(`VectorQuantize.${field}`)
   })
+  it('sync_codebook and sync_kmeans: a bad value is refused at its field (VectorQuantize and ResidualVQ); defaults as the reference', () => {
+    for (const [field, v] of [['sync_codebook', 'yes'], ['sync_codebook', 1], ['sync_kmeans', null], ['sync_kmeans', 'no']] as const) {
+      const e = leftOf(vq({ [field]: v }))
+      expect([e.kind, e.where]).toEqual(['config', `VectorQuantize.${field}`])
+      expect(leftOf(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, [field]: v })).where).toBe(`ResidualVQ.${field}`)
+    }
+    const c = E.getOrElseW(() => undefined)(vq({}))!.config
+    expect([c.sync_codebook, c.sync_kmeans]).toEqual([null, true])
+    expect(E.isRight(vq({ sync_codebook: true, sync_kmeans: false }))).toBe(true)
+  })
   it('their defaults follow the reference: DiVeQ and a bridge learn the codebook without EMA, DiVeQ turns the rotation trick off', () => {
     const d = E.getOrElseW(() => undefined)(vq({ directional_reparam: true, threshold_ema_dead_code: 2 }))!.config
     expect([d.learnable_codebook, d.ema_update, d.rotation_trick, d.directional_reparam_variance]).toEqual([true, false, false, 5e-3])

@@ -99,7 +99,7 @@ describeLanes('distributed-sampling', nodeLanes, (l) => `synced row draws on ${l
 
   test('gatherRows puts every rank\'s rows at their global positions', async () => {
     const size = 3, n = 2
-    const { program } = traceOrThrow([{ shape: [2, n], dtype: 'float32' }], (t: Tensor) => {
+    const { program } = traceOrThrow([{ shape: [2, n], dtype: 'float32' }] as const, (t: Tensor) => {
       const sync = { size, rank: t.builder.axisIndex(size) }
       return gatherRows(t, localRowIndex(sync, n), size * n, sync)
     })

@@ -4,6 +4,8 @@ import type { Backend, Collective, HostTensor, Tensor } from '@tessera/core'
 import { random, runCollective, soloCollective, tensorOf, traceValueAndGrad } from '@tessera/core'
 import { applyOnRank } from '../src/distributed.js'
 import { lfq } from '../src/lfq/lfq.js'
+import { residualVQ } from '../src/residual-vq/residual-vq.js'
+import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import type { Init, Named, Quantizer } from '../src/quantizer.js'
 import { applyOnHost } from '../src/run.js'
 
@@ -33,8 +35,10 @@ export interface Scenario {
   readonly x: (step: number) => HostTensor
   readonly steps: number
   /** Loss terms that are means over a rank's own rows (the reference does not all-reduce them). */
-  readonly localLosses: readonly string[]
+  readonly localLoss: (name: string) => boolean
   readonly grad?: boolean
+  /** The reset cluster size of dead codes, where the scenario must revive some (checked on the one-process run). */
+  readonly revives?: number
 }
 
 const orThrow = <A>(e: E.Either<{ message: string }, A>): A => {
@@ -54,8 +58,55 @@ export const scenarios: readonly Scenario[] = [
     batch: 8,
     x: (s) => randn([8, 3, 6], 100 + s),
     steps: 1,
-    localLosses: ['per_sample_entropy', 'commitment', 'entropy_aux_loss'],
+    localLoss: (n) => ['per_sample_entropy', 'commitment', 'entropy_aux_loss'].includes(n),
     grad: true,
+  },
+  {
+    name: 'VectorQuantize EMA',
+    make: () => orThrow(vectorQuantize({ dim: 4, codebook_size: 8, decay: 0.8, commitment_weight: 1 })),
+    batch: 8,
+    x: (s) => randn([8, 5, 4], 200 + s),
+    steps: 2,
+    localLoss: (n) => n === 'commitment',
+    grad: true,
+  },
+  {
+    name: 'VectorQuantize k-means init and dead-code revival',
+    make: () => orThrow(vectorQuantize({ dim: 3, codebook_size: 16, kmeans_init: true, kmeans_iters: 3, threshold_ema_dead_code: 2, decay: 0.5 })),
+    batch: 8,
+    x: (s) => randn([8, 4, 3], 300 + s),
+    steps: 3,
+    localLoss: (n) => n === 'commitment',
+    revives: 2,
+  },
+  {
+    name: 'VectorQuantize cosine, two codebooks (separate heads), Gumbel sampling, k-means, dead codes',
+    make: () =>
+      orThrow(vectorQuantize({ dim: 4, heads: 2, separate_codebook_per_head: true, codebook_dim: 2, codebook_size: 6, use_cosine_sim: true, kmeans_init: true, kmeans_iters: 2, threshold_ema_dead_code: 3, stochastic_sample_codes: true, sample_codebook_temp: 0.5 })),
+    batch: 4,
+    x: (s) => randn([4, 6, 4], 400 + s),
+    steps: 2,
+    localLoss: (n) => n === 'commitment',
+    revives: 3,
+  },
+  {
+    name: 'VectorQuantize affine_param with sync_affine_param',
+    make: () => orThrow(vectorQuantize({ dim: 3, codebook_size: 8, affine_param: true, sync_affine_param: true, threshold_ema_dead_code: 1 })),
+    batch: 8,
+    x: (s) => randn([8, 3, 3], 500 + s, 2),
+    steps: 2,
+    localLoss: (n) => n === 'commitment',
+    revives: 1,
+  },
+  {
+    name: 'ResidualVQ shared codebook with k-means and dead-code revival',
+    make: () => orThrow(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 3, shared_codebook: true, kmeans_init: true, kmeans_iters: 2, threshold_ema_dead_code: 2 })),
+    batch: 4,
+    x: (s) => randn([4, 4, 4], 600 + s),
+    steps: 2,
+    localLoss: (n) => n.endsWith('commitment'),
+    grad: true,
+    revives: 2,
   },
 ]
 
@@ -131,6 +182,11 @@ const closeAll = (got: readonly number[], want: readonly number[], what: string)
 /** Every rank's steps against the whole batch's (see `Scenario`). */
 export function expectSameAsOneProcess(sc: Scenario, single: readonly StepResult[], ranks: readonly (readonly StepResult[])[]): void {
   const size = ranks.length
+  if (sc.revives !== undefined) {
+    // the scenario exercises dead-code revival: some code's cluster size was reset this run
+    const sizes = single.flatMap((r) => Object.entries(r.state).filter(([k]) => k.endsWith('cluster_size')).flatMap(([, v]) => v))
+    expect(sizes.filter((v) => v === sc.revives).length, `${sc.name}: no code was revived`).toBeGreaterThan(0)
+  }
   single.forEach((want, step) => {
     const at = `${sc.name}, ${size} ranks, step ${step}`
     const per = ranks.map((r) => r[step]!)
@@ -142,10 +198,10 @@ export function expectSameAsOneProcess(sc: Scenario, single: readonly StepResult
       expect(Object.keys(p.state).sort(), at).toEqual(Object.keys(want.state).sort())
       for (const [name, v] of Object.entries(want.state)) closeAll(p.state[name]!, v, `${at}: rank ${r} state ${name}`)
       for (const [name, v] of Object.entries(want.losses))
-        if (!sc.localLosses.includes(name)) close(p.losses[name]!, v, `${at}: rank ${r} synced loss ${name}`)
+        if (!sc.localLoss(name)) close(p.losses[name]!, v, `${at}: rank ${r} synced loss ${name}`)
     }
     // losses that are means over a rank's rows: their mean over ranks is the whole batch's
-    for (const name of sc.localLosses) close(per.reduce((a, p) => a + p.losses[name]!, 0) / size, want.losses[name]!, `${at}: mean over ranks of ${name}`)
+    for (const name of Object.keys(want.losses).filter(sc.localLoss)) close(per.reduce((a, p) => a + p.losses[name]!, 0) / size, want.losses[name]!, `${at}: mean over ranks of ${name}`)
     close(per.reduce((a, p) => a + p.loss, 0) / size, want.loss, `${at}: mean over ranks of the loss`)
     // gradients (psum convention): each rank gets d(sum over ranks of the losses)/dx for its rows,
     // size times the whole batch's d(mean loss)/dx (the mean over ranks of data-parallel gradients)

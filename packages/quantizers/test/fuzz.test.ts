@@ -110,7 +110,7 @@ const families: Family[] = [
     name: 'VectorQuantize',
     build: vectorQuantize,
     // the forward options that are constructor options (cross-entropy commitment, masked padding, LayerNorm after project_in) with the layouts they meet
-    options: options({ dim: small, codebook_size: fc.integer({ min: 1, max: 8 }) }, { codebook_dim: fc.integer({ min: 1, max: 4 }), heads: fc.constantFrom(1, 2), separate_codebook_per_head: fc.boolean(), use_cosine_sim: mostlyFalse, commitment_weight: fc.constantFrom(0, 1), commitment_use_cross_entropy_loss: fc.boolean(), return_zeros_for_masked_padding: fc.boolean(), layernorm_after_project_in: fc.boolean() }),
+    options: options({ dim: small, codebook_size: fc.integer({ min: 1, max: 8 }) }, { codebook_dim: fc.integer({ min: 1, max: 4 }), heads: fc.constantFrom(1, 2), separate_codebook_per_head: fc.boolean(), use_cosine_sim: mostlyFalse, commitment_weight: fc.constantFrom(0, 1), commitment_use_cross_entropy_loss: fc.boolean(), return_zeros_for_masked_padding: fc.boolean(), layernorm_after_project_in: fc.boolean(), sync_codebook: fc.constantFrom(null, true, false), sync_kmeans: fc.boolean() }),
     input: (q) => [1, 4, cfgOf(q)['dim'] as number],
   },
   {

@@ -10,6 +10,8 @@ import { layerKey, layerPrefix, quantizeDropoutCut, residual } from '../residual
 import { embedFromAverages } from '../vq/codebook.js'
 import type { VQApplyOptions, VectorQuantize } from '../vq/vector-quantize.js'
 import { CB, expireDead, makeVectorQuantize } from '../vq/vector-quantize.js'
+import type { RankSync } from '../vq/sync.js'
+import { codebookSync, rankSync } from '../vq/sync.js'
 import type { RVQConfig } from './config.js'
 import { decodeRVQ } from './config.js'
 import { searchPaths } from './path-search.js'
@@ -121,7 +123,8 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       if (lc.ema_update) buf = { ...buf, embed: embedFromAverages(buf.clusterSize, buf.embedAvg, lc.eps, lc.use_cosine_sim) }
       if (lc.threshold_ema_dead_code > 0) {
         const all = stack(residuals, 0).reshape([1, -1, cd])
-        buf = expireDead(lc, buf, all, { ...(opts.key ? { key: opts.key } : {}), where: W }, nq + 1)
+        const sync = codebookSync(lc, rankSync(opts.world, xs.builder, W))
+        buf = expireDead(lc, buf, all, { ...(opts.key ? { key: opts.key } : {}), ...(sync ? { sync, index: stackedRowIndex(sync.world, nq, all.shape[1]! / nq) } : {}), where: W }, nq + 1)
       }
       s = { ...s, [CB.embed]: buf.embed, [CB.clusterSize]: buf.clusterSize, [CB.embedAvg]: buf.embedAvg }
     }
@@ -245,6 +248,16 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   }
 
   return { kind: 'ResidualVQ', config: cfg, paramSpecs, stateSpecs, init, apply, indicesToCodes, codesFromIndices, codebooks }
+}
+
+/**
+ * Where this rank's rows of the layers' stacked residuals (nq, m) sit among every rank's: the
+ * global batch stacks each layer's rows of all ranks (rank order), so row j of layer l is
+ * l·(size·m) + rank·m + j.
+ */
+function stackedRowIndex(world: RankSync, nq: number, m: number): Tensor {
+  const b = world.rank.builder
+  return b.iota([nq, m], 0).mul(world.size * m).add(world.rank.mul(m)).add(b.iota([nq, m], 1)).reshape([nq * m])
 }
 
 /** Build a ResidualVQ from the reference's keyword arguments; a bad config is a Left naming the field. */

@@ -1,6 +1,8 @@
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
 import { TesseraError, tensorOf, where, zerosHost } from '@tessera/core'
 import type { Named } from '../quantizer.js'
+import type { RankSync } from './sync.js'
+import { sumOverRanks } from './sync.js'
 
 /**
  * The reference's `affine_param` codebook (euclidean only): running means and biased variances of
@@ -78,12 +80,6 @@ export function readAffine(state: Named<Tensor>, where_: string): AffineState {
 
 export const writeAffine = (s: AffineState): Record<string, Tensor> => Object.fromEntries(KEYS.map((k) => [AFFINE[k], s[k]]))
 
-/**
- * Where a distributed run sums a statistic over ranks (`sync_affine_param`): the identity in one
- * process. The collective wiring replaces this function's body; every call site is the reference's
- * `distributed.all_reduce`.
- */
-export const reduceAcrossRanks = (x: Tensor): Tensor => x
 
 /** `update_with_decay`: the new value outright while the flag says so, else old·decay + new·(1 − decay) (float32 factors, as torch multiplies). */
 function withDecay(old: Tensor, needsInit: Tensor, value: Tensor, decay: number): { value: Tensor; needsInit: Tensor } {
@@ -101,9 +97,10 @@ const moments = (x: Tensor) => {
 /**
  * `update_affine` on (C, N, d) rows and the raw codebook (C, K, d): the codebook's statistics move
  * only in training, the batch's in every mode (as in the reference, an eval call updates them too).
- * With `sync_affine_param` the batch statistics are sums and counts reduced across ranks.
+ * With `sync_affine_param` the batch statistics are sums and counts reduced across the ranks of
+ * `sync` (the call's world; without one, a single process).
  */
-export function updateAffine(cfg: AffineConfig, s: AffineState, flat: Tensor, embed: Tensor, training: boolean): AffineState {
+export function updateAffine(cfg: AffineConfig, s: AffineState, flat: Tensor, embed: Tensor, training: boolean, sync?: RankSync): AffineState {
   let next = s
   if (training) {
     const e = moments(embed.stopGradient())
@@ -115,9 +112,10 @@ export function updateAffine(cfg: AffineConfig, s: AffineState, flat: Tensor, em
   let mean: Tensor, variance: Tensor
   if (!cfg.sync_affine_param) ({ mean, variance } = moments(data))
   else {
-    const count = reduceAcrossRanks(data.builder.scalar(data.shape[1]!))
-    mean = reduceAcrossRanks(data.sum(1, true)).div(count)
-    variance = reduceAcrossRanks(data.sub(mean).square().sum(1, true)).div(count)
+    // every call site is the reference's distributed.all_reduce; one process (no world) sums one rank
+    const count = sumOverRanks(data.builder.scalar(data.shape[1]!), sync)
+    mean = sumOverRanks(data.sum(1, true), sync).div(count)
+    variance = sumOverRanks(data.sub(mean).square().sum(1, true), sync).div(count)
   }
   const bm = withDecay(s.batchMean, s.batchMeanNeedsInit, mean, cfg.affine_param_batch_decay)
   const bv = withDecay(s.batchVariance, s.batchVarianceNeedsInit, variance, cfg.affine_param_batch_decay)

@@ -1,6 +1,8 @@
 import type { Tensor } from '@tessera/core'
 import { where } from '@tessera/core'
 import { sampleMaskedRows, sampleRows } from './sampling.js'
+import type { RankSync } from './sync.js'
+import { gatherRows, localRowIndex, sampleRowsSynced, sumOverRanks } from './sync.js'
 
 /**
  * The reference's `Codebook` (euclidean or cosine) as pure functions over tensors of shape
@@ -71,11 +73,13 @@ export function trackStatistics(
   flat: Tensor,
   ind: Tensor,
   decay: number,
+  sync?: RankSync,
 ): { clusterSize: Tensor; embedAvg: Tensor } {
   const k = buf.clusterSize.shape[1]!
   const onehot = oneHot(ind, k) // (C, N, K)
-  const counts = onehot.sum(1) // (C, K)
-  const sums = onehot.mT.matmul(flat) // (C, K, d)
+  // the reference's all_reduce of cluster_size and embed_sum (sync_codebook)
+  const counts = sumOverRanks(onehot.sum(1), sync) // (C, K)
+  const sums = sumOverRanks(onehot.mT.matmul(flat), sync) // (C, K, d)
   const w = 1 - decay
   return { clusterSize: lerp(buf.clusterSize, counts, w), embedAvg: lerp(buf.embedAvg, sums, w) }
 }
@@ -85,7 +89,15 @@ export function trackStatistics(
  * (C, M) int32, a recorded draw of the reference (the rows its `replace` gave the expired codes, in
  * code order), which the golden runner replays.
  */
-export type ExpiryDraw = { readonly u: Tensor; readonly rowMask?: Tensor } | { readonly rows: Tensor }
+export type ExpiryDraw =
+  | {
+      readonly u: Tensor
+      readonly rowMask?: Tensor
+      /** Synced: `u` orders the global rows (C, total), and this rank's rows sit at `index` (default rank·N + j). */
+      readonly sync?: RankSync
+      readonly index?: Tensor
+    }
+  | { readonly rows: Tensor }
 
 /**
  * Dead-code revival (`expire_codes_`): codes whose cluster size fell below `threshold` get a
@@ -104,9 +116,18 @@ export function expireCodes(
   const samples = cosine ? l2norm(flat) : flat
   let expired = buf.clusterSize.lt(threshold) // (C, K)
   // with a token mask only kept rows are drawn, and a codebook with none revives nothing (the reference skips it)
-  const rowMask = 'u' in draw ? draw.rowMask : undefined
-  if (rowMask) expired = expired.and(rowMask.cast('float32').max(-1, true).gt(0))
-  const sampled = 'u' in draw ? (rowMask ? sampleMaskedRows(samples, k, draw.u, rowMask) : sampleRows(samples, k, draw.u)) : recordedRows(samples, expired, draw.rows) // (C, K, d)
+  const drawn = 'u' in draw ? draw : undefined
+  const rowMask = drawn?.rowMask
+  const sync = drawn?.sync
+  if (rowMask) {
+    // synced: a codebook revives codes when any rank holds a kept row
+    const anyKept = sync ? gatherRows(rowMask, drawn!.index ?? localRowIndex(sync, flat.shape[1]!), drawn!.u.shape[1]!, sync) : rowMask.cast('float32')
+    expired = expired.and(anyKept.max(-1, true).gt(0))
+  }
+  let sampled: Tensor // (C, K, d)
+  if (!('u' in draw)) sampled = recordedRows(samples, expired, draw.rows)
+  else if (sync) sampled = sampleRowsSynced(samples, k, { u: draw.u, ...(draw.index ? { index: draw.index } : {}), ...(rowMask ? { mask: rowMask } : {}) }, sync)
+  else sampled = rowMask ? sampleMaskedRows(samples, k, draw.u, rowMask) : sampleRows(samples, k, draw.u)
   const ex3 = expired.expandDims(-1)
   return {
     embed: where(ex3, sampled, buf.embed),
@@ -137,18 +158,21 @@ export function recordedRows(samples: Tensor, expired: Tensor, rows: Tensor): Te
  * batch rows, then `iters` rounds of assign / average, keeping a mean whose cluster went empty.
  * Returns the means (C, K, d) and the last round's cluster sizes (C, K).
  */
-export function kmeans(flat: Tensor, k: number, iters: number, cosine: boolean, u: Tensor, rowMask?: Tensor): { means: Tensor; bins: Tensor } {
-  // with a token mask (C, N) the reference clusters only the kept rows
-  let means = rowMask ? sampleMaskedRows(flat, k, u, rowMask) : sampleRows(flat, k, u)
+export function kmeans(flat: Tensor, k: number, iters: number, cosine: boolean, u: Tensor, rowMask?: Tensor, sync?: RankSync): { means: Tensor; bins: Tensor } {
+  // with a token mask (C, N) the reference clusters only the kept rows; synced (sync_kmeans), `u`
+  // orders the global rows and counts and sums are all-reduced
+  let means: Tensor
+  if (sync) means = sampleRowsSynced(flat, k, { u, ...(rowMask ? { mask: rowMask } : {}) }, sync)
+  else means = rowMask ? sampleMaskedRows(flat, k, u, rowMask) : sampleRows(flat, k, u)
   let bins = flat.builder.full([flat.shape[0]!, k], 0)
   for (let it = 0; it < iters; it++) {
     const dists = cosine ? flat.matmul(means.mT) : codebookDistances(flat, means, false)
     const buckets = dists.argmax(-1)
     const onehot = rowMask ? where(rowMask.expandDims(-1), oneHot(buckets, k), 0) : oneHot(buckets, k)
-    bins = onehot.sum(1)
+    bins = sumOverRanks(onehot.sum(1), sync)
     const zero = bins.eq(0)
     const clamped = where(zero, 1, bins)
-    let newMeans = onehot.mT.matmul(flat).div(clamped.expandDims(-1))
+    let newMeans = sumOverRanks(onehot.mT.matmul(flat), sync).div(clamped.expandDims(-1))
     if (cosine) newMeans = l2norm(newMeans)
     means = where(zero.expandDims(-1), means, newMeans)
   }

@@ -8,9 +8,8 @@ import { reparamChecks, reparamConfigOf, reparamDefaults, vqReparamProps } from 
 
 /**
  * VectorQuantize's keyword arguments, as vector-quantize-pytorch names them. Options of the
- * reference that Tessera does not implement (affine params, in-place optimizers, DiVeQ,
- * distributed sync) are not listed, so a config that uses them is refused as an unknown key
- * instead of being silently ignored.
+ * reference that Tessera does not implement are not listed, so a config that uses them is refused
+ * as an unknown key instead of being silently ignored.
  */
 export const vqOptionalProps = {
     codebook_dim: t.union([PositiveInt, t.null]),
@@ -40,7 +39,8 @@ export const vqOptionalProps = {
     ema_update: t.union([t.boolean, t.null]),
     learnable_codebook: t.union([t.boolean, t.null]),
     route_gradients_to_input: t.boolean,
-    sync_codebook: t.union([t.literal(false), t.null]),
+    sync_codebook: t.union([t.boolean, t.null]),
+    sync_kmeans: t.boolean,
 }
 
 /**
@@ -93,6 +93,13 @@ export interface VQConfig extends ReparamConfig {
   readonly return_zeros_for_masked_padding: boolean
   /** project_in is Linear then LayerNorm (only where projections exist). */
   readonly layernorm_after_project_in: boolean
+  /**
+   * Sum the EMA statistics over the ranks of a call traced with `world` (docs/DISTRIBUTED.md);
+   * null (the reference's default) syncs whenever the call has a world, false never.
+   */
+  readonly sync_codebook: boolean | null
+  /** With a synced codebook: k-means and dead-code rows are drawn and averaged over the global batch. */
+  readonly sync_kmeans: boolean
   /** Derived: codebook_dim * heads differs from dim, so project_in/project_out exist. */
   readonly has_projections: boolean
   /** Derived: number of codebooks in `_codebook.embed` (heads when separate, else 1). */
@@ -152,6 +159,8 @@ export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<Tess
     commitment_use_cross_entropy_loss: o.commitment_use_cross_entropy_loss ?? false,
     return_zeros_for_masked_padding: o.return_zeros_for_masked_padding ?? true,
     layernorm_after_project_in: o.layernorm_after_project_in ?? false,
+    sync_codebook: o.sync_codebook ?? null,
+    sync_kmeans: o.sync_kmeans ?? true,
     has_projections: codebook_dim * heads !== o.dim,
     num_codebooks: separate ? heads : 1,
   }

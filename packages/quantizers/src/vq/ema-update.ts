@@ -5,6 +5,8 @@ import { lerp, oneHot, trackStatistics } from './codebook.js'
 import type { VQConfig } from './config.js'
 import type { EmaAccumulator, EmaUpdateWeight } from './forward-options.js'
 import { checkWeightTensor } from './forward-options.js'
+import type { RankSync } from './sync.js'
+import { sumOverRanks } from './sync.js'
 
 /** What one call's EMA statistics step produced. */
 export interface EmaStatistics {
@@ -20,6 +22,8 @@ export interface EmaOptions {
   readonly weight?: EmaUpdateWeight
   readonly accumulate: boolean
   readonly accum?: EmaAccumulator
+  /** Sum this batch's statistics over the ranks (sync_codebook). */
+  readonly sync?: RankSync
 }
 
 const f32 = Math.fround
@@ -31,12 +35,12 @@ const f32 = Math.fround
  * `embed_avg` with weight (1 − decay)·`ema_update_weight`.
  */
 export function emaStatistics(cfg: VQConfig, buf: CodebookBuffers, flat: Tensor, ind: Tensor, o: EmaOptions): EmaStatistics {
-  if (!o.rowMask && o.weight === undefined && !o.accumulate && !o.accum) return trackStatistics(buf, flat, ind, cfg.decay)
+  if (!o.rowMask && o.weight === undefined && !o.accumulate && !o.accum) return trackStatistics(buf, flat, ind, cfg.decay, o.sync)
   let onehot = oneHot(ind, cfg.codebook_size) // (C, N, K)
   if (o.rowMask) onehot = where(o.rowMask.expandDims(-1), onehot, 0)
-  // this batch's statistics: where a distributed run would sum them over ranks
-  const counts = onehot.sum(1) // (C, K)
-  const sums = onehot.mT.matmul(flat) // (C, K, d)
+  // this batch's statistics, summed over the ranks when synced (before any accumulation, as the reference)
+  const counts = sumOverRanks(onehot.sum(1), o.sync) // (C, K)
+  const sums = sumOverRanks(onehot.mT.matmul(flat), o.sync) // (C, K, d)
   const w = typeof o.weight === 'function' ? o.weight(sums, counts) : o.weight
   if (o.accumulate) {
     const accumulated = o.accum ? { clusterSize: o.accum.clusterSize.add(counts), embedSum: o.accum.embedSum.add(sums) } : { clusterSize: counts, embedSum: sums }

@@ -32,7 +32,7 @@ type ReparamOptions = { readonly [K in keyof typeof vqReparamProps]?: t.TypeOf<(
 
 export interface ReparamConfig {
   readonly affine_param: boolean
-  /** The batch statistics are sums and counts reduced across ranks (`reduceAcrossRanks`, the identity in one process). */
+  /** The batch statistics are sums and counts reduced across ranks (all-reduced over the call's world; one process without one). */
   readonly sync_affine_param: boolean
   readonly affine_param_batch_decay: number
   readonly affine_param_codebook_decay: number

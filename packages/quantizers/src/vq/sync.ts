@@ -1,5 +1,6 @@
 import type { Builder, Tensor } from '@tessera/core'
 import { TesseraError, describeValue, where } from '@tessera/core'
+import type { VQConfig } from './config.js'
 
 /**
  * Synchronised statistics across ranks (docs/DISTRIBUTED.md). Every rank traces the same
@@ -87,4 +88,23 @@ export function sampleRowsSynced(rows: Tensor, k: number, draw: SyncedDraw, sync
   } else slot = b.iota([k], 0).mod(total).cast('float32') // (k)
   const pick = ranks.expandDims(-2).eq(slot.expandDims(-1)).cast('float32') // (C, k, n)
   return pick.matmul(rows).allReduce('sum')
+}
+
+/** What a codebook call synchronises across the ranks of its world (docs/DISTRIBUTED.md); absent, one process. */
+export interface CodebookSync {
+  /** The call's ranks; per-row random draws (Gumbel noise) are taken over the global batch. */
+  readonly world: RankSync
+  /** `sync_codebook`: the EMA counts and sums are summed over the ranks. */
+  readonly codebook: boolean
+  /** `sync_codebook` and `sync_kmeans`: k-means statistics, and the rows k-means and dead codes draw, are global. */
+  readonly kmeans: boolean
+  /** `sync_affine_param`: the affine batch statistics are summed over the ranks. */
+  readonly affine: boolean
+}
+
+/** The sync of a call traced with `world` under `cfg`'s sync options. */
+export function codebookSync(cfg: VQConfig, world: RankSync | undefined): CodebookSync | undefined {
+  if (!world) return undefined
+  const codebook = cfg.sync_codebook !== false
+  return { world, codebook, kmeans: codebook && cfg.sync_kmeans, affine: cfg.sync_affine_param }
 }

@@ -18,6 +18,8 @@ import {
 import type { VQConfig } from './config.js'
 import { decodeVQ } from './config.js'
 import { gumbelNoise, requireKey } from './sampling.js'
+import type { CodebookSync } from './sync.js'
+import { codebookSync, localRowIndex, rankSync } from './sync.js'
 import type { CodebookExtras, EmaAccumulator } from './forward-options.js'
 import { transformCodebook, transformedCodes } from './codebook-transform.js'
 import { emaStatistics } from './ema-update.js'
@@ -133,6 +135,8 @@ export interface CodebookCall {
   readonly prepare?: (embed: Tensor) => PreparedCodebook
   /** Forward arguments that reach the codebook: token mask, top-k, codebook transform, EMA options. */
   readonly extras?: CodebookExtras
+  /** The ranks this call syncs with (absent: one process). */
+  readonly sync?: CodebookSync
   readonly where: string
 }
 
@@ -147,8 +151,9 @@ export function codebookForward(cfg: VQConfig, s: CodebookState, flat: Tensor, c
   if (cfg.kmeans_init) {
     // the reference runs k-means on the first batch in any mode; the flag makes it a no-op afterwards
     const key = foldKey(requireKey(call.key, call.where, 'kmeans_init (the first batch picks the initial means)'), TAG_KMEANS)
-    const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]!])
-    const { means, bins } = kmeans(flat, K, cfg.kmeans_iters, cosine, u, call.extras?.rowMask)
+    const ks = call.sync?.kmeans ? call.sync.world : undefined
+    const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]! * (ks?.size ?? 1)])
+    const { means, bins } = kmeans(flat, K, cfg.kmeans_iters, cosine, u, call.extras?.rowMask, ks)
     const avg = means.mul(bins.expandDims(-1))
     const emb = embedFromAverages(bins, avg, cfg.eps, cosine)
     const done = s.initted
@@ -168,7 +173,10 @@ export function codebookForward(cfg: VQConfig, s: CodebookState, flat: Tensor, c
   let logits = dist
   if (call.training && cfg.stochastic_sample_codes && temp > 0) {
     const key = foldKey(requireKey(call.key, call.where, 'stochastic_sample_codes in training'), TAG_GUMBEL)
-    logits = dist.div(temp).add(gumbelNoise(flat.builder.randomUniform(key, dist.shape)))
+    const w = call.sync?.world
+    // synced: this rank's rows of the noise one process draws for the whole batch
+    const u = w ? flat.builder.randomUniform(key, [dist.shape[0]!, dist.shape[1]! * w.size, dist.shape[2]!]).gather(localRowIndex(w, dist.shape[1]!), 1) : flat.builder.randomUniform(key, dist.shape)
+    logits = dist.div(temp).add(gumbelNoise(u))
   }
   const ind = ex?.topk !== undefined ? topkIndices(logits, ex.topk) : logits.argmax(-1)
   let quantize: Tensor
@@ -190,6 +198,7 @@ export function codebookForward(cfg: VQConfig, s: CodebookState, flat: Tensor, c
       ...(ex?.rowMask ? { rowMask: ex.rowMask } : {}),
       ...(ex?.emaUpdateWeight !== undefined ? { weight: ex.emaUpdateWeight } : {}),
       ...(ex?.emaAccum ? { accum: ex.emaAccum } : {}),
+      ...(call.sync?.codebook ? { sync: call.sync.world } : {}),
     })
     accumulated = stats.accumulated
     if (!accumulated) {
@@ -208,19 +217,23 @@ export function expireDead(
   cfg: VQConfig,
   buf: { embed: Tensor; clusterSize: Tensor; embedAvg: Tensor },
   flat: Tensor,
-  call: Pick<CodebookCall, 'key' | 'where' | 'replacementRows'> & { readonly rowMask?: Tensor },
+  call: Pick<CodebookCall, 'key' | 'where' | 'replacementRows' | 'sync'> & { readonly rowMask?: Tensor; readonly index?: Tensor },
   tag = 0,
 ) {
   const rows = call.replacementRows
+  // synced (sync_kmeans): the draw orders the global rows; `index` places this rank's rows among them
+  const ks = call.sync?.kmeans ? call.sync.world : undefined
   if (rows) {
+    if (ks) throw new TesseraError('input', call.where, 'replacementRows (a recorded single-process draw) cannot be replayed in a synced call')
     if (call.rowMask) throw new TesseraError('input', call.where, 'replacementRows cannot be replayed with a token mask (recorded rows number the kept tokens only)')
     if (rows.dtype !== 'int32' || rows.rank !== 2 || rows.shape[0] !== flat.shape[0])
       throw new TesseraError('input', call.where, `replacementRows must be int32 (${flat.shape[0]}, M), got ${rows.dtype}[${rows.shape.join(',')}]`)
     return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, { rows })
   }
   const key = foldKey(requireKey(call.key, call.where, 'threshold_ema_dead_code > 0 in training (replacement rows)'), TAG_EXPIRE + 16 * tag)
-  const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]!])
-  return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, { u, ...(call.rowMask ? { rowMask: call.rowMask } : {}) })
+  const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]! * (ks?.size ?? 1)])
+  const synced = ks ? { sync: ks, ...(call.index ? { index: call.index } : {}) } : {}
+  return expireCodes(buf, flat, cfg.threshold_ema_dead_code, cfg.reset_cluster_size, cfg.use_cosine_sim, { u, ...(call.rowMask ? { rowMask: call.rowMask } : {}), ...synced })
 }
 
 export interface VectorQuantize extends Quantizer<VQConfig> {
@@ -328,6 +341,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
     const lay = layoutOf(x)
     const [b, n] = lay.x.shape as [number, number]
     const fwd = checkForward(cfg, x, [b, n], opts)
+    const sync = codebookSync(cfg, rankSync(opts.world, x.builder, W))
     const z = vqProjectIn(proj, params, lay.x, cfg.layernorm_after_project_in) // (b, n, h·cd)
     // the codebook's input in the reference's layout, and as (C, N, cd) rows
     let cin: Tensor
@@ -366,6 +380,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
         ...(fwd.emaAccum ? { emaAccum: fwd.emaAccum } : {}),
         emaUpdate: fwd.emaUpdate,
       },
+      ...(sync ? { sync } : {}),
       where: W,
     })
     const step = passes.step
