@@ -1,14 +1,16 @@
 import { describe, expect, it } from 'vitest'
-import type { Backend, HostTensor } from '@tessera/core'
+import type { Backend, HostTensor, Tensor } from '@tessera/core'
 import { random } from '@tessera/core'
 import { joinStateDict } from '../src/io/state-dict.js'
+import type { Named } from '../src/quantizer.js'
+import { runOnHost } from '../src/run.js'
 import { loadTorchStateDict } from '../src/io/torch.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { AFFINE } from '../src/vq/affine.js'
 import { arr, orThrow, randn } from './helpers.js'
 import { describeLanes } from './lanes.js'
 import { tolerance } from './matrix-common.js'
-import { lanes, near, rowsOf, vqRun, withState } from './vq-reparam-helpers.js'
+import { lanes, near, reference, rowsOf, vqRun, withState } from './vq-reparam-helpers.js'
 
 /**
  * affine_param: the running batch and codebook statistics follow their decays (checked against a
@@ -129,6 +131,27 @@ describeLanes('vq-affine', lanes, (lane) => `VectorQuantize affine_param on ${la
     const b = await vqRun(backend, q, known, x, { training: true })
     expect(arr(a.indices)).toEqual(arr(b.indices))
     for (const k of Object.values(AFFINE)) near(a.state[k]!.data, arr(b.state[k]!), tol(backend), k)
+  })
+})
+
+describe('VectorQuantize affine_param with a token mask', () => {
+  it('the batch statistics are over the kept tokens only (the reference\'s data[mask]); sync or not', async () => {
+    const x = randn([2, 5, D], 51)
+    const keep = [true, false, true, true, false, true, true, false, true, true]
+    const mask = { shape: [2, 5], dtype: 'bool' as const, data: Uint8Array.from(keep, Number) }
+    const kept = rowsOf(x, D).filter((_, i) => keep[i])
+    for (const sync of [false, true]) {
+      const q = orThrow(vectorQuantize({ ...base, sync_affine_param: sync }))
+      const init = q.init(random.keyFromSeed(52))
+      const r = orThrow(
+        await runOnHost(reference, [init.params, init.state, x, mask] as const, (p, st, xx, m) => {
+          const res = q.apply(p as Named<Tensor>, st as Named<Tensor>, xx as Tensor, { training: true, mask: m as Tensor })
+          return { ...res.state }
+        }),
+      ) as unknown as Record<string, HostTensor>
+      near(r[AFFINE.batchMean]!.data, mean(kept), () => 1e-5, `sync ${sync}: batch_mean over kept tokens`)
+      near(r[AFFINE.batchVariance]!.data, variance(kept), () => 1e-5, `sync ${sync}: batch_variance over kept tokens`)
+    }
   })
 })
 

@@ -100,7 +100,7 @@ const moments = (x: Tensor) => {
  * With `sync_affine_param` the batch statistics are sums and counts reduced across the ranks of
  * `sync` (the call's world; without one, a single process).
  */
-export function updateAffine(cfg: AffineConfig, s: AffineState, flat: Tensor, embed: Tensor, training: boolean, sync?: RankSync): AffineState {
+export function updateAffine(cfg: AffineConfig, s: AffineState, flat: Tensor, embed: Tensor, training: boolean, sync?: RankSync, rowMask?: Tensor): AffineState {
   let next = s
   if (training) {
     const e = moments(embed.stopGradient())
@@ -110,12 +110,16 @@ export function updateAffine(cfg: AffineConfig, s: AffineState, flat: Tensor, em
   }
   const data = flat.stopGradient()
   let mean: Tensor, variance: Tensor
-  if (!cfg.sync_affine_param) ({ mean, variance } = moments(data))
+  // with a token mask the statistics are over the kept rows only (the reference's data[mask])
+  const kept = rowMask?.cast('float32').expandDims(-1) // (C, N, 1)
+  const sumRows = (t: Tensor) => (kept ? t.mul(kept) : t).sum(1, true)
+  if (!cfg.sync_affine_param && !kept) ({ mean, variance } = moments(data))
   else {
     // every call site is the reference's distributed.all_reduce; one process (no world) sums one rank
-    const count = sumOverRanks(data.builder.scalar(data.shape[1]!), sync)
-    mean = sumOverRanks(data.sum(1, true), sync).div(count)
-    variance = sumOverRanks(data.sub(mean).square().sum(1, true), sync).div(count)
+    const red = (t: Tensor) => (cfg.sync_affine_param ? sumOverRanks(t, sync) : t)
+    const count = red(kept ? kept.sum(1, true) : data.builder.scalar(data.shape[1]!))
+    mean = red(sumRows(data)).div(count)
+    variance = red(sumRows(data.sub(mean).square())).div(count)
   }
   const bm = withDecay(s.batchMean, s.batchMeanNeedsInit, mean, cfg.affine_param_batch_decay)
   const bv = withDecay(s.batchVariance, s.batchVarianceNeedsInit, variance, cfg.affine_param_batch_decay)

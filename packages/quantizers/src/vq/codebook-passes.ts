@@ -59,7 +59,7 @@ export function codebookPasses(setup: PassesSetup, params: Named<Tensor>, state:
   const prepareWith = (aff: AffineState | undefined, bp: Named<Tensor>) =>
     aff || bridge
       ? (raw: Tensor): PreparedCodebook => {
-          const a = aff ? updateAffine(cfg, aff, flat, raw, call.training, call.sync?.affine ? call.sync.world : undefined) : undefined
+          const a = aff ? updateAffine(cfg, aff, flat, raw, call.training, call.sync?.affine ? call.sync.world : undefined, call.extras?.rowMask) : undefined
           let e = bridge ? applyBridge(bridge, bp, raw, call.where) : raw
           if (a) e = affineCodebook(a, e)
           return a ? { embed: e, statsInput: affineInput(a, flat), state: writeAffine(a) } : { embed: e }
