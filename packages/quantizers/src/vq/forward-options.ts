@@ -199,3 +199,9 @@ export interface CodebookExtras {
   readonly emaAccum?: EmaAccumulator
   readonly emaUpdate: boolean
 }
+
+/** The codebook step's part of a checked call, with the rows' layout and (C, N) token mask. */
+export function codebookExtras(fwd: ForwardCall, layout: readonly [number, number, number], rowMask?: Tensor): CodebookExtras {
+  const { mask: _mask, targets: _targets, ...rest } = fwd
+  return { ...rest, layout, ...(rowMask ? { rowMask } : {}) }
+}

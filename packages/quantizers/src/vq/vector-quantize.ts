@@ -25,7 +25,7 @@ import { transformCodebook, transformedCodes } from './codebook-transform.js'
 import { emaStatistics } from './ema-update.js'
 import { topkIndices } from './topk.js'
 import type { VQForwardOptions } from './forward-options.js'
-import { checkForward } from './forward-options.js'
+import { checkForward, codebookExtras } from './forward-options.js'
 import { codebookRowMask, maskOutputs } from './mask.js'
 import { activeCodes, codebookLayoutCodes, commitmentLoss } from './forward-losses.js'
 import { crossEntropy, targetRows } from './cross-entropy.js'
@@ -370,16 +370,7 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       ...(opts.key ? { key: opts.key } : {}),
       manualEma: opts.manualEmaUpdate ?? false,
       ...(opts.replacementRows ? { replacementRows: opts.replacementRows } : {}),
-      extras: {
-        ...(rowMask ? { rowMask } : {}),
-        ...(fwd.topk !== undefined ? { topk: fwd.topk } : {}),
-        ...(fwd.transform ? { transform: fwd.transform } : {}),
-        layout: rowLayout,
-        ...(fwd.emaUpdateWeight !== undefined ? { emaUpdateWeight: fwd.emaUpdateWeight } : {}),
-        accumulate: fwd.accumulate,
-        ...(fwd.emaAccum ? { emaAccum: fwd.emaAccum } : {}),
-        emaUpdate: fwd.emaUpdate,
-      },
+      extras: codebookExtras(fwd, rowLayout, rowMask),
       ...(sync ? { sync } : {}),
       where: W,
     })
