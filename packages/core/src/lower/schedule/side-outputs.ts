@@ -41,7 +41,8 @@ export function sideOutputsOf(
   }
   program.eqns.forEach((e, k) => {
     if (e.prim !== 'reduce_sum' && e.prim !== 'reduce_max' && e.prim !== 'reduce_min') return
-    if (!stored.has(e.out.id) || absorbed.has(e.out.id)) return
+    // a dead reduction gets no step, so values it took as side outputs would never be computed
+    if (!stored.has(e.out.id) || absorbed.has(e.out.id) || !g.isLive(e.out)) return
     const shape = e.inputs[0]!.aval.shape
     const r = shape.length
     const axes = [...e.params.axes].sort((a, b) => a - b)
