@@ -243,6 +243,16 @@ describe('in-place optimizer state', () => {
     near(r.stepped.data, e0.flatMap((c, k) => c.map((v, j) => v - LR * g[k]![j]!)), () => 1e-5, 'stepped with the kept tokens\' gradient')
   })
 
+  it('accum_ema_update with an in-place step: the accumulator holds the first pass\'s counts (the second pass makes no update)', async () => {
+    const sq = orThrow(vectorQuantize({ ...learnable, threshold_ema_dead_code: 1, in_place_codebook_optimizer: orThrow(sgd({ lr: LR })) }))
+    const init = sq.init(random.keyFromSeed(47))
+    const e0 = rowsOf(init.params['_codebook.embed']!, D)
+    const counts = new Array(K).fill(0)
+    for (const row of xs) counts[nearest(e0, row)]++
+    const r = await vqRun(reference, sq, init, x, { training: true, key: [1, 2], accumEmaUpdate: true })
+    expect(arr(r.extra['ema_accum_cluster_size']!)).toEqual(counts)
+  })
+
   it('refusals: in-place optimizer without a learnable codebook, with topk in the call', async () => {
     const bad = vectorQuantize({ dim: D, codebook_size: K, in_place_codebook_optimizer: orThrow(sgd({ lr: 1 })) })
     expect(E.isLeft(bad) && bad.left.where).toBe('VectorQuantize.in_place_codebook_optimizer')

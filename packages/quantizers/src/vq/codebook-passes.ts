@@ -122,7 +122,8 @@ export function codebookPasses(setup: PassesSetup, params: Named<Tensor>, state:
     ...(prep2 ? { prepare: prep2 } : {}),
   })
   return {
-    step: step2,
+    // statistics an accumulating first pass gathered stay this call's (the second pass makes no update)
+    step: step1.accumulated ? { ...step2, accumulated: step1.accumulated } : step2,
     state: { ...(step2.prepared?.state ?? {}), ...optState },
     ...(updatedParams ? { updatedParams } : {}),
     inPlaceLoss,
