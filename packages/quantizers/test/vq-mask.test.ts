@@ -31,6 +31,8 @@ describeLanes('vq-mask', nodeLanes, (lane) => `VectorQuantize mask and lens on $
     ['euclidean EMA', {}],
     ['cosine EMA with dead codes', { use_cosine_sim: true, threshold_ema_dead_code: 0.9 }],
     ['k-means init', { kmeans_init: true, kmeans_iters: 2 }],
+    ['shared heads, cross-entropy commitment', { heads: 2, codebook_dim: 2, commitment_use_cross_entropy_loss: true }],
+    ['separate heads with dead codes, cross-entropy commitment', { heads: 2, codebook_dim: 2, separate_codebook_per_head: true, threshold_ema_dead_code: 0.9, commitment_use_cross_entropy_loss: true }],
   ]
 
   it.each(configs)('%s: a mask that keeps every token equals no mask (eval and a training step)', async (_n, cfg) => {
@@ -62,10 +64,13 @@ describeLanes('vq-mask', nodeLanes, (lane) => `VectorQuantize mask and lens on $
         for (const k of Object.keys(rx.state)) expect(arr(ry.state[k]!), k).toEqual(arr(rx.state[k]!))
         expect(arr(ry.loss)).toEqual(arr(rx.loss))
         for (const k of Object.keys(rx.losses)) expect(arr(ry.losses[k]!), k).toEqual(arr(rx.losses[k]!))
+        const h = rx.indices.data.length / (b * n) // heads
         for (let t = 0; t < b * n; t++) {
           const kept = mask.data[t] === 1
-          if (kept) expect(ry.indices.data[t]).toBe(rx.indices.data[t])
-          else expect(rx.indices.data[t]).toBe(-1)
+          for (let i = t * h; i < (t + 1) * h; i++) {
+            if (kept) expect(ry.indices.data[i]).toBe(rx.indices.data[i])
+            else expect(rx.indices.data[i]).toBe(-1)
+          }
           for (let j = 0; j < d; j++) if (!kept) expect(rx.quantized.data[t * d + j]).toBe(0)
         }
       }),

@@ -61,6 +61,24 @@ describeLanes('vq-options', nodeLanes, (lane) => `VectorQuantize forward options
     )
   })
 
+  it('topk with a mask: masked-out tokens get -1 for every rank, zero codes and zero commitment', async () => {
+    const q = build({ dim: d, codebook_size: K, route_gradients_to_input: false })
+    const init = q.init(random.keyFromSeed(30))
+    const x = randn([b, n, d], 31)
+    const mask = maskOf([[1, 0, 1, 1], [0, 0, 1, 0]])
+    const k = 3
+    const m = await vqCallOk(backend, q, init, x, { training: true, tensors: { m: mask }, opts: (t) => ({ topk: k, mask: t['m']! }) })
+    const plain = await vqCallOk(backend, q, init, x, { training: true, opts: () => ({ topk: k }) })
+    for (let t = 0; t < b * n; t++)
+      for (let j = 0; j < k; j++) {
+        const i = t * k + j
+        const kept = mask.data[t] === 1
+        expect(m.indices.data[i]).toBe(kept ? plain.indices.data[i] : -1)
+        expect(m.losses['commitment']!.data[i]).toBe(kept ? plain.losses['commitment']!.data[i] : 0)
+        for (let e = 0; e < d; e++) expect(m.quantized.data[i * d + e]).toBe(kept ? plain.quantized.data[i * d + e] : 0)
+      }
+  })
+
   it('target indices: the cross entropy of the distance logits, minimal at the nearest codes, -1 ignored', async () => {
     const q = build({ dim: d, codebook_size: K })
     const init = q.init(random.keyFromSeed(4))
