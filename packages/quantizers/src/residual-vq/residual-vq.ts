@@ -170,6 +170,8 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     const seq = toSeq(x)
     const width = widthOf(opts)
     let r: QuantizeResult
+    if ((width > 1 || qinco) && opts.world !== undefined && opts.training)
+      throw new TesseraError('input', `${W}.world`, `${qinco ? 'QINCo (implicit_neural_codebook)' : 'beam search'} does not synchronise its codebook statistics across ranks; train it in one process`)
     if (width > 1 || qinco) r = searchApply(params, state, seq.x, opts, width)
     else if (inner) {
       const comb = opts.freezeCodebook && !cfg.layers[0]!.freeze_codebook ? frozen() : inner
