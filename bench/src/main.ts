@@ -13,6 +13,7 @@ import { NODE_FLAGS, REFERENCE, implementations } from './child.js'
 import { workloads } from './workloads.js'
 import { bundleChild } from './bundle.js'
 import { writeInputs } from './inputs-file.js'
+import { TORCH_IMPLS, findTorchPython, runTorch } from './train-torch.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const benchDir = join(here, '..')
@@ -30,11 +31,13 @@ const quick = !!opts.quick
 // --quick: smaller sizes, a shorter budget per implementation, and one process per workload
 const maxSeconds = quick ? Math.min(0.3, Number(opts.maxSeconds)) : Number(opts.maxSeconds)
 
-const PEERS = ['onnxruntime-node', 'tfjs-cpu', 'tfjs-wasm', 'plain-js']
+const PEERS = ['onnxruntime-node', 'tfjs-cpu', 'tfjs-wasm', 'plain-js', ...Object.keys(TORCH_IMPLS)]
 const allIds = [...workloads.map((w) => w.id), 'TRAIN', 'OVH']
 const ids = opts.only ? opts.only.split(',') : allIds
 const implFilter = opts.impl?.split(',')
 const impls = Object.keys(implementations).filter((n) => n === REFERENCE || !implFilter || implFilter.some((f) => n.includes(f)))
+// PyTorch runs the TRAIN workload only, from the parent (train-torch.ts)
+const torchImpls = Object.keys(TORCH_IMPLS).filter((n) => !implFilter || implFilter.some((f) => n.includes(f)))
 
 const tmp = join(os.tmpdir(), `tessera-bench-${process.pid}`)
 mkdirSync(tmp, { recursive: true })
@@ -50,13 +53,15 @@ function inputsFile(wid: string): string | undefined {
   return file
 }
 
+/** Where the reference's process leaves its outputs (TRAIN: its first steps) for the others' checks. */
+const refFileOf = (wid: string) => join(tmp, `ref-${wid}.bin`)
+
 function runChild(childEntry: string, wid: string, implList: readonly string[]): Promise<ChildResult[]> {
   const resultFile = join(tmp, 'result.json')
   rmSync(resultFile, { force: true })
-  const refFile = join(tmp, `ref-${wid}.bin`)
   const ins = inputsFile(wid)
   return new Promise((resolve) => {
-    const args = [wid, implList.join(','), quick ? '1' : '0', resultFile, refFile, String(maxSeconds), ...(ins ? [ins] : [])]
+    const args = [wid, implList.join(','), quick ? '1' : '0', resultFile, refFileOf(wid), String(maxSeconds), ...(ins ? [ins] : [])]
     // plain node on the bundle: no tsx loader in the measured process; gc() between calls
     const child = fork(childEntry, args, {
       execPath: process.execPath,
@@ -116,15 +121,26 @@ async function main(): Promise<void> {
   for (const w of workloads) titles[w.id] = w.title(quick)
   try {
     const childEntry = await bundleChild(here, bundleDir)
+    const report = (wid: string, r: ChildResult) => {
+      const mem = r.rssPeakMB ? `; RSS peak ${fmt(r.rssPeakMB, 0)} MiB${r.rssPeakTimedMB ? ` (timed calls ${fmt(r.rssPeakTimedMB, 0)})` : ''}, base ${fmt(r.rssBaseMB, 0)}${r.rssStagesMB ? `, after inputs ${fmt(r.rssStagesMB.inputs, 0)}, setup ${fmt(r.rssStagesMB.setup, 0)}, first call ${fmt(r.rssStagesMB.firstCall, 0)}` : ''}` : ''
+      const first = r.setupMs !== undefined && r.firstRunMs !== undefined ? `; first call ${fmt(r.setupMs + r.firstRunMs, 1)} ms (setup ${fmt(r.setupMs, 1)} + run ${fmt(r.firstRunMs, 1)})` : ''
+      process.stderr.write(`${wid} ${r.impl}: ${r.status} ${fmt(r.medianMs, 2)} ms${first}${mem}${r.note ? ` (${r.note})` : ''}\n`)
+      results.push(r)
+    }
+    let torchPython: ReturnType<typeof findTorchPython> | undefined
     for (const wid of ids) {
       const list = wid === 'OVH' ? impls.filter((i) => !i.includes('gpujs-cpu')) : impls
       const batches = quick ? [list] : list.map((i) => [i])
-      for (const batch of batches) {
-        for (const r of await runChild(childEntry, wid, batch)) {
-          const mem = r.rssPeakMB ? `; RSS peak ${fmt(r.rssPeakMB, 0)} MiB${r.rssPeakTimedMB ? ` (timed calls ${fmt(r.rssPeakTimedMB, 0)})` : ''}, base ${fmt(r.rssBaseMB, 0)}${r.rssStagesMB ? `, after inputs ${fmt(r.rssStagesMB.inputs, 0)}, setup ${fmt(r.rssStagesMB.setup, 0)}, first call ${fmt(r.rssStagesMB.firstCall, 0)}` : ''}` : ''
-          process.stderr.write(`${wid} ${r.impl}: ${r.status} ${fmt(r.medianMs, 2)} ms${mem}${r.note ? ` (${r.note})` : ''}\n`)
-          results.push(r)
-        }
+      for (const batch of batches) for (const r of await runChild(childEntry, wid, batch)) report(wid, r)
+      if (wid !== 'TRAIN') continue
+      for (const impl of torchImpls) {
+        torchPython ??= findTorchPython()
+        report(
+          wid,
+          'why' in torchPython
+            ? { workload: wid, impl, status: 'skipped', note: torchPython.why, rssBaseMB: 0, rssPeakMB: 0 }
+            : await runTorch(impl, torchPython.python, quick, tmp, refFileOf(wid), maxSeconds),
+        )
       }
     }
   } finally {
@@ -164,6 +180,12 @@ function memoryTargetLine(rs: readonly ChildResult[], factor: number): string {
   return `Memory target (issue 6): whole-process peak RSS below ${factor}x I/O${io ? ` (${factor} x ${fmt(io)} = ${fmt(factor * io, 0)} MiB with int32 indices)` : ''}. Met: ${names(ok)}. Not met: ${names(over)}.`
 }
 
+/** "total (setup + run)" of the first call, in ms. */
+function firstCall(r: ChildResult): string {
+  if (r.setupMs === undefined || r.firstRunMs === undefined) return '–'
+  return `${fmt(r.setupMs + r.firstRunMs, 1)} (${fmt(r.setupMs, 1)} + ${fmt(r.firstRunMs, 1)})`
+}
+
 function renderTable(results: ChildResult[], titles: Record<string, string>, m: ReturnType<typeof machine>, started: Date): string {
   const lines: string[] = []
   lines.push(`# Tessera benchmarks ${quick ? '(quick sizes)' : ''}`.trim(), '')
@@ -177,7 +199,8 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
   )
   if (results.some((r) => r.impl.includes('relaxed')))
     lines.push('`fast-wasm-relaxed-2t`: the nearest-code kernel with relaxed SIMD fused multiply-adds; on Node 20 its process runs with `--experimental-wasm-relaxed-simd` (on by default in Node >= 22 and Chrome >= 114). `fast-wasm-1t`/`-2t` use separate multiplies and adds.', '')
-  lines.push('"vs peer": time divided by the fastest peer\'s (onnxruntime-node, tfjs-cpu, tfjs-wasm, plain JS); below 1 is faster. Indices are checked against the CPU reference; "ties" counts rows where an index differs only between equally near candidates.', '')
+  lines.push('"vs peer": time divided by the fastest peer\'s (onnxruntime-node, tfjs-cpu, tfjs-wasm, plain JS, PyTorch); below 1 is faster. Indices are checked against the CPU reference; "ties" counts rows where an index differs only between equally near candidates.', '')
+  lines.push('"first call": in a fresh process with the inputs ready, the setup (the implementation\'s module loaded and its backend started; Tessera: program traced and compiled; ONNX: model built and session created; tfjs: constants prepared; PyTorch: model and optimizer built, after `import torch`) plus the first call, as "total (setup + run)" in ms. The median is of calls after warm-up. Each workload\'s "Configuration" list says how every implementation was set up and how the computation is written (threads, graph optimizations, operand forms).', '')
   const byW = new Map<string, ChildResult[]>()
   for (const r of results) byW.set(r.workload, [...(byW.get(r.workload) ?? []), r])
   for (const [wid, rs] of byW) {
@@ -186,15 +209,15 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
     lines.push(`## ${wid}: ${titles[wid] ?? ''}`, '')
     const peerBest = Math.min(...rs.filter((r) => PEERS.includes(r.impl) && r.status === 'ok' && r.medianMs !== undefined).map((r) => r.medianMs!))
     const flops = w?.flops?.(quick)
-    if (wid === 'OVH') lines.push('| implementation | status | median µs/call | min µs | runs | peak RSS MiB |', '|---|---|---|---|---|---|')
+    if (wid === 'OVH') lines.push('| implementation | status | median µs/call | min µs | first call ms | runs | peak RSS MiB |', '|---|---|---|---|---|---|---|')
     else
       lines.push(
-        `| implementation | status | median ms | min ms | vectors/s |${flops ? ' GFLOP/s |' : ''} vs peer | runs | ties | peak RSS MiB | base | peak − base | I/O MiB | peak / I/O | note |`,
-        `|---|---|---|---|---|${flops ? '---|' : ''}---|---|---|---|---|---|---|---|---|`,
+        `| implementation | status | median ms | min ms | first call ms (setup + run) | vectors/s |${flops ? ' GFLOP/s |' : ''} vs peer | runs | ties | peak RSS MiB | base | peak − base | I/O MiB | peak / I/O | note |`,
+        `|---|---|---|---|---|---|${flops ? '---|' : ''}---|---|---|---|---|---|---|---|---|`,
       )
     for (const r of rs) {
       if (wid === 'OVH') {
-        lines.push(`| ${r.impl} | ${r.status} | ${fmt(r.medianMs !== undefined ? r.medianMs * 1000 : undefined)} | ${fmt(r.minMs !== undefined ? r.minMs * 1000 : undefined)} | ${r.runs ?? '–'} | ${fmt(r.rssPeakMB, 0)} |`)
+        lines.push(`| ${r.impl} | ${r.status} | ${fmt(r.medianMs !== undefined ? r.medianMs * 1000 : undefined)} | ${fmt(r.minMs !== undefined ? r.minMs * 1000 : undefined)} | ${firstCall(r)} | ${r.runs ?? '–'} | ${fmt(r.rssPeakMB, 0)} |`)
         continue
       }
       const ms = r.status === 'ok' || r.status === 'mismatch' ? r.medianMs : undefined
@@ -202,13 +225,15 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
       const gf = ms && flops ? flops / (ms / 1000) / 1e9 : undefined
       const ratio = ms && Number.isFinite(peerBest) ? ms / peerBest : undefined
       lines.push(
-        `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${fmt(gf)} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${r.runs ?? '–'} | ${r.ties ?? '–'} | ${memoryCells(r)} | ${r.note ?? ''} |`,
+        `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${firstCall(r)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${fmt(gf)} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${r.runs ?? '–'} | ${r.ties ?? '–'} | ${memoryCells(r)} | ${r.note ?? ''} |`,
       )
     }
     lines.push('')
     // --quick shares one process among implementations: its peaks say nothing about the target
     const limit = MEMORY_TARGET[wid]
     if (limit && !quick) lines.push(memoryTargetLine(rs, limit), '')
+    const configured = rs.filter((r) => r.config)
+    if (configured.length) lines.push(`Configuration (${wid}):`, '', ...configured.map((r) => `- \`${r.impl}\`: ${r.config}`), '')
   }
   return lines.join('\n')
 }

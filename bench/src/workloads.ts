@@ -18,6 +18,19 @@ export interface CheckResult {
   readonly note?: string
 }
 
+/**
+ * tfjs's form of a workload: tensors derived from the inputs once at setup (a transposed, scaled
+ * codebook: the GEMM-friendly operands tfjs's fused matMul wants), then one call's ops.
+ */
+export interface TfjsPlan {
+  /** Kept across calls; disposed with the inputs. */
+  readonly kept: readonly tfc.Tensor[]
+  /** One call (run inside tf.tidy). */
+  call(): tfc.Tensor[]
+  /** How the call is written, for the results' configuration notes. */
+  readonly form: string
+}
+
 /** One workload: its sizes, inputs, and the same computation written for every implementation. */
 export interface Workload {
   readonly id: string
@@ -28,9 +41,12 @@ export interface Workload {
   flops?(quick: boolean): number
   inputs(quick: boolean): Input[]
   tessera(quick: boolean): Program
+  /** The ONNX model; its `doc` says how the graph is written. */
   onnx(quick: boolean): GraphDef
-  tfjs(tf: TF, ins: tfc.Tensor[], quick: boolean): tfc.Tensor[]
+  tfjs(tf: TF, backend: 'cpu' | 'wasm', ins: tfc.Tensor[], quick: boolean): TfjsPlan
   plain(ins: readonly Input[], quick: boolean): Arr[]
+  /** How the plain-JS loop is written. */
+  readonly plainForm?: string
   check(ins: readonly Input[], ref: readonly Arr[], got: readonly Arr[], quick: boolean): CheckResult
 }
 
@@ -106,19 +122,38 @@ const ints = (value: number[]) => ({ kind: 'ints' as const, value })
 const int = (value: number) => ({ kind: 'int' as const, value })
 const flt = (value: number) => ({ kind: 'float' as const, value })
 
-/** ||x||² - 2 x·c + ||c||² with Gemm (transB, alpha -2, ||c||² as the bias), then ArgMin and Gather. */
+/**
+ * ||c||² - 2 x·c (the distance less ||x||², which does not change the argmin) as one Gemm
+ * (transB, alpha -2, ||c||² as the bias), then ArgMin and Gather.
+ */
 function onnxNearest(prefix: string, x: string, cb: string, nodes: NodeDef[]): { idx: string; q: string } {
   const p = (s: string) => `${prefix}${s}`
   nodes.push(
-    node('ReduceSumSquare', [x], [p('xx')], { axes: ints([1]), keepdims: int(1) }),
     node('ReduceSumSquare', [cb], [p('cc')], { axes: ints([1]), keepdims: int(0) }),
-    node('Gemm', [x, cb, p('cc')], [p('g')], { alpha: flt(-2), beta: flt(1), transB: int(1) }),
-    node('Add', [p('g'), p('xx')], [p('dist')]),
+    node('Gemm', [x, cb, p('cc')], [p('dist')], { alpha: flt(-2), beta: flt(1), transB: int(1) }),
     node('ArgMin', [p('dist')], [p('idx')], { axis: int(1), keepdims: int(0), select_last_index: int(0) }),
     node('Gather', [cb, p('idx')], [p('q')], { axis: int(0) }),
   )
   return { idx: p('idx'), q: p('q') }
 }
+
+const NEAREST_ONNX_DOC = 'ReduceSumSquare(cb) -> Gemm(x, cb, ||c||²; alpha -2, transB) -> ArgMin -> Gather (no ||x||² term)'
+
+/** The codebook as tfjs's fused matMul wants it, made once at setup: (D, K) scaled by -2, and ||c||² for the bias. */
+function tfjsCodebook(tf: TF, cb: tfc.Tensor): { cbT: tfc.Tensor; cc: tfc.Tensor } {
+  return tf.tidy(() => ({ cbT: tf.mul(tf.transpose(cb), -2), cc: tf.sum(tf.square(cb), 1) }))
+}
+
+/**
+ * One fused matMul (x · cbT with ||c||² as the bias: the distance less ||x||²), then argMin. With
+ * the codebook pre-transposed the wasm backend runs it on XNNPACK (W1 on this machine: ~1000 ms
+ * with matMul(x, cb, transposeB) and separate ops, ~160 ms this way).
+ */
+function tfjsNearest(tf: TF, x: tfc.Tensor, cbT: tfc.Tensor, cc: tfc.Tensor): tfc.Tensor {
+  return tf.argMin(tf.fused.matMul({ a: x, b: cbT, bias: cc }), 1)
+}
+
+const TFJS_NEAREST_FORM = 'codebook prepared once at setup (transposed, scaled by -2, and ||c||²; not timed per call); per call tf.fused.matMul(x, cbT, bias ||c||²) -> argMin -> gather'
 
 function nearestWorkload(id: string, full: [number, number, number], quick: [number, number, number]): Workload {
   const dims = (q: boolean) => (q ? quick : full)
@@ -140,18 +175,23 @@ function nearestWorkload(id: string, full: [number, number, number], quick: [num
       const nodes: NodeDef[] = []
       const { idx, q: qq } = onnxNearest('', 'x', 'cb', nodes)
       return {
-        name: id, nodes, initializers: [],
+        name: id, nodes, initializers: [], doc: NEAREST_ONNX_DOC,
         inputs: [{ name: 'x', type: DataType.FLOAT, dims: [n, d] }, { name: 'cb', type: DataType.FLOAT, dims: [k, d] }],
         outputs: [{ name: idx, type: DataType.INT64, dims: [n] }, { name: qq, type: DataType.FLOAT, dims: [n, d] }],
       }
     },
-    tfjs: (tf, [x, cb]) => {
-      const xx = tf.sum(tf.square(x!), 1, true)
-      const cc = tf.sum(tf.square(cb!), 1)
-      const dist = tf.add(tf.sub(xx, tf.mul(tf.matMul(x!, cb!, false, true), 2)), cc)
-      const idx = tf.argMin(dist, 1)
-      return [idx, tf.gather(cb!, idx)]
+    tfjs: (tf, _b, [x, cb]) => {
+      const { cbT, cc } = tfjsCodebook(tf, cb!)
+      return {
+        kept: [cbT, cc],
+        call: () => {
+          const idx = tfjsNearest(tf, x!, cbT, cc)
+          return [idx, tf.gather(cb!, idx)]
+        },
+        form: TFJS_NEAREST_FORM,
+      }
     },
+    plainForm: 'loops over rows and codes, float64 dot products, ||c||² once per call, no ||x||² term',
     plain: ([x, cb], q) => {
       const [n, d, k] = dims(q)
       const xd = x!.data, cd = cb!.data
@@ -199,6 +239,7 @@ const fsqWorkload: Workload = {
     const c = fsqConsts(FSQ_LEVELS)
     return {
       name: 'fsq',
+      doc: 'Add, Tanh, Mul, Sub, Round, Div, then Mul, Add, Mul, ReduceSum, Round, Cast for the indices',
       nodes: [
         node('Add', ['z', 'shift'], ['a']), node('Tanh', ['a'], ['t']), node('Mul', ['t', 'halfL'], ['m']),
         node('Sub', ['m', 'offset'], ['bounded']), node('Round', ['bounded'], ['r']), node('Div', ['r', 'hw'], ['codes']),
@@ -213,15 +254,22 @@ const fsqWorkload: Workload = {
       outputs: [{ name: 'codes', type: DataType.FLOAT, dims: [n, d] }, { name: 'idx', type: DataType.INT32, dims: [n] }],
     }
   },
-  tfjs: (tf, [z]) => {
+  tfjs: (tf, _b, [z]) => {
     const c = fsqConsts(FSQ_LEVELS)
-    const t = (v: number[]) => tf.tensor1d(v)
-    const bounded = tf.sub(tf.mul(tf.tanh(tf.add(z!, t(c.shift))), t(c.halfL)), t(c.offset))
-    const codes = tf.div(tf.round(bounded), t(c.halfWidth))
-    const zhat = tf.add(tf.mul(codes, t(c.halfWidth)), t(c.halfWidth))
-    const idx = tf.cast(tf.round(tf.sum(tf.mul(zhat, t(c.basis)), 1)), 'int32')
-    return [codes, idx]
+    const [shift, halfL, offset, hw, basis] = [c.shift, c.halfL, c.offset, c.halfWidth, c.basis].map((v) => tf.tensor1d(v)) as [tfc.Tensor, tfc.Tensor, tfc.Tensor, tfc.Tensor, tfc.Tensor]
+    return {
+      kept: [shift, halfL, offset, hw, basis],
+      call: () => {
+        const bounded = tf.sub(tf.mul(tf.tanh(tf.add(z!, shift)), halfL), offset)
+        const codes = tf.div(tf.round(bounded), hw)
+        const zhat = tf.add(tf.mul(codes, hw), hw)
+        const idx = tf.cast(tf.round(tf.sum(tf.mul(zhat, basis), 1)), 'int32')
+        return [codes, idx]
+      },
+      form: 'per-dimension constants made once at setup; per call add, tanh, mul, sub, round, div, then the index sum (elementwise ops, one kernel each)',
+    }
   },
+  plainForm: 'one loop over rows, Math.tanh, round half to even',
   plain: ([z]) => {
     const c = fsqConsts(FSQ_LEVELS)
     const d = FSQ_LEVELS.length
@@ -275,6 +323,7 @@ const lfqWorkload: Workload = {
     const n = q ? 8192 : 65536
     return {
       name: 'lfq',
+      doc: 'Greater, Where for the codes; Cast, Mul, ReduceSum for the indices',
       nodes: [
         node('Greater', ['x', 'zero'], ['pos']), node('Where', ['pos', 'one', 'minus'], ['q']),
         node('Cast', ['pos'], ['bits'], { to: int(DataType.INT32) }), node('Mul', ['bits', 'weights'], ['w']),
@@ -288,12 +337,19 @@ const lfqWorkload: Workload = {
       outputs: [{ name: 'q', type: DataType.FLOAT, dims: [n, LFQ_DIM] }, { name: 'idx', type: DataType.INT32, dims: [n] }],
     }
   },
-  tfjs: (tf, [x]) => {
-    const pos = tf.greater(x!, 0)
-    const q = tf.where(pos, tf.onesLike(x!), tf.fill(x!.shape, -1))
+  tfjs: (tf, _b, [x]) => {
     const w = tf.tensor1d(Array.from({ length: LFQ_DIM }, (_, i) => 2 ** (LFQ_DIM - 1 - i)), 'int32')
-    return [q, tf.sum(tf.mul(tf.cast(pos, 'int32'), w), 1)]
+    const [one, minus] = [tf.onesLike(x!), tf.fill(x!.shape, -1)]
+    return {
+      kept: [w, one, minus],
+      call: () => {
+        const pos = tf.greater(x!, 0)
+        return [tf.where(pos, one, minus), tf.sum(tf.mul(tf.cast(pos, 'int32'), w), 1)]
+      },
+      form: 'bit weights and the ±1 fill tensors made once at setup; per call greater, where, cast, mul, sum',
+    }
   },
+  plainForm: 'one loop over rows and bits',
   plain: ([x]) => {
     const n = x!.shape[0]!
     const q = new Float32Array(n * LFQ_DIM), idx = new Int32Array(n)
@@ -334,6 +390,7 @@ const lfqEntropyWorkload: Workload = {
     const n = q ? 2048 : 65536, k = 2 ** ENT_DIM
     return {
       name: 'lfq_entropy',
+      doc: 'Gemm(x, cb; alpha 2/T, transB) -> Softmax -> Max(eps), Log, Mul, ReduceSum, ReduceMean for both entropies',
       nodes: [
         node('Gemm', ['x', 'cb'], ['logits'], { alpha: flt(2 * INV_T), transB: int(1) }),
         node('Softmax', ['logits'], ['prob'], { axis: int(-1) }),
@@ -349,11 +406,36 @@ const lfqEntropyWorkload: Workload = {
       outputs: [{ name: 'perSample', type: DataType.FLOAT, dims: [] }, { name: 'cbEntropy', type: DataType.FLOAT, dims: [] }],
     }
   },
-  tfjs: (tf, [x, cb]) => {
-    const prob = tf.softmax(tf.mul(tf.matMul(x!, cb!, false, true), 2 * INV_T), -1)
+  tfjs: (tf, backend, [x, cb]) => {
+    // the codebook transposed and scaled by 2/T once at setup: one plain matMul per call
+    const cbS = tf.tidy(() => tf.mul(tf.transpose(cb!), 2 * INV_T))
     const ent = (p: tfc.Tensor, axis?: number) => tf.neg(tf.sum(tf.mul(p, tf.log(tf.maximum(p, 1e-5))), axis))
-    return [tf.mean(ent(prob, 1)), ent(tf.mean(prob, 0))]
+    // wasm has a native Softmax kernel; its logSoftmax is a chain of ops (max, sub, exp, sum, log,
+    // sub), 3x slower here (5.3 s vs 1.7 s). On the cpu backend both are op chains and logSoftmax
+    // saves the log pass (34 s vs 40 s, busy machine).
+    if (backend === 'wasm')
+      return {
+        kept: [cbS],
+        call: () => {
+          const prob = tf.softmax(tf.matMul(x!, cbS), -1)
+          return [tf.mean(ent(prob, 1)), ent(tf.mean(prob, 0))]
+        },
+        form: 'codebook transposed and scaled by 2/T once at setup; per call matMul -> softmax (native kernel) -> p·log(max(p, 1e-5)) sums (logSoftmax measured 3x slower on wasm)',
+      }
+    const logEps = Math.fround(Math.log(1e-5))
+    return {
+      kept: [cbS],
+      call: () => {
+        const logp = tf.logSoftmax(tf.matMul(x!, cbS), -1)
+        const prob = tf.exp(logp)
+        // log(max(p, eps)) = max(log p, log eps)
+        const perSample = tf.neg(tf.mean(tf.sum(tf.mul(prob, tf.maximum(logp, logEps)), 1)))
+        return [perSample, ent(tf.mean(prob, 0))]
+      },
+      form: 'codebook transposed and scaled by 2/T once at setup; per call matMul -> logSoftmax, p = exp(log p), per-sample entropy from max(log p, log 1e-5)',
+    }
   },
+  plainForm: 'one loop per row over the 1024 codes in float64 (dot, max, exp, entropy), column sums in float64',
   plain: ([x, cb]) => {
     const n = x!.shape[0]!, k = cb!.shape[0]!, d = ENT_DIM
     const avg = new Float64Array(k), row = new Float64Array(k)
@@ -422,25 +504,32 @@ function residualWorkload(): Workload {
         residual = `res${l}`
       }
       return {
-        name: 'rvq', nodes, initializers: [],
+        name: 'rvq', nodes, initializers: [], doc: `per layer: ${NEAREST_ONNX_DOC}, then Sub for the residual and Add for the sum`,
         inputs: [{ name: 'x', type: DataType.FLOAT, dims: [n, d] }, ...Array.from({ length: RVQ_LAYERS }, (_, l) => ({ name: `cb${l}`, type: DataType.FLOAT, dims: [k, d] }))],
         outputs: [{ name: quant, type: DataType.FLOAT, dims: [n, d] }, ...idxs.map((name) => ({ name, type: DataType.INT64, dims: [n] }))],
       }
     },
-    tfjs: (tf, [x, ...cbs]) => {
-      let residual = x!
-      let quant: tfc.Tensor | undefined
-      const idxs: tfc.Tensor[] = []
-      for (const cb of cbs) {
-        const dist = tf.add(tf.sub(tf.sum(tf.square(residual), 1, true), tf.mul(tf.matMul(residual, cb, false, true), 2)), tf.sum(tf.square(cb), 1))
-        const idx = tf.argMin(dist, 1)
-        const q = tf.gather(cb, idx)
-        idxs.push(idx)
-        quant = quant ? tf.add(quant, q) : q
-        residual = tf.sub(residual, q)
+    tfjs: (tf, _b, [x, ...cbs]) => {
+      const prepared = cbs.map((cb) => tfjsCodebook(tf, cb))
+      return {
+        kept: prepared.flatMap((p) => [p.cbT, p.cc]),
+        call: () => {
+          let residual = x!
+          let quant: tfc.Tensor | undefined
+          const idxs: tfc.Tensor[] = []
+          cbs.forEach((cb, l) => {
+            const idx = tfjsNearest(tf, residual, prepared[l]!.cbT, prepared[l]!.cc)
+            const q = tf.gather(cb, idx)
+            idxs.push(idx)
+            quant = quant ? tf.add(quant, q) : q
+            residual = tf.sub(residual, q)
+          })
+          return [quant!, ...idxs]
+        },
+        form: `per layer as W1: ${TFJS_NEAREST_FORM}; then sub and add`,
       }
-      return [quant!, ...idxs]
     },
+    plainForm: 'per layer as W1, residual and sum updated in place',
     plain: ([x, ...cbs], q) => {
       const [n, d, k] = dims(q)
       const residual = Float32Array.from(x!.data)

@@ -44,6 +44,7 @@ export function encodeModel(g: GraphDef, opset = 17): Uint8Array {
     opsetImport: [{ domain: '', version: opset }],
     graph: {
       name: g.name,
+      ...(g.doc ? { docString: g.doc } : {}),
       node: g.nodes.map((n, i) => ({
         input: [...n.inputs],
         output: [...n.outputs],

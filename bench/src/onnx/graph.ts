@@ -33,6 +33,8 @@ export interface ValueDef {
 
 export interface GraphDef {
   readonly name: string
+  /** How the graph is written (the results' configuration notes; GraphProto.doc_string). */
+  readonly doc?: string
   readonly nodes: readonly NodeDef[]
   readonly initializers: readonly TensorDef[]
   readonly inputs: readonly ValueDef[]
