@@ -396,7 +396,8 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       if (cfg.orthogonal_reg_weight > 0 && !fwd.targets) {
         const codebook = passes.codebook
         let mask: Tensor | undefined
-        const ceMasked = cfg.commitment_weight > 0 && cfg.commitment_use_cross_entropy_loss ? rowMask : undefined
+        // the reference's cross-entropy commitment has set masked-out indices to -1 by now
+        const ceMasked = cfg.commitment_weight > 0 && !cfg.directional_reparam && cfg.commitment_use_cross_entropy_loss ? rowMask : undefined
         if (cfg.orthogonal_reg_active_codes_only) mask = activeCodes(step.ind, K, ceMasked, cfg.orthogonal_reg_max_codes)
         const maxCodes = cfg.orthogonal_reg_max_codes
         if (maxCodes !== null && (mask !== undefined || K > maxCodes)) {
