@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor, Tensor } from '@tessera/core'
-import { random, valueAndGrad } from '@tessera/core'
+import { localCollectives, random, runCollective, traceOrThrow, valueAndGrad } from '@tessera/core'
 // the optimizers users pass are @tessera/nn's; this package does not depend on it, so the test reads its source
 import { adam, sgd } from '../../nn/src/optim.js'
 import type { Init, Named } from '../src/quantizer.js'
@@ -251,6 +251,17 @@ describe('in-place optimizer state', () => {
     for (const row of xs) counts[nearest(e0, row)]++
     const r = await vqRun(reference, sq, init, x, { training: true, key: [1, 2], accumEmaUpdate: true })
     expect(arr(r.extra['ema_accum_cluster_size']!)).toEqual(counts)
+  })
+
+  it('synced (sync_codebook, traced with a world): the in-place gradients are averaged over the ranks, so every rank steps as one process on the whole batch', async () => {
+    const sq = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: orThrow(sgd({ lr: LR })) }))
+    const init = sq.init(random.keyFromSeed(48))
+    const whole = await vqRun(reference, sq, init, x, { training: true })
+    const shard = (r: number) => ({ shape: [1, 5, D], dtype: 'float32' as const, data: x.data.slice(r * 5 * D, (r + 1) * 5 * D) })
+    const traced = traceOrThrow([init.params, init.state, shard(0)] as const, (p, st, xx) => sq.apply(p as Named<Tensor>, st as Named<Tensor>, xx as Tensor, { training: true, world: { size: 2 } }).updatedParams!['_codebook.embed']!)
+    const leaves = (r: number) => [...Object.values(init.params), ...Object.values(init.state), shard(r)]
+    const got = await Promise.all(localCollectives(2).map((comm) => runCollective(reference, traced.program, leaves(comm.rank), comm)))
+    for (const g of got) near(orThrow(g)[0]!.data, arr(whole.updatedParams['_codebook.embed']!), () => 1e-5, 'each rank\'s stepped codebook')
   })
 
   it('refusals: in-place optimizer without a learnable codebook, with topk in the call', async () => {

@@ -7,6 +7,8 @@ import { affineCodebook, affineInput, readAffine, updateAffine, writeAffine } fr
 import { BRIDGE_PREFIX, applyBridge } from './bridge.js'
 import { gatherCodes } from './codebook.js'
 import type { VQConfig } from './config.js'
+import type { RankSync } from './sync.js'
+import { sumOverRanks } from './sync.js'
 import { asLeaf, optimizerState, optimizerStep } from './in-place-optimizer.js'
 import type { CodebookCall, CodebookState, CodebookStep, PreparedCodebook } from './vector-quantize.js'
 
@@ -45,6 +47,16 @@ export interface PassesResult {
   readonly inPlaceGrads?: Record<string, Tensor>
   /** The raw codebook after the call (the orthogonal loss's), carrying the parameter's gradient when learnable. */
   readonly codebook: Tensor
+}
+
+/**
+ * The reference's `update_in_place_optimizer` under DDP (`sync_codebook`): each gradient summed over
+ * the ranks and divided by their number, so every rank takes the same step (with equal shards, the
+ * whole batch's).
+ */
+export function averageOverRanks(grads: Record<string, Tensor>, world: RankSync | undefined): Record<string, Tensor> {
+  if (!world) return grads
+  return Object.fromEntries(Object.entries(grads).map(([k, g]) => [k, sumOverRanks(g, world).div(world.size)]))
 }
 
 /** The bridge's parameters, under their full names. */
@@ -97,7 +109,7 @@ export function codebookPasses(setup: PassesSetup, params: Named<Tensor>, state:
   }
   const mask = ex?.rowMask ? [ex.rowMask] : []
   const { value: inPlaceLoss, grad } = valueAndGrad(lossOf, [0, 1] as const)(s0.embed, bridge0, step1.ind, flat.stopGradient(), affine1 ? writeAffine(affine1) : {}, mask)
-  const grads: Record<string, Tensor> = { [EMBED]: grad[0], ...grad[1] }
+  const grads = averageOverRanks({ [EMBED]: grad[0], ...grad[1] }, call.sync?.codebook ? call.sync.world : undefined)
 
   let embed2: Tensor, bridge2: Record<string, Tensor>, updatedParams: Record<string, Tensor> | undefined
   let optState: Record<string, Tensor> = optKeep

@@ -32,7 +32,7 @@ import { crossEntropy, targetRows } from './cross-entropy.js'
 import { initVQProjection, vqProjectIn, vqProjectionSpecs } from './project-in.js'
 import { affineInit, affineSpecs } from './affine.js'
 import { BRIDGE_PREFIX, bridgeSpecs, bridgeStage } from './bridge.js'
-import { codebookParams, codebookPasses } from './codebook-passes.js'
+import { averageOverRanks, codebookParams, codebookPasses } from './codebook-passes.js'
 import { routeToInput } from './directional.js'
 import { manualOptimizerUpdate, optimizerInit, optimizerSpecs } from './in-place-optimizer.js'
 
@@ -244,7 +244,7 @@ export interface VectorQuantize extends Quantizer<VQConfig> {
    * codebook's parameters with `grads` (a forward's `extra` `in_place_grad.*`, plus any other
    * gradient of them), the optimizer's state read from and written to `state`.
    */
-  updateInPlaceOptimizer(params: Named<Tensor>, state: Named<Tensor>, grads: Named<Tensor>): { params: Record<string, Tensor>; state: Record<string, Tensor> }
+  updateInPlaceOptimizer(params: Named<Tensor>, state: Named<Tensor>, grads: Named<Tensor>, opts?: Pick<ApplyOptions, 'world'>): { params: Record<string, Tensor>; state: Record<string, Tensor> }
   /** The reference's `get_output_from_indices`: codes for indices, projected out. `state` holds the codebook. */
   indicesToCodes(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
   /** Whether `_codebook.embed` lives in params (learnable codebook) or in state (EMA or frozen). */
@@ -477,9 +477,12 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
     return channelFirst ? codes.moveAxis(-1, 1) : codes
   }
 
-  const updateInPlaceOptimizer = (params: Named<Tensor>, state: Named<Tensor>, grads: Named<Tensor>) => {
+  const updateInPlaceOptimizer = (params: Named<Tensor>, state: Named<Tensor>, grads: Named<Tensor>, o: Pick<ApplyOptions, 'world'> = {}) => {
     if (!opt) throw new TesseraError('config', `${W}.in_place_codebook_optimizer`, 'updateInPlaceOptimizer needs an in_place_codebook_optimizer')
-    return manualOptimizerUpdate(opt, optSpecs, codebookParams(params, CB.embed), state, grads, `${W}.updateInPlaceOptimizer`)
+    // traced with a world under sync_codebook, the gradients are averaged over the ranks first, as the reference's DDP branch
+    const sync = codebookSync(cfg, rankSync(o.world, getEmbed(params, state, 'updateInPlaceOptimizer').builder, W))
+    const g = averageOverRanks({ ...grads }, sync?.codebook ? sync.world : undefined)
+    return manualOptimizerUpdate(opt, optSpecs, codebookParams(params, CB.embed), state, g, `${W}.updateInPlaceOptimizer`)
   }
 
   return { kind: 'VectorQuantize', config: cfg, paramSpecs, stateSpecs, init, apply, indicesToCodes, embedInParams, updateInPlaceOptimizer }
