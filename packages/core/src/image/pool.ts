@@ -31,9 +31,11 @@ function windowSums(x: Tensor, axis: number, outSize: number): Tensor {
       inside.push(start[i]! + k < end[i]! ? 1 : 0)
     }
   const bl = x.builder
-  const g = x.gather(bl.constant(idx, [outSize, widest], 'int32'), axis)
-  const mask = bl.constant(inside, [outSize, widest], 'bool').reshape([...x.shape.slice(0, axis).map(() => 1), outSize, widest, ...x.shape.slice(axis + 1).map(() => 1)])
-  return where(mask, g, 0).sum(axis + 1)
+  // gathered along a leading axis, so the gather's VJP is one one-hot matrix (see resize.ts)
+  const lead = x.moveAxis(axis, 0)
+  const g = lead.gather(bl.constant(idx, [outSize, widest], 'int32'), 0)
+  const mask = bl.constant(inside, [outSize, widest], 'bool').reshape([outSize, widest, ...lead.shape.slice(1).map(() => 1)])
+  return where(mask, g, 0).sum(1).moveAxis(0, axis)
 }
 
 /**

@@ -51,16 +51,21 @@ export function axisSampling(inSize: number, outSize: number, mode: ResizeMode, 
   return { i0, i1, w0, w1, identity }
 }
 
-/** Resample one axis: w0·x[i0] + w1·x[i1] along `axis` (nearest: a gather). */
+/**
+ * Resample one axis: w0·x[i0] + w1·x[i1] along `axis` (nearest: a gather). The axis is moved to
+ * the front first: gather's VJP is a product with the one-hot matrix of the indices per row of
+ * the axes before it, so a leading axis makes that one (in, out) matrix instead of one per row.
+ */
 function resampleAxis(x: Tensor, axis: number, s: AxisSampling, mode: ResizeMode): Tensor {
   if (s.identity) return x
   const bl = x.builder
   const n = s.i0.length
-  const g0 = x.gather(bl.constant(s.i0, [n], 'int32'), axis)
-  if (mode === 'nearest') return g0
-  const wshape = x.shape.map((_, i) => (i === axis ? n : 1))
-  const g1 = x.gather(bl.constant(s.i1, [n], 'int32'), axis)
-  return g0.mul(bl.constant(s.w0, wshape)).add(g1.mul(bl.constant(s.w1, wshape)))
+  const lead = x.moveAxis(axis, 0)
+  const g0 = lead.gather(bl.constant(s.i0, [n], 'int32'), 0)
+  if (mode === 'nearest') return g0.moveAxis(0, axis)
+  const wshape = lead.shape.map((_, i) => (i === 0 ? n : 1))
+  const g1 = lead.gather(bl.constant(s.i1, [n], 'int32'), 0)
+  return g0.mul(bl.constant(s.w0, wshape)).add(g1.mul(bl.constant(s.w1, wshape))).moveAxis(0, axis)
 }
 
 /**
