@@ -120,6 +120,26 @@ describeLanes('vq-options', nodeLanes, (lane) => `VectorQuantize forward options
     expect(Number.isFinite(want)).toBe(true)
   })
 
+  it("orthogonal_reg_active_codes_only with the cross-entropy commitment and a mask counts the last code for -1, as the reference's codebook[:, -1]", async () => {
+    const q = build({ dim: d, codebook_size: K, commitment_use_cross_entropy_loss: true, orthogonal_reg_weight: 1, orthogonal_reg_active_codes_only: true })
+    const init = q.init(random.keyFromSeed(40))
+    const x = randn([b, n, d], 41)
+    const mask = maskOf([[1, 1, 0, 1], [1, 0, 1, 1]])
+    const r = await vqCallOk(backend, q, init, x, { training: true, tensors: { m: mask }, opts: (t) => ({ mask: t['m']!, freezeCodebook: true }) })
+    const kept = [...new Set(Array.from(r.indices.data).filter((i) => i !== -1))].sort((u, v) => u - v)
+    const ids = [...kept, K - 1] // unique() of the indices with -1, then -1 picks the last code (twice if it is also used)
+    const e = init.state['_codebook.embed']!.data
+    const unit = ids.map((c) => {
+      const row = Array.from({ length: d }, (_, j) => e[c * d + j]!)
+      const nr = Math.max(Math.hypot(...row), 1e-6)
+      return row.map((v) => v / nr)
+    })
+    let s2 = 0
+    for (const u of unit) for (const v of unit) s2 += u.reduce((a, ui, j) => a + ui * v[j]!, 0) ** 2
+    const m = ids.length
+    close(r.losses['orthogonal_reg']!.data[0]!, s2 / (m * m) - 1 / m)
+  })
+
   it('layernorm_after_project_in: project_in.0 (linear) then project_in.1 (LayerNorm, ones and zeros)', async () => {
     const q = build({ dim: 4, codebook_size: K, codebook_dim: 3, layernorm_after_project_in: true })
     expect(Object.keys(q.paramSpecs).sort()).toEqual(['project_in.0.bias', 'project_in.0.weight', 'project_in.1.bias', 'project_in.1.weight', 'project_out.bias', 'project_out.weight'])
