@@ -205,6 +205,20 @@ describe('HierarchicalVQ in training', () => {
     per.forEach((v, i) => expect(v).toBeCloseTo(r.losses[`scale${i}.commitment`]!.data[0]!, 6))
   })
 
+  it('the per-call sampleCodebookTemp reaches the VectorQuantize: 0 picks the nearest codes, a high temperature samples others', async () => {
+    const be = (await backend.make()) as Backend
+    const q = orThrow(hierarchicalVQ({ ...base, scales: [4], kmeans_init: false, threshold_ema_dead_code: 0, stochastic_sample_codes: true }))
+    const init = q.init(random.keyFromSeed(4))
+    const x = randn([2, 4, 4, 4], 5)
+    const nearest = orThrow(await applyOnHost(q, { ...init, x }, be)).indices
+    const sampled = async (temp: number) =>
+      orThrow(await runOnHost(be, [init.params, init.state, x, tensorOf([3, 4], [2], 'int32')] as const, (p, s, xx, k) =>
+        q.apply(p as Named<Tensor>, s as Named<Tensor>, xx as Tensor, { training: true, key: k as Tensor, sampleCodebookTemp: temp }).indices,
+      ))
+    expect(arr(await sampled(0))).toEqual(arr(nearest))
+    expect(arr(await sampled(100))).not.toEqual(arr(nearest))
+  })
+
   it('quant_resi 0 makes phi the identity (its parameters stay in the state dict)', async () => {
     const be = (await backend.make()) as Backend
     const q = orThrow(hierarchicalVQ({ ...base, scales: [2, 4], kmeans_init: false, quant_resi: 0 }))
