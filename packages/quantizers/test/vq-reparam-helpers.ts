@@ -4,7 +4,7 @@ import { cpuBackend, fusedCpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
 import type { Init, Named } from '../src/quantizer.js'
 import { runOnHost } from '../src/run.js'
-import type { VQApplyOptions, VectorQuantize } from '../src/vq/vector-quantize.js'
+import type { VQCallOptions, VectorQuantize } from '../src/vq/vector-quantize.js'
 import type { Lane } from './lanes.js'
 import { gpuJsLane } from './lanes.js'
 import { orThrow } from './helpers.js'
@@ -36,7 +36,7 @@ export interface VQRun {
   readonly updatedParams: Record<string, HostTensor>
 }
 
-export type CallOptions = Omit<VQApplyOptions, 'key'> & { readonly key?: readonly [number, number] }
+export type CallOptions = Omit<VQCallOptions, 'key'> & { readonly key?: readonly [number, number] }
 
 export async function vqRun(backend: Backend, q: VectorQuantize, init: Init, x: HostTensor, opts: CallOptions): Promise<VQRun> {
   const { key, ...rest } = opts
