@@ -36,9 +36,8 @@ export const vqOutputs: RunOutputs<VectorQuantize> = (q, res, P, S, { x, opts, r
     quantized: res.quantized,
     indices: res.indices,
     loss: res.loss,
-    commitment: res.losses['commitment']!,
-    codebook_diversity: res.losses['codebook_diversity']!,
-    orthogonal_reg: res.losses['orthogonal_reg']!,
+    // the loss terms a call returns (with target indices: cross_entropy alone, as `loss`)
+    ...res.losses,
     codebook_dist: res.extra!['codebook_dist']!,
     codebook_input: res.extra!['codebook_input']!,
     project_in_output: res.extra!['projected']!,
