@@ -248,6 +248,18 @@ describeLanes('vq-options', nodeLanes, (lane) => `VectorQuantize forward options
     expect(E.isLeft(bad) && bad.left.where).toBe('VectorQuantize.codebookTransformFn')
   })
 
+  it('codebook_transform_fn on a cosine codebook: the transformed codes are l2-normalized, so a positive scale changes nothing', async () => {
+    const q = build({ dim: d, codebook_size: K, use_cosine_sim: true })
+    const init = q.init(random.keyFromSeed(50))
+    const x = randn([b, n, d], 51)
+    const scale = tensorOf(Array.from({ length: b * n }, (_, i) => 0.5 + i), [1, b, n, 1, 1])
+    const r = await vqCallOk(backend, q, init, x, { tensors: { s: scale }, opts: (t) => ({ codebookTransformFn: (e: Tensor) => e.expandDims(1).expandDims(1).mul(t['s']!) }) })
+    const plain = await vqCallOk(backend, q, init, x)
+    expect(arr(r.indices)).toEqual(arr(plain.indices))
+    expect(maxDiff(r.extra['codebook_dist']!.data, plain.extra['codebook_dist']!.data)).toBeLessThanOrEqual(1e-6)
+    expect(maxDiff(r.quantized.data, plain.quantized.data)).toBeLessThanOrEqual(1e-6)
+  })
+
   it('bad topk, indices and EMA arguments are Lefts naming the argument', async () => {
     const q = build({ dim: d, codebook_size: K })
     const init = q.init(random.keyFromSeed(1))
