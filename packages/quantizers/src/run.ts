@@ -4,8 +4,12 @@ import { TesseraError, asTesseraError, checkAvals, checkHostTensor, describeValu
 import { checkEntry, checkNamed } from './check-args.js'
 import type { NonFinitePolicy } from './finite.js'
 import { describeProbe, probeFinite, probeOk } from './finite.js'
-import type { Named, QuantizeResult, Quantizer } from './quantizer.js'
+import type { CheckedOptions, HostCallOptions } from './host-options.js'
+import { buildOptions, checkHostOptions, watchReads } from './host-options.js'
+import type { ApplyOptions, Named, QuantizeResult, Quantizer } from './quantizer.js'
 import { outOfRange } from './index-range.js'
+
+export type { CallOptionsOf, HostCallOptions, HostOption } from './host-options.js'
 
 /**
  * Compiled programs keyed by backend and structural program hash, so running the same quantizer on
@@ -123,11 +127,16 @@ export interface HostApplyResult {
   readonly losses: Named<HostTensor>
   readonly state: Named<HostTensor>
   readonly extra: Named<HostTensor>
+  /**
+   * Parameters the call rewrote (VectorQuantize's `updatedParams`: a learnable codebook after
+   * dead-code revival or an in-place optimizer step); absent where the quantizer rewrites none.
+   */
+  readonly updatedParams?: Named<HostTensor>
   /** With `nonFinite: 'skip-update'`: what was not finite (the returned state is then the state passed in). */
   readonly nonFinite?: string
 }
 
-export interface HostApplyArgs {
+export interface HostApplyArgs<Q extends Quantizer = Quantizer> {
   readonly params: Named<HostTensor>
   readonly state: Named<HostTensor>
   readonly x: HostTensor
@@ -139,14 +148,21 @@ export interface HostApplyArgs {
    * `'error'` in training and `'propagate'` in eval.
    */
   readonly nonFinite?: NonFinitePolicy
+  /**
+   * The quantizer's own per-call options (`mask`, `lens`, `topk`, `indices`, `beamSize`,
+   * `returnAllCodes`, ...), typed from its `apply`, with host tensors for tensors. Tensor options
+   * are checked as host tensors here and against the call by the quantizer while tracing; an
+   * option `apply` never reads is refused.
+   */
+  readonly options?: HostCallOptions<Q>
 }
 
 const POLICIES: readonly NonFinitePolicy[] = ['error', 'skip-update', 'propagate']
 
 /** The checks of `applyOnHost`'s arguments, in order; the Left names the argument. */
 function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
-  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, nonFinite? }, got ${describeValue(args)}`))
-  const known = ['params', 'state', 'x', 'training', 'key', 'nonFinite']
+  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, nonFinite?, options? }, got ${describeValue(args)}`))
+  const known = ['params', 'state', 'x', 'training', 'key', 'nonFinite', 'options']
   const unknown = Object.keys(args).find((k) => !known.includes(k))
   if (unknown !== undefined) return E.left(new TesseraError('input', where, `args has an unknown field ${JSON.stringify(unknown)} (known: ${known.join(', ')})`))
   if (args.training !== undefined && typeof args.training !== 'boolean') return E.left(new TesseraError('input', where, `training must be a boolean, got ${describeValue(args.training)}`))
@@ -165,7 +181,26 @@ function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
     if (E.isLeft(k)) return k
     key = k.right
   }
-  return E.right({ params: params.right, state: state.right, x: x.right, key })
+  const options = checkHostOptions(q, args.options, where)
+  if (E.isLeft(options)) return options
+  return E.right({ params: params.right, state: state.right, x: x.right, key, options: options.right })
+}
+
+/** The quantizer's options for one traced call, refusing (by throwing, so tracing answers a Left) any given option `apply` never read. */
+function callApply(
+  q: Quantizer,
+  where: string,
+  opts: CheckedOptions,
+  inputs: readonly Tensor[],
+  shared: ApplyOptions,
+  call: (o: ApplyOptions) => QuantizeResult,
+): QuantizeResult {
+  const watched = watchReads({ ...buildOptions(opts, inputs), ...shared })
+  const res = call(watched.opts)
+  const unread = opts.names.find((n) => !watched.read.has(n))
+  if (unread !== undefined)
+    throw new TesseraError('input', where, `options.${unread} is not read by ${q.kind}.apply in this call: not one of its options (misspelt?), or one it ignores with these arguments`)
+  return res
 }
 
 /** Whether a decoded config (nested layers and groups included) turns k-means init on anywhere. */
@@ -193,9 +228,9 @@ function inittedEvalKey(q: Quantizer, state: Named<HostTensor>, training: boolea
  * trace for these shapes, compile (cached), run; then apply the finite-input policy, whose check
  * is part of the traced program.
  */
-export async function applyOnHost(
-  q: Quantizer,
-  args: HostApplyArgs,
+export async function applyOnHost<Q extends Quantizer>(
+  q: Q,
+  args: HostApplyArgs<Q>,
   backend: Backend,
   cache?: CompileCache,
 ): Promise<E.Either<TesseraError, HostApplyResult>> {
@@ -204,28 +239,30 @@ export async function applyOnHost(
     return E.left(new TesseraError('input', 'applyOnHost', `q must be a quantizer (from a factory such as fsq(...)), got ${describeValue(q)}`))
   const okBackend = checkBackend(backend, where)
   if (E.isLeft(okBackend)) return okBackend
-  const checked = checkApplyArgs(q, args, where)
+  const checked = checkApplyArgs(q, args as HostApplyArgs, where)
   if (E.isLeft(checked)) return checked
-  const { params, state, x } = checked.right
+  const { params, state, x, options } = checked.right
   const training = args.training ?? false
   const key = checked.right.key ?? inittedEvalKey(q, state, training)
   const policy: NonFinitePolicy = args.nonFinite ?? (training ? 'error' : 'propagate')
   let probeInfo: { inputSize: number; labels: readonly string[] } | undefined
   const r = await runOnHost(
     backend,
-    [params, state, x, key] as const,
-    (p, s, xs, k) => {
-      const res: QuantizeResult = q.apply(p as Named<Tensor>, s as Named<Tensor>, xs as Tensor, {
-        training,
-        ...(k ? { key: k as Tensor } : {}),
-      })
+    [params, state, x, key, options.tensors] as const,
+    (p, s, xs, k, ot) => {
+      const shared: ApplyOptions = { training, ...(k ? { key: k as Tensor } : {}) }
+      const res: QuantizeResult & { updatedParams?: Named<Tensor> } = callApply(q, where, options, ot as readonly Tensor[], shared, (o) =>
+        q.apply(p as Named<Tensor>, s as Named<Tensor>, xs as Tensor, o),
+      )
       let nextState: Named<Tensor> = { ...res.state }
+      let updated: Named<Tensor> | undefined = res.updatedParams ? { ...res.updatedParams } : undefined
       let finite: Tensor | undefined
       if (policy !== 'propagate') {
         const stats = [
           ...Object.entries(res.state).map(([n, t]) => [`state entry ${n}`, t] as const),
           ['loss', res.loss] as const,
           ...Object.entries(res.losses).map(([n, t]) => [`loss term ${n}`, t] as const),
+          ...Object.entries(updated ?? {}).map(([n, t]) => [`updated parameter ${n}`, t] as const),
         ]
         const probe = probeFinite(xs as Tensor, stats)
         probeInfo = { inputSize: probe.inputSize, labels: probe.labels }
@@ -234,10 +271,14 @@ export async function applyOnHost(
           const ok = probeOk(probe)
           const old = s as Named<Tensor>
           nextState = Object.fromEntries(Object.entries(res.state).map(([n, t]) => [n, old[n] ? where_(ok, t, old[n]!) : t]))
+          // a skipped step rewrites no parameter either
+          const oldP = p as Named<Tensor>
+          if (updated) updated = Object.fromEntries(Object.entries(updated).map(([n, t]) => [n, oldP[n] ? where_(ok, t, oldP[n]!) : t]))
         }
       }
       return {
         quantized: res.quantized, indices: res.indices, loss: res.loss, losses: { ...res.losses }, state: nextState, extra: { ...(res.extra ?? {}) },
+        ...(updated ? { updatedParams: updated } : {}),
         ...(finite ? { finite } : {}),
       }
     },

@@ -1,14 +1,25 @@
 import * as E from 'fp-ts/lib/Either.js'
-import type { TesseraError } from '@tessera/core'
+import type { Tensor, TesseraError } from '@tessera/core'
+import { stack } from '@tessera/core'
 import type { GroupedConfig } from '../grouped/grouped-residual.js'
 import type { Grouped } from '../grouped/grouped.js'
-import { decodeGrouped, grouped } from '../grouped/grouped.js'
+import { decodeGrouped, groupPrefix, grouped } from '../grouped/grouped.js'
+import type { Named, QuantizeResult } from '../quantizer.js'
 import type { RVQConfig } from './config.js'
 import { decodeRVQ } from './config.js'
+import type { RVQApplyOptions } from './residual-vq.js'
 import { makeResidualVQ } from './residual-vq.js'
 
-/** GroupedResidualVQ: the grouped combinator over ResidualVQs of dim / groups each (state under `rvqs.{g}.`). */
-export type GroupedResidualVQ = Grouped<GroupedConfig<RVQConfig>>
+/**
+ * GroupedResidualVQ: the grouped combinator over ResidualVQs of dim / groups each (state under
+ * `rvqs.{g}.`). Every group gets the call's options. With `returnAllCodes`, `extra.all_codes` is
+ * the groups' codes stacked in group order, (groups, q, b, n, codebook_dim) ((groups, q, b, h, w,
+ * codebook_dim) for images): the reference returns them as a tuple of per-group (q, b, n,
+ * codebook_dim) tensors, and `all_codes[g]` is its element g.
+ */
+export interface GroupedResidualVQ extends Grouped<GroupedConfig<RVQConfig>> {
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): QuantizeResult
+}
 
 export function decodeGroupedResidualVQ(input: unknown, where = 'GroupedResidualVQ'): E.Either<TesseraError, GroupedConfig<RVQConfig>> {
   // the reference hands accept_image_fmap to every group's ResidualVQ as well
@@ -17,12 +28,22 @@ export function decodeGroupedResidualVQ(input: unknown, where = 'GroupedResidual
 }
 
 export function makeGroupedResidualVQ(cfg: GroupedConfig<RVQConfig>): GroupedResidualVQ {
-  return grouped(cfg, {
+  const base = grouped(cfg, {
     kind: 'GroupedResidualVQ',
     dim: cfg.dim,
     groups: Array.from({ length: cfg.groups }, () => makeResidualVQ(cfg.inner)),
     splitAxis1: cfg.accept_image_fmap,
   })
+  const perGroup = Array.from({ length: cfg.groups }, (_, g) => `${groupPrefix(g)}all_codes`)
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): QuantizeResult => {
+    const r = base.apply(params, state, x, opts)
+    if (!opts.returnAllCodes) return r
+    // every group quantizes the same tokens with the same number of layers (dropped ones are 0), so their codes stack
+    const extra: Record<string, Tensor> = Object.fromEntries(Object.entries(r.extra ?? {}).filter(([k]) => !perGroup.includes(k)))
+    extra['all_codes'] = stack(perGroup.map((k) => r.extra![k]!), 0)
+    return { ...r, extra }
+  }
+  return { ...base, apply }
 }
 
 export const groupedResidualVQ = (options: unknown): E.Either<TesseraError, GroupedResidualVQ> =>
