@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, Tensor } from '@tessera/core'
-import { localCollectives, random, tensorOf, traceOrThrow } from '@tessera/core'
+import { localCollectives, random, runCollective, tensorOf, traceOrThrow } from '@tessera/core'
 import { runRanks } from '@tessera/core/worker-threads'
 import { cpuBackend } from '@tessera/backend-cpu'
 import type { StepResult } from './distributed-scenarios.js'
@@ -28,6 +28,39 @@ describeLanes('distributed', nodeLanes, (l) => `synchronised training steps in o
         expectSameAsOneProcess(sc, single, ranks)
       }
     })
+})
+
+describeLanes('distributed-masked', nodeLanes, (l) => `a synchronised masked step in one thread on ${l.name}`, (backend: Backend) => {
+  test('VectorQuantize with a token mask (k-means over kept rows, masked EMA, dead codes from kept rows): 2 and 4 ranks match one process', async () => {
+    const q = orThrow(vectorQuantize({ dim: 3, codebook_size: 8, kmeans_init: true, kmeans_iters: 2, threshold_ema_dead_code: 2 }))
+    const init = q.init(random.keyFromSeed(0))
+    const B = 4, n = 5
+    const x = tensorOf(random.normalHost(random.keyFromSeed(9), B * n * 3), [B, n, 3])
+    const keep = random.uniformHost(random.keyFromSeed(10), B * n).map((u) => (u < 0.7 ? 1 : 0))
+    const key = tensorOf([4, 5], [2], 'int32')
+    const step = async (rows: number, xs: typeof x, mask: number[], comm: ReturnType<typeof localCollectives>[number], world: boolean) => {
+      const m = tensorOf(mask, [rows, n], 'bool')
+      const traced = traceOrThrow([init.params, init.state, xs, key, m] as const, (p: Named<Tensor>, s: Named<Tensor>, xt: Tensor, k: Tensor, mt: Tensor) => {
+        const r = q.apply(p, s, xt, { training: true, key: k, mask: mt, ...(world ? { world: { size: comm.size } } : {}) })
+        return { state: r.state, loss: r.loss }
+      })
+      const out = orThrow(await runCollective(backend, traced.program, [...Object.values(init.params), ...Object.values(init.state), xs, key, m], comm))
+      return traced.unflattenOutputs(out) as unknown as { state: Record<string, { data: ArrayLike<number> }>; loss: { data: ArrayLike<number> } }
+    }
+    const one = await step(B, x, keep, localCollectives(1)[0]!, false)
+    expect(Array.from(one.state['_codebook.cluster_size']!.data).filter((v) => v === 2).length, 'a code was revived').toBeGreaterThan(0)
+    for (const size of [2, 4]) {
+      const per = B / size
+      const ranks = await Promise.all(
+        localCollectives(size).map((c) => step(per, tensorOf(x.data.slice(c.rank * per * n * 3, (c.rank + 1) * per * n * 3), [per, n, 3]), keep.slice(c.rank * per * n, (c.rank + 1) * per * n), c, true)),
+      )
+      for (const r of ranks)
+        for (const [name, t] of Object.entries(one.state)) {
+          const got = Array.from(r.state[name]!.data), want = Array.from(t.data)
+          want.forEach((w, i) => expect(Math.abs(got[i]! - w) <= 1e-5 * Math.max(1, Math.abs(w)), `${size} ranks, ${name}[${i}]: ${got[i]} vs ${w}`).toBe(true))
+        }
+    }
+  })
 })
 
 const boot = new URL('./fixtures/tsx-worker.mjs', import.meta.url)
