@@ -264,6 +264,30 @@ describe('in-place optimizer state', () => {
     for (const g of got) near(orThrow(g)[0]!.data, arr(whole.updatedParams['_codebook.embed']!), () => 1e-5, 'each rank\'s stepped codebook')
   })
 
+  it('synced manual update: the forward hands back this rank\'s gradient; updateInPlaceOptimizer with the world averages it', async () => {
+    const opt = orThrow(sgd({ lr: LR }))
+    const auto = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: opt }))
+    const manual = orThrow(vectorQuantize({ ...learnable, in_place_codebook_optimizer: opt, manual_in_place_optimizer_update: true }))
+    const init = auto.init(random.keyFromSeed(49))
+    const whole = await vqRun(reference, auto, init, x, { training: true })
+    const shard = (r: number) => ({ shape: [1, 5, D], dtype: 'float32' as const, data: x.data.slice(r * 5 * D, (r + 1) * 5 * D) })
+    const traced = traceOrThrow([init.params, init.state, shard(0)] as const, (p, st, xx) => {
+      const P = p as Named<Tensor>, S = st as Named<Tensor>
+      const res = manual.apply(P, S, xx as Tensor, { training: true, world: { size: 2 } })
+      const g = res.extra!['in_place_grad._codebook.embed']!
+      return [g, manual.updateInPlaceOptimizer(P, res.state, { '_codebook.embed': g }, { world: { size: 2 } }).params['_codebook.embed']!]
+    })
+    const leaves = (r: number) => [...Object.values(init.params), ...Object.values(init.state), shard(r)]
+    const got = await Promise.all(localCollectives(2).map((comm) => runCollective(reference, traced.program, leaves(comm.rank), comm)))
+    const e0 = rowsOf(init.params['_codebook.embed']!, D)
+    got.forEach((g, r) => {
+      const [local, stepped] = orThrow(g)
+      const rows = xs.slice(r * 5, r * 5 + 5)
+      near(local!.data, mseGrad(e0, rows.map((row) => nearest(e0, row)), rows).flat(), () => 1e-5, `rank ${r}'s own gradient`)
+      near(stepped!.data, arr(whole.updatedParams['_codebook.embed']!), () => 1e-5, `rank ${r}'s stepped codebook`)
+    })
+  })
+
   it('refusals: in-place optimizer without a learnable codebook, with topk in the call', async () => {
     const bad = vectorQuantize({ dim: D, codebook_size: K, in_place_codebook_optimizer: orThrow(sgd({ lr: 1 })) })
     expect(E.isLeft(bad) && bad.left.where).toBe('VectorQuantize.in_place_codebook_optimizer')

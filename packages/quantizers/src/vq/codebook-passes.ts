@@ -109,7 +109,8 @@ export function codebookPasses(setup: PassesSetup, params: Named<Tensor>, state:
   }
   const mask = ex?.rowMask ? [ex.rowMask] : []
   const { value: inPlaceLoss, grad } = valueAndGrad(lossOf, [0, 1] as const)(s0.embed, bridge0, step1.ind, flat.stopGradient(), affine1 ? writeAffine(affine1) : {}, mask)
-  const grads = averageOverRanks({ [EMBED]: grad[0], ...grad[1] }, call.sync?.codebook ? call.sync.world : undefined)
+  // this rank's gradients; the automatic step averages them over the ranks (manual: updateInPlaceOptimizer does)
+  const grads: Record<string, Tensor> = { [EMBED]: grad[0], ...grad[1] }
 
   let embed2: Tensor, bridge2: Record<string, Tensor>, updatedParams: Record<string, Tensor> | undefined
   let optState: Record<string, Tensor> = optKeep
@@ -119,7 +120,7 @@ export function codebookPasses(setup: PassesSetup, params: Named<Tensor>, state:
     updatedParams = rewritten ? { [EMBED]: step1.next.embed.stopGradient() } : undefined
   } else {
     // torch steps the parameters' current data: the codebook after this pass's dead-code revival
-    const stepped = optimizerStep(opt, { [EMBED]: step1.next.embed, ...bridge0 }, grads, optIn)
+    const stepped = optimizerStep(opt, { [EMBED]: step1.next.embed, ...bridge0 }, averageOverRanks(grads, call.sync?.codebook ? call.sync.world : undefined), optIn)
     optState = stepped.state
     updatedParams = stepped.params
     embed2 = asLeaf(s0.embed, stepped.params[EMBED]!)
