@@ -38,7 +38,7 @@ describeLanes('distributed-masked', nodeLanes, (l) => `a synchronised masked ste
     const x = tensorOf(random.normalHost(random.keyFromSeed(9), B * n * 3), [B, n, 3])
     const keep = random.uniformHost(random.keyFromSeed(10), B * n).map((u) => (u < 0.7 ? 1 : 0))
     const key = tensorOf([4, 5], [2], 'int32')
-    const step = async (rows: number, xs: typeof x, mask: number[], comm: ReturnType<typeof localCollectives>[number], world: boolean) => {
+    const step = async (rows: number, xs: typeof x, mask: ArrayLike<number>, comm: ReturnType<typeof localCollectives>[number], world: boolean) => {
       const m = tensorOf(mask, [rows, n], 'bool')
       const traced = traceOrThrow([init.params, init.state, xs, key, m] as const, (p: Named<Tensor>, s: Named<Tensor>, xt: Tensor, k: Tensor, mt: Tensor) => {
         const r = q.apply(p, s, xt, { training: true, key: k, mask: mt, ...(world ? { world: { size: comm.size } } : {}) })
