@@ -33,6 +33,9 @@ describe('config bounds', () => {
       expect(e.where).toBe('VectorQuantize.kmeans_iters')
       expect(e.message).toContain('unrolled')
     }
+    // k-means with no iteration has no clusters (the reference fails on its first batch)
+    expect(leftOf(vq({ kmeans_init: true, kmeans_iters: 0 })).where).toBe('VectorQuantize.kmeans_iters')
+    expect(E.isRight(vq({ kmeans_iters: 0 }))).toBe(true)
   })
   // VectorQuantize's reparametrisation options: each bad value is a Left at its own field
   const fnBridge = (e: unknown) => e

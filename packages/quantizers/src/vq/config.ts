@@ -177,6 +177,8 @@ export function resolveVQ(o: VQOptions, where = 'VectorQuantize'): E.Either<Tess
     () => check(cfg.codebook_diversity_temperature > 0, where, 'codebook_diversity_temperature', `must be > 0, got ${cfg.codebook_diversity_temperature}`),
     () => check(cfg.reset_cluster_size >= 0, where, 'reset_cluster_size', `must be >= 0 (a revived code's cluster size), got ${cfg.reset_cluster_size}`),
     () => check(cfg.kmeans_iters <= MAX_KMEANS_ITERS, where, 'kmeans_iters', `must be at most ${MAX_KMEANS_ITERS} (each iteration is unrolled into the traced program), got ${cfg.kmeans_iters}`),
+    // the reference fails on its first batch here (its k-means returns statistics only from inside the loop)
+    () => check(!(cfg.kmeans_init && cfg.kmeans_iters === 0), where, 'kmeans_iters', 'must be at least 1 with kmeans_init (k-means with no iteration has no clusters)'),
     () =>
       check(
         [straight, rotation, reparam.directional_reparam].filter(Boolean).length <= 1,
