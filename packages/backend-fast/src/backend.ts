@@ -144,12 +144,9 @@ class FastExecutable implements Executable {
           B[st.out] = out
           break
         }
-        case 'elem': {
-          const out = alloc(st.out) as Float32Array
-          st.run(B, out)
-          B[st.out] = out
+        case 'elem':
+          st.run(B, st.outs.map((s) => (B[s] = alloc(s)) as Float32Array))
           break
-        }
         case 'nearest': {
           const out = alloc(st.out) as Int32Array
           st.step.run(B, out)

@@ -9,8 +9,8 @@ import { NearestStep, defaultTuning } from './nearest.js'
 import type { GemmRunner } from './wasm/gemm.js'
 import { foldGemmTransposes } from './gemm-rewrite.js'
 import { planGemms } from './gemm-plan.js'
-import type { ElemRun } from './wasm/elementwise.js'
-import { elementwiseExpr, elementwiseSet } from './wasm/elementwise.js'
+import type { ElemExpr, ElemRun } from './wasm/elementwise.js'
+import { elementwiseExpr, elementwiseSet, groupElementwise } from './wasm/elementwise.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
 import type { MapModule, MathMap } from './wasm/mathmap.js'
@@ -30,8 +30,8 @@ export type Step =
       readonly gemm?: GemmRunner
     }
   | { readonly kind: 'reference'; readonly out: number; readonly eqn: Eqn; readonly ins: readonly number[] }
-  /** A float32 elementwise loop as WebAssembly SIMD (wasm/elementwise.ts). */
-  | { readonly kind: 'elem'; readonly out: number; readonly run: ElemRun; readonly prim: Prim }
+  /** Float32 elementwise loops of one size as one WebAssembly SIMD pass (wasm/elementwise.ts). */
+  | { readonly kind: 'elem'; readonly outs: readonly number[]; readonly run: ElemRun }
   | { readonly kind: 'nearest'; readonly out: number; readonly step: NearestStep }
   | { readonly kind: 'rows'; readonly chain: RowChainRun }
   | {
@@ -132,13 +132,18 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const gemms = planGemms(schedule, opts.wasm ? (opts.gemmMinMacs ?? GEMM_MIN_MACS) : Infinity)
   const elems = elementwiseSet()
   /** A WebAssembly loop for stored `v` where its expression is in the kernel's subset. */
-  const elemStep = (v: Var): Step | undefined => {
-    if (!opts.wasm || v.aval.shape.reduce((a, b) => a * b, 1) < ELEM_MIN) return undefined
+  type Proto = Step | { readonly kind: 'elemExpr'; readonly out: number; readonly expr: ElemExpr; readonly n: number }
+  const elemStep = (v: Var): Proto | undefined => {
+    const n = v.aval.shape.reduce((a, b) => a * b, 1)
+    if (!opts.wasm || n < ELEM_MIN) return undefined
     const e = elementwiseExpr(v, (x) => graph.def(x), (x) => (stored.has(x.id) ? slotOf(x) : undefined))
-    return e && { kind: 'elem', out: slotOf(v), run: elems.add(e, v.aval.shape.reduce((a, b) => a * b, 1)), prim: graph.def(v)!.prim }
+    return e && { kind: 'elemExpr', out: slotOf(v), expr: e, n }
   }
+  /** Slots a step writes (undefined: not known here, a row chain). */
+  const writesOf = (p: Proto): readonly number[] | undefined =>
+    p.kind === 'kernel' ? [p.out, ...(p.sideOuts ?? [])] : p.kind === 'rows' ? undefined : p.kind === 'elem' ? p.outs : [p.out]
   /** A top-level step, its side outputs split off into WebAssembly loops where they all fit. */
-  const topSteps = (st: LoopStep): Step[] => {
+  const topSteps = (st: LoopStep): Proto[] => {
     if (st.kind === 'loop') {
       const w = elemStep(st.out)
       if (w) return [w]
@@ -228,7 +233,11 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     return { kind: 'rows', chain }
   }
 
-  const steps = schedule.steps.filter((st) => !gemms.dropped(st)).flatMap((st) => (st.kind === 'rows' ? [chainOf(st)] : topSteps(st)))
+  const protos = schedule.steps.filter((st) => !gemms.dropped(st)).flatMap((st): Proto[] => (st.kind === 'rows' ? [chainOf(st)] : topSteps(st)))
+  // elementwise loops of one size merge into one pass where the order allows (Adam's per parameter)
+  const steps: Step[] = groupElementwise(protos, writesOf, (p) => (p.kind === 'elemExpr' ? p : undefined)).map((g) =>
+    'exprs' in g ? { kind: 'elem', outs: g.outs, run: elems.add(g) } : (g as Step),
+  )
   const outputSlots = program.outputs.map(slotOf)
   const dispose = async () => {
     await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose())])

@@ -21,8 +21,10 @@ describe('WebAssembly elementwise loops', () => {
         const w1 = w.sub(m1.div(denom).mul(s.mul(lr))).neg().abs().sub(g)
         return [m1, v1, w1]
       }).program
+      // all three run as WebAssembly (the moments share the gradient: one pass; the new weight
+      // joins it only if its scalar, s * lr, is computed before that pass)
       const plan = planProgram(p, { wasm: true, threads: 1 })
-      expect(plan.steps.filter((s) => s.kind === 'elem').length).toBe(3)
+      expect(plan.steps.flatMap((s) => (s.kind === 'elem' ? s.outs : [])).length).toBe(3)
       let st = seed
       const rnd = () => {
         st = (Math.imul(st, 1103515245) + 12345) >>> 0
@@ -38,6 +40,37 @@ describe('WebAssembly elementwise loops', () => {
       again.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
     },
   )
+
+  test('Adam over two parameters of one size: one pass per parameter, each the reference bits', async () => {
+    // the update of packages/nn's adam (torch.optim.Adam), written out: bias corrections from the
+    // step count first, then per parameter the two moments and the step
+    const [r, c] = [64, 100]
+    const p = traceOrThrow([f32([r, c]), f32([c, r]), f32([r, c]), f32([c, r]), f32([r, c]), f32([c, r]), f32([r, c]), f32([c, r]), f32([])], (...x: Tensor[]) => {
+      const [p1, p2, g1, g2, m1, m2, v1, v2, step] = x as [Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
+      const t1 = step.add(1)
+      const bl = t1.builder
+      const stepSize = bl.scalar(2e-3).div(bl.scalar(0.9).pow(t1).rsub(1))
+      const bc2Sqrt = bl.scalar(0.999).pow(t1).rsub(1).sqrt()
+      const one = (w: Tensor, g: Tensor, m0: Tensor, v0: Tensor) => {
+        const m = m0.mul(0.9).add(g.mul(1 - 0.9))
+        const v = v0.mul(0.999).add(g.mul(g).mul(1 - 0.999))
+        return [w.sub(m.div(v.sqrt().div(bc2Sqrt).add(1e-8)).mul(stepSize)), m, v]
+      }
+      return [...one(p1, g1, m1, v1), ...one(p2, g2, m2, v2), t1]
+    }).program
+    const plan = planProgram(p, { wasm: true, threads: 1 })
+    expect(plan.steps.filter((s) => s.kind === 'elem').map((s) => (s.kind === 'elem' ? s.outs.length : 0))).toEqual([3, 3])
+    let st = 9
+    const rnd = () => ((st = (Math.imul(st, 1103515245) + 12345) >>> 0), (st / 2 ** 32) * 2 - 1)
+    const ins = p.inputs.map((v) => {
+      const n = v.aval.shape.reduce((a, b) => a * b, 1)
+      // the step count is a small integer; second moments are non-negative
+      return tensorOf(v.aval.shape.length === 0 ? [3] : Array.from({ length: n }, () => Math.abs(rnd()) * 1e-2), [...v.aval.shape])
+    })
+    const want = interpretProgram(p, ins)
+    const got = await runOrThrow(p, ins, fastBackend({ threads: 1 }))
+    got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
+  })
 
   test('a reduction whose side outputs run as WebAssembly reads them back: same bits', async () => {
     const n = 5001

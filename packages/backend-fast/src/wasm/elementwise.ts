@@ -63,8 +63,8 @@ export function elementwiseExpr(out: Var, def: (v: Var) => Eqn | undefined, bufS
   return e && e.kind === 'op' ? e : undefined
 }
 
-/** Slots an expression reads, whole and single, in first-use order. */
-export function elementwiseReads(e: ElemExpr): { whole: number[]; single: number[] } {
+/** Slots the expressions read, whole and single, in first-use order. */
+export function elementwiseReads(es: readonly ElemExpr[]): { whole: number[]; single: number[] } {
   const whole: number[] = [], single: number[] = []
   const seen = new Set<ElemExpr>()
   const go = (x: ElemExpr) => {
@@ -74,13 +74,15 @@ export function elementwiseReads(e: ElemExpr): { whole: number[]; single: number
     else if (x.kind === 'scalar' && !single.includes(x.slot)) single.push(x.slot)
     else if (x.kind === 'op') x.args.forEach(go)
   }
-  go(e)
+  es.forEach(go)
   return { whole, single }
 }
 
 /**
- * One kernel: whole operands at 16-byte aligned regions of `padded` floats (operand w at
- * w * padded * 4), the single values after them (16 bytes each), the output after those.
+ * One kernel, run on chunks of at most `padded` elements (the host copies each chunk of every
+ * operand in and of every output out, so the kernel's memory stays in L2 however long the arrays
+ * are): operands at 16-byte aligned regions of `padded` floats (operand w at w * padded * 4), the
+ * single values after them (16 bytes each), then the outputs (output o at outOff + o * padded * 4).
  */
 export interface ElemLayout {
   readonly n: number
@@ -92,27 +94,32 @@ export interface ElemLayout {
   readonly bytes: number
 }
 
-export function elementwiseLayout(e: ElemExpr, n: number): ElemLayout {
-  const { whole, single } = elementwiseReads(e)
-  const padded = Math.ceil(n / 4) * 4
+/** Elements per chunk: 32 KiB per operand and output. */
+const CHUNK = 8192
+
+export function elementwiseLayout(es: readonly ElemExpr[], n: number): ElemLayout {
+  const { whole, single } = elementwiseReads(es)
+  const padded = Math.min(CHUNK, Math.ceil(n / 4) * 4)
   const singleOff = whole.length * padded * 4
   const outOff = singleOff + 16 * single.length
-  return { n, padded, whole, single, singleOff, outOff, bytes: outOff + 4 * padded }
+  return { n, padded, whole, single, singleOff, outOff, bytes: outOff + 4 * padded * es.length }
 }
 
-export function elementwiseModule(e: ElemExpr, L: ElemLayout, pages: number): WebAssembly.Module {
-  const c = new Code(0)
+/** One loop computing every expression per group of four elements (shared subexpressions once); `run(bytes)` covers one chunk. */
+export function elementwiseModule(es: readonly ElemExpr[], L: ElemLayout, pages: number): WebAssembly.Module {
+  const c = new Code(1)
+  const bytes = 0
   const p = c.local(0x7f)
   const splats = L.single.map(() => c.local(V128))
   const temps = new Map<ElemExpr, number>()
   L.single.forEach((_, i) => c.i32(0).vLoad32Splat(L.singleOff + 16 * i).set(splats[i]!))
-  // how often each op is used: shared subexpressions are kept in a local
+  // how often each op is used: shared subexpressions (and outputs read by later ones) stay in a local
   const uses = new Map<ElemExpr, number>()
   const count = (x: ElemExpr) => {
     uses.set(x, (uses.get(x) ?? 0) + 1)
     if (uses.get(x) === 1 && x.kind === 'op') x.args.forEach(count)
   }
-  count(e)
+  es.forEach(count)
   const emit = (x: ElemExpr): void => {
     switch (x.kind) {
       case 'read': c.get(p).vLoad(L.whole.indexOf(x.slot) * L.padded * 4); return
@@ -145,43 +152,121 @@ export function elementwiseModule(e: ElemExpr, L: ElemLayout, pages: number): We
   // p walks the byte offset of the current 4 elements; every region is addressed from it
   c.i32(0).set(p)
   c.loop()
-  c.get(p)
-  emit(e)
-  c.vStore(L.outOff)
+  es.forEach((e, o) => {
+    c.get(p)
+    emit(e)
+    c.vStore(L.outOff + o * L.padded * 4)
+  })
   temps.clear()
-  c.get(p).i32(16).i32Add().tee(p).i32(L.padded * 4).i32LtU().brIf(0)
+  c.get(p).i32(16).i32Add().tee(p).get(bytes).i32LtU().brIf(0)
   c.end()
   return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }]) as BufferSource)
 }
 
-export type ElemRun = (B: readonly ArrayLike<number>[], out: Float32Array) => void
+export type ElemRun = (B: readonly ArrayLike<number>[], outs: readonly Float32Array[]) => void
+
+/** A loop's outputs (their slots) and the expressions computing them; later ones may read earlier ones. */
+export interface ElemGroup {
+  readonly outs: readonly number[]
+  readonly exprs: readonly ElemExpr[]
+  readonly n: number
+}
+
+/** Reads of the group's earlier outputs become those outputs' expressions (kept in registers). */
+function substitute(e: ElemExpr, outs: ReadonlyMap<number, ElemExpr>, memo = new Map<ElemExpr, ElemExpr>()): ElemExpr {
+  const hit = memo.get(e)
+  if (hit) return hit
+  let r: ElemExpr = e
+  if (e.kind === 'read' && outs.has(e.slot)) r = outs.get(e.slot)!
+  else if (e.kind === 'op') {
+    const args = e.args.map((a) => substitute(a, outs, memo))
+    if (args.some((a, i) => a !== e.args[i])) r = { ...e, args }
+  }
+  memo.set(e, r)
+  return r
+}
+
+/**
+ * Merges elementwise loops of the same size into one pass where the order allows: a loop joins
+ * the group opened by an earlier one when everything it reads exists at the group's position
+ * (written before it, or by the group itself). Adam's three loops per parameter (moments and the
+ * new parameter) become one pass reading the gradient once. `steps` is in run order; `reads` and
+ * `writes` give a step's slots; `elem` says which steps are loops (with their expression).
+ */
+export function groupElementwise<S>(
+  steps: readonly S[],
+  writes: (s: S) => readonly number[] | undefined,
+  elem: (s: S) => { out: number; expr: ElemExpr; n: number } | undefined,
+): (S | ElemGroup)[] {
+  const writtenAt = new Map<number, number>()
+  const result: (S | { outs: number[]; exprs: ElemExpr[]; n: number; at: number; byOut: Map<number, ElemExpr>; reads: Set<number> })[] = []
+  const open: { outs: number[]; exprs: ElemExpr[]; n: number; at: number; byOut: Map<number, ElemExpr>; reads: Set<number> }[] = []
+  const groups = new Set<unknown>()
+  steps.forEach((s, i) => {
+    const e = elem(s)
+    if (e) {
+      const { whole, single } = elementwiseReads([e.expr])
+      const ready = (g: (typeof open)[number]) => [...whole, ...single].every((r) => g.byOut.has(r) || (writtenAt.get(r) ?? -1) < g.at)
+      // only loops that share an operand (a parameter's gradient, or a group's output) join
+      const shares = (g: (typeof open)[number]) => whole.some((r) => g.byOut.has(r) || g.reads.has(r))
+      const g = open.find((x) => x.n === e.n && shares(x) && ready(x))
+      if (g) {
+        const expr = substitute(e.expr, g.byOut)
+        g.outs.push(e.out)
+        g.exprs.push(expr)
+        g.byOut.set(e.out, expr)
+        for (const r of whole) g.reads.add(r)
+        writtenAt.set(e.out, g.at)
+        return
+      }
+      const ng = { outs: [e.out], exprs: [e.expr], n: e.n, at: i, byOut: new Map([[e.out, e.expr]]), reads: new Set(whole) }
+      open.push(ng)
+      groups.add(ng)
+      result.push(ng)
+      writtenAt.set(e.out, i)
+      return
+    }
+    const ws = writes(s)
+    // a step whose writes are not known (a row chain) closes every group
+    if (ws === undefined) open.length = 0
+    else for (const w of ws) writtenAt.set(w, i)
+    result.push(s)
+  })
+  return result.map((r) => (groups.has(r) ? { outs: (r as ElemGroup).outs, exprs: (r as ElemGroup).exprs, n: (r as ElemGroup).n } : r)) as (S | ElemGroup)[]
+}
 
 /**
  * Kernels sharing one memory (they run one at a time on the calling thread), compiled on first
  * use once every kernel of the plan is known: `add` registers one and returns its runner.
  */
-export function elementwiseSet(): { add(e: ElemExpr, n: number): ElemRun } {
-  const pending: { e: ElemExpr; L: ElemLayout; run?: () => void }[] = []
+export function elementwiseSet(): { add(g: ElemGroup): ElemRun } {
+  const pending: { es: readonly ElemExpr[]; L: ElemLayout; run?: (bytes: number) => void }[] = []
   let f32: Float32Array | undefined
   let memory: WebAssembly.Memory | undefined
   const build = () => {
     const pages = Math.max(1, Math.ceil(Math.max(...pending.map((k) => k.L.bytes)) / 65536))
     memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     f32 = new Float32Array(memory.buffer)
-    for (const k of pending) k.run = (new WebAssembly.Instance(elementwiseModule(k.e, k.L, pages), { env: { memory } }).exports as { run: () => void }).run
+    for (const k of pending) k.run = (new WebAssembly.Instance(elementwiseModule(k.es, k.L, pages), { env: { memory } }).exports as { run: (bytes: number) => void }).run
   }
   return {
-    add(e, n) {
-      const k: (typeof pending)[number] = { e, L: elementwiseLayout(e, n) }
+    add(g) {
+      const k: (typeof pending)[number] = { es: g.exprs, L: elementwiseLayout(g.exprs, g.n) }
       pending.push(k)
       const { L } = k
-      return (B, out) => {
+      return (B, outs) => {
         if (!memory) build()
         const m = f32!
-        L.whole.forEach((s, w) => m.set(B[s] as Float32Array, w * L.padded))
         L.single.forEach((s, i) => (m[(L.singleOff >> 2) + 4 * i] = B[s]![0]!))
-        k.run!()
-        out.set(m.subarray(L.outOff >> 2, (L.outOff >> 2) + L.n))
+        for (let lo = 0; lo < L.n; lo += L.padded) {
+          const len = Math.min(L.padded, L.n - lo)
+          L.whole.forEach((s, w) => m.set((B[s] as Float32Array).subarray(lo, lo + len), w * L.padded))
+          k.run!(Math.ceil(len / 4) * 16)
+          outs.forEach((out, o) => {
+            const at = (L.outOff >> 2) + o * L.padded
+            out.set(m.subarray(at, at + len), lo)
+          })
+        }
       }
     },
   }
