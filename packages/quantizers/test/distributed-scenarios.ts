@@ -3,6 +3,7 @@ import { expect } from 'vitest'
 import type { Backend, Collective, HostTensor, Tensor } from '@tessera/core'
 import { random, runCollective, soloCollective, tensorOf, traceValueAndGrad } from '@tessera/core'
 import { applyOnRank } from '../src/distributed.js'
+import { hierarchicalVQ } from '../src/hierarchical/hierarchical-vq.js'
 import { lfq } from '../src/lfq/lfq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
@@ -107,6 +108,15 @@ export const scenarios: readonly Scenario[] = [
     localLoss: (n) => n.endsWith('commitment'),
     grad: true,
     revives: 2,
+  },
+  {
+    name: 'HierarchicalVQ (one codebook over three scales, k-means and dead-code revival)',
+    make: () => orThrow(hierarchicalVQ({ dim: 3, codebook_size: 8, accept_image_fmap: true, scales: [1, 2, 3], kmeans_init: true, kmeans_iters: 2, threshold_ema_dead_code: 1 })),
+    batch: 4,
+    x: (s) => randn([4, 3, 3, 3], 700 + s),
+    steps: 2,
+    localLoss: (n) => n.startsWith('scale') || n.endsWith('commitment'),
+    revives: 1,
   },
 ]
 

@@ -98,6 +98,8 @@ export function makeHierarchicalVQ(cfg: HierarchicalVQConfig): HierarchicalVQ {
         training: opts.training,
         ...(opts.key ? { key: layerKey(opts.key, i) } : {}),
         ...(opts.sampleCodebookTemp !== undefined ? { sampleCodebookTemp: opts.sampleCodebookTemp } : {}),
+        // every scale's rows are this rank's images: the shared codebook syncs as a plain VectorQuantize's
+        ...(opts.world ? { world: opts.world } : {}),
       })
       vqState = r.state
       const up = upsample(params, r.quantized, hw, i, 'apply')
