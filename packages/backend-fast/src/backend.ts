@@ -21,6 +21,12 @@ export interface FastBackendOptions {
   readonly relaxedSimd?: 'auto' | boolean
   /** Rows per block of row-blocked chains (default: chosen by size; see PlanOptions.blockRows). */
   readonly blockRows?: number
+  /**
+   * Row chains compiled to one WebAssembly module each (float32x4 lanes, row by row; default true
+   * with `wasm`). Not bit-identical to the reference: see wasm/chain-codegen.ts. False keeps the
+   * generated JS kernels, which are.
+   */
+  readonly wasmChains?: boolean
   /** Multiply-adds from which a matmul runs as the float32 WebAssembly GEMM (default: see PlanOptions.gemmMinMacs). */
   readonly gemmMinMacs?: number
 }
@@ -69,6 +75,7 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
         const plan = planProgram(program, {
           wasm, threads, relaxedSimd: relaxed,
           ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}),
+          ...(opts.wasmChains !== undefined ? { wasmChains: opts.wasmChains } : {}),
           ...(opts.gemmMinMacs !== undefined ? { gemmMinMacs: opts.gemmMinMacs } : {}),
         })
         const exe: FastExecutable = new FastExecutable(plan, () => disposed, name, () => live.delete(exe))

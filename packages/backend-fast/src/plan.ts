@@ -13,6 +13,8 @@ import type { ElemExpr, ElemRun } from './wasm/elementwise.js'
 import { elementwiseExpr, elementwiseSet, groupElementwise } from './wasm/elementwise.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
+import { wasmChainLayout } from './wasm/chain-codegen.js'
+import { wasmRowChain } from './wasm/chain-run.js'
 import type { MapModule, MathMap } from './wasm/mathmap.js'
 import { MAP_CHUNK, MAP_STEP, mathMapFactory, mathMapModule } from './wasm/mathmap.js'
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
@@ -70,6 +72,8 @@ export interface PlanOptions {
   readonly blockRows?: number
   /** Fused multiply-adds (relaxed SIMD) in the nearest-code kernel; the engine must support them. */
   readonly relaxedSimd?: boolean
+  /** Row chains as one WebAssembly module each where possible (default true with `wasm`; false keeps the JS kernels per member). */
+  readonly wasmChains?: boolean
   /** Multiply-adds (m·k·n) from which a matmul runs as the float32 WebAssembly GEMM (default GEMM_MIN_MACS; tests pass 0). */
   readonly gemmMinMacs?: number
 }
@@ -227,8 +231,9 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   }
 
   const chainOf = (rc: RowChain): Step => {
-    const members = rc.steps.map((c) => blockedOf(c, rc.rows))
-    const chain = makeRowChain(rc, members, slotOf, (v) => graph.isOutput(v))
+    // one WebAssembly module for the whole chain where every step has a form there (else JS kernels per member)
+    const layout = opts.wasm && opts.wasmChains !== false ? wasmChainLayout(rc, { def: (v) => graph.def(v), isStored: (v) => stored.has(v.id) }, rc.workers + 1) : undefined
+    const chain = layout ? wasmRowChain(layout, slotOf) : makeRowChain(rc, rc.steps.map((c) => blockedOf(c, rc.rows)), slotOf, (v) => graph.isOutput(v))
     chains.push(chain)
     return { kind: 'rows', chain }
   }

@@ -22,6 +22,8 @@ export interface RowChainRun {
   dispose(): Promise<void>
   /** Blocks the calling thread ran in the last call (the rest ran on worker threads). */
   readonly callerBlocks: number
+  /** Generated JS kernels per member (this file), or one WebAssembly module for the chain (wasm/chain-codegen.ts). */
+  readonly codegen: 'js' | 'wasm'
 }
 
 const elems = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
@@ -114,7 +116,7 @@ export function makeRowChain(
     finishSinks(B, accs, alloc)
   }
   return {
-    n, rows, threads: workers + 1, desc, steps: members.map((m) => m.step),
+    n, rows, threads: workers + 1, desc, steps: members.map((m) => m.step), codegen: 'js',
     fullSlots: [...new Set([...full, ...views])], localSlots: rc.local.map(slotOf), run,
     dispose: async () => {
       await pool?.dispose()

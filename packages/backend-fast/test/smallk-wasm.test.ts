@@ -71,7 +71,8 @@ describe('WebAssembly small-k matmul (row chains: k <= 16, n a multiple of 4)', 
     const ins = [tensorOf(values(n * dim, 3), [n, dim]), tensorOf(values(k * dim, 4), [k, dim])]
     const want = interpretProgram(p, ins)
     for (const threads of [1, 2]) {
-      const ex = fastBackend({ wasm: true, threads, blockRows: 7 }).compile(p)
+      // the chain's members as JS kernels and this kernel (wasmChains: true compiles the whole chain instead: chain-wasm.test.ts)
+      const ex = fastBackend({ wasm: true, wasmChains: false, threads, blockRows: 7 }).compile(p)
       const chain = rowChainOf(ex) as unknown as { desc: { steps: { kind: string; wasm?: unknown }[] } }
       expect(chain.desc.steps.filter((s) => s.kind === 'matmul' && s.wasm !== undefined)).toHaveLength(1)
       for (let call = 0; call < 3; call++) expectSameBits(await ex.run(ins), want, `threads ${threads} call ${call}`)
@@ -87,7 +88,7 @@ describe('WebAssembly small-k matmul (row chains: k <= 16, n a multiple of 4)', 
   test('new codebook contents between calls reach the kernel (b is repacked per call)', async () => {
     const n = 64, dim = 3, k = 8
     const p = entropyProgram(n, dim, k, false)
-    const ex = fastBackend({ wasm: true, threads: 1, blockRows: 5 }).compile(p)
+    const ex = fastBackend({ wasm: true, wasmChains: false, threads: 1, blockRows: 5 }).compile(p)
     for (const seed of [1, 2, 3]) {
       const ins = [tensorOf(values(n * dim, 9), [n, dim]), tensorOf(values(k * dim, seed), [k, dim])]
       expectSameBits(await ex.run(ins), interpretProgram(p, ins), `codebook seed ${seed}`)

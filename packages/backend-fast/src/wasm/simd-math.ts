@@ -27,24 +27,44 @@ export function mathScratch(c: ChainCode): MathScratch {
   return { a: c.local(V128), b: c.local(V128), k: c.local(V128) }
 }
 
-/** Replaces float32x4 local `x` by exp(x). */
+/** 1.5 * 2^23: adding it rounds a float32 below 2^22 in magnitude to an integer (ties to even), held in its low bits. */
+const SHIFT = 12582912
+const SHIFT_BITS = 0x4b400000
+
+/**
+ * Replaces float32x4 local `x` by exp(x). No lane ever makes a subnormal float: subnormal results
+ * are built from integer bits (a float op that underflows costs a microcode assist, which made
+ * softmax's many tiny exponentials 2.5x slower).
+ */
 export function emitExp(c: ChainCode, x: number, s: MathScratch): void {
   const { a: r, b: y, k } = s
   // e^89 overflows float32 and e^-104 rounds to +0: clamping keeps both results (and NaN: pmin/pmax keep their first operand)
   c.get(x).vConstF32(splat4(89)).f32x4Pmin().vConstF32(splat4(-104)).f32x4Pmax().set(x)
-  // k = round(x / ln 2); r = x - k ln2 with ln 2 split so that k * C1 is exact (|k| <= 150)
-  c.get(x).vConstF32(splat4(1.4426950408889634)).f32x4Mul().f32x4Nearest().set(k)
-  c.get(x).get(k).vConstF32(splat4(0.693359375)).f32x4Mul().f32x4Sub()
-  c.get(k).vConstF32(splat4(-2.12194440e-4)).f32x4Mul().f32x4Sub().set(r)
+  // k = round(x / ln 2) (as a float in y, as an integer in k); r = x - k ln2 with ln 2 split so that k * C1 is exact (|k| <= 150)
+  c.get(x).vConstF32(splat4(1.4426950408889634)).f32x4Mul().vConstF32(splat4(SHIFT)).f32x4Add().set(k)
+  c.get(k).vConstF32(splat4(SHIFT)).f32x4Sub().set(y)
+  c.get(k).vConstI32(splat4(SHIFT_BITS)).i32x4Sub().set(k)
+  c.get(x).get(y).vConstF32(splat4(0.693359375)).f32x4Mul().f32x4Sub()
+  c.get(y).vConstF32(splat4(-2.12194440e-4)).f32x4Mul().f32x4Sub().set(r)
   // e^r = 1 + r + r^2 P(r), |r| <= ln2 / 2
   c.vConstF32(splat4(1.9875691500e-4)).get(r).f32x4Mul()
   for (const co of [1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1]) c.vConstF32(splat4(co)).f32x4Add().get(r).f32x4Mul()
   c.vConstF32(splat4(5.0000001201e-1)).f32x4Add().get(r).get(r).f32x4Mul().f32x4Mul().get(r).f32x4Add().vConstF32(splat4(1)).f32x4Add().set(y)
-  // times 2^k as 2^(k >> 1) * 2^(k - (k >> 1)): both factors are normal for k in [-150, 128],
-  // the first product is exact and the second rounds once (to a subnormal where the result is one)
-  c.get(k).i32x4TruncSatF32x4S().set(k)
-  c.get(y).get(k).i32(1).i32x4ShrS().vConstI32(splat4(127)).i32x4Add().i32(23).i32x4Shl().f32x4Mul()
-  c.get(k).get(k).i32(1).i32x4ShrS().i32x4Sub().vConstI32(splat4(127)).i32x4Add().i32(23).i32x4Shl().f32x4Mul().set(x)
+  // normal results (k >= -126): y * 2^(k >> 1) * 2^(k - (k >> 1)), both factors normal for k up
+  // to 128, the first product exact, the second rounded once; other lanes take k = 0 here
+  const normal = r
+  c.get(k).vConstI32(splat4(-127)).i32x4GtS().set(x)
+  c.get(k).get(x).vAnd().set(normal)
+  c.get(y).get(normal).i32(1).i32x4ShrS().vConstI32(splat4(127)).i32x4Add().i32(23).i32x4Shl().f32x4Mul()
+  c.get(normal).get(normal).i32(1).i32x4ShrS().i32x4Sub().vConstI32(splat4(127)).i32x4Add().i32(23).i32x4Shl().f32x4Mul().set(normal)
+  // subnormal results (k <= -127): their bits are round(y * 2^(k + 149)), an integer below 2^23
+  // that adding 2^23 rounds (ties to even) into the low bits; other lanes scale by 2^0 here
+  c.get(k).vConstI32(splat4(149)).i32x4Add().get(x).vAndNot().vConstI32(splat4(127)).i32x4Add().i32(23).i32x4Shl()
+  c.get(y).f32x4Mul().vConstF32(splat4(2 ** 23)).f32x4Add().vConstI32(splat4(0x4b000000)).i32x4Sub()
+  c.set(y)
+  c.get(normal).get(y).get(x).bitselect()
+  // a NaN argument (either sign: x86's default NaN is negative, whose bits the subnormal path would misread)
+  c.get(r).get(r).f32x4Ne().vOr().set(x)
 }
 
 /** Replaces float32x4 local `x` by log(x). */

@@ -1,0 +1,86 @@
+import type { AnyTypedArray, Var } from '@tessera/core'
+import type { RowChainRun } from '../row-chain.js'
+import type { WasmChainLayout } from './chain-codegen.js'
+import { KernelThreads } from './threads.js'
+
+const elems = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
+
+/**
+ * Runs a chain compiled by chain-codegen.ts: copies the values it reads into its memory, lets
+ * every thread claim blocks (`run(thread)`; worker threads join through KernelThreads), copies
+ * the row values it writes out, and adds each sink's per-block partials in block order.
+ */
+export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number): RowChainRun {
+  const { n, rows, blocks, threads } = layout
+  let inst: { memory: WebAssembly.Memory; run: (t: number) => void; pool?: KernelThreads } | undefined
+  let callerBlocks = 0
+  const instance = () => {
+    if (inst) return inst
+    const memory = new WebAssembly.Memory({ initial: layout.pages, maximum: layout.pages, shared: true })
+    new Uint8Array(memory.buffer, layout.constants.addr, layout.constants.bytes.length).set(layout.constants.bytes)
+    const run = (new WebAssembly.Instance(layout.module, { env: { memory } }).exports as { run: (t: number) => void }).run
+    let pool: KernelThreads | undefined
+    if (threads > 1) {
+      try {
+        pool = new KernelThreads(layout.module, memory, threads - 1)
+      } catch {
+        pool = undefined // no worker threads here: the calling thread runs every block
+      }
+    }
+    return (inst = { memory, run, ...(pool ? { pool } : {}) })
+  }
+  const run = (B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void => {
+    const { memory, run, pool } = instance()
+    const buf = memory.buffer
+    for (const [v, reg] of layout.copyIn) new Float32Array(buf, reg.addr, elems(v)).set(B[slotOf(v)] as Float32Array)
+    for (const [v, reg, k] of layout.copyPacked) {
+      const src = B[slotOf(v)] as Float32Array, w = reg.elems
+      const dst = new Float32Array(buf, reg.addr, 4 * k * Math.ceil(w / 4))
+      for (let t = 0; t < k; t++)
+        for (let j = 0; j < w; j++) dst[4 * ((j >> 2) * k + t) + (j & 3)] = src[t * w + j]!
+    }
+    for (const s of layout.sinks) new Float64Array(buf, s.addr, s.stride * blocks).fill(0)
+    const ctrl = new Int32Array(buf, 0, 16)
+    ctrl.fill(0)
+    const posted: number[] = []
+    if (pool) for (let t = 0; t < pool.count; t++) {
+      pool.post(t, [t + 1, 0, 0, 0])
+      posted.push(pool.posted(t))
+    }
+    run(0)
+    if (pool) posted.forEach((count, t) => pool.waitDone(t, count))
+    callerBlocks = Atomics.load(ctrl, 4)
+    for (const [v, reg] of layout.copyOut) {
+      const s = slotOf(v)
+      const out = alloc(s) as Float32Array
+      out.set(new Float32Array(buf, reg.addr, elems(v)))
+      B[s] = out
+    }
+    for (const sk of layout.sinks) {
+      const s = slotOf(sk.out)
+      const out = alloc(s) as Float32Array
+      const part = new Float64Array(buf, sk.addr, sk.stride * blocks)
+      for (let j = 0; j < sk.width; j++) {
+        let acc = 0
+        for (let b = 0; b < blocks; b++) acc += part[b * sk.stride + j]!
+        out[j] = acc
+      }
+      B[s] = out
+    }
+  }
+  return {
+    n, rows, threads, steps: [], codegen: 'wasm',
+    desc: { n, rows, steps: [], views: [], locals: [] },
+    fullSlots: [...new Set([...layout.copyIn, ...layout.copyOut].map(([v]) => slotOf(v)))],
+    localSlots: [],
+    run,
+    dispose: async () => {
+      const p = inst?.pool
+      inst = undefined
+      await p?.dispose()
+    },
+    get callerBlocks() {
+      return callerBlocks
+    },
+  }
+}

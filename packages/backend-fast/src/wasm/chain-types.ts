@@ -1,0 +1,36 @@
+import type { Eqn, Var } from '@tessera/core'
+import type { ConstPool } from './simd-ops.js'
+
+/** A row-indexed or whole region: byte address and float32 elements per row (whole: in all). */
+export interface Region {
+  readonly addr: number
+  readonly elems: number
+}
+
+/** Why a chain has no WebAssembly form (the caller runs the generated JS chain instead). */
+export class Unsupported extends Error {}
+
+export const elems = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
+/** Index modes of an expression's four lanes (see `Gen.value`). */
+export type Mode = 'row' | 'rowSplat' | 'whole' | 'wholeSplat'
+
+export interface ChainGraph {
+  def(v: Var): Eqn | undefined
+  isStored(v: Var): boolean
+}
+
+export interface Places {
+  readonly pool: ConstPool
+  /** Matmul right operands, packed (see WasmChainLayout.copyPacked). */
+  readonly packed: ReadonlyMap<number, Region>
+  readonly whole: ReadonlyMap<number, Region>
+  readonly views: ReadonlyMap<number, Region>
+  /** Offset of each chain-local value's row in a thread's scratch area. */
+  readonly locals: ReadonlyMap<number, number>
+  readonly sinks: readonly { readonly addr: number; readonly width: number; readonly stride: number }[]
+  readonly scratchBase: number
+  readonly scratchSize: number
+  readonly rows: number
+  readonly blocks: number
+}
+
