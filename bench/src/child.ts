@@ -194,11 +194,13 @@ async function tfjsSetup(backendName: 'cpu' | 'wasm', w: Workload, ins: Input[],
     await tf.ready()
     wasmThreads = wasm.getThreadsCount()
   }
-  const flag = async (f: string) => String(await tf.env().getAsync(f))
+  // the wasm backend's flags exist only once it is loaded
+  const flag = async (f: string) => backendName === 'wasm' && (await tf.env().getAsync(f)) === true
+  const [simd, mt] = [await flag('WASM_HAS_SIMD_SUPPORT'), await flag('WASM_HAS_MULTITHREAD_SUPPORT')]
   const engine =
     backendName === 'wasm'
-      ? `tfjs-backend-wasm 4.22 (XNNPACK), WASM_HAS_SIMD_SUPPORT ${await flag('WASM_HAS_SIMD_SUPPORT')}, ${wasmThreads} thread${wasmThreads === 1 ? '' : 's'} (WASM_HAS_MULTITHREAD_SUPPORT ${await flag('WASM_HAS_MULTITHREAD_SUPPORT')} in Node, so the single-threaded SIMD build runs)`
-      : 'tfjs-backend-cpu 4.22 (plain JS kernels, one thread; tfjs-node, the native TensorFlow binding, is not installed here)'
+      ? `tfjs-backend-wasm ${tf.version_core} (XNNPACK), ${mt && simd ? 'threaded SIMD' : simd ? 'SIMD' : 'plain'} build, ${wasmThreads} thread${wasmThreads === 1 ? '' : 's'} (WASM_HAS_SIMD_SUPPORT ${simd}, WASM_HAS_MULTITHREAD_SUPPORT ${mt})`
+      : `tfjs-backend-cpu ${tf.version_core} (plain JS kernels, one thread; tfjs-node, the native TensorFlow binding, is not installed here)`
   if (w.id === 'TRAIN') {
     // reverse-mode gradients of tfjs-core's ops (bundled from its ES modules, see bundle.ts)
     await import('@tensorflow/tfjs-core/dist/register_all_gradients.js')
