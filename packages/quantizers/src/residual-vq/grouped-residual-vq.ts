@@ -7,7 +7,8 @@ import { decodeGrouped, groupPrefix, grouped } from '../grouped/grouped.js'
 import type { Named, QuantizeResult } from '../quantizer.js'
 import type { RVQConfig } from './config.js'
 import { decodeRVQ } from './config.js'
-import type { RVQApplyOptions } from './residual-vq.js'
+import type { GroupedRVQApplyOptions } from './call-options.js'
+import { checkGroupedRVQOptions } from './call-options.js'
 import { makeResidualVQ } from './residual-vq.js'
 
 /**
@@ -18,7 +19,7 @@ import { makeResidualVQ } from './residual-vq.js'
  * codebook_dim) tensors, and `all_codes[g]` is its element g.
  */
 export interface GroupedResidualVQ extends Grouped<GroupedConfig<RVQConfig>> {
-  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): QuantizeResult
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: GroupedRVQApplyOptions): QuantizeResult
 }
 
 export function decodeGroupedResidualVQ(input: unknown, where = 'GroupedResidualVQ'): E.Either<TesseraError, GroupedConfig<RVQConfig>> {
@@ -35,7 +36,8 @@ export function makeGroupedResidualVQ(cfg: GroupedConfig<RVQConfig>): GroupedRes
     splitAxis1: cfg.accept_image_fmap,
   })
   const perGroup = Array.from({ length: cfg.groups }, (_, g) => `${groupPrefix(g)}all_codes`)
-  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): QuantizeResult => {
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: GroupedRVQApplyOptions): QuantizeResult => {
+    checkGroupedRVQOptions(opts, 'GroupedResidualVQ')
     const r = base.apply(params, state, x, opts)
     if (!opts.returnAllCodes) return r
     // every group quantizes the same tokens with the same number of layers (dropped ones are 0), so their codes stack

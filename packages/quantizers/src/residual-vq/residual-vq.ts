@@ -9,6 +9,8 @@ import type { Residual } from '../residual/residual.js'
 import { layerKey, layerPrefix, quantizeDropoutCut, residual } from '../residual/residual.js'
 import { embedFromAverages } from '../vq/codebook.js'
 import type { VQApplyOptions, VectorQuantize } from '../vq/vector-quantize.js'
+import type { RVQApplyOptions } from './call-options.js'
+import { checkRVQOptions } from './call-options.js'
 import { CB, expireDead, makeVectorQuantize } from '../vq/vector-quantize.js'
 import type { RankSync } from '../vq/sync.js'
 import { codebookSync, rankSync } from '../vq/sync.js'
@@ -18,13 +20,7 @@ import { searchPaths } from './path-search.js'
 import type { QincoShape } from './qinco.js'
 import { initQinco, qincoCodes, qincoSpecs } from './qinco.js'
 
-/** ResidualVQ's per-call options: VectorQuantize's, plus the reference's forward arguments `beam_size` and `return_all_codes`. */
-export interface RVQApplyOptions extends VQApplyOptions {
-  /** Beam width for this call (default: the config's beam_size in training, eval_beam_size in eval); 1 is greedy. */
-  readonly beamSize?: number
-  /** Also return every layer's codes, (q, b, ..., codebook_dim) as get_codes_from_indices gives them, in `extra.all_codes`. */
-  readonly returnAllCodes?: boolean
-}
+export type { RVQApplyOptions } from './call-options.js'
 
 /**
  * ResidualVQ: the residual combinator over VectorQuantize layers. A shared codebook is a different
@@ -86,12 +82,13 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     return { x: lay.x, back: lay.unpack, backIdx: (i: Tensor) => i.reshape([b, hh, ww, ...i.shape.slice(2)]) }
   }
 
-  const sharedApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions): QuantizeResult => {
+  const sharedApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions & { mask?: Tensor }, targets?: Tensor): QuantizeResult => {
     const lay = packLayout(xs, false, cfg.dim, W)
     const z = projectIn(proj, params, lay.x)
     const lp = scoped(params, SHARED)
     let s: Named<Tensor> = scoped(state, SHARED)
-    const dropping = opts.training && !!dropout
+    // with target codes the reference skips quantize dropout
+    const dropping = opts.training && !!dropout && !targets
     if (dropping && !opts.key) throw new TesseraError('input', `${W}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
     const cut = dropping ? quantizeDropoutCut(opts.key!, nq, dropout!) : undefined
     let res = z
@@ -100,10 +97,10 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     const losses: Record<string, Tensor> = {}
     for (let i = 0; i < nq; i++) {
       residuals.push(res)
-      const { beamSize: _b, returnAllCodes: _a, ...layerOpts } = opts as RVQApplyOptions
       const r = sharedLayer.apply(lp, s, res, {
-        ...layerOpts,
+        ...opts,
         ...(opts.key ? { key: layerKey(opts.key, i) } : {}),
+        ...(targets ? { indices: targets.index(-1, i) } : {}),
         manualEmaUpdate: true,
       })
       const active = cut ? cut.ge(xs.builder.scalar(i, 'int32')) : undefined
@@ -113,6 +110,8 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       for (const [k, v] of Object.entries(r.losses)) losses[`${layerPrefix(i)}${k}`] = active ? where(active, v, 0) : v
       const prev = s
       s = active ? Object.fromEntries(Object.entries(r.state).map(([k, v]) => [k, where(active, v, prev[k]!)])) : r.state
+      // with target codes the reference's loop moves on before the residual update (see targetResult)
+      if (targets) continue
       res = res.sub(q.stopGradient())
       out = out ? out.add(q) : q
     }
@@ -129,6 +128,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       s = { ...s, [CB.embed]: buf.embed, [CB.clusterSize]: buf.clusterSize, [CB.embedAvg]: buf.embedAvg }
     }
     const allLosses = stack(layerLosses, 0)
+    if (targets) return targetResult(params, lay, z, targets, allLosses, losses, prefixed(s, SHARED))
     return {
       quantized: lay.unpack(projectOut(proj, params, out!)),
       indices: lay.unpackTokens(stack(indices, -1)),
@@ -136,6 +136,44 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       losses,
       state: prefixed(s, SHARED),
       extra: { all_losses: allLosses, project_in_output: z },
+    }
+  }
+
+  /**
+   * A call given target codes (`indices`), as the reference's loop reads: each layer takes the
+   * projected input itself with its own column of targets (the loop moves on before the residual
+   * update), and the call returns the layers' summed cross entropies. The reference 1.31.0 stops
+   * earlier, unpacking VectorQuantize's two results into three; docs/QUANTIZERS.md, difference 12.
+   */
+  const targetApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions & { mask?: Tensor }, targets: Tensor): QuantizeResult => {
+    const lay = packLayout(xs, false, cfg.dim, W)
+    const z = projectIn(proj, params, lay.x)
+    const next: Record<string, Tensor> = { ...state }
+    const losses: Record<string, Tensor> = {}
+    const ces = layers.map((layer, i) => {
+      const r = layer.apply(scoped(params, layerPrefix(i)), scoped(state, layerPrefix(i)), z, {
+        ...opts,
+        ...(opts.key ? { key: layerKey(opts.key, i) } : {}),
+        indices: targets.index(-1, i),
+      })
+      for (const [k, v] of Object.entries(r.losses)) losses[`${layerPrefix(i)}${k}`] = v
+      Object.assign(next, prefixed(r.state, layerPrefix(i)))
+      return r.loss
+    })
+    return targetResult(params, lay, z, targets, stack(ces, 0), losses, next)
+  }
+
+  /** What a call with target codes returns: `quantized` is project_out of zeros, as the reference's `quantized_out` is never added to. */
+  const targetResult = (params: Named<Tensor>, lay: ReturnType<typeof packLayout>, z: Tensor, targets: Tensor, ces: Tensor, losses: Record<string, Tensor>, state: Named<Tensor>): QuantizeResult => {
+    // the reference asserts that no target is -1 (a dropped layer); a traced call says it with a NaN loss
+    const dropped = targets.eq(-1).cast('float32').max().gt(0)
+    return {
+      quantized: lay.unpack(projectOut(proj, params, z.builder.full(z.shape, 0))),
+      indices: targets,
+      loss: where(dropped, NaN, ces.sum()),
+      losses,
+      state,
+      extra: { all_losses: ces, project_in_output: z },
     }
   }
 
@@ -151,7 +189,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   }
 
   /** Beam search or QINCo: the path-search loop over (b, n, dim) sequences. */
-  const searchApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: RVQApplyOptions, width: number): QuantizeResult => {
+  const searchApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions, width: number): QuantizeResult => {
     const lay = packLayout(xs, false, cfg.dim, W)
     const z = projectIn(proj, params, lay.x)
     const [b, n] = z.shape as [number, number]
@@ -167,19 +205,35 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   }
 
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): QuantizeResult => {
+    const call = checkRVQOptions(opts, x, nq, cfg.accept_image_fmap, W)
     const seq = toSeq(x)
     const width = widthOf(opts)
+    // what the reference's loop hands every layer; ResidualVQ's own options stop here
+    const layerOpts: VQApplyOptions & { mask?: Tensor } = {
+      training: opts.training,
+      ...(opts.key !== undefined ? { key: opts.key } : {}),
+      ...(opts.world !== undefined ? { world: opts.world } : {}),
+      ...(opts.inputRequiresGrad !== undefined ? { inputRequiresGrad: opts.inputRequiresGrad } : {}),
+      ...(opts.sampleCodebookTemp !== undefined ? { sampleCodebookTemp: opts.sampleCodebookTemp } : {}),
+      ...(opts.freezeCodebook !== undefined ? { freezeCodebook: opts.freezeCodebook } : {}),
+      ...(call.mask ? { mask: call.mask } : {}),
+    }
     let r: QuantizeResult
     if ((width > 1 || qinco) && opts.world !== undefined && opts.training)
       throw new TesseraError('input', `${W}.world`, `${qinco ? 'QINCo (implicit_neural_codebook)' : 'beam search'} does not synchronise its codebook statistics across ranks; train it in one process`)
-    if (width > 1 || qinco) r = searchApply(params, state, seq.x, opts, width)
+    if ((width > 1 || qinco) && (call.mask || call.targets)) {
+      const arg = call.mask ? 'mask' : 'indices'
+      throw new TesseraError('input', `${W}.${arg}`, `not supported with ${qinco ? 'QINCo (implicit_neural_codebook)' : `beam search (width ${width})`} yet; use the greedy loop (beamSize: 1)${qinco ? ' without implicit_neural_codebook' : ''}`)
+    }
+    if (width > 1 || qinco) r = searchApply(params, state, seq.x, layerOpts, width)
+    else if (call.targets) r = inner ? targetApply(params, state, seq.x, layerOpts, call.targets) : sharedApply(params, state, seq.x, layerOpts, call.targets)
     else if (inner) {
       const comb = opts.freezeCodebook && !cfg.layers[0]!.freeze_codebook ? frozen() : inner
-      r = comb.apply(params, state, seq.x, opts)
-    } else r = sharedApply(params, state, seq.x, opts)
+      r = comb.apply(params, state, seq.x, layerOpts)
+    } else r = sharedApply(params, state, seq.x, layerOpts)
     const indices = seq.backIdx(r.indices)
-    // the reference derives all_codes after the step, from the codebooks as the step left them
-    const extra = opts.returnAllCodes ? { ...r.extra, all_codes: codesFromIndices(params, indices, r.state) } : r.extra
+    // the reference derives all_codes after the step, from the codebooks as the step left them (a call with targets returns before)
+    const extra = opts.returnAllCodes && !call.targets ? { ...r.extra, all_codes: codesFromIndices(params, indices, r.state) } : r.extra
     return { ...r, quantized: seq.back(r.quantized), indices, ...(extra ? { extra } : {}) }
   }
 

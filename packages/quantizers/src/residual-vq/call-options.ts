@@ -1,0 +1,123 @@
+import type { Tensor } from '@tessera/core'
+import { TesseraError, fmtShape } from '@tessera/core'
+import type { ApplyOptions } from '../quantizer.js'
+
+/**
+ * ResidualVQ's per-call options: the reference's `ResidualVQ.forward` keyword arguments in
+ * camelCase, and nothing else. They are checked by name at the call boundary, since a call from
+ * plain JavaScript could otherwise hand a layer options the reference's ResidualVQ never passes it.
+ */
+export interface RVQApplyOptions extends ApplyOptions {
+  /** bool (b, n): tokens that take part; every layer gets it (EMA statistics, k-means, losses), masked-out tokens get index -1 and a zero code. */
+  readonly mask?: Tensor
+  /** int32 (b, n, q) target codes: the call returns the sum of the layers' cross entropies as `loss` (see docs/QUANTIZERS.md). */
+  readonly indices?: Tensor
+  /** Also return every layer's codes, (q, b, ..., codebook_dim) as get_codes_from_indices gives them, in `extra.all_codes`. */
+  readonly returnAllCodes?: boolean
+  /** Overrides the layers' `sample_codebook_temp` for this call. */
+  readonly sampleCodebookTemp?: number
+  /** Freezes every layer's codebook for this call (no EMA, no dead-code revival). */
+  readonly freezeCodebook?: boolean
+  /** Beam width for this call (default: the config's beam_size in training, eval_beam_size in eval); 1 is greedy. */
+  readonly beamSize?: number
+  /**
+   * The reference's seed for quantize dropout's cut-off. Tessera draws the cut-off from `key`
+   * (pass the same key to repeat a draw); a seed is refused, see `checkRVQOptions`.
+   */
+  readonly randQuantizeDropoutFixedSeed?: number
+  /**
+   * Whether the input carries a gradient (torch's `x.requires_grad`, which the layers' inputs
+   * inherit); the layers route gradients only then. Default true (docs/QUANTIZERS.md, difference 8).
+   */
+  readonly inputRequiresGrad?: boolean
+}
+
+/** GroupedResidualVQ's forward takes fewer arguments than ResidualVQ's: no beam width, no dropout seed. */
+export type GroupedRVQApplyOptions = Omit<RVQApplyOptions, 'beamSize' | 'randQuantizeDropoutFixedSeed'>
+
+/** The reference's `ResidualVQ.forward` arguments (and ApplyOptions, which stand for module state). */
+export const RVQ_OPTION_NAMES: readonly string[] = [
+  'training',
+  'key',
+  'world',
+  'inputRequiresGrad',
+  'mask',
+  'indices',
+  'returnAllCodes',
+  'sampleCodebookTemp',
+  'freezeCodebook',
+  'beamSize',
+  'randQuantizeDropoutFixedSeed',
+]
+
+/** The reference's `GroupedResidualVQ.forward` arguments: it draws the dropout seed itself and takes no beam width. */
+export const GROUPED_RVQ_OPTION_NAMES: readonly string[] = RVQ_OPTION_NAMES.filter((k) => k !== 'beamSize' && k !== 'randQuantizeDropoutFixedSeed')
+
+const isTensor = (v: unknown): v is Tensor => typeof v === 'object' && v !== null && 'builder' in v && 'shape' in v && 'dtype' in v
+
+const show = (t: Tensor) => `${t.dtype}${fmtShape(t.shape)}`
+
+/**
+ * Refuses, by name, every key of `opts` that is not one of `allowed` (a misspelt option, or one of
+ * VectorQuantize's such as `topk` or `manualEmaUpdate`, which the reference's ResidualVQ does not take).
+ */
+export function checkOptionNames(opts: unknown, allowed: readonly string[], where: string): void {
+  if (typeof opts !== 'object' || opts === null) throw new TesseraError('input', `${where}.opts`, `must be an options object { training, ... }, got ${opts === null ? 'null' : typeof opts}`)
+  for (const k of Object.keys(opts)) {
+    if ((opts as Record<string, unknown>)[k] === undefined || allowed.includes(k)) continue
+    throw new TesseraError('input', `${where}.${k}`, `is not a per-call option of ${where}; the reference's forward takes ${allowed.filter((a) => a !== 'training' && a !== 'key' && a !== 'world' && a !== 'inputRequiresGrad').join(', ')} (plus training, key, world, inputRequiresGrad)`)
+  }
+}
+
+/** What the path-independent checks of a call found. */
+export interface CheckedRVQCall {
+  readonly mask?: Tensor
+  readonly targets?: Tensor
+}
+
+/**
+ * Checks a ResidualVQ call's options against the input `x` (before the image layout is packed).
+ * `mask` needs a (b, n, dim) sequence, since the reference's layers refuse one for feature maps;
+ * target `indices` are (b, n, q) and exclude feature maps, as the reference asserts.
+ */
+export function checkRVQOptions(opts: RVQApplyOptions, x: Tensor, nq: number, imageFmap: boolean, where: string): CheckedRVQCall {
+  checkOptionNames(opts, RVQ_OPTION_NAMES, where)
+  const fail = (kind: 'input' | 'shape' | 'dtype', arg: string, msg: string): never => {
+    throw new TesseraError(kind, `${where}.${arg}`, msg)
+  }
+  for (const k of ['returnAllCodes', 'freezeCodebook', 'inputRequiresGrad'] as const)
+    if (opts[k] !== undefined && typeof opts[k] !== 'boolean') fail('input', k, `must be a boolean, got ${typeof opts[k]}`)
+  if (opts.sampleCodebookTemp !== undefined && (typeof opts.sampleCodebookTemp !== 'number' || !Number.isFinite(opts.sampleCodebookTemp)))
+    fail('input', 'sampleCodebookTemp', `must be a finite number, got ${String(opts.sampleCodebookTemp)}`)
+  if (opts.randQuantizeDropoutFixedSeed !== undefined)
+    fail('input', 'randQuantizeDropoutFixedSeed', "not supported: quantize dropout's cut-off is drawn from opts.key (the same key repeats a draw); the reference's seed drives Python's random module, which Tessera does not reproduce")
+  let mask: Tensor | undefined
+  if (opts.mask !== undefined) {
+    const m = opts.mask
+    if (!isTensor(m)) fail('input', 'mask', 'must be a bool tensor (b, n)')
+    if (imageFmap || x.rank !== 3) fail('shape', 'mask', `needs a (b, n, dim) input (the reference's layers refuse a mask for feature maps and single tokens), got x ${show(x)}`)
+    if (m.dtype !== 'bool') fail('dtype', 'mask', `must be bool, got ${show(m)}`)
+    if (m.rank !== 2 || m.shape[0] !== x.shape[0] || m.shape[1] !== x.shape[1]) fail('shape', 'mask', `must be (${x.shape[0]}, ${x.shape[1]}) for x ${fmtShape(x.shape)}, got ${show(m)}`)
+    mask = m
+  }
+  let targets: Tensor | undefined
+  if (opts.indices !== undefined) {
+    const t = opts.indices
+    if (!isTensor(t)) fail('input', 'indices', `must be an int32 tensor (b, n, ${nq}) of target codes`)
+    if (imageFmap) fail('input', 'indices', 'target codes are not taken with accept_image_fmap (the reference asserts)')
+    if (t.dtype !== 'int32') fail('dtype', 'indices', `must be int32, got ${show(t)}`)
+    if (x.rank !== 3 || t.rank !== 3 || t.shape[0] !== x.shape[0] || t.shape[1] !== x.shape[1] || t.shape[2] !== nq)
+      fail('shape', 'indices', `target codes must be (${x.shape[0]}, ${x.rank === 3 ? x.shape[1] : 'n'}, ${nq}) for x ${fmtShape(x.shape)}, got ${show(t)}`)
+    targets = t
+  }
+  return { ...(mask ? { mask } : {}), ...(targets ? { targets } : {}) }
+}
+
+/**
+ * Checks a GroupedResidualVQ call's option names. Per-group target codes (the reference's tuple of
+ * (b, n, q) indices, one per group) are refused: every group is handed the same options.
+ */
+export function checkGroupedRVQOptions(opts: GroupedRVQApplyOptions, where: string): void {
+  checkOptionNames(opts, GROUPED_RVQ_OPTION_NAMES, where)
+  if (opts.indices !== undefined) throw new TesseraError('input', `${where}.indices`, 'per-group target codes are not supported yet (each group would need its own (b, n, q) slice); call the groups\' ResidualVQs with their own indices')
+}

@@ -1,0 +1,244 @@
+import { expect, it } from 'vitest'
+import { fc } from '@fast-check/vitest'
+import * as E from 'fp-ts/lib/Either.js'
+import type { Backend, HostTensor, Tensor, TesseraError } from '@tessera/core'
+import { random, scoped, tensorOf } from '@tessera/core'
+import type { Init, Named } from '../src/quantizer.js'
+import type { RVQApplyOptions, ResidualVQ } from '../src/residual-vq/residual-vq.js'
+import { residualVQ } from '../src/residual-vq/residual-vq.js'
+import { groupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
+import { makeVectorQuantize } from '../src/vq/vector-quantize.js'
+import { applyOnHost, runOnHost } from '../src/run.js'
+import { describeLanes } from './lanes.js'
+import { nodeLanes } from './zoo.js'
+import { arr, orThrow, randn } from './helpers.js'
+import { maskOf, maxDiff } from './vq-call.js'
+
+const b = 2, n = 5, d = 4, K = 6
+const rvq = (o: Record<string, unknown>): ResidualVQ => orThrow(residualVQ({ dim: d, codebook_size: K, num_quantizers: 3, ...o }))
+
+interface Out {
+  readonly quantized: HostTensor
+  readonly indices: HostTensor
+  readonly loss: HostTensor
+  readonly losses: Named<HostTensor>
+  readonly state: Named<HostTensor>
+  readonly extra: Named<HostTensor>
+}
+
+/** One ResidualVQ call with tensor options fed as program inputs (`opts` builds them from `tensors`). */
+async function call(
+  backend: Backend,
+  q: ResidualVQ,
+  init: Init,
+  x: HostTensor,
+  o: { training: boolean; key?: readonly [number, number]; tensors?: Named<HostTensor>; opts?: (t: Named<Tensor>) => Partial<RVQApplyOptions> },
+): Promise<E.Either<TesseraError, Out>> {
+  const key = o.key ? tensorOf([...o.key], [2], 'int32') : null
+  const r = await runOnHost(backend, [init.params, init.state, x, o.tensors ?? {}, key] as const, (p, s, xs, t, k) => {
+    const res = q.apply(p as Named<Tensor>, s as Named<Tensor>, xs as Tensor, {
+      training: o.training,
+      ...(k ? { key: k as Tensor } : {}),
+      ...(o.opts ? o.opts(t as Named<Tensor>) : {}),
+    })
+    return { quantized: res.quantized, indices: res.indices, loss: res.loss, losses: { ...res.losses }, state: { ...res.state }, extra: { ...(res.extra ?? {}) } }
+  })
+  return r as E.Either<TesseraError, Out>
+}
+const callOk = async (...args: Parameters<typeof call>): Promise<Out> => orThrow(await call(...args))
+
+/** x with the masked-out tokens replaced by other values */
+function perturbMasked(x: HostTensor, mask: HostTensor, seed: number): HostTensor {
+  const noise = randn(x.shape, seed, 10)
+  const data = Float32Array.from(x.data)
+  const dd = x.shape[2]!
+  for (let t = 0; t < b * n; t++) if (!mask.data[t]) for (let j = 0; j < dd; j++) data[t * dd + j] = noise.data[t * dd + j]!
+  return tensorOf(data, x.shape)
+}
+
+const masks = fc.array(fc.array(fc.boolean(), { minLength: n, maxLength: n }), { minLength: b, maxLength: b }).map((rows) => {
+  rows[0]![0] = true // at least one kept token, so every loss is a number
+  return maskOf(rows.map((r) => r.map(Number)))
+})
+const allTrue = maskOf(Array.from({ length: b }, () => Array(n).fill(1)))
+
+const expectStatesClose = (got: Named<HostTensor>, want: Named<HostTensor>, tol: number) => {
+  expect(Object.keys(got).sort()).toEqual(Object.keys(want).sort())
+  for (const k of Object.keys(want)) expect(maxDiff(got[k]!.data, want[k]!.data), k).toBeLessThanOrEqual(tol)
+}
+
+describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options on ${lane.name}`, (backend) => {
+  const configs: [string, Record<string, unknown>][] = [
+    ['EMA layers', {}],
+    ['dead codes and k-means init', { threshold_ema_dead_code: 0.9, kmeans_init: true, kmeans_iters: 2 }],
+    ['cosine, quantize dropout', { use_cosine_sim: true, quantize_dropout: true }],
+    ['shared codebook', { shared_codebook: true }],
+  ]
+
+  it.each(configs)('%s: a mask that keeps every token equals no mask (eval and a training step)', async (_n, cfg) => {
+    const q = rvq(cfg)
+    const init = q.init(random.keyFromSeed(3))
+    const x = randn([b, n, d], 4)
+    for (const training of [false, true]) {
+      const plain = await callOk(backend, q, init, x, { training, key: [1, 2], opts: () => ({ returnAllCodes: true }) })
+      const masked = await callOk(backend, q, init, x, { training, key: [1, 2], tensors: { m: allTrue }, opts: (t) => ({ mask: t['m']!, returnAllCodes: true }) })
+      expect(arr(masked.indices)).toEqual(arr(plain.indices))
+      expect(maxDiff(masked.quantized.data, plain.quantized.data)).toBeLessThanOrEqual(1e-6)
+      expect(maxDiff(masked.extra['all_codes']!.data, plain.extra['all_codes']!.data)).toBeLessThanOrEqual(1e-6)
+      expectStatesClose(masked.state, plain.state, 1e-5)
+      // cosine: each layer's masked commitment compares with its raw input, not the normalized one
+      if (!cfg['use_cosine_sim']) expect(maxDiff(masked.extra['all_losses']!.data, plain.extra['all_losses']!.data)).toBeLessThanOrEqual(1e-5)
+    }
+  })
+
+  // the shared codebook's end-of-step revival draws from every layer input, masked or not (as the reference), so no dead codes there
+  const maskedConfigs = configs.filter(([name]) => name !== 'cosine, quantize dropout').concat([['shared codebook with EMA, dropout', { shared_codebook: true, quantize_dropout: true }]])
+  it.each(maskedConfigs)('%s: masked-out tokens change no EMA state, loss or kept output; they get index -1 and a zero code in every layer', async (_n, cfg) => {
+    const q = rvq(cfg)
+    await fc.assert(
+      fc.asyncProperty(masks, fc.integer({ min: 1, max: 1000 }), async (mask, seed) => {
+        const init = q.init(random.keyFromSeed(seed))
+        const x = randn([b, n, d], seed + 1)
+        const y = perturbMasked(x, mask, seed + 2)
+        const o = { training: true, key: [seed, 5] as const, tensors: { m: mask }, opts: (t: Named<Tensor>) => ({ mask: t['m']! }) }
+        const rx = await callOk(backend, q, init, x, o)
+        const ry = await callOk(backend, q, init, y, o)
+        expectStatesClose(ry.state, rx.state, 1e-5)
+        expect(maxDiff(ry.extra['all_losses']!.data, rx.extra['all_losses']!.data)).toBeLessThanOrEqual(1e-5)
+        expect(arr(ry.indices)).toEqual(arr(rx.indices))
+        expect(maxDiff(ry.quantized.data, rx.quantized.data)).toBeLessThanOrEqual(1e-5)
+        const nq = 3
+        for (let t = 0; t < b * n; t++) {
+          if (mask.data[t]) continue
+          for (let l = 0; l < nq; l++) expect(rx.indices.data[t * nq + l]).toBe(-1)
+          for (let j = 0; j < d; j++) expect(rx.quantized.data[t * d + j]).toBe(0)
+        }
+      }),
+      { numRuns: 6 },
+    )
+  })
+
+  it('a masked token keeps its residual: every layer sees the input there (the layers hand back zero codes)', async () => {
+    const q = rvq({ threshold_ema_dead_code: 0.9 })
+    const init = q.init(random.keyFromSeed(8))
+    const x = randn([b, n, d], 9)
+    const mask = maskOf([[1, 0, 1, 1, 0], [0, 1, 1, 1, 1]])
+    const r = await callOk(backend, q, init, x, { training: true, key: [3, 4], tensors: { m: mask }, opts: (t) => ({ mask: t['m']! }) })
+    for (let t = 0; t < b * n; t++)
+      for (const l of [1, 2]) {
+        const li = r.extra[`layer${l}_input`]!.data, l0 = r.extra['layer0_input']!.data
+        const row = Array.from({ length: d }, (_, j) => li[t * d + j]!)
+        if (!mask.data[t]) expect(row).toEqual(Array.from({ length: d }, (_, j) => x.data[t * d + j]!))
+        // a kept token's residual has moved by the codes before it
+        else expect(maxDiff(row, Array.from({ length: d }, (_, j) => l0[t * d + j]!))).toBeGreaterThan(0)
+      }
+  })
+
+  it.each([
+    ['layers', {}],
+    ['projections', { codebook_dim: 3 }],
+    ['shared codebook', { shared_codebook: true }],
+  ] as [string, Record<string, unknown>][])('%s: target indices give the sum of every layer\'s cross entropy on the projected input (the reference\'s loop skips the residual update)', async (_n, cfg) => {
+    const q = rvq({ quantize_dropout: true, ...cfg })
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 1, max: 1000 }), fc.boolean(), async (seed, training) => {
+        const init = q.init(random.keyFromSeed(seed))
+        const x = randn([b, n, d], seed + 1)
+        const tg = tensorOf(Array.from({ length: b * n * 3 }, (_, i) => (i * 7 + seed) % K), [b, n, 3], 'int32')
+        const r = orThrow(
+          await runOnHost(backend, [init.params, init.state, x, tg, tensorOf([seed, 1], [2], 'int32')] as const, (p, s, xs, t, k) => {
+            const P = p as Named<Tensor>, S = s as Named<Tensor>
+            const res = q.apply(P, S, xs as Tensor, { training, key: k as Tensor, indices: t as Tensor, returnAllCodes: true })
+            const z = res.extra!['project_in_output']!
+            // each layer on its own, as a VectorQuantize given the projected input and its targets (eval: no statistics move)
+            const each = q.config.layers.map((lc, i) =>
+              makeVectorQuantize(lc).apply(scoped(P, `layers.${q.config.shared_codebook ? 0 : i}.`), scoped(S, `layers.${q.config.shared_codebook ? 0 : i}.`), z, { training: false, indices: (t as Tensor).index(-1, i) }).loss,
+            )
+            return { loss: res.loss, all: res.extra!['all_losses']!, each: each.reduce((a, c) => a.add(c)), quantized: res.quantized, indices: res.indices, hasCodes: z.builder.scalar('all_codes' in res.extra! ? 1 : 0) }
+          }),
+        ) as Record<string, HostTensor>
+        expect(Math.abs(r['loss']!.data[0]! - r['each']!.data[0]!)).toBeLessThanOrEqual(1e-5 * Math.max(1, Math.abs(r['each']!.data[0]!)))
+        expect(Math.abs(arr(r['all']!).reduce((a, v) => a + v, 0) - r['loss']!.data[0]!)).toBeLessThanOrEqual(1e-5)
+        // quantize dropout is skipped and the given codes come back; nothing is added to quantized, so it is project_out(0)
+        expect(arr(r['indices']!)).toEqual(arr(tg))
+        const bias = cfg['codebook_dim'] ? arr(init.params['project_out.bias']!) : Array(d).fill(0)
+        for (let t = 0; t < b * n; t++) for (let j = 0; j < d; j++) expect(Math.abs(r['quantized']!.data[t * d + j]! - bias[j]!)).toBeLessThanOrEqual(1e-6)
+        expect(r['hasCodes']!.data[0]).toBe(0)
+      }),
+      { numRuns: 4 },
+    )
+  })
+
+  it('target indices: a -1 (a dropped layer) makes the loss NaN, as the reference asserts; training takes each layer\'s EMA step on the unreduced input', async () => {
+    const q = rvq({})
+    const init = q.init(random.keyFromSeed(2))
+    const x = randn([b, n, d], 3)
+    const tg = tensorOf(Array.from({ length: b * n * 3 }, (_, i) => (i === 4 ? -1 : i % K)), [b, n, 3], 'int32')
+    const r = await callOk(backend, q, init, x, { training: false, tensors: { t: tg }, opts: (t) => ({ indices: t['t']! }) })
+    expect(Number.isNaN(r.loss.data[0]!)).toBe(true)
+    // every layer sees x itself: layer 1's EMA step from a target call equals layer 0's when both start from layer 0's codebook
+    const same: Named<HostTensor> = { ...init.state }
+    for (const k of Object.keys(init.state)) if (k.startsWith('layers.1.')) same[k] = init.state[k.replace('layers.1.', 'layers.0.')]!
+    const ok = tensorOf(Array.from({ length: b * n * 3 }, (_, i) => i % K), [b, n, 3], 'int32')
+    const rt = await callOk(backend, q, { params: init.params, state: same }, x, { training: true, tensors: { t: ok }, opts: (t) => ({ indices: t['t']! }) })
+    for (const k of ['_codebook.embed', '_codebook.cluster_size', '_codebook.embed_avg'])
+      expect(maxDiff(rt.state[`layers.1.${k}`]!.data, rt.state[`layers.0.${k}`]!.data), k).toBeLessThanOrEqual(1e-6)
+    expect(maxDiff(rt.state['layers.0._codebook.cluster_size']!.data, init.state['layers.0._codebook.cluster_size']!.data)).toBeGreaterThan(0)
+  })
+
+  it('GroupedResidualVQ: an all-true mask equals no mask; the mask reaches every group', async () => {
+    const g = orThrow(groupedResidualVQ({ dim: 8, groups: 2, codebook_size: K, num_quantizers: 2 }))
+    const init = g.init(random.keyFromSeed(5))
+    const x = randn([b, n, 8], 6)
+    const part = maskOf([[1, 1, 0, 1, 0], [1, 0, 1, 1, 1]])
+    const run = (m?: HostTensor) => applyOnHost(g, { params: init.params, state: init.state, x, training: true, ...(m ? { options: { mask: m } } : {}) }, backend)
+    const plain = orThrow(await run())
+    const masked = orThrow(await run(allTrue))
+    expect(arr(masked.indices)).toEqual(arr(plain.indices))
+    expectStatesClose(masked.state, plain.state, 1e-5)
+    const some = orThrow(await run(part))
+    // indices (groups, b, n, q): -1 at masked tokens in both groups
+    for (let gi = 0; gi < 2; gi++)
+      for (let t = 0; t < b * n; t++) for (let l = 0; l < 2; l++) expect(some.indices.data[(gi * b * n + t) * 2 + l] === -1).toBe(!part.data[t])
+  })
+
+  it('options the reference\'s forward does not take are Lefts naming them; bad values of the ones it takes too', async () => {
+    const q = rvq({})
+    const init = q.init(random.keyFromSeed(1))
+    const x = randn([b, n, d], 2)
+    const host = (options: Record<string, unknown>, qq: ResidualVQ = q, i: Init = init, training = true) =>
+      applyOnHost(qq, { params: i.params, state: i.state, x, training, key: tensorOf([1, 1], [2], 'int32'), options: options as never }, backend)
+    const where = async (p: ReturnType<typeof host>) => {
+      const r = await p
+      return E.isLeft(r) ? r.left.where : 'no error'
+    }
+    for (const k of ['topk', 'lens', 'manualEmaUpdate', 'replacementRows', 'emaUpdate', 'accumEmaUpdate', 'codebookTransformFn', 'maks'])
+      expect(await where(host({ [k]: k === 'codebookTransformFn' ? (e: Tensor) => e : k === 'lens' ? tensorOf([1, 2], [2], 'int32') : true }))).toBe(`ResidualVQ.${k}`)
+    expect(await where(host({ randQuantizeDropoutFixedSeed: 3 }))).toBe('ResidualVQ.randQuantizeDropoutFixedSeed')
+    expect(await where(host({ mask: tensorOf([1, 1], [2], 'bool') }))).toBe('ResidualVQ.mask')
+    expect(await where(host({ mask: randn([b, n], 1) }))).toBe('ResidualVQ.mask')
+    expect(await where(host({ indices: tensorOf(new Array(b * n * 2).fill(0), [b, n, 2], 'int32') }))).toBe('ResidualVQ.indices')
+    expect(await where(host({ sampleCodebookTemp: 'hot' }))).toBe('ResidualVQ.sampleCodebookTemp')
+    expect(await where(host({ returnAllCodes: 1 }))).toBe('ResidualVQ.returnAllCodes')
+    // beam search and QINCo do not take a mask or targets yet
+    expect(await where(host({ mask: allTrue, beamSize: 2 }))).toBe('ResidualVQ.mask')
+    expect(await where(host({ indices: tensorOf(new Array(b * n * 3).fill(0), [b, n, 3], 'int32'), beamSize: 2 }))).toBe('ResidualVQ.indices')
+    // images: the reference's layers refuse a mask, and it asserts no targets
+    const img = rvq({ accept_image_fmap: true })
+    const ximg = randn([1, d, 2, 2], 3)
+    const onImg = await applyOnHost(img, { params: init.params, state: init.state, x: ximg, training: false, options: { mask: maskOf([[1, 1, 1, 1]]) } }, backend)
+    expect(E.isLeft(onImg) && onImg.left.where).toBe('ResidualVQ.mask')
+    // the options the reference takes still run
+    expect(await where(host({ mask: allTrue, sampleCodebookTemp: 0.5, freezeCodebook: true, returnAllCodes: true, beamSize: 1, inputRequiresGrad: false }))).toBe('no error')
+    // GroupedResidualVQ takes no beam width or dropout seed, and (for now) no per-group targets
+    const g = orThrow(groupedResidualVQ({ dim: d, groups: 2, codebook_size: K, num_quantizers: 2 }))
+    const gi = g.init(random.keyFromSeed(2))
+    const gw = async (options: Record<string, unknown>) => {
+      const r = await applyOnHost(g, { params: gi.params, state: gi.state, x, training: false, options: options as never }, backend)
+      return E.isLeft(r) ? r.left.where : 'no error'
+    }
+    for (const k of ['beamSize', 'randQuantizeDropoutFixedSeed', 'topk']) expect(await gw({ [k]: 2 })).toBe(`GroupedResidualVQ.${k}`)
+    expect(await gw({ indices: tensorOf(new Array(2 * b * n * 2).fill(0), [2, b, n, 2], 'int32') })).toBe('GroupedResidualVQ.indices')
+    expect(await gw({ mask: allTrue, returnAllCodes: true, freezeCodebook: true, sampleCodebookTemp: 1 })).toBe('no error')
+  })
+})
