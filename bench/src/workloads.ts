@@ -390,18 +390,20 @@ const lfqEntropyWorkload: Workload = {
     const n = q ? 2048 : 65536, k = 2 ** ENT_DIM
     return {
       name: 'lfq_entropy',
-      doc: 'Gemm(x, cb; alpha 2/T, transB) -> Softmax -> Max(eps), Log, Mul, ReduceSum, ReduceMean for both entropies',
+      // LogSoftmax then Exp for p, with log(max(p, eps)) as max(log p, log eps): 0.87x the time of
+      // Softmax, Max, Log (interleaved A/B, 12 rounds, N=65536, 07:48 UTC)
+      doc: 'Gemm(x, cb; alpha 2/T, transB) -> LogSoftmax; p = Exp; per-sample entropy from Max(log p, log eps), Mul, ReduceSum, ReduceMean; codebook entropy from ReduceMean(p), Max(eps), Log, Mul, ReduceSum',
       nodes: [
         node('Gemm', ['x', 'cb'], ['logits'], { alpha: flt(2 * INV_T), transB: int(1) }),
-        node('Softmax', ['logits'], ['prob'], { axis: int(-1) }),
-        node('Max', ['prob', 'eps'], ['pc']), node('Log', ['pc'], ['lp']), node('Mul', ['prob', 'lp'], ['plp']),
+        node('LogSoftmax', ['logits'], ['logp'], { axis: int(-1) }), node('Exp', ['logp'], ['prob']),
+        node('Max', ['logp', 'logEps'], ['lp']), node('Mul', ['prob', 'lp'], ['plp']),
         node('ReduceSum', ['plp', 'ax1'], ['negH'], { keepdims: int(0) }),
         node('ReduceMean', ['negH'], ['negHm'], { axes: ints([0]), keepdims: int(0) }), node('Neg', ['negHm'], ['perSample']),
         node('ReduceMean', ['prob'], ['avg'], { axes: ints([0]), keepdims: int(0) }),
         node('Max', ['avg', 'eps'], ['ac']), node('Log', ['ac'], ['la']), node('Mul', ['avg', 'la'], ['ala']),
         node('ReduceSum', ['ala', 'ax0'], ['negCb'], { keepdims: int(0) }), node('Neg', ['negCb'], ['cbEntropy']),
       ],
-      initializers: [f32c('eps', [1e-5], []), i64('ax1', [1]), i64('ax0', [0])],
+      initializers: [f32c('eps', [1e-5], []), f32c('logEps', [Math.log(1e-5)], []), i64('ax1', [1]), i64('ax0', [0])],
       inputs: [{ name: 'x', type: DataType.FLOAT, dims: [n, ENT_DIM] }, { name: 'cb', type: DataType.FLOAT, dims: [k, ENT_DIM] }],
       outputs: [{ name: 'perSample', type: DataType.FLOAT, dims: [] }, { name: 'cbEntropy', type: DataType.FLOAT, dims: [] }],
     }
