@@ -36,7 +36,9 @@ export interface FastBackendOptions {
  * they are bit-identical to the reference except for tanh, exp and log (float64 series and
  * tables, see fastmath.ts: at most one float32 ulp, rarely: a few in a million arguments). The WebAssembly kernels
  * (nearest-code search, dense GEMMs) accumulate dot products in float32, so a float that depends
- * on one carries a k-term float32 sum's error, and indices agree except between near-ties.
+ * on one carries a k-term float32 sum's error, and indices agree except between near-ties. Row
+ * chains compiled to one WebAssembly module (wasm/chain-codegen.ts) use float32 exp and log of at
+ * most one ulp (relative error below 2^-23) and float64 sums in another association.
  */
 export const fastCaps: Caps = {
   exactIntLimit: 2 ** 31,
