@@ -24,10 +24,13 @@ export type HostOption<T> = T extends Tensor
       ? { readonly [K in keyof T]: HostOption<T[K]> }
       : T
 
-/** `applyOnHost`'s `options` for quantizer `Q`: its `apply` options with host tensors for tensors. */
-export type HostCallOptions<Q extends Quantizer> = {
-  readonly [K in keyof CallOptionsOf<Q>]?: HostOption<CallOptionsOf<Q>[K]>
-}
+/**
+ * `applyOnHost`'s `options` for quantizer `Q`: its `apply` options with host tensors for tensors.
+ * A quantizer without options of its own takes none (an empty object type would accept any).
+ */
+export type HostCallOptions<Q extends Quantizer> = [keyof CallOptionsOf<Q>] extends [never]
+  ? { readonly [name: string]: never }
+  : { readonly [K in keyof CallOptionsOf<Q>]?: HostOption<CallOptionsOf<Q>[K]> }
 
 /** A checked option tree: tensor leaves are numbered program inputs, everything else is kept as given. */
 type Node =

@@ -6,9 +6,13 @@ import { makeFSQ } from '../src/fsq/fsq.js'
 import { decodeFSQ } from '../src/fsq/config.js'
 import { hierarchicalVQ } from '../src/hierarchical/hierarchical-vq.js'
 import type { Init, Named, Quantizer } from '../src/quantizer.js'
+import type { FSQ } from '../src/fsq/fsq.js'
+import type { GroupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
+import type { ResidualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import type { HostApplyArgs, HostApplyResult } from '../src/run.js'
 import { applyOnHost, runOnHost } from '../src/run.js'
+import type { VectorQuantize } from '../src/vq/vector-quantize.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { arr, orThrow, randn } from './helpers.js'
 import { expectAgree, expectAgreeAll } from './host-compare.js'
@@ -170,6 +174,26 @@ describeLanes('host-options', nodeLanes, (l) => `applyOnHost per-call options on
     expect(embed?.shape).toEqual(init.params['_codebook.embed']!.shape)
     expect(arr(embed!)).not.toEqual(arr(init.params['_codebook.embed']!))
   })
+})
+
+it('options are typed from each quantizer\'s apply: host tensors for tensors, its own names only', () => {
+  const h = tensorOf([1, 2], [2], 'int32')
+  const base = { params: {}, state: {}, x: randn([b, n, d], 1) }
+  const ok: HostApplyArgs<VectorQuantize> = {
+    ...base,
+    options: { mask, lens: h, topk: 2, emaAccum: { clusterSize: w, embedSum: w }, emaUpdateWeight: (_s: Tensor, c: Tensor) => c, codebookTransformFn: (e: Tensor) => e },
+  }
+  const rvq: HostApplyArgs<ResidualVQ> = { ...base, options: { beamSize: 2, returnAllCodes: true } }
+  const grvq: HostApplyArgs<GroupedResidualVQ> = { ...base, options: { returnAllCodes: true } }
+  // @ts-expect-error a misspelt option
+  const typo: HostApplyArgs<VectorQuantize> = { ...base, options: { lenz: h } }
+  // @ts-expect-error FSQ has no options of its own
+  const fsqMask: HostApplyArgs<FSQ> = { ...base, options: { mask } }
+  // @ts-expect-error key is an argument of its own
+  const keyOpt: HostApplyArgs<VectorQuantize> = { ...base, options: { key } }
+  // @ts-expect-error the host API takes host tensors, not traced ones
+  const traced_: HostApplyArgs<VectorQuantize> = { ...base, options: { mask: {} as Tensor } }
+  expect([ok, rvq, grvq, typo, fsqMask, keyOpt, traced_].every((a) => 'options' in a)).toBe(true)
 })
 
 /** The Left of an applyOnHost call on the cpu lane's first backend. */
