@@ -11,6 +11,7 @@ import { Command } from 'commander'
 import type { ChildResult } from './child.js'
 import { NODE_FLAGS, REFERENCE, implementations } from './child.js'
 import { workloads } from './workloads.js'
+import type { CeilingRow } from './simd-ceiling.js'
 import { bundleChild } from './bundle.js'
 import { writeInputs } from './inputs-file.js'
 import { TORCH_IMPLS, findTorchPython, runTorch } from './train-torch.js'
@@ -110,10 +111,23 @@ function reexecUnderXvfb(): boolean {
   process.exit(r.status ?? 1)
 }
 
+/**
+ * The SIMD ceiling (simd-ceiling.ts) in a child process of its own (which enables relaxed SIMD on
+ * Node 20), measured before the workloads while nothing else of the run is going on.
+ */
+function measureCeiling(): CeilingRow[] | string {
+  const r = spawnSync(process.execPath, [...process.execArgv, join(here, 'simd-ceiling.ts'), '--json'], { encoding: 'utf8' })
+  const line = r.stdout?.trim().split('\n').pop()
+  if (r.status !== 0 || !line) return `the ceiling microbenchmark failed: ${(r.stderr ?? '').trim().split('\n').pop() ?? r.status}`
+  return JSON.parse(line) as CeilingRow[]
+}
+
 async function main(): Promise<void> {
   if (reexecUnderXvfb()) return
   const started = new Date()
   const results: ChildResult[] = []
+  const ceiling = ids.some((w) => FLOP_ROWS.includes(w)) ? measureCeiling() : undefined
+  if (ceiling) process.stderr.write(`SIMD ceiling: ${typeof ceiling === 'string' ? ceiling : ceiling.map((c) => `${c.kind} ${c.threads}t ${fmt(c.gflops)} GFLOP/s`).join(', ')}\n`)
   const titles: Record<string, string> = {
     TRAIN: `training step of the demo's VQ-VAE (FSQ, Adam; forward + gradients + update as one program), batch ${quick ? 16 : 64}`,
     OVH: 'per-call overhead: warm compiled x + 1 on 4 floats',
@@ -148,7 +162,7 @@ async function main(): Promise<void> {
     rmSync(bundleDir, { recursive: true, force: true })
   }
   const m = machine()
-  const md = renderTable(results, titles, m, started)
+  const md = renderTable(results, titles, m, started, ceiling)
   console.log(md)
   if (opts.write) {
     mkdirSync(opts.out, { recursive: true })
@@ -156,7 +170,7 @@ async function main(): Promise<void> {
     const host = `${m.cores}core-${m.cpu.replace(/[^A-Za-z0-9]+/g, '-').replace(/-+$/, '')}${quick ? '-quick' : ''}`
     const base = join(opts.out, `${stamp}-${host}`)
     writeFileSync(`${base}.md`, md)
-    writeFileSync(`${base}.json`, JSON.stringify({ started: started.toISOString(), quick, machine: m, results }, null, 2))
+    writeFileSync(`${base}.json`, JSON.stringify({ started: started.toISOString(), quick, machine: m, ...(ceiling ? { simdCeiling: ceiling } : {}), results }, null, 2))
     console.log(`written: ${base}.md and .json`)
   }
 }
@@ -186,7 +200,32 @@ function firstCall(r: ChildResult): string {
   return `${fmt(r.setupMs + r.firstRunMs, 1)} (${fmt(r.setupMs, 1)} + ${fmt(r.firstRunMs, 1)})`
 }
 
-function renderTable(results: ChildResult[], titles: Record<string, string>, m: ReturnType<typeof machine>, started: Date): string {
+/** Workloads whose Tessera wasm rows report their GFLOP/s as a fraction of the SIMD ceiling. */
+const FLOP_ROWS = ['W1', 'W1b', 'RVQ']
+
+/** The ceiling row that bounds a Tessera implementation: its threads, and fused or separate multiply-adds. */
+function ceilingOf(impl: string, ceiling: readonly CeilingRow[]): CeilingRow | undefined {
+  const t = /-(\d)t$/.exec(impl)
+  if (!t || !impl.includes('wasm')) return undefined
+  const kind = impl.includes('relaxed') ? 'relaxed madd' : 'mul+add'
+  return ceiling.find((c) => c.kind === kind && c.threads === Number(t[1]))
+}
+
+function ceilingSection(ceiling: readonly CeilingRow[] | string): string[] {
+  if (typeof ceiling === 'string') return ['## SIMD ceiling', '', ceiling, '']
+  return [
+    '## SIMD ceiling: f32x4 multiply-add throughput (`pnpm bench:ceiling`)',
+    '',
+    'Measured at the start of this run: independent chains of `acc = acc * x + y` with every operand in registers, in worker threads started together; best of 5, 2 flops per lane per multiply-add. It bounds any WebAssembly SIMD kernel on this machine (native code with wider vectors is not bound by it). The W1, W1b and RVQ tables give each Tessera wasm row\'s GFLOP/s as a fraction of the row here with the same threads and kind ("of ceiling").',
+    '',
+    '| kind | threads | GFLOP/s |',
+    '|---|---|---|',
+    ...ceiling.map((c) => `| ${c.kind} | ${c.threads} | ${fmt(c.gflops)} |`),
+    '',
+  ]
+}
+
+function renderTable(results: ChildResult[], titles: Record<string, string>, m: ReturnType<typeof machine>, started: Date, ceiling?: readonly CeilingRow[] | string): string {
   const lines: string[] = []
   lines.push(`# Tessera benchmarks ${quick ? '(quick sizes)' : ''}`.trim(), '')
   lines.push(`${started.toISOString()} · ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB · Node ${m.node} · ${m.platform} · load average at the end ${m.loadavg.join(' ')}`, '')
@@ -201,6 +240,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
     lines.push('`fast-wasm-relaxed-2t`: the nearest-code kernel with relaxed SIMD fused multiply-adds; on Node 20 its process runs with `--experimental-wasm-relaxed-simd` (on by default in Node >= 22 and Chrome >= 114). `fast-wasm-1t`/`-2t` use separate multiplies and adds.', '')
   lines.push('"vs peer": time divided by the fastest peer\'s (onnxruntime-node, tfjs-cpu, tfjs-wasm, plain JS, PyTorch); below 1 is faster. Indices are checked against the CPU reference; "ties" counts rows where an index differs only between equally near candidates.', '')
   lines.push('"first call": in a fresh process with the inputs ready, the setup (the implementation\'s module loaded and its backend started; Tessera: program traced and compiled; ONNX: model built and session created; tfjs: constants prepared; PyTorch: model and optimizer built, after `import torch`) plus the first call, as "total (setup + run)" in ms. The median is of calls after warm-up. Each workload\'s "Configuration" list says how every implementation was set up and how the computation is written (threads, graph optimizations, operand forms).', '')
+  if (ceiling) lines.push(...ceilingSection(ceiling))
   const byW = new Map<string, ChildResult[]>()
   for (const r of results) byW.set(r.workload, [...(byW.get(r.workload) ?? []), r])
   for (const [wid, rs] of byW) {
@@ -224,8 +264,10 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
       const vps = ms ? vectors / (ms / 1000) : undefined
       const gf = ms && flops ? flops / (ms / 1000) / 1e9 : undefined
       const ratio = ms && Number.isFinite(peerBest) ? ms / peerBest : undefined
+      const bound = gf && FLOP_ROWS.includes(wid) && ceiling && typeof ceiling !== 'string' ? ceilingOf(r.impl, ceiling) : undefined
+      const gfCell = bound ? `${fmt(gf)} (${Math.round((100 * gf!) / bound.gflops)}% of ceiling)` : fmt(gf)
       lines.push(
-        `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${firstCall(r)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${fmt(gf)} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${r.runs ?? '–'} | ${r.ties ?? '–'} | ${memoryCells(r)} | ${r.note ?? ''} |`,
+        `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${firstCall(r)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${gfCell} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${r.runs ?? '–'} | ${r.ties ?? '–'} | ${memoryCells(r)} | ${r.note ?? ''} |`,
       )
     }
     lines.push('')

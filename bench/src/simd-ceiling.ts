@@ -96,7 +96,12 @@ export async function measureCeiling(repeats = 5): Promise<CeilingRow[]> {
 }
 
 const isMain = process.argv[1] && import.meta.url.endsWith(process.argv[1].replace(/.*\//, ''))
-if (isMain) {
+if (isMain && !relaxedSimdSupported() && Number(process.versions.node.split('.')[0]) < 22 && !process.env.TESSERA_CEILING_CHILD) {
+  // Node 20 has relaxed SIMD behind a flag: run again with it
+  const { spawnSync } = await import('node:child_process')
+  const r = spawnSync(process.execPath, [...process.execArgv, '--experimental-wasm-relaxed-simd', ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, TESSERA_CEILING_CHILD: '1' } })
+  process.exit(r.status ?? 1)
+} else if (isMain) {
   const rows = await measureCeiling()
   if (process.argv.includes('--json')) process.stdout.write(JSON.stringify(rows) + '\n')
   else for (const r of rows) console.log(`${r.kind.padEnd(13)} ${r.threads}t  ${r.gflops.toFixed(1)} GFLOP/s`)
