@@ -10,7 +10,7 @@ import type { VQConfig } from './config.js'
 import type { RankSync } from './sync.js'
 import { sumOverRanks } from './sync.js'
 import { asLeaf, optimizerState, optimizerStep } from './in-place-optimizer.js'
-import type { CodebookCall, CodebookState, CodebookStep, PreparedCodebook } from './vector-quantize.js'
+import type { CodebookCall, CodebookState, CodebookStep, PreparedCodebook } from './codebook-forward.js'
 
 /**
  * The codebook's part of VectorQuantize's forward with the reparametrisation options: the affine
