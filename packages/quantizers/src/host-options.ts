@@ -62,8 +62,10 @@ const looksLikeTensor = (v: object): boolean => Object.hasOwn(v, 'data') || Obje
 /**
  * Checks on an option tensor's values that no shape check can make: a float option (an EMA
  * weight, accumulated statistics) must be finite, and `indices` (target codes, the reference's
- * name for them) must lie in the quantizer's index range or be -1 (ignored). In a program either
- * would become a NaN or a gather out of range instead of an error naming the option.
+ * name for them) must lie in the quantizer's index range. In a program either would become a NaN
+ * or a gather out of range instead of an error naming the option. -1 is VectorQuantize's ignored
+ * target (torch's ignore_index); where -1 marks a layer dropped by quantize dropout (ResidualVQ's
+ * indices), the reference asserts that no target is -1, and so does this check.
  */
 function checkValues(q: Quantizer, path: readonly string[], t: HostTensor, label: string, where: string): E.Either<TesseraError, void> {
   if (t.dtype === 'float32') {
@@ -75,11 +77,12 @@ function checkValues(q: Quantizer, path: readonly string[], t: HostTensor, label
     const range = indexRangeOf(q, t.shape.length)
     if (range === undefined) return E.right(undefined)
     const at = new Array<number>(t.shape.length).fill(0)
+    const ignored = !range.dropped
     for (let j = 0; j < t.data.length; j++) {
       const v = t.data[j]!
       const size = range.size(at)
-      if (size !== undefined && v !== -1 && !(v >= 0 && v < size))
-        return E.left(new TesseraError('input', where, `${label} (target codes, ${fmtAval(t)}): index ${v} at position [${at.join(',')}] (flat ${j}) is outside [0, ${size}) and is not -1 (ignored)`))
+      if (size !== undefined && !(ignored && v === -1) && !(v >= 0 && v < size))
+        return E.left(new TesseraError('input', where, `${label} (target codes, ${fmtAval(t)}): index ${v} at position [${at.join(',')}] (flat ${j}) is outside [0, ${size})${ignored ? ' and is not -1 (ignored)' : ` (-1 marks a dropped layer: ${q.kind}'s target codes must come from a call without quantize dropout, as the reference asserts)`}`))
       for (let a = t.shape.length - 1; a >= 0; a--) {
         if (++at[a]! < t.shape[a]!) break
         at[a] = 0

@@ -255,6 +255,17 @@ describeLanes('host-options', nodeLanes.slice(0, 1), (l) => `applyOnHost refuses
     expect(e.message).toMatch(/options\.mask is not read by FSQ\.apply/)
   })
 
+  it('ResidualVQ target codes: each layer\'s codebook range, and no -1 (a dropped layer, which the reference asserts against)', async () => {
+    const r = orThrow(residualVQ({ dim: 4, num_quantizers: 2, codebook_size: [6, 4] }))
+    const ri = r.init(random.keyFromSeed(0))
+    const xr = randn([b, n, 4], 1)
+    const targetsOf = (last: number) => tensorOf([...Array.from({ length: b * n * 2 - 1 }, (_, i) => i % 2 === 0 ? 5 : 3), last], [b, n, 2], 'int32')
+    const over = await leftOf(r, { ...ri, x: xr, options: { indices: targetsOf(4) } }, backend)
+    expect(over.message).toMatch(/options\.indices \(target codes, i32\[2,4,2\]\): index 4 at position \[1,3,1\] \(flat 15\) is outside \[0, 4\)/)
+    const dropped = await leftOf(r, { ...ri, x: xr, options: { indices: targetsOf(-1) } }, backend)
+    expect(dropped.message).toMatch(/index -1 .*-1 marks a dropped layer: ResidualVQ's target codes must come from a call without quantize dropout/)
+  })
+
   it('a bad ResidualVQ beam width is refused by name', async () => {
     const r = orThrow(residualVQ({ dim: 4, num_quantizers: 2, codebook_size: K }))
     const ri = r.init(random.keyFromSeed(0))
