@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises'
+import { join } from 'node:path'
 import { expect, it } from 'vitest'
 import type { HostTensor, Tensor } from '@tessera/core'
 import { random, scoped, tensorOf } from '@tessera/core'
@@ -6,7 +8,9 @@ import { decodeGroupedResidualVQ, makeGroupedResidualVQ } from '../src/residual-
 import { makeResidualVQ } from '../src/residual-vq/residual-vq.js'
 import type { Named } from '../src/quantizer.js'
 import { applyOnHost, runOnHost } from '../src/run.js'
-import { orThrow, randn } from './helpers.js'
+import { parseGoldenCase } from '../src/golden/format.js'
+import { loadCaseState } from '../src/golden/runner.js'
+import { goldenDir, orThrow, randn } from './helpers.js'
 import { expectAgree } from './host-compare.js'
 import { describeLanes } from './lanes.js'
 import { nodeLanes } from './zoo.js'
@@ -82,5 +86,22 @@ describeLanes('grvq-all-codes', nodeLanes, (l) => `GroupedResidualVQ all_codes o
     // without the option there is no all_codes
     const plain = orThrow(await applyOnHost(q, { ...init, x, training, key }, backend))
     expect(Object.keys(plain.extra).filter((k) => k.endsWith('all_codes'))).toEqual([])
+  })
+})
+
+describeLanes('grvq-all-codes', nodeLanes, (l) => `GroupedResidualVQ all_codes against the reference on ${l.name}`, (backend) => {
+  it('next/grvq_basic: extra.all_codes equals the reference\'s per-group tuple, stacked as the case stores it', async () => {
+    const c = orThrow(parseGoldenCase(await readFile(join(goldenDir, 'next', 'grvq_basic.json'), 'utf8')))
+    const q = makeGroupedResidualVQ(orThrow(decodeGroupedResidualVQ(c.kwargs)))
+    const init = orThrow(loadCaseState(q, c.state))
+    const run = c.runs[0]!
+    expect(run.mode).toBe('eval')
+    const r = orThrow(await applyOnHost(q, { params: init.params, state: init.state, x: run.inputs['x']!.host, options: { returnAllCodes: true } }, backend))
+    const want = run.outputs['all_codes']!.host
+    expect(want.shape).toEqual([2, 2, 2, 10, 4])
+    expectAgree(r.indices, run.outputs['indices']!.host, backend.caps, 'indices')
+    // codes are gathered codebook rows: exact on every backend
+    expect(r.extra['all_codes']!.shape).toEqual(want.shape)
+    expect(Array.from(r.extra['all_codes']!.data)).toEqual(Array.from(want.data))
   })
 })
