@@ -60,14 +60,20 @@ const isPlainObject = (v: object): boolean => {
 const looksLikeTensor = (v: object): boolean => Object.hasOwn(v, 'data') || Object.hasOwn(v, 'dtype') || Object.hasOwn(v, 'shape')
 
 /**
- * Checks on an option tensor's values that no shape check can make: a float option (an EMA
- * weight, accumulated statistics) must be finite, and `indices` (target codes, the reference's
+ * Checks on an option tensor's values that no shape check can make: a bool option holds 0 or 1, a
+ * float option (an EMA weight, accumulated statistics) must be finite, and `indices` (target codes, the reference's
  * name for them) must lie in the quantizer's index range. In a program either would become a NaN
  * or a gather out of range instead of an error naming the option. -1 is VectorQuantize's ignored
  * target (torch's ignore_index); where -1 marks a layer dropped by quantize dropout (ResidualVQ's
  * indices), the reference asserts that no target is -1, and so does this check.
  */
 function checkValues(q: Quantizer, path: readonly string[], t: HostTensor, label: string, where: string): E.Either<TesseraError, void> {
+  if (t.dtype === 'bool') {
+    // a bool's storage is a Uint8Array: any other byte would read as true on some backends and not on others
+    for (let j = 0; j < t.data.length; j++)
+      if (t.data[j] !== 0 && t.data[j] !== 1)
+        return E.left(new TesseraError('input', where, `${label} (${fmtAval(t)}) holds ${t.data[j]} at flat position ${j}; a bool tensor holds 0 or 1`))
+  }
   if (t.dtype === 'float32') {
     for (let j = 0; j < t.data.length; j++)
       if (!Number.isFinite(t.data[j]!))

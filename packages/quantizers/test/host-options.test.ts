@@ -214,6 +214,7 @@ describeLanes('host-options', nodeLanes.slice(0, 1), (l) => `applyOnHost refuses
     ['a float mask', { mask: tensorOf(new Float32Array(b * n), [b, n]) }, /mask: must be bool, got float32\[2,4\]/],
     ['a mask as a plain array', { mask: [[true, false]] }, /options\.mask must be a host tensor .*got/],
     ['a mask of bad data', { mask: { shape: [b, n], dtype: 'bool', data: new Float32Array(b * n) } }, /options\.mask has Float32Array data for dtype bool/],
+    ['a mask byte other than 0 or 1', { mask: { shape: [b, n], dtype: 'bool', data: Uint8Array.from([1, 1, 2, 1, 0, 1, 1, 1]) } }, /options\.mask \(bool\[2,4\]\) holds 2 at flat position 2; a bool tensor holds 0 or 1/],
     ['lens of the wrong dtype', { lens: tensorOf([1, 2], [b]) }, /lens: must be int32, got float32\[2\]/],
     ['lens of the wrong shape', { lens: tensorOf([1, 2, 3], [3], 'int32') }, /lens: must be \(2\) for x \[2,4,3\], got int32\[3\]/],
     ['mask and lens together', { mask, lens }, /mask and lens exclude each other/],
