@@ -61,6 +61,24 @@ describe('WebAssembly GEMM', () => {
     await expectClose(p, randomInputs(p, 5), { gemmMinMacs: 0 })
   })
 
+  test('GEMMs sharing their memory: a padded, transposed B after a larger product (stale data never leaks into the padding)', async () => {
+    const p = traceOrThrow([f32([40, 70]), f32([70, 90]), f32([9, 19]), f32([5, 19])], (a: Tensor, b: Tensor, x: Tensor, y: Tensor) => [
+      a.matmul(b),
+      x.matmul(y.mT),
+      a.matmul(b).sum().add(x.matmul(y.mT).sum()),
+    ]).program
+    expect(gemmSteps(p)).toBeGreaterThanOrEqual(2)
+    const ins = randomInputs(p, 11)
+    // twice on one executable: the second call finds the first call's data in the shared memory
+    const exe = fastBackend({ threads: 1, gemmMinMacs: 0 })
+    const want = interpretProgram(p, ins)
+    const magnitude = interpretProgram(p, ins.map(abs))
+    for (let r = 0; r < 2; r++) {
+      const got = await runOrThrow(p, ins, exe)
+      expect(compareOutputs(got, want, toleranceFor('accumulate', fastCaps), { strictNaN: true, magnitude })).toBeNull()
+    }
+  })
+
   test('small products (k <= 16, or under gemmMinMacs) keep the float64-exact loops: bit-identical', async () => {
     const p = traceOrThrow([f32([9, 10]), f32([10, 33])], (x: Tensor, y: Tensor) => [x.matmul(y)]).program
     expect(gemmSteps(p)).toBe(0)

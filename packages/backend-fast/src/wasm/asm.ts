@@ -74,6 +74,8 @@ export class Code {
   vLoad64Splat(offset = 0) { return this.simd(0x0a, 3, ...uleb(offset)) }
   /** Stores lane `lane` (64 bits) of the vector on the stack. */
   vStore64Lane(offset: number, lane: number) { return this.simd(0x5b, 3, ...uleb(offset), lane) }
+  /** Stores lane `lane` (32 bits) of the vector on the stack. */
+  vStore32Lane(offset: number, lane: number) { return this.simd(0x5a, 2, ...uleb(offset), lane) }
   vStore(offset = 0) { return this.simd(0x0b, 4, ...uleb(offset)) }
   /** v128.const with the 16 bytes of `lanes` (little-endian, as typed arrays are here). */
   private vConst(lanes: Float32Array | Int32Array | Float64Array | BigInt64Array) {

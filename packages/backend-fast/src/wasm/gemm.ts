@@ -12,8 +12,10 @@ import { Code, I32, V128, assemble } from './asm.js'
  *
  * Layout (bytes, in one memory shared by every GEMM of a plan; all steps run on one thread): A as
  * stored at 0; B as stored at `bOff` when its rows are read directly (not transposed, n a multiple
- * of the tile width), otherwise packed by the host into panels of `W` columns (k rows of W floats,
- * zero past n) at `bOff`; the output at `cOff` with rows of `nPad` floats.
+ * of the tile width), otherwise packed into panels of `W` columns (k rows of W floats, zero past
+ * n) at `bOff`: a transposed B is copied to `rawOff` as stored and packed by the module's `pack`
+ * (a 4-float load and four lane stores per step), other B's by the host; the output at `cOff`
+ * with rows of `nPad` floats.
  *
  * Loops: panels of W columns outside (a panel of B stays in L1), blocks of R rows inside, the k
  * loop innermost with R x W/4 vector accumulators, the A element splat from memory
@@ -39,6 +41,8 @@ export interface GemmLayout extends GemmShape {
   readonly direct: boolean
   readonly bOff: number
   readonly cOff: number
+  /** Where a transposed B is copied as stored, for `pack` (transB only; else 0). */
+  readonly rawOff: number
   /** Bytes the layout needs. */
   readonly bytes: number
 }
@@ -57,7 +61,9 @@ export function gemmLayout(s: GemmShape): GemmLayout {
   const align = (x: number) => Math.ceil(x / 16) * 16
   const bOff = align(4 * m * k)
   const cOff = align(bOff + 4 * k * nPad)
-  return { ...s, W, R, nPad, direct, bOff, cOff, bytes: cOff + 4 * m * nPad }
+  // (16 bytes past the copy of a transposed B: `pack` reads whole vectors at a row's end)
+  const rawOff = s.transB ? align(cOff + 4 * m * nPad) : 0
+  return { ...s, W, R, nPad, direct, bOff, cOff, rawOff, bytes: s.transB ? rawOff + 4 * n * k + 16 : cOff + 4 * m * nPad }
 }
 
 /** The kernel for one layout: exported `run()` computes the whole product. */
@@ -120,7 +126,64 @@ export function gemmModule(L: GemmLayout, pages: number): WebAssembly.Module {
   if (tail > 0) block(tail)
   c.get(jb).i32(1).i32Add().tee(jb).i32(panels).i32LtU().brIf(0)
   c.end()
-  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }]) as BufferSource)
+  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }, ...(L.transB ? [{ name: 'pack', code: packCode(L) }] : [])]) as BufferSource)
+}
+
+/**
+ * Packs a transposed B (n x k at rawOff) into panels at bOff: column j of B is row j of the
+ * stored array, read 4 floats at a time and stored one lane per panel row; columns past n are 0.
+ */
+function packCode(L: GemmLayout): Code {
+  const { k, n, W, bOff, rawOff } = L
+  const c = new Code(0)
+  const pj = c.local(I32), src = c.local(I32), s = c.local(I32), d = c.local(I32), t = c.local(I32), v = c.local(V128)
+  const panelBytes = 4 * W * k
+  /** Column `col` of the panel at d0 (a local holding its base) from the row at src + col * k * 4. */
+  const column = (col: number, dBase: number) => {
+    c.get(src).i32(4 * k * col).i32Add().set(s)
+    c.get(dBase).set(d)
+    const chunks = Math.floor(k / 4)
+    if (chunks > 0) {
+      c.i32(chunks).set(t)
+      c.loop()
+      c.get(s).vLoad(0).set(v)
+      for (let u = 0; u < 4; u++) c.get(d).get(v).vStore32Lane(4 * col + 4 * W * u, u)
+      c.get(s).i32(16).i32Add().set(s)
+      c.get(d).i32(16 * W).i32Add().set(d)
+      c.get(t).i32(1).i32Sub().tee(t).brIf(0)
+      c.end()
+    }
+    // the last k % 4 rows: a 4-float load may read past the row, only the valid lanes are stored
+    if (k % 4) {
+      c.get(s).vLoad(0).set(v)
+      for (let u = 0; u < k % 4; u++) c.get(d).get(v).vStore32Lane(4 * col + 4 * W * u, u)
+    }
+  }
+  const dPanel = c.local(I32)
+  const full = Math.floor(n / W)
+  c.i32(0).set(pj)
+  if (full > 0) {
+    c.loop()
+    c.get(pj).i32(W * 4 * k).i32Mul().i32(rawOff).i32Add().set(src)
+    c.get(pj).i32(panelBytes).i32Mul().i32(bOff).i32Add().set(dPanel)
+    for (let col = 0; col < W; col++) column(col, dPanel)
+    c.get(pj).i32(1).i32Add().tee(pj).i32(full).i32LtU().brIf(0)
+    c.end()
+  }
+  if (n % W) {
+    c.i32(full * W * 4 * k + rawOff).set(src)
+    c.i32(full * panelBytes + bOff).set(dPanel)
+    for (let col = 0; col < n % W; col++) column(col, dPanel)
+    // zero columns past n (the memory is shared with other GEMMs)
+    c.get(dPanel).set(d)
+    c.i32(k).set(t)
+    c.loop()
+    for (let col = n % W; col < W; col++) c.get(d).vConstF32([0, 0, 0, 0]).vStore32Lane(4 * col, 0)
+    c.get(d).i32(4 * W).i32Add().set(d)
+    c.get(t).i32(1).i32Sub().tee(t).brIf(0)
+    c.end()
+  }
+  return c
 }
 
 export interface GemmRunner {
@@ -138,13 +201,16 @@ export function gemmSet(layouts: readonly GemmLayout[]): GemmRunner[] {
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
   const f32 = new Float32Array(memory.buffer)
   return layouts.map((L) => {
-    const run = (new WebAssembly.Instance(gemmModule(L, pages), { env: { memory } }).exports as { run: () => void }).run
+    const { run, pack } = new WebAssembly.Instance(gemmModule(L, pages), { env: { memory } }).exports as { run: () => void; pack?: () => void }
     const { m, k, n, W, nPad, transB, direct } = L
-    const b0 = L.bOff >> 2, c0 = L.cOff >> 2
+    const b0 = L.bOff >> 2, c0 = L.cOff >> 2, raw0 = L.rawOff >> 2
     const one = (a: Float32Array, b: Float32Array, out: Float32Array, aOff: number, bOffIn: number, oOff: number) => {
         f32.set(a.subarray(aOff, aOff + m * k), 0)
         if (direct) f32.set(b.subarray(bOffIn, bOffIn + k * n), b0)
-        else if (transB) packTransposed(f32, b0, b, bOffIn, k, n, nPad, W)
+        else if (transB) {
+          f32.set(b.subarray(bOffIn, bOffIn + k * n), raw0)
+          pack!()
+        }
         else packRows(f32, b0, b, bOffIn, k, n, nPad, W)
         run()
         if (nPad === n) out.set(f32.subarray(c0, c0 + m * n), oOff)
@@ -156,18 +222,6 @@ export function gemmSet(layouts: readonly GemmLayout[]): GemmRunner[] {
       },
     }
   })
-}
-
-/** B stored n x k into panels [panel][t][W] (columns past n zero). */
-function packTransposed(dst: Float32Array, base: number, b: Float32Array, off: number, k: number, n: number, nPad: number, W: number): void {
-  for (let j = 0; j < nPad; j++) {
-    let d = base + Math.floor(j / W) * W * k + (j % W)
-    if (j >= n) {
-      for (let t = 0; t < k; t++, d += W) dst[d] = 0
-      continue
-    }
-    for (let t = 0, s = off + j * k; t < k; t++, s++, d += W) dst[d] = b[s]!
-  }
 }
 
 /** B stored k x n (n not a multiple of W) into panels [panel][t][W] (columns past n zero). */
