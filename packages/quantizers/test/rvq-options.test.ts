@@ -8,6 +8,7 @@ import type { RVQApplyOptions, ResidualVQ } from '../src/residual-vq/residual-vq
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { groupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
 import { makeVectorQuantize } from '../src/vq/vector-quantize.js'
+import { pythonRandrange } from '../src/residual-vq/python-random.js'
 import { applyOnHost, runOnHost } from '../src/run.js'
 import { describeLanes } from './lanes.js'
 import { nodeLanes } from './zoo.js'
@@ -65,6 +66,28 @@ const allTrue = maskOf(Array.from({ length: b }, () => Array(n).fill(1)))
 const expectStatesClose = (got: Named<HostTensor>, want: Named<HostTensor>, tol: number) => {
   expect(Object.keys(got).sort()).toEqual(Object.keys(want).sort())
   for (const k of Object.keys(want)) expect(maxDiff(got[k]!.data, want[k]!.data), k).toBeLessThanOrEqual(tol)
+}
+
+// CPython 3's random.Random(seed).randrange(start, stop) for these seeds (python3 -c "import random; ..."): the reference's draw
+const SEEDS = [0, 1, 2, 7, 42, 9999, 123456789, 2 ** 32 + 5]
+const CPYTHON: [number, number, number[]][] = [
+  [0, 3, [1, 0, 0, 1, 2, 0, 2, 0]],
+  [1, 4, [2, 1, 1, 2, 3, 1, 3, 1]],
+  [0, 4, [3, 1, 0, 2, 0, 0, 3, 1]],
+  [0, 2, [1, 0, 0, 1, 0, 0, 1, 0]],
+  [3, 1000, [867, 140, 981, 334, 657, 857, 659, 164]],
+  [0, 2 ** 31 + 3, [1654615998, 577090037, 242886303, 1390851128, 478163327, 533280010, 1899526012, 675479763]],
+]
+
+it('pythonRandrange is CPython\'s random.Random(seed).randrange (a negative seed as its absolute value)', () => {
+  for (const [a, z, want] of CPYTHON) expect(SEEDS.map((s) => pythonRandrange(s, a, z))).toEqual(want)
+  expect(pythonRandrange(-5, 0, 100)).toBe(pythonRandrange(5, 0, 100))
+})
+
+/** The first layer with index -1 everywhere (nq when none): the cut-off + 1. */
+const activeLayers = (indices: HostTensor, nq: number) => {
+  for (let l = 0; l < nq; l++) if (Array.from({ length: indices.data.length / nq }, (_, t) => indices.data[t * nq + l]).every((v) => v === -1)) return l
+  return nq
 }
 
 describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options on ${lane.name}`, (backend) => {
@@ -177,7 +200,7 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
     const r = await callOk(backend, q, init, x, { training: false, tensors: { t: tg }, opts: (t) => ({ indices: t['t']! }) })
     expect(Number.isNaN(r.loss.data[0]!)).toBe(true)
     // every layer sees x itself: layer 1's EMA step from a target call equals layer 0's when both start from layer 0's codebook
-    const same: Named<HostTensor> = { ...init.state }
+    const same: Record<string, HostTensor> = { ...init.state }
     for (const k of Object.keys(init.state)) if (k.startsWith('layers.1.')) same[k] = init.state[k.replace('layers.1.', 'layers.0.')]!
     const ok = tensorOf(Array.from({ length: b * n * 3 }, (_, i) => i % K), [b, n, 3], 'int32')
     const rt = await callOk(backend, q, { params: init.params, state: same }, x, { training: true, tensors: { t: ok }, opts: (t) => ({ indices: t['t']! }) })
@@ -202,6 +225,35 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
       for (let t = 0; t < b * n; t++) for (let l = 0; l < 2; l++) expect(some.indices.data[(gi * b * n + t) * 2 + l] === -1).toBe(!part.data[t])
   })
 
+  it.each([
+    ['greedy, cutoff 0', { num_quantizers: 3 }, 0, 1],
+    ['greedy, cutoff 1, multiple of 2', { num_quantizers: 4, quantize_dropout_cutoff_index: 1, quantize_dropout_multiple_of: 2 }, 1, 2],
+    ['shared codebook with dead codes', { num_quantizers: 4, shared_codebook: true, threshold_ema_dead_code: 0.5 }, 0, 1],
+    ['beam search', { num_quantizers: 3, beam_size: 2 }, 0, 1],
+  ] as [string, Record<string, unknown>, number, number][])('%s: randQuantizeDropoutFixedSeed cuts where the reference\'s seed does, whatever the key', async (_n, cfg, cutoff, multiple) => {
+    const q = rvq({ quantize_dropout: true, ...cfg })
+    const nq = q.config.num_quantizers
+    const init = q.init(random.keyFromSeed(4))
+    const x = randn([b, n, d], 5)
+    for (const [si, seed] of SEEDS.entries()) {
+      const want = Math.min(nq, Math.ceil((CPYTHON.find(([a, z]) => a === cutoff && z === nq)![2][si]! + 1) / multiple) * multiple)
+      const o = (k: [number, number]) => ({ training: true, key: k, opts: () => ({ randQuantizeDropoutFixedSeed: seed }) })
+      const r1 = await callOk(backend, q, init, x, o([1, si]))
+      expect(activeLayers(r1.indices, nq), `seed ${seed}`).toBe(want)
+      for (let l = 0; l < want; l++) expect(r1.indices.data[l]).not.toBe(-1)
+      // layers after the cut keep their state and add nothing
+      if (!q.config.shared_codebook && want < nq) expect(maxDiff(r1.state[`layers.${want}._codebook.cluster_size`]!.data, init.state[`layers.${want}._codebook.cluster_size`]!.data)).toBe(0)
+      expect(r1.extra['all_losses']!.shape).toEqual([nq])
+      for (let l = want; l < nq; l++) expect(r1.extra['all_losses']!.data[l]).toBe(0)
+      if (si > 2) continue
+      const r2 = await callOk(backend, q, init, x, o([9, 9 + si]))
+      expect(arr(r2.indices)).toEqual(arr(r1.indices))
+    }
+    // eval ignores the seed, as the reference's dropout runs only in training
+    const ev = await callOk(backend, q, init, x, { training: false, opts: () => ({ randQuantizeDropoutFixedSeed: 0 }) })
+    expect(activeLayers(ev.indices, nq)).toBe(nq)
+  })
+
   it('options the reference\'s forward does not take are Lefts naming them; bad values of the ones it takes too', async () => {
     const q = rvq({})
     const init = q.init(random.keyFromSeed(1))
@@ -214,7 +266,7 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
     }
     for (const k of ['topk', 'lens', 'manualEmaUpdate', 'replacementRows', 'emaUpdate', 'accumEmaUpdate', 'codebookTransformFn', 'maks'])
       expect(await where(host({ [k]: k === 'codebookTransformFn' ? (e: Tensor) => e : k === 'lens' ? tensorOf([1, 2], [2], 'int32') : true }))).toBe(`ResidualVQ.${k}`)
-    expect(await where(host({ randQuantizeDropoutFixedSeed: 3 }))).toBe('ResidualVQ.randQuantizeDropoutFixedSeed')
+    expect(await where(host({ randQuantizeDropoutFixedSeed: 3.5 }))).toBe('ResidualVQ.randQuantizeDropoutFixedSeed')
     expect(await where(host({ mask: tensorOf([1, 1], [2], 'bool') }))).toBe('ResidualVQ.mask')
     expect(await where(host({ mask: randn([b, n], 1) }))).toBe('ResidualVQ.mask')
     expect(await where(host({ indices: tensorOf(new Array(b * n * 2).fill(0), [b, n, 2], 'int32') }))).toBe('ResidualVQ.indices')

@@ -21,8 +21,9 @@ export interface RVQApplyOptions extends ApplyOptions {
   /** Beam width for this call (default: the config's beam_size in training, eval_beam_size in eval); 1 is greedy. */
   readonly beamSize?: number
   /**
-   * The reference's seed for quantize dropout's cut-off. Tessera draws the cut-off from `key`
-   * (pass the same key to repeat a draw); a seed is refused, see `checkRVQOptions`.
+   * The reference's seed for quantize dropout's cut-off in a training call: the cut-off is then
+   * Python's `random.Random(seed).randrange(cutoff_index, num_quantizers)` (rounded up to the
+   * multiple), exactly the reference's; without it the cut-off is drawn from `key`.
    */
   readonly randQuantizeDropoutFixedSeed?: number
   /**
@@ -89,8 +90,8 @@ export function checkRVQOptions(opts: RVQApplyOptions, x: Tensor, nq: number, im
     if (opts[k] !== undefined && typeof opts[k] !== 'boolean') fail('input', k, `must be a boolean, got ${typeof opts[k]}`)
   if (opts.sampleCodebookTemp !== undefined && (typeof opts.sampleCodebookTemp !== 'number' || !Number.isFinite(opts.sampleCodebookTemp)))
     fail('input', 'sampleCodebookTemp', `must be a finite number, got ${String(opts.sampleCodebookTemp)}`)
-  if (opts.randQuantizeDropoutFixedSeed !== undefined)
-    fail('input', 'randQuantizeDropoutFixedSeed', "not supported: quantize dropout's cut-off is drawn from opts.key (the same key repeats a draw); the reference's seed drives Python's random module, which Tessera does not reproduce")
+  const seed = opts.randQuantizeDropoutFixedSeed
+  if (seed !== undefined && (typeof seed !== 'number' || !Number.isSafeInteger(seed))) fail('input', 'randQuantizeDropoutFixedSeed', `must be an integer (a safe one), got ${String(seed)}`)
   let mask: Tensor | undefined
   if (opts.mask !== undefined) {
     const m = opts.mask

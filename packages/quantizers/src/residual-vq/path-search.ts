@@ -42,6 +42,8 @@ export interface SearchSpec {
   /** whether layers run as the reference's topk forward (beam search) */
   readonly beam: boolean
   readonly qinco?: QincoShape
+  /** The last active layer when the call fixed quantize dropout's cut-off (a dropout seed); otherwise drawn from the key. */
+  readonly fixedCut?: number
   readonly where: string
 }
 
@@ -77,9 +79,9 @@ export function searchPaths(
   const training = opts.training
   const statePrefix = (i: number) => layerPrefix(shared ? 0 : i)
 
-  const dropping = training && cfg.quantize_dropout
+  const dropping = training && cfg.quantize_dropout && spec.fixedCut === undefined
   if (dropping && !opts.key) throw new TesseraError('input', `${W}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
-  const cut = dropping ? quantizeDropoutCut(opts.key!, nq, { cutoffIndex: cfg.quantize_dropout_cutoff_index, multipleOf: cfg.quantize_dropout_multiple_of }) : undefined
+  const cut = spec.fixedCut !== undefined ? bl.scalar(spec.fixedCut, 'int32') : dropping ? quantizeDropoutCut(opts.key!, nq, { cutoffIndex: cfg.quantize_dropout_cutoff_index, multipleOf: cfg.quantize_dropout_multiple_of }) : undefined
 
   // each layer's codebook buffers as they stand (a shared codebook is one entry)
   const states = new Map<string, CodebookState>()

@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, Tensor } from '@tessera/core'
-import { TesseraError, prefixed, random, scoped, stack, where } from '@tessera/core'
+import { TesseraError, concat, prefixed, random, scoped, stack, where } from '@tessera/core'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
@@ -17,6 +17,7 @@ import { codebookSync, rankSync } from '../vq/sync.js'
 import type { RVQConfig } from './config.js'
 import { decodeRVQ } from './config.js'
 import { searchPaths } from './path-search.js'
+import { pythonRandrange } from './python-random.js'
 import type { QincoShape } from './qinco.js'
 import { initQinco, qincoCodes, qincoSpecs } from './qinco.js'
 
@@ -45,12 +46,15 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   const proj: Projection = { present: cfg.has_projections, bias: true, dim: cfg.dim, codebookDims: cd }
   const layers: VectorQuantize[] = cfg.layers.map(makeVectorQuantize)
   const dropout = cfg.quantize_dropout ? { cutoffIndex: cfg.quantize_dropout_cutoff_index, multipleOf: cfg.quantize_dropout_multiple_of } : null
-  const combinator = (ls: readonly Quantizer[]): Residual =>
-    residual(cfg, { kind: W, dim: cfg.dim, codebookDim: cd, layers: ls, projection: proj, channelFirst: false, quantizeDropout: dropout })
+  const combinator = (ls: readonly Quantizer[], drop = dropout): Residual =>
+    residual(cfg, { kind: W, dim: cfg.dim, codebookDim: cd, layers: ls, projection: proj, channelFirst: false, quantizeDropout: drop })
   const inner = cfg.shared_codebook ? undefined : combinator(layers)
   // a per-call freeze_codebook runs the same layers built frozen (the combinator passes only training/key down)
   let frozenInner: Residual | undefined
   const frozen = () => (frozenInner ??= combinator(cfg.layers.map((l) => makeVectorQuantize({ ...l, freeze_codebook: true }))))
+  // a dropout seed fixes the last active layer: the layers up to it run as a residual quantizer of their own
+  const prefixes = new Map<number, Residual>()
+  const prefix = (last: number) => prefixes.get(last) ?? prefixes.set(last, combinator(layers.slice(0, last + 1), null)).get(last)!
 
   const sharedLayer = layers[0]!
   const paramSpecs: Record<string, Aval> = inner ? { ...inner.paramSpecs } : { ...projectionSpecs(proj), ...prefixed(sharedLayer.paramSpecs, SHARED) }
@@ -82,15 +86,16 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     return { x: lay.x, back: lay.unpack, backIdx: (i: Tensor) => i.reshape([b, hh, ww, ...i.shape.slice(2)]) }
   }
 
-  const sharedApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions & { mask?: Tensor }, targets?: Tensor): QuantizeResult => {
+  const sharedApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions & { mask?: Tensor }, call: { targets?: Tensor; cut?: number } = {}): QuantizeResult => {
+    const { targets } = call
     const lay = packLayout(xs, false, cfg.dim, W)
     const z = projectIn(proj, params, lay.x)
     const lp = scoped(params, SHARED)
     let s: Named<Tensor> = scoped(state, SHARED)
     // with target codes the reference skips quantize dropout
-    const dropping = opts.training && !!dropout && !targets
+    const dropping = opts.training && !!dropout && !targets && call.cut === undefined
     if (dropping && !opts.key) throw new TesseraError('input', `${W}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
-    const cut = dropping ? quantizeDropoutCut(opts.key!, nq, dropout!) : undefined
+    const cut = call.cut !== undefined ? xs.builder.scalar(call.cut, 'int32') : dropping ? quantizeDropoutCut(opts.key!, nq, dropout!) : undefined
     let res = z
     let out: Tensor | undefined
     const indices: Tensor[] = [], layerLosses: Tensor[] = [], residuals: Tensor[] = []
@@ -121,9 +126,11 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       let buf = { embed: s[CB.embed]!, clusterSize: s[CB.clusterSize]!, embedAvg: s[CB.embedAvg]! }
       if (lc.ema_update) buf = { ...buf, embed: embedFromAverages(buf.clusterSize, buf.embedAvg, lc.eps, lc.use_cosine_sim) }
       if (lc.threshold_ema_dead_code > 0) {
-        const all = stack(residuals, 0).reshape([1, -1, cd])
+        // with a known cut only the layers that ran, whose inputs the reference saves
+        const ran = call.cut !== undefined ? residuals.slice(0, call.cut + 1) : residuals
+        const all = stack(ran, 0).reshape([1, -1, cd])
         const sync = codebookSync(lc, rankSync(opts.world, xs.builder, W))
-        buf = expireDead(lc, buf, all, { ...(opts.key ? { key: opts.key } : {}), ...(sync ? { sync, index: stackedRowIndex(sync.world, nq, all.shape[1]! / nq) } : {}), where: W }, nq + 1)
+        buf = expireDead(lc, buf, all, { ...(opts.key ? { key: opts.key } : {}), ...(sync ? { sync, index: stackedRowIndex(sync.world, ran.length, all.shape[1]! / ran.length) } : {}), where: W }, nq + 1)
       }
       s = { ...s, [CB.embed]: buf.embed, [CB.clusterSize]: buf.clusterSize, [CB.embedAvg]: buf.embedAvg }
     }
@@ -177,6 +184,22 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     }
   }
 
+  /**
+   * A prefix quantizer's result as the whole one's: the layers after the cut get index -1, zero
+   * losses and their state as it was (the prefix hands the whole state through).
+   */
+  const padDropped = (r: QuantizeResult, last: number): QuantizeResult => {
+    const kept = last + 1
+    if (kept >= nq) return r
+    const bl = r.indices.builder
+    const indices = concat([r.indices, bl.full([...r.indices.shape.slice(0, -1), nq - kept], -1, 'int32')], -1)
+    const losses: Record<string, Tensor> = { ...r.losses }
+    const names = Object.keys(r.losses).filter((k) => k.startsWith(layerPrefix(0))).map((k) => k.slice(layerPrefix(0).length))
+    for (let i = kept; i < nq; i++) for (const k of names) losses[`${layerPrefix(i)}${k}`] = bl.scalar(0)
+    const allLosses = concat([r.extra!['all_losses']!, bl.full([nq - kept], 0)], 0)
+    return { ...r, indices, losses, extra: { ...r.extra, all_losses: allLosses } }
+  }
+
   /** The beam width of a call: its own, else the config's for the mode; the reference searches only when it is over 1. */
   const widthOf = (opts: RVQApplyOptions): number => {
     const w = opts.beamSize ?? (opts.training ? cfg.beam_size : cfg.eval_beam_size) ?? 1
@@ -189,11 +212,12 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   }
 
   /** Beam search or QINCo: the path-search loop over (b, n, dim) sequences. */
-  const searchApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions, width: number): QuantizeResult => {
+  const searchApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions, width: number, cut?: number): QuantizeResult => {
     const lay = packLayout(xs, false, cfg.dim, W)
     const z = projectIn(proj, params, lay.x)
     const [b, n] = z.shape as [number, number]
-    const r = searchPaths({ cfg, width, beam: width > 1, ...(qinco ? { qinco } : {}), where: W }, params, state, z.reshape([b * n, cd]), [b, n], opts)
+    const spec = { cfg, width, beam: width > 1, ...(qinco ? { qinco } : {}), ...(cut !== undefined ? { fixedCut: cut } : {}), where: W }
+    const r = searchPaths(spec, params, state, z.reshape([b * n, cd]), [b, n], opts)
     return {
       quantized: lay.unpack(projectOut(proj, params, r.quantized.reshape([b, n, cd]))),
       indices: lay.unpackTokens(r.indices.reshape([b, n, nq])),
@@ -218,6 +242,8 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       ...(opts.freezeCodebook !== undefined ? { freezeCodebook: opts.freezeCodebook } : {}),
       ...(call.mask ? { mask: call.mask } : {}),
     }
+    // the reference draws its cut-off from the seed only in a training call with quantize dropout and no targets
+    const cut = opts.randQuantizeDropoutFixedSeed !== undefined && opts.training && dropout && nq > 1 && !call.targets ? fixedCut(opts.randQuantizeDropoutFixedSeed, dropout, nq) : undefined
     let r: QuantizeResult
     if ((width > 1 || qinco) && opts.world !== undefined && opts.training)
       throw new TesseraError('input', `${W}.world`, `${qinco ? 'QINCo (implicit_neural_codebook)' : 'beam search'} does not synchronise its codebook statistics across ranks; train it in one process`)
@@ -225,12 +251,13 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       const arg = call.mask ? 'mask' : 'indices'
       throw new TesseraError('input', `${W}.${arg}`, `not supported with ${qinco ? 'QINCo (implicit_neural_codebook)' : `beam search (width ${width})`} yet; use the greedy loop (beamSize: 1)${qinco ? ' without implicit_neural_codebook' : ''}`)
     }
-    if (width > 1 || qinco) r = searchApply(params, state, seq.x, layerOpts, width)
-    else if (call.targets) r = inner ? targetApply(params, state, seq.x, layerOpts, call.targets) : sharedApply(params, state, seq.x, layerOpts, call.targets)
+    if (width > 1 || qinco) r = searchApply(params, state, seq.x, layerOpts, width, cut)
+    else if (call.targets) r = inner ? targetApply(params, state, seq.x, layerOpts, call.targets) : sharedApply(params, state, seq.x, layerOpts, { targets: call.targets })
+    else if (inner && cut !== undefined) r = padDropped(prefix(cut).apply(params, state, seq.x, layerOpts), cut)
     else if (inner) {
       const comb = opts.freezeCodebook && !cfg.layers[0]!.freeze_codebook ? frozen() : inner
       r = comb.apply(params, state, seq.x, layerOpts)
-    } else r = sharedApply(params, state, seq.x, layerOpts)
+    } else r = sharedApply(params, state, seq.x, layerOpts, cut !== undefined ? { cut } : {})
     const indices = seq.backIdx(r.indices)
     // the reference derives all_codes after the step, from the codebooks as the step left them (a call with targets returns before)
     const extra = opts.returnAllCodes && !call.targets ? { ...r.extra, all_codes: codesFromIndices(params, indices, r.state) } : r.extra
@@ -314,6 +341,15 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
 function stackedRowIndex(world: RankSync, nq: number, m: number): Tensor {
   const b = world.rank.builder
   return b.iota([nq, m], 0).mul(world.size * m).add(world.rank.mul(m)).add(b.iota([nq, m], 1)).reshape([nq * m])
+}
+
+/**
+ * The last active layer the reference's quantize dropout picks from `rand_quantize_dropout_fixed_seed`:
+ * Python's `random.Random(seed).randrange(cutoff, layers)`, rounded up to the multiple as the key's draw is.
+ */
+function fixedCut(seed: number, qd: { readonly cutoffIndex: number; readonly multipleOf: number }, layers: number): number {
+  const r = pythonRandrange(seed, qd.cutoffIndex, layers)
+  return qd.multipleOf === 1 ? r : Math.ceil((r + 1) / qd.multipleOf) * qd.multipleOf - 1
 }
 
 /** Build a ResidualVQ from the reference's keyword arguments; a bad config is a Left naming the field. */
