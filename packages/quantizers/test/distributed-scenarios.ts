@@ -63,6 +63,16 @@ export const scenarios: readonly Scenario[] = [
     grad: true,
   },
   {
+    // 24 tokens, 9 sampled over the global batch: the ranks' parts of the subset need not be equal
+    name: 'LFQ entropy aux loss over a sampled fraction of the tokens (frac_per_sample_entropy 0.4)',
+    make: () => orThrow(lfq({ dim: 6, codebook_size: 16, entropy_loss_weight: 0.1, diversity_gamma: 1.5, commitment_loss_weight: 0.25, frac_per_sample_entropy: 0.4 })),
+    batch: 8,
+    x: (s) => randn([8, 3, 6], 150 + s),
+    steps: 2,
+    localLoss: (n) => ['per_sample_entropy', 'commitment', 'entropy_aux_loss'].includes(n),
+    grad: true,
+  },
+  {
     name: 'VectorQuantize EMA',
     make: () => orThrow(vectorQuantize({ dim: 4, codebook_size: 8, decay: 0.8, commitment_weight: 1 })),
     batch: 8,

@@ -1,5 +1,5 @@
 import * as E from 'fp-ts/lib/Either.js'
-import type { Aval, HostTensor, Tensor } from '@tessera/core'
+import type { Aval, Builder, HostTensor, Tensor } from '@tessera/core'
 import { TesseraError, entropy, linear, random, ranksOf, straightThrough, tensorOf, where } from '@tessera/core'
 import { applyActivation } from '../common/activation.js'
 import { packLayout } from '../common/layout.js'
@@ -8,7 +8,8 @@ import { initProjection, orthogonalHost, projectOut, projectionSpecs } from '../
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { LFQConfig } from './config.js'
 import { decodeLFQ } from './config.js'
-import { rankSync } from '../vq/sync.js'
+import type { RankSync } from '../vq/sync.js'
+import { globalRanks, localRowIndex, rankSync } from '../vq/sync.js'
 
 const f32 = Math.fround
 
@@ -77,18 +78,43 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
     return { params, state }
   }
 
-  /** The token subset for frac_per_sample_entropy < 1: ranks of a uniform draw, first `k` ranks kept. */
-  const sampleTokens = (flat: Tensor, key: Tensor | undefined): Tensor => {
-    const nTok = flat.shape[0]!
+  /** How many of `nTok` tokens frac_per_sample_entropy < 1 samples (the reference's `int(num_tokens * frac)`). */
+  const sampledCount = (nTok: number): number => {
     const k = Math.floor(nTok * cfg.frac_per_sample_entropy)
     if (k < 1)
       throw new TesseraError('input', `${whereName}.frac_per_sample_entropy`, `${cfg.frac_per_sample_entropy} of ${nTok} tokens selects none`)
+    return k
+  }
+  const sampleKey = (key: Tensor | undefined): Tensor => {
     if (!key) throw new TesseraError('input', `${whereName}.frac_per_sample_entropy`, 'training with frac_per_sample_entropy < 1 needs a random key (opts.key)')
+    return key
+  }
+
+  /**
+   * The token subset for frac_per_sample_entropy < 1: k of the tokens without replacement, uniformly
+   * (the reference keeps the tokens whose rank in a random permutation is below k): ranks of a
+   * uniform draw, first `k` ranks kept.
+   */
+  const sampleTokens = (flat: Tensor, key: Tensor | undefined): Tensor => {
+    const nTok = flat.shape[0]!
+    const k = sampledCount(nTok)
     const b = flat.builder
-    const rank = ranksOf(b.randomUniform(key, [nTok])) // (nTok,), exact integers in float32
+    const rank = ranksOf(b.randomUniform(sampleKey(key), [nTok])) // (nTok,), exact integers in float32
     const slot = b.iota([k, 1], 0).cast('float32')
     const pick = rank.reshape([1, nTok]).eq(slot).cast('int32').argmax(1) // token holding rank s
     return flat.gather(pick, 0)
+  }
+
+  /**
+   * The same subset drawn over the global batch when synced: the shared key's draw over every
+   * rank's tokens, k = int(global tokens · frac); this rank's tokens whose global rank is below k
+   * are its part of the subset (bool (nTok), any count from 0 to k). Returns the mask and k.
+   */
+  const sampleTokensSynced = (nTok: number, key: Tensor | undefined, sync: RankSync, b: Builder): { selected: Tensor; k: number } => {
+    const total = nTok * sync.size
+    const k = sampledCount(total)
+    const u = b.randomUniform(sampleKey(key), [total])
+    return { selected: globalRanks(u, localRowIndex(sync, nTok)).lt(k), k }
   }
 
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions): QuantizeResult => {
@@ -118,14 +144,24 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
     if (opts.training) {
       const codebook = maybeL2(state['codebook']!)
       let flat = original.reshape([bsz * n, cfg.num_codebooks, d])
-      if (cfg.frac_per_sample_entropy < 1) flat = sampleTokens(flat, opts.key)
+      const subset = cfg.frac_per_sample_entropy < 1 && sync ? sampleTokensSynced(bsz * n, opts.key, sync, b) : undefined
+      if (cfg.frac_per_sample_entropy < 1 && !sync) flat = sampleTokens(flat, opts.key)
       const distance = flat.matmul(codebook.mT).mul(-2)
       const prob = distance.neg().mul(cfg.inv_temperature).softmax(-1) // (tokens, c, K)
-      perSample = entropy(prob).mean()
-      // distributed: the batch-averaged probabilities are averaged over the ranks' equal shards
-      // (the reference's maybe_distributed_mean means to; its dist_nn.all_reduce result is dropped)
-      const avgProb = prob.mean(0)
-      batchEntropy = entropy(sync ? avgProb.allReduce('mean') : avgProb).mean()
+      if (subset) {
+        // synced subset: sums over this rank's sampled tokens. The per-sample entropy is the rank's
+        // sum over its equal share (k / ranks) of the k tokens, so its mean over ranks is the one-process
+        // mean; the batch probabilities are summed over the ranks and divided by k
+        const sel = subset.selected.expandDims(-1)
+        perSample = where(sel, entropy(prob), 0).sum().div(f32((subset.k * cfg.num_codebooks) / sync!.size))
+        batchEntropy = entropy(where(sel.expandDims(-1), prob, 0).sum(0).allReduce('sum').div(subset.k)).mean()
+      } else {
+        perSample = entropy(prob).mean()
+        // distributed: the batch-averaged probabilities are averaged over the ranks' equal shards
+        // (the reference's maybe_distributed_mean means to; its dist_nn.all_reduce result is dropped)
+        const avgProb = prob.mean(0)
+        batchEntropy = entropy(sync ? avgProb.allReduce('mean') : avgProb).mean()
+      }
       entropyAux = perSample.sub(batchEntropy.mul(cfg.diversity_gamma))
       if (cfg.experimental_softplus_entropy_loss) entropyAux = softplus(entropyAux.add(cfg.entropy_loss_offset))
       if (cfg.commitment_loss_weight > 0) commit = original.sub(quantized.stopGradient()).square().mean()

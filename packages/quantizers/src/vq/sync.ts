@@ -53,6 +53,19 @@ export function gatherRows(t: Tensor, index: Tensor, total: number, sync: RankSy
   return t.cast('float32').matmul(place).allReduce('sum') // (C, total)
 }
 
+/**
+ * The ranks in `u` (..., total), uniform draws over the global rows, of this rank's rows at global
+ * positions `index` (n): (..., n), what one process's `ranksOf(u)` gives those rows (ties broken
+ * by position). Each rank ranks only its own rows against every draw.
+ */
+export function globalRanks(u: Tensor, index: Tensor): Tensor {
+  const total = u.shape[u.rank - 1]!
+  const ui = u.gather(index, u.rank - 1).expandDims(-1) // (..., n, 1): this rank's rows
+  const uj = u.expandDims(-2) // (..., 1, total)
+  const before = u.builder.iota([total], 0).expandDims(0).lt(index.expandDims(-1)) // (n, total): j before row i
+  return uj.lt(ui).or(uj.eq(ui).and(before.broadcastTo([...ui.shape.slice(0, -1), total]))).cast('float32').sum(-1)
+}
+
 export interface SyncedDraw {
   /** Uniform draws over the global rows (C, total), from the key every rank shares. */
   readonly u: Tensor
@@ -76,10 +89,7 @@ export function sampleRowsSynced(rows: Tensor, k: number, draw: SyncedDraw, sync
   const globalMask = draw.mask ? gatherRows(draw.mask, index, total, sync).gt(0) : undefined
   // as in sampleMaskedRows: drawable rows rank first (u < 1)
   const u = globalMask ? where(globalMask, draw.u, draw.u.add(2)) : draw.u
-  const ui = u.gather(index, u.rank - 1).expandDims(-1) // (C, n, 1): this rank's rows
-  const uj = u.expandDims(-2) // (C, 1, total)
-  const before = b.iota([total], 0).expandDims(0).lt(index.expandDims(-1)) // (n, total): j before row i
-  const ranks = uj.lt(ui).or(uj.eq(ui).and(before.broadcastTo([...ui.shape.slice(0, -1), total]))).cast('float32').sum(-1) // (C, n)
+  const ranks = globalRanks(u, index) // (C, n)
   let slot: Tensor
   if (globalMask) {
     // with no drawable row no slot matches (zeros, as sampleMaskedRows gives)
