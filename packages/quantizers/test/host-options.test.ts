@@ -8,6 +8,7 @@ import { hierarchicalVQ } from '../src/hierarchical/hierarchical-vq.js'
 import type { Init, Named, Quantizer } from '../src/quantizer.js'
 import type { FSQ } from '../src/fsq/fsq.js'
 import type { GroupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
+import { groupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
 import type { ResidualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import type { HostApplyArgs, HostApplyResult } from '../src/run.js'
@@ -133,6 +134,30 @@ const cases: readonly Case[] = [
     x: [b, n, 4],
     training: true,
     opts: () => ({ returnAllCodes: true, freezeCodebook: true }),
+  },
+  {
+    name: 'ResidualVQ mask',
+    q: () => orThrow(residualVQ({ dim: 4, num_quantizers: 2, codebook_size: K })),
+    x: [b, n, 4],
+    training: true,
+    tensors: { mask },
+    opts: (t) => ({ mask: t['mask'], sampleCodebookTemp: 0.5 }),
+  },
+  {
+    name: 'ResidualVQ indices (cross-entropy targets)',
+    q: () => orThrow(residualVQ({ dim: 4, num_quantizers: 2, codebook_size: K })),
+    x: [b, n, 4],
+    training: true,
+    tensors: { t: tensorOf(Array.from({ length: b * n * 2 }, (_, i) => (i * 5) % K), [b, n, 2], 'int32') },
+    opts: (t) => ({ indices: t['t'] }),
+  },
+  {
+    name: 'GroupedResidualVQ mask, returnAllCodes, freezeCodebook',
+    q: () => orThrow(groupedResidualVQ({ dim: 4, groups: 2, num_quantizers: 2, codebook_size: K })),
+    x: [b, n, 4],
+    training: true,
+    tensors: { mask },
+    opts: (t) => ({ mask: t['mask'], returnAllCodes: true, freezeCodebook: true }),
   },
   {
     name: 'HierarchicalVQ sampleCodebookTemp',
