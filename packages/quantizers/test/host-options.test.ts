@@ -198,6 +198,11 @@ describeLanes('host-options', nodeLanes, (l) => `applyOnHost per-call options on
     const embed = r.updatedParams?.['_codebook.embed']
     expect(embed?.shape).toEqual(init.params['_codebook.embed']!.shape)
     expect(arr(embed!)).not.toEqual(arr(init.params['_codebook.embed']!))
+    // a step skipped for non-finite input rewrites no parameter either
+    const bad = { ...x, data: x.data.map((v, i) => (i === 4 ? NaN : v)) }
+    const skipped = orThrow(await applyOnHost(q, { ...init, x: bad, training: true, key, nonFinite: 'skip-update' }, backend))
+    expect(skipped.nonFinite).toMatch(/x is not finite at position \[0,1,1\]/)
+    expect(arr(skipped.updatedParams!['_codebook.embed']!)).toEqual(arr(init.params['_codebook.embed']!))
   })
 })
 
