@@ -72,6 +72,24 @@ describe('WebAssembly elementwise loops', () => {
     got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
   })
 
+  test.each([[64, 784], [400, 13], [5, 1000]])('a bias broadcast along rows (%i x %i) runs in the pass and gives the reference bits', async (rows, width) => {
+    const p = traceOrThrow([f32([rows, width]), f32([width]), f32([rows, width]), f32([])], (y: Tensor, bias: Tensor, x: Tensor, s: Tensor) => {
+      const recon = y.add(bias)
+      return [recon.sub(x).mul(s).mul(2), recon.add(bias.reshape([1, width]).mul(0.5))]
+    }).program
+    expect(planProgram(p, { wasm: true, threads: 1 }).steps.flatMap((st) => (st.kind === 'elem' ? st.outs : [])).length).toBe(2)
+    const r = (i: number) => Math.sin(i * 1.3) * 4
+    const ins = [
+      tensorOf(Array.from({ length: rows * width }, (_, i) => r(i)), [rows, width]),
+      tensorOf(Array.from({ length: width }, (_, i) => r(i + 7) * 0.1), [width]),
+      tensorOf(Array.from({ length: rows * width }, (_, i) => r(i * 3)), [rows, width]),
+      tensorOf([Math.fround(1 / 3)], []),
+    ]
+    const want = interpretProgram(p, ins)
+    const got = await runOrThrow(p, ins, fastBackend({ threads: 1 }))
+    got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
+  })
+
   test('a reduction whose side outputs run as WebAssembly reads them back: same bits', async () => {
     const n = 5001
     const p = traceOrThrow([f32([n]), f32([n])], (a: Tensor, b: Tensor) => {

@@ -8,11 +8,14 @@ import { Code, V128, assemble } from './asm.js'
  * are taken: IEEE float32 arithmetic rounds each of them exactly as Math.fround of the float64 op
  * does (a float64 result of float32 operands rounds once to the same float32), so the results
  * are the reference's bits. Operands are whole stored values of the output's size (read at the
- * output's index) or single stored values and float32 constants broadcast to every element.
+ * output's index), stored vectors broadcast along the leading axes (biases), or single stored
+ * values and float32 constants broadcast to every element.
  */
 export type ElemExpr =
   | { readonly kind: 'read'; readonly slot: number }
   | { readonly kind: 'scalar'; readonly slot: number }
+  /** A stored vector of `width` elements repeated along the output (a bias): element o reads o % width. */
+  | { readonly kind: 'row'; readonly slot: number; readonly width: number }
   | { readonly kind: 'const'; readonly value: number }
   | { readonly kind: 'op'; readonly prim: ElemOp; readonly args: readonly ElemExpr[]; readonly id: number }
 
@@ -37,6 +40,20 @@ export function elementwiseExpr(out: Var, def: (v: Var) => Eqn | undefined, bufS
     if (d?.prim === 'reshape' || d?.prim === 'broadcast') return scalar(d.inputs[0]!)
     return undefined
   }
+  /** A stored vector broadcast along out's leading axes (its shape, leading 1s dropped, is out's trailing one). */
+  const row = (u: Var): ElemExpr | undefined => {
+    let x = u
+    while (bufSlot(x) === undefined) {
+      const d = def(x)
+      if (d?.prim !== 'reshape') return undefined
+      x = d.inputs[0]!
+    }
+    const dims = u.aval.shape.slice(u.aval.shape.findIndex((a) => a !== 1))
+    const tail = out.aval.shape.slice(out.aval.shape.length - dims.length)
+    const width = sizeOf(u)
+    if (x.aval.dtype !== 'float32' || width < 2 || width > CHUNK || u.aval.shape.every((a) => a === 1) || dims.some((a, i) => a !== tail[i])) return undefined
+    return { kind: 'row', slot: bufSlot(x)!, width }
+  }
   const walk = (v: Var, root: boolean): ElemExpr | undefined => {
     if (v.aval.dtype !== 'float32' || sizeOf(v) !== n) return undefined
     if (!root) {
@@ -49,7 +66,7 @@ export function elementwiseExpr(out: Var, def: (v: Var) => Eqn | undefined, bufS
     let r: ElemExpr | undefined
     if (!d) r = undefined
     else if (d.prim === 'full') r = { kind: 'const', value: Math.fround(d.params.value) }
-    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!)
+    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!) ?? row(d.inputs[0]!)
     // same element count, row-major: element o of the reshape is element o of its operand
     else if (d.prim === 'reshape' || d.prim === 'stop_gradient') r = walk(d.inputs[0]!, false)
     else if (OPS.has(d.prim)) {
@@ -63,31 +80,42 @@ export function elementwiseExpr(out: Var, def: (v: Var) => Eqn | undefined, bufS
   return e && e.kind === 'op' ? e : undefined
 }
 
-/** Slots the expressions read, whole and single, in first-use order. */
-export function elementwiseReads(es: readonly ElemExpr[]): { whole: number[]; single: number[] } {
-  const whole: number[] = [], single: number[] = []
+/** Slots the expressions read, whole, repeated rows and single, in first-use order. */
+export function elementwiseReads(es: readonly ElemExpr[]): { whole: number[]; single: number[]; rows: number[]; width: number } {
+  const whole: number[] = [], single: number[] = [], rows: number[] = []
+  let width = 1
   const seen = new Set<ElemExpr>()
   const go = (x: ElemExpr) => {
     if (seen.has(x)) return
     seen.add(x)
     if (x.kind === 'read' && !whole.includes(x.slot)) whole.push(x.slot)
     else if (x.kind === 'scalar' && !single.includes(x.slot)) single.push(x.slot)
-    else if (x.kind === 'op') x.args.forEach(go)
+    else if (x.kind === 'row' && !rows.includes(x.slot)) {
+      rows.push(x.slot)
+      width = lcm(width, x.width)
+    } else if (x.kind === 'op') x.args.forEach(go)
   }
   es.forEach(go)
-  return { whole, single }
+  return { whole, single, rows, width }
 }
 
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
+const lcm = (a: number, b: number) => (a / gcd(a, b)) * b
+
 /**
- * One kernel, run on chunks of at most `padded` elements (the host copies each chunk of every
+ * One kernel, run on chunks of `chunk` elements (a multiple of every repeated row's width, so a
+ * chunk starts at a row; `padded` is it rounded up to whole vectors) (the host copies each chunk of every
  * operand in and of every output out, so the kernel's memory stays in L2 however long the arrays
  * are): operands at 16-byte aligned regions of `padded` floats (operand w at w * padded * 4), the
  * single values after them (16 bytes each), then the outputs (output o at outOff + o * padded * 4).
  */
 export interface ElemLayout {
   readonly n: number
+  readonly chunk: number
   readonly padded: number
   readonly whole: readonly number[]
+  /** Repeated rows, each tiled over a `padded` region after the whole operands (filled once per call). */
+  readonly rows: readonly number[]
   readonly single: readonly number[]
   readonly singleOff: number
   readonly outOff: number
@@ -98,11 +126,12 @@ export interface ElemLayout {
 const CHUNK = 8192
 
 export function elementwiseLayout(es: readonly ElemExpr[], n: number): ElemLayout {
-  const { whole, single } = elementwiseReads(es)
-  const padded = Math.min(CHUNK, Math.ceil(n / 4) * 4)
-  const singleOff = whole.length * padded * 4
+  const { whole, single, rows, width } = elementwiseReads(es)
+  const chunk = Math.min(n, Math.max(width, Math.floor(CHUNK / width) * width))
+  const padded = Math.ceil(chunk / 4) * 4
+  const singleOff = (whole.length + rows.length) * padded * 4
   const outOff = singleOff + 16 * single.length
-  return { n, padded, whole, single, singleOff, outOff, bytes: outOff + 4 * padded * es.length }
+  return { n, chunk, padded, whole, rows, single, singleOff, outOff, bytes: outOff + 4 * padded * es.length }
 }
 
 /** One loop computing every expression per group of four elements (shared subexpressions once); `run(bytes)` covers one chunk. */
@@ -124,6 +153,7 @@ export function elementwiseModule(es: readonly ElemExpr[], L: ElemLayout, pages:
     switch (x.kind) {
       case 'read': c.get(p).vLoad(L.whole.indexOf(x.slot) * L.padded * 4); return
       case 'scalar': c.get(splats[L.single.indexOf(x.slot)]!); return
+      case 'row': c.get(p).vLoad((L.whole.length + L.rows.indexOf(x.slot)) * L.padded * 4); return
       case 'const': c.vConstF32([x.value, x.value, x.value, x.value]); return
       case 'op': {
         const t = temps.get(x)
@@ -205,8 +235,8 @@ export function groupElementwise<S>(
   steps.forEach((s, i) => {
     const e = elem(s)
     if (e) {
-      const { whole, single } = elementwiseReads([e.expr])
-      const ready = (g: (typeof open)[number]) => [...whole, ...single].every((r) => g.byOut.has(r) || (writtenAt.get(r) ?? -1) < g.at)
+      const { whole, single, rows } = elementwiseReads([e.expr])
+      const ready = (g: (typeof open)[number]) => [...whole, ...single, ...rows].every((r) => g.byOut.has(r) || (writtenAt.get(r) ?? -1) < g.at)
       // only loops that share an operand (a parameter's gradient, or a group's output) join
       const shares = (g: (typeof open)[number]) => whole.some((r) => g.byOut.has(r) || g.reads.has(r))
       const g = open.find((x) => x.n === e.n && shares(x) && ready(x))
@@ -258,8 +288,12 @@ export function elementwiseSet(): { add(g: ElemGroup): ElemRun } {
         if (!memory) build()
         const m = f32!
         L.single.forEach((s, i) => (m[(L.singleOff >> 2) + 4 * i] = B[s]![0]!))
-        for (let lo = 0; lo < L.n; lo += L.padded) {
-          const len = Math.min(L.padded, L.n - lo)
+        L.rows.forEach((s, r) => {
+          const v = B[s] as Float32Array, at = (L.whole.length + r) * L.padded
+          for (let q = 0; q < L.chunk; q += v.length) m.set(v, at + q)
+        })
+        for (let lo = 0; lo < L.n; lo += L.chunk) {
+          const len = Math.min(L.chunk, L.n - lo)
           L.whole.forEach((s, w) => m.set((B[s] as Float32Array).subarray(lo, lo + len), w * L.padded))
           k.run!(Math.ceil(len / 4) * 16)
           outs.forEach((out, o) => {
