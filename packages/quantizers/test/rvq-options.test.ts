@@ -7,12 +7,16 @@ import type { Init, Named } from '../src/quantizer.js'
 import type { RVQApplyOptions, ResidualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { groupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
+import { residualFSQ } from '../src/residual/residual-fsq.js'
+import { residualLFQ } from '../src/residual/residual-lfq.js'
+import { residualSimVQ } from '../src/simvq/residual-simvq.js'
+import type { Quantizer } from '../src/quantizer.js'
 import { makeVectorQuantize } from '../src/vq/vector-quantize.js'
 import { pythonRandrange } from '../src/residual-vq/python-random.js'
 import { applyOnHost, runOnHost } from '../src/run.js'
 import { describeLanes } from './lanes.js'
 import { nodeLanes } from './zoo.js'
-import { arr, orThrow, randn } from './helpers.js'
+import { arr, backends, orThrow, randn } from './helpers.js'
 import { maskOf, maxDiff } from './vq-call.js'
 
 const b = 2, n = 5, d = 4, K = 6
@@ -82,6 +86,25 @@ const CPYTHON: [number, number, number[]][] = [
 it('pythonRandrange is CPython\'s random.Random(seed).randrange (a negative seed as its absolute value)', () => {
   for (const [a, z, want] of CPYTHON) expect(SEEDS.map((s) => pythonRandrange(s, a, z))).toEqual(want)
   expect(pythonRandrange(-5, 0, 100)).toBe(pythonRandrange(5, 0, 100))
+})
+
+it('ResidualFSQ, ResidualLFQ and ResidualSimVQ share the residual forwarding: options their layers are not handed are Lefts naming them', async () => {
+  const qs: [string, Quantizer][] = [
+    ['ResidualFSQ', orThrow(residualFSQ({ levels: [5, 5], num_quantizers: 2, dim: 4 }))],
+    ['ResidualLFQ', orThrow(residualLFQ({ dim: 4, codebook_size: 16, num_quantizers: 2 }))],
+    ['ResidualSimVQ', orThrow(residualSimVQ({ dim: 4, codebook_size: 8, num_quantizers: 2 }))],
+  ]
+  const x = randn([2, 3, 4], 1)
+  for (const [name, q] of qs) {
+    const init = q.init(random.keyFromSeed(1))
+    const call = (options?: Record<string, unknown>) =>
+      applyOnHost(q, { params: init.params, state: init.state, x, training: true, key: tensorOf([1, 2], [2], 'int32'), ...(options ? { options: options as never } : {}) }, backends[0]!)
+    expect(E.isRight(await call())).toBe(true)
+    for (const k of ['mask', 'sampleCodebookTemp', 'freezeCodebook']) {
+      const r = await call({ [k]: k === 'mask' ? maskOf([[1, 1, 1], [1, 0, 1]]) : k === 'freezeCodebook' ? true : 0.5 })
+      expect(E.isLeft(r) && r.left.where, `${name} ${k}`).toBe(`${name}.${k}`)
+    }
+  }
 })
 
 /** The first layer with index -1 everywhere (nq when none): the cut-off + 1. */

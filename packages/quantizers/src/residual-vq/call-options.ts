@@ -1,6 +1,7 @@
 import type { Tensor } from '@tessera/core'
 import { TesseraError, fmtShape } from '@tessera/core'
 import type { ApplyOptions } from '../quantizer.js'
+import { checkOptionNames } from '../common/option-names.js'
 
 /**
  * ResidualVQ's per-call options: the reference's `ResidualVQ.forward` keyword arguments in
@@ -57,18 +58,6 @@ export const GROUPED_RVQ_OPTION_NAMES: readonly string[] = RVQ_OPTION_NAMES.filt
 const isTensor = (v: unknown): v is Tensor => typeof v === 'object' && v !== null && 'builder' in v && 'shape' in v && 'dtype' in v
 
 const show = (t: Tensor) => `${t.dtype}${fmtShape(t.shape)}`
-
-/**
- * Refuses, by name, every key of `opts` that is not one of `allowed` (a misspelt option, or one of
- * VectorQuantize's such as `topk` or `manualEmaUpdate`, which the reference's ResidualVQ does not take).
- */
-export function checkOptionNames(opts: unknown, allowed: readonly string[], where: string): void {
-  if (typeof opts !== 'object' || opts === null) throw new TesseraError('input', `${where}.opts`, `must be an options object { training, ... }, got ${opts === null ? 'null' : typeof opts}`)
-  for (const k of Object.keys(opts)) {
-    if ((opts as Record<string, unknown>)[k] === undefined || allowed.includes(k)) continue
-    throw new TesseraError('input', `${where}.${k}`, `is not a per-call option of ${where}; the reference's forward takes ${allowed.filter((a) => a !== 'training' && a !== 'key' && a !== 'world' && a !== 'inputRequiresGrad').join(', ')} (plus training, key, world, inputRequiresGrad)`)
-  }
-}
 
 /** What the path-independent checks of a call found. */
 export interface CheckedRVQCall {

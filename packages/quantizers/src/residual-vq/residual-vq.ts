@@ -38,6 +38,8 @@ export interface ResidualVQ extends Quantizer<RVQConfig> {
 }
 
 const W = 'ResidualVQ'
+/** What the reference's loop hands every VectorQuantize layer, besides training, key and world. */
+const LAYER_OPTIONS = ['mask', 'sampleCodebookTemp', 'freezeCodebook', 'inputRequiresGrad']
 const SHARED = layerPrefix(0)
 
 export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
@@ -47,7 +49,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   const layers: VectorQuantize[] = cfg.layers.map(makeVectorQuantize)
   const dropout = cfg.quantize_dropout ? { cutoffIndex: cfg.quantize_dropout_cutoff_index, multipleOf: cfg.quantize_dropout_multiple_of } : null
   const combinator = (ls: readonly Quantizer[], drop = dropout): Residual =>
-    residual(cfg, { kind: W, dim: cfg.dim, codebookDim: cd, layers: ls, projection: proj, channelFirst: false, quantizeDropout: drop })
+    residual(cfg, { kind: W, dim: cfg.dim, codebookDim: cd, layers: ls, projection: proj, channelFirst: false, quantizeDropout: drop, layerOptions: LAYER_OPTIONS })
   const inner = cfg.shared_codebook ? undefined : combinator(layers)
   // a per-call freeze_codebook runs the same layers built frozen (the combinator passes only training/key down)
   let frozenInner: Residual | undefined

@@ -4,6 +4,7 @@ import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
+import { APPLY_OPTION_NAMES, checkOptionNames } from '../common/option-names.js'
 
 /**
  * Residual quantization (Algorithm 1 of SoundStream) as a combinator over any quantizers that
@@ -24,6 +25,8 @@ export interface ResidualSpec {
   readonly softClamp?: readonly number[] | null
   /** Structured quantize dropout in training (needs a key): layers after a random cut-off are skipped. */
   readonly quantizeDropout?: QuantizeDropout | null
+  /** Per-call options besides training, key and world that the layers are handed; a call with any other key is refused by name. */
+  readonly layerOptions?: readonly string[]
 }
 
 export interface QuantizeDropout {
@@ -82,7 +85,9 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
   }
 
 
+  const optionNames = [...APPLY_OPTION_NAMES, ...(spec.layerOptions ?? [])]
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions): QuantizeResult => {
+    checkOptionNames(opts, optionNames, spec.kind)
     const layout = packLayout(x, spec.channelFirst, spec.dim, spec.kind)
     const projected = projectIn(spec.projection, params, layout.x)
     let h = projected
@@ -103,8 +108,8 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
     spec.layers.forEach((layer, i) => {
       const scale = spec.scales ? state['scales']!.index(0, i) : undefined
       const input = scale ? res.div(scale) : res
-      // per-call options a layer understands (VQ's sampleCodebookTemp, manualEmaUpdate, ...) pass
-      // through unchanged; only the key is made distinct per layer
+      // the per-call options the layers understand (spec.layerOptions, checked above) pass through
+      // unchanged; only the key is made distinct per layer
       const { key: _callKey, ...callOpts } = opts
       const sub = layer.apply(scoped(params, layerPrefix(i)), scoped(state, layerPrefix(i)), input, {
         ...callOpts,
