@@ -119,9 +119,10 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
     ['dead codes and k-means init', { threshold_ema_dead_code: 0.9, kmeans_init: true, kmeans_iters: 2 }],
     ['cosine, quantize dropout', { use_cosine_sim: true, quantize_dropout: true }],
     ['shared codebook', { shared_codebook: true }],
+    ['QINCo', { implicit_neural_codebook: true, mlp_kwargs: { dim_hidden: 5, depth: 2 } }],
   ]
 
-  it.each(configs)('%s: a mask that keeps every token equals no mask (eval and a training step)', async (_n, cfg) => {
+  it.each(configs.concat([['QINCo with diversity and orthogonal losses', { implicit_neural_codebook: true, codebook_diversity_loss_weight: 0.5, orthogonal_reg_weight: 0.3, mlp_kwargs: { depth: 1 } }]]))('%s: a mask that keeps every token equals no mask (eval and a training step)', async (_n, cfg) => {
     const q = rvq(cfg)
     const init = q.init(random.keyFromSeed(3))
     const x = randn([b, n, d], 4)
@@ -138,7 +139,12 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
   })
 
   // the shared codebook's end-of-step revival draws from every layer input, masked or not (as the reference), so no dead codes there
-  const maskedConfigs = configs.filter(([name]) => name !== 'cosine, quantize dropout').concat([['shared codebook with EMA, dropout', { shared_codebook: true, quantize_dropout: true }]])
+  const maskedConfigs = configs
+    .filter(([name]) => name !== 'cosine, quantize dropout')
+    .concat([
+      ['shared codebook with EMA, dropout', { shared_codebook: true, quantize_dropout: true }],
+      ['QINCo with dropout', { implicit_neural_codebook: true, quantize_dropout: true, mlp_kwargs: { depth: 1 } }],
+    ])
   it.each(maskedConfigs)('%s: masked-out tokens change no EMA state, loss or kept output; they get index -1 and a zero code in every layer', async (_n, cfg) => {
     const q = rvq(cfg)
     await fc.assert(
@@ -295,7 +301,7 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
     expect(await where(host({ indices: tensorOf(new Array(b * n * 2).fill(0), [b, n, 2], 'int32') }))).toBe('ResidualVQ.indices')
     expect(await where(host({ sampleCodebookTemp: 'hot' }))).toBe('ResidualVQ.sampleCodebookTemp')
     expect(await where(host({ returnAllCodes: 1 }))).toBe('ResidualVQ.returnAllCodes')
-    // beam search and QINCo do not take a mask or targets yet
+    // beam search takes no mask (the reference crashes), beam search and QINCo no targets yet
     expect(await where(host({ mask: allTrue, beamSize: 2 }))).toBe('ResidualVQ.mask')
     expect(await where(host({ indices: tensorOf(new Array(b * n * 3).fill(0), [b, n, 3], 'int32'), beamSize: 2 }))).toBe('ResidualVQ.indices')
     // images: the reference's layers refuse a mask, and it asserts no targets

@@ -69,7 +69,7 @@ export function searchPaths(
   state: Named<Tensor>,
   z: Tensor,
   layout: readonly [number, number],
-  opts: VQApplyOptions,
+  opts: VQApplyOptions & { readonly mask?: Tensor },
 ): SearchResult {
   const { cfg, width, beam, where: W } = spec
   const nq = cfg.num_quantizers
@@ -78,6 +78,10 @@ export function searchPaths(
   const shared = cfg.shared_codebook
   const training = opts.training
   const statePrefix = (i: number) => layerPrefix(shared ? 0 : i)
+  // a token mask (greedy QINCo only): masked-out rows get a zero code and index -1 from every
+  // layer, as the reference's layers hand back, and the losses average over the kept rows
+  if (opts.mask && beam) throw new TesseraError('input', `${W}.mask`, 'not supported with beam search (the reference crashes there)')
+  const keep = opts.mask?.reshape([B])
 
   const dropping = training && cfg.quantize_dropout && spec.fixedCut === undefined
   if (dropping && !opts.key) throw new TesseraError('input', `${W}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
@@ -137,14 +141,16 @@ export function searchPaths(
     )
     const k = beam ? width : 1
     const M = J * k
+    const cq = keep ? where(keep.reshape([B, 1, 1]), c.quantized, 0) : c.quantized
+    const cind = keep ? where(keep.reshape([B, 1]), c.ind, -1) : c.ind
     let nScore = score.expandDims(-1).sub(c.searchLoss.reshape([B, J, k]).mul(cfg.beam_score_weights[i]!)).reshape([B, M])
-    let nRes = repeatPaths(residual, k).sub(c.quantized.stopGradient().reshape([B, M, d]))
-    let nQ = repeatPaths(qout, k).add(c.quantized.reshape([B, M, d]))
+    let nRes = repeatPaths(residual, k).sub(cq.stopGradient().reshape([B, M, d]))
+    let nQ = repeatPaths(qout, k).add(cq.reshape([B, M, d]))
     const lastOf = (prev: Tensor | undefined, now: Tensor) => {
       const col = now.reshape([B, M, 1])
       return prev ? concat([repeatPaths(prev, k), col], -1) : col
     }
-    let nIdx = lastOf(idx, c.ind)
+    let nIdx = lastOf(idx, cind)
     let nLoss = lastOf(lossPath, c.loss)
     let nCommit = lastOf(commitPath, c.commitment)
     if (M > width) {
@@ -174,8 +180,9 @@ export function searchPaths(
   const indices = one(idx!)
   const lossBest = one(lossPath!)
   const commitBest = one(commitPath!)
-  const allLosses = training ? lossBest.mean(0) : bl.full([nq], 0)
-  for (let i = 0; i < nq; i++) losses[`${layerPrefix(i)}commitment`] = training ? commitBest.index(-1, i).mean() : bl.scalar(0)
+  const overRows = (t: Tensor) => (keep ? where(keep.reshape([B, ...t.shape.slice(1).map(() => 1)]), t, 0).sum(0).div(keep.cast('float32').sum()) : t.mean(0))
+  const allLosses = training ? overRows(lossBest) : bl.full([nq], 0)
+  for (let i = 0; i < nq; i++) losses[`${layerPrefix(i)}commitment`] = training ? overRows(commitBest.index(-1, i)) : bl.scalar(0)
 
   const newState: Record<string, Tensor> = { ...state }
   const write = (p: string, s: CodebookState) => {

@@ -214,7 +214,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   }
 
   /** Beam search or QINCo: the path-search loop over (b, n, dim) sequences. */
-  const searchApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions, width: number, cut?: number): QuantizeResult => {
+  const searchApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions & { mask?: Tensor }, width: number, cut?: number): QuantizeResult => {
     const lay = packLayout(xs, false, cfg.dim, W)
     const z = projectIn(proj, params, lay.x)
     const [b, n] = z.shape as [number, number]
@@ -249,10 +249,10 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     let r: QuantizeResult
     if ((width > 1 || qinco) && opts.world !== undefined && opts.training)
       throw new TesseraError('input', `${W}.world`, `${qinco ? 'QINCo (implicit_neural_codebook)' : 'beam search'} does not synchronise its codebook statistics across ranks; train it in one process`)
-    if ((width > 1 || qinco) && (call.mask || call.targets)) {
-      const arg = call.mask ? 'mask' : 'indices'
-      throw new TesseraError('input', `${W}.${arg}`, `not supported with ${qinco ? 'QINCo (implicit_neural_codebook)' : `beam search (width ${width})`} yet; use the greedy loop (beamSize: 1)${qinco ? ' without implicit_neural_codebook' : ''}`)
-    }
+    if (width > 1 && call.mask)
+      throw new TesseraError('input', `${W}.mask`, `not supported with beam search (width ${width}): the reference's layers then get (b, n, beams, d) inputs its mask cannot select, and it crashes; use the greedy loop (beamSize: 1)`)
+    if ((width > 1 || qinco) && call.targets)
+      throw new TesseraError('input', `${W}.indices`, `not supported with ${qinco ? 'QINCo (implicit_neural_codebook)' : `beam search (width ${width})`} yet; use the greedy loop${qinco ? ' without implicit_neural_codebook' : ' (beamSize: 1)'}`)
     if (width > 1 || qinco) r = searchApply(params, state, seq.x, layerOpts, width, cut)
     else if (call.targets) r = inner ? targetApply(params, state, seq.x, layerOpts, call.targets) : sharedApply(params, state, seq.x, layerOpts, { targets: call.targets })
     else if (inner && cut !== undefined) r = padDropped(prefix(cut).apply(params, state, seq.x, layerOpts), cut)
