@@ -30,35 +30,65 @@ describeLanes('distributed', nodeLanes, (l) => `synchronised training steps in o
     })
 })
 
+type Comm = ReturnType<typeof localCollectives>[number]
+interface MaskedStep {
+  readonly state: Record<string, { data: ArrayLike<number> }>
+  readonly loss: { data: ArrayLike<number> }
+}
+
 describeLanes('distributed-masked', nodeLanes, (l) => `a synchronised masked step in one thread on ${l.name}`, (backend: Backend) => {
-  test('VectorQuantize with a token mask (k-means over kept rows, masked EMA, dead codes from kept rows): 2 and 4 ranks match one process', async () => {
-    const q = orThrow(vectorQuantize({ dim: 3, codebook_size: 8, kmeans_init: true, kmeans_iters: 2, threshold_ema_dead_code: 2 }))
-    const init = q.init(random.keyFromSeed(0))
-    const B = 4, n = 5
-    const x = tensorOf(random.normalHost(random.keyFromSeed(9), B * n * 3), [B, n, 3])
-    const keep = random.uniformHost(random.keyFromSeed(10), B * n).map((u) => (u < 0.7 ? 1 : 0))
-    const key = tensorOf([4, 5], [2], 'int32')
-    const step = async (rows: number, xs: typeof x, mask: ArrayLike<number>, comm: ReturnType<typeof localCollectives>[number], world: boolean) => {
-      const m = tensorOf(mask, [rows, n], 'bool')
-      const traced = traceOrThrow([init.params, init.state, xs, key, m] as const, (p: Named<Tensor>, s: Named<Tensor>, xt: Tensor, k: Tensor, mt: Tensor) => {
-        const r = q.apply(p, s, xt, { training: true, key: k, mask: mt, ...(world ? { world: { size: comm.size } } : {}) })
-        return { state: r.state, loss: r.loss }
-      })
-      const out = orThrow(await runCollective(backend, traced.program, [...Object.values(init.params), ...Object.values(init.state), xs, key, m], comm))
-      return traced.unflattenOutputs(out) as unknown as { state: Record<string, { data: ArrayLike<number> }>; loss: { data: ArrayLike<number> } }
-    }
+  const q = orThrow(vectorQuantize({ dim: 3, codebook_size: 8, kmeans_init: true, kmeans_iters: 2, threshold_ema_dead_code: 2 }))
+  const init = q.init(random.keyFromSeed(0))
+  const B = 4, n = 5
+  const x = tensorOf(random.normalHost(random.keyFromSeed(9), B * n * 3), [B, n, 3])
+  const key = tensorOf([4, 5], [2], 'int32')
+
+  /** One training step on `rows` rows of x with their mask, traced for comm's ranks (or one process). */
+  const step = async (rows: number, xs: typeof x, mask: ArrayLike<number>, comm: Comm, world: boolean): Promise<MaskedStep> => {
+    const m = tensorOf(mask, [rows, n], 'bool')
+    const traced = traceOrThrow([init.params, init.state, xs, key, m] as const, (p: Named<Tensor>, s: Named<Tensor>, xt: Tensor, k: Tensor, mt: Tensor) => {
+      const r = q.apply(p, s, xt, { training: true, key: k, mask: mt, ...(world ? { world: { size: comm.size } } : {}) })
+      return { state: r.state, loss: r.loss }
+    })
+    const out = orThrow(await runCollective(backend, traced.program, [...Object.values(init.params), ...Object.values(init.state), xs, key, m], comm))
+    return traced.unflattenOutputs(out) as unknown as MaskedStep
+  }
+  /** The step in one process on the whole batch, and on each of 2 and 4 ranks with their shards. */
+  const oneAndRanks = async (keep: ArrayLike<number>) => {
     const one = await step(B, x, keep, localCollectives(1)[0]!, false)
-    expect(Array.from(one.state['_codebook.cluster_size']!.data).filter((v) => v === 2).length, 'a code was revived').toBeGreaterThan(0)
+    const bySize: [number, MaskedStep[]][] = []
     for (const size of [2, 4]) {
       const per = B / size
-      const ranks = await Promise.all(
-        localCollectives(size).map((c) => step(per, tensorOf(x.data.slice(c.rank * per * n * 3, (c.rank + 1) * per * n * 3), [per, n, 3]), keep.slice(c.rank * per * n, (c.rank + 1) * per * n), c, true)),
-      )
-      for (const r of ranks)
-        for (const [name, t] of Object.entries(one.state)) {
-          const got = Array.from(r.state[name]!.data), want = Array.from(t.data)
-          want.forEach((w, i) => expect(Math.abs(got[i]! - w) <= 1e-5 * Math.max(1, Math.abs(w)), `${size} ranks, ${name}[${i}]: ${got[i]} vs ${w}`).toBe(true))
-        }
+      const shard = (c: Comm) => step(per, tensorOf(x.data.slice(c.rank * per * n * 3, (c.rank + 1) * per * n * 3), [per, n, 3]), Array.from(keep).slice(c.rank * per * n, (c.rank + 1) * per * n), c, true)
+      bySize.push([size, await Promise.all(localCollectives(size).map(shard))])
+    }
+    return { one, bySize }
+  }
+  const expectStates = (size: number, ranks: readonly MaskedStep[], want: Record<string, { data: ArrayLike<number> }>) => {
+    for (const r of ranks)
+      for (const [name, t] of Object.entries(want)) {
+        const got = Array.from(r.state[name]!.data), w = Array.from(t.data)
+        w.forEach((v, i) => expect(Math.abs(got[i]! - v) <= 1e-5 * Math.max(1, Math.abs(v)), `${size} ranks, ${name}[${i}]: ${got[i]} vs ${v}`).toBe(true))
+      }
+  }
+
+  test('VectorQuantize with a token mask (k-means over kept rows, masked EMA, dead codes from kept rows): 2 and 4 ranks match one process', async () => {
+    const keep = random.uniformHost(random.keyFromSeed(10), B * n).map((u) => (u < 0.7 ? 1 : 0))
+    const { one, bySize } = await oneAndRanks(keep)
+    expect(Array.from(one.state['_codebook.cluster_size']!.data).filter((v) => v === 2).length, 'a code was revived').toBeGreaterThan(0)
+    for (const [size, ranks] of bySize) expectStates(size, ranks, one.state)
+  })
+
+  test('k-means init where rank 0 holds no kept token: the other ranks\' kept rows initialise every rank; with none kept anywhere every rank keeps the state as given', async () => {
+    // rows 0 and 1 (rank 0's shard with 2 and 4 ranks) are masked out entirely
+    const keep = Array.from({ length: B * n }, (_, i) => (i < 2 * n ? 0 : i % 3 === 0 ? 0 : 1))
+    const { one, bySize } = await oneAndRanks(keep)
+    expect(one.state['_codebook.initted']!.data[0]).toBe(1)
+    for (const [size, ranks] of bySize) expectStates(size, ranks, one.state)
+    const nothing = await oneAndRanks(new Array<number>(B * n).fill(0))
+    for (const [size, ranks] of [[1, [nothing.one]] as [number, MaskedStep[]], ...nothing.bySize]) {
+      expectStates(size, ranks, init.state)
+      for (const r of ranks) expect(r.state['_codebook.initted']!.data[0], `${size} ranks`).toBe(0)
     }
   })
 })

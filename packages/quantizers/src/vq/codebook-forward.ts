@@ -5,7 +5,7 @@ import { codebookDistances, embedFromAverages, expireCodes, gatherCodes, kmeans,
 import type { VQConfig } from './config.js'
 import { gumbelNoise, requireKey } from './sampling.js'
 import type { CodebookSync } from './sync.js'
-import { localRowIndex } from './sync.js'
+import { localRowIndex, sumOverRanks } from './sync.js'
 import type { CodebookExtras, EmaAccumulator } from './forward-options.js'
 import { transformCodebook, transformedCodes } from './codebook-transform.js'
 import { emaStatistics } from './ema-update.js'
@@ -50,6 +50,12 @@ export interface CodebookStep {
   readonly prepared?: PreparedCodebook
   /** After an `accumEmaUpdate` call: the accumulated statistics (the buffers in `next` are unchanged). */
   readonly accumulated?: EmaAccumulator
+  /**
+   * With `kmeans_init` and a token mask: bool scalar, true when the codebook was not initialised and
+   * no token was kept, so k-means had no row (the reference raises). `next` is then the state as
+   * given, and the caller keeps the rest of its state as given too.
+   */
+  readonly unchanged?: Tensor
 }
 
 /** The codebook as distances see it, and the rows the EMA statistics sum (see `CodebookCall.prepare`). */
@@ -90,20 +96,31 @@ export function codebookForward(cfg: VQConfig, s: CodebookState, flat: Tensor, c
   const K = cfg.codebook_size
   const cosine = cfg.use_cosine_sim
   let st = s
+  let unchanged: Tensor | undefined
   if (cfg.kmeans_init) {
     // the reference runs k-means on the first batch in any mode; the flag makes it a no-op afterwards
     const key = foldKey(requireKey(call.key, call.where, 'kmeans_init (the first batch picks the initial means)'), TAG_KMEANS)
     const ks = call.sync?.kmeans ? call.sync.world : undefined
     const u = flat.builder.randomUniform(key, [flat.shape[0]!, flat.shape[1]! * (ks?.size ?? 1)])
-    const { means, bins } = kmeans(flat, K, cfg.kmeans_iters, cosine, u, call.extras?.rowMask, ks)
+    const rowMask = call.extras?.rowMask
+    const { means, bins } = kmeans(flat, K, cfg.kmeans_iters, cosine, u, rowMask, ks)
     const avg = means.mul(bins.expandDims(-1))
     const emb = embedFromAverages(bins, avg, cfg.eps, cosine)
-    const done = s.initted
+    let keep = s.initted
+    let initted = s.initted.builder.full([], 1, 'bool')
+    if (rowMask) {
+      // no kept token (over the ranks k-means syncs with): the reference raises, having nothing to
+      // start from; a program cannot, so the codebook stays uninitialised for a later batch
+      const empty = sumOverRanks(rowMask.cast('float32').max(), ks).eq(0)
+      unchanged = s.initted.not().and(empty)
+      keep = keep.or(empty)
+      initted = s.initted.or(empty.not())
+    }
     st = {
-      embed: where(done, s.embed, emb),
-      clusterSize: where(done, s.clusterSize, bins),
-      embedAvg: where(done, s.embedAvg, avg),
-      initted: s.initted.builder.full([], 1, 'bool'),
+      embed: where(keep, s.embed, emb),
+      clusterSize: where(keep, s.clusterSize, bins),
+      embedAvg: where(keep, s.embedAvg, avg),
+      initted,
     }
   }
   const prepared = call.prepare?.(st.embed)
@@ -151,8 +168,18 @@ export function codebookForward(cfg: VQConfig, s: CodebookState, flat: Tensor, c
       next = { ...buf, initted: st.initted }
     }
   }
-  return { quantize, ind, dist, next, ...(prepared ? { prepared } : {}), ...(accumulated ? { accumulated } : {}) }
+  // a call that could not initialise the codebook updates none of its buffers (the reference's raised before any)
+  if (unchanged) next = keepIf(unchanged, s, next)
+  return { quantize, ind, dist, next, ...(prepared ? { prepared } : {}), ...(accumulated ? { accumulated } : {}), ...(unchanged ? { unchanged } : {}) }
 }
+
+/** `before`'s buffers where `cond` (a bool scalar), else `after`'s. */
+const keepIf = (cond: Tensor, before: CodebookState, after: CodebookState): CodebookState => ({
+  embed: where(cond, before.embed, after.embed),
+  clusterSize: where(cond, before.clusterSize, after.clusterSize),
+  embedAvg: where(cond, before.embedAvg, after.embedAvg),
+  initted: where(cond, before.initted, after.initted),
+})
 
 /** Dead-code revival on (C, N, d) rows with this call's key. */
 export function expireDead(

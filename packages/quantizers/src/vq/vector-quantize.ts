@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, random, tensorOf } from '@tessera/core'
+import { TesseraError, random, tensorOf, where } from '@tessera/core'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { projectOut } from '../common/projection.js'
@@ -206,7 +206,10 @@ export function makeVectorQuantize(cfg: VQConfig): VectorQuantize {
       [CB.embedAvg]: step.next.embedAvg,
     }
     if (!embedInParams) next[CB.embed] = step.next.embed
-    Object.assign(next, passes.state)
+    // a k-means codebook left uninitialised (every token masked out) leaves the whole state as given (the
+    // affine statistics too); its codebook is never a parameter (kmeans_init refuses learnable_codebook)
+    const unchanged = step.unchanged
+    for (const [k, t] of Object.entries(passes.state)) next[k] = unchanged && state[k] ? where(unchanged, state[k], t) : t
     const extra: Record<string, Tensor> = { codebook_dist: distRef, codebook_input: cin, projected: z }
     for (const [k, g] of Object.entries(passes.inPlaceGrads ?? {})) extra[`in_place_grad.${k}`] = g
     const rewritten = passes.updatedParams ? { updatedParams: passes.updatedParams } : {}
