@@ -30,7 +30,7 @@ export interface PassesSetup {
   readonly embedInParams: boolean
   /** The state-dict name of the codebook (`CB.embed`). */
   readonly embedName: string
-  /** One codebook pass (vector-quantize.ts's `codebookForward`, passed in so the two modules do not import each other). */
+  /** One codebook pass (codebook-forward.ts's `codebookForward`, passed in by VectorQuantize). */
   readonly forward: (cfg: VQConfig, s: CodebookState, flat: Tensor, call: CodebookCall) => CodebookStep
 }
 
