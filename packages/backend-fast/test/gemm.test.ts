@@ -61,7 +61,7 @@ describe('WebAssembly GEMM', () => {
     await expectClose(p, randomInputs(p, 5), { gemmMinMacs: 0 })
   })
 
-  test('GEMMs sharing their memory: a padded, transposed B after a larger product (stale data never leaks into the padding)', async () => {
+  test('GEMMs of one plan in one memory: a padded, transposed B after a larger product (stale data never leaks into the padding)', async () => {
     const p = traceOrThrow([f32([40, 70]), f32([70, 90]), f32([9, 19]), f32([5, 19])], (a: Tensor, b: Tensor, x: Tensor, y: Tensor) => [
       a.matmul(b),
       x.matmul(y.mT),
@@ -69,12 +69,12 @@ describe('WebAssembly GEMM', () => {
     ]).program
     expect(gemmSteps(p)).toBeGreaterThanOrEqual(2)
     const ins = randomInputs(p, 11)
-    // twice on one executable: the second call finds the first call's data in the shared memory
-    const exe = fastBackend({ threads: 1, gemmMinMacs: 0 })
+    // the second product runs after the first in their common memory (its panels padded past n = 5)
+    const backend = fastBackend({ threads: 1, gemmMinMacs: 0 })
     const want = interpretProgram(p, ins)
     const magnitude = interpretProgram(p, ins.map(abs))
     for (let r = 0; r < 2; r++) {
-      const got = await runOrThrow(p, ins, exe)
+      const got = await runOrThrow(p, ins, backend)
       expect(compareOutputs(got, want, toleranceFor('accumulate', fastCaps), { strictNaN: true, magnitude })).toBeNull()
     }
   })

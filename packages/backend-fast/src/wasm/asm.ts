@@ -143,13 +143,15 @@ export class Code {
 }
 
 /**
- * A module whose one memory is imported as env.memory (shared, `pages` initial and maximum, so
- * worker threads can run the same kernels on it) and whose functions are exported by name; every
- * function takes `params` i32 arguments and returns nothing.
+ * A module whose one memory is imported as env.memory (`pages` initial and maximum; shared, so
+ * worker threads can run the same kernels on it, unless `shared` is false: kernels that only run
+ * on the calling thread need no SharedArrayBuffer, which browsers give only to cross-origin
+ * isolated pages) and whose functions are exported by name; every function takes `params` i32
+ * arguments and returns nothing.
  */
-export function assemble(pages: number, funcs: readonly { name: string; code: Code }[]): Uint8Array {
+export function assemble(pages: number, funcs: readonly { name: string; code: Code }[], shared = true): Uint8Array {
   const types = vec(funcs.map((f) => [0x60, ...vec(Array.from({ length: f.code.params }, () => [I32])), 0]))
-  const memType = [0x03, ...uleb(pages), ...uleb(pages)]
+  const memType = [shared ? 0x03 : 0x01, ...uleb(pages), ...uleb(pages)]
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, types),

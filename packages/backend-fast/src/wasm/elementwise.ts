@@ -190,7 +190,7 @@ export function elementwiseModule(es: readonly ElemExpr[], L: ElemLayout, pages:
   temps.clear()
   c.get(p).i32(16).i32Add().tee(p).get(bytes).i32LtU().brIf(0)
   c.end()
-  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }]) as BufferSource)
+  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }], false) as BufferSource)
 }
 
 export type ElemRun = (B: readonly ArrayLike<number>[], outs: readonly Float32Array[]) => void
@@ -275,7 +275,8 @@ export function elementwiseSet(): { add(g: ElemGroup): ElemRun } {
   let memory: WebAssembly.Memory | undefined
   const build = () => {
     const pages = Math.max(1, Math.ceil(Math.max(...pending.map((k) => k.L.bytes)) / 65536))
-    memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
+    // not shared: these loops run on the calling thread (and a browser page needs no cross-origin isolation)
+    memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
     f32 = new Float32Array(memory.buffer)
     for (const k of pending) k.run = (new WebAssembly.Instance(elementwiseModule(k.es, k.L, pages), { env: { memory } }).exports as { run: (bytes: number) => void }).run
   }

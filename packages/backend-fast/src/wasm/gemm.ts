@@ -10,7 +10,7 @@ import { Code, I32, V128, assemble } from './asm.js'
  * PyTorch's and onnxruntime's CPU GEMMs do (no fused multiply-add): the error is a k-term float32
  * sum's, within the `accumulate` tolerance class, not the bit-exact float64 sum of the JS matmul.
  *
- * Layout (bytes, in one memory shared by every GEMM of a plan; all steps run on one thread): A as
+ * Layout (bytes, in one memory used by every GEMM of a plan; all steps run on one thread): A as
  * stored at 0; B as stored at `bOff` when its rows are read directly (not transposed, n a multiple
  * of the tile width), otherwise packed into panels of `W` columns (k rows of W floats, zero past
  * n) at `bOff`: a transposed B is copied to `rawOff` as stored and packed by the module's `pack`
@@ -126,7 +126,7 @@ export function gemmModule(L: GemmLayout, pages: number): WebAssembly.Module {
   if (tail > 0) block(tail)
   c.get(jb).i32(1).i32Add().tee(jb).i32(panels).i32LtU().brIf(0)
   c.end()
-  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }, ...(L.transB ? [{ name: 'pack', code: packCode(L) }] : [])]) as BufferSource)
+  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }, ...(L.transB ? [{ name: 'pack', code: packCode(L) }] : [])], false) as BufferSource)
 }
 
 /**
@@ -198,7 +198,8 @@ export interface GemmRunner {
 export function gemmSet(layouts: readonly GemmLayout[]): GemmRunner[] {
   if (layouts.length === 0) return []
   const pages = Math.max(1, Math.ceil(Math.max(...layouts.map((L) => L.bytes)) / 65536))
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
+  // not shared: GEMMs run on the calling thread (and a browser page needs no cross-origin isolation)
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
   const f32 = new Float32Array(memory.buffer)
   return layouts.map((L) => {
     const { run, pack } = new WebAssembly.Instance(gemmModule(L, pages), { env: { memory } }).exports as { run: () => void; pack?: () => void }
