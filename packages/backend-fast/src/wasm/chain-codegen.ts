@@ -38,7 +38,10 @@ export interface WasmChainLayout {
   readonly threads: number
   /** Values copied in before a call: row-indexed inputs and values read whole (slot, region). */
   readonly copyIn: readonly (readonly [Var, Region])[]
-  /** Matmul right operands [k, w], copied in packed: vector j of row t at addr + 16 (j k + t) (the last vector zero-padded). */
+  /**
+   * Matmul right operands [k, w], copied in packed as float64: output vector j (4 columns) of row
+   * t at addr + 32 (j k + t), two float64x2 (the last vector zero-padded).
+   */
   readonly copyPacked: readonly (readonly [Var, Region, number])[]
   /** Row-indexed values the chain writes in full, copied out after a call. */
   readonly copyOut: readonly (readonly [Var, Region])[]
@@ -55,7 +58,7 @@ const MAX_BYTES = 1536 * 2 ** 20
 const MAX_BLOCKS = 256
 /** Bytes for vector constants (256 of them; a chain uses a few dozen). */
 const POOL_BYTES = 4096
-/** Control words: [0] the next block to claim, [4 + t] blocks thread t ran (64 bytes in all). */
+/** Control words: [0] the next block to claim, [1] blocks done, [4 + t] blocks thread t ran (64 bytes in all). */
 export const CTRL_THREADS = 12
 
 /**
@@ -102,7 +105,7 @@ function build(rc: RowChain, g: ChainGraph, threads: number): WasmChainLayout {
     if (c.step.kind !== 'matmul' || packed.has(c.step.eqn.inputs[1]!.id)) continue
     const b = c.step.eqn.inputs[1]!
     const [k, w] = [b.aval.shape[0] ?? 1, b.aval.shape[1] ?? 1]
-    const r = { addr: region(16 * k * Math.ceil(w / 4)), elems: w }
+    const r = { addr: region(32 * k * Math.ceil(w / 4)), elems: w }
     packed.set(b.id, r)
     copyPacked.push([b, r, k])
   }

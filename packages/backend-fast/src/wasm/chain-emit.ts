@@ -39,8 +39,9 @@ export class ChainEmitter extends RowExpr {
     c.i32(0).i32(1).i32AtomicAdd().set(b)
     c.get(b).i32(this.p.blocks).i32GeU().brIf(1)
     c.get(b).get(tb).call(1)
-    // blocks this thread ran (ctrl word 4 + thread; tests see who ran what)
+    // blocks this thread ran (ctrl word 4 + thread; tests see who ran what), then blocks done (word 1)
     c.get(0).i32(2).i32Shl().i32(1).i32AtomicAdd(16).drop()
+    c.i32(0).i32(1).i32AtomicAdd(4).drop()
     c.br(0)
     c.end().end()
     return c
@@ -174,22 +175,28 @@ export class ChainEmitter extends RowExpr {
         const k = this.rowElems(a), w = this.rowElems(out)
         const reg = this.p.packed.get(b.id)
         if (a.aval.shape.length !== 2 || k > 64 || !reg || reg.elems !== w || a.aval.dtype !== 'float32') throw new Unsupported()
+        // each output's k products (exact in float64) added in order from +0 and rounded once:
+        // the reference's matmul bit for bit (a float32 sum's error, times softmax's inverse
+        // temperature, would exceed the tolerances); a row's k values splat as float64x2
         const as = Array.from({ length: k }, () => this.fresh())
         const bAddr = c.local(I32)
+        const lo = this.fresh(), hi = this.fresh()
         return {
           w, reads: new Set([a.id, b.id]), writes: [out], sink: false, post: none,
           pre: () => as.forEach((l, t) => {
             const off = this.rowAddress(a, true)
-            c.vLoad32Splat(off + 4 * t).set(l)
+            c.vLoad32Splat(off + 4 * t).f64x2PromoteLow().set(l)
           }),
           body: (tail) => {
             const x = this.fresh()
-            c.get(this.jb).i32(k).i32Mul().set(bAddr)
+            c.get(this.jb).i32(2 * k).i32Mul().set(bAddr)
+            c.vConstF64([0, 0]).set(lo).vConstF64([0, 0]).set(hi)
             for (let t = 0; t < k; t++) {
-              c.get(as[t]!).get(bAddr).vLoad(reg.addr + 16 * t).f32x4Mul()
-              if (t > 0) c.f32x4Add()
+              c.get(lo).get(as[t]!).get(bAddr).vLoad(reg.addr + 32 * t).f64x2Mul().f64x2Add().set(lo)
+              c.get(hi).get(as[t]!).get(bAddr).vLoad(reg.addr + 32 * t + 16).f64x2Mul().f64x2Add().set(hi)
             }
-            c.set(x)
+            c.get(lo).f32x4DemoteF64x2Zero().get(hi).f32x4DemoteF64x2Zero()
+            c.vShuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]).set(x)
             this.memo.set(`${out.id}:row`, x)
             this.storeRow(out, x, tail)
           },

@@ -1,7 +1,8 @@
+import { TesseraError } from '@tessera/core'
 import type { AnyTypedArray, Var } from '@tessera/core'
 import type { RowChainRun } from '../row-chain.js'
 import type { WasmChainLayout } from './chain-codegen.js'
-import { KernelThreads } from './threads.js'
+import { KernelThreads, QUEUE } from './threads.js'
 
 const elems = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
 
@@ -35,20 +36,27 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     for (const [v, reg] of layout.copyIn) new Float32Array(buf, reg.addr, elems(v)).set(B[slotOf(v)] as Float32Array)
     for (const [v, reg, k] of layout.copyPacked) {
       const src = B[slotOf(v)] as Float32Array, w = reg.elems
-      const dst = new Float32Array(buf, reg.addr, 4 * k * Math.ceil(w / 4))
+      const dst = new Float64Array(buf, reg.addr, 4 * k * Math.ceil(w / 4))
       for (let t = 0; t < k; t++)
         for (let j = 0; j < w; j++) dst[4 * ((j >> 2) * k + t) + (j & 3)] = src[t * w + j]!
     }
     for (const s of layout.sinks) new Float64Array(buf, s.addr, s.stride * blocks).fill(0)
     const ctrl = new Int32Array(buf, 0, 16)
-    ctrl.fill(0)
-    const posted: number[] = []
-    if (pool) for (let t = 0; t < pool.count; t++) {
-      pool.post(t, [t + 1, 0, 0, 0])
-      posted.push(pool.posted(t))
-    }
+    // counters first, the block counter last: a thread claims blocks only once the inputs are in
+    for (let i = 1; i < 16; i++) Atomics.store(ctrl, i, 0)
+    Atomics.store(ctrl, 0, 0)
+    if (pool)
+      for (let t = 0; t < pool.count; t++) if (pool.posted(t) - pool.done(t) < QUEUE) pool.post(t, [t + 1, 0, 0, 0])
     run(0)
-    if (pool) posted.forEach((count, t) => pool.waitDone(t, count))
+    // wait for the blocks, not for the workers: one that wakes late (a busy machine) finds none
+    // left and returns, instead of holding up the call (nor does a worker still running a late
+    // task from an earlier call: it claims blocks of this one only after the reset above)
+    const deadline = Date.now() + 60_000
+    for (let done = Atomics.load(ctrl, 1); done < blocks; done = Atomics.load(ctrl, 1)) {
+      if (pool) for (let t = 0; t < pool.count; t++) pool.done(t) // throws if a worker failed
+      if (Date.now() > deadline) throw new TesseraError('backend', 'fast.rows', 'the worker threads of a row chain did not finish within 60 s')
+      Atomics.wait(ctrl, 1, done, 1)
+    }
     callerBlocks = Atomics.load(ctrl, 4)
     for (const [v, reg] of layout.copyOut) {
       const s = slotOf(v)
