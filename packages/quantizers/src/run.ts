@@ -183,7 +183,21 @@ function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
   }
   const options = checkHostOptions(q, args.options, where)
   if (E.isLeft(options)) return options
+  const none = keepsNoToken(args.options)
+  // the reference raises here (k-means on no rows) or returns a 0/0 loss: name the option instead
+  if (args.training && none) return E.left(new TesseraError('input', where, `options.${none} keeps no token: a training step needs at least one kept token (its masked losses and k-means are over kept tokens)`))
   return E.right({ params: params.right, state: state.right, x: x.right, key, options: options.right })
+}
+
+/** 'mask' or 'lens' when that (already checked) option keeps no token at all. */
+function keepsNoToken(options: unknown): 'mask' | 'lens' | undefined {
+  if (typeof options !== 'object' || options === null) return undefined
+  // other dtypes are refused by name while tracing
+  for (const [name, dtype] of [['mask', 'bool'], ['lens', 'int32']] as const) {
+    const t = (options as Record<string, { dtype?: string; data?: ArrayLike<number> } | undefined>)[name]
+    if (t?.dtype === dtype && t.data && t.data.length > 0 && Array.prototype.every.call(t.data, (v: number) => v <= 0)) return name
+  }
+  return undefined
 }
 
 /** The quantizer's options for one traced call, refusing (by throwing, so tracing answers a Left) any given option `apply` never read. */

@@ -84,7 +84,7 @@ describeLanes('vq-kmeans-empty-mask', nodeLanes, (l) => `VectorQuantize k-means 
 })
 
 describeLanes('vq-kmeans-empty-mask-host', nodeLanes, (l) => `applyOnHost with k-means init and every token masked out on ${l.name}`, (backend) => {
-  it('eval returns the state as given (initted false); training refuses the NaN commitment loss (a mean over no token)', async () => {
+  it('eval returns the state as given (initted false); training is a Left naming the mask (or lens) that keeps no token', async () => {
     const q = orThrow(vectorQuantize({ dim: d, codebook_size: K, kmeans_init: true, kmeans_iters: 2 }))
     const init = q.init(random.keyFromSeed(7))
     const args = { ...init, x: randn([b, n, d], 8), key: tensorOf([1, 2], [2], 'int32'), options: { mask: none } }
@@ -92,6 +92,12 @@ describeLanes('vq-kmeans-empty-mask-host', nodeLanes, (l) => `applyOnHost with k
     if (E.isLeft(ev)) throw new Error(ev.left.message)
     for (const [k, t] of Object.entries(init.state)) expect(arr(ev.right.state[k]!), k).toEqual(arr(t))
     const tr = await applyOnHost(q, { ...args, training: true }, backend)
-    expect(E.isLeft(tr) && tr.left.message).toMatch(/loss is not/)
+    expect(E.isLeft(tr) && tr.left.message).toMatch(/options\.mask keeps no token/)
+    const byLens = await applyOnHost(q, { ...args, options: { lens: tensorOf([0, 0], [b], 'int32') }, training: true }, backend)
+    expect(E.isLeft(byLens) && byLens.left.message).toMatch(/options\.lens keeps no token/)
+    // one kept token is enough
+    const one = await applyOnHost(q, { ...args, options: { lens: tensorOf([1, 0], [b], 'int32') }, training: true }, backend)
+    if (E.isLeft(one)) throw new Error(one.left.message)
+    expect(Array.from(one.right.state['_codebook.initted']!.data)).toEqual([1])
   })
 })
