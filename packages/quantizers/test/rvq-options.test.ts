@@ -283,6 +283,22 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
     expect(activeLayers(ev.indices, nq)).toBe(nq)
   })
 
+  it('freezeCodebook is the forward\'s, default false: it overrides the layers\' freeze_codebook, as the reference\'s forward hands its default to every layer', async () => {
+    for (const shared of [false, true]) {
+      const q = rvq({ freeze_codebook: true, shared_codebook: shared })
+      const init = q.init(random.keyFromSeed(6))
+      const x = randn([b, n, d], 7)
+      const moved = await callOk(backend, q, init, x, { training: true })
+      const frozen = await callOk(backend, q, init, x, { training: true, opts: () => ({ freezeCodebook: true }) })
+      const name = 'layers.0._codebook.cluster_size'
+      expect(maxDiff(moved.state[name]!.data, init.state[name]!.data), `shared ${shared}`).toBeGreaterThan(0)
+      // the shared codebook's end-of-step EMA runs frozen or not, as the reference's
+      if (!shared) expect(maxDiff(frozen.state[name]!.data, init.state[name]!.data)).toBe(0)
+      const plain = await callOk(backend, rvq({ shared_codebook: shared }), init, x, { training: true })
+      expectStatesClose(moved.state, plain.state, 0)
+    }
+  })
+
   it('options the reference\'s forward does not take are Lefts naming them; bad values of the ones it takes too', async () => {
     const q = rvq({})
     const init = q.init(random.keyFromSeed(1))

@@ -2,7 +2,8 @@ import * as E from 'fp-ts/lib/Either.js'
 import type { HostTensor, Tensor } from '@tessera/core'
 import { scoped, stack } from '@tessera/core'
 import { configKwargs, withCaseNames } from '../golden/generic-case.js'
-import type { CaseRunner } from '../golden/runner.js'
+import type { GoldenRun } from '../golden/format.js'
+import type { CaseRunner, RunHooks } from '../golden/runner.js'
 import { loadCaseState, runEachCaseRun } from '../golden/runner.js'
 import { groupPrefix } from '../grouped/grouped.js'
 import type { Named, QuantizeResult } from '../quantizer.js'
@@ -26,10 +27,25 @@ function residualOutputs(q: ResidualVQ | GroupedResidualVQ, res: QuantizeResult,
   }
 }
 
+/** A run's `freeze_codebook` is a forward argument of ResidualVQ (it overrides the layers' own), so it goes to the call. */
+const freeze = (run: GoldenRun): boolean | undefined => configKwargs(run)['freeze_codebook'] as boolean | undefined
+
+/** A run's other keyword arguments, which go into its config. */
+function rest(run: GoldenRun): Record<string, unknown> {
+  const { freeze_codebook: _f, ...kw } = configKwargs(run)
+  return kw
+}
+const freezeHooks: RunHooks = {
+  call: (run) => {
+    const f = freeze(run)
+    return E.right(f === undefined ? undefined : { tensors: {}, options: () => ({ freezeCodebook: f }), replayed: [] })
+  },
+}
+
 /**
  * ResidualVQ cases. The case's `codebooks` entry is the reference's derived stacked view, not a
- * buffer: it is checked against ours instead of loaded. Forward keyword arguments that are layer
- * options (`freeze_codebook`) go into that run's config.
+ * buffer: it is checked against ours instead of loaded. Other forward keyword arguments go into
+ * that run's config.
  */
 export const runResidualVQCase: CaseRunner = async (c, ctx) => {
   const base = decodeRVQ(c.kwargs)
@@ -41,8 +57,8 @@ export const runResidualVQCase: CaseRunner = async (c, ctx) => {
   const { params, state } = loaded.right
   const derived = await runOnHost(ctx.backend, [params, state] as const, (p, s) => q0.codebooks(p as Named<Tensor>, s as Named<Tensor>), ctx.cache)
   if (E.isLeft(derived)) return derived
-  const runs = await runEachCaseRun(c, ctx, loaded.right, (run) => E.map(makeResidualVQ)(decodeRVQ({ ...c.kwargs, ...configKwargs(run) })), (q, res, P) =>
-    residualOutputs(q, res, P, q.codebooks(P, res.state)), 'threaded')
+  const runs = await runEachCaseRun(c, ctx, loaded.right, (run) => E.map(makeResidualVQ)(decodeRVQ({ ...c.kwargs, ...rest(run) })), (q, res, P) =>
+    residualOutputs(q, res, P, q.codebooks(P, res.state)), 'threaded', freezeHooks)
   if (E.isLeft(runs)) return runs
   return E.right({ runs: runs.right, derived: { codebooks: derived.right as HostTensor } })
 }
@@ -59,9 +75,9 @@ export const runGroupedResidualVQCase: CaseRunner = async (c, ctx) => {
   if (E.isLeft(base)) return base
   const loaded = loadCaseState(makeGroupedResidualVQ(base.right), c.state)
   if (E.isLeft(loaded)) return loaded
-  const build = (run: Parameters<typeof configKwargs>[0]) => E.map(makeGroupedResidualVQ)(decodeGroupedResidualVQ({ ...c.kwargs, ...configKwargs(run) }))
+  const build = (run: GoldenRun) => E.map(makeGroupedResidualVQ)(decodeGroupedResidualVQ({ ...c.kwargs, ...rest(run) }))
   const runs = await runEachCaseRun(c, ctx, loaded.right, build, (q, res, P) =>
-    residualOutputs(q, res, P, stack(groupRVQs(q).map((rvq, g) => rvq.codebooks(scoped(P, groupPrefix(g)), scoped(res.state, groupPrefix(g)))), 0)), 'threaded')
+    residualOutputs(q, res, P, stack(groupRVQs(q).map((rvq, g) => rvq.codebooks(scoped(P, groupPrefix(g)), scoped(res.state, groupPrefix(g)))), 0)), 'threaded', freezeHooks)
   if (E.isLeft(runs)) return runs
   return E.right({ runs: runs.right })
 }

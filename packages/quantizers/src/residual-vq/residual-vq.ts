@@ -51,9 +51,6 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   const combinator = (ls: readonly Quantizer[], drop = dropout): Residual =>
     residual(cfg, { kind: W, dim: cfg.dim, codebookDim: cd, layers: ls, projection: proj, channelFirst: false, quantizeDropout: drop, layerOptions: LAYER_OPTIONS })
   const inner = cfg.shared_codebook ? undefined : combinator(layers)
-  // a per-call freeze_codebook runs the same layers built frozen (the combinator passes only training/key down)
-  let frozenInner: Residual | undefined
-  const frozen = () => (frozenInner ??= combinator(cfg.layers.map((l) => makeVectorQuantize({ ...l, freeze_codebook: true }))))
   // a dropout seed fixes the last active layer: the layers up to it run as a residual quantizer of their own
   const prefixes = new Map<number, Residual>()
   const prefix = (last: number) => prefixes.get(last) ?? prefixes.set(last, combinator(layers.slice(0, last + 1), null)).get(last)!
@@ -241,7 +238,8 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       ...(opts.world !== undefined ? { world: opts.world } : {}),
       ...(opts.inputRequiresGrad !== undefined ? { inputRequiresGrad: opts.inputRequiresGrad } : {}),
       ...(opts.sampleCodebookTemp !== undefined ? { sampleCodebookTemp: opts.sampleCodebookTemp } : {}),
-      ...(opts.freezeCodebook !== undefined ? { freezeCodebook: opts.freezeCodebook } : {}),
+      // the reference's forward always hands its layers freeze_codebook (default False), which overrides theirs
+      freezeCodebook: opts.freezeCodebook ?? false,
       ...(call.mask ? { mask: call.mask } : {}),
     }
     // the reference draws its cut-off from the seed only in a training call with quantize dropout and no targets
@@ -256,10 +254,8 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     if (width > 1 || qinco) r = searchApply(params, state, seq.x, layerOpts, width, cut)
     else if (call.targets) r = inner ? targetApply(params, state, seq.x, layerOpts, call.targets) : sharedApply(params, state, seq.x, layerOpts, { targets: call.targets })
     else if (inner && cut !== undefined) r = padDropped(prefix(cut).apply(params, state, seq.x, layerOpts), cut)
-    else if (inner) {
-      const comb = opts.freezeCodebook && !cfg.layers[0]!.freeze_codebook ? frozen() : inner
-      r = comb.apply(params, state, seq.x, layerOpts)
-    } else r = sharedApply(params, state, seq.x, layerOpts, cut !== undefined ? { cut } : {})
+    else if (inner) r = inner.apply(params, state, seq.x, layerOpts)
+    else r = sharedApply(params, state, seq.x, layerOpts, cut !== undefined ? { cut } : {})
     const indices = seq.backIdx(r.indices)
     // the reference derives all_codes after the step, from the codebooks as the step left them (a call with targets returns before)
     const extra = opts.returnAllCodes && !call.targets ? { ...r.extra, all_codes: codesFromIndices(params, indices, r.state) } : r.extra
