@@ -315,6 +315,8 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
     expect(await where(host({ mask: tensorOf([1, 1], [2], 'bool') }))).toBe('ResidualVQ.mask')
     expect(await where(host({ mask: randn([b, n], 1) }))).toBe('ResidualVQ.mask')
     expect(await where(host({ indices: tensorOf(new Array(b * n * 2).fill(0), [b, n, 2], 'int32') }))).toBe('ResidualVQ.indices')
+    const outside = await host({ indices: tensorOf(new Array(b * n * 3).fill(K), [b, n, 3], 'int32') })
+    expect(E.isLeft(outside) && outside.left.message).toMatch(/options\.indices.*outside \[0, 6\)/)
     expect(await where(host({ sampleCodebookTemp: 'hot' }))).toBe('ResidualVQ.sampleCodebookTemp')
     expect(await where(host({ returnAllCodes: 1 }))).toBe('ResidualVQ.returnAllCodes')
     // beam search takes no mask (the reference crashes), beam search and QINCo no targets yet
