@@ -2,7 +2,7 @@ import { expect, it } from 'vitest'
 import { fc } from '@fast-check/vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor, Tensor, TesseraError } from '@tessera/core'
-import { random, scoped, tensorOf } from '@tessera/core'
+import { concat, random, scoped, tensorOf } from '@tessera/core'
 import type { Init, Named } from '../src/quantizer.js'
 import type { RVQApplyOptions, ResidualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
@@ -106,6 +106,8 @@ it('ResidualFSQ, ResidualLFQ and ResidualSimVQ share the residual forwarding: op
     }
   }
 })
+
+const concatLast = (ts: readonly Tensor[]): Tensor => concat(ts, ts[0]!.rank - 1)
 
 /** The first layer with index -1 everywhere (nq when none): the cut-off + 1. */
 const activeLayers = (indices: HostTensor, nq: number) => {
@@ -299,6 +301,40 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
     }
   })
 
+  it('GroupedResidualVQ given target indices (groups, b, n, q): group g\'s ResidualVQ takes its chunk with indices[g]; losses sum, outputs concatenate', async () => {
+    for (const cfg of [{}, { codebook_dim: 3 }, { shared_codebook: true }]) {
+      const g = orThrow(groupedResidualVQ({ dim: 8, groups: 2, codebook_size: K, num_quantizers: 2, ...cfg }))
+      const init = g.init(random.keyFromSeed(11))
+      const x = randn([b, n, 8], 12)
+      const tg = tensorOf(Array.from({ length: 2 * b * n * 2 }, (_, i) => (i * 5 + 1) % K), [2, b, n, 2], 'int32')
+      for (const training of [false, true]) {
+        const r = orThrow(
+          await runOnHost(backend, [init.params, init.state, x, tg] as const, (p, s, xs, t) => {
+            const P = p as Named<Tensor>, S = s as Named<Tensor>, T = t as Tensor
+            const res = g.apply(P, S, xs as Tensor, { training, indices: T })
+            const chunks = (xs as Tensor).split(2, 2)
+            const each = (g.spec.groups as readonly ResidualVQ[]).map((q, i) => q.apply(scoped(P, `rvqs.${i}.`), scoped(S, `rvqs.${i}.`), chunks[i]!, { training, indices: T.index(0, i) }))
+            return {
+              loss: res.loss,
+              want: each[0]!.loss.add(each[1]!.loss),
+              quantized: res.quantized,
+              wantQ: concatLast(each.map((e) => e.quantized)),
+              indices: res.indices,
+              all: res.extra!['all_losses']!,
+              state: { ...res.state },
+              wantState: { ...Object.fromEntries(each.flatMap((e, i) => Object.entries(e.state).map(([k, v]) => [`rvqs.${i}.${k}`, v]))) },
+            }
+          }),
+        ) as unknown as { loss: HostTensor; want: HostTensor; quantized: HostTensor; wantQ: HostTensor; indices: HostTensor; all: HostTensor; state: Named<HostTensor>; wantState: Named<HostTensor> }
+        expect(Math.abs(r.loss.data[0]! - r.want.data[0]!)).toBeLessThanOrEqual(1e-5)
+        expect(r.all.shape).toEqual([2, 2])
+        expect(maxDiff(r.quantized.data, r.wantQ.data)).toBe(0)
+        expect(arr(r.indices)).toEqual(arr(tg))
+        expectStatesClose(r.state, r.wantState, 0)
+      }
+    }
+  })
+
   it('options the reference\'s forward does not take are Lefts naming them; bad values of the ones it takes too', async () => {
     const q = rvq({})
     const init = q.init(random.keyFromSeed(1))
@@ -329,7 +365,7 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
     expect(E.isLeft(onImg) && onImg.left.where).toBe('ResidualVQ.mask')
     // the options the reference takes still run
     expect(await where(host({ mask: allTrue, sampleCodebookTemp: 0.5, freezeCodebook: true, returnAllCodes: true, beamSize: 1, inputRequiresGrad: false }))).toBe('no error')
-    // GroupedResidualVQ takes no beam width or dropout seed, and (for now) no per-group targets
+    // GroupedResidualVQ takes no beam width or dropout seed; its targets come groups first
     const g = orThrow(groupedResidualVQ({ dim: d, groups: 2, codebook_size: K, num_quantizers: 2 }))
     const gi = g.init(random.keyFromSeed(2))
     const gw = async (options: Record<string, unknown>) => {
@@ -337,7 +373,8 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
       return E.isLeft(r) ? r.left.where : 'no error'
     }
     for (const k of ['beamSize', 'randQuantizeDropoutFixedSeed', 'topk']) expect(await gw({ [k]: 2 })).toBe(`GroupedResidualVQ.${k}`)
-    expect(await gw({ indices: tensorOf(new Array(2 * b * n * 2).fill(0), [2, b, n, 2], 'int32') })).toBe('GroupedResidualVQ.indices')
+    expect(await gw({ indices: tensorOf(new Array(b * n * 2).fill(0), [b, n, 2], 'int32') })).toBe('GroupedResidualVQ.indices')
+    expect(await gw({ indices: tensorOf(new Array(2 * b * n * 2).fill(0), [2, b, n, 2], 'int32') })).toBe('no error')
     expect(await gw({ mask: allTrue, returnAllCodes: true, freezeCodebook: true, sampleCodebookTemp: 1 })).toBe('no error')
   })
 })

@@ -103,11 +103,7 @@ export function checkRVQOptions(opts: RVQApplyOptions, x: Tensor, nq: number, im
   return { ...(mask ? { mask } : {}), ...(targets ? { targets } : {}) }
 }
 
-/**
- * Checks a GroupedResidualVQ call's option names. Per-group target codes (the reference's tuple of
- * (b, n, q) indices, one per group) are refused: every group is handed the same options.
- */
+/** Checks a GroupedResidualVQ call's option names (its targets' shape: groupedTargetApply). */
 export function checkGroupedRVQOptions(opts: GroupedRVQApplyOptions, where: string): void {
   checkOptionNames(opts, GROUPED_RVQ_OPTION_NAMES, where)
-  if (opts.indices !== undefined) throw new TesseraError('input', `${where}.indices`, 'per-group target codes are not supported yet (each group would need its own (b, n, q) slice); call the groups\' ResidualVQs with their own indices')
 }

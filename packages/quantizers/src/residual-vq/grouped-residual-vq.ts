@@ -9,7 +9,9 @@ import type { RVQConfig } from './config.js'
 import { decodeRVQ } from './config.js'
 import type { GroupedRVQApplyOptions } from './call-options.js'
 import { checkGroupedRVQOptions } from './call-options.js'
+import type { ResidualVQ } from './residual-vq.js'
 import { makeResidualVQ } from './residual-vq.js'
+import { groupedTargetApply } from './grouped-targets.js'
 
 /**
  * GroupedResidualVQ: the grouped combinator over ResidualVQs of dim / groups each (state under
@@ -38,6 +40,7 @@ export function makeGroupedResidualVQ(cfg: GroupedConfig<RVQConfig>): GroupedRes
   const perGroup = Array.from({ length: cfg.groups }, (_, g) => `${groupPrefix(g)}all_codes`)
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: GroupedRVQApplyOptions): QuantizeResult => {
     checkGroupedRVQOptions(opts, 'GroupedResidualVQ')
+    if (opts.indices !== undefined) return groupedTargetApply(base.spec.groups as readonly ResidualVQ[], params, state, x, opts, 'GroupedResidualVQ')
     const r = base.apply(params, state, x, opts)
     if (!opts.returnAllCodes) return r
     // every group quantizes the same tokens with the same number of layers (dropped ones are 0), so their codes stack
