@@ -31,7 +31,7 @@ describe('nearest-code kernel', () => {
     const transposes = plan.steps.filter((s) => s.kind === 'kernel' && s.prim === 'transpose')
     expect(transposes).toEqual([])
     // no slot of the transposed shape [3, 5] is written by any step
-    const written = new Set(plan.steps.map((s) => (s.kind === 'rows' ? -1 : s.out)))
+    const written = new Set(plan.steps.flatMap((s) => (s.kind === 'rows' ? [] : s.kind === 'elem' ? s.outs : [s.out])))
     expect(plan.slotVars.filter((v, i) => written.has(i) && v.aval.shape.join() === '3,5')).toEqual([])
     const alsoOutput = traceOrThrow([f32([10, 3]), f32([5, 3])], (x: Tensor, cb: Tensor) => {
       const t = cb.mT
