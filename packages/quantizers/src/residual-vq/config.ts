@@ -4,7 +4,8 @@ import * as t from 'io-ts'
 import { TesseraError } from '@tessera/core'
 import { Finite, NonNegInt, PositiveInt, check, checks, decode, strict } from '../config/codec.js'
 import type { VQConfig } from '../vq/config.js'
-import { resolveVQ, vqOptionalProps } from '../vq/config.js'
+import { resolveVQ, vqOptionalProps, vqOwnProps } from '../vq/config.js'
+import { vqReparamProps } from '../vq/reparam-config.js'
 
 /** Options a ResidualVQ passes on to every layer's VectorQuantize (all of VQ's, less those RVQ sets itself). */
 const { codebook_dim: _cd, heads: _h, separate_codebook_per_head: _s, accept_image_fmap: _a, accept_3d_fmap: _a3, channel_last: _cl, ...layerProps } = vqOptionalProps
@@ -26,9 +27,52 @@ const rvqOwnProps = {
   mlp_kwargs: strict('ResidualVQ.mlp_kwargs', {}, { dim_hidden: t.union([PositiveInt, t.null]), depth: NonNegInt }),
 }
 
-export const rvqOptionalProps = { ...rvqOwnProps, ...layerProps }
+/**
+ * VectorQuantize's own and reparametrisation options, which the reference's ResidualVQ hands every
+ * layer through `**vq_kwargs`. The decoder takes them all so that the unsupported ones are refused
+ * with their reason (REFUSED_LAYER_OPTIONS) rather than as unknown keys.
+ */
+const layerOwnProps = { ...vqOwnProps, ...vqReparamProps }
 
-/** ResidualVQ's keyword arguments (the reference's, minus DiVeQ). */
+export const rvqOptionalProps = { ...rvqOwnProps, ...layerProps, ...layerOwnProps }
+
+/**
+ * Layer options ResidualVQ does not support yet, each with why: they need the layers' rewritten
+ * parameters (VectorQuantize's `updatedParams`) or a bridge module tied across layers, neither of
+ * which ResidualVQ's loops carry.
+ */
+const REFUSED_LAYER_OPTIONS: Record<string, { readonly on: (o: RVQOptions) => boolean; readonly why: string }> = {
+  directional_reparam: {
+    on: (o) => o.directional_reparam === true,
+    why: "is not supported by ResidualVQ yet: DiVeQ needs dead-code revival of a learnable codebook, which rewrites a parameter (VectorQuantize's updatedParams) that ResidualVQ's layers do not hand back",
+  },
+  vq_bridge: {
+    on: (o) => o.vq_bridge != null,
+    why: "is not supported by ResidualVQ yet: the reference hands one bridge module to every layer, so its parameters are tied across layers (one set under every layers.{i}._codebook.vq_bridge.), which ResidualVQ does not model",
+  },
+  in_place_codebook_optimizer: {
+    on: (o) => o.in_place_codebook_optimizer != null,
+    why: "is not supported by ResidualVQ yet: each layer's in-place step rewrites its codebook parameters (VectorQuantize's updatedParams), which ResidualVQ's layers do not hand back",
+  },
+  manual_in_place_optimizer_update: {
+    on: (o) => o.manual_in_place_optimizer_update === true,
+    why: 'is not supported by ResidualVQ yet (it needs in_place_codebook_optimizer, which ResidualVQ does not support)',
+  },
+}
+
+/**
+ * The first layer option set away from its default that the beam search and QINCo loop
+ * (path-search.ts, which computes the layers' codes itself) does not model; undefined when none.
+ */
+export function pathSearchUnsupported(l: VQConfig): string | undefined {
+  if (l.affine_param) return 'affine_param'
+  if (l.commitment_use_cross_entropy_loss) return 'commitment_use_cross_entropy_loss'
+  if (!l.return_zeros_for_masked_padding) return 'return_zeros_for_masked_padding'
+  if (l.sync_update_v > 0) return 'sync_update_v'
+  return undefined
+}
+
+/** ResidualVQ's keyword arguments (the reference's, minus its own `diveq`), with the layer options it hands every VectorQuantize. */
 export const RVQOptions = strict(
   'ResidualVQ',
   { dim: PositiveInt, codebook_size: t.union([PositiveInt, t.array(PositiveInt)]) },
@@ -70,6 +114,7 @@ export function resolveRVQ(o: RVQOptions, where = 'ResidualVQ'): E.Either<Tesser
     quantize_dropout_cutoff_index: _qc, quantize_dropout_multiple_of: _qm, accept_image_fmap: _ai, quant_grad_frac: _g,
     beam_size: _bs, eval_beam_size: _ebs, beam_score_quantizer_weights: _bw, implicit_neural_codebook: _inc, mlp_kwargs: _mk, ...userLayerKw
   } = o
+  for (const [field, r] of Object.entries(REFUSED_LAYER_OPTIONS)) if (r.on(o)) return E.left(configError(where, field, r.why))
   const qinco = o.implicit_neural_codebook ?? false
   // QINCo learns every codebook by gradient (the reference overrides these two layer options)
   const layerKw = qinco ? { ...userLayerKw, learnable_codebook: true, ema_update: false } : userLayerKw
@@ -102,6 +147,7 @@ export function resolveRVQ(o: RVQOptions, where = 'ResidualVQ'): E.Either<Tesser
     layers,
   }
   const smallest = Math.min(...codebook_sizes)
+  const unmodelled = pathSearchUnsupported(layers[0]!)
   const beams = [o.beam_size ?? null, cfg.eval_beam_size].filter((v): v is number => v !== null && v > 1)
   return checks<RVQConfig>(cfg, [
     () => check(nq >= 1, where, 'num_quantizers', 'needs num_quantizers >= 1 (or codebook_size as a list)'),
@@ -138,6 +184,13 @@ export function resolveRVQ(o: RVQOptions, where = 'ResidualVQ'): E.Either<Tesser
         'beam search scores paths by the commitment loss, so it must be > 0 when beam_size is over 1',
       ),
     () => check(!(qinco && shared), where, 'implicit_neural_codebook', 'a shared codebook with implicit neural codebooks is not supported'),
+    () =>
+      check(
+        unmodelled === undefined || (!qinco && beams.length === 0),
+        where,
+        unmodelled ?? '',
+        `is not supported with ${qinco ? 'implicit_neural_codebook (QINCo)' : 'beam search (beam_size or eval_beam_size over 1)'} yet: that loop computes the layers' codes itself and does not model it`,
+      ),
   ])
 }
 

@@ -15,7 +15,7 @@ import { CB, expireDead, makeVectorQuantize } from '../vq/vector-quantize.js'
 import type { RankSync } from '../vq/sync.js'
 import { codebookSync, rankSync } from '../vq/sync.js'
 import type { RVQConfig } from './config.js'
-import { decodeRVQ } from './config.js'
+import { decodeRVQ, pathSearchUnsupported } from './config.js'
 import { searchPaths } from './path-search.js'
 import { pythonRandrange } from './python-random.js'
 import type { QincoShape } from './qinco.js'
@@ -207,6 +207,9 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       throw new TesseraError('input', `${W}.beamSize`, `must be an integer from 1 to the smallest codebook_size (${smallest}), got ${w}`)
     if (w > 1 && !(cfg.layers[0]!.commitment_weight > 0))
       throw new TesseraError('input', `${W}.beamSize`, 'beam search scores paths by the commitment loss: commitment_weight must be > 0')
+    const unmodelled = pathSearchUnsupported(cfg.layers[0]!)
+    if (w > 1 && unmodelled)
+      throw new TesseraError('input', `${W}.beamSize`, `beam search (width ${w}) does not model the layer option ${unmodelled}; use the greedy loop (beamSize: 1)`)
     return w
   }
 

@@ -1,0 +1,237 @@
+import { describe, expect, it } from 'vitest'
+import { fc, test } from '@fast-check/vitest'
+import * as E from 'fp-ts/lib/Either.js'
+import type { Backend, HostTensor, Tensor, TesseraError } from '@tessera/core'
+import { random, scoped, tensorOf } from '@tessera/core'
+import type { Init, Named, Quantizer } from '../src/quantizer.js'
+import { residualVQ } from '../src/residual-vq/residual-vq.js'
+import { groupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
+import { vectorQuantize } from '../src/vq/vector-quantize.js'
+import { AFFINE } from '../src/vq/affine.js'
+import { joinStateDict } from '../src/io/state-dict.js'
+import { loadTorchStateDict } from '../src/io/torch.js'
+import { cpuBackend } from '@tessera/backend-cpu'
+import { runOnHost } from '../src/run.js'
+import { orThrow, randn } from './helpers.js'
+import { describeLanes } from './lanes.js'
+import { tolerance } from './matrix-common.js'
+import { maskOf } from './vq-call.js'
+import { nodeLanes } from './zoo.js'
+
+/**
+ * ResidualVQ hands VectorQuantize's layer options to every layer, as the reference's `**vq_kwargs`:
+ * a one-layer ResidualVQ with an option is a VectorQuantize with it, and each layer of a deeper one
+ * follows its own state under `layers.{i}.`. Options it cannot carry are refused by name.
+ */
+
+const D = 3, B = 2, N = 6
+const AFF = { affine_param: true, affine_param_batch_decay: 0.7, affine_param_codebook_decay: 0.6 }
+const MASK = maskOf([
+  [1, 1, 0, 1, 1, 0],
+  [1, 0, 1, 1, 1, 1],
+])
+
+type Rec = Record<string, HostTensor>
+interface Out { readonly quantized: HostTensor; readonly indices: HostTensor; readonly loss: HostTensor; readonly losses: Rec; readonly state: Rec }
+
+function near(backend: Backend, got: HostTensor | undefined, want: HostTensor | undefined, what: string) {
+  expect(got, `${what} missing`).toBeDefined()
+  expect(want, `${what} missing in the VectorQuantize run`).toBeDefined()
+  expect(got!.shape, what).toEqual(want!.shape)
+  expect(got!.dtype, what).toBe(want!.dtype)
+  if (got!.dtype !== 'float32') {
+    expect(Array.from(got!.data), what).toEqual(Array.from(want!.data))
+    return
+  }
+  got!.data.forEach((g, i) => {
+    const w = want!.data[i]!
+    expect(Math.abs(g - w), `${what}[${i}]: ${g} vs ${w}`).toBeLessThanOrEqual(tolerance(backend.caps, w))
+  })
+}
+
+/** A layer's outputs as a ResidualVQ names them, keyed as VectorQuantize names its own. */
+function layerOf(r: Out, i: number, nq: number): Out {
+  const p = `layers.${i}.`
+  const pick = (rec: Rec) => Object.fromEntries(Object.entries(rec).filter(([k]) => k.startsWith(p)).map(([k, v]) => [k.slice(p.length), v]))
+  const idx = r.indices
+  const per = idx.data.length / nq
+  const data = Int32Array.from({ length: per }, (_, j) => idx.data[j * nq + i]!)
+  return { quantized: r.quantized, indices: tensorOf(data, idx.shape.slice(0, -1), 'int32'), loss: r.loss, losses: pick(r.losses), state: pick(r.state) }
+}
+
+function sameLayer(backend: Backend, got: Out, want: Out, what: string) {
+  expect(Object.keys(got.state).sort(), `${what} state names`).toEqual(Object.keys(want.state).sort())
+  for (const k of Object.keys(want.state)) near(backend, got.state[k], want.state[k], `${what} state ${k}`)
+  near(backend, got.indices, want.indices, `${what} indices`)
+  for (const k of ['commitment', 'codebook_diversity', 'orthogonal_reg']) near(backend, got.losses[k], want.losses[k], `${what} loss ${k}`)
+}
+
+const outOf = (r: { quantized: Tensor; indices: Tensor; loss: Tensor; losses: Named<Tensor>; state: Named<Tensor> }) =>
+  ({ quantized: r.quantized, indices: r.indices, loss: r.loss, losses: { ...r.losses }, state: { ...r.state } })
+
+/** Options each checked against VectorQuantize (with a mask where the option concerns masked tokens). */
+const CASES: readonly { name: string; opts: Record<string, unknown>; mask: boolean }[] = [
+  { name: 'affine_param with its decays', opts: { ...AFF }, mask: false },
+  { name: 'affine_param with a mask and sync_affine_param', opts: { ...AFF, sync_affine_param: true }, mask: true },
+  { name: 'return_zeros_for_masked_padding: false', opts: { return_zeros_for_masked_padding: false }, mask: true },
+  { name: 'commitment_use_cross_entropy_loss', opts: { commitment_use_cross_entropy_loss: true }, mask: true },
+  { name: 'affine_param without the rotation trick, and layernorm_after_project_in (a no-op: layers have no projection)', opts: { ...AFF, rotation_trick: false, layernorm_after_project_in: true }, mask: false },
+]
+
+describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer options on ${lane.name}`, (backend) => {
+  for (const c of CASES) {
+    it(`one layer with ${c.name} is VectorQuantize with it, over two training steps and an eval call`, async () => {
+      const K = 5
+      const rq = orThrow(residualVQ({ dim: D, codebook_size: K, num_quantizers: 1, ...c.opts }))
+      const vq = orThrow(vectorQuantize({ dim: D, codebook_size: K, ...c.opts }))
+      const init = rq.init(random.keyFromSeed(3))
+      const x1 = randn([B, N, D], 1), x2 = randn([B, N, D], 2, 1.5)
+      const r = await runOnHost(backend, [init.params, init.state, x1, x2, MASK] as const, (p, s, a, b2, m) => {
+        const ps = p as Named<Tensor>, mask = c.mask ? { mask: m as Tensor } : {}
+        const r1 = rq.apply(ps, s as Named<Tensor>, a as Tensor, { training: true, ...mask })
+        const r2 = rq.apply(ps, r1.state, b2 as Tensor, { training: true, ...mask })
+        const r3 = rq.apply(ps, r2.state, a as Tensor, { training: false, ...mask })
+        const lp = scoped(ps, 'layers.0.')
+        const v1 = vq.apply(lp, scoped(s as Named<Tensor>, 'layers.0.'), a as Tensor, { training: true, ...mask })
+        const v2 = vq.apply(lp, v1.state, b2 as Tensor, { training: true, ...mask })
+        const v3 = vq.apply(lp, v2.state, a as Tensor, { training: false, ...mask })
+        return { rvq: [r1, r2, r3].map(outOf), vq: [v1, v2, v3].map(outOf) }
+      })
+      const o = orThrow(r) as unknown as { rvq: Out[]; vq: Out[] }
+      o.rvq.forEach((ro, step) => {
+        const what = `${c.name}, call ${step + 1}`
+        sameLayer(backend, layerOf(ro, 0, 1), o.vq[step]!, what)
+        near(backend, ro.quantized, o.vq[step]!.quantized, `${what} quantized`)
+        near(backend, ro.loss, o.vq[step]!.loss, `${what} loss`)
+      })
+      if (c.opts['affine_param']) expect(Object.keys(o.rvq[0]!.state)).toContain(`layers.0.${AFFINE.batchMean}`)
+      if (c.opts['return_zeros_for_masked_padding'] === false) {
+        // masked-out tokens come back as the input itself, not zeros
+        const q = o.rvq[0]!.quantized
+        MASK.data.forEach((keep, t) => {
+          if (!keep) for (let j = 0; j < D; j++) expect(q.data[t * D + j]).toBe(x1.data[t * D + j])
+        })
+      }
+    })
+  }
+
+  it('two layers with affine_param: each layer is a VectorQuantize on its residual, its statistics under layers.{i}.', async () => {
+    const sizes = [5, 4]
+    const rq = orThrow(residualVQ({ dim: D, codebook_size: sizes, ...AFF }))
+    const vqs = sizes.map((k) => orThrow(vectorQuantize({ dim: D, codebook_size: k, ...AFF })))
+    const init = rq.init(random.keyFromSeed(8))
+    const x = randn([B, N, D], 5)
+    const r = await runOnHost(backend, [init.params, init.state, x] as const, (p, s, xs) => {
+      const ps = p as Named<Tensor>, ss = s as Named<Tensor>
+      const whole = rq.apply(ps, ss, xs as Tensor, { training: true })
+      let res = xs as Tensor
+      const layers = vqs.map((vq, i) => {
+        const v = vq.apply(scoped(ps, `layers.${i}.`), scoped(ss, `layers.${i}.`), res, { training: true })
+        res = res.sub(v.quantized)
+        return outOf(v)
+      })
+      return { whole: outOf(whole), layers }
+    })
+    const o = orThrow(r) as unknown as { whole: Out; layers: Out[] }
+    o.layers.forEach((want, i) => sameLayer(backend, layerOf(o.whole, i, 2), want, `layer ${i}`))
+    // the statistics differ per layer: layer 1 saw the residual, not the input
+    const bm = (i: number) => Array.from(o.whole.state[`layers.${i}.${AFFINE.batchMean}`]!.data)
+    expect(bm(0)).not.toEqual(bm(1))
+  })
+
+  it('a shared codebook with affine_param threads one set of statistics through every layer', async () => {
+    const K = 5
+    const rq = orThrow(residualVQ({ dim: D, codebook_size: K, num_quantizers: 2, shared_codebook: true, ...AFF }))
+    const vq = orThrow(vectorQuantize({ dim: D, codebook_size: K, ...AFF }))
+    const init = rq.init(random.keyFromSeed(9))
+    const x = randn([B, N, D], 6)
+    const r = await runOnHost(backend, [init.params, init.state, x] as const, (p, s, xs) => {
+      const ps = scoped(p as Named<Tensor>, 'layers.0.')
+      const whole = rq.apply(p as Named<Tensor>, s as Named<Tensor>, xs as Tensor, { training: true })
+      const v0 = vq.apply(ps, scoped(s as Named<Tensor>, 'layers.0.'), xs as Tensor, { training: true, manualEmaUpdate: true })
+      const v1 = vq.apply(ps, v0.state, (xs as Tensor).sub(v0.quantized), { training: true, manualEmaUpdate: true })
+      return { whole: outOf(whole), v1: outOf(v1) }
+    })
+    const o = orThrow(r) as unknown as { whole: Out; v1: Out }
+    for (const k of [...Object.values(AFFINE), '_codebook.cluster_size', '_codebook.embed_avg'])
+      near(backend, o.whole.state[`layers.0.${k}`], o.v1.state[k], `shared state ${k}`)
+  })
+})
+
+describe('ResidualVQ layer options: state-dict names and configs', () => {
+  it('affine buffers sit under the reference names, and a torch state dict without the lazy batch statistics loads', () => {
+    const g = orThrow(groupedResidualVQ({ dim: 4, groups: 2, codebook_size: 5, num_quantizers: 2, ...AFF }))
+    const names = Object.keys(g.stateSpecs)
+    for (const gi of [0, 1]) for (const li of [0, 1]) for (const k of Object.values(AFFINE)) expect(names).toContain(`rvqs.${gi}.layers.${li}.${k}`)
+    const sd: Record<string, HostTensor> = joinStateDict(g.init(random.keyFromSeed(1)))
+    // the reference registers batch_mean / batch_variance only at the first forward, and never saves Tessera's flags
+    for (const k of Object.keys(sd)) if (/batch_(mean|variance)/.test(k) || k.endsWith('_needs_init') && k.includes('batch_')) delete sd[k]
+    const loaded = orThrow(loadTorchStateDict(g, sd))
+    expect(Array.from(loaded.state[`rvqs.1.layers.1.${AFFINE.batchMeanNeedsInit}`]!.data)).toEqual([1])
+    expect(Array.from(loaded.state[`rvqs.1.layers.1.${AFFINE.codebookMeanNeedsInit}`]!.data)).toEqual([1])
+  })
+
+  const sgdLike = { kind: 'sgd', init: () => ({}), stateSpecs: () => ({}), update: (p: Named<Tensor>) => ({ params: { ...p }, state: {} }) }
+  const bad: Record<string, readonly unknown[]> = {
+    affine_param: ['x', 1, null],
+    sync_affine_param: ['yes', 0],
+    affine_param_batch_decay: [-0.1, 1.5, Number.NaN, 'x'],
+    affine_param_codebook_decay: [-1, 2, Infinity],
+    return_zeros_for_masked_padding: ['x', 0],
+    commitment_use_cross_entropy_loss: [1, 'true'],
+    layernorm_after_project_in: ['x'],
+    sync_update_v: [-0.5, 1.5, 0.5], // 0.5 needs learnable_codebook
+  }
+  const where = fc.constantFrom('ResidualVQ', 'GroupedResidualVQ')
+  const build = (w: string, o: Record<string, unknown>): E.Either<TesseraError, Quantizer> =>
+    w === 'ResidualVQ' ? residualVQ({ dim: 4, codebook_size: 5, num_quantizers: 2, ...o }) : groupedResidualVQ({ dim: 4, groups: 2, codebook_size: 5, num_quantizers: 2, ...o })
+  const fieldValue = fc.constantFrom(...Object.keys(bad)).chain((f) => fc.tuple(fc.constant(f), fc.constantFrom(...bad[f]!)))
+
+  test.prop([where, fieldValue])('a bad layer option value is a Left naming the field', (w, [field, value]) => {
+    const r = build(w, { [field]: value })
+    expect(E.isLeft(r)).toBe(true)
+    if (E.isLeft(r)) {
+      expect(r.left.kind).toBe('config')
+      expect(r.left.where.startsWith(`${w}.${field}`)).toBe(true)
+    }
+  })
+
+  test.prop([where, fc.boolean(), fc.double({ min: 0, max: 1, noNaN: true }), fc.double({ min: 0, max: 1, noNaN: true }), fc.boolean(), fc.boolean()])(
+    'good values are accepted and reach every layer',
+    (w, sync, bd, cd, zeros, ce) => {
+      const o = { affine_param: true, sync_affine_param: sync, affine_param_batch_decay: bd, affine_param_codebook_decay: cd, return_zeros_for_masked_padding: zeros, commitment_use_cross_entropy_loss: ce }
+      const q = orThrow(build(w, o))
+      const cfg = (w === 'ResidualVQ' ? q.config : (q.config as { inner: unknown }).inner) as { layers: readonly Record<string, unknown>[] }
+      for (const l of cfg.layers) expect(l).toMatchObject(o)
+    },
+  )
+
+  it.each([
+    [{ directional_reparam: true, threshold_ema_dead_code: 1 }, 'directional_reparam', /not supported by ResidualVQ.*updatedParams/],
+    [{ vq_bridge: (c: Tensor) => c }, 'vq_bridge', /tied across layers/],
+    [{ in_place_codebook_optimizer: sgdLike, learnable_codebook: true, ema_update: false }, 'in_place_codebook_optimizer', /updatedParams/],
+    [{ manual_in_place_optimizer_update: true }, 'manual_in_place_optimizer_update', /not supported/],
+    [{ affine_param: true, use_cosine_sim: true }, 'affine_param', /euclidean/],
+    [{ affine_param: true, beam_size: 2 }, 'affine_param', /beam search/],
+    [{ commitment_use_cross_entropy_loss: true, eval_beam_size: 2, beam_size: 1 }, 'commitment_use_cross_entropy_loss', /beam search/],
+    [{ return_zeros_for_masked_padding: false, implicit_neural_codebook: true }, 'return_zeros_for_masked_padding', /QINCo/],
+    [{ affine_param: true, implicit_neural_codebook: true }, 'affine_param', /QINCo/],
+  ])('%j is refused at its field %s', (o, field, msg) => {
+    for (const w of ['ResidualVQ', 'GroupedResidualVQ']) {
+      const r = build(w, o)
+      expect(E.isLeft(r) && r.left.where).toBe(`${w}.${field}`)
+      expect(E.isLeft(r) && r.left.message).toMatch(msg)
+    }
+  })
+
+  it('a call asking for beam search with a layer option the search does not model is refused naming beamSize', async () => {
+    const q = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, ...AFF }))
+    const init: Init = q.init(random.keyFromSeed(2))
+    const r = await runOnHost(cpuBackend(), [init.params, init.state, randn([B, N, D], 3)] as const, (p, s, x) =>
+      q.apply(p as Named<Tensor>, s as Named<Tensor>, x as Tensor, { training: false, beamSize: 2 }).quantized,
+    )
+    expect(E.isLeft(r) && r.left.where).toBe('ResidualVQ.beamSize')
+    expect(E.isLeft(r) && r.left.message).toMatch(/affine_param/)
+  })
+})
+
