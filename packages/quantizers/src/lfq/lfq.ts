@@ -5,11 +5,15 @@ import { applyActivation } from '../common/activation.js'
 import { packLayout } from '../common/layout.js'
 import type { Projection } from '../common/projection.js'
 import { initProjection, orthogonalHost, projectOut, projectionSpecs } from '../common/projection.js'
-import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
+import type { Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { LFQConfig } from './config.js'
 import { decodeLFQ } from './config.js'
 import type { RankSync } from '../vq/sync.js'
 import { globalRanks, localRowIndex, rankSync } from '../vq/sync.js'
+import type { LFQApplyOptions } from './mask.js'
+import { maskedCommitment, maskedEntropy, tokenMask } from './mask.js'
+
+export type { LFQApplyOptions, LFQForwardOptions } from './mask.js'
 
 const f32 = Math.fround
 
@@ -35,6 +39,7 @@ const softplus = (v: Tensor) => where(v.gt(20), v, v.exp().add(1).log())
 
 export interface LFQ extends Quantizer<LFQConfig> {
   readonly kind: 'LFQ'
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: LFQApplyOptions): QuantizeResult
 }
 
 export function makeLFQ(cfg: LFQConfig): LFQ {
@@ -117,11 +122,12 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
     return { selected: globalRanks(u, localRowIndex(sync, nTok)).lt(k), k }
   }
 
-  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions): QuantizeResult => {
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: LFQApplyOptions): QuantizeResult => {
     const sync = rankSync(opts.world, x.builder, whereName)
     const transpose = cfg.channel_first ?? x.rank >= 4
     const layout = packLayout(x, transpose, cfg.dim, whereName)
     const [bsz, n] = layout.x.shape as [number, number]
+    const keep = tokenMask(opts.mask, [bsz, n], x, whereName) // (b, n) bool; outputs stay unmasked, as in the reference
     const projected = projectIn(params, layout.x)
     let h = projected
     const sc = cfg.soft_clamp_input_value
@@ -144,11 +150,14 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
     if (opts.training) {
       const codebook = maybeL2(state['codebook']!)
       let flat = original.reshape([bsz * n, cfg.num_codebooks, d])
-      const subset = cfg.frac_per_sample_entropy < 1 && sync ? sampleTokensSynced(bsz * n, opts.key, sync, b) : undefined
-      if (cfg.frac_per_sample_entropy < 1 && !sync) flat = sampleTokens(flat, opts.key)
+      const subset = cfg.frac_per_sample_entropy < 1 && sync && !keep ? sampleTokensSynced(bsz * n, opts.key, sync, b) : undefined
+      if (cfg.frac_per_sample_entropy < 1 && !sync && !keep) flat = sampleTokens(flat, opts.key)
       const distance = flat.matmul(codebook.mT).mul(-2)
       const prob = distance.neg().mul(cfg.inv_temperature).softmax(-1) // (tokens, c, K)
-      if (subset) {
+      if (keep) {
+        // the terms over the kept tokens (and their sampled subset), counted over every rank with a world
+        ;({ perSample, batchEntropy } = maskedEntropy(prob, keep.reshape([bsz * n]), cfg.frac_per_sample_entropy, opts.key, sync))
+      } else if (subset) {
         // synced subset: sums over this rank's sampled tokens. The per-sample entropy is the rank's
         // sum over its equal share (k / ranks) of the k tokens, so its mean over ranks is the one-process
         // mean; the batch probabilities are summed over the ranks and divided by k
@@ -164,7 +173,10 @@ export function makeLFQ(cfg: LFQConfig): LFQ {
       }
       entropyAux = perSample.sub(batchEntropy.mul(cfg.diversity_gamma))
       if (cfg.experimental_softplus_entropy_loss) entropyAux = softplus(entropyAux.add(cfg.entropy_loss_offset))
-      if (cfg.commitment_loss_weight > 0) commit = original.sub(quantized.stopGradient()).square().mean()
+      if (cfg.commitment_loss_weight > 0) {
+        const sq = original.sub(quantized.stopGradient()).square()
+        commit = keep ? maskedCommitment(sq, keep, sync) : sq.mean()
+      }
     }
     const loss = entropyAux.mul(cfg.entropy_loss_weight).add(commit.mul(cfg.commitment_loss_weight))
 

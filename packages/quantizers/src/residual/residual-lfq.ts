@@ -5,6 +5,9 @@ import { Finite, NonNegInt, PositiveInt, check, checks, decodeWith, strict } fro
 import type { LFQConfig } from '../lfq/config.js'
 import { lfqLayerProps, resolveLFQ } from '../lfq/config.js'
 import { makeLFQ } from '../lfq/lfq.js'
+import type { LFQApplyOptions } from '../lfq/mask.js'
+import type { Named, QuantizeResult } from '../quantizer.js'
+import type { Tensor } from '@tessera/core'
 import type { Residual } from './residual.js'
 import { residual } from './residual.js'
 
@@ -62,7 +65,10 @@ export function decodeResidualLFQ(input: unknown, where = 'ResidualLFQ'): E.Eith
   })
 }
 
-export type ResidualLFQ = Residual<ResidualLFQConfig>
+/** Takes LFQ's `mask`, handed unchanged to every layer as the reference's loop does (the residual is updated at masked positions too). */
+export interface ResidualLFQ extends Residual<ResidualLFQConfig> {
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: LFQApplyOptions): QuantizeResult
+}
 
 export function makeResidualLFQ(cfg: ResidualLFQConfig): ResidualLFQ {
   const cd = cfg.codebook_dim
@@ -74,6 +80,7 @@ export function makeResidualLFQ(cfg: ResidualLFQConfig): ResidualLFQ {
     projection: { present: cfg.dim !== cd, bias: true, dim: cfg.dim, codebookDims: cd },
     channelFirst: false,
     quantizeDropout: cfg.quantize_dropout ? { cutoffIndex: cfg.quantize_dropout_cutoff_index, multipleOf: cfg.quantize_dropout_multiple_of } : null,
+    layerOptions: ['mask'],
   })
 }
 
