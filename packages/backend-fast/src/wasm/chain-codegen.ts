@@ -13,8 +13,8 @@ export type { ChainGraph, Region } from './chain-types.js'
  * so a value used only inside the chain needs one row of memory (L1-sized: softmax's logits,
  * exponentials and probabilities of a 1024-code row are 4 KiB each) and is never stored in full.
  * Elementwise float32 ops are the reference's ops lane by lane (they round as Math.fround
- * does); exp and log are simd-math.ts's (at most one ulp); a small-k matmul accumulates in
- * float32; sums over a row accumulate in float64 lanes (a different association than the
+ * does); exp and log are simd-math.ts's (at most one ulp); a small-k matmul adds each
+ * output's products in float64 in order and rounds once (the reference's bits); sums over a row accumulate in float64 lanes (a different association than the
  * reference's one running sum, so not bit-identical); sums over the leading axis (sinks) add
  * rows in order into float64 partials per block, which the caller adds in block order, so
  * results do not depend on how many threads ran the blocks.
