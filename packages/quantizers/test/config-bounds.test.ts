@@ -86,12 +86,13 @@ describe('config bounds', () => {
     const a = E.getOrElseW(() => undefined)(vq({ affine_param: true }))!.config
     expect([a.affine_param_batch_decay, a.affine_param_codebook_decay, a.sync_affine_param]).toEqual([0.99, 0.9, false])
   })
-  it("VectorQuantize's own forward options default as in the reference, and the combinators do not take them yet", () => {
+  it("VectorQuantize's own forward options default as in the reference, and ResidualVQ hands them to its layers", () => {
     const c = E.getOrElseW(() => undefined)(vq({}))!.config
     expect([c.commitment_use_cross_entropy_loss, c.return_zeros_for_masked_padding, c.layernorm_after_project_in]).toEqual([false, true, false])
-    for (const k of ['commitment_use_cross_entropy_loss', 'return_zeros_for_masked_padding', 'layernorm_after_project_in']) {
-      const e = leftOf(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, [k]: true }))
-      expect(e.message).toContain(`unknown key "${k}"`)
+    for (const [k, v] of [['commitment_use_cross_entropy_loss', true], ['return_zeros_for_masked_padding', false], ['layernorm_after_project_in', true]] as const) {
+      const r = residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, [k]: v })
+      expect(E.isRight(r) && r.right.config.layers.map((l) => l[k])).toEqual([v, v])
+      expect(leftOf(residualVQ({ dim: 4, codebook_size: 8, num_quantizers: 2, [k]: 'x' })).where).toBe(`ResidualVQ.${k}`)
     }
   })
   it('NaN and Infinity are printed as such, never as null', () => {
