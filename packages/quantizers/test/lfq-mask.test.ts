@@ -212,6 +212,12 @@ describeLanes('lfq-mask', nodeLanes, (l) => `LFQ mask on ${l.name}`, (backend) =
         return out.map((t) => t.data[0]!)
       }
       const one = await step(b, x, keep, localCollectives(1)[0]!, false)
+      if (frac === 1) {
+        const want = losses64(tokensOf(x, 2, 2).filter((_, t) => keep[t]), 2, 5, 1)
+        close(one[0]!, want.perSample, 'one process per_sample_entropy')
+        close(one[1]!, want.batch, 'one process batch_entropy')
+        close(one[2]!, want.commit, 'one process commitment')
+      }
       const ranks = await Promise.all(
         localCollectives(2).map((cm) => step(2, tensorOf(x.data.slice(cm.rank * 24, (cm.rank + 1) * 24), [2, n, 4]), keep.slice(cm.rank * 6, (cm.rank + 1) * 6), cm, true)),
       )
