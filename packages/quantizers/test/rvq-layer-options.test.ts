@@ -75,6 +75,7 @@ const CASES: readonly { name: string; opts: Record<string, unknown>; mask: boole
   { name: 'affine_param with a mask and sync_affine_param', opts: { ...AFF, sync_affine_param: true }, mask: true },
   { name: 'return_zeros_for_masked_padding: false', opts: { return_zeros_for_masked_padding: false }, mask: true },
   { name: 'commitment_use_cross_entropy_loss', opts: { commitment_use_cross_entropy_loss: true }, mask: true },
+  { name: 'sync_update_v on a learnable codebook', opts: { learnable_codebook: true, ema_update: false, sync_update_v: 0.5 }, mask: false },
   { name: 'affine_param without the rotation trick, and layernorm_after_project_in (a no-op: layers have no projection)', opts: { ...AFF, rotation_trick: false, layernorm_after_project_in: true }, mask: false },
 ]
 
