@@ -6,6 +6,7 @@ import { localCollectives, random, runCollective, tensorOf, traceOrThrow } from 
 import { lfq } from '../src/lfq/lfq.js'
 import type { LFQ } from '../src/lfq/lfq.js'
 import { residualLFQ } from '../src/residual/residual-lfq.js'
+import { groupedResidualLFQ } from '../src/grouped/grouped-residual.js'
 import type { Init, Named } from '../src/quantizer.js'
 import type { HostApplyResult } from '../src/run.js'
 import { applyOnHost } from '../src/run.js'
@@ -193,6 +194,22 @@ describeLanes('lfq-mask', nodeLanes, (l) => `LFQ mask on ${l.name}`, (backend) =
     }
     const bad = await applyOnHost(rq, { ...init, x, training: true, key, options: { mask: tensorOf([1, 0, 1], [3], 'bool') } }, backend)
     expect(E.isLeft(bad) && bad.left.where).toMatch(/mask/)
+  })
+
+  test('GroupedResidualLFQ hands the mask to each group (as the reference): group g is ResidualLFQ on its features with that mask', async () => {
+    const opts = { codebook_size: 8, num_quantizers: 2, commitment_loss_weight: 0.5 }
+    const gq = orThrow(groupedResidualLFQ({ dim: 6, groups: 2, ...opts }))
+    const rq = orThrow(residualLFQ({ dim: 3, ...opts }))
+    const init = gq.init(random.keyFromSeed(10))
+    const x = randn([B, N, 6], 10, 0.7)
+    const mask = boolOf([true, false, true, true, false, true, false, true], [B, N])
+    const r = orThrow(await applyOnHost(gq, { ...init, x, training: true, key, options: { mask } as never }, backend))
+    for (let g = 0; g < 2; g++) {
+      const part = (rec: Readonly<Record<string, HostTensor>>) => Object.fromEntries(Object.entries(rec).filter(([k]) => k.startsWith(`rvqs.${g}.`)).map(([k, v]) => [k.slice(`rvqs.${g}.`.length), v]))
+      const xg = tensorOf(arr(x).filter((_, i) => Math.floor((i % 6) / 3) === g), [B, N, 3])
+      const one = orThrow(await applyOnHost(rq, { params: part(init.params), state: part(init.state), x: xg, training: true, key, options: { mask } }, backend))
+      for (const [k, v] of Object.entries(one.losses)) expect(r.losses[`rvqs.${g}.${k}`]!.data[0], `group ${g} ${k}`).toBe(v.data[0])
+    }
   })
 
   test('with a world, the kept tokens are counted over every rank: 2 ranks match one process (frac 1 and 0.5)', async () => {
