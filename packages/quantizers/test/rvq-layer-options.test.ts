@@ -17,6 +17,8 @@ import { describeLanes } from './lanes.js'
 import { tolerance } from './matrix-common.js'
 import { maskOf } from './vq-call.js'
 import { nodeLanes } from './zoo.js'
+import { adam } from '../../nn/src/optim.js'
+import { pythonRandrange } from '../src/residual-vq/python-random.js'
 
 /**
  * ResidualVQ hands VectorQuantize's layer options to every layer, as the reference's `**vq_kwargs`:
@@ -32,7 +34,7 @@ const MASK = maskOf([
 ])
 
 type Rec = Record<string, HostTensor>
-interface Out { readonly quantized: HostTensor; readonly indices: HostTensor; readonly loss: HostTensor; readonly losses: Rec; readonly state: Rec }
+interface Out { readonly quantized: HostTensor; readonly indices: HostTensor; readonly loss: HostTensor; readonly losses: Rec; readonly state: Rec; readonly updatedParams: Rec }
 
 function near(backend: Backend, got: HostTensor | undefined, want: HostTensor | undefined, what: string) {
   expect(got, `${what} missing`).toBeDefined()
@@ -56,18 +58,27 @@ function layerOf(r: Out, i: number, nq: number): Out {
   const idx = r.indices
   const per = idx.data.length / nq
   const data = Int32Array.from({ length: per }, (_, j) => idx.data[j * nq + i]!)
-  return { quantized: r.quantized, indices: tensorOf(data, idx.shape.slice(0, -1), 'int32'), loss: r.loss, losses: pick(r.losses), state: pick(r.state) }
+  return { quantized: r.quantized, indices: tensorOf(data, idx.shape.slice(0, -1), 'int32'), loss: r.loss, losses: pick(r.losses), state: pick(r.state), updatedParams: pick(r.updatedParams) }
 }
 
 function sameLayer(backend: Backend, got: Out, want: Out, what: string) {
   expect(Object.keys(got.state).sort(), `${what} state names`).toEqual(Object.keys(want.state).sort())
   for (const k of Object.keys(want.state)) near(backend, got.state[k], want.state[k], `${what} state ${k}`)
   near(backend, got.indices, want.indices, `${what} indices`)
-  for (const k of ['commitment', 'codebook_diversity', 'orthogonal_reg']) near(backend, got.losses[k], want.losses[k], `${what} loss ${k}`)
+  expect(Object.keys(got.losses).sort(), `${what} loss names`).toEqual(Object.keys(want.losses).sort())
+  for (const k of Object.keys(want.losses)) near(backend, got.losses[k], want.losses[k], `${what} loss ${k}`)
+  expect(Object.keys(got.updatedParams).sort(), `${what} updatedParams names`).toEqual(Object.keys(want.updatedParams).sort())
+  for (const k of Object.keys(want.updatedParams)) near(backend, got.updatedParams[k], want.updatedParams[k], `${what} updatedParams ${k}`)
 }
 
-const outOf = (r: { quantized: Tensor; indices: Tensor; loss: Tensor; losses: Named<Tensor>; state: Named<Tensor> }) =>
-  ({ quantized: r.quantized, indices: r.indices, loss: r.loss, losses: { ...r.losses }, state: { ...r.state } })
+const outOf = (r: { quantized: Tensor; indices: Tensor; loss: Tensor; losses: Named<Tensor>; state: Named<Tensor>; updatedParams?: Named<Tensor> }) =>
+  ({ quantized: r.quantized, indices: r.indices, loss: r.loss, losses: { ...r.losses }, state: { ...r.state }, updatedParams: { ...(r.updatedParams ?? {}) } })
+
+/** The parameters a training step adopts from a forward that rewrote some. */
+const adopt = (p: Named<Tensor>, updated: Named<Tensor> | undefined, prefix = '') =>
+  ({ ...p, ...Object.fromEntries(Object.entries(updated ?? {}).map(([k, v]) => [`${prefix}${k}`, v])) })
+
+const INPLACE = { learnable_codebook: true, ema_update: false, in_place_codebook_optimizer: orThrow(adam({ lr: 0.05 })) }
 
 /** Options each checked against VectorQuantize (with a mask where the option concerns masked tokens). */
 const CASES: readonly { name: string; opts: Record<string, unknown>; mask: boolean }[] = [
@@ -76,6 +87,8 @@ const CASES: readonly { name: string; opts: Record<string, unknown>; mask: boole
   { name: 'return_zeros_for_masked_padding: false', opts: { return_zeros_for_masked_padding: false }, mask: true },
   { name: 'commitment_use_cross_entropy_loss', opts: { commitment_use_cross_entropy_loss: true }, mask: true },
   { name: 'sync_update_v on a learnable codebook', opts: { learnable_codebook: true, ema_update: false, sync_update_v: 0.5 }, mask: false },
+  { name: 'in_place_codebook_optimizer (adam)', opts: INPLACE, mask: false },
+  { name: 'in_place_codebook_optimizer with a mask and affine_param', opts: { ...INPLACE, ...AFF }, mask: true },
   { name: 'affine_param without the rotation trick, and layernorm_after_project_in (a no-op: layers have no projection)', opts: { ...AFF, rotation_trick: false, layernorm_after_project_in: true }, mask: false },
 ]
 
@@ -90,12 +103,12 @@ describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer option
       const r = await runOnHost(backend, [init.params, init.state, x1, x2, MASK] as const, (p, s, a, b2, m) => {
         const ps = p as Named<Tensor>, mask = c.mask ? { mask: m as Tensor } : {}
         const r1 = rq.apply(ps, s as Named<Tensor>, a as Tensor, { training: true, ...mask })
-        const r2 = rq.apply(ps, r1.state, b2 as Tensor, { training: true, ...mask })
-        const r3 = rq.apply(ps, r2.state, a as Tensor, { training: false, ...mask })
+        const r2 = rq.apply(adopt(ps, r1.updatedParams), r1.state, b2 as Tensor, { training: true, ...mask })
+        const r3 = rq.apply(adopt(adopt(ps, r1.updatedParams), r2.updatedParams), r2.state, a as Tensor, { training: false, ...mask })
         const lp = scoped(ps, 'layers.0.')
         const v1 = vq.apply(lp, scoped(s as Named<Tensor>, 'layers.0.'), a as Tensor, { training: true, ...mask })
-        const v2 = vq.apply(lp, v1.state, b2 as Tensor, { training: true, ...mask })
-        const v3 = vq.apply(lp, v2.state, a as Tensor, { training: false, ...mask })
+        const v2 = vq.apply(adopt(lp, v1.updatedParams), v1.state, b2 as Tensor, { training: true, ...mask })
+        const v3 = vq.apply(adopt(adopt(lp, v1.updatedParams), v2.updatedParams), v2.state, a as Tensor, { training: false, ...mask })
         return { rvq: [r1, r2, r3].map(outOf), vq: [v1, v2, v3].map(outOf) }
       })
       const o = orThrow(r) as unknown as { rvq: Out[]; vq: Out[] }
@@ -106,6 +119,8 @@ describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer option
         near(backend, ro.loss, o.vq[step]!.loss, `${what} loss`)
       })
       if (c.opts['affine_param']) expect(Object.keys(o.rvq[0]!.state)).toContain(`layers.0.${AFFINE.batchMean}`)
+      // the in-place step rewrites the codebook in training only
+      if (c.opts['in_place_codebook_optimizer']) expect(o.rvq.map((r) => Object.keys(r.updatedParams))).toEqual([['layers.0._codebook.embed'], ['layers.0._codebook.embed'], []])
       if (c.opts['return_zeros_for_masked_padding'] === false) {
         // masked-out tokens come back as the input itself, not zeros
         const q = o.rvq[0]!.quantized
@@ -138,6 +153,42 @@ describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer option
     // the statistics differ per layer: layer 1 saw the residual, not the input
     const bm = (i: number) => Array.from(o.whole.state[`layers.${i}.${AFFINE.batchMean}`]!.data)
     expect(bm(0)).not.toEqual(bm(1))
+  })
+
+  it('two layers with an in-place optimizer: each layer steps its own codebook, handed back under layers.{i}.', async () => {
+    const rq = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, ...INPLACE }))
+    const vq = orThrow(vectorQuantize({ dim: D, codebook_size: 5, ...INPLACE }))
+    const init = rq.init(random.keyFromSeed(10))
+    const x = randn([B, N, D], 7)
+    const r = await runOnHost(backend, [init.params, init.state, x] as const, (p, s, xs) => {
+      const ps = p as Named<Tensor>, ss = s as Named<Tensor>
+      const whole = rq.apply(ps, ss, xs as Tensor, { training: true })
+      let res = xs as Tensor
+      const layers = [0, 1].map((i) => {
+        const v = vq.apply(scoped(ps, `layers.${i}.`), scoped(ss, `layers.${i}.`), res, { training: true })
+        res = res.sub(v.quantized)
+        return outOf(v)
+      })
+      return { whole: outOf(whole), layers }
+    })
+    const o = orThrow(r) as unknown as { whole: Out; layers: Out[] }
+    expect(Object.keys(o.whole.updatedParams).sort()).toEqual(['layers.0._codebook.embed', 'layers.1._codebook.embed'])
+    o.layers.forEach((want, i) => sameLayer(backend, layerOf(o.whole, i, 2), want, `layer ${i}`))
+    expect(Array.from(o.whole.updatedParams['layers.1._codebook.embed']!.data)).not.toEqual(Array.from(init.params['layers.1._codebook.embed']!.data))
+  })
+
+  it('with quantize dropout, a layer after the cut-off keeps its codebook and optimizer state', async () => {
+    const rq = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, quantize_dropout: true, ...INPLACE }))
+    const seed = Array.from({ length: 50 }, (_, i) => i).find((sd) => pythonRandrange(sd, 0, 2) === 0)!
+    const init = rq.init(random.keyFromSeed(11))
+    const r = await runOnHost(backend, [init.params, init.state, randn([B, N, D], 8)] as const, (p, s, xs) =>
+      outOf(rq.apply(p as Named<Tensor>, s as Named<Tensor>, xs as Tensor, { training: true, randQuantizeDropoutFixedSeed: seed })),
+    )
+    const o = orThrow(r) as unknown as Out
+    expect(Array.from(o.indices.data).filter((_, j) => j % 2 === 1).every((v) => v === -1)).toBe(true)
+    expect(Array.from(o.updatedParams['layers.1._codebook.embed']!.data)).toEqual(Array.from(init.params['layers.1._codebook.embed']!.data))
+    expect(Array.from(o.updatedParams['layers.0._codebook.embed']!.data)).not.toEqual(Array.from(init.params['layers.0._codebook.embed']!.data))
+    for (const k of Object.keys(init.state).filter((k) => k.startsWith('layers.1.'))) expect(Array.from(o.state[k]!.data), k).toEqual(Array.from(init.state[k]!.data))
   })
 
   it('a shared codebook with affine_param threads one set of statistics through every layer', async () => {
@@ -210,8 +261,10 @@ describe('ResidualVQ layer options: state-dict names and configs', () => {
   it.each([
     [{ directional_reparam: true, threshold_ema_dead_code: 1 }, 'directional_reparam', /not supported by ResidualVQ.*updatedParams/],
     [{ vq_bridge: (c: Tensor) => c }, 'vq_bridge', /tied across layers/],
-    [{ in_place_codebook_optimizer: sgdLike, learnable_codebook: true, ema_update: false }, 'in_place_codebook_optimizer', /updatedParams/],
-    [{ manual_in_place_optimizer_update: true }, 'manual_in_place_optimizer_update', /not supported/],
+    [{ ...INPLACE, manual_in_place_optimizer_update: true }, 'manual_in_place_optimizer_update', /updateInPlaceOptimizer/],
+    [{ ...INPLACE, shared_codebook: true }, 'in_place_codebook_optimizer', /shared_codebook/],
+    [{ ...INPLACE, beam_size: 2 }, 'in_place_codebook_optimizer', /beam search/],
+    [{ in_place_codebook_optimizer: sgdLike, implicit_neural_codebook: true }, 'in_place_codebook_optimizer', /QINCo/],
     [{ affine_param: true, use_cosine_sim: true }, 'affine_param', /euclidean/],
     [{ affine_param: true, beam_size: 2 }, 'affine_param', /beam search/],
     [{ commitment_use_cross_entropy_loss: true, eval_beam_size: 2, beam_size: 1 }, 'commitment_use_cross_entropy_loss', /beam search/],
@@ -223,6 +276,13 @@ describe('ResidualVQ layer options: state-dict names and configs', () => {
       expect(E.isLeft(r) && r.left.where).toBe(`${w}.${field}`)
       expect(E.isLeft(r) && r.left.message).toMatch(msg)
     }
+  })
+
+  it('GroupedResidualVQ refuses the in-place optimizer by name (its combinator drops the rewritten parameters); ResidualVQ takes it', () => {
+    const g = groupedResidualVQ({ dim: 4, groups: 2, codebook_size: 5, num_quantizers: 2, ...INPLACE })
+    expect(E.isLeft(g) && g.left.where).toBe('GroupedResidualVQ.in_place_codebook_optimizer')
+    const r = orThrow(residualVQ({ dim: 4, codebook_size: 5, num_quantizers: 2, ...INPLACE }))
+    expect(Object.keys(r.stateSpecs).some((k) => k.startsWith('layers.1.in_place_codebook_optimizer.'))).toBe(true)
   })
 
   it('a call asking for beam search with a layer option the search does not model is refused naming beamSize', async () => {

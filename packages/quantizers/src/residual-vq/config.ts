@@ -37,9 +37,9 @@ const layerOwnProps = { ...vqOwnProps, ...vqReparamProps }
 export const rvqOptionalProps = { ...rvqOwnProps, ...layerProps, ...layerOwnProps }
 
 /**
- * Layer options ResidualVQ does not support yet, each with why: they need the layers' rewritten
- * parameters (VectorQuantize's `updatedParams`) or a bridge module tied across layers, neither of
- * which ResidualVQ's loops carry.
+ * Layer options ResidualVQ does not support yet, each with why: dead-code revival of a learnable
+ * codebook, a bridge module tied across layers, a manual in-place step; none of which ResidualVQ's
+ * loops carry.
  */
 const REFUSED_LAYER_OPTIONS: Record<string, { readonly on: (o: RVQOptions) => boolean; readonly why: string }> = {
   directional_reparam: {
@@ -50,13 +50,9 @@ const REFUSED_LAYER_OPTIONS: Record<string, { readonly on: (o: RVQOptions) => bo
     on: (o) => o.vq_bridge != null,
     why: "is not supported by ResidualVQ yet: the reference hands one bridge module to every layer, so its parameters are tied across layers (one set under every layers.{i}._codebook.vq_bridge.), which ResidualVQ does not model",
   },
-  in_place_codebook_optimizer: {
-    on: (o) => o.in_place_codebook_optimizer != null,
-    why: "is not supported by ResidualVQ yet: each layer's in-place step rewrites its codebook parameters (VectorQuantize's updatedParams), which ResidualVQ's layers do not hand back",
-  },
   manual_in_place_optimizer_update: {
     on: (o) => o.manual_in_place_optimizer_update === true,
-    why: 'is not supported by ResidualVQ yet (it needs in_place_codebook_optimizer, which ResidualVQ does not support)',
+    why: 'is not supported by ResidualVQ yet: it has no updateInPlaceOptimizer of its own to take the layers\' gradients (the automatic in-place step is supported)',
   },
 }
 
@@ -69,6 +65,7 @@ export function pathSearchUnsupported(l: VQConfig): string | undefined {
   if (l.commitment_use_cross_entropy_loss) return 'commitment_use_cross_entropy_loss'
   if (!l.return_zeros_for_masked_padding) return 'return_zeros_for_masked_padding'
   if (l.sync_update_v > 0) return 'sync_update_v'
+  if (l.in_place_codebook_optimizer !== null) return 'in_place_codebook_optimizer'
   return undefined
 }
 
@@ -147,7 +144,7 @@ export function resolveRVQ(o: RVQOptions, where = 'ResidualVQ'): E.Either<Tesser
     layers,
   }
   const smallest = Math.min(...codebook_sizes)
-  const unmodelled = pathSearchUnsupported(layers[0]!)
+  const unmodelled = layers[0] ? pathSearchUnsupported(layers[0]) : undefined
   const beams = [o.beam_size ?? null, cfg.eval_beam_size].filter((v): v is number => v !== null && v > 1)
   return checks<RVQConfig>(cfg, [
     () => check(nq >= 1, where, 'num_quantizers', 'needs num_quantizers >= 1 (or codebook_size as a list)'),
@@ -184,6 +181,13 @@ export function resolveRVQ(o: RVQOptions, where = 'ResidualVQ'): E.Either<Tesser
         'beam search scores paths by the commitment loss, so it must be > 0 when beam_size is over 1',
       ),
     () => check(!(qinco && shared), where, 'implicit_neural_codebook', 'a shared codebook with implicit neural codebooks is not supported'),
+    () =>
+      check(
+        !(shared && (layers[0]?.in_place_codebook_optimizer ?? null) !== null),
+        where,
+        'in_place_codebook_optimizer',
+        'is not supported with shared_codebook: the reference then defers the step to update_in_place_optimizer, which its loop calls only for an EMA codebook',
+      ),
     () =>
       check(
         unmodelled === undefined || (!qinco && beams.length === 0),

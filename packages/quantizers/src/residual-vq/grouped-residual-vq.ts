@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
-import type { Tensor, TesseraError } from '@tessera/core'
-import { stack } from '@tessera/core'
+import type { Tensor } from '@tessera/core'
+import { TesseraError, stack } from '@tessera/core'
 import type { GroupedConfig } from '../grouped/grouped-residual.js'
 import type { Grouped } from '../grouped/grouped.js'
 import { decodeGrouped, groupPrefix, grouped } from '../grouped/grouped.js'
@@ -27,7 +27,11 @@ export interface GroupedResidualVQ extends Grouped<GroupedConfig<RVQConfig>> {
 export function decodeGroupedResidualVQ(input: unknown, where = 'GroupedResidualVQ'): E.Either<TesseraError, GroupedConfig<RVQConfig>> {
   // the reference hands accept_image_fmap to every group's ResidualVQ as well
   const fmap = typeof input === 'object' && input !== null && (input as Record<string, unknown>)['accept_image_fmap'] === true
-  return decodeGrouped(input, where, (rest, w) => decodeRVQ(fmap ? { ...rest, accept_image_fmap: true } : rest, w))
+  const r = decodeGrouped(input, where, (rest, w) => decodeRVQ(fmap ? { ...rest, accept_image_fmap: true } : rest, w))
+  // the grouped combinator keeps the groups' state only, so the layers' rewritten parameters would be lost
+  if (E.isRight(r) && (r.right.inner.layers[0]?.in_place_codebook_optimizer ?? null) !== null)
+    return E.left(new TesseraError('config', `${where}.in_place_codebook_optimizer`, "is not supported by GroupedResidualVQ yet: the groups' in-place steps rewrite their codebook parameters (updatedParams), which the grouped combinator does not hand back; use ResidualVQ"))
+  return r
 }
 
 export function makeGroupedResidualVQ(cfg: GroupedConfig<RVQConfig>): GroupedResidualVQ {

@@ -17,11 +17,21 @@ import { codebookSync, rankSync } from '../vq/sync.js'
 import type { RVQConfig } from './config.js'
 import { decodeRVQ, pathSearchUnsupported } from './config.js'
 import { searchPaths } from './path-search.js'
+import { rewritingLoop } from './rewriting-loop.js'
 import { pythonRandrange } from './python-random.js'
 import type { QincoShape } from './qinco.js'
 import { initQinco, qincoCodes, qincoSpecs } from './qinco.js'
 
 export type { RVQApplyOptions } from './call-options.js'
+
+/** ResidualVQ's result: with an in-place codebook optimizer, the layers' rewritten parameters too. */
+export interface RVQResult extends QuantizeResult {
+  /**
+   * Parameters this call rewrote, under `layers.{i}.`: each layer's codebook after its in-place
+   * optimizer step, as VectorQuantize's `updatedParams` (adopt them before the outer update).
+   */
+  readonly updatedParams?: Named<Tensor>
+}
 
 /**
  * ResidualVQ: the residual combinator over VectorQuantize layers. A shared codebook is a different
@@ -30,7 +40,7 @@ export type { RVQApplyOptions } from './call-options.js'
  */
 export interface ResidualVQ extends Quantizer<RVQConfig> {
   readonly kind: 'ResidualVQ'
-  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): QuantizeResult
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): RVQResult
   /** int32 indices (b, ..., q) -> per-layer codes (q, b, ..., codebook_dim); index -1 (dropped layer) gives 0. */
   codesFromIndices(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
   /** The layers' codebooks stacked (q, K, codebook_dim): the reference's `codebooks` (uniform sizes only). */
@@ -51,6 +61,8 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   const combinator = (ls: readonly Quantizer[], drop = dropout): Residual =>
     residual(cfg, { kind: W, dim: cfg.dim, codebookDim: cd, layers: ls, projection: proj, channelFirst: false, quantizeDropout: drop, layerOptions: LAYER_OPTIONS })
   const inner = cfg.shared_codebook ? undefined : combinator(layers)
+  // layers that rewrite their codebook parameters in their forward run in a loop that collects them (the config refuses a shared codebook here)
+  const rewriting = cfg.layers[0]!.in_place_codebook_optimizer !== null
   // a dropout seed fixes the last active layer: the layers up to it run as a residual quantizer of their own
   const prefixes = new Map<number, Residual>()
   const prefix = (last: number) => prefixes.get(last) ?? prefixes.set(last, combinator(layers.slice(0, last + 1), null)).get(last)!
@@ -151,11 +163,12 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
    * update), and the call returns the layers' summed cross entropies. The reference 1.31.0 stops
    * earlier, unpacking VectorQuantize's two results into three; docs/QUANTIZERS.md, difference 12.
    */
-  const targetApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions & { mask?: Tensor }, targets: Tensor): QuantizeResult => {
+  const targetApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions & { mask?: Tensor }, targets: Tensor): RVQResult => {
     const lay = packLayout(xs, false, cfg.dim, W)
     const z = projectIn(proj, params, lay.x)
     const next: Record<string, Tensor> = { ...state }
     const losses: Record<string, Tensor> = {}
+    const updated: Record<string, Tensor> = {}
     const ces = layers.map((layer, i) => {
       const r = layer.apply(scoped(params, layerPrefix(i)), scoped(state, layerPrefix(i)), z, {
         ...opts,
@@ -164,9 +177,30 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       })
       for (const [k, v] of Object.entries(r.losses)) losses[`${layerPrefix(i)}${k}`] = v
       Object.assign(next, prefixed(r.state, layerPrefix(i)))
+      Object.assign(updated, prefixed(r.updatedParams ?? {}, layerPrefix(i)))
       return r.loss
     })
-    return targetResult(params, lay, z, targets, stack(ces, 0), losses, next)
+    const res = targetResult(params, lay, z, targets, stack(ces, 0), losses, next)
+    return Object.keys(updated).length > 0 ? { ...res, updatedParams: updated } : res
+  }
+
+  /** The greedy loop over layers that rewrite their parameters; `fixed` is a seed's cut-off, else the key draws one in training. */
+  const rewritingApply = (params: Named<Tensor>, state: Named<Tensor>, xs: Tensor, opts: VQApplyOptions & { mask?: Tensor }, fixed?: number): RVQResult => {
+    const lay = packLayout(xs, false, cfg.dim, W)
+    const z = projectIn(proj, params, lay.x)
+    const dropping = opts.training && !!dropout && fixed === undefined
+    if (dropping && !opts.key) throw new TesseraError('input', `${W}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
+    const cut = fixed !== undefined ? xs.builder.scalar(fixed, 'int32') : dropping ? quantizeDropoutCut(opts.key!, nq, dropout!) : undefined
+    const r = rewritingLoop(layers, params, state, z, opts, cut)
+    return {
+      quantized: lay.unpack(projectOut(proj, params, r.quantized)),
+      indices: lay.unpackTokens(r.indices),
+      loss: r.allLosses.sum(),
+      losses: r.losses,
+      state: r.state,
+      extra: { all_losses: r.allLosses, project_in_output: z },
+      ...(Object.keys(r.updatedParams).length > 0 ? { updatedParams: r.updatedParams } : {}),
+    }
   }
 
   /** What a call with target codes returns: `quantized` is project_out of zeros, as the reference's `quantized_out` is never added to. */
@@ -230,7 +264,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     }
   }
 
-  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): QuantizeResult => {
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: RVQApplyOptions): RVQResult => {
     const call = checkRVQOptions(opts, x, nq, cfg.accept_image_fmap, W)
     const seq = toSeq(x)
     const width = widthOf(opts)
@@ -247,7 +281,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     }
     // the reference draws its cut-off from the seed only in a training call with quantize dropout and no targets
     const cut = opts.randQuantizeDropoutFixedSeed !== undefined && opts.training && dropout && nq > 1 && !call.targets ? fixedCut(opts.randQuantizeDropoutFixedSeed, dropout, nq) : undefined
-    let r: QuantizeResult
+    let r: RVQResult
     if ((width > 1 || qinco) && opts.world !== undefined && opts.training)
       throw new TesseraError('input', `${W}.world`, `${qinco ? 'QINCo (implicit_neural_codebook)' : 'beam search'} does not synchronise its codebook statistics across ranks; train it in one process`)
     if (width > 1 && call.mask)
@@ -256,12 +290,13 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       throw new TesseraError('input', `${W}.indices`, `not supported with ${qinco ? 'QINCo (implicit_neural_codebook)' : `beam search (width ${width})`} yet; use the greedy loop${qinco ? ' without implicit_neural_codebook' : ' (beamSize: 1)'}`)
     if (width > 1 || qinco) r = searchApply(params, state, seq.x, layerOpts, width, cut)
     else if (call.targets) r = inner ? targetApply(params, state, seq.x, layerOpts, call.targets) : sharedApply(params, state, seq.x, layerOpts, { targets: call.targets })
+    else if (rewriting) r = rewritingApply(params, state, seq.x, layerOpts, cut)
     else if (inner && cut !== undefined) r = padDropped(prefix(cut).apply(params, state, seq.x, layerOpts), cut)
     else if (inner) r = inner.apply(params, state, seq.x, layerOpts)
     else r = sharedApply(params, state, seq.x, layerOpts, cut !== undefined ? { cut } : {})
     const indices = seq.backIdx(r.indices)
     // the reference derives all_codes after the step, from the codebooks as the step left them (a call with targets returns before)
-    const extra = opts.returnAllCodes && !call.targets ? { ...r.extra, all_codes: codesFromIndices(params, indices, r.state) } : r.extra
+    const extra = opts.returnAllCodes && !call.targets ? { ...r.extra, all_codes: codesFromIndices({ ...params, ...r.updatedParams }, indices, r.state) } : r.extra
     return { ...r, quantized: seq.back(r.quantized), indices, ...(extra ? { extra } : {}) }
   }
 
