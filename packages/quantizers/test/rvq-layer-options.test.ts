@@ -191,6 +191,27 @@ describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer option
     for (const k of Object.keys(init.state).filter((k) => k.startsWith('layers.1.'))) expect(Array.from(o.state[k]!.data), k).toEqual(Array.from(init.state[k]!.data))
   })
 
+  it('target codes with an in-place optimizer: each layer steps on the projected input with its column, its codebook handed back', async () => {
+    const rq = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, ...INPLACE }))
+    const vq = orThrow(vectorQuantize({ dim: D, codebook_size: 5, ...INPLACE }))
+    const init = rq.init(random.keyFromSeed(12))
+    const targets = tensorOf(Array.from({ length: B * N * 2 }, (_, j) => (j * 3) % 5), [B, N, 2], 'int32')
+    const cols = [0, 1].map((i) => tensorOf(Array.from({ length: B * N }, (_, t) => targets.data[t * 2 + i]!), [B, N], 'int32'))
+    const r = await runOnHost(backend, [init.params, init.state, randn([B, N, D], 9), targets, cols[0]!, cols[1]!] as const, (p, s, xs, tg, c0, c1) => {
+      const ps = p as Named<Tensor>, ss = s as Named<Tensor>
+      const whole = rq.apply(ps, ss, xs as Tensor, { training: true, indices: tg as Tensor })
+      const layers = [c0, c1].map((c, i) => outOf(vq.apply(scoped(ps, `layers.${i}.`), scoped(ss, `layers.${i}.`), xs as Tensor, { training: true, indices: c as Tensor })))
+      return { whole: outOf(whole), layers }
+    })
+    const o = orThrow(r) as unknown as { whole: Out; layers: Out[] }
+    o.layers.forEach((want, i) => {
+      const got = layerOf(o.whole, i, 2)
+      for (const k of Object.keys(want.state)) near(backend, got.state[k], want.state[k], `layer ${i} state ${k}`)
+      near(backend, got.updatedParams['_codebook.embed'], want.updatedParams['_codebook.embed'], `layer ${i} updated codebook`)
+      near(backend, got.losses['cross_entropy'], want.losses['cross_entropy'], `layer ${i} cross entropy`)
+    })
+  })
+
   it('a shared codebook with affine_param threads one set of statistics through every layer', async () => {
     const K = 5
     const rq = orThrow(residualVQ({ dim: D, codebook_size: K, num_quantizers: 2, shared_codebook: true, ...AFF }))
@@ -221,6 +242,18 @@ describe('ResidualVQ layer options: state-dict names and configs', () => {
     const loaded = orThrow(loadTorchStateDict(g, sd))
     expect(Array.from(loaded.state[`rvqs.1.layers.1.${AFFINE.batchMeanNeedsInit}`]!.data)).toEqual([1])
     expect(Array.from(loaded.state[`rvqs.1.layers.1.${AFFINE.codebookMeanNeedsInit}`]!.data)).toEqual([1])
+  })
+
+  it('a torch state dict of an in-place ResidualVQ (no optimizer state) loads, the optimizer state starting fresh under each layer', () => {
+    const q = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, ...INPLACE }))
+    const init = q.init(random.keyFromSeed(4))
+    const sd = Object.fromEntries(Object.entries(joinStateDict(init)).filter(([k]) => !k.includes('in_place_codebook_optimizer.')))
+    expect(Object.keys(sd)).toContain('layers.1._codebook.embed')
+    const loaded = orThrow(loadTorchStateDict(q, sd))
+    const opt = Object.keys(init.state).filter((k) => k.startsWith('layers.1.in_place_codebook_optimizer.'))
+    expect(opt.length).toBeGreaterThan(0)
+    for (const k of opt) expect(Array.from(loaded.state[k]!.data), k).toEqual(Array.from(init.state[k]!.data))
+    expect(Array.from(loaded.params['layers.1._codebook.embed']!.data)).toEqual(Array.from(init.params['layers.1._codebook.embed']!.data))
   })
 
   const sgdLike = { kind: 'sgd', init: () => ({}), stateSpecs: () => ({}), update: (p: Named<Tensor>) => ({ params: { ...p }, state: {} }) }
