@@ -1,9 +1,9 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, Backend, Collective, HostTensor, Tensor } from '@tessera/core'
-import { TesseraError, checkCollective, checkHostTensor, describeValue, flatten, fmtAval, isHostTensor, runCollective, trace } from '@tessera/core'
-import { checkEntry, checkNamed } from './check-args.js'
+import { TesseraError, checkCollective, describeValue, flatten, isHostTensor, runCollective, trace } from '@tessera/core'
 import type { Named, QuantizeResult, Quantizer } from './quantizer.js'
 import type { CompileCache, HostApplyResult } from './run.js'
+import { checkStepTensors } from './run.js'
 
 export interface RankApplyArgs {
   readonly params: Named<HostTensor>
@@ -40,22 +40,12 @@ export async function applyOnRank(
   const unknown = Object.keys(args).find((k) => !known.includes(k))
   if (unknown !== undefined) return E.left(new TesseraError('input', where, `args has an unknown field ${JSON.stringify(unknown)} (known: ${known.join(', ')})`))
   if (args.training !== undefined && typeof args.training !== 'boolean') return E.left(new TesseraError('input', where, `training must be a boolean, got ${describeValue(args.training)}`))
-  const params = checkNamed(args.params, q.paramSpecs, q.kind, where, { what: 'params', complete: true })
-  if (E.isLeft(params)) return params
-  const state = checkNamed(args.state, q.stateSpecs, q.kind, where, { what: 'state', complete: true })
-  if (E.isLeft(state)) return state
-  const x = checkHostTensor(args.x, 'x', where)
-  if (E.isLeft(x)) return x
-  if (x.right.dtype !== 'float32') return E.left(new TesseraError('dtype', where, `x must be float32, got ${fmtAval(x.right)}`))
-  let key: HostTensor | null = null
-  if (args.key !== undefined && args.key !== null) {
-    const k = checkEntry(args.key, { shape: [2], dtype: 'int32' }, 'key', 'a random key', where)
-    if (E.isLeft(k)) return k
-    key = k.right
-  }
+  const step = checkStepTensors(q, args, where)
+  if (E.isLeft(step)) return step
+  const { params, state, x, key } = step.right
   const training = args.training ?? false
   const world = { size: collective.size }
-  const specs = [params.right, state.right, x.right, key] as const
+  const specs = [params, state, x, key] as const
   const traced = trace(specs as unknown as readonly Aval[], (...ins: unknown[]) => {
     const [p, s, xs, k] = ins as [Named<Tensor>, Named<Tensor>, Tensor, Tensor | null]
     const r: QuantizeResult = q.apply(p, s, xs, { training, world, ...(k ? { key: k } : {}) })

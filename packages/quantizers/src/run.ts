@@ -168,6 +168,25 @@ function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
   if (args.training !== undefined && typeof args.training !== 'boolean') return E.left(new TesseraError('input', where, `training must be a boolean, got ${describeValue(args.training)}`))
   if (args.nonFinite !== undefined && !POLICIES.includes(args.nonFinite))
     return E.left(new TesseraError('input', where, `nonFinite must be one of ${POLICIES.join(', ')}, got ${describeValue(args.nonFinite)}`))
+  const step = checkStepTensors(q, args, where)
+  if (E.isLeft(step)) return step
+  const options = checkHostOptions(q, args.options, where)
+  if (E.isLeft(options)) return options
+  const none = keepsNoToken(args.options)
+  // the reference raises here (k-means on no rows) or returns a 0/0 loss: name the option instead
+  if (args.training && none) return E.left(new TesseraError('input', where, `options.${none} keeps no token: a training step needs at least one kept token (its masked losses and k-means are over kept tokens)`))
+  return E.right({ ...step.right, options: options.right })
+}
+
+/**
+ * The tensors of one step (`applyOnHost`, `applyOnRank`): params and state complete against the
+ * quantizer's specs, x float32, key an i32[2] when given; the Left names the argument.
+ */
+export function checkStepTensors(
+  q: Quantizer,
+  args: { readonly params: unknown; readonly state: unknown; readonly x: unknown; readonly key?: unknown },
+  where: string,
+): E.Either<TesseraError, { params: Named<HostTensor>; state: Named<HostTensor>; x: HostTensor; key: HostTensor | null }> {
   const params = checkNamed(args.params, q.paramSpecs, q.kind, where, { what: 'params', complete: true })
   if (E.isLeft(params)) return params
   const state = checkNamed(args.state, q.stateSpecs, q.kind, where, { what: 'state', complete: true })
@@ -181,12 +200,7 @@ function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
     if (E.isLeft(k)) return k
     key = k.right
   }
-  const options = checkHostOptions(q, args.options, where)
-  if (E.isLeft(options)) return options
-  const none = keepsNoToken(args.options)
-  // the reference raises here (k-means on no rows) or returns a 0/0 loss: name the option instead
-  if (args.training && none) return E.left(new TesseraError('input', where, `options.${none} keeps no token: a training step needs at least one kept token (its masked losses and k-means are over kept tokens)`))
-  return E.right({ params: params.right, state: state.right, x: x.right, key, options: options.right })
+  return E.right({ params: params.right, state: state.right, x: x.right, key })
 }
 
 /** 'mask' or 'lens' when that (already checked) option keeps no token at all. */
