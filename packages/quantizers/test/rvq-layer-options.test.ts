@@ -256,6 +256,15 @@ describe('ResidualVQ layer options: state-dict names and configs', () => {
     expect(Array.from(loaded.params['layers.1._codebook.embed']!.data)).toEqual(Array.from(init.params['layers.1._codebook.embed']!.data))
   })
 
+  it('a shared learnable codebook (sync_update_v) returns exactly its state, the codebook staying a parameter', async () => {
+    const q = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, shared_codebook: true, learnable_codebook: true, ema_update: false, sync_update_v: 0.5 }))
+    const init = q.init(random.keyFromSeed(5))
+    const r = await runOnHost(cpuBackend(), [init.params, init.state, randn([B, N, D], 4)] as const, (p, s, x) => ({ ...q.apply(p as Named<Tensor>, s as Named<Tensor>, x as Tensor, { training: true }).state }))
+    const st = orThrow(r) as unknown as Rec
+    expect(Object.keys(st).sort()).toEqual(Object.keys(q.stateSpecs).sort())
+    expect(Object.keys(q.paramSpecs)).toContain('layers.0._codebook.embed')
+  })
+
   const sgdLike = { kind: 'sgd', init: () => ({}), stateSpecs: () => ({}), update: (p: Named<Tensor>) => ({ params: { ...p }, state: {} }) }
   const bad: Record<string, readonly unknown[]> = {
     affine_param: ['x', 1, null],

@@ -143,7 +143,8 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
         const sync = codebookSync(lc, rankSync(opts.world, xs.builder, W))
         buf = expireDead(lc, buf, all, { ...(opts.key ? { key: opts.key } : {}), ...(sync ? { sync, index: stackedRowIndex(sync.world, ran.length, all.shape[1]! / ran.length) } : {}), where: W }, nq + 1)
       }
-      s = { ...s, [CB.embed]: buf.embed, [CB.clusterSize]: buf.clusterSize, [CB.embedAvg]: buf.embedAvg }
+      // a learnable codebook lives in params (no EMA, no revival: the config refuses it), so only the statistics go back
+      s = { ...s, ...(sharedLayer.embedInParams ? {} : { [CB.embed]: buf.embed }), [CB.clusterSize]: buf.clusterSize, [CB.embedAvg]: buf.embedAvg }
     }
     const allLosses = stack(layerLosses, 0)
     if (targets) return targetResult(params, lay, z, targets, allLosses, losses, prefixed(s, SHARED))
