@@ -1,8 +1,6 @@
 import { expect, it } from 'vitest'
-import type { Backend } from '@tessera/core'
 import { random } from '@tessera/core'
-import { cpuBackend, fusedCpuBackend } from '@tessera/backend-cpu'
-import { fastBackend } from '@tessera/backend-fast'
+import { cpuBackend } from '@tessera/backend-cpu'
 import type { HostApplyResult } from '../src/run.js'
 import type { Quantizer } from '../src/quantizer.js'
 import { fsq } from '../src/fsq/fsq.js'
@@ -13,9 +11,8 @@ import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { groupedResidualFSQ } from '../src/grouped/grouped-residual.js'
 import { applyQ, orThrow, randn } from './helpers.js'
-import type { Lane } from './lanes.js'
-import { describeLanes, gpuJsLane } from './lanes.js'
-import { zoo } from './zoo.js'
+import { describeLanes } from './lanes.js'
+import { comparedLanes, zoo } from './zoo.js'
 import type { Cell } from './matrix-common.js'
 import { leaves, tolerance } from './matrix-common.js'
 
@@ -53,14 +50,7 @@ function cells(): Cell[] {
   return out
 }
 
-const lanes: readonly Lane[] = [
-  { name: 'cpu-fused', make: async () => fusedCpuBackend() as Backend },
-  { name: 'fast (WebAssembly, 2 threads)', make: async () => fastBackend({ threads: 2 }) as Backend },
-  { name: 'fast-js', make: async () => fastBackend({ wasm: false }) as Backend },
-  gpuJsLane('cpu'),
-  gpuJsLane('webasm'),
-  gpuJsLane('headlessgl'),
-]
+const lanes = comparedLanes
 
 const reference = cpuBackend()
 const all = cells()

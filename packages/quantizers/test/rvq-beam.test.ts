@@ -3,8 +3,7 @@ import { fc, test } from '@fast-check/vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor, Tensor } from '@tessera/core'
 import { random, scoped, tensorOf } from '@tessera/core'
-import { cpuBackend, fusedCpuBackend } from '@tessera/backend-cpu'
-import { fastBackend } from '@tessera/backend-fast'
+import { cpuBackend } from '@tessera/backend-cpu'
 import type { RVQApplyOptions, ResidualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { groupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
@@ -12,8 +11,8 @@ import { searchPaths } from '../src/residual-vq/path-search.js'
 import type { Init, Named } from '../src/quantizer.js'
 import { runOnHost } from '../src/run.js'
 import { arr, orThrow, randn } from './helpers.js'
-import type { Lane } from './lanes.js'
-import { describeLanes, gpuJsLane } from './lanes.js'
+import { describeLanes } from './lanes.js'
+import { comparedLanes } from './zoo.js'
 import { tolerance } from './matrix-common.js'
 import { expectNear, gradRun, rotationGrad } from './grad-helpers.js'
 
@@ -328,14 +327,7 @@ describe('ResidualVQ return_all_codes', () => {
   })
 })
 
-const lanes: readonly Lane[] = [
-  { name: 'cpu-fused', make: async () => fusedCpuBackend() as Backend },
-  { name: 'fast (WebAssembly, 2 threads)', make: async () => fastBackend({ threads: 2 }) as Backend },
-  { name: 'fast-js', make: async () => fastBackend({ wasm: false }) as Backend },
-  gpuJsLane('cpu'),
-  gpuJsLane('webasm'),
-  gpuJsLane('headlessgl'),
-]
+const lanes = comparedLanes
 
 const laneConfigs = {
   'EMA and dead codes': { decay: 0.5, threshold_ema_dead_code: 0.5 },

@@ -2,8 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { fc, test } from '@fast-check/vitest'
 import type { Backend, HostTensor, Tensor } from '@tessera/core'
 import { random, tensorOf } from '@tessera/core'
-import { cpuBackend, fusedCpuBackend } from '@tessera/backend-cpu'
-import { fastBackend } from '@tessera/backend-fast'
+import { cpuBackend } from '@tessera/backend-cpu'
 import type { RVQApplyOptions, ResidualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import type { Init, Named } from '../src/quantizer.js'
@@ -12,8 +11,8 @@ import { encodeSafetensors } from '../src/io/safetensors.js'
 import { fromSafetensors } from '../src/io/torch.js'
 import { gradRun } from './grad-helpers.js'
 import { arr, orThrow, randn } from './helpers.js'
-import type { Lane } from './lanes.js'
-import { describeLanes, gpuJsLane } from './lanes.js'
+import { describeLanes } from './lanes.js'
+import { comparedLanes } from './zoo.js'
 import { tolerance } from './matrix-common.js'
 
 /**
@@ -234,14 +233,7 @@ describe('QINCo gradients: autodiff against central differences', () => {
     })
 })
 
-const lanes: readonly Lane[] = [
-  { name: 'cpu-fused', make: async () => fusedCpuBackend() as Backend },
-  { name: 'fast (WebAssembly, 2 threads)', make: async () => fastBackend({ threads: 2 }) as Backend },
-  { name: 'fast-js', make: async () => fastBackend({ wasm: false }) as Backend },
-  gpuJsLane('cpu'),
-  gpuJsLane('webasm'),
-  gpuJsLane('headlessgl'),
-]
+const lanes = comparedLanes
 
 describeLanes('rvq-qinco', lanes, (lane) => `ResidualVQ QINCo on ${lane.name}`, (backend) => {
   for (const training of [false, true])

@@ -1,12 +1,11 @@
 import type { Backend, HostTensor, Tensor } from '@tessera/core'
 import { tensorOf } from '@tessera/core'
-import { cpuBackend, fusedCpuBackend } from '@tessera/backend-cpu'
-import { fastBackend } from '@tessera/backend-fast'
+import { cpuBackend } from '@tessera/backend-cpu'
 import type { Init, Named } from '../src/quantizer.js'
 import { runOnHost } from '../src/run.js'
 import type { VQCallOptions, VectorQuantize } from '../src/vq/vector-quantize.js'
 import type { Lane } from './lanes.js'
-import { gpuJsLane } from './lanes.js'
+import { comparedLanes } from './zoo.js'
 import { orThrow } from './helpers.js'
 
 /**
@@ -16,15 +15,7 @@ import { orThrow } from './helpers.js'
 
 export const reference = cpuBackend()
 
-export const lanes: readonly Lane[] = [
-  { name: 'cpu', make: async () => cpuBackend() as Backend },
-  { name: 'cpu-fused', make: async () => fusedCpuBackend() as Backend },
-  { name: 'fast (WebAssembly, 2 threads)', make: async () => fastBackend({ threads: 2 }) as Backend },
-  { name: 'fast-js', make: async () => fastBackend({ wasm: false }) as Backend },
-  gpuJsLane('cpu'),
-  gpuJsLane('webasm'),
-  gpuJsLane('headlessgl'),
-]
+export const lanes: readonly Lane[] = [{ name: 'cpu', make: async () => cpuBackend() as Backend }, ...comparedLanes]
 
 export interface VQRun {
   readonly quantized: HostTensor

@@ -69,6 +69,19 @@ export const nodeLanes: readonly Lane[] = [
   gpuJsLane('webasm'),
 ]
 
+/**
+ * Every backend but the reference, each in the setting a user would pick (fast with 2 threads and
+ * without WebAssembly too, gpu.js in every mode), for suites that compare each one against cpu.
+ */
+export const comparedLanes: readonly Lane[] = [
+  { name: 'cpu-fused', make: async () => fusedCpuBackend() as Backend },
+  { name: 'fast (WebAssembly, 2 threads)', make: async () => fastBackend({ threads: 2 }) as Backend },
+  { name: 'fast-js', make: async () => fastBackend({ wasm: false }) as Backend },
+  gpuJsLane('cpu'),
+  gpuJsLane('webasm'),
+  gpuJsLane('headlessgl'),
+]
+
 /** A deep copy of a record of host tensors, to compare inputs before and after a call. */
 export const snapshot = (rec: Readonly<Record<string, HostTensor>>): Record<string, number[]> =>
   Object.fromEntries(Object.entries(rec).map(([k, t]) => [k, Array.from(t.data)]))
