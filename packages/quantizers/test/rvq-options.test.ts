@@ -17,19 +17,13 @@ import { applyOnHost, runOnHost } from '../src/run.js'
 import { describeLanes } from './lanes.js'
 import { nodeLanes } from './zoo.js'
 import { arr, backends, orThrow, randn } from './helpers.js'
+import type { VQCallResult } from './vq-call.js'
 import { maskOf, maxDiff } from './vq-call.js'
 
 const b = 2, n = 5, d = 4, K = 6
 const rvq = (o: Record<string, unknown>): ResidualVQ => orThrow(residualVQ({ dim: d, codebook_size: K, num_quantizers: 3, ...o }))
 
-interface Out {
-  readonly quantized: HostTensor
-  readonly indices: HostTensor
-  readonly loss: HostTensor
-  readonly losses: Named<HostTensor>
-  readonly state: Named<HostTensor>
-  readonly extra: Named<HostTensor>
-}
+type Out = VQCallResult
 
 /** One ResidualVQ call with tensor options fed as program inputs (`opts` builds them from `tensors`). */
 async function call(

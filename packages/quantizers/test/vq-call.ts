@@ -3,17 +3,11 @@ import type { Backend, HostTensor, Tensor, TesseraError } from '@tessera/core'
 import { tensorOf } from '@tessera/core'
 import type { Init, Named } from '../src/quantizer.js'
 import type { VQCallOptions, VectorQuantize } from '../src/vq/vector-quantize.js'
+import type { HostApplyResult } from '../src/run.js'
 import { runOnHost } from '../src/run.js'
 
-/** One VectorQuantize call's outputs on the host. */
-export interface VQCallResult {
-  readonly quantized: HostTensor
-  readonly indices: HostTensor
-  readonly loss: HostTensor
-  readonly losses: Named<HostTensor>
-  readonly state: Named<HostTensor>
-  readonly extra: Named<HostTensor>
-}
+/** One VectorQuantize call's outputs on the host (those of applyOnHost, without updatedParams). */
+export type VQCallResult = Omit<HostApplyResult, 'updatedParams'>
 
 /**
  * Runs `q.apply` with forward options: `tensors` are host tensors fed as program inputs, and
