@@ -19,6 +19,7 @@ import { maskOf } from './vq-call.js'
 import { nodeLanes } from './zoo.js'
 import { adam } from '../../nn/src/optim.js'
 import { pythonRandrange } from '../src/residual-vq/python-random.js'
+import { linearStage } from '../src/sequential/sequential.js'
 
 /**
  * ResidualVQ hands VectorQuantize's layer options to every layer, as the reference's `**vq_kwargs`:
@@ -88,6 +89,7 @@ const CASES: readonly { name: string; opts: Record<string, unknown>; mask: boole
   { name: 'commitment_use_cross_entropy_loss', opts: { commitment_use_cross_entropy_loss: true }, mask: true },
   { name: 'sync_update_v on a learnable codebook', opts: { learnable_codebook: true, ema_update: false, sync_update_v: 0.5 }, mask: false },
   { name: 'in_place_codebook_optimizer (adam)', opts: INPLACE, mask: false },
+  { name: 'vq_bridge (a linear stage) with affine_param', opts: { vq_bridge: linearStage(D, D), ...AFF }, mask: false },
   { name: 'in_place_codebook_optimizer with a mask and affine_param', opts: { ...INPLACE, ...AFF }, mask: true },
   { name: 'affine_param without the rotation trick, and layernorm_after_project_in (a no-op: layers have no projection)', opts: { ...AFF, rotation_trick: false, layernorm_after_project_in: true }, mask: false },
 ]
@@ -175,6 +177,29 @@ describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer option
     expect(Object.keys(o.whole.updatedParams).sort()).toEqual(['layers.0._codebook.embed', 'layers.1._codebook.embed'])
     o.layers.forEach((want, i) => sameLayer(backend, layerOf(o.whole, i, 2), want, `layer ${i}`))
     expect(Array.from(o.whole.updatedParams['layers.1._codebook.embed']!.data)).not.toEqual(Array.from(init.params['layers.1._codebook.embed']!.data))
+  })
+
+  it('two layers with a vq_bridge: one set of bridge parameters under layers.0., used by every layer', async () => {
+    const rq = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, vq_bridge: linearStage(D, D) }))
+    const vq = orThrow(vectorQuantize({ dim: D, codebook_size: 5, vq_bridge: linearStage(D, D) }))
+    const bridgeNames = Object.keys(rq.paramSpecs).filter((k) => k.includes('vq_bridge'))
+    expect(bridgeNames.sort()).toEqual(Object.keys(vq.paramSpecs).filter((k) => k.includes('vq_bridge')).map((k) => `layers.0.${k}`).sort())
+    const init = rq.init(random.keyFromSeed(13))
+    expect(Object.keys(init.params).sort()).toEqual(Object.keys(rq.paramSpecs).sort())
+    const r = await runOnHost(backend, [init.params, init.state, randn([B, N, D], 10)] as const, (p, s, xs) => {
+      const ps = p as Named<Tensor>, ss = s as Named<Tensor>
+      const whole = rq.apply(ps, ss, xs as Tensor, { training: true })
+      const tied = Object.fromEntries(Object.entries(scoped(ps, 'layers.0.')).filter(([k]) => k.includes('vq_bridge')))
+      let res = xs as Tensor
+      const layers = [0, 1].map((i) => {
+        const v = vq.apply({ ...scoped(ps, `layers.${i}.`), ...tied }, scoped(ss, `layers.${i}.`), res, { training: true })
+        res = res.sub(v.quantized)
+        return outOf(v)
+      })
+      return { whole: outOf(whole), layers }
+    })
+    const o = orThrow(r) as unknown as { whole: Out; layers: Out[] }
+    o.layers.forEach((want, i) => sameLayer(backend, layerOf(o.whole, i, 2), want, `layer ${i}`))
   })
 
   it('with quantize dropout, a layer after the cut-off keeps its codebook and optimizer state', async () => {
@@ -265,6 +290,19 @@ describe('ResidualVQ layer options: state-dict names and configs', () => {
     expect(Object.keys(q.paramSpecs)).toContain('layers.0._codebook.embed')
   })
 
+  it("a torch state dict repeating the tied bridge under every layer loads when the copies agree, else a Left names the copy", () => {
+    const q = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 3, vq_bridge: linearStage(D, D) }))
+    const init = q.init(random.keyFromSeed(6))
+    const sd: Record<string, HostTensor> = { ...joinStateDict(init) }
+    for (const [k, v] of Object.entries(sd)) if (k.startsWith('layers.0._codebook.vq_bridge.')) for (const i of [1, 2]) sd[k.replace('layers.0.', `layers.${i}.`)] = v
+    const loaded = orThrow(loadTorchStateDict(q, sd))
+    expect(Object.keys(loaded.params).sort()).toEqual(Object.keys(q.paramSpecs).sort())
+    const name = Object.keys(sd).find((k) => k.startsWith('layers.2._codebook.vq_bridge.'))!
+    const bad = { ...sd, [name]: { ...sd[name]!, data: sd[name]!.data.map((v) => (v as number) + 1) as Float32Array } }
+    const l = loadTorchStateDict(q, bad)
+    expect(E.isLeft(l) && l.left.where).toBe(`state-dict[${name}]`)
+  })
+
   const sgdLike = { kind: 'sgd', init: () => ({}), stateSpecs: () => ({}), update: (p: Named<Tensor>) => ({ params: { ...p }, state: {} }) }
   const bad: Record<string, readonly unknown[]> = {
     affine_param: ['x', 1, null],
@@ -302,7 +340,8 @@ describe('ResidualVQ layer options: state-dict names and configs', () => {
 
   it.each([
     [{ directional_reparam: true, threshold_ema_dead_code: 1 }, 'directional_reparam', /not supported by ResidualVQ.*updatedParams/],
-    [{ vq_bridge: (c: Tensor) => c }, 'vq_bridge', /tied across layers/],
+    [{ ...INPLACE, vq_bridge: (c: Tensor) => c }, 'vq_bridge', /in turn/],
+    [{ vq_bridge: (c: Tensor) => c, beam_size: 2 }, 'vq_bridge', /beam search/],
     [{ ...INPLACE, manual_in_place_optimizer_update: true }, 'manual_in_place_optimizer_update', /updateInPlaceOptimizer/],
     [{ ...INPLACE, shared_codebook: true }, 'in_place_codebook_optimizer', /shared_codebook/],
     [{ ...INPLACE, beam_size: 2 }, 'in_place_codebook_optimizer', /beam search/],
@@ -323,6 +362,8 @@ describe('ResidualVQ layer options: state-dict names and configs', () => {
   it('GroupedResidualVQ refuses the in-place optimizer by name (its combinator drops the rewritten parameters); ResidualVQ takes it', () => {
     const g = groupedResidualVQ({ dim: 4, groups: 2, codebook_size: 5, num_quantizers: 2, ...INPLACE })
     expect(E.isLeft(g) && g.left.where).toBe('GroupedResidualVQ.in_place_codebook_optimizer')
+    const gb = groupedResidualVQ({ dim: 4, groups: 2, codebook_size: 5, num_quantizers: 2, vq_bridge: linearStage(2, 2) })
+    expect(E.isLeft(gb) && gb.left.where).toBe('GroupedResidualVQ.vq_bridge')
     const r = orThrow(residualVQ({ dim: 4, codebook_size: 5, num_quantizers: 2, ...INPLACE }))
     expect(Object.keys(r.stateSpecs).some((k) => k.startsWith('layers.1.in_place_codebook_optimizer.'))).toBe(true)
   })

@@ -38,8 +38,8 @@ export const rvqOptionalProps = { ...rvqOwnProps, ...layerProps, ...layerOwnProp
 
 /**
  * Layer options ResidualVQ does not support yet, each with why: dead-code revival of a learnable
- * codebook, a bridge module tied across layers, a manual in-place step; none of which ResidualVQ's
- * loops carry.
+ * codebook, a tied bridge stepped by every layer's optimizer, a manual in-place step; none of which
+ * ResidualVQ's loops carry.
  */
 const REFUSED_LAYER_OPTIONS: Record<string, { readonly on: (o: RVQOptions) => boolean; readonly why: string }> = {
   directional_reparam: {
@@ -47,8 +47,8 @@ const REFUSED_LAYER_OPTIONS: Record<string, { readonly on: (o: RVQOptions) => bo
     why: "is not supported by ResidualVQ yet: DiVeQ needs dead-code revival of a learnable codebook, which rewrites a parameter (VectorQuantize's updatedParams) that ResidualVQ's layers do not hand back",
   },
   vq_bridge: {
-    on: (o) => o.vq_bridge != null,
-    why: "is not supported by ResidualVQ yet: the reference hands one bridge module to every layer, so its parameters are tied across layers (one set under every layers.{i}._codebook.vq_bridge.), which ResidualVQ does not model",
+    on: (o) => o.vq_bridge != null && o.in_place_codebook_optimizer != null,
+    why: "is not supported with in_place_codebook_optimizer by ResidualVQ yet: the reference's layers share one bridge module, so every layer's optimizer would step the tied bridge parameters in turn",
   },
   manual_in_place_optimizer_update: {
     on: (o) => o.manual_in_place_optimizer_update === true,
@@ -66,6 +66,7 @@ export function pathSearchUnsupported(l: VQConfig): string | undefined {
   if (!l.return_zeros_for_masked_padding) return 'return_zeros_for_masked_padding'
   if (l.sync_update_v > 0) return 'sync_update_v'
   if (l.in_place_codebook_optimizer !== null) return 'in_place_codebook_optimizer'
+  if (l.vq_bridge !== null) return 'vq_bridge'
   return undefined
 }
 

@@ -31,6 +31,8 @@ export function decodeGroupedResidualVQ(input: unknown, where = 'GroupedResidual
   // the grouped combinator keeps the groups' state only, so the layers' rewritten parameters would be lost
   if (E.isRight(r) && (r.right.inner.layers[0]?.in_place_codebook_optimizer ?? null) !== null)
     return E.left(new TesseraError('config', `${where}.in_place_codebook_optimizer`, "is not supported by GroupedResidualVQ yet: the groups' in-place steps rewrite their codebook parameters (updatedParams), which the grouped combinator does not hand back; use ResidualVQ"))
+  if (E.isRight(r) && (r.right.inner.layers[0]?.vq_bridge ?? null) !== null)
+    return E.left(new TesseraError('config', `${where}.vq_bridge`, 'is not supported by GroupedResidualVQ yet: the reference hands one bridge module to every group and layer (parameters tied across groups), which the grouped combinator does not model; use ResidualVQ'))
   return r
 }
 

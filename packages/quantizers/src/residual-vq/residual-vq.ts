@@ -12,6 +12,7 @@ import type { VQApplyOptions, VectorQuantize } from '../vq/vector-quantize.js'
 import type { RVQApplyOptions } from './call-options.js'
 import { checkRVQOptions } from './call-options.js'
 import { CB, expireDead, makeVectorQuantize } from '../vq/vector-quantize.js'
+import { BRIDGE_PREFIX } from '../vq/bridge.js'
 import type { RankSync } from '../vq/sync.js'
 import { codebookSync, rankSync } from '../vq/sync.js'
 import type { RVQConfig } from './config.js'
@@ -63,12 +64,23 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
   const inner = cfg.shared_codebook ? undefined : combinator(layers)
   // layers that rewrite their codebook parameters in their forward run in a loop that collects them (the config refuses a shared codebook here)
   const rewriting = cfg.layers[0]!.in_place_codebook_optimizer !== null
+  // the reference hands one vq_bridge module to every layer: its parameters are tied, kept once under layers.0. (as torch's state dict
+  // repeats them under every layer, like a shared codebook's) and handed to every layer
+  const bridged = cfg.layers[0]!.vq_bridge !== null
+  const isTiedCopy = (name: string) => bridged && name.startsWith('layers.') && !name.startsWith(SHARED) && name.includes(`.${BRIDGE_PREFIX}`)
+  const layerParams = (params: Named<Tensor>, i: number): Named<Tensor> => {
+    const own = scoped(params, layerPrefix(i))
+    if (!bridged || i === 0) return own
+    const tied = Object.entries(scoped(params, SHARED)).filter(([k]) => k.startsWith(BRIDGE_PREFIX))
+    return { ...own, ...Object.fromEntries(tied) }
+  }
   // a dropout seed fixes the last active layer: the layers up to it run as a residual quantizer of their own
   const prefixes = new Map<number, Residual>()
   const prefix = (last: number) => prefixes.get(last) ?? prefixes.set(last, combinator(layers.slice(0, last + 1), null)).get(last)!
 
   const sharedLayer = layers[0]!
   const paramSpecs: Record<string, Aval> = inner ? { ...inner.paramSpecs } : { ...projectionSpecs(proj), ...prefixed(sharedLayer.paramSpecs, SHARED) }
+  for (const k of Object.keys(paramSpecs)) if (isTiedCopy(k)) delete paramSpecs[k]
   const stateSpecs: Record<string, Aval> = inner ? { ...inner.stateSpecs } : prefixed(sharedLayer.stateSpecs, SHARED)
   // QINCo: one MLP per layer after the first, `mlps.{q-1}.` (the config refuses it with a shared codebook)
   const qinco: QincoShape | undefined = cfg.implicit_neural_codebook ? { dim: cd, hidden: cfg.mlp.dim_hidden, depth: cfg.mlp.depth } : undefined
@@ -82,7 +94,10 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       const mlps = Array.from({ length: nq - 1 }, (_, i) => initQinco(qinco, i, mk[i]!))
       return { params: Object.assign({ ...base.params }, ...mlps), state: base.state }
     }
-    if (inner) return inner.init(key)
+    if (inner) {
+      const base = inner.init(key)
+      return bridged ? { params: Object.fromEntries(Object.entries(base.params).filter(([k]) => !isTiedCopy(k))), state: base.state } : base
+    }
     const [kp, kl] = random.splitKey(key, 2) as [random.Key, random.Key]
     const l = sharedLayer.init(kl)
     return { params: { ...initProjection(proj, kp), ...prefixed(l.params, SHARED) }, state: prefixed(l.state, SHARED) }
@@ -171,7 +186,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     const losses: Record<string, Tensor> = {}
     const updated: Record<string, Tensor> = {}
     const ces = layers.map((layer, i) => {
-      const r = layer.apply(scoped(params, layerPrefix(i)), scoped(state, layerPrefix(i)), z, {
+      const r = layer.apply(layerParams(params, i), scoped(state, layerPrefix(i)), z, {
         ...opts,
         ...(opts.key ? { key: layerKey(opts.key, i) } : {}),
         indices: targets.index(-1, i),
@@ -192,7 +207,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
     const dropping = opts.training && !!dropout && fixed === undefined
     if (dropping && !opts.key) throw new TesseraError('input', `${W}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
     const cut = fixed !== undefined ? xs.builder.scalar(fixed, 'int32') : dropping ? quantizeDropoutCut(opts.key!, nq, dropout!) : undefined
-    const r = rewritingLoop(layers, params, state, z, opts, cut)
+    const r = rewritingLoop(layers, params, (i) => layerParams(params, i), state, z, opts, cut)
     return {
       quantized: lay.unpack(projectOut(proj, params, r.quantized)),
       indices: lay.unpackTokens(r.indices),
@@ -291,7 +306,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       throw new TesseraError('input', `${W}.indices`, `not supported with ${qinco ? 'QINCo (implicit_neural_codebook)' : `beam search (width ${width})`} yet; use the greedy loop${qinco ? ' without implicit_neural_codebook' : ' (beamSize: 1)'}`)
     if (width > 1 || qinco) r = searchApply(params, state, seq.x, layerOpts, width, cut)
     else if (call.targets) r = inner ? targetApply(params, state, seq.x, layerOpts, call.targets) : sharedApply(params, state, seq.x, layerOpts, { targets: call.targets })
-    else if (rewriting) r = rewritingApply(params, state, seq.x, layerOpts, cut)
+    else if (rewriting || bridged) r = rewritingApply(params, state, seq.x, layerOpts, cut)
     else if (inner && cut !== undefined) r = padDropped(prefix(cut).apply(params, state, seq.x, layerOpts), cut)
     else if (inner) r = inner.apply(params, state, seq.x, layerOpts)
     else r = sharedApply(params, state, seq.x, layerOpts, cut !== undefined ? { cut } : {})

@@ -17,14 +17,17 @@ export interface RewritingLoopResult {
 
 /**
  * ResidualVQ's greedy loop for layers whose forward rewrites their codebook parameters (an in-place
- * codebook optimizer): the residual combinator's loop, which keeps only the layers' state, plus each
- * layer's `updatedParams` under its own names, as every reference layer steps its own optimizer in
- * its forward. A layer after the quantize-dropout cut (`cut`, traced) did not run, so its state and
+ * codebook optimizer) or whose parameters are not all their own (a vq_bridge tied across layers):
+ * the residual combinator's loop, which keeps only the layers' state and scopes each layer's
+ * parameters itself, plus each layer's `updatedParams` under its own names, as every reference
+ * layer steps its own optimizer in its forward. `layerParams(i)` is layer i's view of the
+ * parameters. A layer after the quantize-dropout cut (`cut`, traced) did not run, so its state and
  * parameters stay as given.
  */
 export function rewritingLoop(
   layers: readonly VectorQuantize[],
   params: Named<Tensor>,
+  layerParams: (i: number) => Named<Tensor>,
   state: Named<Tensor>,
   z: Tensor,
   opts: VQApplyOptions & { readonly mask?: Tensor },
@@ -39,7 +42,7 @@ export function rewritingLoop(
   const updatedParams: Record<string, Tensor> = {}
   layers.forEach((layer, i) => {
     const p = layerPrefix(i)
-    const r = layer.apply(scoped(params, p), scoped(state, p), res, { ...callOpts, ...(key ? { key: layerKey(key, i) } : {}) })
+    const r = layer.apply(layerParams(i), scoped(state, p), res, { ...callOpts, ...(key ? { key: layerKey(key, i) } : {}) })
     const active = cut ? cut.ge(z.builder.scalar(i, 'int32')) : undefined
     const keep = (v: Tensor, old: Tensor) => (active && v !== old ? where(active.broadcastTo(v.shape), v, old) : v)
     const q = active ? where(active, r.quantized, 0) : r.quantized
