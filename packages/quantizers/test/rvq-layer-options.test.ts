@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest'
 import { fc, test } from '@fast-check/vitest'
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor, Tensor, TesseraError } from '@tessera/core'
-import { random, scoped, tensorOf } from '@tessera/core'
+import { random, scoped, tensorOf, valueAndGrad } from '@tessera/core'
 import type { Init, Named, Quantizer } from '../src/quantizer.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { groupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
@@ -202,6 +202,43 @@ describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer option
     o.layers.forEach((want, i) => sameLayer(backend, layerOf(o.whole, i, 2), want, `layer ${i}`))
   })
 
+  it("the tied bridge's gradient is the sum of every layer's", async () => {
+    const rq = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, vq_bridge: linearStage(D, D) }))
+    const vq = orThrow(vectorQuantize({ dim: D, codebook_size: 5, vq_bridge: linearStage(D, D) }))
+    const init = rq.init(random.keyFromSeed(14))
+    const r = await runOnHost(backend, [init.params, init.state, randn([B, N, D], 11)] as const, (p, s, xs) => {
+      const ps = p as Named<Tensor>, ss = s as Named<Tensor>, x = xs as Tensor
+      // valueAndGrad traces its function anew, so everything it reads is an argument
+      const whole = valueAndGrad((pi: Named<Tensor>, si: Named<Tensor>, xi: Tensor) => {
+        const res = rq.apply(pi, si, xi, { training: true })
+        return res.quantized.sum().add(res.loss)
+      }, 0)(ps, ss, x).grad
+      const tied = Object.fromEntries(Object.entries(scoped(ps, 'layers.0.')).filter(([k]) => k.includes('vq_bridge')))
+      // each layer with its own copy of the bridge; the residual carries no gradient, as in the loop
+      const perLayer = valueAndGrad((t0: Named<Tensor>, t1: Named<Tensor>, pi: Named<Tensor>, si: Named<Tensor>, xi: Tensor) => {
+        let res = xi
+        let total: Tensor | undefined
+        ;[t0, t1].forEach((t, i) => {
+          const v = vq.apply({ ...scoped(pi, `layers.${i}.`), ...t }, scoped(si, `layers.${i}.`), res, { training: true })
+          res = res.sub(v.quantized.stopGradient())
+          const part = v.quantized.sum().add(v.loss)
+          total = total ? total.add(part) : part
+        })
+        return total!
+      }, [0, 1] as const)(tied, tied, ps, ss, x).grad
+      const names = Object.keys(tied)
+      return {
+        whole: Object.fromEntries(names.map((k) => [k, whole[`layers.0.${k}`]!])),
+        sum: Object.fromEntries(names.map((k) => [k, perLayer[0][k]!.add(perLayer[1][k]!)])),
+        layer1: Object.fromEntries(names.map((k) => [k, perLayer[1][k]!])),
+      }
+    })
+    const o = orThrow(r) as unknown as { whole: Rec; sum: Rec; layer1: Rec }
+    for (const k of Object.keys(o.sum)) near(backend, o.whole[k], o.sum[k], `d/d ${k}`)
+    // layer 1 contributes: the tied gradient is not layer 0's alone
+    expect(Object.values(o.layer1).some((g) => Array.from(g.data).some((v) => v !== 0))).toBe(true)
+  })
+
   it('with quantize dropout, a layer after the cut-off keeps its codebook and optimizer state', async () => {
     const rq = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, quantize_dropout: true, ...INPLACE }))
     const seed = Array.from({ length: 50 }, (_, i) => i).find((sd) => pythonRandrange(sd, 0, 2) === 0)!
@@ -281,13 +318,17 @@ describe('ResidualVQ layer options: state-dict names and configs', () => {
     expect(Array.from(loaded.params['layers.1._codebook.embed']!.data)).toEqual(Array.from(init.params['layers.1._codebook.embed']!.data))
   })
 
-  it('a shared learnable codebook (sync_update_v) returns exactly its state, the codebook staying a parameter', async () => {
-    const q = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, shared_codebook: true, learnable_codebook: true, ema_update: false, sync_update_v: 0.5 }))
+  it.each([
+    ['sync_update_v', { learnable_codebook: true, ema_update: false, sync_update_v: 0.5 }],
+    ['vq_bridge', { vq_bridge: linearStage(D, D) }],
+  ])('a shared learnable codebook (%s) returns exactly its state, the codebook staying a parameter', async (_, o) => {
+    const q = orThrow(residualVQ({ dim: D, codebook_size: 5, num_quantizers: 2, shared_codebook: true, ...o }))
     const init = q.init(random.keyFromSeed(5))
     const r = await runOnHost(cpuBackend(), [init.params, init.state, randn([B, N, D], 4)] as const, (p, s, x) => ({ ...q.apply(p as Named<Tensor>, s as Named<Tensor>, x as Tensor, { training: true }).state }))
     const st = orThrow(r) as unknown as Rec
     expect(Object.keys(st).sort()).toEqual(Object.keys(q.stateSpecs).sort())
     expect(Object.keys(q.paramSpecs)).toContain('layers.0._codebook.embed')
+    expect(Object.keys(q.paramSpecs).some((k) => k.startsWith('layers.1.'))).toBe(false)
   })
 
   it("a torch state dict repeating the tied bridge under every layer loads when the copies agree, else a Left names the copy", () => {

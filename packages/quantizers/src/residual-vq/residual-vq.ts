@@ -306,7 +306,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       throw new TesseraError('input', `${W}.indices`, `not supported with ${qinco ? 'QINCo (implicit_neural_codebook)' : `beam search (width ${width})`} yet; use the greedy loop${qinco ? ' without implicit_neural_codebook' : ' (beamSize: 1)'}`)
     if (width > 1 || qinco) r = searchApply(params, state, seq.x, layerOpts, width, cut)
     else if (call.targets) r = inner ? targetApply(params, state, seq.x, layerOpts, call.targets) : sharedApply(params, state, seq.x, layerOpts, { targets: call.targets })
-    else if (rewriting || bridged) r = rewritingApply(params, state, seq.x, layerOpts, cut)
+    else if (inner && (rewriting || bridged)) r = rewritingApply(params, state, seq.x, layerOpts, cut)
     else if (inner && cut !== undefined) r = padDropped(prefix(cut).apply(params, state, seq.x, layerOpts), cut)
     else if (inner) r = inner.apply(params, state, seq.x, layerOpts)
     else r = sharedApply(params, state, seq.x, layerOpts, cut !== undefined ? { cut } : {})
