@@ -44,8 +44,9 @@ export const vqOptionalProps = {
 }
 
 /**
- * Options VectorQuantize itself takes but ResidualVQ and RandomProjectionQuantizer do not pass to
- * their layers here (they refuse them as unknown keys until their own forward supports them).
+ * Options of VectorQuantize's own forward (losses, masking, the projection's LayerNorm), kept apart
+ * from the layer options because not every combinator passes them on: ResidualVQ hands them to its
+ * layers (as the reference's `**kwargs`), RandomProjectionQuantizer refuses them as unknown keys.
  */
 export const vqOwnProps = {
     commitment_use_cross_entropy_loss: t.boolean,

@@ -12,8 +12,9 @@ import { InPlaceOptimizerCodec } from './in-place-optimizer.js'
  * reparametrisation, DiVeQ, the synchronous update rule, the FVQ bridge and the in-place codebook
  * optimizer. The two that take code (`vq_bridge`, `in_place_codebook_optimizer`) are constructor
  * arguments in the reference, and their presence changes other defaults and the state's layout, so
- * they are config values (checked by their codecs), not per-call options. ResidualVQ and
- * RandomProjectionQuantizer do not pass these to their layers (unknown keys there).
+ * they are config values (checked by their codecs), not per-call options. ResidualVQ passes them
+ * to its layers (all but `directional_reparam`, see residual-vq/config.ts);
+ * RandomProjectionQuantizer refuses them as unknown keys.
  */
 export const vqReparamProps = {
   affine_param: t.boolean,
