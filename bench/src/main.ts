@@ -216,7 +216,7 @@ function ceilingSection(ceiling: readonly CeilingRow[] | string): string[] {
   return [
     '## SIMD ceiling: f32x4 multiply-add throughput (`pnpm bench:ceiling`)',
     '',
-    'Measured at the start of this run: independent chains of `acc = acc * x + y` with every operand in registers, in worker threads started together; best of 5, 2 flops per lane per multiply-add. It bounds any WebAssembly SIMD kernel on this machine (native code with wider vectors is not bound by it). The W1, W1b and RVQ tables give each Tessera wasm row\'s GFLOP/s as a fraction of the row here with the same threads and kind ("of ceiling").',
+    'Measured at the start of this run: independent chains of `acc = acc * x + y` with every operand in registers, in worker threads started together; best of 9, 2 flops per lane per multiply-add. It bounds any WebAssembly SIMD kernel on this machine (native code with wider vectors is not bound by it). The W1, W1b and RVQ tables give each Tessera wasm row\'s GFLOP/s as a fraction of the row here with the same threads and kind ("of ceiling").',
     '',
     '| kind | threads | GFLOP/s |',
     '|---|---|---|',

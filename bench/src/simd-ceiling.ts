@@ -78,7 +78,7 @@ async function timed(bytes: Uint8Array, iters: number, threads: number): Promise
   return wall
 }
 
-export async function measureCeiling(repeats = 5): Promise<CeilingRow[]> {
+export async function measureCeiling(repeats = 9): Promise<CeilingRow[]> {
   const rows: CeilingRow[] = []
   const kinds: [CeilingRow['kind'], boolean][] = [['mul+add', false]]
   if (relaxedSimdSupported()) kinds.push(['relaxed madd', true])
