@@ -203,7 +203,7 @@ describeLanes('lfq-mask', nodeLanes, (l) => `LFQ mask on ${l.name}`, (backend) =
     const init = gq.init(random.keyFromSeed(10))
     const x = randn([B, N, 6], 10, 0.7)
     const mask = boolOf([true, false, true, true, false, true, false, true], [B, N])
-    const r = orThrow(await applyOnHost(gq, { ...init, x, training: true, key, options: { mask } as never }, backend))
+    const r = orThrow(await applyOnHost(gq, { ...init, x, training: true, key, options: { mask } }, backend))
     for (let g = 0; g < 2; g++) {
       const part = (rec: Readonly<Record<string, HostTensor>>) => Object.fromEntries(Object.entries(rec).filter(([k]) => k.startsWith(`rvqs.${g}.`)).map(([k, v]) => [k.slice(`rvqs.${g}.`.length), v]))
       const xg = tensorOf(arr(x).filter((_, i) => Math.floor((i % 6) / 3) === g), [B, N, 3])

@@ -1,5 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js'
-import type { TesseraError } from '@tessera/core'
+import type { Tensor, TesseraError } from '@tessera/core'
+import type { LFQApplyOptions } from '../lfq/mask.js'
+import type { Named, QuantizeResult } from '../quantizer.js'
 import { check } from '../config/codec.js'
 import type { ResidualFSQConfig } from '../residual/residual-fsq.js'
 import { decodeResidualFSQ, makeResidualFSQ } from '../residual/residual-fsq.js'
@@ -17,7 +19,10 @@ export interface GroupedConfig<C> {
 }
 
 export type GroupedResidualFSQ = Grouped<GroupedConfig<ResidualFSQConfig>>
-export type GroupedResidualLFQ = Grouped<GroupedConfig<ResidualLFQConfig>>
+/** Its groups are ResidualLFQs, which take LFQ's per-call options (`mask`): the combinator passes them to every group. */
+export interface GroupedResidualLFQ extends Grouped<GroupedConfig<ResidualLFQConfig>> {
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: LFQApplyOptions): QuantizeResult
+}
 
 // accept_image_fmap only picks the split axis (axis 1); the groups must then read channel-first input too
 export const decodeGroupedResidualFSQ = (input: unknown, where = 'GroupedResidualFSQ') =>
