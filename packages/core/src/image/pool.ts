@@ -1,7 +1,6 @@
 import type { Tensor } from '../builder.js'
 import { where } from '../builder.js'
-import { fmtShape } from '../dtype.js'
-import { dtypeError, paramError, shapeError } from '../error.js'
+import { spatialSizes } from './checks.js'
 
 /** torch's adaptive pooling windows on one axis: output i covers [floor(i·in/out), ceil((i+1)·in/out)). */
 export function adaptiveWindows(inSize: number, outSize: number): { readonly start: number[]; readonly end: number[] } {
@@ -45,12 +44,7 @@ function windowSums(x: Tensor, axis: number, outSize: number): Tensor {
  */
 export function adaptiveAvgPool2d(x: Tensor, size: readonly [number, number]): Tensor {
   const OP = 'adaptiveAvgPool2d'
-  if (x.dtype !== 'float32') throw dtypeError(OP, `input has dtype ${x.dtype}; expected float32`)
-  if (x.rank !== 4) throw shapeError(OP, `input must be (batch, channels, height, width), got ${fmtShape(x.shape)}`)
-  if (!Array.isArray(size) || size.length !== 2 || size.some((d) => !Number.isInteger(d) || d < 1))
-    throw paramError(OP, `size ${JSON.stringify(size)} must be two positive integers (height, width)`)
-  const [h, w] = [x.shape[2]!, x.shape[3]!]
-  if (h < 1 || w < 1) throw shapeError(OP, `input ${fmtShape(x.shape)} has an empty spatial axis`)
+  const [h, w] = spatialSizes(OP, x, size)
   const [oh, ow] = size
   if (oh === h && ow === w) return x
   const sums = windowSums(windowSums(x, 2, oh), 3, ow)

@@ -1,6 +1,6 @@
 import type { Tensor } from '../builder.js'
-import { fmtShape } from '../dtype.js'
-import { dtypeError, paramError, shapeError } from '../error.js'
+import { paramError } from '../error.js'
+import { spatialSizes } from './checks.js'
 
 export type ResizeMode = 'bilinear' | 'nearest'
 
@@ -80,12 +80,7 @@ export function resize(x: Tensor, size: readonly [number, number], opts: ResizeO
   if (mode !== 'bilinear' && mode !== 'nearest') throw paramError(OP, `mode ${JSON.stringify(mode)} is not supported (bilinear or nearest)`)
   const alignCorners = opts.alignCorners ?? false
   if (alignCorners && mode === 'nearest') throw paramError(OP, 'alignCorners applies to bilinear only (torch refuses it for nearest)')
-  if (x.dtype !== 'float32') throw dtypeError(OP, `input has dtype ${x.dtype}; expected float32`)
-  if (x.rank !== 4) throw shapeError(OP, `input must be (batch, channels, height, width), got ${fmtShape(x.shape)}`)
-  if (!Array.isArray(size) || size.length !== 2 || size.some((d) => !Number.isInteger(d) || d < 1))
-    throw paramError(OP, `size ${JSON.stringify(size)} must be two positive integers (height, width)`)
-  const [h, w] = [x.shape[2]!, x.shape[3]!]
-  if (h < 1 || w < 1) throw shapeError(OP, `input ${fmtShape(x.shape)} has an empty spatial axis`)
+  const [h, w] = spatialSizes(OP, x, size)
   const byW = resampleAxis(x, 3, axisSampling(w, size[1], mode, alignCorners), mode)
   return resampleAxis(byW, 2, axisSampling(h, size[0], mode, alignCorners), mode)
 }
