@@ -17,7 +17,7 @@ import { codeCounts, codeStats } from '../../demo/src/vqvae/metrics.js'
 import { makeVqVae } from '../../demo/src/vqvae/model.js'
 import type { VqVae } from '../../demo/src/vqvae/model.js'
 import { buildEval, buildTrainStep } from '../../demo/src/vqvae/step.js'
-import { evaluate, learningRateAt, permutation } from '../../demo/src/vqvae/train.js'
+import { batchSchedule, evaluate, learningRateAt } from '../../demo/src/vqvae/train.js'
 
 export interface TrainSettings {
   readonly quantizer: string
@@ -81,19 +81,11 @@ export async function train(settings: TrainSettings, data: MnistSplit, backend: 
   const losses: number[] = []
   const recent: HostTensor[] = []
   try {
-    let perm = permutation(shuffleKey, data.train.count)
-    let epoch = 0
-    let cursor = 0
+    // the demo's schedule (train.ts): a fresh permutation per epoch, one key per step
+    const next = batchSchedule(shuffleKey, stepKey, data.train.count, settings.batch)
     for (let s = 0; s < settings.steps && !hooks.stopRequested(); s++) {
-      // the demo's schedule (train.ts): a fresh permutation per epoch, one key per step
-      if (cursor + settings.batch > data.train.count) {
-        epoch++
-        perm = permutation(random.splitKey(shuffleKey, epoch + 1)[epoch]!, data.train.count)
-        cursor = 0
-      }
-      const x = tensorOf(gatherRows(data.train, perm.subarray(cursor, cursor + settings.batch)), [settings.batch, IMAGE_SIZE])
-      cursor += settings.batch
-      const key = tensorOf(random.splitKey(stepKey, 1)[0]!.map((v, i) => (i === 0 ? v ^ s : v)), [2], 'int32')
+      const { rows, key } = next(s)
+      const x = tensorOf(gatherRows(data.train, rows), [settings.batch, IMAGE_SIZE])
       const r = await step.run(params, optState, state, x, key, tensorOf([learningRateAt(settings.lr, s, settings.steps)], []))
       if (r.nonFinite !== undefined || !Number.isFinite(r.mse))
         throw new TesseraError('numeric', `training step ${s + 1}`, `${r.nonFinite ?? `the reconstruction error became ${r.mse}`} at step ${s + 1}; the run diverged and was stopped (try a smaller learning rate)`)

@@ -85,6 +85,27 @@ export function permutation(key: random.Key, n: number): Int32Array {
   return Int32Array.from(Array.from({ length: n }, (_, i) => i).sort((a, b) => u[a]! - u[b]! || a - b))
 }
 
+/**
+ * The training schedule's inputs for step s: the batch's rows (a fresh permutation of the training
+ * set each epoch, drawn from `shuffleKey`) and the step's random key (from `stepKey`). Shared by
+ * the demo and the web page, so both train on the same batches.
+ */
+export function batchSchedule(shuffleKey: random.Key, stepKey: random.Key, count: number, batch: number) {
+  let perm = permutation(shuffleKey, count)
+  let epoch = 0
+  let cursor = 0
+  return (s: number): { readonly rows: Int32Array; readonly key: HostTensor } => {
+    if (cursor + batch > count) {
+      epoch++
+      perm = permutation(random.splitKey(shuffleKey, epoch + 1)[epoch]!, count)
+      cursor = 0
+    }
+    const rows = perm.subarray(cursor, cursor + batch)
+    cursor += batch
+    return { rows, key: tensorOf(random.splitKey(stepKey, 1)[0]!.map((v, i) => (i === 0 ? v ^ s : v)), [2], 'int32') }
+  }
+}
+
 export async function evaluate(
   model: VqVae,
   params: Record<string, HostTensor>,
@@ -144,19 +165,10 @@ export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: 
   const losses: number[] = []
   const recent: HostTensor[] = []
   try {
-    let perm = permutation(shuffleKey, data.train.count)
-    let epoch = 0
-    let cursor = 0
+    const next = batchSchedule(shuffleKey, stepKey, data.train.count, opts.batch)
     for (let s = 0; s < opts.steps; s++) {
-      if (cursor + opts.batch > data.train.count) {
-        epoch++
-        perm = permutation(random.splitKey(shuffleKey, epoch + 1)[epoch]!, data.train.count)
-        cursor = 0
-      }
-      const rows = perm.subarray(cursor, cursor + opts.batch)
-      cursor += opts.batch
+      const { rows, key } = next(s)
       const x = tensorOf(gatherRows(data.train, rows), [opts.batch, IMAGE_SIZE])
-      const key = tensorOf(random.splitKey(stepKey, 1)[0]!.map((v, i) => (i === 0 ? v ^ s : v)), [2], 'int32')
       const r = await step.run(params, optState, state, x, key, tensorOf([learningRateAt(opts.lr, s, opts.steps)], []))
       // the step's own finite check (the quantizers' policy, computed in the program): nothing of a
       // non-finite step is adopted, so params and state stay those of the last good step
