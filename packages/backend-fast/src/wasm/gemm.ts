@@ -50,8 +50,8 @@ export interface GemmLayout extends GemmShape {
 /** Register tile: R rows x W columns (R * W / 4 accumulators + W / 4 B vectors + 1 splat <= 16 registers). */
 const TILE = { R: 4, W: 8 }
 /**
- * k products per iteration of the inner loop. Not unrolled: on V8 (Node 20, x64) a 64x784x128
- * product took ~0.33 ms with 1, ~0.46 ms with 2, ~0.52 ms with 4 and ~0.71 ms with 8.
+ * k products per iteration of the inner loop. Not unrolled: every longer unroll was slower on V8
+ * (bench/README.md, "TRAIN on backend-fast").
  */
 const UNROLL = 1
 

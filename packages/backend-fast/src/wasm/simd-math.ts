@@ -33,8 +33,8 @@ const SHIFT_BITS = 0x4b400000
 
 /**
  * Replaces float32x4 local `x` by exp(x). No lane ever makes a subnormal float: subnormal results
- * are built from integer bits (a float op that underflows costs a microcode assist, which made
- * softmax's many tiny exponentials 2.5x slower).
+ * are built from integer bits (a float op that underflows costs a microcode assist, which slowed
+ * softmax's many tiny exponentials; bench/README.md has the measurement).
  */
 export function emitExp(c: ChainCode, x: number, s: MathScratch): void {
   const { a: r, b: y, k } = s
