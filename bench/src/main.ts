@@ -194,6 +194,21 @@ function memoryTargetLine(rs: readonly ChildResult[], factor: number): string {
   return `Memory target (issues 6 and 16): whole-process peak RSS below ${factor}x I/O${io ? ` (${factor} x ${fmt(io)} = ${fmt(factor * io, 0)} MiB with int32 indices)` : ''}. Met: ${names(ok)}. Not met: ${names(over)}.`
 }
 
+/**
+ * Issue 16's first-call target for the fast backend's rows: setup plus first run at most 3x the
+ * row's median plus the reference's setup (its module load and trace; its compile is trivial).
+ */
+function firstCallTargetLine(rs: readonly ChildResult[]): string | undefined {
+  const refSetup = rs.find((r) => r.impl === REFERENCE)?.setupMs
+  const fast = rs.filter((r) => r.impl.startsWith('tessera/fast-') && r.status === 'ok' && r.medianMs !== undefined && r.setupMs !== undefined && r.firstRunMs !== undefined)
+  if (refSetup === undefined || !fast.length) return undefined
+  const cell = (r: ChildResult) => `${r.impl} (${fmt(r.setupMs! + r.firstRunMs!, 1)} vs ${fmt(3 * r.medianMs! + refSetup, 1)})`
+  const ok = fast.filter((r) => r.setupMs! + r.firstRunMs! <= 3 * r.medianMs! + refSetup)
+  const over = fast.filter((r) => !ok.includes(r))
+  const names = (xs: readonly ChildResult[]) => (xs.length ? xs.map(cell).join(', ') : 'none')
+  return `First-call target (issue 16): setup + first run at most 3x the median plus the reference's setup (${fmt(refSetup, 1)} ms), as "first call vs allowed" in ms. Met: ${names(ok)}. Not met: ${names(over)}.`
+}
+
 /** "total (setup + run)" of the first call, in ms. */
 function firstCall(r: ChildResult): string {
   if (r.setupMs === undefined || r.firstRunMs === undefined) return '–'
@@ -274,6 +289,8 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
     // --quick shares one process among implementations: its peaks say nothing about the target
     const limit = MEMORY_TARGET[wid]
     if (limit && !quick) lines.push(memoryTargetLine(rs, limit), '')
+    const firstLine = quick ? undefined : firstCallTargetLine(rs)
+    if (firstLine) lines.push(firstLine, '')
     const configured = rs.filter((r) => r.config)
     if (configured.length) lines.push(`Configuration (${wid}):`, '', ...configured.map((r) => `- \`${r.impl}\`: ${r.config}`), '')
   }
