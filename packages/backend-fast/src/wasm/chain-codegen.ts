@@ -4,6 +4,7 @@ import { ChainEmitter } from './chain-emit.js'
 import { ConstPool } from './simd-ops.js'
 import type { ChainGraph, Region } from './chain-types.js'
 import { Unsupported, elems } from './chain-types.js'
+import { bitTreeApplies } from './chain-bittree.js'
 
 export type { ChainGraph, Region } from './chain-types.js'
 
@@ -43,6 +44,12 @@ export interface WasmChainLayout {
    * t at addr + 32 (j k + t), two float64x2 (the last vector zero-padded).
    */
   readonly copyPacked: readonly (readonly [Var, Region, number])[]
+  /**
+   * Matmul right operands [k, 2^k] that may take the bit-tree form (chain-bittree.ts): a call
+   * whose every such operand has it writes their pairs at `pairs` (2k float64) and sets
+   * CTRL_MODE to 1, which runs `blockTree` (their matmuls as prefix trees) instead of `block`.
+   */
+  readonly trees: readonly { readonly operand: Var; readonly pairs: number; readonly k: number }[]
   /** Row-indexed values the chain writes in full, copied out after a call. */
   readonly copyOut: readonly (readonly [Var, Region])[]
   /** The constant pool's bytes, written into the memory once. */
@@ -58,8 +65,12 @@ const MAX_BYTES = 1536 * 2 ** 20
 const MAX_BLOCKS = 256
 /** Bytes for vector constants (256 of them; a chain uses a few dozen). */
 const POOL_BYTES = 4096
-/** Control words: [0] the next block to claim, [1] blocks done, [4 + t] blocks thread t ran (64 bytes in all). */
+/**
+ * Control words: [0] the next block to claim, [1] blocks done, [2] the call's form (1: bit trees),
+ * [4 + t] blocks thread t ran (64 bytes in all).
+ */
 export const CTRL_THREADS = 12
+export { CTRL_MODE } from './chain-types.js'
 
 /**
  * The module for `rc`, or undefined when some step or op has no WebAssembly form here (other
@@ -109,6 +120,7 @@ function build(rc: RowChain, g: ChainGraph, threads: number): WasmChainLayout {
     packed.set(b.id, r)
     copyPacked.push([b, r, k])
   }
+  const treeList = copyPacked.filter(([b, , k]) => bitTreeApplies(k, b.aval.shape[1] ?? 1)).map(([b, , k]) => ({ operand: b, pairs: region(16 * k), k }))
   const views = new Map<number, Region>()
   const fullIds = new Set(rc.full.map((v) => v.id))
   const copyOut: (readonly [Var, Region])[] = []
@@ -136,11 +148,24 @@ function build(rc: RowChain, g: ChainGraph, threads: number): WasmChainLayout {
     locals.set(v.id, scratch)
     scratch = align16(scratch + 4 * rowElems(v) + SLACK)
   }
+  // a tree's prefix sums above its last two levels: 2^(k-2) float64 per row
+  const trees = new Map<number, { pairs: number; scratch: number }>()
+  for (const t of treeList) {
+    trees.set(t.operand.id, { pairs: t.pairs, scratch })
+    scratch = align16(scratch + 8 * 2 ** (t.k - 2) + SLACK)
+  }
   const scratchSize = Math.max(16, scratch)
   top = scratchBase + threads * scratchSize
   if (top > MAX_BYTES) throw new Unsupported()
   const pages = Math.max(1, Math.ceil(top / 65536))
-  const gen = new ChainEmitter(rc, g, { pool, packed, whole, views, locals, sinks, scratchBase, scratchSize, rows, blocks })
-  const module = new WebAssembly.Module(assemble(pages, [{ name: 'run', code: gen.runCode() }, { name: 'block', code: gen.blockCode() }]) as BufferSource)
-  return { module, pages, n, rows, blocks, threads, copyIn, copyPacked, copyOut, sinks, constants: { addr: pool.base, bytes: new Uint8Array(pool.bytes) } }
+  const places = { pool, packed, trees, whole, views, locals, sinks, scratchBase, scratchSize, rows, blocks }
+  const gen = new ChainEmitter(rc, g, places, false)
+  const funcs = [{ name: 'run', code: gen.runCode(treeList.length > 0) }, { name: 'block', code: gen.blockCode() }]
+  // the same chain with its bit-tree matmuls as prefix trees (a fresh emitter: locals are per function)
+  if (treeList.length > 0) funcs.push({ name: 'blockTree', code: new ChainEmitter(rc, g, places, true).blockCode() })
+  const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
+  return {
+    module, pages, n, rows, blocks, threads, copyIn, copyPacked, trees: treeList, copyOut, sinks,
+    constants: { addr: pool.base, bytes: new Uint8Array(pool.bytes) },
+  }
 }

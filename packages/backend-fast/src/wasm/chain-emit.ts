@@ -1,7 +1,8 @@
-import type { LoopStep, Var } from '@tessera/core'
+import type { LoopStep, RowChain, Var } from '@tessera/core'
 import { I32 } from './asm.js'
 import { ChainCode, F32, F64 } from './simd-ops.js'
-import { Unsupported } from './chain-types.js'
+import type { ChainGraph, Places } from './chain-types.js'
+import { CTRL_MODE, Unsupported } from './chain-types.js'
 import { RowExpr, splat4 } from './chain-expr.js'
 import { mathScratch } from './simd-math.js'
 
@@ -26,19 +27,34 @@ interface Piece {
 
 const mask = (tail: number) => [0, 1, 2, 3].map((l) => (l < tail ? -1 : 0))
 
-/** Code generation for one chain: `run(thread)` claims blocks; `block(b, scratch)` runs one. */
+/**
+ * Code generation for one chain: `run(thread)` claims blocks; `block(b, scratch)` runs one, with
+ * `bitTree` its matmuls whose operand has a bit-tree form as prefix trees (chain-bittree.ts).
+ */
 export class ChainEmitter extends RowExpr {
   /** Values whose every reader shares their pass: never stored. */
   private unstored = new Set<number>()
 
-  runCode(): ChainCode {
+  constructor(rc: RowChain, g: ChainGraph, p: Places, private readonly bitTree: boolean) {
+    super(rc, g, p)
+  }
+
+  /** With `trees`, each claimed block runs function 2 (blockTree) when the call's form word is 1, else function 1. */
+  runCode(trees: boolean): ChainCode {
     const c = new ChainCode(1, this.p.pool)
     const tb = c.local(I32), b = c.local(I32)
     c.get(0).i32(this.p.scratchSize).i32Mul().i32(this.p.scratchBase).i32Add().set(tb)
     c.block().loop()
     c.i32(0).i32(1).i32AtomicAdd().set(b)
     c.get(b).i32(this.p.blocks).i32GeU().brIf(1)
-    c.get(b).get(tb).call(1)
+    if (trees) {
+      // read after the claim, which follows the caller's write of this call's form
+      c.i32(0).i32AtomicLoad(4 * CTRL_MODE).ifThen()
+      c.get(b).get(tb).call(2)
+      c.orElse()
+      c.get(b).get(tb).call(1)
+      c.end()
+    } else c.get(b).get(tb).call(1)
     // blocks this thread ran (ctrl word 4 + thread; tests see who ran what), then blocks done (word 1)
     c.get(0).i32(2).i32Shl().i32(1).i32AtomicAdd(16).drop()
     c.i32(0).i32(1).i32AtomicAdd(4).drop()
@@ -175,6 +191,8 @@ export class ChainEmitter extends RowExpr {
         const k = this.rowElems(a), w = this.rowElems(out)
         const reg = this.p.packed.get(b.id)
         if (a.aval.shape.length !== 2 || k > 64 || !reg || reg.elems !== w || a.aval.dtype !== 'float32') throw new Unsupported()
+        const tree = this.bitTree ? this.p.trees.get(b.id) : undefined
+        if (tree) return this.treeMatmul(a, out, k, w, tree)
         // each output's k products (exact in float64) added in order from +0 and rounded once:
         // the reference's matmul bit for bit (a float32 sum's error, times softmax's inverse
         // temperature, would exceed the tolerances); a row's k values splat as float64x2
@@ -204,6 +222,55 @@ export class ChainEmitter extends RowExpr {
       }
       default:
         throw new Unsupported()
+    }
+  }
+
+  /**
+   * The bit-tree form (chain-bittree.ts) of `a @ b`, w = 2^k: per row, the prefix sums of levels
+   * 0..k-3 into the thread's scratch (level by level, in place: node i's children overwrite
+   * nodes 2i and 2i+1, i descending, after node i is read); per output vector (4 outputs: the
+   * last two levels), its level k-3 node plus the level k-2 pair, each plus the level k-1 pair.
+   */
+  private treeMatmul(a: Var, out: Var, k: number, w: number, tree: { readonly pairs: number; readonly scratch: number }): Piece {
+    const c = this.c
+    const P = tree.scratch
+    // q_t = (a_t lo_t, a_t hi_t): the exact products, as the plain form's
+    const q = (t: number, into: number) => {
+      const off = this.rowAddress(a, true)
+      c.vLoad32Splat(off + 4 * t).f64x2PromoteLow().i32(0).vLoad(tree.pairs + 16 * t).f64x2Mul().set(into)
+    }
+    const qt = this.fresh(), q2 = this.fresh(), q1 = this.fresh(), s = this.fresh(), lo = this.fresh()
+    const ib = c.local(I32)
+    const LOW = [0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7], HIGH = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]
+    return {
+      w, reads: new Set([a.id]), writes: [out], sink: false, post: () => {},
+      pre: () => {
+        // the root: +0, as the plain form's sums start
+        c.get(this.tb).f64Const(0).f64Store(P)
+        for (let t = 0; t <= k - 3; t++) {
+          q(t, qt)
+          c.i32(8 * 2 ** t).set(ib)
+          c.loop()
+          c.get(ib).i32(8).i32Sub().set(ib)
+          c.get(this.tb).get(ib).get(ib).i32Add().i32Add()
+          c.get(this.tb).get(ib).i32Add().vLoad64Splat(P).get(qt).f64x2Add().vStore(P)
+          c.get(ib).brIf(0)
+          c.end()
+        }
+        q(k - 2, q2)
+        q(k - 1, q1)
+      },
+      body: () => {
+        const x = this.fresh()
+        // level k-3 node of output vector jb / 16: its float64 at P + 8 (jb / 16)
+        c.get(this.tb).get(this.jb).i32(1).i32ShrU().i32Add().vLoad64Splat(P).get(q2).f64x2Add().set(s)
+        c.get(s).get(s).vShuffle(LOW).get(q1).f64x2Add().set(lo)
+        c.get(lo).f32x4DemoteF64x2Zero()
+        c.get(s).get(s).vShuffle(HIGH).get(q1).f64x2Add().f32x4DemoteF64x2Zero()
+        c.vShuffle([0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]).set(x)
+        this.memo.set(`${out.id}:row`, x)
+        this.storeRow(out, x, 0)
+      },
     }
   }
 

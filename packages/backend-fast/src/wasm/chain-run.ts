@@ -2,19 +2,35 @@ import { TesseraError } from '@tessera/core'
 import type { AnyTypedArray, Var } from '@tessera/core'
 import type { RowChainRun } from '../row-chain.js'
 import type { WasmChainLayout } from './chain-codegen.js'
+import { CTRL_MODE } from './chain-codegen.js'
+import { bitTreePairs } from './chain-bittree.js'
 import { KernelThreads, QUEUE } from './threads.js'
 
 const elems = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
 
+/** The runner of a chain module: a RowChainRun that also says which form its matmuls took. */
+export interface WasmRowChainRun extends RowChainRun {
+  /**
+   * Whether a call may run its bit-tree matmuls as prefix trees (default true; the results are
+   * the same bits either way, so tests set it false to compare the two forms).
+   */
+  bitTree: boolean
+  /** The last call's form: 'bitTree' when its operands had that form (chain-bittree.ts). */
+  readonly form: 'plain' | 'bitTree'
+}
+
 /**
- * Runs a chain compiled by chain-codegen.ts: copies the values it reads into its memory, lets
+ * Runs a chain compiled by chain-codegen.ts: copies the values it reads into its memory (with
+ * the pairs of bit-tree operands, when every one of them has that form this call), lets
  * every thread claim blocks (`run(thread)`; worker threads join through KernelThreads), copies
  * the row values it writes out, and adds each sink's per-block partials in block order.
  */
-export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number): RowChainRun {
+export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number): WasmRowChainRun {
   const { n, rows, blocks, threads } = layout
   let inst: { memory: WebAssembly.Memory; run: (t: number) => void; pool?: KernelThreads } | undefined
   let callerBlocks = 0
+  let bitTree = true
+  let form: 'plain' | 'bitTree' = 'plain'
   const instance = () => {
     if (inst) return inst
     const memory = new WebAssembly.Memory({ initial: layout.pages, maximum: layout.pages, shared: true })
@@ -34,7 +50,13 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     const { memory, run, pool } = instance()
     const buf = memory.buffer
     for (const [v, reg] of layout.copyIn) new Float32Array(buf, reg.addr, elems(v)).set(B[slotOf(v)] as Float32Array)
+    // the check is O(k 2^k) per operand, against the O(n k 2^k) of the plain matmul
+    const pairs = bitTree && layout.trees.length > 0 ? layout.trees.map((t) => bitTreePairs(B[slotOf(t.operand)] as Float32Array, t.k)) : []
+    form = pairs.length > 0 && pairs.every((p) => p !== undefined) ? 'bitTree' : 'plain'
+    const treeOnly = new Set(form === 'bitTree' ? layout.trees.map((t) => t.operand.id) : [])
+    if (form === 'bitTree') layout.trees.forEach((t, i) => new Float64Array(buf, t.pairs, 2 * t.k).set(pairs[i]!))
     for (const [v, reg, k] of layout.copyPacked) {
+      if (treeOnly.has(v.id)) continue
       const src = B[slotOf(v)] as Float32Array, w = reg.elems
       const dst = new Float64Array(buf, reg.addr, 4 * k * Math.ceil(w / 4))
       for (let t = 0; t < k; t++)
@@ -42,8 +64,10 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     }
     for (const s of layout.sinks) new Float64Array(buf, s.addr, s.stride * blocks).fill(0)
     const ctrl = new Int32Array(buf, 0, 16)
-    // counters first, the block counter last: a thread claims blocks only once the inputs are in
+    // counters and the call's form first, the block counter last: a thread claims blocks only
+    // once the inputs are in (and reads the form after its claim)
     for (let i = 1; i < 16; i++) Atomics.store(ctrl, i, 0)
+    Atomics.store(ctrl, CTRL_MODE, form === 'bitTree' ? 1 : 0)
     Atomics.store(ctrl, 0, 0)
     if (pool)
       for (let t = 0; t < pool.count; t++) if (pool.posted(t) - pool.done(t) < QUEUE) pool.post(t, [t + 1, 0, 0, 0])
@@ -89,6 +113,15 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     },
     get callerBlocks() {
       return callerBlocks
+    },
+    get bitTree() {
+      return bitTree
+    },
+    set bitTree(on: boolean) {
+      bitTree = on
+    },
+    get form() {
+      return form
     },
   }
 }

@@ -10,6 +10,9 @@ export interface Region {
 /** Why a chain has no WebAssembly form (the caller runs the generated JS chain instead). */
 export class Unsupported extends Error {}
 
+/** The control word that holds a call's form (see chain-codegen.ts's control words). */
+export const CTRL_MODE = 2
+
 export const elems = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
 /** Index modes of an expression's four lanes (see `Gen.value`). */
 export type Mode = 'row' | 'rowSplat' | 'whole' | 'wholeSplat'
@@ -23,6 +26,11 @@ export interface Places {
   readonly pool: ConstPool
   /** Matmul right operands, packed (see WasmChainLayout.copyPacked). */
   readonly packed: ReadonlyMap<number, Region>
+  /**
+   * Matmul right operands with a bit-tree form (chain-bittree.ts): where the call writes their
+   * (lo, hi) float64 pairs, and the offset of the prefix sums' row in a thread's scratch area.
+   */
+  readonly trees: ReadonlyMap<number, { readonly pairs: number; readonly scratch: number }>
   readonly whole: ReadonlyMap<number, Region>
   readonly views: ReadonlyMap<number, Region>
   /** Offset of each chain-local value's row in a thread's scratch area. */

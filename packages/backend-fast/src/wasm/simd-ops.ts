@@ -74,6 +74,8 @@ export class ChainCode extends Code {
   i32x4GtS() { return this.vop(0x3b) }
   /** if (i32 on the stack) { ... } (closed by end()). */
   ifThen() { return this.raw(0x04, 0x40) }
+  /** The else branch of an ifThen. */
+  orElse() { return this.raw(0x05) }
   /** a & ~b. */
   vAndNot() { return this.vop(0x4f) }
   i32x4Shl() { return this.vop(0xab) }
@@ -104,10 +106,12 @@ export class ChainCode extends Code {
   i32GeU() { return this.raw(0x4f) }
   i32LtS() { return this.raw(0x48) }
   i32Shl() { return this.raw(0x74) }
+  i32ShrU() { return this.raw(0x76) }
   /** The first of two values when the i32 on top is non-zero, else the second. */
   select() { return this.raw(0x1b) }
   call(func: number) { return this.raw(0x10, ...uleb(func)) }
   /** i32.atomic.rmw.add: the address and the addend on the stack, the old value left. */
   i32AtomicAdd(offset = 0) { return this.raw(0xfe, 0x1e, ...ChainCode.mem(2, offset)) }
   i32AtomicStore(offset = 0) { return this.raw(0xfe, 0x17, ...ChainCode.mem(2, offset)) }
+  i32AtomicLoad(offset = 0) { return this.raw(0xfe, 0x10, ...ChainCode.mem(2, offset)) }
 }
