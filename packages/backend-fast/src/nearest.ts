@@ -61,6 +61,21 @@ const MAX_CHUNK = 1024
 const MIN_CHUNK = 64
 /** Below this many multiply-adds a run stays on the calling thread. */
 const THREAD_MIN_WORK = 1 << 22
+/**
+ * Multiply-adds per kernel call: a staged chunk is done in calls over a few column chunks each, so
+ * that the optimized code V8 compiles in the background is used from the next call on (there is no
+ * on-stack replacement in WebAssembly); the state between calls is in memory anyway.
+ */
+const CALL_MACS = 1 << 21
+
+type Drive = (run: KernelRun, rows: number, a: number, row: number, out: number) => void
+type KernelRun = (rows: number, a: number, row: number, out: number, from: number, to: number) => void
+
+/** Body of `drive(run, a0, a1, a2, a3)` (one staged chunk: its padded rows and addresses), on every thread. */
+function driverSource(k: number, cw: number, npad: number): string {
+  const per = `Math.max(1, Math.floor(${CALL_MACS} / (a0 * ${k * cw}))) * ${cw}`
+  return `for (let c = 0, p = ${per}; c < ${npad}; c += p) run(a0, a1, a2, a3, c, Math.min(c + p, ${npad}))`
+}
 
 type TermKernel = (B: AnyTypedArray[], dst: Float32Array, dstOff: number, from: number, count: number) => void
 
@@ -136,6 +151,7 @@ interface Geometry {
 interface Instance {
   readonly g: Geometry
   readonly memory: WebAssembly.Memory
+  /** Runs one staged chunk (see driverSource). */
   readonly run: (rows: number, a: number, row: number, out: number) => void
   readonly threads?: KernelThreads
 }
@@ -217,8 +233,11 @@ export class NearestStep {
     const module = new WebAssembly.Module(assemble(pages, [{ name: 'run', code: this.kernelCode(g) }]) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     const inst = new WebAssembly.Instance(module, { env: { memory } })
-    const run = (inst.exports as unknown as { run: Instance['run'] }).run
-    this.instance = { g, memory, run, ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1) } : {}) }
+    const kernel = (inst.exports as unknown as { run: KernelRun }).run
+    const driver = driverSource(this.k, g.cw, g.npad)
+    const drive = new Function('run', 'a0', 'a1', 'a2', 'a3', driver) as Drive
+    const run = (rows: number, a: number, row: number, out: number) => drive(kernel, rows, a, row, out)
+    this.instance = { g, memory, run, ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1, driver) } : {}) }
     return this.instance
   }
 
@@ -229,16 +248,20 @@ export class NearestStep {
   }
 
   /**
-   * The SIMD kernel for one staged chunk of rows: per-lane argmin state initialized for every row,
-   * then for each column chunk (its packed B panel stays in L1) every block of `rows` rows (the
-   * chunk's A rows stay in L2): a register-tiled dot loop, the epilogue, and the state update.
+   * The SIMD kernel for one staged chunk of rows and the columns [from, to): per-lane argmin state
+   * initialized for every row (when from is 0), then for each column chunk (its packed B panel
+   * stays in L1) every block of `rows` rows (the chunk's A rows stay in L2): a register-tiled dot
+   * loop, the epilogue, and the state update. Calls over consecutive column ranges give the same
+   * state as one call over all columns.
    */
   private kernelCode(g: Geometry): Code {
     const { k, n } = this
     const { cw: CW, npad, unroll: U, chunk } = g
     const { rows: R, vecs: V, relaxed } = g.t
-    const c = new Code(4)
-    const [rows, aPtr, rowPtr, outPtr] = [0, 1, 2, 3] // padded row count; byte addresses of the chunk's A rows, row terms, lane results
+    const c = new Code(6)
+    // padded row count; byte addresses of the chunk's A rows, row terms, lane results; the columns
+    // [from, to) this call covers (multiples of CW; the state is initialized when from is 0)
+    const [rows, aPtr, rowPtr, outPtr, from, to] = [0, 1, 2, 3, 4, 5]
     const p = c.local(I32), end = c.local(I32)
     const col = c.local(I32) // byte offset of the column chunk within a row of column terms
     const bp = c.local(I32) // byte address of the column chunk's packed B panel [k][CW]
@@ -261,18 +284,21 @@ export class NearestStep {
     // comparison masks are all ones or all zeros per lane, so relaxed laneselect (blendvps) is exact
     const select = () => (relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
 
-    c.get(outPtr).set(p)
     c.get(outPtr).get(rows).i32(ROW_STATE).i32Mul().i32Add().set(end)
+    c.block()
+    c.get(from).brIf(0)
+    c.get(outPtr).set(p)
     c.loop()
     c.get(p).vConstF32(INF4).vStore(0)
     c.get(p).vConstI32([0, 0, 0, 0]).vStore(16)
     c.get(p).vConstI32([-1, -1, -1, -1]).vStore(32)
     c.get(p).i32(ROW_STATE).i32Add().tee(p).get(end).i32LtU().brIf(0)
     c.end()
+    c.end()
 
-    c.vConstI32([0, 1, 2, 3]).set(jv)
-    c.i32(0).set(col)
-    c.i32(0).set(bp)
+    c.get(from).i32x4Splat().vConstI32([0, 1, 2, 3]).i32x4Add().set(jv)
+    c.get(from).i32(4).i32Mul().set(col)
+    c.get(from).i32(k * 4).i32Mul().set(bp)
     c.loop() // column chunks
     c.get(aPtr).set(ap)
     c.get(rowPtr).set(rp)
@@ -369,7 +395,7 @@ export class NearestStep {
     c.end() // row blocks
     c.get(jv).vConstI32([CW, CW, CW, CW]).i32x4Add().set(jv)
     c.get(bp).i32(k * CW * 4).i32Add().set(bp)
-    c.get(col).i32(CW * 4).i32Add().tee(col).i32(npad * 4).i32LtU().brIf(0)
+    c.get(col).i32(CW * 4).i32Add().tee(col).get(to).i32(4).i32Mul().i32LtU().brIf(0)
     c.end() // column chunks
     return c
   }

@@ -16,11 +16,16 @@ const WORKER_OLD_MB = 64
  *
  * Control words per worker: [0] tasks posted, [1] tasks done, [2] quit, [3] failed, then QUEUE
  * slots of 4 arguments (task i in slot i % QUEUE).
+ *
+ * A task runs as `drive(run, a0, a1, a2, a3)`, by default one call of `run`. A kernel may split a
+ * task into several calls (nearest.ts does): V8 swaps in a function's optimized code only at its
+ * next call, so a task done in one long call runs entirely in baseline (Liftoff) code the first time.
  */
 const workerSource = `
 const { workerData } = require('node:worker_threads')
-const { module, memory, ctrl, queue } = workerData
+const { module, memory, ctrl, queue, driver } = workerData
 const c = new Int32Array(ctrl)
+const drive = new Function('run', 'a0', 'a1', 'a2', 'a3', driver)
 let run
 try {
   run = new WebAssembly.Instance(module, { env: { memory } }).exports.run
@@ -33,7 +38,7 @@ for (;;) {
   if (Atomics.load(c, 2) === 1) break
   const s = 4 + (next % queue) * 4
   if (run) {
-    try { run(c[s], c[s + 1], c[s + 2], c[s + 3]) } catch (e) { Atomics.store(c, 3, 1) }
+    try { drive(run, c[s], c[s + 1], c[s + 2], c[s + 3]) } catch (e) { Atomics.store(c, 3, 1) }
   }
   next++
   Atomics.store(c, 1, next)
@@ -41,10 +46,13 @@ for (;;) {
 }
 `
 
+/** The body of `drive(run, a0, a1, a2, a3)` that runs one task on a worker: by default one call. */
+export const ONE_CALL = 'run(a0, a1, a2, a3)'
+
 export class KernelThreads {
   private readonly workers: { worker: Worker; ctrl: Int32Array }[]
 
-  constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number) {
+  constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number, driver: string = ONE_CALL) {
     const wt = nodeWorkerThreads()
     if (!wt) throw new TesseraError('backend', 'fast.threads', 'this host has no worker threads')
     this.workers = Array.from({ length: count }, () => {
@@ -55,7 +63,7 @@ export class KernelThreads {
       // bootstrap and nothing per task) makes V8 size the new isolate's heap from it rather
       // than from the machine's memory: 0.7 MiB less resident per worker, measured on Node 20
       const worker = new wt.Worker(workerSource, {
-        eval: true, execArgv: [], workerData: { module, memory, ctrl: sab, queue: QUEUE },
+        eval: true, execArgv: [], workerData: { module, memory, ctrl: sab, queue: QUEUE, driver },
         resourceLimits: { maxOldGenerationSizeMb: WORKER_OLD_MB },
       })
       worker.unref()
