@@ -15,10 +15,15 @@ export interface GemmPlan {
   of(eqn: Eqn): GemmPick | undefined
   /** Whether a step only materialized a transpose that every reader now reads through. */
   dropped(st: ScheduleStep): boolean
+  /** Ends the worker thread of split products; resolves once it has exited. */
+  dispose(): Promise<void>
 }
 
 /** Inner dimensions up to which matmuls keep the float64 JS loops (LFQ's logits; small-k kernel). */
 const SMALL_K = 16
+
+/** Multiply-adds from which a product is split over two threads (see bench/README.md, TRAIN). */
+const THREAD_MIN_MACS = 1 << 20
 
 /**
  * Picks the matmuls of a schedule that run as the WebAssembly GEMM: top-level steps with
@@ -26,10 +31,10 @@ const SMALL_K = 16
  * transpose of a whole stored value is read through (the GEMM takes either layout), and a
  * transpose's loop is dropped when GEMMs are its only readers and it is not an output.
  */
-export function planGemms(schedule: LoopSchedule, minMacs: number): GemmPlan {
+export function planGemms(schedule: LoopSchedule, minMacs: number, threads = 1, threadMinMacs = THREAD_MIN_MACS): GemmPlan {
   const { graph, stored } = schedule
   const picks = new Map<Eqn, { a: Var; b: Var; layout: GemmLayout }>()
-  if (!Number.isFinite(minMacs)) return { of: () => undefined, dropped: () => false }
+  if (!Number.isFinite(minMacs)) return { of: () => undefined, dropped: () => false, dispose: () => Promise.resolve() }
   // values a row chain holds one block at a time have no whole buffer to read through to
   const local = new Set<number>()
   for (const st of schedule.steps) if (st.kind === 'rows') for (const v of st.local) local.add(v.id)
@@ -57,12 +62,13 @@ export function planGemms(schedule: LoopSchedule, minMacs: number): GemmPlan {
     for (const t of [...ra.through, ...rb.through]) readThrough.set(t.id, (readThrough.get(t.id) ?? 0) + 1)
     picks.set(st.eqn, { a: ra.v, b: rb.v, layout: gemmLayout({ m, k, n, transA: ra.trans, transB: rb.trans }) })
   }
-  const runners = gemmSet([...picks.values()].map((p) => p.layout))
+  const { runners, dispose } = gemmSet([...picks.values()].map((p) => p.layout), { threads, threadMinMacs })
   const chosen = new Map<Eqn, GemmPick>()
   ;[...picks].forEach(([e, p], i) => chosen.set(e, { a: p.a, b: p.b, runner: runners[i]! }))
   const droppable = (v: Var) => !graph.isOutput(v) && readThrough.get(v.id) === graph.uses(v).length
   return {
     of: (eqn) => chosen.get(eqn),
     dropped: (st) => st.kind === 'loop' && droppable((st as Extract<LoopStep, { kind: 'loop' }>).out),
+    dispose,
   }
 }

@@ -6,6 +6,7 @@ import { compareOutputs, toleranceFor } from '@tessera/core/testing'
 import { describe, expect } from 'vitest'
 import { fastBackend, fastCaps, planProgram } from '../src/index.js'
 import { foldGemmTransposes } from '../src/gemm-rewrite.js'
+import { gemmLayout, gemmSet } from '../src/wasm/gemm.js'
 
 const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
 const rng = (seed: number) => {
@@ -89,6 +90,67 @@ describe('WebAssembly GEMM', () => {
       const got = await runOrThrow(prog, ins, fastBackend({ threads: 1 }))
       expect(Array.from(got[0]!.data)).toEqual(Array.from(interpretProgram(prog, ins)[0]!.data))
     }
+  })
+})
+
+describe('WebAssembly GEMM on two threads', () => {
+  const fill = (len: number, r: () => number) => Float32Array.from({ length: len }, r)
+  // several layouts in one module (the worker runs the same module), panel counts odd and even,
+  // sizes off the register tile; a split product must give the one-thread bits exactly
+  test.prop(
+    [
+      fc.array(
+        fc.record({
+          m: fc.integer({ min: 1, max: 37 }),
+          k: fc.integer({ min: 17, max: 90 }),
+          n: fc.integer({ min: 9, max: 70 }),
+          transA: fc.boolean(),
+          transB: fc.boolean(),
+        }),
+        { minLength: 1, maxLength: 3 },
+      ),
+      fc.integer({ min: 0, max: 2 ** 31 - 1 }),
+    ],
+    { numRuns: 25 },
+  )('split by panels, each product equals the one-thread result bit for bit', async (shapes, seed) => {
+    const layouts = shapes.map(gemmLayout)
+    const one = gemmSet(layouts, { threads: 1, threadMinMacs: Infinity })
+    const two = gemmSet(layouts, { threads: 2, threadMinMacs: 0 })
+    try {
+      // n >= 9 gives at least two panels of 8 columns: every product is split
+      expect(two.split).toEqual(layouts.map(() => true))
+      expect(one.split).toEqual(layouts.map(() => false))
+      const r = rng(seed)
+      // twice, so the second round runs after the other products in the shared memory
+      for (let round = 0; round < 2; round++)
+        layouts.forEach((L, i) => {
+          const a = fill(L.m * L.k, r), b = fill(L.k * L.n, r)
+          const o1 = new Float32Array(L.m * L.n), o2 = new Float32Array(L.m * L.n).fill(NaN)
+          one.runners[i]!.run(a, b, o1, 1)
+          two.runners[i]!.run(a, b, o2, 1)
+          expect(Array.from(o2)).toEqual(Array.from(o1))
+        })
+    } finally {
+      await two.dispose()
+    }
+  })
+
+  test('the demo\'s dense layer with its gradients on fastBackend({ threads: 2 }) equals threads: 1 bit for bit', async () => {
+    const p = traceOrThrow([f32([64, 784]), f32([128, 784]), f32([64, 128])], (x: Tensor, w: Tensor, t: Tensor) => {
+      const { value, grad } = valueAndGrad((ps: { x: Tensor; w: Tensor }, tt: Tensor) => ps.x.matmul(ps.w.mT).relu().sub(tt).square().sum())({ x, w }, t)
+      return [value, grad.x, grad.w]
+    }).program
+    const plan = planProgram(p, { wasm: true, threads: 2 })
+    try {
+      expect(plan.steps.filter((s) => s.kind === 'matmul' && s.gemm !== undefined).length).toBe(3)
+    } finally {
+      await plan.dispose()
+    }
+    const ins = randomInputs(p, 9)
+    const b1 = fastBackend({ threads: 1 }), b2 = fastBackend({ threads: 2 })
+    const g1 = await runOrThrow(p, ins, b1), g2 = await runOrThrow(p, ins, b2)
+    await Promise.all([b1.dispose(), b2.dispose()])
+    g2.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(g1[i]!.data)))
   })
 })
 

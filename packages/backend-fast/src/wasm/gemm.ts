@@ -1,5 +1,7 @@
 import { TesseraError } from '@tessera/core'
+import { nodeWorkerThreads } from '../host.js'
 import { Code, I32, V128, assemble } from './asm.js'
+import { KernelThreads } from './threads.js'
 
 /**
  * A WebAssembly SIMD float32 GEMM for dense layers: out (m x n) = A (m x k) @ B (k x n), where A
@@ -10,7 +12,7 @@ import { Code, I32, V128, assemble } from './asm.js'
  * PyTorch's and onnxruntime's CPU GEMMs do (no fused multiply-add): the error is a k-term float32
  * sum's, within the `accumulate` tolerance class, not the bit-exact float64 sum of the JS matmul.
  *
- * Layout (bytes, in one memory used by every GEMM of a plan; all steps run on one thread): A as
+ * Layout (bytes, in one memory used by every GEMM of a plan; the products run one after another): A as
  * stored at 0; B as stored at `bOff` when its rows are read directly (not transposed, n a multiple
  * of the tile width), otherwise packed into panels of `W` columns (k rows of W floats, zero past
  * n) at `bOff`: a transposed B is copied to `rawOff` as stored and packed by the module's `pack`
@@ -69,15 +71,35 @@ export function gemmLayout(s: GemmShape): GemmLayout {
   return { ...s, W, R, nPad, direct, bOff, cOff, rawOff, bytes: s.transB ? rawOff + 4 * n * k + 16 : cOff + 4 * m * nPad }
 }
 
-/** The kernel for one layout: exported `run()` computes the whole product. */
-export function gemmModule(L: GemmLayout, pages: number): WebAssembly.Module {
-  const { m, k, n: _n, transA, W, R, nPad, direct, bOff, cOff } = L
+/** Locals of one function holding GEMM bodies (every layout has the same register tile). */
+interface Regs {
+  readonly jb: number
+  readonly bBase: number
+  readonly i: number
+  readonly aP: number
+  readonly bP: number
+  readonly cP: number
+  readonly t: number
+  readonly acc: readonly number[]
+  readonly y: readonly number[]
+  readonly x: number
+}
+
+function regsOf(c: Code): Regs {
+  const V = TILE.W / 4
+  return {
+    jb: c.local(I32), bBase: c.local(I32), i: c.local(I32), aP: c.local(I32), bP: c.local(I32), cP: c.local(I32), t: c.local(I32),
+    acc: Array.from({ length: TILE.R * V }, () => c.local(V128)),
+    y: Array.from({ length: V }, () => c.local(V128)),
+    x: c.local(V128),
+  }
+}
+
+/** Panels p0 <= jb < p1 (locals holding the bounds) of one layout's product. */
+function emitRun(c: Code, L: GemmLayout, g: Regs, p0: number, p1: number): void {
+  const { m, k, transA, W, R, nPad, direct, bOff, cOff } = L
   const V = W / 4
-  const c = new Code(0)
-  const jb = c.local(I32), bBase = c.local(I32), i = c.local(I32), aP = c.local(I32), bP = c.local(I32), cP = c.local(I32), t = c.local(I32)
-  const acc = Array.from({ length: R * V }, () => c.local(V128))
-  const y = Array.from({ length: V }, () => c.local(V128))
-  const x = c.local(V128)
+  const { jb, bBase, i, aP, bP, cP, t, acc, y, x } = g
   // strides in bytes: of A between rows r of a block and between consecutive t; of B between t
   const aRow = transA ? 4 : 4 * k
   const aT = transA ? 4 * m : 4
@@ -111,9 +133,11 @@ export function gemmModule(L: GemmLayout, pages: number): WebAssembly.Module {
     for (let r = 0; r < rows; r++) for (let v = 0; v < V; v++) c.get(cP).get(acc[r * V + v]!).vStore(4 * r * nPad + 16 * v)
   }
 
-  const panels = nPad / W
   const fullBlocks = Math.floor(m / R), tail = m % R
-  c.i32(0).set(jb)
+  // an empty range computes nothing
+  c.block()
+  c.get(p1).get(p0).i32LeU().brIf(0)
+  c.get(p0).set(jb)
   c.loop()
   // panel jb: B columns jb*W .. jb*W + W - 1
   c.get(jb).i32(direct ? 4 * W : 4 * W * k).i32Mul().i32(bOff).i32Add().set(bBase)
@@ -127,19 +151,59 @@ export function gemmModule(L: GemmLayout, pages: number): WebAssembly.Module {
     c.end()
   }
   if (tail > 0) block(tail)
-  c.get(jb).i32(1).i32Add().tee(jb).i32(panels).i32LtU().brIf(0)
+  c.get(jb).i32(1).i32Add().tee(jb).get(p1).i32LtU().brIf(0)
   c.end()
-  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }, ...(L.transB ? [{ name: 'pack', code: packCode(L) }] : [])], false) as BufferSource)
+  c.end()
+}
+
+/**
+ * One module for every GEMM of a plan (worker threads instantiate one module): exported
+ * `run(which, p0, p1)` computes panels p0..p1-1 of layout `which`'s product, `pack(which)` packs
+ * its transposed B. Panels write disjoint output columns, so threads may split a product by panels.
+ */
+export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean): WebAssembly.Module {
+  const run = new Code(3)
+  const regs = regsOf(run)
+  layouts.forEach((L, w) => {
+    // skip unless which == w
+    run.block()
+    run.get(0).i32(w).i32Sub().brIf(0)
+    emitRun(run, L, regs, 1, 2)
+    run.end()
+  })
+  const pack = new Code(1)
+  const pregs = packRegsOf(pack)
+  layouts.forEach((L, w) => {
+    if (!L.transB) return
+    pack.block()
+    pack.get(0).i32(w).i32Sub().brIf(0)
+    emitPack(pack, L, pregs)
+    pack.end()
+  })
+  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: run }, { name: 'pack', code: pack }], shared) as BufferSource)
+}
+
+interface PackRegs {
+  readonly pj: number
+  readonly src: number
+  readonly s: number
+  readonly d: number
+  readonly t: number
+  readonly v: number
+  readonly dPanel: number
+}
+
+function packRegsOf(c: Code): PackRegs {
+  return { pj: c.local(I32), src: c.local(I32), s: c.local(I32), d: c.local(I32), t: c.local(I32), v: c.local(V128), dPanel: c.local(I32) }
 }
 
 /**
  * Packs a transposed B (n x k at rawOff) into panels at bOff: column j of B is row j of the
  * stored array, read 4 floats at a time and stored one lane per panel row; columns past n are 0.
  */
-function packCode(L: GemmLayout): Code {
+function emitPack(c: Code, L: GemmLayout, g: PackRegs): void {
   const { k, n, W, bOff, rawOff } = L
-  const c = new Code(0)
-  const pj = c.local(I32), src = c.local(I32), s = c.local(I32), d = c.local(I32), t = c.local(I32), v = c.local(V128)
+  const { pj, src, s, d, t, v, dPanel } = g
   const panelBytes = 4 * W * k
   /** Column `col` of the panel at d0 (a local holding its base) from the row at src + col * k * 4. */
   const column = (col: number, dBase: number) => {
@@ -162,7 +226,6 @@ function packCode(L: GemmLayout): Code {
       for (let u = 0; u < k % 4; u++) c.get(d).get(v).vStore32Lane(4 * col + 4 * W * u, u)
     }
   }
-  const dPanel = c.local(I32)
   const full = Math.floor(n / W)
   c.i32(0).set(pj)
   if (full > 0) {
@@ -186,7 +249,6 @@ function packCode(L: GemmLayout): Code {
     c.get(t).i32(1).i32Sub().tee(t).brIf(0)
     c.end()
   }
-  return c
 }
 
 export interface GemmRunner {
@@ -194,31 +256,57 @@ export interface GemmRunner {
   run(a: Float32Array, b: Float32Array, out: Float32Array, batch: number): void
 }
 
+export interface GemmSetOptions {
+  /** Threads a product may be split over, counting the calling thread (worker threads only where the host has them). */
+  readonly threads: number
+  /** Multiply-adds (m·k·n) from which a product is split over the threads. */
+  readonly threadMinMacs: number
+}
+
 /**
  * The kernels for a plan's GEMMs, sharing one memory sized by the largest layout (the plan's
- * matmuls run one after another on the calling thread, and each call copies its operands in).
+ * matmuls run one after another, and each call copies its operands in). With a second thread a
+ * large product's panels are split: the calling thread copies in and packs, posts the upper
+ * panels to the worker, computes the lower ones, waits, and copies the result out. Which thread
+ * computes a panel does not change its values (each output's sum is the same).
  */
-export function gemmSet(layouts: readonly GemmLayout[]): GemmRunner[] {
-  if (layouts.length === 0) return []
+export function gemmSet(
+  layouts: readonly GemmLayout[],
+  opts: GemmSetOptions = { threads: 1, threadMinMacs: Infinity },
+): { runners: GemmRunner[]; /** Which products are split over two threads. */ split: boolean[]; dispose(): Promise<void> } {
+  if (layouts.length === 0) return { runners: [], split: [], dispose: () => Promise.resolve() }
   const pages = Math.max(1, Math.ceil(Math.max(...layouts.map((L) => L.bytes)) / 65536))
-  // not shared: GEMMs run on the calling thread (and a browser page needs no cross-origin isolation)
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
+  const panelsOf = (L: GemmLayout) => L.nPad / L.W
+  const splits = (L: GemmLayout) => L.m * L.k * L.n >= opts.threadMinMacs && panelsOf(L) >= 2
+  // a worker only where the host has worker threads and some product is worth splitting; else an
+  // unshared memory (the calling thread alone; a browser page needs no cross-origin isolation)
+  const threaded = opts.threads > 1 && nodeWorkerThreads() !== undefined && layouts.some(splits)
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, ...(threaded ? { shared: true } : {}) })
+  const module = gemmModule(layouts, pages, threaded)
+  const { run, pack } = new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (w: number, p0: number, p1: number) => void; pack: (w: number) => void }
+  const worker = threaded ? new KernelThreads(module, memory, 1) : undefined
   const f32 = new Float32Array(memory.buffer)
-  return layouts.map((L) => {
-    const { run, pack } = new WebAssembly.Instance(gemmModule(L, pages), { env: { memory } }).exports as { run: () => void; pack?: () => void }
+  const runners = layouts.map((L, w): GemmRunner => {
     const { m, k, n, W, nPad, transB, direct } = L
     const b0 = L.bOff >> 2, c0 = L.cOff >> 2, raw0 = L.rawOff >> 2
+    const P = panelsOf(L)
+    // the calling thread takes the larger half: the worker needs a moment to wake
+    const split = worker && splits(L) ? Math.ceil(P / 2) : P
     const one = (a: Float32Array, b: Float32Array, out: Float32Array, aOff: number, bOffIn: number, oOff: number) => {
-        f32.set(a.subarray(aOff, aOff + m * k), 0)
-        if (direct) f32.set(b.subarray(bOffIn, bOffIn + k * n), b0)
-        else if (transB) {
-          f32.set(b.subarray(bOffIn, bOffIn + k * n), raw0)
-          pack!()
-        }
-        else packRows(f32, b0, b, bOffIn, k, n, nPad, W)
-        run()
-        if (nPad === n) out.set(f32.subarray(c0, c0 + m * n), oOff)
-        else for (let r = 0; r < m; r++) out.set(f32.subarray(c0 + r * nPad, c0 + r * nPad + n), oOff + r * n)
+      f32.set(a.subarray(aOff, aOff + m * k), 0)
+      if (direct) f32.set(b.subarray(bOffIn, bOffIn + k * n), b0)
+      else if (transB) {
+        f32.set(b.subarray(bOffIn, bOffIn + k * n), raw0)
+        pack(w)
+      } else packRows(f32, b0, b, bOffIn, k, n, nPad, W)
+      if (split < P) {
+        const posted = worker!.posted(0)
+        worker!.post(0, [w, split, P, 0])
+        run(w, 0, split)
+        worker!.waitDone(0, posted + 1)
+      } else run(w, 0, P)
+      if (nPad === n) out.set(f32.subarray(c0, c0 + m * n), oOff)
+      else for (let r = 0; r < m; r++) out.set(f32.subarray(c0 + r * nPad, c0 + r * nPad + n), oOff + r * n)
     }
     return {
       run(a, b, out, batch) {
@@ -226,6 +314,7 @@ export function gemmSet(layouts: readonly GemmLayout[]): GemmRunner[] {
       },
     }
   })
+  return { runners, split: layouts.map((L) => worker !== undefined && splits(L)), dispose: () => (worker ? worker.dispose() : Promise.resolve()) }
 }
 
 /** B stored k x n (n not a multiple of W) into panels [panel][t][W] (columns past n zero). */
