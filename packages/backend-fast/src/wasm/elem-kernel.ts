@@ -1,0 +1,283 @@
+import { I32, V128, assemble } from './asm.js'
+import { ElemCode } from './elem-code.js'
+import type { ElemExpr, ElemGroup, ElemRun, ElemType } from './elementwise.js'
+import { elementwiseReads, lcm } from './elementwise.js'
+import { F64 } from './simd-ops.js'
+import { emitTanh, tanhScratch } from './simd-tanh.js'
+
+/**
+ * One kernel, run on chunks of `chunk` elements (a multiple of every repeated row's width and of
+ * a row sum's width, so a chunk starts at a row; `padded` is it rounded up to whole vectors) (the
+ * host copies each chunk of every operand in and of every output out, so the kernel's memory
+ * stays in L2 however long the arrays are): operands at 16-byte aligned regions of `padded`
+ * elements (operand w at w * padded * 4), the single values after them (16 bytes each), then the
+ * outputs (output o at outOff + o * padded * 4), then a row sum's terms and its sums.
+ */
+export interface ElemLayout {
+  readonly n: number
+  readonly chunk: number
+  readonly padded: number
+  readonly whole: readonly number[]
+  /** Repeated rows, each tiled over a `padded` region after the whole operands (filled once per call). */
+  readonly rows: readonly number[]
+  readonly single: readonly number[]
+  /** The type each read slot is read as (its array's element type). */
+  readonly types: ReadonlyMap<number, ElemType>
+  readonly singleOff: number
+  readonly outOff: number
+  /** The row sum's terms (`padded` elements) and sums (one per row of the chunk). */
+  readonly termOff: number
+  readonly sumOff: number
+  readonly bytes: number
+}
+
+/** Elements per chunk: 32 KiB per operand and output. */
+const CHUNK = 8192
+
+/** `multiple`: chunks hold a multiple of this many elements (besides whole rows). */
+export function elementwiseLayout(g: ElemGroup, multiple = 1): ElemLayout {
+  const { whole, single, rows, width, types } = elementwiseReads(g.rowSum ? [...g.exprs, g.rowSum.term] : g.exprs)
+  const w = lcm(g.rowSum ? lcm(width, g.rowSum.width) : width, multiple)
+  const chunk = Math.min(g.n, Math.max(w, Math.floor(CHUNK / w) * w))
+  const padded = Math.ceil(chunk / 4) * 4
+  const singleOff = (whole.length + rows.length) * padded * 4
+  const outOff = singleOff + 16 * single.length
+  const termOff = outOff + 4 * padded * g.exprs.length
+  const sumOff = termOff + (g.rowSum ? 4 * padded : 0)
+  const bytes = sumOff + (g.rowSum ? 4 * Math.ceil(chunk / g.rowSum.width) : 0)
+  return { n: g.n, chunk, padded, whole, rows, single, types, singleOff, outOff, termOff, sumOff, bytes }
+}
+
+const splat4 = (x: number) => [x, x, x, x]
+
+/** Leaves op `x`'s value on the stack, its arguments' values (in order) having been pushed. */
+function emitOp(c: ElemCode, x: Extract<ElemExpr, { kind: 'op' }>, scratch: () => { v: number; t: ReturnType<typeof tanhScratch> }): void {
+  const at = x.args[0]!.type
+  const f = at === 'f32'
+  switch (x.prim) {
+    case 'add': f ? c.f32x4Add() : c.i32x4Add(); return
+    case 'sub': f ? c.f32x4Sub() : c.i32x4Sub(); return
+    case 'mul': f ? c.f32x4Mul() : c.i32x4Mul(); return
+    case 'div': c.f32x4Div(); return
+    case 'sqrt': c.f32x4Sqrt(); return
+    case 'neg': f ? c.f32x4Neg() : c.i32x4Neg(); return
+    case 'abs': f ? c.f32x4Abs() : c.i32x4Abs(); return
+    case 'floor': c.f32x4Floor(); return
+    case 'round': c.f32x4Nearest(); return
+    case 'recip': {
+      const { v } = scratch()
+      c.set(v).vConstF32(splat4(1)).get(v).f32x4Div()
+      return
+    }
+    case 'tanh': {
+      const { v, t } = scratch()
+      c.set(v)
+      emitTanh(c, v, t)
+      c.get(v)
+      return
+    }
+    case 'lt': f ? c.f32x4Lt() : c.i32x4LtS(); return
+    case 'le': f ? c.f32x4Le() : c.i32x4LeS(); return
+    case 'eq': f ? c.f32x4Eq() : c.i32x4Eq(); return
+    case 'where': c.bitselect(); return
+    case 'cast': {
+      const to = x.type
+      if (to === at) return
+      if (to === 'bool') {
+        // x != 0 (a NaN is true, -0 false)
+        if (f) c.vConstF32(splat4(0)).f32x4Ne()
+        else c.vConstI32(splat4(0)).i32x4Ne()
+      } else if (at === 'bool') {
+        if (to === 'f32') c.vConstF32(splat4(1)).vAnd()
+        else c.vConstI32(splat4(1)).vAnd()
+      } else if (to === 'f32') c.f32x4ConvertI32x4S()
+      else c.i32x4TruncSatF32x4S()
+      return
+    }
+  }
+}
+
+/**
+ * Where a chunk's regions are: each as a local holding a byte address plus a constant offset
+ * (the single-thread kernel addresses everything from its chunk walker; the threaded one, whole
+ * arrays from the block's position and scratch from the thread's).
+ */
+export interface ChunkAddressing {
+  /** Byte address of the current vector in the whole operands and outputs, and its offset there per region. */
+  readonly at: number
+  readonly whole: (w: number) => number
+  readonly out: (o: number) => number
+  /** Byte address of the current vector within the chunk (repeated rows), and each row region's offset. */
+  readonly inChunk: number
+  readonly row: (r: number) => number
+  /** The row sum's terms: byte address of the chunk's first term, and of the chunk's first sum. */
+  readonly termBase: number
+  readonly sumAt: number
+}
+
+/**
+ * Splats the single values into locals (once per function): call before the chunk loops.
+ */
+export function singleSplats(c: ElemCode, L: ElemLayout): number[] {
+  const splats = L.single.map(() => c.local(V128))
+  L.single.forEach((_, i) => c.i32(0).vLoad32Splat(L.singleOff + 16 * i).set(splats[i]!))
+  return splats
+}
+
+/**
+ * One loop computing every expression per group of four elements (shared subexpressions once)
+ * over `bytes` bytes of the chunk, then the row sums of its `nrows` rows. The addressing locals
+ * `at` and `inChunk` start at the chunk's first vector; both advance 16 bytes a step.
+ */
+export function emitChunk(c: ElemCode, g: ElemGroup, L: ElemLayout, A: ChunkAddressing, splats: readonly number[], bytes: number, nrows: number): void {
+  const es = g.exprs
+  const temps = new Map<ElemExpr, number>()
+  let scr: { v: number; t: ReturnType<typeof tanhScratch> } | undefined
+  const scratch = () => (scr ??= { v: c.local(V128), t: tanhScratch(c) })
+  // how often each op is used: shared subexpressions (and outputs read by later ones) stay in a local
+  const uses = new Map<ElemExpr, number>()
+  const count = (x: ElemExpr) => {
+    uses.set(x, (uses.get(x) ?? 0) + 1)
+    if (uses.get(x) === 1 && x.kind === 'op') x.args.forEach(count)
+  }
+  const roots = g.rowSum ? [...es, g.rowSum.term] : es
+  roots.forEach(count)
+  const emit = (x: ElemExpr): void => {
+    switch (x.kind) {
+      case 'read': c.get(A.at).vLoad(A.whole(L.whole.indexOf(x.slot))); return
+      case 'scalar': c.get(splats[L.single.indexOf(x.slot)]!); return
+      case 'row': c.get(A.inChunk).vLoad(A.row(L.rows.indexOf(x.slot))); return
+      case 'const':
+        if (x.type === 'f32') c.vConstF32(splat4(x.value))
+        else c.vConstI32(splat4(x.type === 'bool' ? -x.value : x.value))
+        return
+      case 'op': {
+        const t = temps.get(x)
+        if (t !== undefined) {
+          c.get(t)
+          return
+        }
+        // bitselect takes (if-true, if-false, mask)
+        ;(x.prim === 'where' ? [x.args[1]!, x.args[2]!, x.args[0]!] : x.args).forEach(emit)
+        emitOp(c, x, scratch)
+        if ((uses.get(x) ?? 0) > 1) {
+          const l = c.local(V128)
+          temps.set(x, l)
+          c.tee(l)
+        }
+      }
+    }
+  }
+  const end = c.local(I32)
+  c.get(A.inChunk).get(bytes).i32Add().set(end)
+  c.loop()
+  es.forEach((e, o) => {
+    c.get(A.at)
+    emit(e)
+    c.vStore(A.out(o))
+  })
+  if (g.rowSum) {
+    c.get(A.inChunk).get(A.termBase).i32Add()
+    emit(g.rowSum.term)
+    c.vStore(0)
+  }
+  temps.clear()
+  c.get(A.at).i32(16).i32Add().set(A.at)
+  c.get(A.inChunk).i32(16).i32Add().tee(A.inChunk).get(end).i32LtU().brIf(0)
+  c.end()
+  if (g.rowSum) emitRowSums(c, g.rowSum, nrows, A)
+}
+
+/** The single-thread kernel: `run(bytes, rows)` covers one chunk at the start of every region. */
+export function elementwiseModule(g: ElemGroup, L: ElemLayout, pages: number): WebAssembly.Module {
+  const c = new ElemCode(2)
+  const bytes = 0, nrows = 1
+  const p = c.local(I32), q = c.local(I32), term = c.local(I32), sum = c.local(I32)
+  const splats = singleSplats(c, L)
+  c.i32(0).set(p).i32(0).set(q).i32(L.termOff).set(term).i32(L.sumOff).set(sum)
+  const A: ChunkAddressing = {
+    at: p, whole: (w) => w * L.padded * 4, out: (o) => L.outOff + o * L.padded * 4,
+    inChunk: q, row: (r) => (L.whole.length + r) * L.padded * 4, termBase: term, sumAt: sum,
+  }
+  emitChunk(c, g, L, A, splats, bytes, nrows)
+  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }], false) as BufferSource)
+}
+
+/** Each row's terms added in order from 0 (float32 terms in a float64, rounded once; int32 wrapping): the reference's sum. */
+function emitRowSums(c: ElemCode, rs: NonNullable<ElemGroup['rowSum']>, nrows: number, A: ChunkAddressing): void {
+  const f = rs.term.type === 'f32'
+  const q = c.local(I32), o = c.local(I32), end = c.local(I32), acc = c.local(f ? F64 : I32)
+  c.get(A.termBase).set(q).get(A.sumAt).tee(o).get(nrows).i32(4).i32Mul().i32Add().set(end)
+  c.block().loop()
+  c.get(o).get(end).i32GeU().brIf(1)
+  if (f) c.f64Const(0).set(acc)
+  else c.i32(0).set(acc)
+  for (let j = 0; j < rs.width; j++) {
+    if (f) c.get(acc).get(q).f32Load(4 * j).f64PromoteF32().f64Add().set(acc)
+    else c.get(acc).get(q).i32Load(4 * j).i32Add().set(acc)
+  }
+  c.get(o).get(acc)
+  if (f) c.f32DemoteF64().f32Store()
+  else c.i32Store()
+  c.get(q).i32(4 * rs.width).i32Add().set(q)
+  c.get(o).i32(4).i32Add().set(o)
+  c.br(0)
+  c.end().end()
+}
+
+/** Row sums up to this width are unrolled in the module (wider ones keep the JS loop). */
+export const ROW_SUM_MAX = 64
+
+/** Whether a group is worth running on several threads: a tanh over at least `minElems` elements. */
+export function heavyGroup(g: ElemGroup, minElems: number): boolean {
+  const tanh = (x: ElemExpr): boolean => x.kind === 'op' && (x.prim === 'tanh' || x.args.some(tanh))
+  return g.n >= minElems && [...g.exprs, ...(g.rowSum ? [g.rowSum.term] : [])].some(tanh)
+}
+
+/**
+ * Kernels sharing one memory (they run one at a time on the calling thread), compiled on first
+ * use once every kernel of the plan is known: `add` registers one and returns its runner.
+ */
+export function elementwiseSet(): { add(g: ElemGroup): ElemRun } {
+  const pending: { g: ElemGroup; L: ElemLayout; run?: (bytes: number, rows: number) => void }[] = []
+  let f32: Float32Array | undefined
+  let i32: Int32Array | undefined
+  let memory: WebAssembly.Memory | undefined
+  const build = () => {
+    const pages = Math.max(1, Math.ceil(Math.max(...pending.map((k) => k.L.bytes)) / 65536))
+    // not shared: these loops run on the calling thread (and a browser page needs no cross-origin isolation)
+    memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
+    f32 = new Float32Array(memory.buffer)
+    i32 = new Int32Array(memory.buffer)
+    for (const k of pending) k.run = (new WebAssembly.Instance(elementwiseModule(k.g, k.L, pages), { env: { memory } }).exports as { run: (bytes: number, rows: number) => void }).run
+  }
+  return {
+    add(g) {
+      const k: (typeof pending)[number] = { g, L: elementwiseLayout(g) }
+      pending.push(k)
+      const { L } = k
+      const rs = g.rowSum
+      // the memory view of each output's element type (an int32 output's array is an Int32Array)
+      const outTypes = g.exprs.map((e) => e.type)
+      return (B, outs) => {
+        if (!memory) build()
+        const view = (t: ElemType | undefined) => (t === 'i32' ? i32! : f32!)
+        L.single.forEach((s, i) => (view(L.types.get(s))[(L.singleOff >> 2) + 4 * i] = B[s]![0]!))
+        L.rows.forEach((s, r) => {
+          const v = B[s] as Float32Array, at = (L.whole.length + r) * L.padded, m = view(L.types.get(s))
+          for (let q = 0; q < L.chunk; q += v.length) m.set(v, at + q)
+        })
+        for (let lo = 0; lo < L.n; lo += L.chunk) {
+          const len = Math.min(L.chunk, L.n - lo)
+          L.whole.forEach((s, w) => view(L.types.get(s)).set((B[s] as Float32Array).subarray(lo, lo + len), w * L.padded))
+          k.run!(Math.ceil(len / 4) * 16, rs ? len / rs.width : 0)
+          outTypes.forEach((t, o) => {
+            const at = (L.outOff >> 2) + o * L.padded
+            outs[o]!.set(view(t).subarray(at, at + len), lo)
+          })
+          if (rs) outs[outTypes.length]!.set(view(rs.term.type).subarray(L.sumOff >> 2, (L.sumOff >> 2) + len / rs.width), lo / rs.width)
+        }
+      }
+    },
+  }
+}
