@@ -18,6 +18,9 @@ import { wasmRowChain } from './wasm/chain-run.js'
 import type { MapModule, MathMap } from './wasm/mathmap.js'
 import { MAP_CHUNK, MAP_STEP, mathMapFactory, mathMapModule } from './wasm/mathmap.js'
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
+import { scanStep } from './scan-steps.js'
+import type { ReduceScan } from './wasm/reduce-scan.js'
+import { reduceScan } from './wasm/reduce-scan.js'
 
 /** One step of an executable plan: core's schedule step with its generated code. */
 export type Step =
@@ -130,10 +133,14 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     slotOf,
   }
   const makeMap = mathMapFactory()
+  // loops written for the training step's repeated scans (finite probe, bias gradients); the WebAssembly scans on first use
+  const scanEnv = { def: (v: Var) => graph.def(v), isStored: (v: Var) => stored.has(v.id), slotOf }
+  let scanKernels: ReduceScan | undefined
+  const scans = () => (scanKernels ??= reduceScan())
   const nearest: NearestStep[] = []
   const chains: RowChainRun[] = []
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
-  const gemms = planGemms(schedule, opts.wasm ? (opts.gemmMinMacs ?? GEMM_MIN_MACS) : Infinity)
+  const gemms = planGemms(schedule, opts.wasm ? (opts.gemmMinMacs ?? GEMM_MIN_MACS) : Infinity, opts.threads)
   const elems = elementwiseSet()
   /** A WebAssembly loop for stored `v` where its expression is in the kernel's subset. */
   type Proto = Step | { readonly kind: 'elemExpr'; readonly out: number; readonly expr: ElemExpr; readonly n: number }
@@ -148,6 +155,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     p.kind === 'kernel' ? [p.out, ...(p.sideOuts ?? [])] : p.kind === 'rows' ? undefined : p.kind === 'elem' ? p.outs : [p.out]
   /** A top-level step, its side outputs split off into WebAssembly loops where they all fit. */
   const topSteps = (st: LoopStep): Proto[] => {
+    const sc = scanStep(st, scanEnv, opts.wasm ? scans : undefined)
+    if (sc) return [{ kind: 'kernel', ...sc }]
     if (st.kind === 'loop') {
       const w = elemStep(st.out)
       if (w) return [w]
@@ -156,7 +165,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
       const ws = st.sides.map(elemStep)
       // the reduction then reads the sides from their buffers instead of computing them
       if (ws.every((w) => w !== undefined))
-        return [...ws, { kind: 'kernel', out: slotOf(st.eqn.out), kernel: reduceKernel(st.eqn, env, []), prim: st.eqn.prim }]
+        return [...ws, { kind: 'kernel', ...(scanStep({ ...st, sides: [] }, scanEnv, opts.wasm ? scans : undefined) ?? { out: slotOf(st.eqn.out), kernel: reduceKernel(st.eqn, env, []), prim: st.eqn.prim }) }]
     }
     return [stepOf(st)]
   }
@@ -245,7 +254,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   )
   const outputSlots = program.outputs.map(slotOf)
   const dispose = async () => {
-    await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose())])
+    await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose()), gemms.dispose()])
   }
   return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose }
 }
