@@ -1,11 +1,11 @@
 import type { AnyTypedArray, EqnOf, Epilogue, NearestPattern, NearestTerm, Var } from '@tessera/core'
 import { TesseraError, nearestDims } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
-import { Emitter, helperNames, kernelHelpers } from './emit.js'
 import { Code, V128, I32, assemble, relaxedSimdSupported } from './wasm/asm.js'
 import { KernelThreads, QUEUE } from './wasm/threads.js'
 import { nodeWorkerThreads } from './host.js'
-import { tracking } from './loops.js'
+import type { PackKernel, TermKernel } from './nearest-operands.js'
+import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -77,60 +77,6 @@ function driverSource(k: number, cw: number, npad: number): string {
   return `for (let c = 0, p = ${per}; c < ${npad}; c += p) run(a0, a1, a2, a3, c, Math.min(c + p, ${npad}))`
 }
 
-type TermKernel = (B: AnyTypedArray[], dst: Float32Array, dstOff: number, from: number, count: number) => void
-
-function termKernel(v: Var, dep: 'row' | 'col', env: EmitEnv & { slotOf(v: Var): number }): TermKernel {
-  const { env: tracked, used } = tracking(env)
-  const em = new Emitter(tracked)
-  // leading batch axes have size 1: index 0
-  const lead = v.aval.shape.slice(0, -2).map(() => '0')
-  const val = em.value(v, { axes: [...lead, ...(dep === 'row' ? ['q', '0'] : ['0', 'q'])] })
-  const src = [
-    ...[...used].map((s) => `const b${s} = B[${s}];`),
-    'for (let q = from; q < from + count; q++) {',
-    ...em.lines,
-    `dst[dstOff + q - from] = ${val};`,
-    '}',
-  ].join('\n')
-  return withHelpers('term(B, dst, dstOff, from, count)', src) as TermKernel
-}
-
-/** A generated function (`signature` names it and its parameters) closing over the kernel helpers. */
-function withHelpers(signature: string, src: string): unknown {
-  const f = new Function(...helperNames, `return function ${signature} {\n${src}\n}`)
-  return f(...helperNames.map((h) => kernelHelpers[h as keyof typeof kernelHelpers]))
-}
-
-type PackKernel = (B: AnyTypedArray[], dst: Float32Array) => void
-
-/**
- * Writes B (`v`, k x n) into the kernel's panels [npad/cw][k][cw] (padding columns untouched),
- * evaluating `v` at each (d, j): a stored B is copied; an unstored one (a transpose of a stored
- * value, or an elementwise chain of stored values) is computed once per element, as the loop
- * that would have stored it would.
- */
-function packKernel(v: Var, n: number, cw: number, env: EmitEnv & { slotOf(v: Var): number }): PackKernel {
-  const k = v.aval.shape[v.aval.shape.length - 2]!
-  const npad = Math.ceil(n / cw) * cw
-  const { env: tracked, used } = tracking(env)
-  const em = new Emitter(tracked)
-  const val = em.value(v, { axes: [...v.aval.shape.slice(0, -2).map(() => '0'), 'd', 'j'] })
-  const src = [
-    ...[...used].map((s) => `const b${s} = B[${s}];`),
-    `for (let c0 = 0, p = 0; c0 < ${npad}; c0 += ${cw}) {`,
-    `const w = c0 + ${cw} <= ${n} ? ${cw} : ${n} - c0;`,
-    `for (let d = 0; d < ${k}; d++, p += ${cw}) {`,
-    'for (let jj = 0; jj < w; jj++) {',
-    'const j = c0 + jj;',
-    ...em.lines,
-    `dst[p + jj] = ${val};`,
-    '}',
-    '}',
-    '}',
-  ].join('\n')
-  return withHelpers('pack(B, dst)', src) as PackKernel
-}
-
 interface Geometry {
   readonly t: NearestTuning
   /** Columns per chunk (4 * vecs), columns padded to whole chunks, steps along k per dot-loop iteration. */
@@ -142,6 +88,9 @@ interface Geometry {
   /** Byte addresses: column terms after the packed B panels, then the staging buffers; offsets within a buffer. */
   readonly col: number
   readonly base: number
+  /** Byte address of the scratch for rows of a stored B^T on their way into the panels (after the buffers), and their count. */
+  readonly packAt: number
+  readonly packCols: number
   readonly buf: number
   readonly a: number
   readonly row: number
@@ -153,6 +102,8 @@ interface Instance {
   readonly memory: WebAssembly.Memory
   /** Runs one staged chunk (see driverSource). */
   readonly run: (rows: number, a: number, row: number, out: number) => void
+  /** The wasm pack of a stored B^T (see packCode), when B is one. */
+  readonly pack?: (src: number, dst: number, cols: number) => void
   readonly threads?: KernelThreads
 }
 
@@ -164,6 +115,8 @@ export class NearestStep {
   private readonly colTerms: number[]
   private termKernels: TermKernel[] = []
   private slotA: number | undefined
+  /** B^T's slot when B is the transpose of a stored value (packed in wasm), else B's JS pack loop. */
+  private slotBT: number | undefined
   private pack: PackKernel | undefined
   private instance: Instance | undefined
 
@@ -203,8 +156,10 @@ export class NearestStep {
   /** Build the term loops once slots and buffer names are known. */
   prepare(env: EmitEnv & { slotOf(v: Var): number }): void {
     this.slotA = env.slotOf(this.matmul.inputs[0]!)
-    this.pack = packKernel(this.matmul.inputs[1]!, this.n, 4 * this.tuning.vecs, env)
-    this.termKernels = this.terms.map((t) => termKernel(t.v, t.dep, env))
+    const b = this.matmul.inputs[1]!
+    this.slotBT = storedTransposeOf(b, env)
+    this.pack = this.slotBT === undefined ? packKernel(b, this.n, 4 * this.tuning.vecs, env) : undefined
+    this.termKernels = this.terms.map((t) => termKernel(t.v, t.dep, t.dep === 'row' ? this.m : this.n, env))
   }
 
   private geometry(): Geometry {
@@ -221,23 +176,32 @@ export class NearestStep {
     const row = chunk * k * 4
     const out = row + this.rowTerms.length * chunk * 4
     const buf = out + chunk * 3 * 16
-    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out }
+    // B^T's rows go through a scratch of about CHUNK_FLOATS floats, whole panels at a time
+    const packCols = this.slotBT === undefined ? 0 : Math.min(npad, cw * Math.max(1, Math.floor(CHUNK_FLOATS / (k * cw))))
+    const T = this.threadCount(chunk)
+    const packAt = base + (1 + (T - 1) * QUEUE) * buf
+    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols }
   }
 
   private module(): Instance {
     if (this.instance) return this.instance
     const g = this.geometry()
     const T = this.threadCount(g.chunk)
-    // staging buffers: one for the calling thread, QUEUE per worker
-    const pages = Math.ceil((g.base + (1 + (T - 1) * QUEUE) * g.buf) / 65536)
-    const module = new WebAssembly.Module(assemble(pages, [{ name: 'run', code: this.kernelCode(g) }]) as BufferSource)
+    // staging buffers (one for the calling thread, QUEUE per worker), then the pack scratch
+    const pages = Math.ceil((g.packAt + g.packCols * this.k * 4) / 65536)
+    const funcs = [{ name: 'run', code: this.kernelCode(g) }, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
+    const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     const inst = new WebAssembly.Instance(module, { env: { memory } })
-    const kernel = (inst.exports as unknown as { run: KernelRun }).run
+    const exports = inst.exports as unknown as { run: KernelRun; pack?: NonNullable<Instance['pack']> }
+    const kernel = exports.run
     const driver = driverSource(this.k, g.cw, g.npad)
     const drive = new Function('run', 'a0', 'a1', 'a2', 'a3', driver) as Drive
     const run = (rows: number, a: number, row: number, out: number) => drive(kernel, rows, a, row, out)
-    this.instance = { g, memory, run, ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1, driver) } : {}) }
+    this.instance = {
+      g, memory, run, ...(exports.pack ? { pack: exports.pack } : {}),
+      ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1, driver) } : {}),
+    }
     return this.instance
   }
 
@@ -402,13 +366,20 @@ export class NearestStep {
 
   run(B: AnyTypedArray[], out: Int32Array): void {
     const { m, n, k } = this
-    const { g, memory, run, threads } = this.module()
+    const { g, memory, run, pack, threads } = this.module()
     const { npad, chunk } = g
     const R = g.t.rows
     const f32 = new Float32Array(memory.buffer)
     const i32 = new Int32Array(memory.buffer)
     // B in contiguous panels [npad/cw][k][cw] so each column chunk streams sequentially
-    this.pack!(B, f32)
+    if (pack) {
+      const bt = B[this.slotBT!] as Float32Array
+      for (let j0 = 0; j0 < n; j0 += g.packCols) {
+        const cols = Math.min(g.packCols, n - j0)
+        f32.set(bt.subarray(j0 * k, (j0 + cols) * k), g.packAt / 4)
+        pack(g.packAt, j0 * k * 4, cols)
+      }
+    } else this.pack!(B, f32)
     this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * npad, 0, n))
     const a = B[this.slotA!] as Float32Array
     const W = threads?.count ?? 0

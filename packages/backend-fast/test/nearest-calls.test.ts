@@ -82,4 +82,22 @@ describe('nearest-code kernel in several calls per chunk', () => {
       await backend.dispose?.()
     }
   })
+
+  test('a codebook packed in several slices (256-wide rows: 256 codes a slice, 44 in the last) gives the reference indices', async () => {
+    // B = cb.mT of a stored codebook is packed in wasm from the codebook's rows, a slice at a time
+    const n2 = 203, d2 = 256, k2 = 300
+    const x2 = grid(n2 * d2, 21), c2 = grid(k2 * d2, 22)
+    for (let j = 0; j < d2; j++) c2[290 * d2 + j] = c2[260 * d2 + j]! // a tie across slices
+    for (let j = 0; j < d2; j++) x2[9 * d2 + j] = c2[260 * d2 + j]!
+    const p = nearest(n2, d2, k2)
+    const ins2: HostTensor[] = [tensorOf(x2, [n2, d2]), tensorOf(c2, [k2, d2])]
+    const want = Array.from(interpretProgram(p, ins2)[0]!.data)
+    expect(want[9]).toBe(260)
+    expect(new Set(want).size).toBeGreaterThan(20)
+    for (const threads of [1, 2]) {
+      const backend = fastBackend({ threads, relaxedSimd: false })
+      expect(Array.from((await backend.compile(p).run(ins2))[0]!.data)).toEqual(want)
+      await backend.dispose?.()
+    }
+  })
 })
