@@ -50,6 +50,8 @@ export interface WasmChainLayout {
    * CTRL_MODE to 1, which runs `blockTree` (their matmuls as prefix trees) instead of `block`.
    */
   readonly trees: readonly { readonly operand: Var; readonly pairs: number; readonly k: number }[]
+  /** Exp passes run as two loops (chain-emit.ts's splitExp; tests check it was taken). */
+  readonly splitExpPasses: number
   /** Row-indexed values the chain writes in full, copied out after a call. */
   readonly copyOut: readonly (readonly [Var, Region])[]
   /** The constant pool's bytes, written into the memory once. */
@@ -154,18 +156,23 @@ function build(rc: RowChain, g: ChainGraph, threads: number): WasmChainLayout {
     trees.set(t.operand.id, { pairs: t.pairs, scratch })
     scratch = align16(scratch + 8 * 2 ** (t.k - 2) + SLACK)
   }
+  // room for a split exp pass (chain-emit.ts): a row of float32 arguments and a list of its vectors
+  const spare = scratch
+  const maxW = Math.max(0, ...[...rc.local, ...rc.views].map(rowElems))
+  scratch = align16(scratch + 5 * maxW + 2 * SLACK)
   const scratchSize = Math.max(16, scratch)
   top = scratchBase + threads * scratchSize
   if (top > MAX_BYTES) throw new Unsupported()
   const pages = Math.max(1, Math.ceil(top / 65536))
-  const places = { pool, packed, trees, whole, views, locals, sinks, scratchBase, scratchSize, rows, blocks }
+  const places = { pool, packed, trees, spare, whole, views, locals, sinks, scratchBase, scratchSize, rows, blocks }
   const gen = new ChainEmitter(rc, g, places, false)
   const funcs = [{ name: 'run', code: gen.runCode(treeList.length > 0) }, { name: 'block', code: gen.blockCode() }]
+  const splitExpPasses = gen.splitPasses
   // the same chain with its bit-tree matmuls as prefix trees (a fresh emitter: locals are per function)
   if (treeList.length > 0) funcs.push({ name: 'blockTree', code: new ChainEmitter(rc, g, places, true).blockCode() })
   const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
   return {
-    module, pages, n, rows, blocks, threads, copyIn, copyPacked, trees: treeList, copyOut, sinks,
+    module, pages, n, rows, blocks, threads, copyIn, copyPacked, trees: treeList, copyOut, sinks, splitExpPasses,
     constants: { addr: pool.base, bytes: new Uint8Array(pool.bytes) },
   }
 }

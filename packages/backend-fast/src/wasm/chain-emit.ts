@@ -3,8 +3,8 @@ import { I32 } from './asm.js'
 import { ChainCode, F32, F64 } from './simd-ops.js'
 import type { ChainGraph, Places } from './chain-types.js'
 import { CTRL_MODE, Unsupported } from './chain-types.js'
-import { RowExpr, splat4 } from './chain-expr.js'
-import { mathScratch } from './simd-math.js'
+import { EXP_ZERO_BELOW, RowExpr, splat4 } from './chain-expr.js'
+import { emitExp, mathScratch } from './simd-math.js'
 
 /**
  * One step's part of a row pass: what it reads and writes, and its code before, inside and after
@@ -20,6 +20,10 @@ interface Piece {
   /** A per-row reduction's result (readable only after its pass). */
   readonly reduced?: Var
   readonly sink: boolean
+  /** An exp map's value and argument (for the split exp pass). */
+  readonly expOf?: { readonly out: Var; readonly arg: Var }
+  /** A per-row sum's operand and its accumulation (for the split exp pass). */
+  readonly sumOf?: { readonly src: Var; add(x: number, tail: number): void }
   pre(): void
   body(tail: number): void
   post(): void
@@ -34,6 +38,8 @@ const mask = (tail: number) => [0, 1, 2, 3].map((l) => (l < tail ? -1 : 0))
 export class ChainEmitter extends RowExpr {
   /** Values whose every reader shares their pass: never stored. */
   private unstored = new Set<number>()
+  /** Exp passes emitted as two loops (see splitExp). */
+  splitPasses = 0
 
   constructor(rc: RowChain, g: ChainGraph, p: Places, private readonly bitTree: boolean) {
     super(rc, g, p)
@@ -87,6 +93,7 @@ export class ChainEmitter extends RowExpr {
       c.get(r).i32(4 * reg.elems).i32Mul().i32(reg.addr).i32Add().set(this.rowAddr.get(v.id)!)
     }
     for (const pass of passes) {
+      if (this.splitExp(pass)) continue
       for (const p of pass) p.pre()
       this.vectors(pass[0]!.w, (tail) => pass.forEach((p) => p.body(tail)))
       for (const p of pass) p.post()
@@ -154,8 +161,10 @@ export class ChainEmitter extends RowExpr {
       case 'loop': case 'expMap': {
         const o = st.out
         const w = this.rowElems(o)
+        const d = this.g.def(o)
         return {
           w, reads: this.readsOf([o], new Set([o.id])), writes: [o], sink: false, pre: none, post: none,
+          ...(d?.prim === 'exp' ? { expOf: { out: o, arg: d.inputs[0]! } } : {}),
           body: (tail) => {
             const x = this.compute(o, 'row', w)
             this.memo.set(`${o.id}:row`, x)
@@ -171,8 +180,12 @@ export class ChainEmitter extends RowExpr {
         const kind = e.prim === 'reduce_sum' ? 'sum' : e.prim === 'reduce_max' ? 'max' : e.prim === 'reduce_min' ? 'min' : undefined
         if (!kind) throw new Unsupported()
         const acc = this.reduction(kind, w)
+        // a sum of its own side output exp(a) (softmax's exp pass in one step) may be split, see splitExp
+        const side = st.sides.length === 1 && st.sides[0]!.id === src.id ? this.g.def(src) : undefined
         return {
           w, reads: this.readsOf([src, ...st.sides], new Set(st.sides.map((s) => s.id))), writes: st.sides, reduced: e.out, sink: false,
+          ...(kind === 'sum' && (st.sides.length === 0 || side) ? { sumOf: { src, add: acc.add } } : {}),
+          ...(side?.prim === 'exp' ? { expOf: { out: src, arg: side.inputs[0]! } } : {}),
           pre: acc.pre,
           body: (tail) => {
             for (const s of st.sides) this.memo.set(`${s.id}:row`, this.compute(s, 'row', w))
@@ -272,6 +285,52 @@ export class ChainEmitter extends RowExpr {
         this.storeRow(out, x, 0)
       },
     }
+  }
+
+  /**
+   * softmax's exp pass (an exp map and the row sum of its values, as two steps or as a sum with
+   * the map as its side output; rows of whole vectors) in two loops: the first stores each vector's argument and appends its offset to a list when some
+   * lane's exp is not +0 (branch-free; +0 stored for the others), the second runs exp and the sum
+   * over the listed vectors only, in row order: no branch on the data, which the one-loop pass
+   * mispredicts on a peaked softmax's scattered live vectors. Adding +0 leaves a float64 sum
+   * unchanged (it starts at +0, so it is never -0), so the results are the one-loop pass's bits.
+   */
+  private splitExp(pass: readonly Piece[]): boolean {
+    const [pe, ps = pe] = pass as [Piece, Piece | undefined]
+    const exp = pe.expOf, sum = ps.sumOf
+    if (pass.length > 2 || (pass.length === 2 && pe.sumOf) || !exp || !sum || sum.src.id !== exp.out.id || pe.w % 4 !== 0) return false
+    this.splitPasses++
+    const c = this.c
+    const w = pe.w
+    // a thread's spare room: the row of arguments, then the list of live vectors' byte offsets
+    const A = this.p.spare, L = this.p.spare + 4 * w + 16
+    const cnt = c.local(I32), i = c.local(I32)
+    const own = pe === ps ? [pe] : [pe, ps]
+    own.forEach((p) => p.pre())
+    c.i32(0).set(cnt)
+    this.vectors(w, () => {
+      const x = this.value(exp.arg, 'row', w)
+      c.get(this.tb).get(this.jb).i32Add().get(x).vStore(A)
+      const z = this.fresh()
+      c.vConstF32(splat4(0)).set(z)
+      this.storeRow(exp.out, z, 0)
+      c.get(this.tb).get(cnt).i32(2).i32Shl().i32Add().get(this.jb).i32Store(L)
+      c.get(cnt).get(x).vConstF32(splat4(EXP_ZERO_BELOW)).f32x4Lt().vNot().vAnyTrue().i32Add().set(cnt)
+    })
+    c.i32(0).set(i)
+    c.block().loop()
+    c.get(i).get(cnt).i32GeU().brIf(1)
+    c.get(this.tb).get(i).i32(2).i32Shl().i32Add().i32Load(L).set(this.jb)
+    const x = this.fresh()
+    c.get(this.tb).get(this.jb).i32Add().vLoad(A).set(x)
+    emitExp(c, x, this.ms!)
+    this.storeRow(exp.out, x, 0)
+    sum.add(x, 0)
+    c.get(i).i32(1).i32Add().set(i)
+    c.br(0)
+    c.end().end()
+    own.forEach((p) => p.post())
+    return true
   }
 
   /** A sum over the leading axis: this row's terms added into the block's float64 partials (one per element, or one in all). */

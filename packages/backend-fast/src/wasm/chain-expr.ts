@@ -7,6 +7,8 @@ import type { MathScratch } from './simd-math.js'
 import { emitExp, emitLog } from './simd-math.js'
 
 export const splat4 = (x: number) => [x, x, x, x]
+/** exp of a float32 below this rounds to +0 (e^-104 is below half the least subnormal, 2^-150). */
+export const EXP_ZERO_BELOW = -104
 
 /**
  * The float32x4 value of a chain step's fused expression at the current vector of the current
@@ -181,7 +183,7 @@ export class RowExpr {
   protected exp(x: number, out: number): void {
     const c = this.c
     c.vConstF32(splat4(0)).set(out)
-    c.get(x).vConstF32(splat4(-104)).f32x4Lt().vNot().vAnyTrue().ifThen()
+    c.get(x).vConstF32(splat4(EXP_ZERO_BELOW)).f32x4Lt().vNot().vAnyTrue().ifThen()
     c.get(x).set(out)
     emitExp(c, out, this.ms!)
     c.end()

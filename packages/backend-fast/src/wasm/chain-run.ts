@@ -17,6 +17,8 @@ export interface WasmRowChainRun extends RowChainRun {
   bitTree: boolean
   /** The last call's form: 'bitTree' when its operands had that form (chain-bittree.ts). */
   readonly form: 'plain' | 'bitTree'
+  /** Exp passes compiled as two loops (chain-emit.ts's splitExp). */
+  readonly splitExpPasses: number
 }
 
 /**
@@ -101,7 +103,7 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     }
   }
   return {
-    n, rows, threads, steps: [], codegen: 'wasm',
+    n, rows, threads, steps: [], codegen: 'wasm', splitExpPasses: layout.splitExpPasses,
     desc: { n, rows, steps: [], views: [], locals: [] },
     fullSlots: [...new Set([...layout.copyIn, ...layout.copyOut].map(([v]) => slotOf(v)))],
     localSlots: [],

@@ -36,6 +36,8 @@ export interface Places {
   /** Offset of each chain-local value's row in a thread's scratch area. */
   readonly locals: ReadonlyMap<number, number>
   readonly sinks: readonly { readonly addr: number; readonly width: number; readonly stride: number }[]
+  /** Offset in a thread's scratch area of room for a row of float32 and a list of its vectors (the split exp pass). */
+  readonly spare: number
   readonly scratchBase: number
   readonly scratchSize: number
   readonly rows: number

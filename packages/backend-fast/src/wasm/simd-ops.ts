@@ -94,6 +94,7 @@ export class ChainCode extends Code {
   static readonly HIGH = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15] as const
   vStore32Lane(offset: number, lane: number) { return this.vop(0x5a, ...ChainCode.mem(2, offset), lane) }
   // scalars
+  i32Load(offset = 0) { return this.raw(0x28, ...ChainCode.mem(2, offset)) }
   f32Load(offset = 0) { return this.raw(0x2a, ...ChainCode.mem(2, offset)) }
   f32Store(offset = 0) { return this.raw(0x38, ...ChainCode.mem(2, offset)) }
   f64Load(offset = 0) { return this.raw(0x2b, ...ChainCode.mem(3, offset)) }
