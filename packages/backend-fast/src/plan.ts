@@ -9,8 +9,10 @@ import { NearestStep, defaultTuning } from './nearest.js'
 import type { GemmRunner } from './wasm/gemm.js'
 import { foldGemmTransposes } from './gemm-rewrite.js'
 import { planGemms } from './gemm-plan.js'
-import type { ElemExpr, ElemRun } from './wasm/elementwise.js'
-import { elementwiseExpr, elementwiseSet, groupElementwise } from './wasm/elementwise.js'
+import type { ElemExpr, ElemGroup, ElemRun } from './wasm/elementwise.js'
+import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, substitute } from './wasm/elementwise.js'
+import { ROW_SUM_MAX, heavyGroup } from './wasm/elem-kernel.js'
+import { threadedElementwise } from './wasm/elem-threads.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
 import { wasmChainLayout } from './wasm/chain-codegen.js'
@@ -144,12 +146,47 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const elems = elementwiseSet()
   /** A WebAssembly loop for stored `v` where its expression is in the kernel's subset. */
   type Proto = Step | { readonly kind: 'elemExpr'; readonly out: number; readonly expr: ElemExpr; readonly n: number }
-  const elemStep = (v: Var): Proto | undefined => {
+  /** A stored value's slot; `also` (a chain's values, when it is taken apart) counts as stored too. */
+  const storedSlot = (also?: ReadonlySet<number>) => (x: Var) => (stored.has(x.id) || also?.has(x.id) ? slotOf(x) : undefined)
+  const elemStep = (v: Var, also?: ReadonlySet<number>): Proto | undefined => {
     const n = v.aval.shape.reduce((a, b) => a * b, 1)
     if (!opts.wasm || n < ELEM_MIN) return undefined
-    const e = elementwiseExpr(v, (x) => graph.def(x), (x) => (stored.has(x.id) ? slotOf(x) : undefined))
+    const e = elementwiseExpr(v, (x) => graph.def(x), storedSlot(also))
     return e && { kind: 'elemExpr', out: slotOf(v), expr: e, n }
   }
+  /**
+   * A sum over trailing axes (at most ROW_SUM_MAX wide) of an elementwise operand, with its side
+   * outputs, as one WebAssembly pass (FSQ's and LFQ's index sums with their codes).
+   */
+  const rowSumGroup = (st: Extract<LoopStep, { kind: 'reduce' }>, also?: ReadonlySet<number>): ElemGroup | undefined => {
+    const { eqn } = st
+    const src = eqn.inputs[0]!
+    const shape = src.aval.shape
+    const n = shape.reduce((a, b) => a * b, 1)
+    if (!opts.wasm || eqn.prim !== 'reduce_sum' || n < ELEM_MIN || src.aval.dtype === 'bool') return undefined
+    const axes = [...eqn.params.axes].sort((a, b) => a - b)
+    if (axes.length === 0 || axes.some((a, i) => a !== shape.length - axes.length + i)) return undefined
+    const width = axes.reduce((p, a) => p * shape[a]!, 1)
+    if (width > ROW_SUM_MAX) return undefined
+    const bufSlot = storedSlot(also)
+    const sides = st.sides.map((v) => elementwiseExpr(v, (x) => graph.def(x), bufSlot))
+    const term0 = elementwiseTree(src, (x) => graph.def(x), bufSlot)
+    if (!term0 || sides.some((e) => e === undefined)) return undefined
+    // the sides are computed in the same pass: reads of them (by the operand or each other) use their expressions
+    const byOut = new Map(st.sides.map((v, i) => [slotOf(v), sides[i]!]))
+    const exprs = sides.map((e) => substitute(e!, byOut))
+    const outs = st.sides.map(slotOf)
+    return { outs, exprs, n, rowSum: { out: slotOf(eqn.out), term: substitute(term0, byOut), width } }
+  }
+  const threadedElems: { dispose(): Promise<void> }[] = []
+  /** A group's runner: heavy ones (tanh over 2^18 elements and more) on every thread. */
+  const elemRun = (g: ElemGroup): ElemRun => {
+    if (opts.threads < 2 || !heavyGroup(g, ROWS.threadMinElems)) return elems.add(g)
+    const t = threadedElementwise(g, opts.threads)
+    threadedElems.push(t)
+    return t.run
+  }
+  const rowSumStep = (g: ElemGroup): Step => ({ kind: 'elem', outs: [...g.outs, g.rowSum!.out], run: elemRun(g) })
   /** Slots a step writes (undefined: not known here, a row chain). */
   const writesOf = (p: Proto): readonly number[] | undefined =>
     p.kind === 'kernel' ? [p.out, ...(p.sideOuts ?? [])] : p.kind === 'rows' ? undefined : p.kind === 'elem' ? p.outs : [p.out]
@@ -161,8 +198,12 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
       const w = elemStep(st.out)
       if (w) return [w]
     }
+    if (st.kind === 'reduce') {
+      const g = rowSumGroup(st)
+      if (g) return [rowSumStep(g)]
+    }
     if (st.kind === 'reduce' && st.sides.length > 0) {
-      const ws = st.sides.map(elemStep)
+      const ws = st.sides.map((v) => elemStep(v))
       // the reduction then reads the sides from their buffers instead of computing them
       if (ws.every((w) => w !== undefined))
         return [...ws, { kind: 'kernel', ...(scanStep({ ...st, sides: [] }, scanEnv, opts.wasm ? scans : undefined) ?? { out: slotOf(st.eqn.out), kernel: reduceKernel(st.eqn, env, []), prim: st.eqn.prim }) }]
@@ -239,22 +280,45 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     }
   }
 
-  const chainOf = (rc: RowChain): Step => {
-    // one WebAssembly module for the whole chain where every step has a form there (else JS kernels per member)
+  /** One WebAssembly module for the whole chain where every step has a form there. */
+  const wasmChainOf = (rc: RowChain): Step[] | undefined => {
     const layout = opts.wasm && opts.wasmChains !== false ? wasmChainLayout(rc, { def: (v) => graph.def(v), isStored: (v) => stored.has(v.id) }, rc.workers + 1) : undefined
-    const chain = layout ? wasmRowChain(layout, slotOf) : makeRowChain(rc, rc.steps.map((c) => blockedOf(c, rc.rows)), slotOf, (v) => graph.isOutput(v))
+    if (!layout) return undefined
+    const chain = wasmRowChain(layout, slotOf)
+    chains.push(chain)
+    return [{ kind: 'rows', chain }]
+  }
+  /** The chain's members as JS kernels run block by block. */
+  const chainOf = (rc: RowChain): Step => {
+    const chain = makeRowChain(rc, rc.steps.map((c) => blockedOf(c, rc.rows)), slotOf, (v) => graph.isOutput(v))
     chains.push(chain)
     return { kind: 'rows', chain }
   }
 
-  const protos = schedule.steps.filter((st) => !gemms.dropped(st)).flatMap((st): Proto[] => (st.kind === 'rows' ? [chainOf(st)] : topSteps(st)))
+  /**
+   * A chain without sinks whose every step runs as a WebAssembly pass on its own (FSQ's forward
+   * on several threads): those passes, which beat the JS chain's threads; its chain-local values
+   * (FSQ's index sums, 1/width of the codes) are stored whole instead.
+   */
+  const unchained = (rc: RowChain): Proto[] | undefined => {
+    if (!opts.wasm || rc.steps.some((c) => c.sink)) return undefined
+    const local = new Set(rc.local.map((v) => v.id))
+    const out: (Proto | ElemGroup)[] = []
+    for (const { step: st } of rc.steps) {
+      const p = st.kind === 'loop' ? elemStep(st.out, local) : st.kind === 'reduce' ? rowSumGroup(st, local) : undefined
+      if (!p) return undefined
+      out.push(p)
+    }
+    return out.map((p) => ('kind' in p ? p : rowSumStep(p)))
+  }
+  const protos = schedule.steps.filter((st) => !gemms.dropped(st)).flatMap((st): Proto[] => (st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
   // elementwise loops of one size merge into one pass where the order allows (Adam's per parameter)
   const steps: Step[] = groupElementwise(protos, writesOf, (p) => (p.kind === 'elemExpr' ? p : undefined)).map((g) =>
-    'exprs' in g ? { kind: 'elem', outs: g.outs, run: elems.add(g) } : (g as Step),
+    'exprs' in g ? { kind: 'elem', outs: g.outs, run: elemRun(g) } : (g as Step),
   )
   const outputSlots = program.outputs.map(slotOf)
   const dispose = async () => {
-    await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose()), gemms.dispose()])
+    await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose()), ...threadedElems.map((t) => t.dispose()), gemms.dispose()])
   }
   return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose }
 }

@@ -5,8 +5,8 @@ import type { ElemCode } from './elem-code.js'
  * tanh of four float32 lanes, evaluated in float64 lanes and rounded once to float32: accurate to
  * ~1e-12 relative before that rounding, so the result is within one float32 ulp of
  * `fround(Math.tanh(x))` and equals it except where the exact value lies within ~1e-12 of a
- * float32 rounding midpoint (about one argument in 10^5: test/elementwise-ops.test.ts counts
- * them), within the backend's transcendentalRtol = 2^-23.
+ * float32 rounding midpoint (one of 3.3 million random arguments in [-5, 5]; the test bounds the
+ * rate), within the backend's transcendentalRtol = 2^-23.
  *
  * tanh(|x|) = e / (e + 2) with e = expm1(2|x|): 2|x| = k ln2 + r (|r| <= ln2/2, k found with the
  * 1.5 * 2^52 shifter, whose low bits then hold k + 1023, the exponent of 2^k), expm1(r) by its
