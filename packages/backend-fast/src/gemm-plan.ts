@@ -23,15 +23,16 @@ export interface GemmPlan {
 const SMALL_K = 16
 
 /** Multiply-adds from which a product is split over two threads (see bench/README.md, TRAIN). */
-const THREAD_MIN_MACS = 1 << 20
+const THREAD_MIN_MACS = 1 << 21
 
 /**
  * Picks the matmuls of a schedule that run as the WebAssembly GEMM: top-level steps with
  * k > 16 and at least `minMacs` multiply-adds (Infinity: none). An operand that is a matrix
  * transpose of a whole stored value is read through (the GEMM takes either layout), and a
  * transpose's loop is dropped when GEMMs are its only readers and it is not an output.
+ * `threads` > 1 splits large products over a worker; `relaxed` uses relaxed SIMD's multiply-add.
  */
-export function planGemms(schedule: LoopSchedule, minMacs: number, threads = 1, threadMinMacs = THREAD_MIN_MACS): GemmPlan {
+export function planGemms(schedule: LoopSchedule, minMacs: number, threads = 1, relaxed = false, threadMinMacs = THREAD_MIN_MACS): GemmPlan {
   const { graph, stored } = schedule
   const picks = new Map<Eqn, { a: Var; b: Var; layout: GemmLayout }>()
   if (!Number.isFinite(minMacs)) return { of: () => undefined, dropped: () => false, dispose: () => Promise.resolve() }
@@ -62,7 +63,7 @@ export function planGemms(schedule: LoopSchedule, minMacs: number, threads = 1, 
     for (const t of [...ra.through, ...rb.through]) readThrough.set(t.id, (readThrough.get(t.id) ?? 0) + 1)
     picks.set(st.eqn, { a: ra.v, b: rb.v, layout: gemmLayout({ m, k, n, transA: ra.trans, transB: rb.trans }) })
   }
-  const { runners, dispose } = gemmSet([...picks.values()].map((p) => p.layout), { threads, threadMinMacs })
+  const { runners, dispose } = gemmSet([...picks.values()].map((p) => p.layout), { threads, threadMinMacs, relaxed })
   const chosen = new Map<Eqn, GemmPick>()
   ;[...picks].forEach(([e, p], i) => chosen.set(e, { a: p.a, b: p.b, runner: runners[i]! }))
   const droppable = (v: Var) => !graph.isOutput(v) && readThrough.get(v.id) === graph.uses(v).length

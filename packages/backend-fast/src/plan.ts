@@ -75,7 +75,7 @@ export interface PlanOptions {
    * widest row. A number forces chains of any size with that many rows per block (tests).
    */
   readonly blockRows?: number
-  /** Fused multiply-adds (relaxed SIMD) in the nearest-code kernel; the engine must support them. */
+  /** Fused multiply-adds (relaxed SIMD) in the nearest-code kernel and the dense GEMM; the engine must support them. */
   readonly relaxedSimd?: boolean
   /** Row chains as one WebAssembly module each where possible (default true with `wasm`; false keeps the JS kernels per member). */
   readonly wasmChains?: boolean
@@ -142,7 +142,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const nearest: NearestStep[] = []
   const chains: RowChainRun[] = []
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
-  const gemms = planGemms(schedule, opts.wasm ? (opts.gemmMinMacs ?? GEMM_MIN_MACS) : Infinity, opts.threads)
+  const gemms = planGemms(schedule, opts.wasm ? (opts.gemmMinMacs ?? GEMM_MIN_MACS) : Infinity, opts.threads, opts.relaxedSimd ?? false)
   const elems = elementwiseSet()
   /** A WebAssembly loop for stored `v` where its expression is in the kernel's subset. */
   type Proto = Step | { readonly kind: 'elemExpr'; readonly out: number; readonly expr: ElemExpr; readonly n: number }

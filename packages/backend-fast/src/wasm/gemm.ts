@@ -95,8 +95,8 @@ function regsOf(c: Code): Regs {
   }
 }
 
-/** Panels p0 <= jb < p1 (locals holding the bounds) of one layout's product. */
-function emitRun(c: Code, L: GemmLayout, g: Regs, p0: number, p1: number): void {
+/** Panels p0 <= jb < p1 (locals holding the bounds) of one layout's product; `relaxed`: each step a relaxed multiply-add. */
+function emitRun(c: Code, L: GemmLayout, g: Regs, p0: number, p1: number, relaxed: boolean): void {
   const { m, k, transA, W, R, nPad, direct, bOff, cOff } = L
   const V = W / 4
   const { jb, bBase, i, aP, bP, cP, t, acc, y, x } = g
@@ -110,7 +110,10 @@ function emitRun(c: Code, L: GemmLayout, g: Regs, p0: number, p1: number): void 
     for (let v = 0; v < V; v++) c.get(bP).vLoad(u * bT + 16 * v).set(y[v]!)
     for (let r = 0; r < rows; r++) {
       c.get(aP).vLoad32Splat(u * aT + r * aRow).set(x)
-      for (let v = 0; v < V; v++) c.get(acc[r * V + v]!).get(x).get(y[v]!).f32x4Mul().f32x4Add().set(acc[r * V + v]!)
+      for (let v = 0; v < V; v++) {
+        if (relaxed) c.get(x).get(y[v]!).get(acc[r * V + v]!).f32x4RelaxedMadd().set(acc[r * V + v]!)
+        else c.get(acc[r * V + v]!).get(x).get(y[v]!).f32x4Mul().f32x4Add().set(acc[r * V + v]!)
+      }
     }
   }
 
@@ -160,15 +163,17 @@ function emitRun(c: Code, L: GemmLayout, g: Regs, p0: number, p1: number): void 
  * One module for every GEMM of a plan (worker threads instantiate one module): exported
  * `run(which, p0, p1)` computes panels p0..p1-1 of layout `which`'s product, `pack(which)` packs
  * its transposed B. Panels write disjoint output columns, so threads may split a product by panels.
+ * `relaxed` (the engine must have relaxed SIMD): each product added by f32x4.relaxed_madd, a fused
+ * multiply-add where the machine has one (rounded once instead of twice; the same order).
  */
-export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean): WebAssembly.Module {
+export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean, relaxed = false): WebAssembly.Module {
   const run = new Code(3)
   const regs = regsOf(run)
   layouts.forEach((L, w) => {
     // skip unless which == w
     run.block()
     run.get(0).i32(w).i32Sub().brIf(0)
-    emitRun(run, L, regs, 1, 2)
+    emitRun(run, L, regs, 1, 2, relaxed)
     run.end()
   })
   const pack = new Code(1)
@@ -261,6 +266,8 @@ export interface GemmSetOptions {
   readonly threads: number
   /** Multiply-adds (m·k·n) from which a product is split over the threads. */
   readonly threadMinMacs: number
+  /** Relaxed SIMD's multiply-add in the inner loop (the engine must have it). */
+  readonly relaxed?: boolean
 }
 
 /**
@@ -282,7 +289,7 @@ export function gemmSet(
   // unshared memory (the calling thread alone; a browser page needs no cross-origin isolation)
   const threaded = opts.threads > 1 && nodeWorkerThreads() !== undefined && layouts.some(splits)
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, ...(threaded ? { shared: true } : {}) })
-  const module = gemmModule(layouts, pages, threaded)
+  const module = gemmModule(layouts, pages, threaded, opts.relaxed ?? false)
   const { run, pack } = new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (w: number, p0: number, p1: number) => void; pack: (w: number) => void }
   const worker = threaded ? new KernelThreads(module, memory, 1) : undefined
   const f32 = new Float32Array(memory.buffer)
