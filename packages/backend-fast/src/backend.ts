@@ -13,9 +13,9 @@ export interface FastBackendOptions {
   readonly threads?: number
   /**
    * Fused multiply-add (relaxed SIMD's f32x4.relaxed_madd) in the nearest-code kernel's dot
-   * products: 'auto' (default) uses it where the engine has relaxed SIMD (Node >= 22, Chrome >=
+   * products and the dense GEMM: 'auto' (default) uses it where the engine has relaxed SIMD (Node >= 22, Chrome >=
    * 114; Node 20 with --experimental-wasm-relaxed-simd); true requires it. Each product-sum is
-   * then rounded once instead of twice, so distances differ by float32 rounding (indices only
+   * then rounded once instead of twice, so distances and products differ by float32 rounding (indices only
    * between near-ties).
    */
   readonly relaxedSimd?: 'auto' | boolean
