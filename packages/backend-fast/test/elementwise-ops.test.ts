@@ -177,7 +177,11 @@ describe('WebAssembly elementwise ops and row sums (elem-kernel.ts)', () => {
     for (const threads of [2, 3]) {
       const b = fastBackend({ threads })
       const exe = b.compile(p)
-      for (let call = 0; call < 3; call++) same(await exe.run(ins), one)
+      // the workers start once the first call has returned: later calls (after a timer turn) share the chunks
+      for (let call = 0; call < 6; call++) {
+        same(await exe.run(ins), one)
+        await new Promise((r) => setTimeout(r, 20))
+      }
       await b.dispose?.()
     }
   })

@@ -87,24 +87,32 @@ function threadedModule(g: ElemGroup, T: ThreadedLayout, pages: number): WebAsse
 export function threadedElementwise(g: ElemGroup, threads: number): { run: ElemRun; dispose(): Promise<void> } {
   const T = threadedLayout(g, threads)
   const { L } = T
-  let inst: { memory: WebAssembly.Memory; run: (t: number) => void; pool?: KernelThreads } | undefined
+  let inst: { memory: WebAssembly.Memory; module: WebAssembly.Module; run: (t: number) => void } | undefined
+  let pool: KernelThreads | undefined
+  let disposed = false
   const instance = () => {
     if (inst) return inst
     const pages = Math.ceil(T.bytes / 65536)
     const module = threadedModule(g, T, pages)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     const run = (new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (t: number) => void }).run
-    let pool: KernelThreads | undefined
-    try {
-      pool = new KernelThreads(module, memory, threads - 1)
-    } catch {
-      pool = undefined // no worker threads here: the calling thread runs every chunk
+    // the workers start after the first call has returned (it runs every chunk itself), so their
+    // start-up (several ms on the calling thread) is not part of it; later calls share the chunks
+    const start = () => {
+      if (disposed || pool) return
+      try {
+        pool = new KernelThreads(module, memory, threads - 1)
+      } catch {
+        pool = undefined // no worker threads here: the calling thread runs every chunk
+      }
     }
-    return (inst = { memory, run, ...(pool ? { pool } : {}) })
+    if (typeof setTimeout === 'function') setTimeout(start, 0)
+    else start()
+    return (inst = { memory, module, run })
   }
   const outTypes = g.exprs.map((e) => e.type)
   const run: ElemRun = (B, outs) => {
-    const { memory, run, pool } = instance()
+    const { memory, run } = instance()
     const buf = memory.buffer
     const view = (t: ElemType | undefined, at: number, len: number) => (t === 'i32' ? new Int32Array(buf, at, len) : new Float32Array(buf, at, len))
     L.single.forEach((s, i) => view(L.types.get(s), T.chunkBase + L.singleOff + 16 * i, 1).set([B[s]![0]!]))
@@ -128,5 +136,11 @@ export function threadedElementwise(g: ElemGroup, threads: number): { run: ElemR
     outTypes.forEach((t, o) => outs[o]!.set(view(t, T.outs[o]!, L.n)))
     if (g.rowSum) outs[outTypes.length]!.set(view(g.rowSum.term.type, T.sums, L.n / g.rowSum.width))
   }
-  return { run, dispose: async () => inst?.pool?.dispose() }
+  return {
+    run,
+    dispose: async () => {
+      disposed = true
+      await pool?.dispose()
+    },
+  }
 }
