@@ -62,19 +62,20 @@ const MIN_CHUNK = 64
 /** Below this many multiply-adds a run stays on the calling thread. */
 const THREAD_MIN_WORK = 1 << 22
 /**
- * Multiply-adds per kernel call: a staged chunk is done in calls over a few column chunks each, so
- * that the optimized code V8 compiles in the background is used from the next call on (there is no
- * on-stack replacement in WebAssembly); the state between calls is in memory anyway.
+ * Multiply-adds of a staged chunk's first kernel call; each further call takes twice the columns
+ * of the one before. A chunk is done in a few calls so that the optimized code V8 compiles in
+ * the background is used from the next call on (there is no on-stack replacement in
+ * WebAssembly); the argmin state between calls is in memory anyway.
  */
-const CALL_MACS = 1 << 21
+const FIRST_CALL_MACS = 1 << 19
 
 type Drive = (run: KernelRun, rows: number, a: number, row: number, out: number) => void
 type KernelRun = (rows: number, a: number, row: number, out: number, from: number, to: number) => void
 
 /** Body of `drive(run, a0, a1, a2, a3)` (one staged chunk: its padded rows and addresses), on every thread. */
 function driverSource(k: number, cw: number, npad: number): string {
-  const per = `Math.max(1, Math.floor(${CALL_MACS} / (a0 * ${k * cw}))) * ${cw}`
-  return `for (let c = 0, p = ${per}; c < ${npad}; c += p) run(a0, a1, a2, a3, c, Math.min(c + p, ${npad}))`
+  const first = `Math.max(1, Math.floor(${FIRST_CALL_MACS} / (a0 * ${k * cw}))) * ${cw}`
+  return `for (let c = 0, p = ${first}; c < ${npad}; c += p, p *= 2) run(a0, a1, a2, a3, c, Math.min(c + p, ${npad}))`
 }
 
 interface Geometry {

@@ -29,8 +29,8 @@ function grid(len: number, seed: number): number[] {
 }
 
 describe('nearest-code kernel in several calls per chunk', () => {
-  // 1500 rows of 64 against 300 codes: a 1024-row chunk takes 2 column chunks (32 codes) per
-  // call, 10 calls, the last over one column chunk that holds the 12 codes of the tail
+  // 1501 rows of 64 against 300 codes (19 column chunks of 16): a 1024-row chunk takes calls
+  // over 1, 2, 4, 8 and the last 4 column chunks, the last of which holds the 12 codes of the tail
   const n = 1501, d = 64, k = 300
   const x = grid(n * d, 11)
   const c = grid(k * d, 12)
