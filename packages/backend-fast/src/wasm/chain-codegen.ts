@@ -52,6 +52,8 @@ export interface WasmChainLayout {
   readonly trees: readonly { readonly operand: Var; readonly pairs: number; readonly k: number }[]
   /** Exp passes run as two loops (chain-emit.ts's splitExp; tests check it was taken). */
   readonly splitExpPasses: number
+  /** Passes of sums that may skip the vectors a split exp pass left at +0 (chain-emit.ts's sparsePass). */
+  readonly sparsePasses: number
   /** Row-indexed values the chain writes in full, copied out after a call. */
   readonly copyOut: readonly (readonly [Var, Region])[]
   /** The constant pool's bytes, written into the memory once. */
@@ -167,12 +169,12 @@ function build(rc: RowChain, g: ChainGraph, threads: number): WasmChainLayout {
   const places = { pool, packed, trees, spare, whole, views, locals, sinks, scratchBase, scratchSize, rows, blocks }
   const gen = new ChainEmitter(rc, g, places, false)
   const funcs = [{ name: 'run', code: gen.runCode(treeList.length > 0) }, { name: 'block', code: gen.blockCode() }]
-  const splitExpPasses = gen.splitPasses
+  const { splitPasses: splitExpPasses, sparsePasses } = gen
   // the same chain with its bit-tree matmuls as prefix trees (a fresh emitter: locals are per function)
   if (treeList.length > 0) funcs.push({ name: 'blockTree', code: new ChainEmitter(rc, g, places, true).blockCode() })
   const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
   return {
-    module, pages, n, rows, blocks, threads, copyIn, copyPacked, trees: treeList, copyOut, sinks, splitExpPasses,
+    module, pages, n, rows, blocks, threads, copyIn, copyPacked, trees: treeList, copyOut, sinks, splitExpPasses, sparsePasses,
     constants: { addr: pool.base, bytes: new Uint8Array(pool.bytes) },
   }
 }

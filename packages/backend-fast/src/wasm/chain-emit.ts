@@ -24,6 +24,11 @@ interface Piece {
   readonly expOf?: { readonly out: Var; readonly arg: Var }
   /** A per-row sum's operand and its accumulation (for the split exp pass). */
   readonly sumOf?: { readonly src: Var; add(x: number, tail: number): void }
+  /**
+   * For a piece that only adds a term into float64 sums (a per-row sum, a sink; side outputs
+   * aside): computes its term (and the side outputs it is made of) at the current vector.
+   */
+  readonly term?: () => number
   pre(): void
   body(tail: number): void
   post(): void
@@ -40,6 +45,10 @@ export class ChainEmitter extends RowExpr {
   private unstored = new Set<number>()
   /** Exp passes emitted as two loops (see splitExp). */
   splitPasses = 0
+  /** Passes that may skip the vectors an exp pass found +0 (see sparsePass). */
+  sparsePasses = 0
+  /** The last split exp pass of the row: its value, width and the local counting its listed vectors. */
+  private live: { readonly id: number; readonly w: number; readonly count: number } | undefined
 
   constructor(rc: RowChain, g: ChainGraph, p: Places, private readonly bitTree: boolean) {
     super(rc, g, p)
@@ -77,6 +86,7 @@ export class ChainEmitter extends RowExpr {
     const r = c.local(I32), hi = c.local(I32)
     this.jb = c.local(I32)
     this.ms = mathScratch(c)
+    this.live = undefined
     for (const v of this.rc.views) this.rowAddr.set(v.id, c.local(I32))
     const accRow = this.p.sinks.map(() => c.local(I32))
     let k = 0
@@ -93,7 +103,7 @@ export class ChainEmitter extends RowExpr {
       c.get(r).i32(4 * reg.elems).i32Mul().i32(reg.addr).i32Add().set(this.rowAddr.get(v.id)!)
     }
     for (const pass of passes) {
-      if (this.splitExp(pass)) continue
+      if (this.splitExp(pass) || this.sparsePass(pass)) continue
       for (const p of pass) p.pre()
       this.vectors(pass[0]!.w, (tail) => pass.forEach((p) => p.body(tail)))
       for (const p of pass) p.post()
@@ -185,6 +195,9 @@ export class ChainEmitter extends RowExpr {
         return {
           w, reads: this.readsOf([src, ...st.sides], new Set(st.sides.map((s) => s.id))), writes: st.sides, reduced: e.out, sink: false,
           ...(kind === 'sum' && (st.sides.length === 0 || side) ? { sumOf: { src, add: acc.add } } : {}),
+          ...(kind === 'sum'
+            ? { term: () => (st.sides.forEach((s) => this.memo.set(`${s.id}:row`, this.compute(s, 'row', w))), this.value(src, 'row', w)) }
+            : {}),
           ...(side?.prim === 'exp' ? { expOf: { out: src, arg: side.inputs[0]! } } : {}),
           pre: acc.pre,
           body: (tail) => {
@@ -302,8 +315,7 @@ export class ChainEmitter extends RowExpr {
     this.splitPasses++
     const c = this.c
     const w = pe.w
-    // a thread's spare room: the row of arguments, then the list of live vectors' byte offsets
-    const A = this.p.spare, L = this.p.spare + 4 * w + 16
+    const A = this.p.spare, L = this.listAt(w)
     const cnt = c.local(I32), i = c.local(I32)
     const own = pe === ps ? [pe] : [pe, ps]
     own.forEach((p) => p.pre())
@@ -330,6 +342,64 @@ export class ChainEmitter extends RowExpr {
     c.br(0)
     c.end().end()
     own.forEach((p) => p.post())
+    this.live = { id: exp.out.id, w, count: cnt }
+    return true
+  }
+
+  /** A thread's spare room holds a row of exp arguments, then the list of live vectors' byte offsets. */
+  private listAt(w: number): number {
+    return this.p.spare + 4 * w + 16
+  }
+
+  /**
+   * A pass of sums (per-row sums, sinks; side outputs read only there) after a split exp pass,
+   * whose terms are computed from that pass's values and from values constant along the row
+   * (per-row values, literals): where every
+   * term of a vector of +0 values is +0 or -0 (checked per row by computing them once), the
+   * vectors the exp pass left at +0 would add only zeros, which leave a float64 sum unchanged, so
+   * the loop runs over the listed vectors only; otherwise over every vector.
+   */
+  private sparsePass(pass: readonly Piece[]): boolean {
+    const live = this.live
+    // side outputs never stored (read only in this pass) need not be computed where skipped
+    if (!live || pass.some((p) => !p.term || p.w !== live.w || p.writes.some((v) => !this.unstored.has(v.id)))) return false
+    const key = `${live.id}:row`
+    // a dry run on throwaway code: does any term read a value that changes along the row?
+    const real = this.c
+    this.c = new ChainCode(2, this.p.pool)
+    this.probe = { varies: false }
+    this.memo.clear()
+    this.memo.set(key, this.fresh())
+    for (const p of pass) p.term!()
+    const varies = this.probe.varies
+    this.probe = undefined
+    this.c = real
+    if (varies) return false
+    this.sparsePasses++
+    const c = this.c
+    for (const p of pass) p.pre()
+    // the terms of a vector of +0 values, their bits or-ed: any beyond the sign bit means some is not zero
+    const zero = this.fresh(), bits = this.fresh()
+    this.memo.clear()
+    c.vConstF32(splat4(0)).set(zero).vConstI32(splat4(0)).set(bits)
+    this.memo.set(key, zero)
+    for (const p of pass) c.get(bits).get(p.term!()).vOr().set(bits)
+    c.get(bits).vConstI32(splat4(0x7fffffff)).vAnd().vAnyTrue().ifThen()
+    this.vectors(live.w, (tail) => pass.forEach((p) => p.body(tail)))
+    c.orElse()
+    const i = c.local(I32)
+    const L = this.listAt(live.w)
+    c.i32(0).set(i)
+    c.block().loop()
+    c.get(i).get(live.count).i32GeU().brIf(1)
+    c.get(this.tb).get(i).i32(2).i32Shl().i32Add().i32Load(L).set(this.jb)
+    this.memo.clear()
+    pass.forEach((p) => p.body(0))
+    c.get(i).i32(1).i32Add().set(i)
+    c.br(0)
+    c.end().end()
+    c.end()
+    for (const p of pass) p.post()
     return true
   }
 
@@ -343,7 +413,7 @@ export class ChainEmitter extends RowExpr {
     if (sink.width === 1) {
       const acc = this.f64Sum()
       return {
-        w, reads, writes: [], sink: true, pre: acc.pre,
+        w, reads, writes: [], sink: true, term: () => this.value(src, 'row', w), pre: acc.pre,
         body: (tail) => acc.add(this.value(src, 'row', w), tail),
         post: () => {
           const s = acc.result()
@@ -353,7 +423,7 @@ export class ChainEmitter extends RowExpr {
     }
     const a = c.local(I32)
     return {
-      w, reads, writes: [], sink: true, pre: () => {}, post: () => {},
+      w, reads, writes: [], sink: true, term: () => this.value(src, 'row', w), pre: () => {}, post: () => {},
       body: () => {
         const x = this.value(src, 'row', w)
         // adding zeros leaves a partial unchanged (it starts at +0, so it is never -0): a vector

@@ -23,6 +23,8 @@ export class RowExpr {
   /** The thread's scratch area (an i32 local). */
   protected tb = 0
   protected memo = new Map<string, number>()
+  /** While set, a load of a stored value that changes along the row marks `varies` (see ChainEmitter.sparsePass). */
+  protected probe: { varies: boolean } | undefined
   protected ms: MathScratch | undefined
 
   protected c = new ChainCode(0)
@@ -67,6 +69,7 @@ export class RowExpr {
     let out: number
     if (this.g.isStored(v)) {
       out = this.fresh()
+      if (this.probe && (mode === 'row' || mode === 'whole')) this.probe.varies = true
       if (mode === 'row' || mode === 'rowSplat') {
         if (this.rowElems(v) !== (mode === 'row' ? w : 1)) throw new Unsupported()
         const off = this.rowAddress(v, mode === 'rowSplat')

@@ -19,6 +19,8 @@ export interface WasmRowChainRun extends RowChainRun {
   readonly form: 'plain' | 'bitTree'
   /** Exp passes compiled as two loops (chain-emit.ts's splitExp). */
   readonly splitExpPasses: number
+  /** Passes of sums that skip the vectors a split exp pass left at +0 where their terms are zero (chain-emit.ts's sparsePass). */
+  readonly sparsePasses: number
 }
 
 /**
@@ -103,7 +105,7 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     }
   }
   return {
-    n, rows, threads, steps: [], codegen: 'wasm', splitExpPasses: layout.splitExpPasses,
+    n, rows, threads, steps: [], codegen: 'wasm', splitExpPasses: layout.splitExpPasses, sparsePasses: layout.sparsePasses,
     desc: { n, rows, steps: [], views: [], locals: [] },
     fullSlots: [...new Set([...layout.copyIn, ...layout.copyOut].map(([v]) => slotOf(v)))],
     localSlots: [],
