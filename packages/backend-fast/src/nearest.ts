@@ -13,7 +13,8 @@ import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-o
  * add/sub/mul/div/max/min/neg/abs/sqrt. Distances are computed tile by tile in a WebAssembly
  * SIMD kernel and reduced to an argmin in registers, so the m x n distance matrix is never
  * stored. Row and column terms (for example |x|^2 and |c|^2) are any subexpressions that depend
- * on only one of the two axes; they are evaluated by generated JS loops first.
+ * on only one of the two axes; stored ones are copied, others evaluated by generated JS loops
+ * (nearest-operands.ts).
  *
  * Numerics: every epilogue op is a float32 op, as in the reference; the dot products accumulate
  * in float32 in k order (the reference accumulates in float64), so indices can differ from the
@@ -27,8 +28,9 @@ import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-o
  * calling thread, which keeps a queue of QUEUE staged chunks per worker thread filled and
  * computes chunks itself in between; chunks shrink towards the end so the threads finish together.
  * Memory: packed B plus (1 + QUEUE * workers) chunk buffers of about 256 KiB of A each. B is
- * packed through its definition (see packKernel), so when it is only a transpose of a stored value
- * (the codebook's `cb.mT`) the planner need not store it: the packed copy is the only one.
+ * packed through its definition, so when it is only a transpose of a stored value (the
+ * codebook's `cb.mT`) the planner need not store it: the packed copy is the only one (that
+ * value's rows pass through one more buffer of about 256 KiB on their way into the panels).
  */
 
 type Epi = Epilogue
