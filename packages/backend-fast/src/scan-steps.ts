@@ -1,13 +1,16 @@
 import type { AnyTypedArray, Eqn, LoopStep, Prim, Var } from '@tessera/core'
 import type { GeneratedKernel, Kernel } from './loops.js'
+import { elementwiseTree } from './wasm/elementwise.js'
 import type { ReduceScan } from './wasm/reduce-scan.js'
+import { sumKernel } from './wasm/reduce-sum.js'
 
 /**
  * Kernels for whole-array scans a training step repeats every call, where the generic generated
  * loop is several times slower than a loop written for the case (bench/README.md, "TRAIN ...
  * 10:00-11:35"): column sums of a stored matrix (bias gradients), the finite-value probe's
- * reductions and masks, concatenation along the leading axis, argmin of a stored vector. Each
- * gives the generic loop's results bit for bit.
+ * reductions and masks, concatenation along the leading axis, argmin of a stored vector, the sum
+ * of every element of an elementwise expression (a loss). Each gives the generic loop's results
+ * bit for bit.
  */
 export interface ScanStep {
   readonly out: number
@@ -22,6 +25,8 @@ export interface ScanEnv {
 }
 
 const F32_MAX = 3.4028234663852886e38
+/** Elements from which a whole-array sum runs in WebAssembly (below, the generated loop is as fast). */
+const SUM_MIN = 1 << 12
 const sizeOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
 
 /** `fn` as a kernel with a source that says what it is (only generated loops are rebuilt from source). */
@@ -77,6 +82,17 @@ export function scanStep(st: LoopStep, env: ScanEnv, scans: (() => ReduceScan) |
     if (!x || axes.length !== shape.length || sizeOf(shape) === 0) return undefined
     const sx = env.slotOf(x)
     return { out: so, prim: e.prim, kernel: kernelOf('all finite', (B) => void ((B[so] as Float32Array)[0] = scans().allFinite(B[sx] as Float32Array))) }
+  }
+  if (e.prim === 'reduce_sum' && scans && src.aval.dtype === 'float32') {
+    // a sum of every element of an elementwise expression (a loss) in WebAssembly, from 4096 elements
+    const axes = (e.params as { axes: readonly number[] }).axes
+    const n = sizeOf(shape)
+    const whole = axes.length === shape.length && n >= SUM_MIN
+    const expr = !whole ? undefined
+      : env.isStored(src) ? ({ kind: 'read', slot: env.slotOf(src), type: 'f32' } as const)
+      : elementwiseTree(src, env.def, (v) => (env.isStored(v) ? env.slotOf(v) : undefined))
+    const sum = expr && sumKernel(expr, n)
+    if (sum) return { out: so, prim: e.prim, kernel: kernelOf('sum of an elementwise expression', (B) => void ((B[so] as Float32Array)[0] = sum(B))) }
   }
   if (!env.isStored(src) || src.aval.dtype !== 'float32') return undefined
   if (e.prim === 'reduce_sum') {

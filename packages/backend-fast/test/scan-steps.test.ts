@@ -92,6 +92,18 @@ describe('scan steps in a plan give the reference bits', () => {
     },
   )
 
+  test.prop(
+    // at least 4096 elements (below, the generated loop runs), odd widths for vector tails
+    [fc.integer({ min: 60, max: 150 }), fc.integer({ min: 69, max: 131 }), fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.constantFrom(0, 0, 0.001, 0.2)],
+    { numRuns: 40 },
+  )('the sum of every element of an elementwise expression (a loss: rows, scalars, constants; chunk and vector tails)', async (m, n, seed, rate) => {
+    const p = traceOrThrow([f32([m, n]), f32([n]), f32([m, n]), f32([])], (y: Tensor, b: Tensor, x: Tensor, s: Tensor) => {
+      const d = y.add(b).sub(x)
+      return [d.square().sum(), d.abs().sqrt().div(s).neg().add(0.5).sum(), y.sum()]
+    }).program
+    expect(await sameBits(p, ins(p, seed, rate))).toBe(3)
+  })
+
   test('without WebAssembly the finite probe keeps its loops, the column sums and concat still run as scans', async () => {
     const p = traceOrThrow([f32([6, 5])], (x: Tensor) => [x.abs().le(F32_MAX).cast('float32').min(), x.sum(0), concat([x, x], 0)]).program
     const plan = planProgram(p, { wasm: false, threads: 1 })
