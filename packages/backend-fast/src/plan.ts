@@ -12,7 +12,7 @@ import { planGemms } from './gemm-plan.js'
 import type { ElemExpr, ElemGroup, ElemRun } from './wasm/elementwise.js'
 import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, substitute } from './wasm/elementwise.js'
 import { ROW_SUM_MAX, heavyGroup } from './wasm/elem-kernel.js'
-import { threadedElementwise } from './wasm/elem-threads.js'
+import { threadedElementwise, threadedFits } from './wasm/elem-threads.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
 import { wasmChainLayout } from './wasm/chain-codegen.js'
@@ -181,7 +181,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const threadedElems: { dispose(): Promise<void> }[] = []
   /** A group's runner: heavy ones (tanh over 2^18 elements and more) on every thread. */
   const elemRun = (g: ElemGroup): ElemRun => {
-    if (opts.threads < 2 || !heavyGroup(g, ROWS.threadMinElems)) return elems.add(g)
+    if (opts.threads < 2 || !heavyGroup(g, ROWS.threadMinElems) || !threadedFits(g, opts.threads)) return elems.add(g)
     const t = threadedElementwise(g, opts.threads)
     threadedElems.push(t)
     return t.run

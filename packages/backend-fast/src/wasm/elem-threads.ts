@@ -83,6 +83,14 @@ function threadedModule(g: ElemGroup, T: ThreadedLayout, pages: number): WebAsse
   return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }], true) as BufferSource)
 }
 
+/** Shared memory a threaded group may take (its operands and outputs whole); larger ones run chunked on the calling thread. */
+const MAX_BYTES = 2 ** 30
+
+/** Whether the group's whole operands and outputs fit one shared memory. */
+export function threadedFits(g: ElemGroup, threads: number): boolean {
+  return threadedLayout(g, threads).bytes <= MAX_BYTES
+}
+
 /** The runner of one group on `threads` threads (the calling thread included). */
 export function threadedElementwise(g: ElemGroup, threads: number): { run: ElemRun; dispose(): Promise<void> } {
   const T = threadedLayout(g, threads)
