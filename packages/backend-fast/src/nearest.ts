@@ -149,6 +149,11 @@ export class NearestStep {
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
   }
 
+  /** Whether B is packed in wasm from the rows of a stored value (B is its transpose), else by a JS loop. */
+  get packsStoredRows(): boolean {
+    return this.slotBT !== undefined
+  }
+
   /** Threads worth using for this size (the caller's thread counts as one). */
   private threadCount(chunk: number): number {
     // a host without worker threads (a browser, for now) runs every chunk on the calling thread

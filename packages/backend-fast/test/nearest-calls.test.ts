@@ -100,4 +100,20 @@ describe('nearest-code kernel in several calls per chunk', () => {
       await backend.dispose?.()
     }
   })
+
+  test('the codebook is packed from its stored rows for cb.mT and its reshape, by the JS loop otherwise', () => {
+    const packs = (p: Program) => {
+      const st = planProgram(p, { wasm: true, threads: 1 }).steps.find((s) => s.kind === 'nearest')
+      return st?.kind === 'nearest' ? st.step.packsStoredRows : undefined
+    }
+    expect(packs(nearest(10, 3, 5))).toBe(true)
+    const reshaped = traceOrThrow([f32([10, 3]), f32([5, 3])], (x: Tensor, cb: Tensor) => [
+      x.reshape([1, 10, 3]).matmul(cb.reshape([1, 5, 3]).mT).neg().argmin(-1),
+    ]).program
+    expect(packs(reshaped)).toBe(true)
+    const scaled = traceOrThrow([f32([10, 3]), f32([5, 3])], (x: Tensor, cb: Tensor) => [x.matmul(cb.mul(0.5).mT).neg().argmin(-1)]).program
+    expect(packs(scaled)).toBe(false)
+    const stored = traceOrThrow([f32([10, 3]), f32([3, 5])], (x: Tensor, cbT: Tensor) => [x.matmul(cbT).neg().argmin(-1)]).program
+    expect(packs(stored)).toBe(false)
+  })
 })
