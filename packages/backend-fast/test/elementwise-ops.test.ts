@@ -7,6 +7,8 @@ import { fastBackend, planProgram } from '../src/index.js'
 import { I32, V128, assemble } from '../src/wasm/asm.js'
 import { ElemCode } from '../src/wasm/elem-code.js'
 import { emitTanh, tanhScratch } from '../src/wasm/simd-tanh.js'
+import type { ElemExpr } from '../src/wasm/elementwise.js'
+import { elementwiseReads, substitute } from '../src/wasm/elementwise.js'
 
 const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
 const special = [0, -0, 1e-40, -1e-45, Infinity, -Infinity, NaN, 3.4e38, -3.4e38, 0.5, -0.5, 1.5, 2.5, -2.5, 2 ** 31, -(2 ** 31) - 256]
@@ -124,6 +126,15 @@ describe('WebAssembly elementwise ops and row sums (elem-kernel.ts)', () => {
       same(await runOrThrow(p, ins, fastBackend({ threads: 1 })), interpretProgram(p, ins))
     },
   )
+
+  test('outputs of a pass that read each other (two deep) are computed in it, never read back', () => {
+    const read = (slot: number): ElemExpr => ({ kind: 'read', slot, type: 'f32' })
+    const op = (prim: 'add' | 'mul', args: ElemExpr[], id: number): ElemExpr => ({ kind: 'op', prim, args, id, type: 'f32' })
+    // slot 1 = x0 + x0, slot 2 = slot1 * x0, slot 3 = slot2 + slot1; x0 in slot 0
+    const outs = new Map<number, ElemExpr>([[1, op('add', [read(0), read(0)], 1)], [2, op('mul', [read(1), read(0)], 2)], [3, op('add', [read(2), read(1)], 3)]])
+    const e = substitute(outs.get(3)!, outs)
+    expect(elementwiseReads([e]).whole).toEqual([0])
+  })
 
   /** FSQ's forward (bench/src/programs.ts), levels [8, 8, 8, 5, 5]. */
   const fsq = (rows: number) => {

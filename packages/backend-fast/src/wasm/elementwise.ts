@@ -156,12 +156,15 @@ export interface ElemGroup {
   readonly rowSum?: { readonly out: number; readonly term: ElemExpr; readonly width: number }
 }
 
-/** Reads of the group's earlier outputs become those outputs' expressions (kept in registers). */
+/**
+ * Reads of the group's earlier outputs become those outputs' expressions (kept in registers),
+ * themselves substituted (an output may read another one).
+ */
 export function substitute(e: ElemExpr, outs: ReadonlyMap<number, ElemExpr>, memo = new Map<ElemExpr, ElemExpr>()): ElemExpr {
   const hit = memo.get(e)
   if (hit) return hit
   let r: ElemExpr = e
-  if (e.kind === 'read' && outs.has(e.slot)) r = outs.get(e.slot)!
+  if (e.kind === 'read' && outs.has(e.slot)) r = substitute(outs.get(e.slot)!, outs, memo)
   else if (e.kind === 'op') {
     const args = e.args.map((a) => substitute(a, outs, memo))
     if (args.some((a, i) => a !== e.args[i])) r = { ...e, args }
