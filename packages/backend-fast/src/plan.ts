@@ -20,7 +20,7 @@ import { wasmRowChain } from './wasm/chain-run.js'
 import type { MapModule, MathMap } from './wasm/mathmap.js'
 import { MAP_CHUNK, MAP_STEP, mathMapFactory, mathMapModule } from './wasm/mathmap.js'
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
-import { scanStep } from './scan-steps.js'
+import { probeFolds, scanStep } from './scan-steps.js'
 import type { ReduceScan } from './wasm/reduce-scan.js'
 import { reduceScan } from './wasm/reduce-scan.js'
 
@@ -139,6 +139,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const scanEnv = { def: (v: Var) => graph.def(v), isStored: (v: Var) => stored.has(v.id), slotOf }
   let scanKernels: ReduceScan | undefined
   const scans = () => (scanKernels ??= reduceScan())
+  const folds = probeFolds(schedule.steps, { ...scanEnv, uses: (v) => graph.uses(v).length, isOutput: (v) => graph.isOutput(v) }, opts.wasm ? scans : undefined)
   const nearest: NearestStep[] = []
   const chains: RowChainRun[] = []
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
@@ -192,6 +193,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     p.kind === 'kernel' ? [p.out, ...(p.sideOuts ?? [])] : p.kind === 'rows' ? undefined : p.kind === 'elem' ? p.outs : [p.out]
   /** A top-level step, its side outputs split off into WebAssembly loops where they all fit. */
   const topSteps = (st: LoopStep): Proto[] => {
+    const fold = folds.step(st)
+    if (fold) return [{ kind: 'kernel', ...fold }]
     const sc = scanStep(st, scanEnv, opts.wasm ? scans : undefined)
     if (sc) return [{ kind: 'kernel', ...sc }]
     if (st.kind === 'loop') {
@@ -311,7 +314,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     }
     return out.map((p) => ('kind' in p ? p : rowSumStep(p)))
   }
-  const protos = schedule.steps.filter((st) => !gemms.dropped(st)).flatMap((st): Proto[] => (st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
+  const protos = schedule.steps.filter((st) => !gemms.dropped(st) && !folds.dropped(st)).flatMap((st): Proto[] => (st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
   // elementwise loops of one size merge into one pass where the order allows (Adam's per parameter)
   const steps: Step[] = groupElementwise(protos, writesOf, (p) => (p.kind === 'elemExpr' ? p : undefined)).map((g) =>
     'exprs' in g ? { kind: 'elem', outs: g.outs, run: elemRun(g) } : (g as Step),

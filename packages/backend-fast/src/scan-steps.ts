@@ -1,4 +1,4 @@
-import type { AnyTypedArray, Eqn, LoopStep, Prim, Var } from '@tessera/core'
+import type { AnyTypedArray, Eqn, LoopStep, Prim, ScheduleStep, Var } from '@tessera/core'
 import type { GeneratedKernel, Kernel } from './loops.js'
 import { elementwiseTree } from './wasm/elementwise.js'
 import type { ReduceScan } from './wasm/reduce-scan.js'
@@ -149,3 +149,95 @@ function concatStep(e: Eqn, env: ScanEnv): ScanStep | undefined {
     }),
   }
 }
+
+/**
+ * The finite probe's `argmin(concat(mask(x), flags...))` folded into one kernel: the reference's
+ * argmin walks the concatenation in order, and a mask part (values 0 and 1, never NaN) can only
+ * contribute its first least element, so it is read as "all finite" (1 at its first position)
+ * or "first non-finite" (0 there) by one scan of x, without the mask or the concatenation ever
+ * being stored. Other parts are read element by element. The masks and concats read only here
+ * are dropped from the plan.
+ */
+export interface ProbeFolds {
+  /** The folded argmin of a top-level step, if it is one. */
+  step(st: LoopStep): ScanStep | undefined
+  /** Whether a step only stored a mask or concat the folded argmin reads through. */
+  dropped(st: ScheduleStep): boolean
+}
+
+type Part = { readonly mask: number; readonly n: number } | { readonly slot: number }
+
+export function probeFolds(
+  steps: readonly ScheduleStep[],
+  env: ScanEnv & { readonly uses: (v: Var) => number; readonly isOutput: (v: Var) => boolean },
+  scans: (() => ReduceScan) | undefined,
+): ProbeFolds {
+  const folded = new Map<Eqn, ScanStep>()
+  const drop = new Set<number>()
+  if (scans) {
+    for (const st of steps) {
+      if (st.kind !== 'reduce' || st.eqn.prim !== 'argmin' || st.sides.length > 0) continue
+      const e = st.eqn
+      const root = e.inputs[0]!
+      if (root.aval.shape.length !== 1 || root.aval.dtype !== 'float32' || env.def(root)?.prim !== 'concat') continue
+      // the concatenation's leaves, in order, through concats read only by their parent
+      const parts: Part[] = []
+      const through: Var[] = []
+      let ok = true
+      const walk = (v: Var, top: boolean) => {
+        const d = env.def(v)
+        if (d?.prim === 'concat' && (top || (env.uses(v) === 1 && !env.isOutput(v)))) {
+          through.push(v)
+          d.inputs.forEach((u) => walk(u, false))
+          return
+        }
+        if (v.aval.dtype !== 'float32' || v.aval.shape.length !== 1) ok = false
+        const x = finiteMaskSource(v, env)
+        if (x && env.uses(v) === 1 && !env.isOutput(v) && sizeOf(x.aval.shape) > 0) {
+          through.push(v)
+          parts.push({ mask: env.slotOf(x), n: sizeOf(x.aval.shape) })
+        } else if (env.isStored(v)) parts.push({ slot: env.slotOf(v) })
+        else ok = false
+      }
+      walk(root, env.uses(root) === 1 && !env.isOutput(root))
+      if (!ok || !parts.some((p) => 'mask' in p) || through[0] !== root) continue
+      const so = env.slotOf(e.out)
+      folded.set(e, { out: so, prim: e.prim, kernel: kernelOf('finite probe argmin', (B) => void ((B[so] as Int32Array)[0] = foldedArgmin(B, parts, scans()))) })
+      for (const v of through) drop.add(v.id)
+    }
+  }
+  return {
+    step: (st) => (st.kind === 'reduce' ? folded.get(st.eqn) : undefined),
+    dropped: (st) => (st.kind === 'loop' ? drop.has(st.out.id) : st.kind === 'host' ? drop.has(st.eqn.out.id) : false),
+  }
+}
+
+/** The reference's argmin over the parts in order (first NaN, else first least element). */
+function foldedArgmin(B: readonly AnyTypedArray[], parts: readonly Part[], sc: ReduceScan): number {
+  let best = 0, bi = -1, off = 0
+  for (const p of parts) {
+    if ('mask' in p) {
+      const x = B[p.mask] as Float32Array
+      // the part's least value and its first position
+      let v = 1, at = 0
+      if (sc.allFinite(x) === 0) {
+        const flags = new Float32Array(p.n)
+        sc.flags(x, flags)
+        v = 0
+        at = flags.indexOf(0)
+      }
+      if (bi < 0 || v < best) ((best = v), (bi = off + at))
+      off += p.n
+      continue
+    }
+    const a = B[p.slot] as Float32Array
+    for (let i = 0; i < a.length; i++) {
+      const v = a[i]!
+      if (v !== v) return off + i
+      if (bi < 0 || v < best) ((best = v), (bi = off + i))
+    }
+    off += a.length
+  }
+  return bi
+}
+

@@ -149,7 +149,7 @@ describe('WebAssembly GEMM on two threads', () => {
     const ins = randomInputs(p, 9)
     const b1 = fastBackend({ threads: 1 }), b2 = fastBackend({ threads: 2 })
     const g1 = await runOrThrow(p, ins, b1), g2 = await runOrThrow(p, ins, b2)
-    await Promise.all([b1.dispose(), b2.dispose()])
+    await Promise.all([b1.dispose!(), b2.dispose!()])
     g2.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(g1[i]!.data)))
   })
 })
