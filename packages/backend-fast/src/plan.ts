@@ -301,10 +301,12 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   /**
    * A chain without sinks whose every step runs as a WebAssembly pass on its own (FSQ's forward
    * on several threads): those passes, which beat the JS chain's threads; its chain-local values
-   * (FSQ's index sums, 1/width of the codes) are stored whole instead.
+   * (FSQ's index sums, 1/width of the codes) are stored whole instead, so only where they are no
+   * larger than what the chain writes whole (a chain formed to keep a large value out of memory stays).
    */
   const unchained = (rc: RowChain): Proto[] | undefined => {
-    if (!opts.wasm || rc.steps.some((c) => c.sink)) return undefined
+    const elems = (vs: readonly Var[]) => vs.reduce((a, v) => a + v.aval.shape.reduce((x, y) => x * y, 1), 0)
+    if (!opts.wasm || rc.steps.some((c) => c.sink) || elems(rc.local) > elems(rc.full)) return undefined
     const local = new Set(rc.local.map((v) => v.id))
     const out: (Proto | ElemGroup)[] = []
     for (const { step: st } of rc.steps) {

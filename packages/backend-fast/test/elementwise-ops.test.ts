@@ -182,6 +182,7 @@ describe('WebAssembly elementwise ops and row sums (elem-kernel.ts)', () => {
     // rows not a multiple of a chunk's, NaN, infinities and signed zeros among the inputs
     const rows = 2 ** 16 + 1237
     const { p } = fsq(rows)
+    // on several threads the schedule makes a row chain of the two loops; it is taken apart into the passes
     expect(elemOuts(p, 3)).toEqual([2, 1])
     const ins = [tensorOf(inputs(rows * 5, 77, 2, 101), [rows, 5])]
     const one = await runOrThrow(p, ins, fastBackend({ threads: 1 }))
