@@ -6,7 +6,7 @@ import { compareOutputs, toleranceFor } from '@tessera/core/testing'
 import { describe, expect } from 'vitest'
 import { fastBackend, fastCaps, planProgram } from '../src/index.js'
 import { foldGemmTransposes } from '../src/gemm-rewrite.js'
-import { gemmLayout, gemmSet } from '../src/wasm/gemm.js'
+import { gemmLayout, gemmModule, gemmSet } from '../src/wasm/gemm.js'
 
 const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
 const rng = (seed: number) => {
@@ -133,6 +133,48 @@ describe('WebAssembly GEMM on two threads', () => {
     } finally {
       await two.dispose()
     }
+  })
+
+  test('claiming: a thread computes only the panels left in the current epoch; a stale epoch computes nothing', () => {
+    const L = gemmLayout({ m: 5, k: 19, n: 40, transA: false, transB: false })
+    const P = L.nPad / L.W
+    const ctrl = Math.ceil(L.bytes / 16) * 16
+    const pages = Math.ceil((ctrl + 16) / 65536)
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
+    const ex = new WebAssembly.Instance(gemmModule([L], pages, true, false, ctrl), { env: { memory } }).exports as {
+      run: (w: number, epoch: number, P: number) => void
+    }
+    const f32 = new Float32Array(memory.buffer), i32 = new Int32Array(memory.buffer)
+    const r = rng(3)
+    const a = Float32Array.from({ length: L.m * L.k }, r), b = Float32Array.from({ length: L.k * L.n }, r)
+    const want = new Float32Array(L.m * L.n)
+    gemmSet([L]).runners[0]!.run(a, b, want, 1)
+    const c0 = L.cOff >> 2
+    const reset = () => {
+      f32.set(a, 0)
+      f32.set(b, L.bOff >> 2)
+      f32.fill(-7, c0, c0 + L.m * L.nPad)
+    }
+    // a stale task (epoch 4 while 5 is current) computes nothing and counts nothing
+    reset()
+    i32[ctrl >> 2] = (5 << 16) | 0
+    i32[(ctrl >> 2) + 1] = 0
+    ex.run(0, 4, P)
+    expect(i32[ctrl >> 2]).toBe(5 << 16)
+    expect(i32[(ctrl >> 2) + 1]).toBe(0)
+    expect(f32.subarray(c0, c0 + L.m * L.nPad).every((v) => v === -7)).toBe(true)
+    // two panels already taken by another thread: only the others are computed, each counted once
+    i32[ctrl >> 2] = (5 << 16) | 2
+    i32[(ctrl >> 2) + 1] = 2
+    ex.run(0, 5, P)
+    expect(i32[ctrl >> 2]).toBe((5 << 16) | P)
+    expect(i32[(ctrl >> 2) + 1]).toBe(P)
+    for (let i = 0; i < L.m; i++)
+      for (let j = 0; j < L.n; j++) {
+        const got = f32[c0 + i * L.nPad + j]!
+        if (j < 2 * L.W) expect(got).toBe(-7)
+        else expect(got).toBe(want[i * L.n + j])
+      }
   })
 
   test('the demo\'s dense layer with its gradients on fastBackend({ threads: 2 }) equals threads: 1 bit for bit', async () => {

@@ -1,7 +1,8 @@
 import { TesseraError } from '@tessera/core'
 import { nodeWorkerThreads } from '../host.js'
-import { Code, I32, V128, assemble } from './asm.js'
-import { KernelThreads } from './threads.js'
+import { Code, I32, V128, assemble, uleb } from './asm.js'
+import { ChainCode } from './simd-ops.js'
+import { KernelThreads, QUEUE } from './threads.js'
 
 /**
  * A WebAssembly SIMD float32 GEMM for dense layers: out (m x n) = A (m x k) @ B (k x n), where A
@@ -161,12 +162,15 @@ function emitRun(c: Code, L: GemmLayout, g: Regs, p0: number, p1: number, relaxe
 
 /**
  * One module for every GEMM of a plan (worker threads instantiate one module): exported
- * `run(which, p0, p1)` computes panels p0..p1-1 of layout `which`'s product, `pack(which)` packs
- * its transposed B. Panels write disjoint output columns, so threads may split a product by panels.
+ * `panels(which, p0, p1)` computes panels p0..p1-1 of layout `which`'s product, `pack(which)` packs
+ * its transposed B, and `run(which, epoch, P)` claims panels one at a time from the counter at
+ * `ctrl` (epoch << 16 | next panel) while its epoch is current, adding 1 to the word after it per
+ * panel done. Panels write disjoint output columns, so threads may share a product that way: a
+ * thread that comes late (a worker waiting for a core) finds nothing left and computes nothing.
  * `relaxed` (the engine must have relaxed SIMD): each product added by f32x4.relaxed_madd, a fused
  * multiply-add where the machine has one (rounded once instead of twice; the same order).
  */
-export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean, relaxed = false): WebAssembly.Module {
+export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean, relaxed = false, ctrl = 0): WebAssembly.Module {
   const run = new Code(3)
   const regs = regsOf(run)
   layouts.forEach((L, w) => {
@@ -185,7 +189,43 @@ export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared
     emitPack(pack, L, pregs)
     pack.end()
   })
-  return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: run }, { name: 'pack', code: pack }], shared) as BufferSource)
+  const funcs = [{ name: 'panels', code: run }, { name: 'pack', code: pack }]
+  // the claiming loop uses atomics: only in a shared memory
+  if (shared) funcs.push({ name: 'run', code: claimCode(ctrl) })
+  return new WebAssembly.Module(assemble(pages, funcs, shared) as BufferSource)
+}
+
+/** The two instructions the claiming loop needs beyond ChainCode's. */
+class ClaimCode extends ChainCode {
+  i32And() {
+    this.bytes.push(0x71)
+    return this
+  }
+  /** i32.atomic.rmw.cmpxchg: address, expected, replacement on the stack; the old value left. */
+  i32AtomicCmpxchg(offset: number) {
+    this.bytes.push(0xfe, 0x48, 2, ...uleb(offset))
+    return this
+  }
+}
+
+/** run(which, epoch, P): claims panels of the current epoch (see gemmModule) and computes each by calling `panels` (function 0). */
+function claimCode(ctrl: number): Code {
+  const c = new ClaimCode(3)
+  const old = c.local(I32), jb = c.local(I32)
+  c.loop()
+  c.block()
+  c.i32(ctrl).i32AtomicLoad(0).set(old)
+  // another epoch (a stale task, or none posted yet): stop
+  c.get(old).i32(16).i32ShrU().get(1).i32Sub().brIf(0)
+  c.get(old).i32(0xffff).i32And().tee(jb).get(2).i32GeU().brIf(0)
+  // claim panel jb unless another thread took it first (then read the counter again)
+  c.i32(ctrl).get(old).get(old).i32(1).i32Add().i32AtomicCmpxchg(0).get(old).i32Sub().brIf(1)
+  c.get(0).get(jb).get(jb).i32(1).i32Add().call(0)
+  c.i32(ctrl).i32(1).i32AtomicAdd(4).drop()
+  c.br(1)
+  c.end()
+  c.end()
+  return c
 }
 
 interface PackRegs {
@@ -282,23 +322,42 @@ export function gemmSet(
   opts: GemmSetOptions = { threads: 1, threadMinMacs: Infinity },
 ): { runners: GemmRunner[]; /** Which products are split over two threads. */ split: boolean[]; dispose(): Promise<void> } {
   if (layouts.length === 0) return { runners: [], split: [], dispose: () => Promise.resolve() }
-  const pages = Math.max(1, Math.ceil(Math.max(...layouts.map((L) => L.bytes)) / 65536))
+  // the claim counter and the panels-done count after the largest layout
+  const ctrl = Math.ceil(Math.max(...layouts.map((L) => L.bytes)) / 16) * 16
+  const pages = Math.max(1, Math.ceil((ctrl + 16) / 65536))
   const panelsOf = (L: GemmLayout) => L.nPad / L.W
-  const splits = (L: GemmLayout) => L.m * L.k * L.n >= opts.threadMinMacs && panelsOf(L) >= 2
+  const splits = (L: GemmLayout) => L.m * L.k * L.n >= opts.threadMinMacs && panelsOf(L) >= 2 && panelsOf(L) < 0x10000
   // a worker only where the host has worker threads and some product is worth splitting; else an
   // unshared memory (the calling thread alone; a browser page needs no cross-origin isolation)
   const threaded = opts.threads > 1 && nodeWorkerThreads() !== undefined && layouts.some(splits)
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, ...(threaded ? { shared: true } : {}) })
-  const module = gemmModule(layouts, pages, threaded, opts.relaxed ?? false)
-  const { run, pack } = new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (w: number, p0: number, p1: number) => void; pack: (w: number) => void }
+  const module = gemmModule(layouts, pages, threaded, opts.relaxed ?? false, ctrl)
+  const ex = new WebAssembly.Instance(module, { env: { memory } }).exports as {
+    panels: (w: number, p0: number, p1: number) => void
+    pack: (w: number) => void
+    run?: (w: number, epoch: number, P: number) => void
+  }
+  const { panels: run, pack } = ex
   const worker = threaded ? new KernelThreads(module, memory, 1) : undefined
   const f32 = new Float32Array(memory.buffer)
+  const i32 = new Int32Array(memory.buffer)
+  let epoch = 0
+  /** Panels 0..P-1 of product w shared with the worker: both claim them; waits only for panels the worker took. */
+  const shared = (w: number, P: number) => {
+    epoch = (epoch + 1) & 0x7fff
+    Atomics.store(i32, (ctrl >> 2) + 1, 0)
+    Atomics.store(i32, ctrl >> 2, epoch << 16)
+    // a worker still busy with earlier tasks (stale ones end at once) gets none: the queue never overflows
+    if (worker!.posted(0) - worker!.done(0) < QUEUE) worker!.post(0, [w, epoch, P, 0])
+    ex.run!(w, epoch, P)
+    // at most the panel the worker is computing is left (a failed worker throws from done())
+    for (let i = 1; Atomics.load(i32, (ctrl >> 2) + 1) < P; i++) if ((i & 0xffff) === 0) worker!.done(0)
+  }
   const runners = layouts.map((L, w): GemmRunner => {
     const { m, k, n, W, nPad, transB, direct } = L
     const b0 = L.bOff >> 2, c0 = L.cOff >> 2, raw0 = L.rawOff >> 2
     const P = panelsOf(L)
-    // the calling thread takes the larger half: the worker needs a moment to wake
-    const split = worker && splits(L) ? Math.ceil(P / 2) : P
+    const split = worker !== undefined && splits(L)
     const one = (a: Float32Array, b: Float32Array, out: Float32Array, aOff: number, bOffIn: number, oOff: number) => {
       f32.set(a.subarray(aOff, aOff + m * k), 0)
       if (direct) f32.set(b.subarray(bOffIn, bOffIn + k * n), b0)
@@ -306,12 +365,8 @@ export function gemmSet(
         f32.set(b.subarray(bOffIn, bOffIn + k * n), raw0)
         pack(w)
       } else packRows(f32, b0, b, bOffIn, k, n, nPad, W)
-      if (split < P) {
-        const posted = worker!.posted(0)
-        worker!.post(0, [w, split, P, 0])
-        run(w, 0, split)
-        worker!.waitDone(0, posted + 1)
-      } else run(w, 0, P)
+      if (split) shared(w, P)
+      else run(w, 0, P)
       if (nPad === n) out.set(f32.subarray(c0, c0 + m * n), oOff)
       else for (let r = 0; r < m; r++) out.set(f32.subarray(c0 + r * nPad, c0 + r * nPad + n), oOff + r * n)
     }
