@@ -313,9 +313,10 @@ export interface GemmSetOptions {
 /**
  * The kernels for a plan's GEMMs, sharing one memory sized by the largest layout (the plan's
  * matmuls run one after another, and each call copies its operands in). With a second thread a
- * large product's panels are split: the calling thread copies in and packs, posts the upper
- * panels to the worker, computes the lower ones, waits, and copies the result out. Which thread
- * computes a panel does not change its values (each output's sum is the same).
+ * large product's panels are shared: the calling thread copies in and packs, posts a task to the
+ * worker, claims panels itself until none is left, waits for any the worker is still computing,
+ * and copies the result out. Which thread computes a panel does not change its values (each
+ * output's sum is the same).
  */
 export function gemmSet(
   layouts: readonly GemmLayout[],
