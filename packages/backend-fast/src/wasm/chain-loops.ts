@@ -104,10 +104,10 @@ export class RowLoops extends RowExpr {
   /**
    * A pass of sums (per-row sums, sinks; side outputs read only there) after a split exp pass,
    * whose terms are computed from that pass's values and from values constant along the row
-   * (per-row values, literals): where every
-   * term of a vector of +0 values is +0 or -0 (checked per row by computing them once), the
-   * vectors the exp pass left at +0 would add only zeros, which leave a float64 sum unchanged, so
-   * the loop runs over the listed vectors only; otherwise over every vector.
+   * (per-row values, literals): where every term of a vector of +0 values is +0 or -0 (checked
+   * per row by computing them once), the vectors the exp pass left at +0 would add only zeros,
+   * which leave a float64 sum unchanged, so the loop runs over the listed vectors only;
+   * otherwise over every vector.
    */
   protected sparsePass(pass: readonly Piece[]): boolean {
     const live = this.live
