@@ -21,6 +21,7 @@ import type { MapModule, MathMap } from './wasm/mathmap.js'
 import { MAP_CHUNK, MAP_STEP, mathMapFactory, mathMapModule } from './wasm/mathmap.js'
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
 import { probeFolds, scanStep } from './scan-steps.js'
+import { gatherSteps } from './gather-step.js'
 import type { ReduceScan } from './wasm/reduce-scan.js'
 import { reduceScan } from './wasm/reduce-scan.js'
 
@@ -140,6 +141,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   let scanKernels: ReduceScan | undefined
   const scans = () => (scanKernels ??= reduceScan())
   const folds = probeFolds(schedule.steps, { ...scanEnv, uses: (v) => graph.uses(v).length, isOutput: (v) => graph.isOutput(v) }, opts.wasm ? scans : undefined)
+  // gathers of whole rows as copies into the step's buffer (one copy memory per plan)
+  const gathers = gatherSteps(scanEnv, opts.wasm)
   const nearest: NearestStep[] = []
   const chains: RowChainRun[] = []
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
@@ -197,6 +200,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     if (fold) return [{ kind: 'kernel', ...fold }]
     const sc = scanStep(st, scanEnv, opts.wasm ? scans : undefined)
     if (sc) return [{ kind: 'kernel', ...sc }]
+    const ga = st.kind === 'host' ? gathers.step(st.eqn) : undefined
+    if (ga) return [{ kind: 'kernel', ...ga }]
     if (st.kind === 'loop') {
       const w = elemStep(st.out)
       if (w) return [w]

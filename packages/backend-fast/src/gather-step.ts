@@ -1,0 +1,140 @@
+import type { AnyTypedArray, Eqn, HostTensor } from '@tessera/core'
+import { TesseraError, applyPrim } from '@tessera/core'
+import type { ScanEnv, ScanStep } from './scan-steps.js'
+import { Code, I32, assemble } from './wasm/asm.js'
+
+/**
+ * `gather` of whole rows (x's elements after the gathered axis, nothing before it) of a float32
+ * or int32 table by int32 indices, as row copies into the step's buffer instead of the reference
+ * evaluator's fresh array: a WebAssembly `memory.copy` per row where the table is no larger than
+ * the result (a codebook gathered by a search's indices; the table and indices are copied in,
+ * the rows out), else a JS loop over int32 views. Copies move bits, so float32 NaN payloads stay
+ * as they are. An index outside the axis stops the copy and the reference evaluator is run on
+ * the same operands, so the error is the reference's (the first bad index in order).
+ */
+export interface GatherSteps {
+  /** The copy step for a host step's gather, or undefined where the form is not one of these. */
+  step(e: Eqn): ScanStep | undefined
+}
+
+/** Header (the first bad position, or -1), then table, indices and result. */
+const HEAD = 16
+/** Most bytes the copy memory may hold (larger gathers take the JS loop). */
+const MAX_BYTES = 1 << 30
+const sizeOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
+
+/** The two opcodes the copy needs beyond asm.ts's `Code`. */
+class CopyCode extends Code {
+  i32Load() {
+    this.bytes.push(0x28, 2, 0)
+    return this
+  }
+  /** memory.copy (bulk memory): destination, source and byte count on the stack. */
+  memoryCopy() {
+    this.bytes.push(0xfc, 0x0a, 0, 0)
+    return this
+  }
+}
+
+/**
+ * `gather(tab, ix, out, n, rowBytes, d)`: for j < n, the row at tab + ix[j] * rowBytes to out +
+ * j * rowBytes; at the first ix[j] outside [0, d) (unsigned compare), j is stored at 0 and the
+ * copy stops (else 0 holds -1).
+ */
+function gatherCode(): CopyCode {
+  const c = new CopyCode(6)
+  const [tab, ix, out, n, rb, d] = [0, 1, 2, 3, 4, 5]
+  const j = c.local(I32), v = c.local(I32)
+  c.i32(0).i32(-1).i32Store()
+  c.block()
+  c.loop()
+  c.get(n).get(j).i32LeU().brIf(1)
+  c.get(ix).get(j).i32(4).i32Mul().i32Add().i32Load().set(v)
+  c.block()
+  c.get(v).get(d).i32LtU().brIf(0)
+  c.i32(0).get(j).i32Store()
+  c.br(2)
+  c.end()
+  c.get(out).get(j).get(rb).i32Mul().i32Add()
+  c.get(tab).get(v).get(rb).i32Mul().i32Add()
+  c.get(rb).memoryCopy()
+  c.get(j).i32(1).i32Add().set(j)
+  c.br(0)
+  c.end()
+  c.end()
+  return c
+}
+
+/** A copy memory of at least `bytes` and its gather function. */
+interface Copier {
+  readonly mem: WebAssembly.Memory
+  readonly gather: (tab: number, ix: number, out: number, n: number, rowBytes: number, d: number) => void
+}
+
+function copier(bytes: number): Copier {
+  const pages = Math.max(1, Math.ceil(bytes / 65536))
+  const mem = new WebAssembly.Memory({ initial: pages, maximum: pages })
+  const module = new WebAssembly.Module(assemble(pages, [{ name: 'gather', code: gatherCode() }], false) as BufferSource)
+  const inst = new WebAssembly.Instance(module, { env: { memory: mem } })
+  return { mem, gather: inst.exports['gather'] as Copier['gather'] }
+}
+
+const i32View = (a: AnyTypedArray) => new Int32Array(a.buffer, a.byteOffset, a.length)
+
+/** The first bad position, or -1 once every row is copied (ints: bits move unchanged). */
+function jsGather(x: Int32Array, ix: Int32Array, out: Int32Array, d: number, inner: number): number {
+  for (let j = 0, p = 0; j < ix.length; j++) {
+    const v = ix[j]!
+    if (v < 0 || v >= d) return j
+    for (let s = v * inner, e = s + inner; s < e; s++, p++) out[p] = x[s]!
+  }
+  return -1
+}
+
+/**
+ * Gather steps for one plan; they share one copy memory, made on the first run at the size of
+ * the largest of them (sizes are the plan's, fixed).
+ */
+export function gatherSteps(env: ScanEnv, wasm: boolean): GatherSteps {
+  let need = 0
+  let mem: Copier | undefined
+  const wasmCopier = () => (mem ??= copier(need))
+  return {
+    step(e) {
+      if (e.prim !== 'gather') return undefined
+      const [x, idx] = e.inputs as [typeof e.out, typeof e.out]
+      const axis = (e.params as { axis: number }).axis
+      const dt = x.aval.dtype
+      if ((dt !== 'float32' && dt !== 'int32') || idx.aval.dtype !== 'int32' || sizeOf(x.aval.shape.slice(0, axis)) !== 1) return undefined
+      const d = x.aval.shape[axis]!
+      const inner = sizeOf(x.aval.shape.slice(axis + 1))
+      const ni = sizeOf(idx.aval.shape)
+      const [tabBytes, ixBytes, outBytes] = [4 * d * inner, 4 * ni, 4 * ni * inner]
+      const bytes = HEAD + tabBytes + ixBytes + outBytes
+      // the table is copied in whole every call: only where that is no more than the rows copied out
+      const inWasm = wasm && inner >= 4 && tabBytes <= outBytes && bytes <= MAX_BYTES
+      if (inWasm) need = Math.max(need, bytes)
+      const [sx, si, so] = [env.slotOf(x), env.slotOf(idx), env.slotOf(e.out)]
+      const fail = (B: AnyTypedArray[]): never => {
+        const ins = [x, idx].map((v, i) => ({ shape: v.aval.shape, dtype: v.aval.dtype, data: B[[sx, si][i]!]! }) as HostTensor)
+        applyPrim('gather', ins, { axis }, e.out.aval)
+        throw new TesseraError('runtime', 'gather', 'an index is out of range')
+      }
+      const fn = inWasm
+        ? (B: AnyTypedArray[]) => {
+            const c = wasmCopier()
+            const buf = c.mem.buffer
+            const at = HEAD + tabBytes, outAt = at + ixBytes
+            new Int32Array(buf, HEAD, d * inner).set(i32View(B[sx]!))
+            new Int32Array(buf, at, ni).set(B[si] as Int32Array)
+            c.gather(HEAD, at, outAt, ni, 4 * inner, d)
+            if (new Int32Array(buf, 0, 1)[0]! >= 0) fail(B)
+            i32View(B[so]!).set(new Int32Array(buf, outAt, ni * inner))
+          }
+        : (B: AnyTypedArray[]) => {
+            if (jsGather(i32View(B[sx]!), B[si] as Int32Array, i32View(B[so]!), d, inner) >= 0) fail(B)
+          }
+      return { out: so, prim: e.prim, kernel: { source: `/* gather rows (${inWasm ? 'wasm' : 'js'}) */`, fn } }
+    },
+  }
+}
