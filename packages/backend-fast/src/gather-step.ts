@@ -8,17 +8,19 @@ import { Code, I32, assemble } from './wasm/asm.js'
  * or int32 table by int32 indices, as row copies into the step's buffer instead of the reference
  * evaluator's fresh array: a WebAssembly `memory.copy` per row where the table is no larger than
  * the result (a codebook gathered by a search's indices; the table and indices are copied in,
- * the rows out), else a JS loop over int32 views. Copies move bits, so float32 NaN payloads stay
- * as they are. An index outside the axis stops the copy and the reference evaluator is run on
- * the same operands, so the error is the reference's (the first bad index in order).
+ * the rows out a chunk at a time), else a JS loop over int32 views. Copies move bits, so float32
+ * NaN payloads stay as they are. An index outside the axis stops the copy and the reference
+ * evaluator is run on the same operands, so the error is the reference's (the first bad index).
  */
 export interface GatherSteps {
   /** The copy step for a host step's gather, or undefined where the form is not one of these. */
   step(e: Eqn): ScanStep | undefined
 }
 
-/** Header (the first bad position, or -1), then table, indices and result. */
+/** Header (the first bad position, or -1), then table, indices and a chunk of result rows. */
 const HEAD = 16
+/** Bytes of rows gathered per call before they are copied out. */
+const CHUNK_BYTES = 1 << 16
 /** Most bytes the copy memory may hold (larger gathers take the JS loop). */
 const MAX_BYTES = 1 << 30
 const sizeOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
@@ -110,7 +112,9 @@ export function gatherSteps(env: ScanEnv, wasm: boolean): GatherSteps {
       const inner = sizeOf(x.aval.shape.slice(axis + 1))
       const ni = sizeOf(idx.aval.shape)
       const [tabBytes, ixBytes, outBytes] = [4 * d * inner, 4 * ni, 4 * ni * inner]
-      const bytes = HEAD + tabBytes + ixBytes + outBytes
+      // rows are gathered a chunk at a time into a buffer that stays in cache, then copied out
+      const chunkRows = Math.max(1, Math.min(ni, Math.floor(CHUNK_BYTES / (4 * inner))))
+      const bytes = HEAD + tabBytes + ixBytes + 4 * chunkRows * inner
       // the table is copied in whole every call: only where that is no more than the rows copied out
       const inWasm = wasm && inner >= 4 && tabBytes <= outBytes && bytes <= MAX_BYTES
       if (inWasm) need = Math.max(need, bytes)
@@ -127,9 +131,13 @@ export function gatherSteps(env: ScanEnv, wasm: boolean): GatherSteps {
             const at = HEAD + tabBytes, outAt = at + ixBytes
             new Int32Array(buf, HEAD, d * inner).set(i32View(B[sx]!))
             new Int32Array(buf, at, ni).set(B[si] as Int32Array)
-            c.gather(HEAD, at, outAt, ni, 4 * inner, d)
-            if (new Int32Array(buf, 0, 1)[0]! >= 0) fail(B)
-            i32View(B[so]!).set(new Int32Array(buf, outAt, ni * inner))
+            const out = i32View(B[so]!), chunk = new Int32Array(buf, outAt, chunkRows * inner)
+            for (let j = 0; j < ni; j += chunkRows) {
+              const rows = Math.min(chunkRows, ni - j)
+              c.gather(HEAD, at + 4 * j, outAt, rows, 4 * inner, d)
+              if (new Int32Array(buf, 0, 1)[0]! >= 0) fail(B)
+              out.set(rows === chunkRows ? chunk : chunk.subarray(0, rows * inner), j * inner)
+            }
           }
         : (B: AnyTypedArray[]) => {
             if (jsGather(i32View(B[sx]!), B[si] as Int32Array, i32View(B[so]!), d, inner) >= 0) fail(B)

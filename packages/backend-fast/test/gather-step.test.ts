@@ -105,6 +105,23 @@ describe('gather of rows as copies', () => {
     await sameAsReference(p, inputs, { wasm: false })
   })
 
+  test('a gather of several chunks (the last one partial) equals the reference, and a bad index in a later chunk gives its error', async () => {
+    // rows of 64 floats: 256 rows a chunk, 1000 indices are 4 chunks
+    const p = traceOrThrow([spec([300, 64], 'float32'), spec([1000], 'int32')], (x: Tensor, i: Tensor) => [x.gather(i, 0)]).program
+    expect(gatherPaths(p)).toEqual({ wasm: 1, js: 0, reference: 0 })
+    const idx = Int32Array.from({ length: 1000 }, (_, j) => (j * 37 + (j >> 3)) % 300)
+    idx[999] = 299
+    const inputs = [tensor([300, 64], 'float32', bits(300 * 64, 11)), tensor([1000], 'int32', idx)]
+    await sameAsReference(p, inputs, { wasm: true })
+    idx[700] = 300
+    idx[900] = -1
+    const backend = fastBackend({ threads: 1 })
+    const r = await run(p, inputs, backend)
+    await backend.dispose!()
+    if (r._tag !== 'Left') throw new Error('expected an error')
+    expect(r.left.message).toBe('gather: index 300 (at flat position 700) is out of range [0, 300) on axis 0')
+  })
+
   const badIndex = fc.record({
     n: fc.integer({ min: 1, max: 300 }),
     at: fc.nat(),
