@@ -57,8 +57,8 @@ cases.forEach((c, i) => {
   out.two.push(Array.from(o2))
 })
 await two.dispose()
-process.stdout.write(JSON.stringify(out))
-process.exit(0)
+// exit once the pipe has taken it all: exiting right after write() cut large outputs short
+process.stdout.write(JSON.stringify(out), () => process.exit(0))
 `
 
 function relaxedProducts(): { one: number[][]; two: number[][] } {

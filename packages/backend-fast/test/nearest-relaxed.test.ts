@@ -114,8 +114,8 @@ for (const c of cases) {
   out.names.push(b.name)
   out.indices.push(Array.from((await runOrThrow(p, [tensorOf(c.x.data, c.x.shape), tensorOf(c.c.data, c.c.shape)], b))[0].data))
 }
-process.stdout.write(JSON.stringify(out))
-process.exit(0)
+// exit once the pipe has taken it all: exiting right after write() cut large outputs short
+process.stdout.write(JSON.stringify(out), () => process.exit(0))
 `
 
 /** Indices from the relaxed path: in this process when it has relaxed SIMD, else in a child with the flag. */
