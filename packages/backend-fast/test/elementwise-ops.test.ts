@@ -6,6 +6,7 @@ import { describe, expect } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
 import { I32, V128, assemble } from '../src/wasm/asm.js'
 import { ElemCode } from '../src/wasm/elem-code.js'
+import { tileRow } from '../src/wasm/elem-kernel.js'
 import { emitTanh, tanhScratch } from '../src/wasm/simd-tanh.js'
 import type { ElemExpr } from '../src/wasm/elementwise.js'
 import { elementwiseReads, substitute } from '../src/wasm/elementwise.js'
@@ -196,5 +197,14 @@ describe('WebAssembly elementwise ops and row sums (elem-kernel.ts)', () => {
       }
       await b.dispose?.()
     }
+  })
+})
+
+describe('tileRow (a repeated row filled into the kernel memory)', () => {
+  test.prop([fc.integer({ min: 1, max: 70 }), fc.integer({ min: 0, max: 300 }), fc.integer({ min: 0, max: 5 })])('fills exactly [at, at + len) with the row repeated, the last copy cut short', (w, len, at) => {
+    const v = Float32Array.from({ length: w }, (_, i) => i + 0.5)
+    const m = new Float32Array(at + len + 3).fill(-1)
+    tileRow(m, at, v, len)
+    expect(Array.from(m)).toEqual(Array.from({ length: m.length }, (_, i) => (i >= at && i < at + len ? v[(i - at) % w]! : -1)))
   })
 })

@@ -90,6 +90,46 @@ describe('WebAssembly elementwise loops', () => {
     got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
   })
 
+  // FSQ in the TRAIN step: the encoder's bias [128] broadcast to [64, 128], the sum reshaped to
+  // tokens of 4 levels, bounded with tanh (a side output) and summed per token: the bias is a
+  // row of the broadcast's own shape, not of the reshaped root's
+  test.each([[64, 128, 4], [100, 45, 5], [33, 126, 3]])('a bias broadcast before a reshape (%i x %i, tokens of %i) is a row: the tanh side output and the token sums in one pass, the reference bits', async (rows, width, d) => {
+    const p = traceOrThrow([f32([rows, width]), f32([width]), f32([d])], (y: Tensor, bias: Tensor, shift: Tensor) => {
+      const z = y.add(bias).reshape([rows, width / d, 1, d])
+      const t = z.add(shift).tanh()
+      return [t, t.mul(2.5).round().mul(shift).sum([3])]
+    }).program
+    const plan = planProgram(p, { wasm: true, threads: 1 })
+    expect(plan.steps.map((s) => (s.kind === 'elem' ? s.outs.length : s.kind))).toEqual([2])
+    const ins = [
+      tensorOf(Array.from({ length: rows * width }, (_, i) => (i % 97 === 5 ? [NaN, -0, Infinity, 1e-40][i % 4]! : Math.sin(i * 1.7) * 3)), [rows, width]),
+      tensorOf(Array.from({ length: width }, (_, i) => Math.cos(i) * 0.5), [width]),
+      tensorOf(Array.from({ length: d }, (_, i) => i * 0.25 - 0.3), [d]),
+    ]
+    const want = interpretProgram(p, ins)
+    const got = await runOrThrow(p, ins, fastBackend({ threads: 1 }))
+    got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
+  })
+
+  // (passes of at least 4096 elements run as WebAssembly) a vector constant along the last axis of its broadcast is no row, whatever shape a reshape
+  // gives the result afterwards ([128, 1] -> [128, 64] read as [64, 128, 1] has the trailing dims
+  // [128, 1], but element o is u[o / 64], not u[o % 128]); a [1, 128] one is
+  test.each([
+    { u: [128, 1], to: [128, 64], root: [64, 128, 1], row: false },
+    { u: [32, 1], to: [64, 32, 4], root: [64, 4, 32, 1], row: false },
+    { u: [1, 128], to: [64, 128], root: [64, 32, 4], row: true },
+    { u: [4, 1, 8], to: [8, 4, 16, 8], root: [128, 4, 1, 8], row: false },
+  ])('a broadcast of $u to $to read as $root: a row only if constant along the leading axes ($row), the reference bits', async ({ u, to, root, row }) => {
+    const n = to.reduce((a, b) => a * b, 1)
+    const p = traceOrThrow([f32(root), f32(u)], (x: Tensor, v: Tensor) => [x.mul(v.broadcastTo(to).reshape(root)).add(0.5)]).program
+    const steps = planProgram(p, { wasm: true, threads: 1 }).steps
+    expect(steps.some((s) => s.kind === 'elem')).toBe(row)
+    const ins = [tensorOf(Array.from({ length: n }, (_, i) => Math.sin(i * 0.37) * 4), root), tensorOf(Array.from({ length: u.reduce((a, b) => a * b, 1) }, (_, i) => i + 1), u)]
+    const want = interpretProgram(p, ins)
+    const got = await runOrThrow(p, ins, fastBackend({ threads: 1 }))
+    expect(Array.from(got[0]!.data)).toEqual(Array.from(want[0]!.data))
+  })
+
   test('a reduction whose side outputs run as WebAssembly reads them back: same bits', async () => {
     const n = 5001
     const p = traceOrThrow([f32([n]), f32([n])], (a: Tensor, b: Tensor) => {

@@ -225,6 +225,17 @@ function emitRowSums(c: ElemCode, rs: NonNullable<ElemGroup['rowSum']>, nrows: n
   c.end().end()
 }
 
+/**
+ * Fills `m[at, at + len)` with `v` repeated (the last copy cut short): one copy of `v`, then
+ * copies of what is filled, doubling, so a narrow row (FSQ's 4 levels) costs a few calls, not
+ * one per repeat.
+ */
+export function tileRow(m: Float32Array | Int32Array, at: number, v: Float32Array | Int32Array, len: number): void {
+  const w = Math.min(v.length, len)
+  m.set(w === v.length ? v : v.subarray(0, w), at)
+  for (let done = w; done < len; done *= 2) m.copyWithin(at + done, at, at + Math.min(done, len - done))
+}
+
 /** Row sums up to this width are unrolled in the module (wider ones keep the JS loop). */
 export const ROW_SUM_MAX = 64
 
@@ -263,10 +274,7 @@ export function elementwiseSet(): { add(g: ElemGroup): ElemRun } {
         if (!memory) build()
         const view = (t: ElemType | undefined) => (t === 'i32' ? i32! : f32!)
         L.single.forEach((s, i) => (view(L.types.get(s))[(L.singleOff >> 2) + 4 * i] = B[s]![0]!))
-        L.rows.forEach((s, r) => {
-          const v = B[s] as Float32Array, at = (L.whole.length + r) * L.padded, m = view(L.types.get(s))
-          for (let q = 0; q < L.chunk; q += v.length) m.set(v, at + q)
-        })
+        L.rows.forEach((s, r) => tileRow(view(L.types.get(s)), (L.whole.length + r) * L.padded, B[s] as Float32Array, L.chunk))
         for (let lo = 0; lo < L.n; lo += L.chunk) {
           const len = Math.min(L.chunk, L.n - lo)
           L.whole.forEach((s, w) => view(L.types.get(s)).set((B[s] as Float32Array).subarray(lo, lo + len), w * L.padded))

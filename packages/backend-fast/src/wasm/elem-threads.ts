@@ -2,7 +2,7 @@ import { TesseraError } from '@tessera/core'
 import { I32, assemble } from './asm.js'
 import { ElemCode } from './elem-code.js'
 import type { ChunkAddressing, ElemLayout } from './elem-kernel.js'
-import { elementwiseLayout, emitChunk, singleSplats } from './elem-kernel.js'
+import { elementwiseLayout, emitChunk, singleSplats, tileRow } from './elem-kernel.js'
 import type { ElemGroup, ElemRun, ElemType } from './elementwise.js'
 import { KernelThreads, QUEUE } from './threads.js'
 
@@ -126,7 +126,7 @@ export function threadedElementwise(g: ElemGroup, threads: number): { run: ElemR
     L.single.forEach((s, i) => view(L.types.get(s), T.chunkBase + L.singleOff + 16 * i, 1).set([B[s]![0]!]))
     L.rows.forEach((s, r) => {
       const v = B[s] as Float32Array, m = view(L.types.get(s), T.chunkBase + (L.whole.length + r) * L.padded * 4, L.padded)
-      for (let q = 0; q < L.padded; q += v.length) m.set(q + v.length <= L.padded ? v : v.subarray(0, L.padded - q), q)
+      tileRow(m, 0, v, L.padded)
     })
     L.whole.forEach((s, w) => view(L.types.get(s), T.whole[w]!, L.n).set(B[s] as Float32Array))
     const ctrl = new Int32Array(buf, 0, 2)

@@ -66,8 +66,12 @@ export function elementwiseTree(out: Var, def: (v: Var) => Eqn | undefined, bufS
     if (d?.prim === 'reshape' || d?.prim === 'broadcast') return scalar(d.inputs[0]!)
     return undefined
   }
-  /** A stored vector broadcast along out's leading axes (its shape, leading 1s dropped, is out's trailing one). */
-  const row = (u: Var): ElemExpr | undefined => {
+  /**
+   * A stored vector `u` broadcast to `to` along leading axes only: its shape, leading 1s dropped,
+   * is `to`'s trailing one, so element o of `to` reads u's element o % width. `to` may differ in
+   * shape from `out` (the walk passes reshapes), never in element order.
+   */
+  const row = (u: Var, to: Var): ElemExpr | undefined => {
     let x = u
     while (bufSlot(x) === undefined) {
       const d = def(x)
@@ -75,7 +79,7 @@ export function elementwiseTree(out: Var, def: (v: Var) => Eqn | undefined, bufS
       x = d.inputs[0]!
     }
     const dims = u.aval.shape.slice(u.aval.shape.findIndex((a) => a !== 1))
-    const tail = out.aval.shape.slice(out.aval.shape.length - dims.length)
+    const tail = to.aval.shape.slice(to.aval.shape.length - dims.length)
     const width = sizeOf(u)
     if (!storable(x) || width < 2 || width > ROW_MAX || u.aval.shape.every((a) => a === 1) || dims.some((a, i) => a !== tail[i])) return undefined
     return { kind: 'row', slot: bufSlot(x)!, width, type: TYPES[x.aval.dtype]! }
@@ -93,7 +97,7 @@ export function elementwiseTree(out: Var, def: (v: Var) => Eqn | undefined, bufS
     let r: ElemExpr | undefined
     if (!d) r = undefined
     else if (d.prim === 'full') r = { kind: 'const', value: literal(type, d.params.value), type }
-    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!) ?? row(d.inputs[0]!)
+    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!) ?? row(d.inputs[0]!, v)
     // same element count, row-major: element o of the reshape is element o of its operand
     else if (d.prim === 'reshape' || d.prim === 'stop_gradient') r = walk(d.inputs[0]!, false)
     else if (d.prim === 'where') {
