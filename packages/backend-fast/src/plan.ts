@@ -106,7 +106,8 @@ const ROWS = { chainMinElems: 1 << 20, blockElems: 32768, threadMinElems: 1 << 1
  * Generates code for core's loop schedule of a program: JS loops for fused loops and reductions
  * (WebAssembly for large float32 elementwise loops), a float64-exact matmul (a float32
  * WebAssembly GEMM for dense ones), the WebAssembly nearest-code kernel and exp map, row chains run block
- * by block (on worker threads when heavy), and the reference evaluator for data movement.
+ * by block (on worker threads when heavy), row copies for gathers of whole rows, and the
+ * reference evaluator for the other data movement.
  */
 export function planProgram(program0: Program, opts: PlanOptions): Plan {
   // exact rewrites so dense products and their gradients need no transposed copies
