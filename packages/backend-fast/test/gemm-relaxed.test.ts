@@ -1,10 +1,9 @@
 import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { describe, expect, test } from 'vitest'
+import { fusedHere } from './fma-probe.js'
 import type { GemmShape } from '../src/wasm/gemm.js'
 import { gemmLayout, gemmSet } from '../src/wasm/gemm.js'
 import { relaxedSimdSupported } from '../src/wasm/asm.js'
@@ -97,17 +96,6 @@ function exact(c: Case, i: number, j: number): { v: number; mag: number } {
     mag += Math.abs(p)
   }
   return { v, mag }
-}
-
-/** Whether f32x4.relaxed_madd is a fused multiply-add here (x64 with FMA3, or arm64). */
-function fusedHere(): boolean {
-  if (os.arch() === 'arm64') return true
-  if (os.arch() !== 'x64') return false
-  try {
-    return /\bfma\b/.test(readFileSync('/proc/cpuinfo', 'utf8'))
-  } catch {
-    return false
-  }
 }
 
 describe('WebAssembly GEMM with relaxed SIMD multiply-adds', () => {

@@ -1,13 +1,12 @@
 import { spawnSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import os from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { interpretProgram } from '@tessera/backend-cpu'
 import type { HostTensor, Program, Tensor } from '@tessera/core'
 import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect, test } from 'vitest'
+import { fusedHere } from './fma-probe.js'
 import { fastBackend, planProgram } from '../src/index.js'
 import { relaxedSimdSupported } from '../src/wasm/asm.js'
 
@@ -135,17 +134,6 @@ async function relaxedIndices(): Promise<{ names: string[]; indices: number[][] 
   // the flag is present: the child must have taken the relaxed path
   expect(out.supported).toBe(true)
   return out
-}
-
-/** Whether f32x4.relaxed_madd is a fused multiply-add here (x64 with FMA3, or arm64). */
-function fusedHere(): boolean {
-  if (os.arch() === 'arm64') return true
-  if (os.arch() !== 'x64') return false
-  try {
-    return /\bfma\b/.test(readFileSync('/proc/cpuinfo', 'utf8'))
-  } catch {
-    return false
-  }
 }
 
 describe('nearest-code kernel: mul+add and relaxed SIMD paths', () => {
