@@ -7,8 +7,8 @@ import { Code, I32, assemble } from './wasm/asm.js'
  * `gather` of whole rows (x's elements after the gathered axis, nothing before it) of a float32
  * or int32 table by int32 indices, as row copies into the step's buffer instead of the reference
  * evaluator's fresh array: a WebAssembly `memory.copy` per row where the table is no larger than
- * the result (a codebook gathered by a search's indices; the table and indices are copied in,
- * the rows out a chunk at a time), else a JS loop over int32 views. Copies move bits, so float32
+ * the result and at most 1 MiB (a codebook gathered by a search's indices; the table and indices
+ * are copied in, the rows out a chunk at a time), else JS copies over int32 views. Copies move bits, so float32
  * NaN payloads stay as they are. An index outside the axis stops the copy and the reference
  * evaluator is run on the same operands, so the error is the reference's (the first bad index).
  */
@@ -23,6 +23,14 @@ const HEAD = 16
 const CHUNK_BYTES = 1 << 16
 /** Most bytes the copy memory may hold (larger gathers take the JS loop). */
 const MAX_BYTES = 1 << 30
+/**
+ * Largest table copied into the copy memory: the memory stays resident for the plan's life, so a
+ * large codebook would cost its size again (W1b's 4 MiB took its process over its memory target);
+ * larger tables take the JS copies, whose row copies are as fast for rows this wide.
+ */
+const MAX_TABLE_BYTES = 1 << 20
+/** Row length from which the JS path copies a row with one `set` instead of element by element. */
+const SET_MIN = 64
 const sizeOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
 
 /** The two opcodes the copy needs beyond asm.ts's `Code`. */
@@ -85,6 +93,14 @@ const i32View = (a: AnyTypedArray) => new Int32Array(a.buffer, a.byteOffset, a.l
 
 /** The first bad position, or -1 once every row is copied (ints: bits move unchanged). */
 function jsGather(x: Int32Array, ix: Int32Array, out: Int32Array, d: number, inner: number): number {
+  if (inner >= SET_MIN) {
+    for (let j = 0; j < ix.length; j++) {
+      const v = ix[j]!
+      if (v < 0 || v >= d) return j
+      out.set(x.subarray(v * inner, v * inner + inner), j * inner)
+    }
+    return -1
+  }
   for (let j = 0, p = 0; j < ix.length; j++) {
     const v = ix[j]!
     if (v < 0 || v >= d) return j
@@ -116,7 +132,7 @@ export function gatherSteps(env: ScanEnv, wasm: boolean): GatherSteps {
       const chunkRows = Math.max(1, Math.min(ni, Math.floor(CHUNK_BYTES / (4 * inner))))
       const bytes = HEAD + tabBytes + ixBytes + 4 * chunkRows * inner
       // the table is copied in whole every call: only where that is no more than the rows copied out
-      const inWasm = wasm && inner >= 4 && tabBytes <= outBytes && bytes <= MAX_BYTES
+      const inWasm = wasm && inner >= 4 && tabBytes <= outBytes && tabBytes <= MAX_TABLE_BYTES && bytes <= MAX_BYTES
       if (inWasm) need = Math.max(need, bytes)
       const [sx, si, so] = [env.slotOf(x), env.slotOf(idx), env.slotOf(e.out)]
       const fail = (B: AnyTypedArray[]): never => {

@@ -93,7 +93,21 @@ describe('gather of rows as copies', () => {
     expect(gatherPaths(later)).toEqual({ wasm: 0, js: 0, reference: 1 })
     const lead1 = traceOrThrow([spec([1, 5, 4], 'float32'), spec([20], 'int32')], (x: Tensor, i: Tensor) => [x.gather(i, 1)]).program
     expect(gatherPaths(lead1)).toEqual({ wasm: 1, js: 0, reference: 0 })
+    // W1b-like: a 4 MiB codebook is over the copy memory's table limit (it would stay resident): JS
+    expect(gatherPaths(gatherProgram([4096, 256], 'float32', [16384], [3]))).toEqual({ wasm: 0, js: 2, reference: 0 })
   })
+
+  test.prop([fc.integer({ min: 64, max: 300 }), fc.integer({ min: 1, max: 30 }), fc.integer({ min: 0, max: 2 ** 31 - 1 })], { numRuns: 15 })(
+    'rows of 64+ elements copied with one set each (the JS path) equal the reference bit for bit',
+    async (inner, d, seed) => {
+      const p = gatherProgram([d, inner], 'float32', [50], [7])
+      const r = bits(d * inner + 50 + 7, seed)
+      const ix = Int32Array.from({ length: 50 }, (_, j) => (j === 0 ? d - 1 : (r[d * inner + j]! >>> 1) % d))
+      const ix2 = Int32Array.from({ length: 7 }, (_, j) => (r[d * inner + 50 + j]! >>> 1) % 50)
+      const inputs = [tensor([d, inner], 'float32', r.slice(0, d * inner)), tensor([50], 'int32', ix), tensor([7], 'int32', ix2)]
+      await sameAsReference(p, inputs, { wasm: false })
+    },
+  )
 
   test('along an axis after size-1 axes, wasm and JS, equal the reference', async () => {
     const p = traceOrThrow([spec([1, 5, 4], 'float32'), spec([2, 10], 'int32'), spec([3], 'int32')], (x: Tensor, i: Tensor, j: Tensor) => {
