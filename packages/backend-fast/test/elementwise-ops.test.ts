@@ -7,7 +7,7 @@ import { fastBackend, planProgram } from '../src/index.js'
 import { I32, V128, assemble } from '../src/wasm/asm.js'
 import { ElemCode } from '../src/wasm/elem-code.js'
 import { tileRow } from '../src/wasm/elem-kernel.js'
-import { emitTanh, tanhScratch } from '../src/wasm/simd-tanh.js'
+import { SEAM, emitTanh, tanhScratch } from '../src/wasm/simd-tanh.js'
 import type { ElemExpr } from '../src/wasm/elementwise.js'
 import { elementwiseReads, substitute } from '../src/wasm/elementwise.js'
 
@@ -28,7 +28,7 @@ const elemOuts = (p: Program, threads: number) => planProgram(p, { wasm: true, t
 
 const same = (got: HostTensor[], want: HostTensor[]) => got.forEach((g, i) => expect(Array.from(g.data)).toEqual(Array.from(want[i]!.data)))
 
-describe('tanh in float64 lanes (simd-tanh.ts)', () => {
+describe('tanh in float32 lanes (simd-tanh.ts)', () => {
   const tanhOf = (xs: Float32Array): Float32Array => {
     const c = new ElemCode(1)
     const p = c.local(I32), x = c.local(V128), s = tanhScratch(c)
@@ -49,35 +49,57 @@ describe('tanh in float64 lanes (simd-tanh.ts)', () => {
     run(m.length)
     return m.slice(0, xs.length)
   }
-  const ulps = (a: number, b: number) => {
-    const [ia, ib] = [new Int32Array(new Float32Array([a]).buffer)[0]!, new Int32Array(new Float32Array([b]).buffer)[0]!]
-    return Math.abs(ia - ib)
-  }
-
-  test('every 4099th float32 pattern and 2^20 arguments in [-10, 10]: within one ulp of fround(Math.tanh), off in under 1 in 10^4, special values exact', () => {
-    const bits = new Uint32Array(Math.ceil(2 ** 32 / 4099) + 2 ** 20)
-    for (let i = 0; i * 4099 < 2 ** 32; i++) bits[i] = i * 4099
-    const xs = new Float32Array(bits.buffer)
-    for (let i = Math.ceil(2 ** 32 / 4099); i < xs.length; i++) xs[i] = Math.sin(i * 12.9898) * 10
+  const bitsOf = (x: number) => new Int32Array(new Float32Array([x]).buffer)[0]!
+  /** Float32 values whose bit patterns run from `lo` up to `hi` by `step`. */
+  const patterns = (lo: number, hi: number, step: number) => new Float32Array(Int32Array.from({ length: Math.floor((hi - lo) / step) + 1 }, (_, i) => lo + i * step).buffer)
+  /** Largest distance in ulps from fround(Math.tanh) (NaN where that is NaN), and the share of arguments one ulp off. */
+  const check = (xs: Float32Array) => {
     const got = tanhOf(xs)
-    let off = 0, worst = 0
+    const gi = new Int32Array(got.buffer)
+    let off = 0, worst = 0, worstAt = NaN
     for (let i = 0; i < xs.length; i++) {
       const want = Math.fround(Math.tanh(xs[i]!))
       if (Number.isNaN(want)) {
         expect(got[i]).toBeNaN()
         continue
       }
-      const u = ulps(got[i]!, want)
+      // bit patterns of one sign are ordered; a result of the other sign is far off
+      const u = Math.sign(got[i]!) === Math.sign(want) || want === 0 ? Math.abs(gi[i]! - bitsOf(want)) : Infinity
       if (u !== 0) off++
-      worst = Math.max(worst, u, Math.abs(got[i]! - want) / Math.abs(want) > 2 ** -23 ? 99 : 0)
+      const w = Math.max(u, Math.abs(got[i]! - want) / Math.abs(want) > 2 ** -23 ? 99 : 0)
+      if (w > worst) [worst, worstAt] = [w, xs[i]!]
     }
-    expect(worst).toBeLessThanOrEqual(1)
-    expect(off / xs.length).toBeLessThan(1e-4)
-    const sp = tanhOf(new Float32Array([0, -0, Infinity, -Infinity, NaN, 9.1, -9.2, 1e-40, -1e-45, 20, 0.5493061542510986]))
+    return { worst, worstAt, rate: off / xs.length }
+  }
+
+  // The float32 evaluation rounds several times, so it is one ulp off more often than the float64
+  // one it replaced (whose bound here was 1 in 10^4, ~3 in 10^7 seen): 1.77% of every float32
+  // from 2^-13 to 9.2 (an exhaustive check, none 2 ulps off), 1.1% of the random arguments, 0.1%
+  // of all patterns (most are tiny or saturated, and exact). RATE bounds each set's share.
+  const RATE = 0.02
+  test('every 4099th float32 pattern, every 127th from 2^-13 to 9.2 and 2^20 arguments in [-10, 10]: within one ulp of fround(Math.tanh); special values exact', () => {
+    const all = patterns(0, 4099 * Math.floor((2 ** 32 - 1) / 4099), 4099)
+    const dense = patterns(bitsOf(2 ** -13), bitsOf(9.2), 127)
+    const random = Float32Array.from({ length: 2 ** 20 }, (_, i) => Math.sin(i * 12.9898) * 10)
+    for (const xs of [all, dense, dense.map((v) => -v), random]) {
+      const e = check(xs)
+      expect(e.worst, `worst at ${e.worstAt}`).toBeLessThanOrEqual(1)
+      expect(e.rate).toBeLessThan(RATE)
+    }
+    const sp = tanhOf(new Float32Array([0, -0, Infinity, -Infinity, NaN, 9.1, -9.2, 1e-40, -1e-45, 20, 0.5493061542510986, -NaN, 3.4e38, -3.4e38, 2 ** -126]))
     expect(Array.from(sp.slice(0, 4))).toEqual([0, -0, 1, -1])
     expect(Object.is(sp[1], -0)).toBe(true)
     expect(sp[4]).toBeNaN()
-    expect(Array.from(sp.slice(5))).toEqual([1, -1, Math.fround(1e-40), Math.fround(-1e-45), 1, Math.fround(Math.tanh(0.5493061542510986))])
+    expect(sp[11]).toBeNaN()
+    expect(Array.from(sp.slice(5, 11))).toEqual([1, -1, Math.fround(1e-40), Math.fround(-1e-45), 1, Math.fround(Math.tanh(0.5493061542510986))])
+    expect(Array.from(sp.slice(12))).toEqual([1, -1, 2 ** -126])
+  })
+
+  test('every float32 pattern within 2^16 of the seam between the two forms and of 0.5493 (tanh = 1/2, where the ulp halves): within one ulp', () => {
+    for (const at of [SEAM, 0.5493061542510986]) {
+      const xs = patterns(bitsOf(at) - 2 ** 16, bitsOf(at) + 2 ** 16, 1)
+      for (const v of [xs, xs.map((u) => -u)]) expect(check(v).worst).toBeLessThanOrEqual(1)
+    }
   })
 })
 

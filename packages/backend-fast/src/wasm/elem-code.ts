@@ -3,8 +3,8 @@ import { ChainCode } from './simd-ops.js'
 
 /**
  * The instructions the elementwise kernels (elementwise.ts) use beyond ChainCode's: integer
- * lanes (int32 arithmetic wraps as the reference's `| 0` and Math.imul do), integer comparisons
- * and the float64 lanes of tanh.
+ * lanes (int32 arithmetic wraps as the reference's `| 0` and Math.imul do) and integer
+ * comparisons.
  */
 export class ElemCode extends ChainCode {
   /** 0xfd and the SIMD opcode as an unsigned LEB128 (one or two bytes). */
@@ -20,8 +20,6 @@ export class ElemCode extends ChainCode {
   i32x4Abs() { return this.simdOp(0xa0) }
   i32x4Neg() { return this.simdOp(0xa1) }
   i32x4Mul() { return this.simdOp(0xb5) }
-  f64x2Abs() { return this.simdOp(0xec) }
-  f64x2Div() { return this.simdOp(0xf3) }
   // scalar int32 ops of the row sums
   i32DivU() {
     this.bytes.push(0x6e)

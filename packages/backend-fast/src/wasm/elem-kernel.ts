@@ -2,7 +2,7 @@ import { I32, V128, assemble } from './asm.js'
 import { ElemCode } from './elem-code.js'
 import type { ElemExpr, ElemGroup, ElemRun, ElemType } from './elementwise.js'
 import { elementwiseReads, lcm } from './elementwise.js'
-import { F64 } from './simd-ops.js'
+import { ConstPool, F64 } from './simd-ops.js'
 import { emitTanh, tanhScratch } from './simd-tanh.js'
 
 /**
@@ -188,9 +188,16 @@ export function emitChunk(c: ElemCode, g: ElemGroup, L: ElemLayout, A: ChunkAddr
   if (g.rowSum) emitRowSums(c, g.rowSum, nrows, A)
 }
 
+/**
+ * Bytes of vector constants kept in a kernel's memory (`ConstPool`): a v128.const is rebuilt in
+ * place at every use, three or four instructions, where a load from the pool is one (tanh reads
+ * about 20 constants per vector; bench/README.md 'W2: float32 tanh' has the measurement).
+ */
+export const CONST_POOL_BYTES = 4096
+
 /** The single-thread kernel: `run(bytes, rows)` covers one chunk at the start of every region. */
-export function elementwiseModule(g: ElemGroup, L: ElemLayout, pages: number): WebAssembly.Module {
-  const c = new ElemCode(2)
+export function elementwiseModule(g: ElemGroup, L: ElemLayout, pages: number, pool?: ConstPool): WebAssembly.Module {
+  const c = new ElemCode(2, pool)
   const bytes = 0, nrows = 1
   const p = c.local(I32), q = c.local(I32), term = c.local(I32), sum = c.local(I32)
   const splats = singleSplats(c, L)
@@ -255,12 +262,17 @@ export function elementwiseSet(): { add(g: ElemGroup): ElemRun } {
   let i32: Int32Array | undefined
   let memory: WebAssembly.Memory | undefined
   const build = () => {
-    const pages = Math.max(1, Math.ceil(Math.max(...pending.map((k) => k.L.bytes)) / 65536))
+    // one constant pool after the largest kernel's layout, shared by all kernels of the set
+    const base = Math.ceil(Math.max(...pending.map((k) => k.L.bytes)) / 16) * 16
+    const pool = new ConstPool(base, CONST_POOL_BYTES)
+    const pages = Math.ceil((base + CONST_POOL_BYTES) / 65536)
+    const modules = pending.map((k) => elementwiseModule(k.g, k.L, pages, pool))
     // not shared: these loops run on the calling thread (and a browser page needs no cross-origin isolation)
-    memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
-    f32 = new Float32Array(memory.buffer)
-    i32 = new Int32Array(memory.buffer)
-    for (const k of pending) k.run = (new WebAssembly.Instance(elementwiseModule(k.g, k.L, pages), { env: { memory } }).exports as { run: (bytes: number, rows: number) => void }).run
+    const m = (memory = new WebAssembly.Memory({ initial: pages, maximum: pages }))
+    new Uint8Array(m.buffer).set(pool.bytes, base)
+    f32 = new Float32Array(m.buffer)
+    i32 = new Int32Array(m.buffer)
+    pending.forEach((k, i) => (k.run = (new WebAssembly.Instance(modules[i]!, { env: { memory: m } }).exports as { run: (bytes: number, rows: number) => void }).run))
   }
   return {
     add(g) {

@@ -2,8 +2,9 @@ import { TesseraError } from '@tessera/core'
 import { I32, assemble } from './asm.js'
 import { ElemCode } from './elem-code.js'
 import type { ChunkAddressing, ElemLayout } from './elem-kernel.js'
-import { elementwiseLayout, emitChunk, singleSplats, tileRow } from './elem-kernel.js'
+import { CONST_POOL_BYTES, elementwiseLayout, emitChunk, singleSplats, tileRow } from './elem-kernel.js'
 import type { ElemGroup, ElemRun, ElemType } from './elementwise.js'
+import { ConstPool } from './simd-ops.js'
 import { KernelThreads, QUEUE } from './threads.js'
 
 /**
@@ -17,7 +18,7 @@ import { KernelThreads, QUEUE } from './threads.js'
  *
  * Memory: control words at 0 (next chunk, chunks done), then the chunk layout's repeated rows and
  * single values (elem-kernel.ts), each thread's term scratch, then the whole operands, outputs and
- * sums, each region a multiple of 16 bytes.
+ * sums, each region a multiple of 16 bytes, then the vector constants.
  */
 interface ThreadedLayout {
   readonly L: ElemLayout
@@ -28,6 +29,8 @@ interface ThreadedLayout {
   readonly whole: readonly number[]
   readonly outs: readonly number[]
   readonly sums: number
+  /** The vector constants' pool (CONST_POOL_BYTES), last. */
+  readonly poolBase: number
   readonly bytes: number
 }
 
@@ -48,13 +51,13 @@ function threadedLayout(g: ElemGroup, threads: number): ThreadedLayout {
   const whole = L.whole.map(() => region(L.n))
   const outs = g.exprs.map(() => region(L.n))
   const sums = region(g.rowSum ? L.n / g.rowSum.width : 0)
-  return { L, chunks, chunkBase, termBase, whole, outs, sums, bytes: at }
+  return { L, chunks, chunkBase, termBase, whole, outs, sums, poolBase: at, bytes: at + CONST_POOL_BYTES }
 }
 
 /** `run(thread)`: claims chunks until none are left. */
-function threadedModule(g: ElemGroup, T: ThreadedLayout, pages: number): WebAssembly.Module {
+function threadedModule(g: ElemGroup, T: ThreadedLayout, pages: number, pool: ConstPool): WebAssembly.Module {
   const { L } = T
-  const c = new ElemCode(1)
+  const c = new ElemCode(1, pool)
   const thread = 0
   const b = c.local(I32), len = c.local(I32), bytes = c.local(I32), nrows = c.local(I32)
   const at = c.local(I32), inChunk = c.local(I32), term = c.local(I32), sum = c.local(I32)
@@ -101,8 +104,10 @@ export function threadedElementwise(g: ElemGroup, threads: number): { run: ElemR
   const instance = () => {
     if (inst) return inst
     const pages = Math.ceil(T.bytes / 65536)
-    const module = threadedModule(g, T, pages)
+    const consts = new ConstPool(T.poolBase, CONST_POOL_BYTES)
+    const module = threadedModule(g, T, pages, consts)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
+    new Uint8Array(memory.buffer).set(consts.bytes, T.poolBase)
     const run = (new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (t: number) => void }).run
     // the workers start after the first call has returned (it runs every chunk itself), so their
     // start-up (several ms on the calling thread) is not part of it; later calls share the chunks

@@ -10,7 +10,8 @@ import { castTo } from '@tessera/core'
  * op (a float64 result of float32 operands rounds once to the same float32); floor and round
  * (half to even: f32x4.nearest) are exact; int32 add, sub, mul and neg wrap as `| 0` and
  * Math.imul do; float -> int32 casts truncate and saturate with NaN -> 0, as the reference's do.
- * tanh is a float64 evaluation rounded once (simd-tanh.ts), the generated loops' contract.
+ * tanh is a float32 evaluation within one ulp of the rounded value (simd-tanh.ts), the backend's
+ * transcendental contract.
  * Booleans live as all-ones / all-zero lanes. Operands are whole stored float32 or int32 values
  * of the output's size (read at the output's index), stored vectors broadcast along the leading
  * axes (biases, per-dimension constants), or single stored values and constants broadcast to

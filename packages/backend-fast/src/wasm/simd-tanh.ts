@@ -2,78 +2,89 @@ import { V128 } from './asm.js'
 import type { ElemCode } from './elem-code.js'
 
 /**
- * tanh of four float32 lanes, evaluated in float64 lanes and rounded once to float32: accurate to
- * ~1e-12 relative before that rounding, so the result is within one float32 ulp of
- * `fround(Math.tanh(x))` and equals it except where the exact value lies within ~1e-12 of a
- * float32 rounding midpoint (one of 3.3 million random arguments in [-5, 5]; the test bounds the
- * rate), within the backend's transcendentalRtol = 2^-23.
+ * tanh of four float32 lanes in float32 arithmetic (the float64 evaluation it replaced handled two
+ * lanes a vector), within one float32 ulp of `fround(Math.tanh(x))`: checked against it for every
+ * float32 from 2^-13 to 9.2 (an exhaustive run, bench/README.md 'W2: float32 tanh'; the tests
+ * sweep the range), so within the backend's transcendentalRtol = 2^-23. Several roundings make it
+ * an ulp off for 1.8% of those arguments (the float64 evaluation: a few in 10^7).
  *
- * tanh(|x|) = e / (e + 2) with e = expm1(2|x|): 2|x| = k ln2 + r (|r| <= ln2/2, k found with the
- * 1.5 * 2^52 shifter, whose low bits then hold k + 1023, the exponent of 2^k), expm1(r) by its
- * degree-10 Taylor polynomial (remainder below 1e-12 relative; no tables: WebAssembly SIMD has no
- * gather), and e = 2^k expm1(r) + (2^k - 1), which never cancels (k = 0 gives expm1(r) itself,
- * so small arguments keep their relative accuracy). The sign is copied from x afterwards, so -0
- * stays -0. 2|x| is clamped to 18.2 (tanh(9.1) = 1 - 2.5e-8 already rounds to float32 1, as every
- * larger argument's does; +-Inf give +-1) and a NaN passes through.
+ * Both forms end in an operation whose large operand is exact, so the error of the rest shrinks
+ * in proportion:
+ * - |x| < SEAM: tanh(|x|) = |x| + |x| z Q(z), z = x^2, Q a minimax polynomial (no cancellation:
+ *   the correction is at most about a quarter of the result, and tiny arguments give |x| itself).
+ * - otherwise: tanh(|x|) = 1 - 2 / (e^2|x| + 1), with 2|x| = k ln2 + r (Cody-Waite, |r| <= ln2/2,
+ *   k from the 1.5 * 2^23 shifter, whose low bits then give 2^-k) and
+ *   (e^2|x| + 1) / 2^k = (1 + 2^-k) + expm1(r), expm1(r) = r + r^2 P(r) (the Cephes expf
+ *   polynomial, as in simd-math.ts), so 2 / (e^2|x| + 1) = 2^(1-k) / that, one division.
+ * 2|x| is clamped to 18.2 (tanh(9.1) = 1 - 2.5e-8 already rounds to float32 1, as every larger
+ * argument's does; +-Inf give +-1); a NaN passes through both forms (the clamp is a pmin, which
+ * keeps its first operand's NaN). The sign is copied from x afterwards, so -0 stays -0.
  */
 
+/** Below it the odd polynomial, from it the exponential form (each within its error budget there; the tests check the seam). */
+export const SEAM = 0.9
+/** Q(z) = c0 + c1 z + ..., near-minimax for (tanh(x) - x) / x^3 on [0, SEAM^2] weighted by x^2 (the error it leaves relative to tanh(x)). */
+const Q = [
+  -0.33333322405815125, 0.13332977890968323, -0.05392930284142494, 0.021663542836904526, -0.008264543488621712,
+  0.002582667162641883, -0.0004554597253445536,
+]
+/** expm1(r) = r + r^2 P(r) on |r| <= ln2 / 2: P's coefficients from r^0 up (Cephes expf). */
+const P = [5.0000001201e-1, 1.6666665459e-1, 4.1665795894e-2, 8.3334519073e-3, 1.3981999507e-3, 1.9875691500e-4]
+/** 1.5 * 2^23: adding it to a float32 in [0, 2^22) rounds it to an integer held in the low bits (ties to even). */
+const SHIFT = 12582912
+const SHIFT_BITS = 0x4b400000
+/** ln 2 = LN2_HI + LN2_LO with LN2_HI of 9 bits, so k * LN2_HI is exact for k <= 2^15. */
+const LN2_HI = 0.693359375
+const LN2_LO = -2.12194440e-4
 const TWO_MAX = 18.2
-const DEGREE = 10
-/** 1.5 * 2^52 + 1023: adding it rounds to an integer (ties to even) held in the low mantissa bits, biased by 1023. */
-const SHIFTER = 1.5 * 2 ** 52 + 1023
 
-/** Bytes that move float32 lanes 2-3 of a vector to lanes 0-1. */
-const HIGH = [8, 9, 10, 11, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15]
-/** Lanes 0-1 of the first vector, then lanes 0-1 of the second. */
-const JOIN = [0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23]
-
-const splat = (x: number): [number, number] => [x, x]
+const splat = (x: number): number[] => [x, x, x, x]
 
 /** Scratch locals of emitTanh (make once per function body). */
 export interface TanhScratch {
   readonly v: readonly number[]
-  readonly q: readonly number[]
 }
 
 export function tanhScratch(c: ElemCode): TanhScratch {
-  return { v: Array.from({ length: 7 }, () => c.local(V128)), q: Array.from({ length: 3 }, () => c.local(V128)) }
+  return { v: Array.from({ length: 6 }, () => c.local(V128)) }
+}
+
+/**
+ * Leaves sum c_i u^i (6 or 7 coefficients) on the stack: (c0 + c1 u) + u^2 (c2 + c3 u) + u^4 ((c4 + c5 u) + u^2 c6),
+ * each product and sum rounded in that order (the tests' emulation follows it); u2, u4 hold u^2, u^4.
+ */
+function estrin(c: ElemCode, co: readonly number[], u: number, u2: number, u4: number): void {
+  const pair = (i: number) => c.get(u).vConstF32(splat(co[i + 1]!)).f32x4Mul().vConstF32(splat(co[i]!)).f32x4Add()
+  pair(0)
+  pair(2).get(u2).f32x4Mul().f32x4Add()
+  pair(4)
+  if (co.length === 7) c.get(u2).vConstF32(splat(co[6]!)).f32x4Mul().f32x4Add()
+  c.get(u4).f32x4Mul().f32x4Add()
 }
 
 /** Replaces float32x4 local `x` by tanh(x). */
 export function emitTanh(c: ElemCode, x: number, s: TanhScratch): void {
-  const [a0, a1, r0, r1, k0, k1, t0] = s.v as [number, number, number, number, number, number, number]
-  const a = [a0, a1], r = [r0, r1], k = [k0, k1]
-  // |x| of lanes 0-1 and 2-3 as float64 (exact), doubled and clamped (pmin keeps a NaN: its first operand)
-  c.get(x).f64x2PromoteLow().set(a0)
-  c.get(x).get(x).vShuffle(HIGH).f64x2PromoteLow().set(a1)
-  for (const u of [0, 1]) c.get(a[u]!).f64x2Abs().tee(a[u]!).get(a[u]!).f64x2Add().vConstF64(splat(TWO_MAX)).f64x2Pmin().set(a[u]!)
-  // k = round(2|x| / ln 2) in [0, 26], its float in r for now; r = 2|x| - k ln2 (error below 2e-15)
-  for (const u of [0, 1]) c.get(a[u]!).vConstF64(splat(1 / Math.LN2)).f64x2Mul().vConstF64(splat(SHIFTER)).f64x2Add().tee(k[u]!).vConstF64(splat(SHIFTER)).f64x2Sub().set(r[u]!)
-  for (const u of [0, 1]) c.get(a[u]!).get(r[u]!).vConstF64(splat(Math.LN2)).f64x2Mul().f64x2Sub().set(r[u]!)
-  // expm1(r) = r q(r), q(r) = 1 + r/2 + r^2/6 + ... + r^9/10!, by Estrin's scheme (a dependency
-  // chain of 4 multiply-adds instead of Horner's 9: the loop is latency-bound otherwise)
-  const coef: number[] = []
-  let fact = 1
-  for (let i = 1; i <= DEGREE; i++) coef.push(1 / (fact *= i))
-  const [q0, q1, q2] = s.q as [number, number, number]
-  for (const u of [0, 1]) {
-    const R = r[u]!, A = a[u]!, K = k[u]!
-    // pairs c_i + c_{i+1} r for i = 0, 2, 4, 6, 8; r^2 in K's place is not possible (K holds the shifted sum), so in q2
-    const lin = (i: number) => c.get(R).vConstF64(splat(coef[i + 1]!)).f64x2Mul().vConstF64(splat(coef[i]!)).f64x2Add()
-    c.get(R).get(R).f64x2Mul().set(q2) // r^2
-    lin(0); lin(2); c.get(q2).f64x2Mul().f64x2Add().set(A) // s0 = p01 + p23 r^2
-    lin(4); lin(6); c.get(q2).f64x2Mul().f64x2Add().set(q0) // s1 = p45 + p67 r^2
-    lin(8).set(q1) // s2 = p89
-    c.get(q2).get(q2).f64x2Mul().set(q2) // r^4
-    c.get(A).get(q0).get(q2).f64x2Mul().f64x2Add() // s0 + s1 r^4
-    c.get(q1).get(q2).get(q2).f64x2Mul().f64x2Mul().f64x2Add().set(A) // + s2 r^8
-    void K
-  }
-  // 2^k from the shifted sum's low bits; e = 2^k expm1(r) + (2^k - 1); tanh = e / (e + 2)
-  for (const u of [0, 1]) c.get(k[u]!).i32(52).i64x2Shl().set(k[u]!)
-  for (const u of [0, 1]) c.get(a[u]!).get(r[u]!).f64x2Mul().get(k[u]!).f64x2Mul().get(k[u]!).vConstF64(splat(1)).f64x2Sub().f64x2Add().set(a[u]!)
-  for (const u of [0, 1]) c.get(a[u]!).get(a[u]!).vConstF64(splat(2)).f64x2Add().f64x2Div().f32x4DemoteF64x2Zero().set(a[u]!)
-  // join the halves and copy x's sign bit onto the non-negative result
-  c.get(a0).get(a1).vShuffle(JOIN).set(t0)
-  c.get(t0).get(x).vConstI32([-0x80000000, -0x80000000, -0x80000000, -0x80000000]).vAnd().vOr().set(x)
+  const [a, z, small, t, k, r] = s.v as [number, number, number, number, number, number]
+  c.get(x).f32x4Abs().tee(a).get(a).f32x4Mul().set(z)
+  // small = a + ((Q(z) z) a), Q by Estrin's scheme (a chain of 6 ops, not Horner's 12: the
+  // loop is latency-bound) with z^2 and z^4 in t and k for now
+  c.get(z).get(z).f32x4Mul().tee(t).get(t).f32x4Mul().set(k)
+  estrin(c, Q, z, t, k)
+  c.get(z).f32x4Mul().get(a).f32x4Mul().get(a).f32x4Add().set(small)
+  // t = min(2a, 18.2); k = round(t / ln2) in [0, 26] (its bits in k, its float in z); r = t - k ln2
+  c.get(a).get(a).f32x4Add().vConstF32(splat(TWO_MAX)).f32x4Pmin().tee(t)
+  c.vConstF32(splat(Math.LOG2E)).f32x4Mul().vConstF32(splat(SHIFT)).f32x4Add().tee(k)
+  c.vConstF32(splat(SHIFT)).f32x4Sub().set(z)
+  c.get(t).get(z).vConstF32(splat(LN2_HI)).f32x4Mul().f32x4Sub().get(z).vConstF32(splat(LN2_LO)).f32x4Mul().f32x4Sub().set(r)
+  // t = expm1(r) = r + r^2 P(r), P by Estrin's scheme with r^2 in z and r^4 in t
+  c.get(r).get(r).f32x4Mul().tee(z).get(z).f32x4Mul().set(t)
+  estrin(c, P, r, z, t)
+  c.get(z).f32x4Mul().get(r).f32x4Add().set(t)
+  // k = 2^-k from the exponent bits (127 - k) << 23; tanh = 1 - (2^-k + 2^-k) / ((2^-k + 1) + expm1(r))
+  c.vConstI32(splat(127 + SHIFT_BITS)).get(k).i32x4Sub().i32(23).i32x4Shl().set(k)
+  c.vConstF32(splat(1)).get(k).get(k).f32x4Add()
+  c.get(k).vConstF32(splat(1)).f32x4Add().get(t).f32x4Add().f32x4Div().f32x4Sub()
+  // the form for |x|'s range, then x's sign bit onto the non-negative result
+  c.get(small).get(a).vConstF32(splat(SEAM)).f32x4Ge().bitselect()
+  c.get(x).vConstI32(splat(-0x80000000)).vAnd().vOr().set(x)
 }
