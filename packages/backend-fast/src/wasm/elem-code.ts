@@ -20,6 +20,11 @@ export class ElemCode extends ChainCode {
   i32x4Abs() { return this.simdOp(0xa0) }
   i32x4Neg() { return this.simdOp(0xa1) }
   i32x4Mul() { return this.simdOp(0xb5) }
+  /** memory.atomic.notify: the address and the waiter count on the stack, the number woken left. */
+  atomicNotify(offset = 0) {
+    this.bytes.push(0xfe, 0x00, 2, ...uleb(offset))
+    return this
+  }
   // scalar int32 ops of the row sums
   i32DivU() {
     this.bytes.push(0x6e)

@@ -81,6 +81,8 @@ function threadedModule(g: ElemGroup, T: ThreadedLayout, pages: number, pool: Co
   }
   emitChunk(c, g, L, A, splats, bytes, nrows)
   c.i32(0).i32(1).i32AtomicAdd(4).drop()
+  // wake the calling thread if it waits for this chunk (else it sleeps out its 1 ms timeout)
+  c.i32(4).i32(1).atomicNotify().drop()
   c.br(0)
   c.end().end()
   return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }], true) as BufferSource)
