@@ -1,7 +1,7 @@
 import { I32, V128, assemble } from './asm.js'
 import { ElemCode } from './elem-code.js'
-import type { ElemExpr, ElemGroup, ElemRun, ElemType } from './elementwise.js'
-import { elementwiseReads, lcm } from './elementwise.js'
+import type { ChunkedReads, ElemExpr, ElemGroup, ElemRun, ElemType } from './elementwise.js'
+import { chunkOf, elementwiseReads, lcm } from './elementwise.js'
 import { ConstPool, F64 } from './simd-ops.js'
 import { emitTanh, tanhScratch } from './simd-tanh.js'
 
@@ -13,14 +13,7 @@ import { emitTanh, tanhScratch } from './simd-tanh.js'
  * elements (operand w at w * padded * 4), the single values after them (16 bytes each), then the
  * outputs (output o at outOff + o * padded * 4), then a row sum's terms and its sums.
  */
-export interface ElemLayout {
-  readonly n: number
-  readonly chunk: number
-  readonly padded: number
-  readonly whole: readonly number[]
-  /** Repeated rows, each tiled over a `padded` region after the whole operands (filled once per call). */
-  readonly rows: readonly number[]
-  readonly single: readonly number[]
+export interface ElemLayout extends ChunkedReads {
   /** The type each read slot is read as (its array's element type). */
   readonly types: ReadonlyMap<number, ElemType>
   readonly singleOff: number
@@ -31,15 +24,11 @@ export interface ElemLayout {
   readonly bytes: number
 }
 
-/** Elements per chunk: 32 KiB per operand and output. */
-const CHUNK = 8192
-
 /** `multiple`: chunks hold a multiple of this many elements (besides whole rows). */
 export function elementwiseLayout(g: ElemGroup, multiple = 1): ElemLayout {
   const { whole, single, rows, width, types } = elementwiseReads(g.rowSum ? [...g.exprs, g.rowSum.term] : g.exprs)
   const w = lcm(g.rowSum ? lcm(width, g.rowSum.width) : width, multiple)
-  const chunk = Math.min(g.n, Math.max(w, Math.floor(CHUNK / w) * w))
-  const padded = Math.ceil(chunk / 4) * 4
+  const { chunk, padded } = chunkOf(g.n, w)
   const singleOff = (whole.length + rows.length) * padded * 4
   const outOff = singleOff + 16 * single.length
   const termOff = outOff + 4 * padded * g.exprs.length

@@ -144,6 +144,29 @@ export function elementwiseReads(es: readonly ElemExpr[]): { whole: number[]; si
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
 export const lcm = (a: number, b: number) => (a / gcd(a, b)) * b
 
+/** Elements per chunk of the elementwise kernels: 32 KiB per operand and output, so their memory stays in L2. */
+export const CHUNK_ELEMS = 8192
+
+/**
+ * The chunk the elementwise kernels run on: whole multiples of `w` elements (rows, vectors) up to
+ * CHUNK_ELEMS, at least one multiple and at most `n`; `padded` rounds it up to whole vectors.
+ */
+export function chunkOf(n: number, w: number): { chunk: number; padded: number } {
+  const chunk = Math.min(n, Math.max(w, Math.floor(CHUNK_ELEMS / w) * w))
+  return { chunk, padded: Math.ceil(chunk / 4) * 4 }
+}
+
+/** The operands a chunked kernel reads: whole arrays, repeated rows and single values, by slot. */
+export interface ChunkedReads {
+  readonly n: number
+  readonly chunk: number
+  readonly padded: number
+  readonly whole: readonly number[]
+  /** Repeated rows, each tiled over a `padded` region after the whole operands (filled once per call). */
+  readonly rows: readonly number[]
+  readonly single: readonly number[]
+}
+
 /** Runs a group on the slots' arrays; `outs` are the group's outputs (the row sum's last, if any). */
 export type ElemRun = (B: readonly ArrayLike<number>[], outs: readonly (Float32Array | Int32Array)[]) => void
 

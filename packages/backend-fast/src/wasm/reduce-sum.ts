@@ -1,6 +1,6 @@
 import { I32, V128, assemble } from './asm.js'
-import type { ElemExpr } from './elementwise.js'
-import { elementwiseReads, lcm } from './elementwise.js'
+import type { ChunkedReads, ElemExpr } from './elementwise.js'
+import { CHUNK_ELEMS, chunkOf, elementwiseReads, lcm } from './elementwise.js'
 import { ChainCode, F64 } from './simd-ops.js'
 
 /**
@@ -15,7 +15,6 @@ import { ChainCode, F64 } from './simd-ops.js'
  * once per call).
  */
 const OPS = new Set(['add', 'sub', 'mul', 'div', 'sqrt', 'neg', 'abs'])
-const CHUNK = 8192
 
 /** Whether the sum kernel takes the expression: float32 reads and the ops above only. */
 export function sumFits(e: ElemExpr): boolean {
@@ -24,23 +23,15 @@ export function sumFits(e: ElemExpr): boolean {
   return OPS.has(e.prim) && e.args.every(sumFits)
 }
 
-interface Layout {
-  readonly n: number
-  readonly chunk: number
-  readonly padded: number
-  readonly whole: readonly number[]
-  readonly rows: readonly number[]
-  readonly single: readonly number[]
+interface Layout extends ChunkedReads {
   readonly data: number
   readonly bytes: number
 }
 
 function layoutOf(e: ElemExpr, n: number): Layout | undefined {
   const { whole, single, rows, width } = elementwiseReads([e])
-  if (width > CHUNK) return undefined
-  const w = lcm(width, 4)
-  const chunk = Math.min(n, Math.max(w, Math.floor(CHUNK / w) * w))
-  const padded = Math.ceil(chunk / 4) * 4
+  if (width > CHUNK_ELEMS) return undefined
+  const { chunk, padded } = chunkOf(n, lcm(width, 4))
   const data = 16 + 16 * single.length
   return { n, chunk, padded, whole, rows, single, data, bytes: data + 4 * padded * (whole.length + rows.length) }
 }
