@@ -25,8 +25,7 @@ const CHUNK_BYTES = 1 << 16
 const MAX_BYTES = 1 << 30
 /**
  * Largest table copied into the copy memory: the memory stays resident for the plan's life, so a
- * large codebook would cost its size again (W1b's 4 MiB took its process over its memory target);
- * larger tables take the JS copies, whose row copies are as fast for rows this wide.
+ * large codebook would be held twice; larger tables take the JS copies.
  */
 const MAX_TABLE_BYTES = 1 << 20
 /** Row length from which the JS path copies a row with one `set` instead of element by element. */
