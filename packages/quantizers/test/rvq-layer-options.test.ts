@@ -4,8 +4,10 @@ import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor, Tensor, TesseraError } from '@tessera/core'
 import { random, scoped, tensorOf, valueAndGrad } from '@tessera/core'
 import type { Init, Named, Quantizer } from '../src/quantizer.js'
+import type { ResidualVQ } from '../src/residual-vq/residual-vq.js'
 import { residualVQ } from '../src/residual-vq/residual-vq.js'
 import { groupedResidualVQ } from '../src/residual-vq/grouped-residual-vq.js'
+import type { VectorQuantize } from '../src/vq/vector-quantize.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { AFFINE } from '../src/vq/affine.js'
 import { joinStateDict } from '../src/io/state-dict.js'
@@ -94,6 +96,33 @@ const CASES: readonly { name: string; opts: Record<string, unknown>; mask: boole
   { name: 'affine_param without the rotation trick, and layernorm_after_project_in (a no-op: layers have no projection)', opts: { ...AFF, rotation_trick: false, layernorm_after_project_in: true }, mask: false },
 ]
 
+/**
+ * A ResidualVQ's training call beside its layers run one by one, layer i as VectorQuantize
+ * `vqs[i]` on the residual left by the ones before, with the parameters `layerParams` picks (by
+ * default its own, under `layers.{i}.`), on the host.
+ */
+async function wholeAndLayers(
+  backend: Backend,
+  rq: ResidualVQ,
+  vqs: readonly VectorQuantize[],
+  init: Init,
+  x: HostTensor,
+  layerParams: (ps: Named<Tensor>, i: number) => Named<Tensor> = (ps, i) => scoped(ps, `layers.${i}.`),
+): Promise<{ whole: Out; layers: Out[] }> {
+  const r = await runOnHost(backend, [init.params, init.state, x] as const, (p, s, xs) => {
+    const ps = p as Named<Tensor>, ss = s as Named<Tensor>
+    const whole = rq.apply(ps, ss, xs as Tensor, { training: true })
+    let res = xs as Tensor
+    const layers = vqs.map((vq, i) => {
+      const v = vq.apply(layerParams(ps, i), scoped(ss, `layers.${i}.`), res, { training: true })
+      res = res.sub(v.quantized)
+      return outOf(v)
+    })
+    return { whole: outOf(whole), layers }
+  })
+  return orThrow(r) as unknown as { whole: Out; layers: Out[] }
+}
+
 describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer options on ${lane.name}`, (backend) => {
   for (const c of CASES) {
     it(`one layer with ${c.name} is VectorQuantize with it, over two training steps and an eval call`, async () => {
@@ -139,18 +168,7 @@ describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer option
     const vqs = sizes.map((k) => orThrow(vectorQuantize({ dim: D, codebook_size: k, ...AFF })))
     const init = rq.init(random.keyFromSeed(8))
     const x = randn([B, N, D], 5)
-    const r = await runOnHost(backend, [init.params, init.state, x] as const, (p, s, xs) => {
-      const ps = p as Named<Tensor>, ss = s as Named<Tensor>
-      const whole = rq.apply(ps, ss, xs as Tensor, { training: true })
-      let res = xs as Tensor
-      const layers = vqs.map((vq, i) => {
-        const v = vq.apply(scoped(ps, `layers.${i}.`), scoped(ss, `layers.${i}.`), res, { training: true })
-        res = res.sub(v.quantized)
-        return outOf(v)
-      })
-      return { whole: outOf(whole), layers }
-    })
-    const o = orThrow(r) as unknown as { whole: Out; layers: Out[] }
+    const o = await wholeAndLayers(backend, rq, vqs, init, x)
     o.layers.forEach((want, i) => sameLayer(backend, layerOf(o.whole, i, 2), want, `layer ${i}`))
     // the statistics differ per layer: layer 1 saw the residual, not the input
     const bm = (i: number) => Array.from(o.whole.state[`layers.${i}.${AFFINE.batchMean}`]!.data)
@@ -162,18 +180,7 @@ describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer option
     const vq = orThrow(vectorQuantize({ dim: D, codebook_size: 5, ...INPLACE }))
     const init = rq.init(random.keyFromSeed(10))
     const x = randn([B, N, D], 7)
-    const r = await runOnHost(backend, [init.params, init.state, x] as const, (p, s, xs) => {
-      const ps = p as Named<Tensor>, ss = s as Named<Tensor>
-      const whole = rq.apply(ps, ss, xs as Tensor, { training: true })
-      let res = xs as Tensor
-      const layers = [0, 1].map((i) => {
-        const v = vq.apply(scoped(ps, `layers.${i}.`), scoped(ss, `layers.${i}.`), res, { training: true })
-        res = res.sub(v.quantized)
-        return outOf(v)
-      })
-      return { whole: outOf(whole), layers }
-    })
-    const o = orThrow(r) as unknown as { whole: Out; layers: Out[] }
+    const o = await wholeAndLayers(backend, rq, [vq, vq], init, x)
     expect(Object.keys(o.whole.updatedParams).sort()).toEqual(['layers.0._codebook.embed', 'layers.1._codebook.embed'])
     o.layers.forEach((want, i) => sameLayer(backend, layerOf(o.whole, i, 2), want, `layer ${i}`))
     expect(Array.from(o.whole.updatedParams['layers.1._codebook.embed']!.data)).not.toEqual(Array.from(init.params['layers.1._codebook.embed']!.data))
@@ -186,19 +193,9 @@ describeLanes('rvq-layer-options', nodeLanes, (lane) => `ResidualVQ layer option
     expect(bridgeNames.sort()).toEqual(Object.keys(vq.paramSpecs).filter((k) => k.includes('vq_bridge')).map((k) => `layers.0.${k}`).sort())
     const init = rq.init(random.keyFromSeed(13))
     expect(Object.keys(init.params).sort()).toEqual(Object.keys(rq.paramSpecs).sort())
-    const r = await runOnHost(backend, [init.params, init.state, randn([B, N, D], 10)] as const, (p, s, xs) => {
-      const ps = p as Named<Tensor>, ss = s as Named<Tensor>
-      const whole = rq.apply(ps, ss, xs as Tensor, { training: true })
-      const tied = Object.fromEntries(Object.entries(scoped(ps, 'layers.0.')).filter(([k]) => k.includes('vq_bridge')))
-      let res = xs as Tensor
-      const layers = [0, 1].map((i) => {
-        const v = vq.apply({ ...scoped(ps, `layers.${i}.`), ...tied }, scoped(ss, `layers.${i}.`), res, { training: true })
-        res = res.sub(v.quantized)
-        return outOf(v)
-      })
-      return { whole: outOf(whole), layers }
-    })
-    const o = orThrow(r) as unknown as { whole: Out; layers: Out[] }
+    // every layer reads the one set of bridge parameters, layer 0's
+    const tied = (ps: Named<Tensor>) => Object.fromEntries(Object.entries(scoped(ps, 'layers.0.')).filter(([k]) => k.includes('vq_bridge')))
+    const o = await wholeAndLayers(backend, rq, [vq, vq], init, randn([B, N, D], 10), (ps, i) => ({ ...scoped(ps, `layers.${i}.`), ...tied(ps) }))
     o.layers.forEach((want, i) => sameLayer(backend, layerOf(o.whole, i, 2), want, `layer ${i}`))
   })
 
