@@ -28,9 +28,15 @@ export interface ChildResult {
   /** How the implementation was set up and the computation written (peers: threads, graph optimizations, operand forms). */
   readonly config?: string
   /**
-   * Setup before the first call, in this process with the inputs ready: the implementation's
-   * module loaded, backend initialized, program traced and compiled (ONNX: model built and
-   * session created; tfjs: constants prepared).
+   * Loading before any work on the workload: the implementation's module imported and its backend
+   * or runtime started (Tessera: the backend package and `fastBackend()`/`cpuBackend()`; ONNX:
+   * onnxruntime-node; tfjs: its backend set and ready; PyTorch: `import torch`).
+   */
+  readonly loadMs?: number
+  /**
+   * Setup after loading, before the first call, in this process with the inputs ready: the
+   * program traced and compiled (ONNX: model built and session created; tfjs: constants
+   * prepared; PyTorch: model and optimizer built). Issue 16's first call is this plus the first run.
    */
   readonly setupMs?: number
   /** The first call after setup (for Tessera it includes work the executable does once, for tfjs kernel setup). */
@@ -61,7 +67,8 @@ type Runner = {
   /** TRAIN: the first steps from the initial parameters, carried from step to step (train-check.ts). */
   firstSteps?(): Promise<TrainTrace>
 }
-type Setup = (w: Workload, ins: Input[], quick: boolean) => Promise<Runner | string>
+/** `loaded()` is called once the implementation's module is imported and its backend started: what follows is setup. */
+type Setup = (w: Workload, ins: Input[], quick: boolean, loaded: () => void) => Promise<Runner | string>
 
 const requireHere = createRequire(import.meta.url)
 
@@ -121,9 +128,10 @@ function collect(): void {
   gc?.()
 }
 
-async function tesseraRunner(makeBackend: () => Promise<Backend | string>, program: () => Program, ins: Input[], config: string): Promise<Runner | string> {
+async function tesseraRunner(makeBackend: () => Promise<Backend | string>, program: () => Program, ins: Input[], config: string, loaded: () => void): Promise<Runner | string> {
   const backend = await makeBackend()
   if (typeof backend === 'string') return backend
+  loaded()
   const exe = backend.compile(program())
   const hosts: HostTensor[] = ins.map((t) => ({ shape: t.shape, dtype: 'float32', data: t.data }))
   return {
@@ -137,10 +145,11 @@ async function tesseraRunner(makeBackend: () => Promise<Backend | string>, progr
 }
 
 /** A Tessera backend; the program is traced inside setup, so the first-call figure includes the trace. */
-const tessera = (make: () => Promise<Backend | string>, config: string): Setup => async (w, ins, quick) => {
-  if (w.id !== 'TRAIN') return tesseraRunner(make, () => (w.id === 'OVH' ? overheadProgram() : w.tessera(quick)), ins, config)
+const tessera = (make: () => Promise<Backend | string>, config: string): Setup => async (w, ins, quick, loaded) => {
+  if (w.id !== 'TRAIN') return tesseraRunner(make, () => (w.id === 'OVH' ? overheadProgram() : w.tessera(quick)), ins, config, loaded)
   const backend = await make()
   if (typeof backend === 'string') return backend
+  loaded()
   const { trainRunner } = await import('./train.js')
   return { ...(await trainRunner(backend, quick)), config: `${config}; the demo's buildTrainStep: forward, gradients and Adam update as one program` }
 }
@@ -160,9 +169,10 @@ export function ortOptions() {
   return { graphOptimizationLevel: 'all', executionMode: 'sequential', intraOpNumThreads: cores, interOpNumThreads: 1 } as const
 }
 
-async function onnxSetup(w: Workload, ins: Input[], quick: boolean): Promise<Runner | string> {
+async function onnxSetup(w: Workload, ins: Input[], quick: boolean, loaded: () => void): Promise<Runner | string> {
   if (w.id === 'TRAIN') return NO_TRAIN_PEER
   const ort = await import('onnxruntime-node')
+  loaded()
   const { encodeModel } = await import('./onnx/encode.js')
   const graph = w.onnx(quick)
   const opts = ortOptions()
@@ -179,7 +189,7 @@ async function onnxSetup(w: Workload, ins: Input[], quick: boolean): Promise<Run
   }
 }
 
-async function tfjsSetup(backendName: 'cpu' | 'wasm', w: Workload, ins: Input[], quick: boolean): Promise<Runner | string> {
+async function tfjsSetup(backendName: 'cpu' | 'wasm', w: Workload, ins: Input[], quick: boolean, loaded: () => void): Promise<Runner | string> {
   const tf = await import('@tensorflow/tfjs-core')
   let wasmThreads: number | undefined
   if (backendName === 'cpu') {
@@ -194,6 +204,7 @@ async function tfjsSetup(backendName: 'cpu' | 'wasm', w: Workload, ins: Input[],
     await tf.ready()
     wasmThreads = wasm.getThreadsCount()
   }
+  loaded()
   // the wasm backend's flags exist only once it is loaded
   const flag = async (f: string) => backendName === 'wasm' && (await tf.env().getAsync(f)) === true
   const [simd, mt] = [await flag('WASM_HAS_SIMD_SUPPORT'), await flag('WASM_HAS_MULTITHREAD_SUPPORT')]
@@ -243,8 +254,8 @@ export const implementations: Readonly<Record<string, Setup>> = {
   'tessera/gpujs-webasm': gpujs('webasm'),
   'tessera/gpujs-headlessgl': gpujs('headlessgl'),
   'onnxruntime-node': onnxSetup,
-  'tfjs-cpu': (w, ins, q) => tfjsSetup('cpu', w, ins, q),
-  'tfjs-wasm': (w, ins, q) => tfjsSetup('wasm', w, ins, q),
+  'tfjs-cpu': (w, ins, q, loaded) => tfjsSetup('cpu', w, ins, q, loaded),
+  'tfjs-wasm': (w, ins, q, loaded) => tfjsSetup('wasm', w, ins, q, loaded),
   'plain-js': async (w, ins, q) => (w.id === 'TRAIN' ? NO_TRAIN_PEER : { run: async () => w.plain(ins, q), dispose() {}, ...(w.plainForm ? { config: w.plainForm } : {}) }),
 }
 
@@ -286,11 +297,12 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
   let ioMB: number | undefined
   let rssStagesMB: ChildResult['rssStagesMB']
   let config: string | undefined
+  let loadMs: number | undefined
   let setupMs: number | undefined
   let firstRunMs: number | undefined
   const done = (r: Omit<ChildResult, 'workload' | 'impl' | 'rssBaseMB' | 'rssPeakMB'>): ChildResult => ({
     workload: wid, impl, ...r, rssBaseMB, rssPeakMB: rssPeakMB ?? rssNow().peak,
-    ...(config !== undefined ? { config } : {}), ...(setupMs !== undefined ? { setupMs } : {}), ...(firstRunMs !== undefined ? { firstRunMs } : {}),
+    ...(config !== undefined ? { config } : {}), ...(loadMs !== undefined ? { loadMs } : {}), ...(setupMs !== undefined ? { setupMs } : {}), ...(firstRunMs !== undefined ? { firstRunMs } : {}),
     ...(rssPeakTimedMB !== undefined ? { rssPeakTimedMB } : {}), ...(memoryCalls !== undefined ? { memoryCalls } : {}),
     ...(ioMB !== undefined ? { ioMB } : {}), ...(rssStagesMB ? { rssStagesMB } : {}),
   })
@@ -303,9 +315,12 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
     const ins = inputsFile ? readInputs(inputsFile) : w.inputs(quick)
     const afterInputs = rssNow().rss
     const ts = performance.now()
-    const runner = await setup(w, ins, quick)
+    let tl = ts
+    const runner = await setup(w, ins, quick, () => (tl = performance.now()))
     if (typeof runner === 'string') return done({ status: 'skipped', note: runner })
-    setupMs = performance.now() - ts
+    setupMs = performance.now() - tl
+    // an implementation with nothing to load (plain JS) reports no load time
+    if (tl > ts) loadMs = tl - ts
     if (runner.config) config = runner.config
     const afterSetup = rssNow().rss
     // warm-up: at least one call, more while they are cheap

@@ -137,7 +137,7 @@ async function main(): Promise<void> {
     const childEntry = await bundleChild(here, bundleDir)
     const report = (wid: string, r: ChildResult) => {
       const mem = r.rssPeakMB ? `; RSS peak ${fmt(r.rssPeakMB, 0)} MiB${r.rssPeakTimedMB ? ` (timed calls ${fmt(r.rssPeakTimedMB, 0)})` : ''}, base ${fmt(r.rssBaseMB, 0)}${r.rssStagesMB ? `, after inputs ${fmt(r.rssStagesMB.inputs, 0)}, setup ${fmt(r.rssStagesMB.setup, 0)}, first call ${fmt(r.rssStagesMB.firstCall, 0)}` : ''}` : ''
-      const first = r.setupMs !== undefined && r.firstRunMs !== undefined ? `; first call ${fmt(r.setupMs + r.firstRunMs, 1)} ms (setup ${fmt(r.setupMs, 1)} + run ${fmt(r.firstRunMs, 1)})` : ''
+      const first = r.setupMs !== undefined && r.firstRunMs !== undefined ? `; first call ${fmt(r.setupMs + r.firstRunMs, 1)} ms (setup ${fmt(r.setupMs, 1)} + run ${fmt(r.firstRunMs, 1)}${r.loadMs !== undefined ? `; load ${fmt(r.loadMs, 1)}` : ''})` : ''
       process.stderr.write(`${wid} ${r.impl}: ${r.status} ${fmt(r.medianMs, 2)} ms${first}${mem}${r.note ? ` (${r.note})` : ''}\n`)
       results.push(r)
     }
@@ -195,8 +195,9 @@ function memoryTargetLine(rs: readonly ChildResult[], factor: number): string {
 }
 
 /**
- * Issue 16's first-call target for the fast backend's rows: setup plus first run at most 3x the
- * row's median plus the reference's setup (its module load and trace; its compile is trivial).
+ * Issue 16's first-call target for the fast backend's rows: the first call (setup: trace and
+ * compile, plus the first run) at most 3x the row's median plus the reference's setup (its trace;
+ * its compile is trivial). Module load and backend start are reported beside it, not counted.
  */
 function firstCallTargetLine(rs: readonly ChildResult[]): string | undefined {
   const refSetup = rs.find((r) => r.impl === REFERENCE)?.setupMs
@@ -206,13 +207,13 @@ function firstCallTargetLine(rs: readonly ChildResult[]): string | undefined {
   const ok = fast.filter((r) => r.setupMs! + r.firstRunMs! <= 3 * r.medianMs! + refSetup)
   const over = fast.filter((r) => !ok.includes(r))
   const names = (xs: readonly ChildResult[]) => (xs.length ? xs.map(cell).join(', ') : 'none')
-  return `First-call target (issue 16): setup + first run at most 3x the median plus the reference's setup (${fmt(refSetup, 1)} ms), as "first call vs allowed" in ms. Met: ${names(ok)}. Not met: ${names(over)}.`
+  return `First-call target (issue 16): setup (trace + compile) + first run at most 3x the median plus the reference's setup (its trace, ${fmt(refSetup, 1)} ms), as "first call vs allowed" in ms; load not counted. Met: ${names(ok)}. Not met: ${names(over)}.`
 }
 
-/** "total (setup + run)" of the first call, in ms. */
+/** "total (setup + run; load)" of the first call, in ms. */
 function firstCall(r: ChildResult): string {
   if (r.setupMs === undefined || r.firstRunMs === undefined) return '–'
-  return `${fmt(r.setupMs + r.firstRunMs, 1)} (${fmt(r.setupMs, 1)} + ${fmt(r.firstRunMs, 1)})`
+  return `${fmt(r.setupMs + r.firstRunMs, 1)} (${fmt(r.setupMs, 1)} + ${fmt(r.firstRunMs, 1)}${r.loadMs !== undefined ? `; load ${fmt(r.loadMs, 1)}` : ''})`
 }
 
 /** Workloads whose Tessera wasm rows report their GFLOP/s as a fraction of the SIMD ceiling. */
@@ -254,7 +255,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
   if (results.some((r) => r.impl.includes('relaxed')))
     lines.push('`fast-wasm-relaxed-2t`: the nearest-code kernel with relaxed SIMD fused multiply-adds; on Node 20 its process runs with `--experimental-wasm-relaxed-simd` (on by default in Node >= 22 and Chrome >= 114). `fast-wasm-1t`/`-2t` use separate multiplies and adds.', '')
   lines.push('"vs peer": time divided by the fastest peer\'s (onnxruntime-node, tfjs-cpu, tfjs-wasm, plain JS, PyTorch); below 1 is faster. Indices are checked against the CPU reference; "ties" counts rows where an index differs only between equally near candidates.', '')
-  lines.push('"first call": in a fresh process with the inputs ready, the setup (the implementation\'s module loaded and its backend started; Tessera: program traced and compiled; ONNX: model built and session created; tfjs: constants prepared; PyTorch: model and optimizer built, after `import torch`) plus the first call, as "total (setup + run)" in ms. The median is of calls after warm-up. Each workload\'s "Configuration" list says how every implementation was set up and how the computation is written (threads, graph optimizations, operand forms).', '')
+  lines.push('"first call" (as issue 16 defines it: trace plus compile plus first run): in a fresh process with the inputs ready and the implementation loaded, its setup (Tessera: program traced and compiled; ONNX: model built and session created; tfjs: constants prepared; PyTorch: model and optimizer built) plus the first call, as "total (setup + run)" in ms. "load" beside it is what came before, also paid once per process: the implementation\'s module imported and its backend or runtime started (Tessera: the backend package and its backend object; ONNX: `onnxruntime-node`; tfjs: the backend set and ready; PyTorch: `import torch`). The median is of calls after warm-up. Each workload\'s "Configuration" list says how every implementation was set up and how the computation is written (threads, graph optimizations, operand forms).', '')
   if (ceiling) lines.push(...ceilingSection(ceiling))
   const byW = new Map<string, ChildResult[]>()
   for (const r of results) byW.set(r.workload, [...(byW.get(r.workload) ?? []), r])
@@ -264,10 +265,10 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
     lines.push(`## ${wid}: ${titles[wid] ?? ''}`, '')
     const peerBest = Math.min(...rs.filter((r) => PEERS.includes(r.impl) && r.status === 'ok' && r.medianMs !== undefined).map((r) => r.medianMs!))
     const flops = w?.flops?.(quick)
-    if (wid === 'OVH') lines.push('| implementation | status | median µs/call | min µs | first call ms | runs | peak RSS MiB |', '|---|---|---|---|---|---|---|')
+    if (wid === 'OVH') lines.push('| implementation | status | median µs/call | min µs | first call ms (setup + run; load) | runs | peak RSS MiB |', '|---|---|---|---|---|---|---|')
     else
       lines.push(
-        `| implementation | status | median ms | min ms | first call ms (setup + run) | vectors/s |${flops ? ' GFLOP/s |' : ''} vs peer | runs | ties | peak RSS MiB | base | peak − base | I/O MiB | peak / I/O | note |`,
+        `| implementation | status | median ms | min ms | first call ms (setup + run; load) | vectors/s |${flops ? ' GFLOP/s |' : ''} vs peer | runs | ties | peak RSS MiB | base | peak − base | I/O MiB | peak / I/O | note |`,
         `|---|---|---|---|---|---|${flops ? '---|' : ''}---|---|---|---|---|---|---|---|---|`,
       )
     for (const r of rs) {

@@ -42,6 +42,7 @@ interface TorchOut {
   medianMs: number
   minMs: number
   runs: number
+  loadMs: number
   setupMs: number
   firstRunMs: number
   rssBaseMB: number
@@ -87,7 +88,7 @@ export async function runTorch(impl: string, python: string, quick: boolean, tmp
     status: check.ok ? 'ok' : 'mismatch',
     ...(check.note ? { note: check.note } : {}),
     medianMs: r.medianMs, minMs: r.minMs, runs: r.runs, ties: 0,
-    setupMs: r.setupMs, firstRunMs: r.firstRunMs, rssBaseMB: r.rssBaseMB, rssPeakMB: r.rssPeakMB,
+    loadMs: r.loadMs, setupMs: r.setupMs, firstRunMs: r.firstRunMs, rssBaseMB: r.rssBaseMB, rssPeakMB: r.rssPeakMB,
     config: `${python}; ${r.config}`,
   }
 }
