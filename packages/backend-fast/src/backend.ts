@@ -1,6 +1,6 @@
 import type { AnyTypedArray, Backend, Caps, Executable, HostTensor, Program } from '@tessera/core'
 import { TesseraError, allocate, applyPrim, asTesseraError, disposedError, sizeOf } from '@tessera/core'
-import { hardwareThreads, nodeWorkerThreads } from './host.js'
+import { hardwareThreads, hasNodeWorkerThreads } from './host.js'
 import { matmulF64 } from './matmul.js'
 import type { Plan } from './plan.js'
 import { planProgram } from './plan.js'
@@ -55,7 +55,7 @@ export const fastCaps: Caps = {
 export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly threadsNote?: string } {
   const wasm = opts.wasm ?? true
   // worker threads are Node's: elsewhere (a browser) every kernel runs on the calling thread
-  const threadsNote = nodeWorkerThreads() ? undefined : 'no Node worker threads in this host (a browser): running on one thread'
+  const threadsNote = hasNodeWorkerThreads() ? undefined : 'no Node worker threads in this host (a browser): running on one thread'
   const threads = threadsNote ? 1 : Math.max(1, Math.floor(opts.threads ?? hardwareThreads()))
   if (opts.relaxedSimd !== undefined && opts.relaxedSimd !== 'auto' && typeof opts.relaxedSimd !== 'boolean')
     throw new TesseraError('backend', 'fastBackend', `relaxedSimd must be 'auto', true or false, got ${JSON.stringify(opts.relaxedSimd)}`)

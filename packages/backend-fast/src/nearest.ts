@@ -3,7 +3,7 @@ import { TesseraError, nearestDims } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { Code, V128, I32, assemble, relaxedSimdSupported } from './wasm/asm.js'
 import { KernelThreads, QUEUE } from './wasm/threads.js'
-import { nodeWorkerThreads } from './host.js'
+import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
 
@@ -157,7 +157,7 @@ export class NearestStep {
   /** Threads worth using for this size (the caller's thread counts as one). */
   private threadCount(chunk: number): number {
     // a host without worker threads (a browser, for now) runs every chunk on the calling thread
-    if (!nodeWorkerThreads()) return 1
+    if (!hasNodeWorkerThreads()) return 1
     return this.m * this.n * this.k >= THREAD_MIN_WORK ? Math.max(1, Math.min(this.threads, Math.ceil(this.m / MIN_CHUNK), Math.ceil((2 * this.m) / chunk))) : 1
   }
 
