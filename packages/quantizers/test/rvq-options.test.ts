@@ -280,6 +280,28 @@ describeLanes('rvq-options', nodeLanes, (lane) => `ResidualVQ per-call options o
     expect(activeLayers(ev.indices, nq)).toBe(nq)
   })
 
+  it('shared codebook, cut drawn from the key: the end-of-step dead-code revival draws only from the layers that ran, as the reference\'s saved inputs are', async () => {
+    // every code is dead at the end of the step (threshold above any cluster size, a revived code's
+    // size reset below it), so every code is replaced by a row drawn there
+    const q = rvq({ num_quantizers: 4, shared_codebook: true, quantize_dropout: true, threshold_ema_dead_code: 1e6, reset_cluster_size: 1 })
+    const init = q.init(random.keyFromSeed(4))
+    const x = randn([b, n, d], 5)
+    const isRowOfX = (row: Float32Array) => Array.from({ length: b * n }, (_, t) => t).some((t) => row.every((v, j) => v === x.data[t * d + j]))
+    const seen = new Set<number>()
+    for (let k = 0; k < 40 && !(seen.has(1) && seen.has(4)); k++) {
+      const r = await callOk(backend, q, init, x, { training: true, key: [3, k] })
+      const ran = activeLayers(r.indices, 4)
+      seen.add(ran)
+      const embed = r.state['layers.0._codebook.embed']!.data as Float32Array
+      const rows = Array.from({ length: K }, (_, c) => embed.subarray(c * d, (c + 1) * d))
+      // only layer 0 ran: its input is x itself, so every revived code is one of x's rows
+      if (ran === 1) for (const row of rows) expect(isRowOfX(row), `key [3, ${k}]: a code drawn from a dropped layer's input`).toBe(true)
+      // every layer ran: the later layers' inputs (residuals) are drawn from too
+      if (ran === 4) expect(rows.some((row) => !isRowOfX(row)), `key [3, ${k}]`).toBe(true)
+    }
+    expect([...seen]).toEqual(expect.arrayContaining([1, 4]))
+  })
+
   it('freezeCodebook is the forward\'s, default false: it overrides the layers\' freeze_codebook, as the reference\'s forward hands its default to every layer', async () => {
     for (const shared of [false, true]) {
       const q = rvq({ freeze_codebook: true, shared_codebook: shared })

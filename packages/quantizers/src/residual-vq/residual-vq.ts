@@ -152,11 +152,14 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       let buf = { embed: s[CB.embed]!, clusterSize: s[CB.clusterSize]!, embedAvg: s[CB.embedAvg]! }
       if (lc.ema_update) buf = { ...buf, embed: embedFromAverages(buf.clusterSize, buf.embedAvg, lc.eps, lc.use_cosine_sim) }
       if (lc.threshold_ema_dead_code > 0) {
-        // with a known cut only the layers that ran, whose inputs the reference saves
+        // only the layers that ran, whose inputs the reference saves: a known cut slices them, a
+        // cut drawn from the key masks the later layers' rows out of the draw
         const ran = call.cut !== undefined ? residuals.slice(0, call.cut + 1) : residuals
         const all = stack(ran, 0).reshape([1, -1, cd])
+        const perLayer = all.shape[1]! / ran.length
+        const rowMask = call.cut === undefined && cut ? xs.builder.iota([ran.length, perLayer], 0).le(cut).reshape([1, -1]) : undefined
         const sync = codebookSync(lc, rankSync(opts.world, xs.builder, W))
-        buf = expireDead(lc, buf, all, { ...(opts.key ? { key: opts.key } : {}), ...(sync ? { sync, index: stackedRowIndex(sync.world, ran.length, all.shape[1]! / ran.length) } : {}), where: W }, nq + 1)
+        buf = expireDead(lc, buf, all, { ...(opts.key ? { key: opts.key } : {}), ...(rowMask ? { rowMask } : {}), ...(sync ? { sync, index: stackedRowIndex(sync.world, ran.length, perLayer) } : {}), where: W }, nq + 1)
       }
       // a learnable codebook lives in params (no EMA, no revival: the config refuses it), so only the statistics go back
       s = { ...s, ...(sharedLayer.embedInParams ? {} : { [CB.embed]: buf.embed }), [CB.clusterSize]: buf.clusterSize, [CB.embedAvg]: buf.embedAvg }
