@@ -177,6 +177,25 @@ describe('WebAssembly GEMM on two threads', () => {
       }
   })
 
+  test('warm-up calls (empty panel ranges, packs of no columns) leave the memory as it was', () => {
+    const layouts = [gemmLayout({ m: 6, k: 19, n: 13, transA: false, transB: true }), gemmLayout({ m: 9, k: 21, n: 16, transA: true, transB: false })]
+    const bytes = Math.max(...layouts.map((L) => L.bytes))
+    const pages = Math.ceil((bytes + 64) / 65536)
+    const memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
+    const ex = new WebAssembly.Instance(gemmModule(layouts, pages, false), { env: { memory } }).exports as {
+      warm: (calls: number) => void
+      panels: (w: number, p0: number, p1: number) => void
+    }
+    const u8 = new Uint8Array(memory.buffer)
+    const r = rng(4)
+    for (let i = 0; i < u8.length; i++) u8[i] = r() * 64
+    const before = u8.slice()
+    ex.warm(300)
+    ex.panels(0, 1, 1)
+    ex.panels(1, 2, 0)
+    expect(u8.every((v, i) => v === before[i])).toBe(true)
+  })
+
   test('the demo\'s dense layer with its gradients on fastBackend({ threads: 2 }) equals threads: 1 bit for bit', async () => {
     const p = traceOrThrow([f32([64, 784]), f32([128, 784]), f32([64, 128])], (x: Tensor, w: Tensor, t: Tensor) => {
       const { value, grad } = valueAndGrad((ps: { x: Tensor; w: Tensor }, tt: Tensor) => ps.x.matmul(ps.w.mT).relu().sub(tt).square().sum())({ x, w }, t)

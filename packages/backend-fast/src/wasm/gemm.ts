@@ -50,6 +50,9 @@ export interface GemmLayout extends GemmShape {
   readonly bytes: number
 }
 
+/** Empty calls of the shared functions before the first product (see warmCode): ~1000 were enough in Node 20. */
+const WARM_CALLS = 4096
+
 /** Register tile: R rows x W columns (R * W / 4 accumulators + W / 4 B vectors + 1 splat <= 16 registers). */
 const TILE = { R: 4, W: 8 }
 /**
@@ -72,93 +75,96 @@ export function gemmLayout(s: GemmShape): GemmLayout {
   return { ...s, W, R, nPad, direct, bOff, cOff, rawOff, bytes: s.transB ? rawOff + 4 * n * k + 16 : cOff + 4 * m * nPad }
 }
 
-/** Locals of one function holding GEMM bodies (every layout has the same register tile). */
-interface Regs {
-  readonly jb: number
-  readonly bBase: number
-  readonly i: number
-  readonly aP: number
-  readonly bP: number
-  readonly cP: number
-  readonly t: number
-  readonly acc: readonly number[]
-  readonly y: readonly number[]
-  readonly x: number
-}
+/** panelsAny's arguments after p0 and p1, in order: the layout's sizes and byte strides (see emitPanels). */
+const argsOf = (L: GemmLayout): number[] => [
+  L.m,
+  L.k,
+  L.transA ? 4 : 4 * L.k,
+  L.transA ? 4 * L.m : 4,
+  L.direct ? 4 * L.nPad : 4 * L.W,
+  L.direct ? 4 * L.W : 4 * L.W * L.k,
+  L.bOff,
+  L.cOff,
+  4 * L.nPad,
+]
 
-function regsOf(c: Code): Regs {
-  const V = TILE.W / 4
-  return {
-    jb: c.local(I32), bBase: c.local(I32), i: c.local(I32), aP: c.local(I32), bP: c.local(I32), cP: c.local(I32), t: c.local(I32),
-    acc: Array.from({ length: TILE.R * V }, () => c.local(V128)),
-    y: Array.from({ length: V }, () => c.local(V128)),
-    x: c.local(V128),
-  }
-}
-
-/** Panels p0 <= jb < p1 (locals holding the bounds) of one layout's product; `relaxed`: each step a relaxed multiply-add. */
-function emitRun(c: Code, L: GemmLayout, g: Regs, p0: number, p1: number, relaxed: boolean): void {
-  const { m, k, transA, W, R, nPad, direct, bOff, cOff } = L
+/**
+ * panelsAny(p0, p1, m, k, aRow, aT, bT, bPanel, bOff, cOff, cRow): panels p0 <= jb < p1 of one
+ * product, the sizes and strides in bytes as arguments (argsOf): of A between the rows of a block
+ * and between consecutive t, of B between t and between panels, of the output between rows. One
+ * function serves every layout, so V8 optimizes it once (after the first product's first panels)
+ * instead of once per layout. `relaxed`: each step a relaxed multiply-add.
+ */
+function panelsCode(relaxed: boolean): Code {
+  const { R, W } = TILE
   const V = W / 4
-  const { jb, bBase, i, aP, bP, cP, t, acc, y, x } = g
-  // strides in bytes: of A between rows r of a block and between consecutive t; of B between t
-  const aRow = transA ? 4 : 4 * k
-  const aT = transA ? 4 * m : 4
-  const bT = direct ? 4 * nPad : 4 * W
+  const c = new GemmCode(11)
+  const [p0, p1, m, k, aRow, aT, bT, bPanel, bOff, cOff, cRow] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+  const jb = c.local(I32), bBase = c.local(I32), i = c.local(I32), bP = c.local(I32), cP = c.local(I32), t = c.local(I32)
+  const aP = Array.from({ length: R }, () => c.local(I32))
+  const acc = Array.from({ length: R * V }, () => c.local(V128))
+  const y = Array.from({ length: V }, () => c.local(V128))
+  const x = c.local(V128)
 
-  /** R x W products for one t, at offsets u * stride from the running pointers. */
-  const step = (rows: number, u: number) => {
-    for (let v = 0; v < V; v++) c.get(bP).vLoad(u * bT + 16 * v).set(y[v]!)
+  /** One block of `rows` rows at row i of the panel at bBase, output at cP: the k loop innermost. */
+  const block = (rows: number) => {
+    for (let a = 0; a < rows * V; a++) c.vConstF32([0, 0, 0, 0]).set(acc[a]!)
+    c.get(i).get(aRow).i32Mul().set(aP[0]!)
+    for (let r = 1; r < rows; r++) c.get(aP[r - 1]!).get(aRow).i32Add().set(aP[r]!)
+    c.get(bBase).set(bP)
+    c.get(k).set(t)
+    c.loop()
+    for (let v = 0; v < V; v++) c.get(bP).vLoad(16 * v).set(y[v]!)
     for (let r = 0; r < rows; r++) {
-      c.get(aP).vLoad32Splat(u * aT + r * aRow).set(x)
+      c.get(aP[r]!).vLoad32Splat(0).set(x)
       for (let v = 0; v < V; v++) {
         if (relaxed) c.get(x).get(y[v]!).get(acc[r * V + v]!).f32x4RelaxedMadd().set(acc[r * V + v]!)
         else c.get(acc[r * V + v]!).get(x).get(y[v]!).f32x4Mul().f32x4Add().set(acc[r * V + v]!)
       }
+      c.get(aP[r]!).get(aT).i32Add().set(aP[r]!)
+    }
+    c.get(bP).get(bT).i32Add().set(bP)
+    c.get(t).i32(1).i32Sub().tee(t).brIf(0)
+    c.end()
+    for (let r = 0; r < rows; r++) {
+      // the row's output address in bP (free after the k loop)
+      if (r === 0) c.get(cP).set(bP)
+      else c.get(bP).get(cRow).i32Add().set(bP)
+      for (let v = 0; v < V; v++) c.get(bP).get(acc[r * V + v]!).vStore(16 * v)
     }
   }
 
-  /** One block of `rows` rows at row i, panel starting at bBase, output at cP. */
-  const block = (rows: number) => {
-    for (let a = 0; a < rows * V; a++) c.vConstF32([0, 0, 0, 0]).set(acc[a]!)
-    c.get(i).i32(transA ? 4 : 4 * k).i32Mul().set(aP)
-    c.get(bBase).set(bP)
-    const full = Math.floor(k / UNROLL)
-    if (full > 0) {
-      c.i32(full).set(t)
-      c.loop()
-      for (let u = 0; u < UNROLL; u++) step(rows, u)
-      c.get(aP).i32(UNROLL * aT).i32Add().set(aP)
-      c.get(bP).i32(UNROLL * bT).i32Add().set(bP)
-      c.get(t).i32(1).i32Sub().tee(t).brIf(0)
-      c.end()
-    }
-    for (let u = 0; u < k % UNROLL; u++) step(rows, u)
-    for (let r = 0; r < rows; r++) for (let v = 0; v < V; v++) c.get(cP).get(acc[r * V + v]!).vStore(4 * r * nPad + 16 * v)
-  }
-
-  const fullBlocks = Math.floor(m / R), tail = m % R
   // an empty range computes nothing
   c.block()
   c.get(p1).get(p0).i32LeU().brIf(0)
   c.get(p0).set(jb)
   c.loop()
-  // panel jb: B columns jb*W .. jb*W + W - 1
-  c.get(jb).i32(direct ? 4 * W : 4 * W * k).i32Mul().i32(bOff).i32Add().set(bBase)
-  c.get(jb).i32(4 * W).i32Mul().i32(cOff).i32Add().set(cP)
+  c.get(jb).get(bPanel).i32Mul().get(bOff).i32Add().set(bBase)
+  c.get(jb).i32(4 * W).i32Mul().get(cOff).i32Add().set(cP)
   c.i32(0).set(i)
-  if (fullBlocks > 0) {
-    c.loop()
-    block(R)
-    c.get(cP).i32(4 * R * nPad).i32Add().set(cP)
-    c.get(i).i32(R).i32Add().tee(i).i32(fullBlocks * R).i32LtU().brIf(0)
+  // whole blocks of R rows while i + R <= m
+  c.block()
+  c.get(m).i32(R).i32LtU().brIf(0)
+  c.loop()
+  block(R)
+  c.get(cP).get(cRow).i32(R).i32Mul().i32Add().set(cP)
+  c.get(i).i32(R).i32Add().tee(i).i32(R).i32Add().get(m).i32LeU().brIf(0)
+  c.end()
+  c.end()
+  // the last m % R rows
+  for (let rows = 1; rows < R; rows++) {
+    c.get(m).get(i).i32Sub().i32(rows).i32Eq().ifThen()
+    block(rows)
     c.end()
   }
-  if (tail > 0) block(tail)
   c.get(jb).i32(1).i32Add().tee(jb).get(p1).i32LtU().brIf(0)
   c.end()
   c.end()
+  return c
 }
+
+/** Function indices in a GEMM module: the two dispatchers by layout, the pack and panels functions every layout calls, `warm` (and `run` last). */
+const FN = { panels: 0, pack: 1, packAny: 2, panelsAny: 3, warm: 4 } as const
 
 /**
  * One module for every GEMM of a plan (worker threads instantiate one module): exported
@@ -169,36 +175,48 @@ function emitRun(c: Code, L: GemmLayout, g: Regs, p0: number, p1: number, relaxe
  * thread that comes late (a worker waiting for a core) finds nothing left and computes nothing.
  * `relaxed` (the engine must have relaxed SIMD): each product added by f32x4.relaxed_madd, a fused
  * multiply-add where the machine has one (rounded once instead of twice; the same order).
+ *
+ * The dispatchers pass each layout's sizes to one panels function and one pack function that
+ * serve every layout: V8 starts a module in baseline code, optimizes a function once it has run
+ * a while, in the background, and swaps it in at the function's next call. One small function
+ * is optimized in about a millisecond and once for all products; a function holding every
+ * layout's own code took ~25 ms, and one per layout ran each layout's first panels in baseline
+ * code (bench/README.md, "TRAIN's first call").
  */
 export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean, relaxed = false, ctrl = 0): WebAssembly.Module {
-  const run = new Code(3)
-  const regs = regsOf(run)
+  const panels = new GemmCode(3)
+  const pack = new GemmCode(1)
   layouts.forEach((L, w) => {
     // skip unless which == w
-    run.block()
-    run.get(0).i32(w).i32Sub().brIf(0)
-    emitRun(run, L, regs, 1, 2, relaxed)
-    run.end()
+    panels.block().get(0).i32(w).i32Sub().brIf(0).get(1).get(2)
+    for (const v of argsOf(L)) panels.i32(v)
+    panels.call(FN.panelsAny).end()
+    if (L.transB) pack.block().get(0).i32(w).i32Sub().brIf(0).i32(L.k).i32(L.n).i32(L.rawOff).i32(L.bOff).call(FN.packAny).end()
   })
-  const pack = new Code(1)
-  const pregs = packRegsOf(pack)
-  layouts.forEach((L, w) => {
-    if (!L.transB) return
-    pack.block()
-    pack.get(0).i32(w).i32Sub().brIf(0)
-    emitPack(pack, L, pregs)
-    pack.end()
-  })
-  const funcs = [{ name: 'panels', code: run }, { name: 'pack', code: pack }]
+  const funcs = [
+    { name: 'panels', code: panels as Code },
+    { name: 'pack', code: pack },
+    { name: 'packAny', code: packCode() },
+    { name: 'panelsAny', code: panelsCode(relaxed) },
+    { name: 'warm', code: warmCode() },
+  ]
   // the claiming loop uses atomics: only in a shared memory
   if (shared) funcs.push({ name: 'run', code: claimCode(ctrl) })
   return new WebAssembly.Module(assemble(pages, funcs, shared) as BufferSource)
 }
 
-/** The two instructions the claiming loop needs beyond ChainCode's. */
-class ClaimCode extends ChainCode {
+/** The instructions the claiming loop and the pack need beyond ChainCode's. */
+class GemmCode extends ChainCode {
   i32And() {
     this.bytes.push(0x71)
+    return this
+  }
+  i32Eqz() {
+    this.bytes.push(0x45)
+    return this
+  }
+  i32Eq() {
+    this.bytes.push(0x46)
     return this
   }
   /** i32.atomic.rmw.cmpxchg: address, expected, replacement on the stack; the old value left. */
@@ -210,7 +228,7 @@ class ClaimCode extends ChainCode {
 
 /** run(which, epoch, P): claims panels of the current epoch (see gemmModule) and computes each by calling `panels` (function 0). */
 function claimCode(ctrl: number): Code {
-  const c = new ClaimCode(3)
+  const c = new GemmCode(3)
   const old = c.local(I32), jb = c.local(I32)
   c.loop()
   c.block()
@@ -220,7 +238,7 @@ function claimCode(ctrl: number): Code {
   c.get(old).i32(0xffff).i32And().tee(jb).get(2).i32GeU().brIf(0)
   // claim panel jb unless another thread took it first (then read the counter again)
   c.i32(ctrl).get(old).get(old).i32(1).i32Add().i32AtomicCmpxchg(0).get(old).i32Sub().brIf(1)
-  c.get(0).get(jb).get(jb).i32(1).i32Add().call(0)
+  c.get(0).get(jb).get(jb).i32(1).i32Add().call(FN.panels)
   c.i32(ctrl).i32(1).i32AtomicAdd(4).drop()
   c.br(1)
   c.end()
@@ -228,72 +246,83 @@ function claimCode(ctrl: number): Code {
   return c
 }
 
-interface PackRegs {
-  readonly pj: number
-  readonly src: number
-  readonly s: number
-  readonly d: number
-  readonly t: number
-  readonly v: number
-  readonly dPanel: number
-}
-
-function packRegsOf(c: Code): PackRegs {
-  return { pj: c.local(I32), src: c.local(I32), s: c.local(I32), d: c.local(I32), t: c.local(I32), v: c.local(V128), dPanel: c.local(I32) }
+/**
+ * packAny(k, n, raw, dst): packs a transposed B (n x k floats at `raw`) into panels of W columns
+ * at `dst` ([panel][t][W]): column j of B is row j of the stored array, read 4 floats at a time
+ * and stored one lane per panel row; the columns past n up to the panel's end are zeroed (the
+ * memory is shared with other GEMMs). The last k % 4 rows of a column load a whole vector, which
+ * may read up to 12 bytes past the stored array (the layout leaves 16).
+ */
+function packCode(): Code {
+  const { W } = TILE
+  const c = new GemmCode(4)
+  const [k, n, raw, dst] = [0, 1, 2, 3]
+  const j = c.local(I32), s = c.local(I32), d = c.local(I32), t = c.local(I32), rem = c.local(I32), v = c.local(V128)
+  /** d = dst + 4 (panel(j) W k + j % W). */
+  const columnBase = () => c.get(j).i32(Math.log2(W)).i32ShrU().i32(W).i32Mul().get(k).i32Mul().get(j).i32(W - 1).i32And().i32Add().i32(4).i32Mul().get(dst).i32Add().set(d)
+  // nothing for n = 0 (the warm-up calls); the branch ends at the function's end
+  c.block()
+  c.get(n).i32Eqz().brIf(0)
+  c.get(k).i32(3).i32And().set(rem)
+  c.i32(0).set(j)
+  c.loop()
+  c.get(j).get(k).i32Mul().i32(4).i32Mul().get(raw).i32Add().set(s)
+  columnBase()
+  c.block()
+  c.get(k).i32(2).i32ShrU().tee(t).i32Eqz().brIf(0)
+  c.loop()
+  c.get(s).vLoad(0).set(v)
+  for (let u = 0; u < 4; u++) c.get(d).get(v).vStore32Lane(4 * W * u, u)
+  c.get(s).i32(16).i32Add().set(s)
+  c.get(d).i32(16 * W).i32Add().set(d)
+  c.get(t).i32(1).i32Sub().tee(t).brIf(0)
+  c.end()
+  c.end()
+  c.get(rem).ifThen()
+  c.get(s).vLoad(0).set(v)
+  c.get(d).get(v).vStore32Lane(0, 0)
+  c.get(rem).i32(1).i32GtU().ifThen().get(d).get(v).vStore32Lane(4 * W, 1).end()
+  c.get(rem).i32(2).i32GtU().ifThen().get(d).get(v).vStore32Lane(8 * W, 2).end()
+  c.end()
+  c.get(j).i32(1).i32Add().tee(j).get(n).i32LtU().brIf(0)
+  c.end()
+  // j = n: zero the columns up to the next multiple of W
+  c.block()
+  c.get(j).i32(W - 1).i32And().i32Eqz().brIf(0)
+  c.loop()
+  columnBase()
+  c.get(k).set(t)
+  c.loop()
+  c.get(d).f32Const(0).f32Store(0)
+  c.get(d).i32(4 * W).i32Add().set(d)
+  c.get(t).i32(1).i32Sub().tee(t).brIf(0)
+  c.end()
+  c.get(j).i32(1).i32Add().tee(j).i32(W - 1).i32And().brIf(0)
+  c.end()
+  c.end()
+  c.end()
+  return c
 }
 
 /**
- * Packs a transposed B (n x k at rawOff) into panels at bOff: column j of B is row j of the
- * stored array, read 4 floats at a time and stored one lane per panel row; columns past n are 0.
+ * warm(calls): calls panelsAny and packAny `calls` times with nothing to do. V8 counts a
+ * baseline-compiled function's returns (each by the function's code size) and loop iterations
+ * toward optimizing it; these empty calls (a few microseconds in all) get both functions
+ * optimized in the background before the first product, instead of after its first panels ran
+ * in baseline code (bench/README.md, "TRAIN's first call").
  */
-function emitPack(c: Code, L: GemmLayout, g: PackRegs): void {
-  const { k, n, W, bOff, rawOff } = L
-  const { pj, src, s, d, t, v, dPanel } = g
-  const panelBytes = 4 * W * k
-  /** Column `col` of the panel at d0 (a local holding its base) from the row at src + col * k * 4. */
-  const column = (col: number, dBase: number) => {
-    c.get(src).i32(4 * k * col).i32Add().set(s)
-    c.get(dBase).set(d)
-    const chunks = Math.floor(k / 4)
-    if (chunks > 0) {
-      c.i32(chunks).set(t)
-      c.loop()
-      c.get(s).vLoad(0).set(v)
-      for (let u = 0; u < 4; u++) c.get(d).get(v).vStore32Lane(4 * col + 4 * W * u, u)
-      c.get(s).i32(16).i32Add().set(s)
-      c.get(d).i32(16 * W).i32Add().set(d)
-      c.get(t).i32(1).i32Sub().tee(t).brIf(0)
-      c.end()
-    }
-    // the last k % 4 rows: a 4-float load may read past the row, only the valid lanes are stored
-    if (k % 4) {
-      c.get(s).vLoad(0).set(v)
-      for (let u = 0; u < k % 4; u++) c.get(d).get(v).vStore32Lane(4 * col + 4 * W * u, u)
-    }
-  }
-  const full = Math.floor(n / W)
-  c.i32(0).set(pj)
-  if (full > 0) {
-    c.loop()
-    c.get(pj).i32(W * 4 * k).i32Mul().i32(rawOff).i32Add().set(src)
-    c.get(pj).i32(panelBytes).i32Mul().i32(bOff).i32Add().set(dPanel)
-    for (let col = 0; col < W; col++) column(col, dPanel)
-    c.get(pj).i32(1).i32Add().tee(pj).i32(full).i32LtU().brIf(0)
-    c.end()
-  }
-  if (n % W) {
-    c.i32(full * W * 4 * k + rawOff).set(src)
-    c.i32(full * panelBytes + bOff).set(dPanel)
-    for (let col = 0; col < n % W; col++) column(col, dPanel)
-    // zero columns past n (the memory is shared with other GEMMs)
-    c.get(dPanel).set(d)
-    c.i32(k).set(t)
-    c.loop()
-    for (let col = n % W; col < W; col++) c.get(d).vConstF32([0, 0, 0, 0]).vStore32Lane(4 * col, 0)
-    c.get(d).i32(4 * W).i32Add().set(d)
-    c.get(t).i32(1).i32Sub().tee(t).brIf(0)
-    c.end()
-  }
+function warmCode(): Code {
+  const c = new GemmCode(1)
+  c.block()
+  c.get(0).i32Eqz().brIf(0)
+  c.loop()
+  for (let a = 0; a < 11; a++) c.i32(0)
+  c.call(FN.panelsAny)
+  c.i32(0).i32(0).i32(0).i32(0).call(FN.packAny)
+  c.get(0).i32(1).i32Sub().tee(0).brIf(0)
+  c.end()
+  c.end()
+  return c
 }
 
 export interface GemmRunner {
@@ -337,7 +366,9 @@ export function gemmSet(
     panels: (w: number, p0: number, p1: number) => void
     pack: (w: number) => void
     run?: (w: number, epoch: number, P: number) => void
+    warm: (calls: number) => void
   }
+  ex.warm(WARM_CALLS)
   const { panels: run, pack } = ex
   const worker = threaded ? new KernelThreads(module, memory, 1) : undefined
   const f32 = new Float32Array(memory.buffer)
@@ -367,7 +398,11 @@ export function gemmSet(
         pack(w)
       } else packRows(f32, b0, b, bOffIn, k, n, nPad, W)
       if (split) shared(w, P)
-      else run(w, 0, P)
+      else {
+        // in calls of 1, 2, 4, ... panels: V8's optimized code for a function takes over at its
+        // next call, so a whole product in one call would run in baseline code on a cold start
+        for (let p0 = 0, c = 1; p0 < P; p0 += c, c *= 2) run(w, p0, Math.min(P, p0 + c))
+      }
       if (nPad === n) out.set(f32.subarray(c0, c0 + m * n), oOff)
       else for (let r = 0; r < m; r++) out.set(f32.subarray(c0 + r * nPad, c0 + r * nPad + n), oOff + r * n)
     }
