@@ -8,6 +8,7 @@ import { elementwiseKernel, reduceKernel, sinkKernel } from './loops.js'
 import { NearestStep, defaultTuning } from './nearest.js'
 import type { GemmRunner } from './wasm/gemm.js'
 import { foldGemmTransposes } from './gemm-rewrite.js'
+import type { GemmPlan } from './gemm-plan.js'
 import { planGemms } from './gemm-plan.js'
 import type { ElemExpr, ElemGroup, ElemRun } from './wasm/elementwise.js'
 import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, substitute } from './wasm/elementwise.js'
@@ -20,6 +21,7 @@ import { wasmRowChain } from './wasm/chain-run.js'
 import type { MapModule, MathMap } from './wasm/mathmap.js'
 import { MAP_CHUNK, MAP_STEP, mathMapFactory, mathMapModule } from './wasm/mathmap.js'
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
+import type { ProbeFolds } from './scan-steps.js'
 import { probeFolds, scanStep } from './scan-steps.js'
 import { gatherSteps } from './gather-step.js'
 import type { ReduceScan } from './wasm/reduce-scan.js'
@@ -102,6 +104,10 @@ const MAP_MIN_ELEMS = 1 << 16
  */
 const ROWS = { chainMinElems: 1 << 20, blockElems: 32768, threadMinElems: 1 << 18 }
 
+/** The plans of programs with no matmul step and no argmin: nothing taken by the GEMM kernel, nothing folded. */
+const NO_GEMMS: GemmPlan = { of: () => undefined, dropped: () => false, dispose: () => Promise.resolve() }
+const NO_FOLDS: ProbeFolds = { step: () => undefined, dropped: () => false }
+
 /**
  * Generates code for core's loop schedule of a program: JS loops for fused loops and reductions
  * (WebAssembly for large float32 elementwise loops), a float64-exact matmul (a float32
@@ -110,8 +116,9 @@ const ROWS = { chainMinElems: 1 << 20, blockElems: 32768, threadMinElems: 1 << 1
  * reference evaluator for the other data movement.
  */
 export function planProgram(program0: Program, opts: PlanOptions): Plan {
-  // exact rewrites so dense products and their gradients need no transposed copies
-  const program = foldGemmTransposes(program0)
+  // exact rewrites so dense products and their gradients need no transposed copies (they fold
+  // transposes only: a program without one is left as it is, and its first compile skips their code)
+  const program = program0.eqns.some((e) => e.prim === 'transpose') ? foldGemmTransposes(program0) : program0
   const schedule = scheduleLoops(program, {
     nearest: opts.wasm,
     ...(opts.wasm ? { expMap: { minElems: MAP_MIN_ELEMS, step: MAP_STEP, maxWidth: MAP_CHUNK } } : {}),
@@ -141,13 +148,19 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const scanEnv = { def: (v: Var) => graph.def(v), isStored: (v: Var) => stored.has(v.id), slotOf }
   let scanKernels: ReduceScan | undefined
   const scans = () => (scanKernels ??= reduceScan())
-  const folds = probeFolds(schedule.steps, { ...scanEnv, uses: (v) => graph.uses(v).length, isOutput: (v) => graph.isOutput(v) }, opts.wasm ? scans : undefined)
+  // (only an argmin can fold: without one the folding code is not run, nor compiled on a first call)
+  const anyArgmin = schedule.steps.some((st) => st.kind === 'reduce' && st.eqn.prim === 'argmin')
+  const folds: ProbeFolds = anyArgmin && opts.wasm
+    ? probeFolds(schedule.steps, { ...scanEnv, uses: (v) => graph.uses(v).length, isOutput: (v) => graph.isOutput(v) }, scans)
+    : NO_FOLDS
   // gathers of whole rows as copies into the step's buffer (one copy memory per plan)
   const gathers = gatherSteps(scanEnv, opts.wasm)
   const nearest: NearestStep[] = []
   const chains: RowChainRun[] = []
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
-  const gemms = planGemms(schedule, opts.wasm ? (opts.gemmMinMacs ?? GEMM_MIN_MACS) : Infinity, opts.threads, opts.relaxedSimd ?? false)
+  // (a schedule without a top-level matmul step has none to pick: then the GEMM code is not run)
+  const anyMatmul = schedule.steps.some((st) => st.kind === 'matmul')
+  const gemms = opts.wasm && anyMatmul ? planGemms(schedule, opts.gemmMinMacs ?? GEMM_MIN_MACS, opts.threads, opts.relaxedSimd ?? false) : NO_GEMMS
   const elems = elementwiseSet()
   /** A WebAssembly loop for stored `v` where its expression is in the kernel's subset. */
   type Proto = Step | { readonly kind: 'elemExpr'; readonly out: number; readonly expr: ElemExpr; readonly n: number }
