@@ -2,6 +2,7 @@ import type { AnyTypedArray, Eqn, LoopStep, Prim, ScheduleStep, Var } from '@tes
 import type { GeneratedKernel, Kernel } from './loops.js'
 import { elementwiseTree } from './wasm/elementwise.js'
 import type { ReduceScan } from './wasm/reduce-scan.js'
+import { MAX_COLS } from './wasm/reduce-scan.js'
 import { sumKernel } from './wasm/reduce-sum.js'
 
 /**
@@ -25,7 +26,7 @@ export interface ScanEnv {
 }
 
 const F32_MAX = 3.4028234663852886e38
-/** Elements from which a whole-array sum runs in WebAssembly (below, the generated loop is as fast). */
+/** Elements from which a whole-array sum or column sums run in WebAssembly (below, the generated loop is as fast). */
 const SUM_MIN = 1 << 12
 const sizeOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
 
@@ -99,7 +100,11 @@ export function scanStep(st: LoopStep, env: ScanEnv, scans: (() => ReduceScan) |
     const axes = [...(e.params as { axes: readonly number[] }).axes].sort((a, b) => a - b)
     if (axes.length === 0 || axes.length === shape.length || !axes.every((a, i) => a === i)) return undefined
     const rows = sizeOf(shape.slice(0, axes.length)), cols = sizeOf(shape.slice(axes.length))
-    const f = columnSums(rows, cols), ss = env.slotOf(src)
+    const ss = env.slotOf(src)
+    // large ones in WebAssembly: the generated loop starts interpreted, and a first call pays that in full
+    if (scans && rows * cols >= SUM_MIN && cols <= MAX_COLS)
+      return { out: so, prim: e.prim, kernel: kernelOf(`column sums ${rows}x${cols}`, (B) => scans().columnSums(B[ss] as Float32Array, rows, cols, B[so] as Float32Array)) }
+    const f = columnSums(rows, cols)
     return { out: so, prim: e.prim, kernel: kernelOf(`column sums ${rows}x${cols}`, (B) => f(B[ss] as Float32Array, B[so] as Float32Array)) }
   }
   if (e.prim === 'argmin' && shape.length === 1 && shape[0]! > 0 && scans) {

@@ -55,6 +55,24 @@ describe('WebAssembly scans (finite check, finite mask, argmin)', () => {
     expect(sc.argmin(x)).toBe(refArgmin(x))
   })
 
+  // widths off the 8-column group, matrices across the 65536-float chunk (rows split between calls)
+  test.prop([fc.integer({ min: 1, max: 300 }), fc.oneof(fc.integer({ min: 1, max: 40 }), fc.integer({ min: 250, max: 1100 }), fc.constant(8192)), fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.constantFrom(0, 0.01, 0.5)], {
+    numRuns: 40,
+  })('column sums equal the generated loop\'s: rows added in order in float64 from +0, rounded once', (rows, cols, seed, rate) => {
+    const a = values(rows * cols, seed, rate)
+    const want = new Float32Array(cols)
+    for (let j = 0; j < cols; j++) {
+      let t = 0
+      for (let i = 0; i < rows; i++) t += a[i * cols + j]!
+      want[j] = t
+    }
+    const out = new Float32Array(cols).fill(7)
+    reduceScan().columnSums(a, rows, cols, out)
+    // bits, with any NaN as NaN (JS itself does not keep a NaN's sign between its tiers)
+    const bits = (x: Float32Array) => Array.from(new Uint32Array(x.buffer), (b, i) => (x[i] !== x[i] ? 'NaN' : b))
+    expect(bits(out)).toEqual(bits(want))
+  })
+
   test('argmin edge cases: the first of tied -0 and +0, a NaN after the least value, all +Inf, one element, least in a later chunk', () => {
     const sc = reduceScan()
     const cases: number[][] = [[3, 0, -0, 0], [3, -0, 0, -1, -1], [5, -2, 1, NaN, -3], [Infinity, Infinity, Infinity], [NaN], [2]]
@@ -121,6 +139,14 @@ describe('scan steps in a plan give the reference bits', () => {
     }).program
     expect(await sameBits(p, ins(p, seed, rate))).toBe(3)
   })
+
+  test.prop([fc.integer({ min: 40, max: 90 }), fc.integer({ min: 100, max: 801 }), fc.integer({ min: 0, max: 2 ** 31 - 1 }), fc.constantFrom(0, 0.05)], { numRuns: 10 })(
+    'column sums of 4096 elements and more (bias gradients) run in WebAssembly',
+    async (m, n, seed, rate) => {
+      const p = traceOrThrow([f32([m, n])], (x: Tensor) => [x.sum(0)]).program
+      expect(await sameBits(p, ins(p, seed, rate))).toBe(1)
+    },
+  )
 
   test('without WebAssembly the finite probe keeps its loops, the column sums and concat still run as scans', async () => {
     const p = traceOrThrow([f32([6, 5])], (x: Tensor) => [x.abs().le(F32_MAX).cast('float32').min(), x.sum(0), concat([x, x], 0)]).program

@@ -1,5 +1,5 @@
 import { I32, V128, assemble } from './asm.js'
-import { ChainCode } from './simd-ops.js'
+import { ChainCode, F64 } from './simd-ops.js'
 
 /**
  * Whole-array scans of stored float32 arrays in WebAssembly SIMD, each exact (they test or
@@ -12,12 +12,19 @@ import { ChainCode } from './simd-ops.js'
  *   element's (-0 and +0 tie): one pass for the least value (f32x4.min keeps NaN), one for its
  *   first position (stops at the first vector holding it).
  *
+ * - column sums of a (rows x cols) matrix (bias gradients), as the generated loop adds them: each
+ *   column's rows in order into a float64 from +0 (float32 values widened exactly), rounded once.
+ *
  * Memory: a 16-byte value slot at 0 (sums, the least value, the value searched for), an i32 at 16
  * (where the search stopped), then chunks of `CHUNK` floats copied in by the host, padded to
- * whole groups of 16 floats (so the module's memory stays in L2 however long the array).
+ * whole groups of 16 floats (so the module's memory stays in L2 however long the array), then the
+ * column sums' float64 partials (up to MAX_COLS columns).
  */
 const CHUNK = 65536
 const DATA = 32
+const SUMS = DATA + 4 * CHUNK
+/** Widest matrix whose column sums run here (wider ones keep the generated loop). */
+export const MAX_COLS = 8192
 
 function moduleOf(pages: number): WebAssembly.Module {
   // all(bytes): four vector sums of x * 0 over the chunk, added and stored at 0
@@ -76,8 +83,75 @@ function moduleOf(pages: number): WebAssembly.Module {
     return c
   }
   return new WebAssembly.Module(
-    assemble(pages, [{ name: 'all', code: all }, { name: 'flags', code: flags }, { name: 'least', code: least }, { name: 'findEq', code: find(false) }, { name: 'findNaN', code: find(true) }], false) as BufferSource,
+    assemble(
+      pages,
+      [
+        { name: 'all', code: all }, { name: 'flags', code: flags }, { name: 'least', code: least }, { name: 'findEq', code: find(false) },
+        { name: 'findNaN', code: find(true) }, { name: 'cols', code: columnsCode() }, { name: 'colsOut', code: columnsOutCode() },
+      ],
+      false,
+    ) as BufferSource,
   )
+}
+
+/**
+ * cols(cols, rows): adds `rows` (>= 1) rows of a matrix at DATA (rows of `cols` floats) to the
+ * float64 partials at SUMS, row by row in order: eight columns at a time in four f64x2 sums, then
+ * the last cols % 8 one at a time.
+ */
+function columnsCode(): ChainCode {
+  const c = new ChainCode(2)
+  const [cols, rows] = [0, 1]
+  const j = c.local(I32), p = c.local(I32), r = c.local(I32), q = c.local(I32), stride = c.local(I32), s = c.local(F64)
+  const acc = [0, 1, 2, 3].map(() => c.local(V128))
+  c.get(cols).i32(4).i32Mul().set(stride)
+  c.i32(0).set(j)
+  c.block()
+  c.loop()
+  c.get(j).i32(8).i32Add().get(cols).i32GtU().brIf(1)
+  c.get(j).i32(8).i32Mul().i32(SUMS).i32Add().set(q)
+  acc.forEach((a, u) => c.get(q).vLoad(16 * u).set(a))
+  c.get(j).i32(4).i32Mul().i32(DATA).i32Add().set(p)
+  c.get(rows).set(r)
+  c.loop()
+  acc.forEach((a, u) => c.get(a).get(p).vLoad64Zero(8 * u).f64x2PromoteLowF32x4().f64x2Add().set(a))
+  c.get(p).get(stride).i32Add().set(p)
+  c.get(r).i32(1).i32Sub().tee(r).brIf(0)
+  c.end()
+  acc.forEach((a, u) => c.get(q).get(a).vStore(16 * u))
+  c.get(j).i32(8).i32Add().set(j)
+  c.br(0)
+  c.end()
+  c.end()
+  c.block()
+  c.loop()
+  c.get(j).get(cols).i32GeU().brIf(1)
+  c.get(j).i32(8).i32Mul().i32(SUMS).i32Add().tee(q).f64Load(0).set(s)
+  c.get(j).i32(4).i32Mul().i32(DATA).i32Add().set(p)
+  c.get(rows).set(r)
+  c.loop()
+  c.get(s).get(p).f32Load(0).f64PromoteF32().f64Add().set(s)
+  c.get(p).get(stride).i32Add().set(p)
+  c.get(r).i32(1).i32Sub().tee(r).brIf(0)
+  c.end()
+  c.get(q).get(s).f64Store(0)
+  c.get(j).i32(1).i32Add().set(j)
+  c.br(0)
+  c.end()
+  c.end()
+  return c
+}
+
+/** colsOut(cols): the partials rounded to float32 (to nearest, ties to even) at DATA. */
+function columnsOutCode(): ChainCode {
+  const c = new ChainCode(1)
+  const j = c.local(I32)
+  c.i32(0).set(j)
+  c.loop()
+  c.get(j).i32(4).i32Mul().get(j).i32(8).i32Mul().f64Load(SUMS).f32DemoteF64().f32Store(DATA)
+  c.get(j).i32(1).i32Add().tee(j).get(0).i32LtU().brIf(0)
+  c.end()
+  return c
 }
 
 export interface ReduceScan {
@@ -87,19 +161,29 @@ export interface ReduceScan {
   flags(x: Float32Array, out: Float32Array): void
   /** The reference's argmin of a non-empty vector. */
   argmin(x: Float32Array): number
+  /** out[j] = the sum of a[i * cols + j] over i < rows, as the generated loop adds it (rows, cols >= 1; cols <= MAX_COLS). */
+  columnSums(a: Float32Array, rows: number, cols: number, out: Float32Array): void
 }
 
-type Exports = { all(b: number): void; flags(b: number): void; least(b: number): void; findEq(b: number): void; findNaN(b: number): void }
+type Exports = {
+  all(b: number): void
+  flags(b: number): void
+  least(b: number): void
+  findEq(b: number): void
+  findNaN(b: number): void
+  cols(cols: number, rows: number): void
+  colsOut(cols: number): void
+}
 
 /** The scans, their module compiled on first use (one unshared memory: they run on the calling thread). */
 export function reduceScan(): ReduceScan {
-  let inst: { ex: Exports; f32: Float32Array; i32: Int32Array } | undefined
+  let inst: { ex: Exports; f32: Float32Array; f64: Float64Array; i32: Int32Array } | undefined
   const get = () => {
     if (inst) return inst
-    const pages = Math.ceil((DATA + 4 * CHUNK) / 65536)
+    const pages = Math.ceil((SUMS + 8 * MAX_COLS) / 65536)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
     const ex = new WebAssembly.Instance(moduleOf(pages), { env: { memory } }).exports as unknown as Exports
-    return (inst = { ex, f32: new Float32Array(memory.buffer), i32: new Int32Array(memory.buffer) })
+    return (inst = { ex, f32: new Float32Array(memory.buffer), f64: new Float64Array(memory.buffer), i32: new Int32Array(memory.buffer) })
   }
   /** Copies x[lo, lo + len) in, padded with `pad` to 16 floats; returns the end offset in bytes. */
   const stage = (f32: Float32Array, x: Float32Array, lo: number, len: number, pad: number): number => {
@@ -159,6 +243,18 @@ export function reduceScan(): ReduceScan {
       }
       // unreachable: the least value is an element
       return -1
+    },
+    columnSums(a, rows, cols, out) {
+      const { ex, f32, f64 } = get()
+      f64.fill(0, SUMS / 8, SUMS / 8 + cols)
+      const per = Math.floor(CHUNK / cols)
+      for (let r0 = 0; r0 < rows; r0 += per) {
+        const n = Math.min(per, rows - r0)
+        f32.set(a.subarray(r0 * cols, (r0 + n) * cols), DATA / 4)
+        ex.cols(cols, n)
+      }
+      ex.colsOut(cols)
+      out.set(f32.subarray(DATA / 4, DATA / 4 + cols))
     },
   }
 }
