@@ -200,7 +200,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   /** A group's runner: heavy ones (tanh over 2^18 elements and more) on every thread. */
   const elemRun = (g: ElemGroup): ElemRun => {
     if (opts.threads < 2 || !heavyGroup(g, ROWS.threadMinElems) || !threadedFits(g, opts.threads)) return elems.add(g)
-    const t = threadedElementwise(g, opts.threads)
+    // (its first call runs on this thread, as a group of the one-thread set: see threadedElementwise)
+    const t = threadedElementwise(g, opts.threads, elems.add(g))
     threadedElems.push(t)
     return t.run
   }

@@ -2,14 +2,15 @@ import { fc, test } from '@fast-check/vitest'
 import { interpretProgram } from '@tessera/backend-cpu'
 import type { HostTensor, Program, Tensor } from '@tessera/core'
 import { runOrThrow, tensorOf, traceOrThrow, where } from '@tessera/core'
-import { describe, expect } from 'vitest'
+import { describe, expect, vi } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
 import { I32, V128, assemble } from '../src/wasm/asm.js'
 import { ElemCode } from '../src/wasm/elem-code.js'
 import { tileRow } from '../src/wasm/elem-kernel.js'
 import { SEAM, emitTanh, tanhScratch } from '../src/wasm/simd-tanh.js'
-import type { ElemExpr } from '../src/wasm/elementwise.js'
-import { elementwiseReads, substitute } from '../src/wasm/elementwise.js'
+import type { ElemExpr, ElemGroup } from '../src/wasm/elementwise.js'
+import { elementwiseReads, elementwiseSet, substitute } from '../src/wasm/elementwise.js'
+import { threadedElementwise } from '../src/wasm/elem-threads.js'
 
 const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
 const special = [0, -0, 1e-40, -1e-45, Infinity, -Infinity, NaN, 3.4e38, -3.4e38, 0.5, -0.5, 1.5, 2.5, -2.5, 2 ** 31, -(2 ** 31) - 256]
@@ -225,6 +226,33 @@ describe('WebAssembly elementwise ops and row sums (elem-kernel.ts)', () => {
       }
       await b.dispose?.()
     }
+  })
+})
+
+describe('threadedElementwise', () => {
+  test('runs its first call through the one-thread runner and later ones on the shared memory, with the same bits', async () => {
+    // tanh(x) * y + x and a row sum of tanh(x) over rows of 3 (a chunk holds whole rows), n not a multiple of 4
+    const n = 3 * 2 ** 17 + 3
+    const x = Float32Array.from(inputs(n, 11)), y = Float32Array.from(inputs(n, 12))
+    const rd = (slot: number): ElemExpr => ({ kind: 'read', slot, type: 'f32' })
+    const th: ElemExpr = { kind: 'op', prim: 'tanh', args: [rd(0)], id: 10, type: 'f32' }
+    const mul: ElemExpr = { kind: 'op', prim: 'mul', args: [th, rd(1)], id: 11, type: 'f32' }
+    const g: ElemGroup = { outs: [2], exprs: [{ kind: 'op', prim: 'add', args: [mul, rd(0)], id: 12, type: 'f32' }], n, rowSum: { out: 3, term: th, width: 3 } }
+    const one = elementwiseSet().add(g)
+    const want = [new Float32Array(n), new Float32Array(n / 3)]
+    one([x, y], want)
+    const first = vi.fn(one)
+    const t = threadedElementwise(g, 2, first)
+    const bits = (a: Float32Array) => new Int32Array(a.buffer)
+    // calls back to back (the shared memory made by the second) and after timer turns (made by then, workers started)
+    for (const wait of [0, 0, 20, 20]) {
+      const got = [new Float32Array(n).fill(7), new Float32Array(n / 3).fill(7)]
+      t.run([x, y], got)
+      expect(first).toHaveBeenCalledTimes(1)
+      got.forEach((o, i) => expect(bits(o).findIndex((v, j) => v !== bits(want[i]!)[j]), `output ${i}`).toBe(-1))
+      if (wait) await new Promise((r) => setTimeout(r, wait))
+    }
+    await t.dispose()
   })
 })
 

@@ -96,13 +96,20 @@ export function threadedFits(g: ElemGroup, threads: number): boolean {
   return threadedLayout(g, threads).bytes <= MAX_BYTES
 }
 
-/** The runner of one group on `threads` threads (the calling thread included). */
-export function threadedElementwise(g: ElemGroup, threads: number): { run: ElemRun; dispose(): Promise<void> } {
+/**
+ * The runner of one group on `threads` threads (the calling thread included). `first`, the
+ * group's one-thread runner (same bits), runs the first call: the shared memory (megabytes
+ * written for the first time), its module and the workers are made after that call has returned,
+ * on a timer (or at the second call where there are no timers), so the first call costs what one
+ * thread's does. Later calls share the chunks with the workers.
+ */
+export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRun): { run: ElemRun; dispose(): Promise<void> } {
   const T = threadedLayout(g, threads)
   const { L } = T
   let inst: { memory: WebAssembly.Memory; module: WebAssembly.Module; run: (t: number) => void } | undefined
   let pool: KernelThreads | undefined
   let disposed = false
+  const later = (f: () => void) => (typeof setTimeout === 'function' ? void setTimeout(f, 0) : f())
   const instance = () => {
     if (inst) return inst
     const pages = Math.ceil(T.bytes / 65536)
@@ -111,22 +118,27 @@ export function threadedElementwise(g: ElemGroup, threads: number): { run: ElemR
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     new Uint8Array(memory.buffer).set(consts.bytes, T.poolBase)
     const run = (new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (t: number) => void }).run
-    // the workers start after the first call has returned (it runs every chunk itself), so their
-    // start-up (several ms on the calling thread) is not part of it; later calls share the chunks
-    const start = () => {
+    // the workers start after the call that made the module has returned, so their start-up
+    // (several ms on the calling thread) is not part of a call
+    later(() => {
       if (disposed || pool) return
       try {
         pool = new KernelThreads(module, memory, threads - 1)
       } catch {
         pool = undefined // no worker threads here: the calling thread runs every chunk
       }
-    }
-    if (typeof setTimeout === 'function') setTimeout(start, 0)
-    else start()
+    })
     return (inst = { memory, module, run })
   }
+  let firstDone = false
   const outTypes = g.exprs.map((e) => e.type)
   const run: ElemRun = (B, outs) => {
+    if (!firstDone) {
+      firstDone = true
+      first(B, outs)
+      if (typeof setTimeout === 'function') setTimeout(() => disposed || instance(), 0)
+      return
+    }
     const { memory, run } = instance()
     const buf = memory.buffer
     const view = (t: ElemType | undefined, at: number, len: number) => (t === 'i32' ? new Int32Array(buf, at, len) : new Float32Array(buf, at, len))
