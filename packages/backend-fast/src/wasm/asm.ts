@@ -35,7 +35,10 @@ const name = (s: string): number[] => vec([...s].map((c) => [c.charCodeAt(0)]))
 export const I32 = 0x7f
 export const V128 = 0x7b
 
-/** Instruction builder for one function body. */
+/**
+ * Instruction builder for one function body. Instructions push their bytes one at a time (no
+ * argument spreads or arrays per instruction): the emitters run cold, on a plan's first compile.
+ */
 export class Code {
   readonly bytes: number[] = []
   private readonly localTypes: number[] = []
@@ -45,41 +48,56 @@ export class Code {
     this.localTypes.push(type)
     return this.params + this.localTypes.length - 1
   }
-  private op(...b: number[]) {
-    for (const x of b) this.bytes.push(x)
+  /** One byte. */
+  private b(x: number) {
+    this.bytes.push(x)
     return this
   }
-  private simd(code: number, ...rest: number[]) {
-    return this.op(0xfd, ...uleb(code), ...rest)
+  /** n as unsigned LEB128. */
+  private u(n: number) {
+    do {
+      let b = n & 0x7f
+      n = Math.floor(n / 128)
+      if (n !== 0) b |= 0x80
+      this.bytes.push(b)
+    } while (n !== 0)
+    return this
   }
-  get(l: number) { return this.op(0x20, ...uleb(l)) }
-  set(l: number) { return this.op(0x21, ...uleb(l)) }
-  tee(l: number) { return this.op(0x22, ...uleb(l)) }
-  i32(n: number) { return this.op(0x41, ...sleb(n | 0)) }
-  i32Add() { return this.op(0x6a) }
-  i32Sub() { return this.op(0x6b) }
-  i32Mul() { return this.op(0x6c) }
-  i32LtU() { return this.op(0x49) }
-  i32GtU() { return this.op(0x4b) }
-  i32LeU() { return this.op(0x4d) }
-  i32Store(offset = 0) { return this.op(0x36, 2, ...uleb(offset)) }
-  loop() { return this.op(0x03, 0x40) }
-  block() { return this.op(0x02, 0x40) }
-  end() { return this.op(0x0b) }
-  brIf(depth: number) { return this.op(0x0d, ...uleb(depth)) }
-  br(depth: number) { return this.op(0x0c, ...uleb(depth)) }
+  private all(xs: ArrayLike<number>) {
+    for (let i = 0; i < xs.length; i++) this.bytes.push(xs[i]!)
+    return this
+  }
+  private simd(code: number) {
+    return this.b(0xfd).u(code)
+  }
+  get(l: number) { return this.b(0x20).u(l) }
+  set(l: number) { return this.b(0x21).u(l) }
+  tee(l: number) { return this.b(0x22).u(l) }
+  i32(n: number) { return this.b(0x41).all(sleb(n | 0)) }
+  i32Add() { return this.b(0x6a) }
+  i32Sub() { return this.b(0x6b) }
+  i32Mul() { return this.b(0x6c) }
+  i32LtU() { return this.b(0x49) }
+  i32GtU() { return this.b(0x4b) }
+  i32LeU() { return this.b(0x4d) }
+  i32Store(offset = 0) { return this.b(0x36).b(2).u(offset) }
+  loop() { return this.b(0x03).b(0x40) }
+  block() { return this.b(0x02).b(0x40) }
+  end() { return this.b(0x0b) }
+  brIf(depth: number) { return this.b(0x0d).u(depth) }
+  br(depth: number) { return this.b(0x0c).u(depth) }
   // SIMD
-  vLoad(offset = 0) { return this.simd(0x00, 4, ...uleb(offset)) }
-  vLoad32Splat(offset = 0) { return this.simd(0x09, 2, ...uleb(offset)) }
-  vLoad64Splat(offset = 0) { return this.simd(0x0a, 3, ...uleb(offset)) }
+  vLoad(offset = 0) { return this.simd(0x00).b(4).u(offset) }
+  vLoad32Splat(offset = 0) { return this.simd(0x09).b(2).u(offset) }
+  vLoad64Splat(offset = 0) { return this.simd(0x0a).b(3).u(offset) }
   /** Stores lane `lane` (64 bits) of the vector on the stack. */
-  vStore64Lane(offset: number, lane: number) { return this.simd(0x5b, 3, ...uleb(offset), lane) }
+  vStore64Lane(offset: number, lane: number) { return this.simd(0x5b).b(3).u(offset).b(lane) }
   /** Stores lane `lane` (32 bits) of the vector on the stack. */
-  vStore32Lane(offset: number, lane: number) { return this.simd(0x5a, 2, ...uleb(offset), lane) }
-  vStore(offset = 0) { return this.simd(0x0b, 4, ...uleb(offset)) }
+  vStore32Lane(offset: number, lane: number) { return this.simd(0x5a).b(2).u(offset).b(lane) }
+  vStore(offset = 0) { return this.simd(0x0b).b(4).u(offset) }
   /** v128.const with the 16 bytes of `lanes` (little-endian, as typed arrays are here). */
   private vConst(lanes: Float32Array | Int32Array | Float64Array | BigInt64Array) {
-    return this.simd(0x0c, ...new Uint8Array(lanes.buffer))
+    return this.simd(0x0c).all(new Uint8Array(lanes.buffer))
   }
   vConstF32(a: readonly number[]) { return this.vConst(new Float32Array(a)) }
   vConstI32(a: readonly number[]) { return this.vConst(new Int32Array(a)) }
@@ -125,20 +143,20 @@ export class Code {
   i64x2Shl() { return this.simd(0xcb) }
   i64x2Add() { return this.simd(0xce) }
   /** 64 bits into lanes 0-1 (as two float32), lanes 2-3 zero. */
-  vLoad64Zero(offset = 0) { return this.simd(0x5d, 3, ...uleb(offset)) }
+  vLoad64Zero(offset = 0) { return this.simd(0x5d).b(3).u(offset) }
   vConstF64(a: readonly [number, number]) { return this.vConst(new Float64Array(a)) }
   vConstI64(a: readonly [bigint, bigint]) { return this.vConst(new BigInt64Array(a)) }
-  drop() { return this.op(0x1a) }
+  drop() { return this.b(0x1a) }
   /** Relaxed SIMD (a*b+c, rounded once where the machine has FMA): operands a, b, c on the stack. */
   f32x4RelaxedMadd() { return this.simd(0x105) }
   /** Relaxed SIMD bitselect (one blendvps on x64): exact where every mask lane is all ones or all zeros. */
   i32x4RelaxedLaneselect() { return this.simd(0x10b) }
 
-  /** The encoded body: locals (one entry per local, simple and valid) then code. */
-  encode(): number[] {
-    const locals = vec(this.localTypes.map((t) => [1, t]))
-    const body = [...locals, ...this.bytes, 0x0b]
-    return [...uleb(body.length), ...body]
+  /** The encoded body's size and locals (one entry per local, simple and valid); `bytes` and an end follow them. */
+  head(): number[] {
+    const locals = uleb(this.localTypes.length)
+    for (const t of this.localTypes) locals.push(1, t)
+    return [...uleb(locals.length + this.bytes.length + 1), ...locals]
   }
 }
 
@@ -152,15 +170,29 @@ export class Code {
 export function assemble(pages: number, funcs: readonly { name: string; code: Code }[], shared = true): Uint8Array {
   const types = vec(funcs.map((f) => [0x60, ...vec(Array.from({ length: f.code.params }, () => [I32])), 0]))
   const memType = [shared ? 0x03 : 0x01, ...uleb(pages), ...uleb(pages)]
-  const bytes = [
+  // the function bodies are copied into the result whole (they can be large: no spreads, no flat())
+  const heads = funcs.map((f) => f.code.head())
+  const count = uleb(funcs.length)
+  const codeLen = funcs.reduce((a, f, i) => a + heads[i]!.length + f.code.bytes.length + 1, count.length)
+  const head = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, types),
     ...section(2, vec([[...name('env'), ...name('memory'), 0x02, ...memType]])),
     ...section(3, vec(funcs.map((_, i) => uleb(i)))),
     ...section(7, vec(funcs.map((f, i) => [...name(f.name), 0x00, ...uleb(i)]))),
-    ...section(10, vec(funcs.map((f) => f.code.encode()))),
+    10, ...uleb(codeLen), ...count,
   ]
-  return new Uint8Array(bytes)
+  const out = new Uint8Array(head.length + codeLen - count.length)
+  out.set(head)
+  let at = head.length
+  funcs.forEach((f, i) => {
+    out.set(heads[i]!, at)
+    at += heads[i]!.length
+    out.set(f.code.bytes, at)
+    at += f.code.bytes.length
+    out[at++] = 0x0b
+  })
+  return out
 }
 
 /**
