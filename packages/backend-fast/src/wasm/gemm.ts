@@ -50,8 +50,8 @@ export interface GemmLayout extends GemmShape {
   readonly bytes: number
 }
 
-/** Empty calls of the shared functions before the first product (see warmCode): ~1000 were enough in Node 20. */
-const WARM_CALLS = 4096
+/** Iterations of the warm-up (see warmUp; in Node 20 ~1000 were enough for panelsAny). */
+const WARM_STEPS = 8192
 
 /** Register tile: R rows x W columns (R * W / 4 accumulators + W / 4 B vectors + 1 splat <= 16 registers). */
 const TILE = { R: 4, W: 8 }
@@ -163,8 +163,8 @@ function panelsCode(relaxed: boolean): Code {
   return c
 }
 
-/** Function indices in a GEMM module: the two dispatchers by layout, the pack and panels functions every layout calls, `warm` (and `run` last). */
-const FN = { panels: 0, pack: 1, packAny: 2, panelsAny: 3, warm: 4 } as const
+/** Function indices in a GEMM module: the two dispatchers by layout, the pack and panels functions every layout calls (and `run` last). */
+const FN = { panels: 0, pack: 1, packAny: 2, panelsAny: 3 } as const
 
 /**
  * One module for every GEMM of a plan (worker threads instantiate one module): exported
@@ -198,7 +198,6 @@ export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared
     { name: 'pack', code: pack },
     { name: 'packAny', code: packCode() },
     { name: 'panelsAny', code: panelsCode(relaxed) },
-    { name: 'warm', code: warmCode() },
   ]
   // the claiming loop uses atomics: only in a shared memory
   if (shared) funcs.push({ name: 'run', code: claimCode(ctrl) })
@@ -260,7 +259,7 @@ function packCode(): Code {
   const j = c.local(I32), s = c.local(I32), d = c.local(I32), t = c.local(I32), rem = c.local(I32), v = c.local(V128)
   /** d = dst + 4 (panel(j) W k + j % W). */
   const columnBase = () => c.get(j).i32(Math.log2(W)).i32ShrU().i32(W).i32Mul().get(k).i32Mul().get(j).i32(W - 1).i32And().i32Add().i32(4).i32Mul().get(dst).i32Add().set(d)
-  // nothing for n = 0 (the warm-up calls); the branch ends at the function's end
+  // nothing for n = 0; the branch ends at the function's end
   c.block()
   c.get(n).i32Eqz().brIf(0)
   c.get(k).i32(3).i32And().set(rem)
@@ -304,25 +303,21 @@ function packCode(): Code {
   return c
 }
 
+/** The shared functions of a GEMM module. */
+export interface WarmExports {
+  readonly panelsAny: (...args: number[]) => void
+  readonly packAny: (k: number, n: number, raw: number, dst: number) => void
+}
+
 /**
- * warm(calls): calls panelsAny and packAny `calls` times with nothing to do. V8 counts a
- * baseline-compiled function's returns (each by the function's code size) and loop iterations
- * toward optimizing it; these empty calls (a few microseconds in all) get both functions
- * optimized in the background before the first product, instead of after its first panels ran
- * in baseline code (bench/README.md, "TRAIN's first call").
+ * Runs both shared functions WARM_STEPS times over panels of no rows and columns of no rows (no
+ * memory is read or written). V8 counts a baseline function's loop iterations, each by the loop's
+ * code size, toward optimizing it: it then optimizes both in the background before the first
+ * product, instead of after that product's first panels ran in baseline code.
  */
-function warmCode(): Code {
-  const c = new GemmCode(1)
-  c.block()
-  c.get(0).i32Eqz().brIf(0)
-  c.loop()
-  for (let a = 0; a < 11; a++) c.i32(0)
-  c.call(FN.panelsAny)
-  c.i32(0).i32(0).i32(0).i32(0).call(FN.packAny)
-  c.get(0).i32(1).i32Sub().tee(0).brIf(0)
-  c.end()
-  c.end()
-  return c
+export function warmUp(ex: WarmExports): void {
+  ex.panelsAny(0, WARM_STEPS, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+  ex.packAny(0, WARM_STEPS, 0, 0)
 }
 
 export interface GemmRunner {
@@ -362,13 +357,12 @@ export function gemmSet(
   const threaded = opts.threads > 1 && nodeWorkerThreads() !== undefined && layouts.some(splits)
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, ...(threaded ? { shared: true } : {}) })
   const module = gemmModule(layouts, pages, threaded, opts.relaxed ?? false, ctrl)
-  const ex = new WebAssembly.Instance(module, { env: { memory } }).exports as {
+  const ex = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as {
     panels: (w: number, p0: number, p1: number) => void
     pack: (w: number) => void
     run?: (w: number, epoch: number, P: number) => void
-    warm: (calls: number) => void
-  }
-  ex.warm(WARM_CALLS)
+  } & WarmExports
+  warmUp(ex)
   const { panels: run, pack } = ex
   const worker = threaded ? new KernelThreads(module, memory, 1) : undefined
   const f32 = new Float32Array(memory.buffer)
