@@ -6,7 +6,6 @@ import { compareOutputs, toleranceFor } from '@tessera/core/testing'
 import { describe, expect } from 'vitest'
 import { fastBackend, fastCaps, planProgram } from '../src/index.js'
 import { foldGemmTransposes } from '../src/gemm-rewrite.js'
-import type { WarmExports } from '../src/wasm/gemm.js'
 import { gemmLayout, gemmModule, gemmSet, warmUp } from '../src/wasm/gemm.js'
 
 const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
@@ -183,14 +182,15 @@ describe('WebAssembly GEMM on two threads', () => {
     const bytes = Math.max(...layouts.map((L) => L.bytes))
     const pages = Math.ceil((bytes + 64) / 65536)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages })
-    const ex = new WebAssembly.Instance(gemmModule(layouts, pages, false), { env: { memory } }).exports as WarmExports & {
-      panels: (w: number, p0: number, p1: number) => void
-    }
+    const exports = new WebAssembly.Instance(gemmModule(layouts, pages, false), { env: { memory } }).exports
+    const ex = exports as unknown as { panels: (w: number, p0: number, p1: number) => void; packAny: (k: number, n: number, raw: number, dst: number) => void }
     const u8 = new Uint8Array(memory.buffer)
     const r = rng(4)
     for (let i = 0; i < u8.length; i++) u8[i] = r() * 64
     const before = u8.slice()
-    warmUp(ex)
+    // one panels function per A row stride (76 bytes, 4 bytes), each warmed
+    expect(Object.keys(exports).filter((n) => n.startsWith('panelsRow')).sort()).toEqual(['panelsRow4', 'panelsRow76'])
+    warmUp(exports)
     ex.panels(0, 1, 1)
     ex.panels(1, 2, 0)
     ex.packAny(19, 0, 0, 0)

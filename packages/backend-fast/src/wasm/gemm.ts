@@ -50,7 +50,7 @@ export interface GemmLayout extends GemmShape {
   readonly bytes: number
 }
 
-/** Iterations of the warm-up (see warmUp; in Node 20 ~1000 were enough for panelsAny). */
+/** Iterations of the warm-up (see warmUp; in Node 20 ~1000 were enough for a panels function). */
 const WARM_STEPS = 8192
 
 /** Register tile: R rows x W columns (R * W / 4 accumulators + W / 4 B vectors + 1 splat <= 16 registers). */
@@ -75,11 +75,13 @@ export function gemmLayout(s: GemmShape): GemmLayout {
   return { ...s, W, R, nPad, direct, bOff, cOff, rawOff, bytes: s.transB ? rawOff + 4 * n * k + 16 : cOff + 4 * m * nPad }
 }
 
-/** panelsAny's arguments after p0 and p1, in order: the layout's sizes and byte strides (see emitPanels). */
+/** Bytes between the rows of a block in A's stored layout: what a panels function is specialized on. */
+const aRowOf = (L: GemmLayout): number => (L.transA ? 4 : 4 * L.k)
+
+/** A panels function's arguments after p0 and p1, in order: the layout's sizes and byte strides (see panelsCode). */
 const argsOf = (L: GemmLayout): number[] => [
   L.m,
   L.k,
-  L.transA ? 4 : 4 * L.k,
   L.transA ? 4 * L.m : 4,
   L.direct ? 4 * L.nPad : 4 * L.W,
   L.direct ? 4 * L.W : 4 * L.W * L.k,
@@ -89,19 +91,20 @@ const argsOf = (L: GemmLayout): number[] => [
 ]
 
 /**
- * panelsAny(p0, p1, m, k, aRow, aT, bT, bPanel, bOff, cOff, cRow): panels p0 <= jb < p1 of one
- * product, the sizes and strides in bytes as arguments (argsOf): of A between the rows of a block
- * and between consecutive t, of B between t and between panels, of the output between rows. One
- * function serves every layout, so V8 optimizes it once (after the first product's first panels)
- * instead of once per layout. `relaxed`: each step a relaxed multiply-add.
+ * panels(p0, p1, m, k, aT, bT, bPanel, bOff, cOff, cRow) for every layout whose A rows lie `aRow`
+ * bytes apart (aRowOf: every transposed A, or every A with the same k): panels p0 <= jb < p1 of
+ * one product, the sizes and strides in bytes as arguments (argsOf): of A between consecutive t,
+ * of B between t and between panels, of the output between rows. The row stride stays a literal
+ * (the rows of a block are read at constant offsets from one pointer, as a layout's own code
+ * would: with it an argument, the inner loop's extra pointer steps cost ~10%). `relaxed`: each
+ * step a relaxed multiply-add.
  */
-function panelsCode(relaxed: boolean): Code {
+function panelsCode(relaxed: boolean, aRow: number): Code {
   const { R, W } = TILE
   const V = W / 4
-  const c = new GemmCode(11)
-  const [p0, p1, m, k, aRow, aT, bT, bPanel, bOff, cOff, cRow] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
-  const jb = c.local(I32), bBase = c.local(I32), i = c.local(I32), bP = c.local(I32), cP = c.local(I32), t = c.local(I32)
-  const aP = Array.from({ length: R }, () => c.local(I32))
+  const c = new GemmCode(10)
+  const [p0, p1, m, k, aT, bT, bPanel, bOff, cOff, cRow] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
+  const jb = c.local(I32), bBase = c.local(I32), i = c.local(I32), aP = c.local(I32), bP = c.local(I32), cP = c.local(I32), t = c.local(I32)
   const acc = Array.from({ length: R * V }, () => c.local(V128))
   const y = Array.from({ length: V }, () => c.local(V128))
   const x = c.local(V128)
@@ -109,20 +112,19 @@ function panelsCode(relaxed: boolean): Code {
   /** One block of `rows` rows at row i of the panel at bBase, output at cP: the k loop innermost. */
   const block = (rows: number) => {
     for (let a = 0; a < rows * V; a++) c.vConstF32([0, 0, 0, 0]).set(acc[a]!)
-    c.get(i).get(aRow).i32Mul().set(aP[0]!)
-    for (let r = 1; r < rows; r++) c.get(aP[r - 1]!).get(aRow).i32Add().set(aP[r]!)
+    c.get(i).i32(aRow).i32Mul().set(aP)
     c.get(bBase).set(bP)
     c.get(k).set(t)
     c.loop()
     for (let v = 0; v < V; v++) c.get(bP).vLoad(16 * v).set(y[v]!)
     for (let r = 0; r < rows; r++) {
-      c.get(aP[r]!).vLoad32Splat(0).set(x)
+      c.get(aP).vLoad32Splat(r * aRow).set(x)
       for (let v = 0; v < V; v++) {
         if (relaxed) c.get(x).get(y[v]!).get(acc[r * V + v]!).f32x4RelaxedMadd().set(acc[r * V + v]!)
         else c.get(acc[r * V + v]!).get(x).get(y[v]!).f32x4Mul().f32x4Add().set(acc[r * V + v]!)
       }
-      c.get(aP[r]!).get(aT).i32Add().set(aP[r]!)
     }
+    c.get(aP).get(aT).i32Add().set(aP)
     c.get(bP).get(bT).i32Add().set(bP)
     c.get(t).i32(1).i32Sub().tee(t).brIf(0)
     c.end()
@@ -163,8 +165,8 @@ function panelsCode(relaxed: boolean): Code {
   return c
 }
 
-/** Function indices in a GEMM module: the two dispatchers by layout, the pack and panels functions every layout calls (and `run` last). */
-const FN = { panels: 0, pack: 1, packAny: 2, panelsAny: 3 } as const
+/** Function indices in a GEMM module: the two dispatchers by layout, the pack every layout calls, one panels function per A row stride (and `run` last). */
+const FN = { panels: 0, pack: 1, packAny: 2, firstPanels: 3 } as const
 
 /**
  * One module for every GEMM of a plan (worker threads instantiate one module): exported
@@ -176,28 +178,30 @@ const FN = { panels: 0, pack: 1, packAny: 2, panelsAny: 3 } as const
  * `relaxed` (the engine must have relaxed SIMD): each product added by f32x4.relaxed_madd, a fused
  * multiply-add where the machine has one (rounded once instead of twice; the same order).
  *
- * The dispatchers pass each layout's sizes to one panels function and one pack function that
- * serve every layout: V8 starts a module in baseline code, optimizes a function once it has run
- * a while, in the background, and swaps it in at the function's next call. One small function
- * is optimized in about a millisecond and once for all products; a function holding every
- * layout's own code took ~25 ms, and one per layout ran each layout's first panels in baseline
- * code (bench/README.md, "TRAIN's first call").
+ * The dispatchers pass each layout's sizes to one pack function and to a panels function shared
+ * by every layout with the same A row stride (a training step's dense layers need three): V8
+ * starts a module in baseline code, optimizes a function once it has run a while, in the
+ * background, and swaps it in at the function's next call. A small function is optimized in
+ * about a millisecond, and warmUp gets that done before the first product; a function holding
+ * every layout's own code took ~25 ms, during which every product ran in baseline code
+ * (bench/README.md, "TRAIN's first call").
  */
 export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean, relaxed = false, ctrl = 0): WebAssembly.Module {
+  const strides = [...new Set(layouts.map(aRowOf))]
   const panels = new GemmCode(3)
   const pack = new GemmCode(1)
   layouts.forEach((L, w) => {
     // skip unless which == w
     panels.block().get(0).i32(w).i32Sub().brIf(0).get(1).get(2)
     for (const v of argsOf(L)) panels.i32(v)
-    panels.call(FN.panelsAny).end()
+    panels.call(FN.firstPanels + strides.indexOf(aRowOf(L))).end()
     if (L.transB) pack.block().get(0).i32(w).i32Sub().brIf(0).i32(L.k).i32(L.n).i32(L.rawOff).i32(L.bOff).call(FN.packAny).end()
   })
   const funcs = [
     { name: 'panels', code: panels as Code },
     { name: 'pack', code: pack },
     { name: 'packAny', code: packCode() },
-    { name: 'panelsAny', code: panelsCode(relaxed) },
+    ...strides.map((aRow) => ({ name: `${PANELS_PREFIX}${aRow}`, code: panelsCode(relaxed, aRow) })),
   ]
   // the claiming loop uses atomics: only in a shared memory
   if (shared) funcs.push({ name: 'run', code: claimCode(ctrl) })
@@ -303,21 +307,21 @@ function packCode(): Code {
   return c
 }
 
-/** The shared functions of a GEMM module. */
-export interface WarmExports {
-  readonly panelsAny: (...args: number[]) => void
-  readonly packAny: (k: number, n: number, raw: number, dst: number) => void
-}
+/** Export names of the panels functions (the A row stride follows). */
+const PANELS_PREFIX = 'panelsRow'
 
 /**
- * Runs both shared functions WARM_STEPS times over panels of no rows and columns of no rows (no
- * memory is read or written). V8 counts a baseline function's loop iterations, each by the loop's
- * code size, toward optimizing it: it then optimizes both in the background before the first
- * product, instead of after that product's first panels ran in baseline code.
+ * Runs the pack and every panels function of a GEMM module's exports WARM_STEPS times over
+ * columns and panels of no rows (no memory is read or written). V8 counts a baseline function's
+ * loop iterations, each by the loop's code size, toward optimizing it: it then optimizes them in
+ * the background before the first product, instead of after that product's first panels ran in
+ * baseline code.
  */
-export function warmUp(ex: WarmExports): void {
-  ex.panelsAny(0, WARM_STEPS, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-  ex.packAny(0, WARM_STEPS, 0, 0)
+export function warmUp(ex: WebAssembly.Exports): void {
+  for (const [name, f] of Object.entries(ex)) {
+    if (name.startsWith(PANELS_PREFIX)) (f as (...a: number[]) => void)(0, WARM_STEPS, 0, 0, 0, 0, 0, 0, 0, 0)
+  }
+  ;(ex['packAny'] as (k: number, n: number, raw: number, dst: number) => void)(0, WARM_STEPS, 0, 0)
 }
 
 export interface GemmRunner {
@@ -361,8 +365,8 @@ export function gemmSet(
     panels: (w: number, p0: number, p1: number) => void
     pack: (w: number) => void
     run?: (w: number, epoch: number, P: number) => void
-  } & WarmExports
-  warmUp(ex)
+  }
+  warmUp(ex as unknown as WebAssembly.Exports)
   const { panels: run, pack } = ex
   const worker = threaded ? new KernelThreads(module, memory, 1) : undefined
   const f32 = new Float32Array(memory.buffer)
@@ -384,6 +388,7 @@ export function gemmSet(
     const b0 = L.bOff >> 2, c0 = L.cOff >> 2, raw0 = L.rawOff >> 2
     const P = panelsOf(L)
     const split = worker !== undefined && splits(L)
+    let cold = true
     const one = (a: Float32Array, b: Float32Array, out: Float32Array, aOff: number, bOffIn: number, oOff: number) => {
       f32.set(a.subarray(aOff, aOff + m * k), 0)
       if (direct) f32.set(b.subarray(bOffIn, bOffIn + k * n), b0)
@@ -392,11 +397,12 @@ export function gemmSet(
         pack(w)
       } else packRows(f32, b0, b, bOffIn, k, n, nPad, W)
       if (split) shared(w, P)
-      else {
-        // in calls of 1, 2, 4, ... panels: V8's optimized code for a function takes over at its
-        // next call, so a whole product in one call would run in baseline code on a cold start
+      else if (cold) {
+        // the first product in calls of 1, 2, 4, ... panels: V8's optimized code for a function
+        // takes over at its next call (should the warm-up not have got it optimized yet)
+        cold = false
         for (let p0 = 0, c = 1; p0 < P; p0 += c, c *= 2) run(w, p0, Math.min(P, p0 + c))
-      }
+      } else run(w, 0, P)
       if (nPad === n) out.set(f32.subarray(c0, c0 + m * n), oOff)
       else for (let r = 0; r < m; r++) out.set(f32.subarray(c0 + r * nPad, c0 + r * nPad + n), oOff + r * n)
     }
