@@ -1,5 +1,5 @@
 import type { Eqn, Program, Var } from '@tessera/core'
-import { eliminateDeadCode, makeProgram } from '@tessera/core'
+import { makeProgram } from '@tessera/core'
 
 /** Whether `perm` swaps the last two axes and keeps the others in place (a matrix transpose per batch). */
 export function swapsLastTwo(perm: readonly number[]): boolean {
@@ -55,7 +55,7 @@ export function foldGemmTransposes(p: Program): Program {
   }
 
   for (const e0 of p.eqns) {
-    const e = { ...e0, inputs: e0.inputs.map(use) } as Eqn
+    const e = e0.inputs.some((v) => rename.has(v.id)) ? ({ ...e0, inputs: e0.inputs.map(use) } as Eqn) : e0
     if (e.prim === 'transpose') {
       const x = e.inputs[0]!
       const d = defs.get(x.id)
@@ -75,5 +75,14 @@ export function foldGemmTransposes(p: Program): Program {
     defs.set(e.out.id, e)
   }
   if (!changed) return p
-  return eliminateDeadCode(makeProgram(p.inputs, eqns, p.outputs.map(use)))
+  // the matmuls the rewrite replaced are dead: dropped here, so the program is built once
+  const outputs = p.outputs.map(use)
+  const live = new Set(outputs.map((v) => v.id))
+  const keep = eqns.map(() => false)
+  for (let k = eqns.length - 1; k >= 0; k--) {
+    if (!live.has(eqns[k]!.out.id)) continue
+    keep[k] = true
+    for (const v of eqns[k]!.inputs) live.add(v.id)
+  }
+  return makeProgram(p.inputs, eqns.filter((_, k) => keep[k]), outputs)
 }
