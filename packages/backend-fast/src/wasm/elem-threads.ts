@@ -130,13 +130,21 @@ export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRu
     })
     return (inst = { memory, module, run })
   }
+  /** The shared memory and module, made on a timer after the first call (a failure, say of memory, is met again and reported by the next call). */
+  const prepare = () => {
+    try {
+      if (!disposed) instance()
+    } catch {
+      // left to the next call
+    }
+  }
   let firstDone = false
   const outTypes = g.exprs.map((e) => e.type)
   const run: ElemRun = (B, outs) => {
     if (!firstDone) {
       firstDone = true
       first(B, outs)
-      if (typeof setTimeout === 'function') setTimeout(() => disposed || instance(), 0)
+      if (typeof setTimeout === 'function') setTimeout(prepare, 0)
       return
     }
     const { memory, run } = instance()
