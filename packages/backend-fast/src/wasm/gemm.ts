@@ -50,8 +50,11 @@ export interface GemmLayout extends GemmShape {
   readonly bytes: number
 }
 
-/** Iterations of the warm-up (see warmUp; in Node 20 ~1000 were enough for a panels function). */
-const WARM_STEPS = 8192
+/**
+ * Iterations of the warm-up loops (see warmUp). Node 20 optimized a panels function of the TRAIN
+ * step after 2048-3000 and the pack after 5000-6000; each further threshold crossed asks again.
+ */
+const WARM_STEPS = { panels: 4096, pack: 8192 }
 
 /** Register tile: R rows x W columns (R * W / 4 accumulators + W / 4 B vectors + 1 splat <= 16 registers). */
 const TILE = { R: 4, W: 8 }
@@ -96,10 +99,10 @@ const argsOf = (L: GemmLayout): number[] => [
  * one product, the sizes and strides in bytes as arguments (argsOf): of A between consecutive t,
  * of B between t and between panels, of the output between rows. The row stride stays a literal
  * (the rows of a block are read at constant offsets from one pointer, as a layout's own code
- * would: with it an argument, the inner loop's extra pointer steps cost ~10%). `relaxed`: each
- * step a relaxed multiply-add.
+ * would: with it an argument, the inner loop's extra pointer steps cost ~10%). `tails`: the row
+ * counts (m % R) of its layouts' last blocks. `relaxed`: each step a relaxed multiply-add.
  */
-function panelsCode(relaxed: boolean, aRow: number): Code {
+function panelsCode(relaxed: boolean, aRow: number, tails: readonly number[]): Code {
   const { R, W } = TILE
   const V = W / 4
   const c = new GemmCode(10)
@@ -153,8 +156,8 @@ function panelsCode(relaxed: boolean, aRow: number): Code {
   c.get(i).i32(R).i32Add().tee(i).i32(R).i32Add().get(m).i32LeU().brIf(0)
   c.end()
   c.end()
-  // the last m % R rows
-  for (let rows = 1; rows < R; rows++) {
+  // the last m % R rows (only the counts its layouts have: a smaller function is optimized sooner)
+  for (const rows of tails) {
     c.get(m).get(i).i32Sub().i32(rows).i32Eq().ifThen()
     block(rows)
     c.end()
@@ -187,7 +190,9 @@ const FN = { panels: 0, pack: 1, packAny: 2, firstPanels: 3 } as const
  * (bench/README.md, "TRAIN's first call").
  */
 export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean, relaxed = false, ctrl = 0): WebAssembly.Module {
+  // a panels function per A row stride, with the row tails (m % R) of its layouts
   const strides = [...new Set(layouts.map(aRowOf))]
+  const tailsOf = strides.map((aRow) => [...new Set(layouts.filter((L) => aRowOf(L) === aRow && L.m % L.R > 0).map((L) => L.m % L.R))].sort())
   const panels = new GemmCode(3)
   const pack = new GemmCode(1)
   layouts.forEach((L, w) => {
@@ -201,7 +206,7 @@ export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared
     { name: 'panels', code: panels as Code },
     { name: 'pack', code: pack },
     { name: 'packAny', code: packCode() },
-    ...strides.map((aRow) => ({ name: `${PANELS_PREFIX}${aRow}`, code: panelsCode(relaxed, aRow) })),
+    ...strides.map((aRow, i) => ({ name: `${PANELS_PREFIX}${aRow}${tailsOf[i]!.length ? `t${tailsOf[i]!.join('')}` : ''}`, code: panelsCode(relaxed, aRow, tailsOf[i]!) })),
   ]
   // the claiming loop uses atomics: only in a shared memory
   if (shared) funcs.push({ name: 'run', code: claimCode(ctrl) })
@@ -311,17 +316,16 @@ function packCode(): Code {
 const PANELS_PREFIX = 'panelsRow'
 
 /**
- * Runs the pack and every panels function of a GEMM module's exports WARM_STEPS times over
- * columns and panels of no rows (no memory is read or written). V8 counts a baseline function's
- * loop iterations, each by the loop's code size, toward optimizing it: it then optimizes them in
- * the background before the first product, instead of after that product's first panels ran in
- * baseline code.
+ * Runs the pack and every panels function of a GEMM module's exports over columns and panels of
+ * no rows (no memory is read or written). V8 counts a baseline function's loop iterations, each
+ * by the loop's code size, toward optimizing it: it then optimizes them in the background before
+ * the first product, instead of after that product's first panels ran in baseline code.
  */
 export function warmUp(ex: WebAssembly.Exports): void {
   for (const [name, f] of Object.entries(ex)) {
-    if (name.startsWith(PANELS_PREFIX)) (f as (...a: number[]) => void)(0, WARM_STEPS, 0, 0, 0, 0, 0, 0, 0, 0)
+    if (name.startsWith(PANELS_PREFIX)) (f as (...a: number[]) => void)(0, WARM_STEPS.panels, 0, 0, 0, 0, 0, 0, 0, 0)
   }
-  ;(ex['packAny'] as (k: number, n: number, raw: number, dst: number) => void)(0, WARM_STEPS, 0, 0)
+  ;(ex['packAny'] as (k: number, n: number, raw: number, dst: number) => void)(0, WARM_STEPS.pack, 0, 0)
 }
 
 export interface GemmRunner {
