@@ -22,7 +22,9 @@ import { KernelThreads, QUEUE } from './threads.js'
  *
  * Loops: panels of W columns outside (a panel of B stays in L1), blocks of R rows inside, the k
  * loop innermost with R x W/4 vector accumulators, the A element splat from memory
- * (load32_splat) and the B row loaded as W/4 vectors. Sizes and strides are literals.
+ * (load32_splat) and the B row loaded as W/4 vectors, one k step per iteration (every longer
+ * unroll was slower on V8: bench/README.md, "TRAIN on backend-fast"). The rows of a block are
+ * read at literal offsets; the other sizes and strides are arguments (see panelsCode).
  */
 export interface GemmShape {
   readonly m: number
@@ -58,11 +60,6 @@ const WARM_STEPS = { panels: 4096, pack: 8192 }
 
 /** Register tile: R rows x W columns (R * W / 4 accumulators + W / 4 B vectors + 1 splat <= 16 registers). */
 const TILE = { R: 4, W: 8 }
-/**
- * k products per iteration of the inner loop. Not unrolled: every longer unroll was slower on V8
- * (bench/README.md, "TRAIN on backend-fast").
- */
-const UNROLL = 1
 
 export function gemmLayout(s: GemmShape): GemmLayout {
   const { m, k, n } = s
@@ -99,8 +96,9 @@ const argsOf = (L: GemmLayout): number[] => [
  * one product, the sizes and strides in bytes as arguments (argsOf): of A between consecutive t,
  * of B between t and between panels, of the output between rows. The row stride stays a literal
  * (the rows of a block are read at constant offsets from one pointer, as a layout's own code
- * would: with it an argument, the inner loop's extra pointer steps cost ~10%). `tails`: the row
- * counts (m % R) of its layouts' last blocks. `relaxed`: each step a relaxed multiply-add.
+ * would: with it an argument, the inner loop's extra pointer steps made the products slower,
+ * bench/README.md). `tails`: the row counts (m % R) of its layouts' last blocks. `relaxed`: each
+ * step a relaxed multiply-add.
  */
 function panelsCode(relaxed: boolean, aRow: number, tails: readonly number[]): Code {
   const { R, W } = TILE
