@@ -37,8 +37,13 @@ function tfjsFromModules(benchDir: string): Plugin {
 
 /** Builds the child bundle into `outDir` (under bench/) and returns the entry file's path. */
 export async function bundleChild(srcDir: string, outDir: string): Promise<string> {
+  return bundleEntry(srcDir, join(srcDir, 'child.ts'), outDir, 'child')
+}
+
+/** Builds `entry` (a module under `srcDir`) as the child is built, into `outDir` as `<name>.mjs`; returns that path. */
+export async function bundleEntry(srcDir: string, entry: string, outDir: string, name: string): Promise<string> {
   await build({
-    entryPoints: { child: join(srcDir, 'child.ts') },
+    entryPoints: { [name]: entry },
     outdir: outDir,
     outExtension: { '.js': '.mjs' },
     bundle: true,
@@ -61,5 +66,5 @@ export async function bundleChild(srcDir: string, outDir: string): Promise<strin
     },
     logLevel: 'warning',
   })
-  return join(outDir, 'child.mjs')
+  return join(outDir, `${name}.mjs`)
 }
