@@ -59,7 +59,7 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
   const threads = threadsNote ? 1 : Math.max(1, Math.floor(opts.threads ?? hardwareThreads()))
   if (opts.relaxedSimd !== undefined && opts.relaxedSimd !== 'auto' && typeof opts.relaxedSimd !== 'boolean')
     throw new TesseraError('backend', 'fastBackend', `relaxedSimd must be 'auto', true or false, got ${JSON.stringify(opts.relaxedSimd)}`)
-  // the engine is asked only where the answer matters (the probe runs the assembler cold: ~0.5 ms in a fresh process)
+  // the engine is asked only where the answer matters: the probe builds a module, cold code in a fresh process
   const canRelax = opts.relaxedSimd === true || (wasm && opts.relaxedSimd !== false) ? relaxedSimdSupported() : false
   if (opts.relaxedSimd === true && !canRelax)
     throw new TesseraError('backend', 'fastBackend', 'relaxedSimd: true, but this engine has no relaxed SIMD (Node 20 needs --experimental-wasm-relaxed-simd)')

@@ -53,8 +53,8 @@ export interface GemmLayout extends GemmShape {
 }
 
 /**
- * Iterations of the warm-up loops (see warmUp). Node 20 optimized a panels function of the TRAIN
- * step after 2048-3000 and the pack after 5000-6000; each further threshold crossed asks again.
+ * Iterations of the warm-up loops (see warmUp): enough for V8 to optimize each function once;
+ * every further threshold crossed asks for another compile (bench/README.md, "TRAIN's first call").
  */
 const WARM_STEPS = { panels: 4096, pack: 8192 }
 
@@ -182,10 +182,10 @@ const FN = { panels: 0, pack: 1, packAny: 2, firstPanels: 3 } as const
  * The dispatchers pass each layout's sizes to one pack function and to a panels function shared
  * by every layout with the same A row stride (a training step's dense layers need three): V8
  * starts a module in baseline code, optimizes a function once it has run a while, in the
- * background, and swaps it in at the function's next call. A small function is optimized in
- * about a millisecond, and warmUp gets that done before the first product; a function holding
- * every layout's own code took ~25 ms, during which every product ran in baseline code
- * (bench/README.md, "TRAIN's first call").
+ * background, and swaps it in at the function's next call. A small function is optimized soon,
+ * and warmUp gets that done before the first product; one function holding every layout's own
+ * code was optimized only after the first products had run in baseline code (bench/README.md,
+ * "TRAIN's first call").
  */
 export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean, relaxed = false, ctrl = 0): WebAssembly.Module {
   // a panels function per A row stride, with the row tails (m % R) of its layouts
