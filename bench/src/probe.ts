@@ -1,5 +1,5 @@
 /**
- * `pnpm bench:probe <first-call|w1-parts> [args...] [--repeat N]`: bundles one of src/probes/ as
+ * `pnpm bench:probe <first-call|machine-steady|w1-parts> [args...] [--repeat N]`: bundles one of src/probes/ as
  * the bench's child is bundled (plain node on an esbuild bundle, so cold code is measured as the
  * bench measures it) and runs it in N fresh processes (default 3), printing each one's line.
  */
@@ -12,6 +12,7 @@ import { NODE_FLAGS } from './child.js'
 
 const PROBES: Readonly<Record<string, readonly string[]>> = {
   'first-call': [],
+  'machine-steady': [],
   // relaxed SIMD is on by default from Node 22
   'w1-parts': NODE_FLAGS['tessera/fast-wasm-relaxed-2t'] ?? [],
 }
