@@ -1,11 +1,13 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, Backend, Collective, HostTensor, Tensor } from '@tessera/core'
 import { TesseraError, checkCollective, describeValue, flatten, isHostTensor, runCollective, trace } from '@tessera/core'
+import type { HostCallOptions } from './host-options.js'
+import { checkHostOptions } from './host-options.js'
 import type { Named, QuantizeResult, Quantizer } from './quantizer.js'
 import type { CompileCache, HostApplyResult } from './run.js'
-import { checkStepTensors } from './run.js'
+import { callApply, checkStepTensors } from './run.js'
 
-export interface RankApplyArgs {
+export interface RankApplyArgs<Q extends Quantizer = Quantizer> {
   readonly params: Named<HostTensor>
   readonly state: Named<HostTensor>
   /** This rank's shard of the global batch (every rank's shard has the same shape). */
@@ -13,6 +15,11 @@ export interface RankApplyArgs {
   readonly training?: boolean
   /** i32[2]; the same key on every rank (draws over the global batch depend on it). */
   readonly key?: HostTensor
+  /**
+   * The quantizer's own per-call options, as `applyOnHost` takes them; tensor options are this
+   * rank's (a `mask` of this rank's shard, for instance). Every rank passes the same option names.
+   */
+  readonly options?: HostCallOptions<Q>
 }
 
 /**
@@ -22,9 +29,9 @@ export interface RankApplyArgs {
  * and key and its own shard. Non-finite values propagate (there is no per-rank finite policy: a
  * rank that refused would leave the others waiting).
  */
-export async function applyOnRank(
-  q: Quantizer,
-  args: RankApplyArgs,
+export async function applyOnRank<Q extends Quantizer>(
+  q: Q,
+  args: RankApplyArgs<Q>,
   backend: Backend,
   collective: Collective,
   cache?: CompileCache,
@@ -35,20 +42,22 @@ export async function applyOnRank(
   const bad = checkCollective(collective, where)
   if (bad) return E.left(bad)
   if (typeof backend?.compile !== 'function') return E.left(new TesseraError('input', where, `backend must be a Backend value, got ${describeValue(backend)}`))
-  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key? }, got ${describeValue(args)}`))
-  const known = ['params', 'state', 'x', 'training', 'key']
+  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, options? }, got ${describeValue(args)}`))
+  const known = ['params', 'state', 'x', 'training', 'key', 'options']
   const unknown = Object.keys(args).find((k) => !known.includes(k))
   if (unknown !== undefined) return E.left(new TesseraError('input', where, `args has an unknown field ${JSON.stringify(unknown)} (known: ${known.join(', ')})`))
   if (args.training !== undefined && typeof args.training !== 'boolean') return E.left(new TesseraError('input', where, `training must be a boolean, got ${describeValue(args.training)}`))
   const step = checkStepTensors(q, args, where)
   if (E.isLeft(step)) return step
+  const options = checkHostOptions(q, args.options, where)
+  if (E.isLeft(options)) return options
   const { params, state, x, key } = step.right
   const training = args.training ?? false
   const world = { size: collective.size }
-  const specs = [params, state, x, key] as const
+  const specs = [params, state, x, key, options.right.tensors] as const
   const traced = trace(specs as unknown as readonly Aval[], (...ins: unknown[]) => {
-    const [p, s, xs, k] = ins as [Named<Tensor>, Named<Tensor>, Tensor, Tensor | null]
-    const r: QuantizeResult = q.apply(p, s, xs, { training, world, ...(k ? { key: k } : {}) })
+    const [p, s, xs, k, ot] = ins as [Named<Tensor>, Named<Tensor>, Tensor, Tensor | null, readonly Tensor[]]
+    const r: QuantizeResult = callApply(q, where, options.right, ot, { training, world, ...(k ? { key: k } : {}) }, (o) => q.apply(p, s, xs, o))
     return { quantized: r.quantized, indices: r.indices, loss: r.loss, losses: { ...r.losses }, state: { ...r.state }, extra: { ...(r.extra ?? {}) } }
   })
   if (E.isLeft(traced)) return traced

@@ -6,9 +6,9 @@ import type { ApplyOptions, Quantizer } from './quantizer.js'
 
 /**
  * A quantizer's per-call options on the host, derived from the type of its own `apply` so that a
- * new option of any quantizer reaches `applyOnHost` without a list kept here. `training`, `key`
- * and `world` are not among them: the first two are arguments of `applyOnHost` itself, and a
- * call over several ranks runs through `runCollective` (docs/DISTRIBUTED.md).
+ * new option of any quantizer reaches `applyOnHost` and `applyOnRank` without a list kept here.
+ * `training`, `key` and `world` are not among them: the first two are arguments of those
+ * functions themselves, and `applyOnRank` sets `world` from its collective (docs/DISTRIBUTED.md).
  */
 export type CallOptionsOf<Q extends Quantizer> = Omit<Parameters<Q['apply']>[3], keyof ApplyOptions>
 
@@ -47,9 +47,9 @@ export interface CheckedOptions {
 }
 
 const RESERVED: Readonly<Record<string, string>> = {
-  training: 'training is an argument of applyOnHost itself, not an option',
-  key: 'key is an argument of applyOnHost itself (an i32[2] host tensor), not an option',
-  world: 'applyOnHost runs one process: a call over several ranks runs through runCollective (docs/DISTRIBUTED.md)',
+  training: 'training is an argument of applyOnHost (or applyOnRank) itself, not an option',
+  key: 'key is an argument of applyOnHost (or applyOnRank) itself (an i32[2] host tensor), not an option',
+  world: 'not an option: applyOnHost runs one process, and applyOnRank sets it from its collective (docs/DISTRIBUTED.md)',
 }
 
 const isPlainObject = (v: object): boolean => {

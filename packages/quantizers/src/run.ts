@@ -215,7 +215,7 @@ function keepsNoToken(options: unknown): 'mask' | 'lens' | undefined {
 }
 
 /** The quantizer's options for one traced call, refusing (by throwing, so tracing answers a Left) any given option `apply` never read. */
-function callApply(
+export function callApply(
   q: Quantizer,
   where: string,
   opts: CheckedOptions,

@@ -79,6 +79,29 @@ describeLanes('distributed-masked', nodeLanes, (l) => `a synchronised masked ste
     for (const [size, ranks] of bySize) expectStates(size, ranks, one.state)
   })
 
+  test('applyOnRank takes the per-call options applyOnHost takes: each rank\'s mask of its shard gives the one-process masked step; a misspelt option or `world` among them is a Left naming it', async () => {
+    const keep = random.uniformHost(random.keyFromSeed(10), B * n).map((u) => (u < 0.7 ? 1 : 0))
+    const one = await step(B, x, keep, localCollectives(1)[0]!, false)
+    const per = B / 2
+    const shardOf = (c: Comm) => ({
+      x: tensorOf(x.data.slice(c.rank * per * n * 3, (c.rank + 1) * per * n * 3), [per, n, 3]),
+      mask: tensorOf(Array.from(keep).slice(c.rank * per * n, (c.rank + 1) * per * n), [per, n], 'bool'),
+    })
+    const ranks = await Promise.all(
+      localCollectives(2).map(async (c) => {
+        const { x: xs, mask } = shardOf(c)
+        return orThrow(await applyOnRank(q, { ...init, x: xs, training: true, key, options: { mask } }, backend, c))
+      }),
+    )
+    expectStates(2, ranks, one.state)
+    const c0 = localCollectives(1)[0]!
+    const { x: xs, mask } = shardOf({ ...c0, rank: 0 } as Comm)
+    const misspelt = await applyOnRank(q, { ...init, x: xs, training: true, key, options: { maks: mask } as never }, backend, c0)
+    expect(E.isLeft(misspelt) && misspelt.left.message).toMatch(/options\.maks/)
+    const world = await applyOnRank(q, { ...init, x: xs, training: true, key, options: { world: { size: 2 } } as never }, backend, c0)
+    expect(E.isLeft(world) && world.left.message).toMatch(/options\.world: not an option/)
+  })
+
   test('k-means init where rank 0 holds no kept token: the other ranks\' kept rows initialise every rank; with none kept anywhere every rank keeps the state as given', async () => {
     // rows 0 and 1 (rank 0's shard with 2 and 4 ranks) are masked out entirely
     const keep = Array.from({ length: B * n }, (_, i) => (i < 2 * n ? 0 : i % 3 === 0 ? 0 : 1))

@@ -258,8 +258,8 @@ describeLanes('host-options', nodeLanes.slice(0, 1), (l) => `applyOnHost refuses
     ['an accumulator of the wrong shape', { emaAccum: { clusterSize: tensorOf(new Float32Array(K), [K]), embedSum: tensorOf(new Float32Array(K * d), [1, K, d]) } }, /emaAccum: must be \{ clusterSize: float32\[1,6\], embedSum: float32\[1,6,3\] \}/],
     ['a non-finite accumulator', { emaAccum: { clusterSize: tensorOf([0, 0, Infinity, 0, 0, 0], [1, K]), embedSum: tensorOf(new Float32Array(K * d), [1, K, d]) } }, /options\.emaAccum\.clusterSize .*not finite at flat position 2: Infinity/],
     ['a misspelt option', { lenz: lens }, /options\.lenz is not read by VectorQuantize\.apply/],
-    ['key among the options', { key }, /options\.key: key is an argument of applyOnHost itself/],
-    ['world among the options', { world: { size: 2 } }, /options\.world: applyOnHost runs one process/],
+    ['key among the options', { key }, /options\.key: key is an argument of applyOnHost \(or applyOnRank\) itself/],
+    ['world among the options', { world: { size: 2 } }, /options\.world: not an option: applyOnHost runs one process/],
     ['options that are not an object', [1, 2], /options must be a plain object of VectorQuantize's per-call options/],
     ['a null option', { mask: null }, /options\.mask must be a host tensor .*got null/],
   ])('%s', async (_name, options, want) => {
