@@ -1,7 +1,7 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Tensor, TesseraError } from '@tessera/core'
 import type { LFQApplyOptions } from '../lfq/mask.js'
-import type { Named, QuantizeResult } from '../quantizer.js'
+import type { ApplyOptions, Named, QuantizeResult } from '../quantizer.js'
 import { check } from '../config/codec.js'
 import type { ResidualFSQConfig } from '../residual/residual-fsq.js'
 import { decodeResidualFSQ, makeResidualFSQ } from '../residual/residual-fsq.js'
@@ -18,10 +18,17 @@ export interface GroupedConfig<C> {
   readonly inner: C
 }
 
-export type GroupedResidualFSQ = Grouped<GroupedConfig<ResidualFSQConfig>>
+/** The reference's grouped forward takes `return_all_codes` (every group's, stacked in `extra.all_codes`) but no dropout seed. */
+export interface GroupedResidualCallOptions {
+  readonly returnAllCodes?: boolean
+}
+
+export interface GroupedResidualFSQ extends Grouped<GroupedConfig<ResidualFSQConfig>> {
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions & GroupedResidualCallOptions): QuantizeResult
+}
 /** Its groups are ResidualLFQs, which take LFQ's per-call options (`mask`): the combinator passes them to every group. */
 export interface GroupedResidualLFQ extends Grouped<GroupedConfig<ResidualLFQConfig>> {
-  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: LFQApplyOptions): QuantizeResult
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: LFQApplyOptions & GroupedResidualCallOptions): QuantizeResult
 }
 
 // accept_image_fmap only picks the split axis (axis 1); the groups must then read channel-first input too

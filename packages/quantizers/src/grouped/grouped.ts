@@ -57,6 +57,8 @@ export function grouped<C>(config: C, spec: GroupedSpec): Grouped<C> {
     const axis = axisOf(x)
     if (x.rank < 2 || x.shape[axis] !== spec.dim)
       throw new TesseraError('shape', spec.kind, `input needs ${spec.dim} features on axis ${axis}, got [${x.shape.join(',')}]`)
+    if ((opts as { randQuantizeDropoutFixedSeed?: unknown }).randQuantizeDropoutFixedSeed !== undefined)
+      throw new TesseraError('input', `${spec.kind}.randQuantizeDropoutFixedSeed`, 'not an argument of the reference\'s grouped forward, which draws one seed for every group (the key\'s draw cuts every group at the same depth)')
     const chunks = x.split(axis, ng)
     // one key for every group, so quantize dropout cuts all groups at the same depth (as the reference's shared seed)
     const outs = spec.groups.map((q, g) => q.apply(scoped(params, groupPrefix(g)), scoped(state, groupPrefix(g)), chunks[g]!, opts))
@@ -70,6 +72,8 @@ export function grouped<C>(config: C, spec: GroupedSpec): Grouped<C> {
     const allLosses = stack(perGroupLosses, 0)
     const extra: Record<string, Tensor> = { all_losses: allLosses }
     outs.forEach((o, g) => Object.assign(extra, prefixed(o.extra ?? {}, groupPrefix(g))))
+    // returnAllCodes: the groups' per-layer codes stacked (groups, q, b, ..., d), as the reference's grouped forward returns them
+    if (outs.every((o) => o.extra?.['all_codes'])) extra['all_codes'] = stack(outs.map((o) => o.extra!['all_codes']!), 0)
     return {
       quantized: concat(outs.map((o) => o.quantized), axis),
       indices: stack(outs.map((o) => o.indices), 0),

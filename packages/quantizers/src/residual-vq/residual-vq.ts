@@ -6,7 +6,7 @@ import type { Projection } from '../common/projection.js'
 import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
 import type { Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { Residual } from '../residual/residual.js'
-import { layerKey, layerPrefix, quantizeDropoutCut, residual } from '../residual/residual.js'
+import { fixedDropoutCut, layerKey, layerPrefix, quantizeDropoutCut, residual } from '../residual/residual.js'
 import { embedFromAverages } from '../vq/codebook.js'
 import type { VQApplyOptions, VectorQuantize } from '../vq/vector-quantize.js'
 import type { RVQApplyOptions } from './call-options.js'
@@ -19,7 +19,6 @@ import type { RVQConfig } from './config.js'
 import { decodeRVQ, pathSearchUnsupported } from './config.js'
 import { searchPaths } from './path-search.js'
 import { rewritingLoop } from './rewriting-loop.js'
-import { pythonRandrange } from './python-random.js'
 import type { QincoShape } from './qinco.js'
 import { initQinco, qincoCodes, qincoSpecs } from './qinco.js'
 
@@ -299,7 +298,7 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
       ...(call.mask ? { mask: call.mask } : {}),
     }
     // the reference draws its cut-off from the seed only in a training call with quantize dropout and no targets
-    const cut = opts.randQuantizeDropoutFixedSeed !== undefined && opts.training && dropout && nq > 1 && !call.targets ? fixedCut(opts.randQuantizeDropoutFixedSeed, dropout, nq) : undefined
+    const cut = opts.randQuantizeDropoutFixedSeed !== undefined && opts.training && dropout && nq > 1 && !call.targets ? fixedDropoutCut(opts.randQuantizeDropoutFixedSeed, dropout, nq) : undefined
     let r: RVQResult
     if ((width > 1 || qinco) && opts.world !== undefined && opts.training)
       throw new TesseraError('input', `${W}.world`, `${qinco ? 'QINCo (implicit_neural_codebook)' : 'beam search'} does not synchronise its codebook statistics across ranks; train it in one process`)
@@ -396,15 +395,6 @@ export function makeResidualVQ(cfg: RVQConfig): ResidualVQ {
 function stackedRowIndex(world: RankSync, nq: number, m: number): Tensor {
   const b = world.rank.builder
   return b.iota([nq, m], 0).mul(world.size * m).add(world.rank.mul(m)).add(b.iota([nq, m], 1)).reshape([nq * m])
-}
-
-/**
- * The last active layer the reference's quantize dropout picks from `rand_quantize_dropout_fixed_seed`:
- * Python's `random.Random(seed).randrange(cutoff, layers)`, rounded up to the multiple as the key's draw is.
- */
-function fixedCut(seed: number, qd: { readonly cutoffIndex: number; readonly multipleOf: number }, layers: number): number {
-  const r = pythonRandrange(seed, qd.cutoffIndex, layers)
-  return qd.multipleOf === 1 ? r : Math.ceil((r + 1) / qd.multipleOf) * qd.multipleOf - 1
 }
 
 /** Build a ResidualVQ from the reference's keyword arguments; a bad config is a Left naming the field. */

@@ -8,7 +8,7 @@ import { makeLFQ } from '../lfq/lfq.js'
 import type { LFQApplyOptions } from '../lfq/mask.js'
 import type { Named, QuantizeResult } from '../quantizer.js'
 import type { Tensor } from '@tessera/core'
-import type { Residual } from './residual.js'
+import type { Residual, ResidualCallOptions } from './residual.js'
 import { residual } from './residual.js'
 
 export const ResidualLFQOptions = strict(
@@ -67,7 +67,7 @@ export function decodeResidualLFQ(input: unknown, where = 'ResidualLFQ'): E.Eith
 
 /** Takes LFQ's `mask`, handed unchanged to every layer as the reference's loop does (the residual is updated at masked positions too). */
 export interface ResidualLFQ extends Residual<ResidualLFQConfig> {
-  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: LFQApplyOptions): QuantizeResult
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: LFQApplyOptions & ResidualCallOptions): QuantizeResult
 }
 
 export function makeResidualLFQ(cfg: ResidualLFQConfig): ResidualLFQ {

@@ -5,6 +5,7 @@ import type { Projection } from '../common/projection.js'
 import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import { APPLY_OPTION_NAMES, checkOptionNames } from '../common/option-names.js'
+import { pythonRandrange } from '../residual-vq/python-random.js'
 
 /**
  * Residual quantization (Algorithm 1 of SoundStream) as a combinator over any quantizers that
@@ -29,6 +30,20 @@ export interface ResidualSpec {
   readonly layerOptions?: readonly string[]
 }
 
+/** The combinator's own per-call options (the reference's forward arguments), never handed to the layers. */
+export interface ResidualCallOptions {
+  /** `return_all_codes`: `extra.all_codes`, the per-layer codes (q, b, ..., codebookDim) of this call's indices (codesFromIndices). */
+  readonly returnAllCodes?: boolean
+  /**
+   * `rand_quantize_dropout_fixed_seed`: in a training call with quantize dropout, the last active
+   * layer is Python's `random.Random(seed).randrange(cutoff, layers)` (rounded up to the
+   * multiple), as the reference draws it, instead of a draw from the key.
+   */
+  readonly randQuantizeDropoutFixedSeed?: number
+}
+
+const OWN_OPTIONS = ['returnAllCodes', 'randQuantizeDropoutFixedSeed'] as const
+
 export interface QuantizeDropout {
   /** the first layer that may be the last active one */
   readonly cutoffIndex: number
@@ -38,6 +53,7 @@ export interface QuantizeDropout {
 
 export interface Residual<C = unknown> extends Quantizer<C> {
   readonly spec: ResidualSpec
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions & ResidualCallOptions): QuantizeResult
   /** int32 indices (b, ..., q) -> per-layer codes (q, b, ..., codebookDim), scaled; index -1 gives 0. */
   codesFromIndices(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
 }
@@ -54,6 +70,12 @@ export function quantizeDropoutCut(key: Tensor, layers: number, qd: QuantizeDrop
   let r = u.mul(span).floor().cast('int32').minimum(span - 1).add(qd.cutoffIndex)
   if (qd.multipleOf !== 1) r = r.add(qd.multipleOf).idiv(qd.multipleOf).mul(qd.multipleOf).sub(1)
   return r
+}
+
+/** The last active layer the reference's quantize dropout picks from `rand_quantize_dropout_fixed_seed`, rounded up to the multiple as the key's draw is. */
+export function fixedDropoutCut(seed: number, qd: QuantizeDropout, layers: number): number {
+  const r = pythonRandrange(seed, qd.cutoffIndex, layers)
+  return qd.multipleOf === 1 ? r : Math.ceil((r + 1) / qd.multipleOf) * qd.multipleOf - 1
 }
 
 export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
@@ -85,9 +107,14 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
   }
 
 
-  const optionNames = [...APPLY_OPTION_NAMES, ...(spec.layerOptions ?? [])]
-  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions): QuantizeResult => {
+  const optionNames = [...APPLY_OPTION_NAMES, ...OWN_OPTIONS, ...(spec.layerOptions ?? [])]
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions & ResidualCallOptions): QuantizeResult => {
     checkOptionNames(opts, optionNames, spec.kind)
+    const { returnAllCodes, randQuantizeDropoutFixedSeed: seed, ...shared } = opts
+    if (returnAllCodes !== undefined && typeof returnAllCodes !== 'boolean')
+      throw new TesseraError('input', `${spec.kind}.returnAllCodes`, `must be a boolean, got ${typeof returnAllCodes}`)
+    if (seed !== undefined && (typeof seed !== 'number' || !Number.isSafeInteger(seed)))
+      throw new TesseraError('input', `${spec.kind}.randQuantizeDropoutFixedSeed`, `must be an integer (a safe one), got ${String(seed)}`)
     const layout = packLayout(x, spec.channelFirst, spec.dim, spec.kind)
     const projected = projectIn(spec.projection, params, layout.x)
     let h = projected
@@ -96,8 +123,13 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
       h = h.div(c).tanh().mul(c)
     }
     const dropping = opts.training && !!spec.quantizeDropout && nq > 1
-    if (dropping && !opts.key) throw new TesseraError('input', `${spec.kind}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key)')
-    const cut = dropping ? quantizeDropoutCut(opts.key!, nq, spec.quantizeDropout!) : undefined
+    if (dropping && seed === undefined && !opts.key)
+      throw new TesseraError('input', `${spec.kind}.quantize_dropout`, 'training with quantize_dropout needs a random key (opts.key) or randQuantizeDropoutFixedSeed')
+    const cut = !dropping
+      ? undefined
+      : seed !== undefined
+        ? x.builder.scalar(fixedDropoutCut(seed, spec.quantizeDropout!, nq), 'int32')
+        : quantizeDropoutCut(opts.key!, nq, spec.quantizeDropout!)
     let res = h
     let out: Tensor | undefined
     const indices: Tensor[] = []
@@ -110,7 +142,7 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
       const input = scale ? res.div(scale) : res
       // the per-call options the layers understand (spec.layerOptions, checked above) pass through
       // unchanged; only the key is made distinct per layer
-      const { key: _callKey, ...callOpts } = opts
+      const { key: _callKey, ...callOpts } = shared
       const sub = layer.apply(scoped(params, layerPrefix(i)), scoped(state, layerPrefix(i)), input, {
         ...callOpts,
         ...(opts.key ? { key: layerKey(opts.key, i) } : {}),
@@ -143,6 +175,8 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
     if (spec.channelFirst) allIdx = allIdx.moveAxis(-1, 1)
     const allLosses = stack(layerLosses, 0)
     extra['all_losses'] = allLosses
+    // as the reference, from the indices this call returns (dropped layers give 0) and the state it leaves
+    if (returnAllCodes) extra['all_codes'] = codesFromIndices(params, allIdx, newState)
     return { quantized, indices: allIdx, loss: allLosses.sum(), losses, state: newState, extra }
   }
 

@@ -3,8 +3,8 @@ import * as t from 'io-ts'
 import type { Tensor } from '@tessera/core'
 import { TesseraError } from '@tessera/core'
 import { Finite, NonNegInt, PositiveInt, check, checks, decodeWith, strict } from '../config/codec.js'
-import type { Named, QuantizeResult, Quantizer } from '../quantizer.js'
-import type { Residual } from '../residual/residual.js'
+import type { ApplyOptions, Named, QuantizeResult, Quantizer } from '../quantizer.js'
+import type { Residual, ResidualCallOptions } from '../residual/residual.js'
 import { residual } from '../residual/residual.js'
 import type { SimVQConfig } from './simvq.js'
 import { CodebookInitCodec, CodebookTransformCodec, makeSimVQ, simVQConfigOf } from './simvq.js'
@@ -60,6 +60,7 @@ export function decodeResidualSimVQ(input: unknown, where = 'ResidualSimVQ'): E.
 /** ResidualSimVQ: the residual combinator over SimVQ layers (no projections; indices (b, ..., q)). */
 export interface ResidualSimVQ extends Quantizer<ResidualSimVQConfig> {
   readonly kind: 'ResidualSimVQ'
+  apply(params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions & ResidualCallOptions): QuantizeResult
   codesFromIndices(params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor
 }
 
@@ -95,10 +96,13 @@ export function makeResidualSimVQ(cfg: ResidualSimVQConfig): ResidualSimVQ {
       backIdx: (i: Tensor) => i.reshape([b, ...spatial, i.shape[2]!]),
     }
   }
-  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: Parameters<Quantizer['apply']>[3]): QuantizeResult => {
+  const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions & ResidualCallOptions): QuantizeResult => {
     const s = toSeq(x)
     const r = inner.apply(expand(params), state, s.x, opts)
-    return { ...r, quantized: s.back(r.quantized), indices: s.backIdx(r.indices) }
+    const indices = s.backIdx(r.indices)
+    // the per-layer codes in this quantizer's own layout (channel-first included), as codesFromIndices gives them
+    const extra = opts.returnAllCodes && cfg.channel_first && r.extra ? { ...r.extra, all_codes: codesFromIndices(params, indices, r.state) } : r.extra
+    return { ...r, quantized: s.back(r.quantized), indices, ...(extra ? { extra } : {}) }
   }
   const codesFromIndices = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
     const codes = inner.codesFromIndices(expand(params), indices, state) // (q, b, ..., d)
