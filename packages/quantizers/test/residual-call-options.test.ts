@@ -8,7 +8,7 @@ import { residualLFQ } from '../src/residual/residual-lfq.js'
 import { residualSimVQ } from '../src/simvq/residual-simvq.js'
 import { groupedResidualFSQ, groupedResidualLFQ } from '../src/grouped/grouped-residual.js'
 import type { Quantizer } from '../src/quantizer.js'
-import { pythonRandrange } from '../src/residual-vq/python-random.js'
+import { pythonRandrange } from '../src/common/python-random.js'
 import { applyOnHost, runOnHost } from '../src/run.js'
 import { arr, orThrow, randn } from './helpers.js'
 

@@ -20,7 +20,7 @@ import { tolerance } from './matrix-common.js'
 import { maskOf } from './vq-call.js'
 import { nodeLanes } from './zoo.js'
 import { adam } from '../../nn/src/optim.js'
-import { pythonRandrange } from '../src/residual-vq/python-random.js'
+import { pythonRandrange } from '../src/common/python-random.js'
 import { linearStage } from '../src/sequential/sequential.js'
 
 /**

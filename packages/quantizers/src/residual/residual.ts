@@ -5,7 +5,7 @@ import type { Projection } from '../common/projection.js'
 import { initProjection, projectIn, projectOut, projectionSpecs } from '../common/projection.js'
 import type { ApplyOptions, Init, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import { APPLY_OPTION_NAMES, checkOptionNames } from '../common/option-names.js'
-import { pythonRandrange } from '../residual-vq/python-random.js'
+import { pythonRandrange } from '../common/python-random.js'
 
 /**
  * Residual quantization (Algorithm 1 of SoundStream) as a combinator over any quantizers that
