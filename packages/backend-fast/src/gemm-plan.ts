@@ -32,10 +32,13 @@ const THREAD_MIN_MACS = 1 << 21
  * transpose's loop is dropped when GEMMs are its only readers and it is not an output.
  * `threads` > 1 splits large products over a worker; `relaxed` uses relaxed SIMD's multiply-add.
  */
+/** The plan that takes no matmul (GEMMs off, or a schedule without a matmul step). */
+export const NO_GEMMS: GemmPlan = { of: () => undefined, dropped: () => false, dispose: () => Promise.resolve() }
+
 export function planGemms(schedule: LoopSchedule, minMacs: number, threads = 1, relaxed = false, threadMinMacs = THREAD_MIN_MACS): GemmPlan {
   const { graph, stored } = schedule
   const picks = new Map<Eqn, { a: Var; b: Var; layout: GemmLayout }>()
-  if (!Number.isFinite(minMacs)) return { of: () => undefined, dropped: () => false, dispose: () => Promise.resolve() }
+  if (!Number.isFinite(minMacs)) return NO_GEMMS
   // values a row chain holds one block at a time have no whole buffer to read through to
   const local = new Set<number>()
   for (const st of schedule.steps) if (st.kind === 'rows') for (const v of st.local) local.add(v.id)

@@ -8,8 +8,7 @@ import { elementwiseKernel, reduceKernel, sinkKernel } from './loops.js'
 import { NearestStep, defaultTuning } from './nearest.js'
 import type { GemmRunner } from './wasm/gemm.js'
 import { foldGemmTransposes } from './gemm-rewrite.js'
-import type { GemmPlan } from './gemm-plan.js'
-import { planGemms } from './gemm-plan.js'
+import { NO_GEMMS, planGemms } from './gemm-plan.js'
 import type { ElemExpr, ElemGroup, ElemRun } from './wasm/elementwise.js'
 import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, substitute } from './wasm/elementwise.js'
 import { ROW_SUM_MAX, heavyGroup } from './wasm/elem-kernel.js'
@@ -21,8 +20,7 @@ import { wasmRowChain } from './wasm/chain-run.js'
 import type { MapModule, MathMap } from './wasm/mathmap.js'
 import { MAP_CHUNK, MAP_STEP, mathMapFactory, mathMapModule } from './wasm/mathmap.js'
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
-import type { ProbeFolds } from './scan-steps.js'
-import { probeFolds, scanStep } from './scan-steps.js'
+import { NO_FOLDS, probeFolds, scanStep } from './scan-steps.js'
 import { gatherSteps } from './gather-step.js'
 import type { ReduceScan } from './wasm/reduce-scan.js'
 import { reduceScan } from './wasm/reduce-scan.js'
@@ -104,10 +102,6 @@ const MAP_MIN_ELEMS = 1 << 16
  */
 const ROWS = { chainMinElems: 1 << 20, blockElems: 32768, threadMinElems: 1 << 18 }
 
-/** The plans of programs with no matmul step and no argmin: nothing taken by the GEMM kernel, nothing folded. */
-const NO_GEMMS: GemmPlan = { of: () => undefined, dropped: () => false, dispose: () => Promise.resolve() }
-const NO_FOLDS: ProbeFolds = { step: () => undefined, dropped: () => false }
-
 /**
  * Generates code for core's loop schedule of a program: JS loops for fused loops and reductions
  * (WebAssembly for large float32 elementwise loops), a float64-exact matmul (a float32
@@ -150,7 +144,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const scans = () => (scanKernels ??= reduceScan())
   // (only an argmin can fold: without one the folding code is not run, nor compiled on a first call)
   const anyArgmin = schedule.steps.some((st) => st.kind === 'reduce' && st.eqn.prim === 'argmin')
-  const folds: ProbeFolds = anyArgmin && opts.wasm
+  const folds = anyArgmin && opts.wasm
     ? probeFolds(schedule.steps, { ...scanEnv, uses: (v) => graph.uses(v).length, isOutput: (v) => graph.isOutput(v) }, scans)
     : NO_FOLDS
   // gathers of whole rows as copies into the step's buffer (one copy memory per plan)

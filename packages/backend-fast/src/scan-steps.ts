@@ -170,46 +170,47 @@ export interface ProbeFolds {
   dropped(st: ScheduleStep): boolean
 }
 
+/** The folds of a plan with no finite probe to fold (no argmin, or no WebAssembly). */
+export const NO_FOLDS: ProbeFolds = { step: () => undefined, dropped: () => false }
+
 type Part = { readonly mask: number; readonly n: number } | { readonly slot: number }
 
 export function probeFolds(
   steps: readonly ScheduleStep[],
   env: ScanEnv & { readonly uses: (v: Var) => number; readonly isOutput: (v: Var) => boolean },
-  scans: (() => ReduceScan) | undefined,
+  scans: () => ReduceScan,
 ): ProbeFolds {
   const folded = new Map<Eqn, ScanStep>()
   const drop = new Set<number>()
-  if (scans) {
-    for (const st of steps) {
-      if (st.kind !== 'reduce' || st.eqn.prim !== 'argmin' || st.sides.length > 0) continue
-      const e = st.eqn
-      const root = e.inputs[0]!
-      if (root.aval.shape.length !== 1 || root.aval.dtype !== 'float32' || env.def(root)?.prim !== 'concat') continue
-      // the concatenation's leaves, in order, through concats read only by their parent
-      const parts: Part[] = []
-      const through: Var[] = []
-      let ok = true
-      const walk = (v: Var, top: boolean) => {
-        const d = env.def(v)
-        if (d?.prim === 'concat' && (top || (env.uses(v) === 1 && !env.isOutput(v)))) {
-          through.push(v)
-          d.inputs.forEach((u) => walk(u, false))
-          return
-        }
-        if (v.aval.dtype !== 'float32' || v.aval.shape.length !== 1) ok = false
-        const x = finiteMaskSource(v, env)
-        if (x && env.uses(v) === 1 && !env.isOutput(v) && sizeOf(x.aval.shape) > 0) {
-          through.push(v)
-          parts.push({ mask: env.slotOf(x), n: sizeOf(x.aval.shape) })
-        } else if (env.isStored(v)) parts.push({ slot: env.slotOf(v) })
-        else ok = false
+  for (const st of steps) {
+    if (st.kind !== 'reduce' || st.eqn.prim !== 'argmin' || st.sides.length > 0) continue
+    const e = st.eqn
+    const root = e.inputs[0]!
+    if (root.aval.shape.length !== 1 || root.aval.dtype !== 'float32' || env.def(root)?.prim !== 'concat') continue
+    // the concatenation's leaves, in order, through concats read only by their parent
+    const parts: Part[] = []
+    const through: Var[] = []
+    let ok = true
+    const walk = (v: Var, top: boolean) => {
+      const d = env.def(v)
+      if (d?.prim === 'concat' && (top || (env.uses(v) === 1 && !env.isOutput(v)))) {
+        through.push(v)
+        d.inputs.forEach((u) => walk(u, false))
+        return
       }
-      walk(root, env.uses(root) === 1 && !env.isOutput(root))
-      if (!ok || !parts.some((p) => 'mask' in p) || through[0] !== root) continue
-      const so = env.slotOf(e.out)
-      folded.set(e, { out: so, prim: e.prim, kernel: kernelOf('finite probe argmin', (B) => void ((B[so] as Int32Array)[0] = foldedArgmin(B, parts, scans()))) })
-      for (const v of through) drop.add(v.id)
+      if (v.aval.dtype !== 'float32' || v.aval.shape.length !== 1) ok = false
+      const x = finiteMaskSource(v, env)
+      if (x && env.uses(v) === 1 && !env.isOutput(v) && sizeOf(x.aval.shape) > 0) {
+        through.push(v)
+        parts.push({ mask: env.slotOf(x), n: sizeOf(x.aval.shape) })
+      } else if (env.isStored(v)) parts.push({ slot: env.slotOf(v) })
+      else ok = false
     }
+    walk(root, env.uses(root) === 1 && !env.isOutput(root))
+    if (!ok || !parts.some((p) => 'mask' in p) || through[0] !== root) continue
+    const so = env.slotOf(e.out)
+    folded.set(e, { out: so, prim: e.prim, kernel: kernelOf('finite probe argmin', (B) => void ((B[so] as Int32Array)[0] = foldedArgmin(B, parts, scans()))) })
+    for (const v of through) drop.add(v.id)
   }
   return {
     step: (st) => (st.kind === 'reduce' ? folded.get(st.eqn) : undefined),

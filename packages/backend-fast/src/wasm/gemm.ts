@@ -1,5 +1,5 @@
 import { TesseraError } from '@tessera/core'
-import { nodeWorkerThreads } from '../host.js'
+import { hasNodeWorkerThreads } from '../host.js'
 import { Code, I32, V128, assemble, uleb } from './asm.js'
 import { ChainCode } from './simd-ops.js'
 import { KernelThreads, QUEUE } from './threads.js'
@@ -360,7 +360,7 @@ export function gemmSet(
   const splits = (L: GemmLayout) => L.m * L.k * L.n >= opts.threadMinMacs && panelsOf(L) >= 2 && panelsOf(L) < 0x10000
   // a worker only where the host has worker threads and some product is worth splitting; else an
   // unshared memory (the calling thread alone; a browser page needs no cross-origin isolation)
-  const threaded = opts.threads > 1 && nodeWorkerThreads() !== undefined && layouts.some(splits)
+  const threaded = opts.threads > 1 && hasNodeWorkerThreads() && layouts.some(splits)
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, ...(threaded ? { shared: true } : {}) })
   const module = gemmModule(layouts, pages, threaded, opts.relaxed ?? false, ctrl)
   const ex = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as {
