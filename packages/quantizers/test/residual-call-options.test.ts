@@ -93,6 +93,8 @@ describe('residual combinators: returnAllCodes and randQuantizeDropoutFixedSeed'
     const want = orThrow(await runOnHost(backend, [init.params, r.state, r.indices] as const, (p, s, i) => q.codesFromIndices(p as never, i as Tensor, s as never)))
     expect(all.shape).toEqual(want.shape)
     expect(all.shape.slice(0, 2)).toEqual([2, 2])
+    // stacked in place of the groups' own, not beside them
+    expect(Object.keys(r.extra).filter((k) => k.endsWith('all_codes'))).toEqual(['all_codes'])
     expect(arr(all)).toEqual(arr(want))
     const seeded = await applyOnHost(q, { ...init, x, training: true, key, options: { randQuantizeDropoutFixedSeed: 1 } } as never, backend)
     expect(E.isLeft(seeded) && seeded.left.where).toBe(`${name}.randQuantizeDropoutFixedSeed`)

@@ -71,9 +71,14 @@ export function grouped<C>(config: C, spec: GroupedSpec): Grouped<C> {
     const perGroupLosses = outs.map((o) => o.extra?.['all_losses'] ?? o.loss)
     const allLosses = stack(perGroupLosses, 0)
     const extra: Record<string, Tensor> = { all_losses: allLosses }
-    outs.forEach((o, g) => Object.assign(extra, prefixed(o.extra ?? {}, groupPrefix(g))))
-    // returnAllCodes: the groups' per-layer codes stacked (groups, q, b, ..., d), as the reference's grouped forward returns them
-    if (outs.every((o) => o.extra?.['all_codes'])) extra['all_codes'] = stack(outs.map((o) => o.extra!['all_codes']!), 0)
+    // returnAllCodes: every group quantizes the same tokens with the same number of layers (dropped
+    // ones are 0), so their per-layer codes stack (groups, q, b, ..., d) in place of the groups' own
+    const allCodes = outs.every((o) => o.extra?.['all_codes'])
+    outs.forEach((o, g) => {
+      const { all_codes: _codes, ...rest } = o.extra ?? {}
+      Object.assign(extra, prefixed(allCodes ? rest : (o.extra ?? {}), groupPrefix(g)))
+    })
+    if (allCodes) extra['all_codes'] = stack(outs.map((o) => o.extra!['all_codes']!), 0)
     return {
       quantized: concat(outs.map((o) => o.quantized), axis),
       indices: stack(outs.map((o) => o.indices), 0),

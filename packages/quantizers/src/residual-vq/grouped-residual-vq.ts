@@ -1,9 +1,9 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Tensor } from '@tessera/core'
-import { TesseraError, stack } from '@tessera/core'
+import { TesseraError } from '@tessera/core'
 import type { GroupedConfig } from '../grouped/grouped-residual.js'
 import type { Grouped } from '../grouped/grouped.js'
-import { decodeGrouped, groupPrefix, grouped } from '../grouped/grouped.js'
+import { decodeGrouped, grouped } from '../grouped/grouped.js'
 import type { Named, QuantizeResult } from '../quantizer.js'
 import type { RVQConfig } from './config.js'
 import { decodeRVQ } from './config.js'
@@ -43,16 +43,11 @@ export function makeGroupedResidualVQ(cfg: GroupedConfig<RVQConfig>): GroupedRes
     groups: Array.from({ length: cfg.groups }, () => makeResidualVQ(cfg.inner)),
     splitAxis1: cfg.accept_image_fmap,
   })
-  const perGroup = Array.from({ length: cfg.groups }, (_, g) => `${groupPrefix(g)}all_codes`)
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: GroupedRVQApplyOptions): QuantizeResult => {
     checkGroupedRVQOptions(opts, 'GroupedResidualVQ')
     if (opts.indices !== undefined) return groupedTargetApply(base.spec.groups as readonly ResidualVQ[], params, state, x, opts, 'GroupedResidualVQ')
-    const r = base.apply(params, state, x, opts)
-    if (!opts.returnAllCodes) return r
-    // every group quantizes the same tokens with the same number of layers (dropped ones are 0), so their codes stack
-    const extra: Record<string, Tensor> = Object.fromEntries(Object.entries(r.extra ?? {}).filter(([k]) => !perGroup.includes(k)))
-    extra['all_codes'] = stack(perGroup.map((k) => r.extra![k]!), 0)
-    return { ...r, extra }
+    // (the grouped combinator stacks the groups' all_codes)
+    return base.apply(params, state, x, opts)
   }
   return { ...base, apply }
 }
