@@ -2,31 +2,27 @@ import type { Tensor } from '@tessera/core'
 import { TesseraError, fmtShape } from '@tessera/core'
 import type { ApplyOptions } from '../quantizer.js'
 import { checkOptionNames } from '../common/option-names.js'
+import type { ResidualCallOptions } from '../residual/residual.js'
+import { checkResidualCallOptions } from '../residual/residual.js'
 
 /**
  * ResidualVQ's per-call options: the reference's `ResidualVQ.forward` keyword arguments in
- * camelCase, and nothing else. They are checked by name at the call boundary, since a call from
- * plain JavaScript could otherwise hand a layer options the reference's ResidualVQ never passes it.
+ * camelCase, and nothing else (`returnAllCodes` and `randQuantizeDropoutFixedSeed` as every
+ * residual combinator takes them). They are checked by name at the call boundary, since a call
+ * from plain JavaScript could otherwise hand a layer options the reference's ResidualVQ never
+ * passes it.
  */
-export interface RVQApplyOptions extends ApplyOptions {
+export interface RVQApplyOptions extends ApplyOptions, ResidualCallOptions {
   /** bool (b, n): tokens that take part; every layer gets it (EMA statistics, k-means, losses), masked-out tokens get index -1 and a zero code. */
   readonly mask?: Tensor
   /** int32 (b, n, q) target codes: the call returns the sum of the layers' cross entropies as `loss` (see docs/QUANTIZERS.md). */
   readonly indices?: Tensor
-  /** Also return every layer's codes, (q, b, ..., codebook_dim) as get_codes_from_indices gives them, in `extra.all_codes`. */
-  readonly returnAllCodes?: boolean
   /** Overrides the layers' `sample_codebook_temp` for this call. */
   readonly sampleCodebookTemp?: number
   /** Freezes every layer's codebook for this call (no EMA, no dead-code revival). */
   readonly freezeCodebook?: boolean
   /** Beam width for this call (default: the config's beam_size in training, eval_beam_size in eval); 1 is greedy. */
   readonly beamSize?: number
-  /**
-   * The reference's seed for quantize dropout's cut-off in a training call: the cut-off is then
-   * Python's `random.Random(seed).randrange(cutoff_index, num_quantizers)` (rounded up to the
-   * multiple), exactly the reference's; without it the cut-off is drawn from `key`.
-   */
-  readonly randQuantizeDropoutFixedSeed?: number
   /**
    * Whether the input carries a gradient (torch's `x.requires_grad`, which the layers' inputs
    * inherit); the layers route gradients only then. Default true (docs/QUANTIZERS.md, difference 8).
@@ -75,12 +71,11 @@ export function checkRVQOptions(opts: RVQApplyOptions, x: Tensor, nq: number, im
   const fail = (kind: 'input' | 'shape' | 'dtype', arg: string, msg: string): never => {
     throw new TesseraError(kind, `${where}.${arg}`, msg)
   }
-  for (const k of ['returnAllCodes', 'freezeCodebook', 'inputRequiresGrad'] as const)
+  checkResidualCallOptions(opts, where)
+  for (const k of ['freezeCodebook', 'inputRequiresGrad'] as const)
     if (opts[k] !== undefined && typeof opts[k] !== 'boolean') fail('input', k, `must be a boolean, got ${typeof opts[k]}`)
   if (opts.sampleCodebookTemp !== undefined && (typeof opts.sampleCodebookTemp !== 'number' || !Number.isFinite(opts.sampleCodebookTemp)))
     fail('input', 'sampleCodebookTemp', `must be a finite number, got ${String(opts.sampleCodebookTemp)}`)
-  const seed = opts.randQuantizeDropoutFixedSeed
-  if (seed !== undefined && (typeof seed !== 'number' || !Number.isSafeInteger(seed))) fail('input', 'randQuantizeDropoutFixedSeed', `must be an integer (a safe one), got ${String(seed)}`)
   let mask: Tensor | undefined
   if (opts.mask !== undefined) {
     const m = opts.mask

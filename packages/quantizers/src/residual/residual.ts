@@ -44,6 +44,15 @@ export interface ResidualCallOptions {
 
 const OWN_OPTIONS = ['returnAllCodes', 'randQuantizeDropoutFixedSeed'] as const
 
+/** Throws a TesseraError naming `${where}.<option>` for a non-boolean returnAllCodes or a seed that is not a safe integer (ResidualVQ's checks share it). */
+export function checkResidualCallOptions(opts: ResidualCallOptions, where: string): void {
+  if (opts.returnAllCodes !== undefined && typeof opts.returnAllCodes !== 'boolean')
+    throw new TesseraError('input', `${where}.returnAllCodes`, `must be a boolean, got ${typeof opts.returnAllCodes}`)
+  const seed = opts.randQuantizeDropoutFixedSeed
+  if (seed !== undefined && (typeof seed !== 'number' || !Number.isSafeInteger(seed)))
+    throw new TesseraError('input', `${where}.randQuantizeDropoutFixedSeed`, `must be an integer (a safe one), got ${String(seed)}`)
+}
+
 export interface QuantizeDropout {
   /** the first layer that may be the last active one */
   readonly cutoffIndex: number
@@ -110,11 +119,8 @@ export function residual<C>(config: C, spec: ResidualSpec): Residual<C> {
   const optionNames = [...APPLY_OPTION_NAMES, ...OWN_OPTIONS, ...(spec.layerOptions ?? [])]
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions & ResidualCallOptions): QuantizeResult => {
     checkOptionNames(opts, optionNames, spec.kind)
+    checkResidualCallOptions(opts, spec.kind)
     const { returnAllCodes, randQuantizeDropoutFixedSeed: seed, ...shared } = opts
-    if (returnAllCodes !== undefined && typeof returnAllCodes !== 'boolean')
-      throw new TesseraError('input', `${spec.kind}.returnAllCodes`, `must be a boolean, got ${typeof returnAllCodes}`)
-    if (seed !== undefined && (typeof seed !== 'number' || !Number.isSafeInteger(seed)))
-      throw new TesseraError('input', `${spec.kind}.randQuantizeDropoutFixedSeed`, `must be an integer (a safe one), got ${String(seed)}`)
     const layout = packLayout(x, spec.channelFirst, spec.dim, spec.kind)
     const projected = projectIn(spec.projection, params, layout.x)
     let h = projected
