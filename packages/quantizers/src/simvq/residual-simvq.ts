@@ -5,7 +5,7 @@ import { TesseraError } from '@tessera/core'
 import { Finite, NonNegInt, PositiveInt, check, checks, decodeWith, strict } from '../config/codec.js'
 import type { ApplyOptions, Named, QuantizeResult, Quantizer } from '../quantizer.js'
 import type { Residual, ResidualCallOptions } from '../residual/residual.js'
-import { residual } from '../residual/residual.js'
+import { checkResidualCallOptions, residual } from '../residual/residual.js'
 import type { SimVQConfig } from './simvq.js'
 import { CodebookInitCodec, CodebookTransformCodec, makeSimVQ, simVQConfigOf } from './simvq.js'
 
@@ -98,10 +98,12 @@ export function makeResidualSimVQ(cfg: ResidualSimVQConfig): ResidualSimVQ {
   }
   const apply = (params: Named<Tensor>, state: Named<Tensor>, x: Tensor, opts: ApplyOptions & ResidualCallOptions): QuantizeResult => {
     const s = toSeq(x)
-    const r = inner.apply(expand(params), state, s.x, opts)
+    checkResidualCallOptions(opts, W)
+    // channel-first: the per-layer codes in this quantizer's own layout, as codesFromIndices gives them, in place of the inner sequence layout's
+    const own = cfg.channel_first && opts.returnAllCodes
+    const r = inner.apply(expand(params), state, s.x, own ? { ...opts, returnAllCodes: false } : opts)
     const indices = s.backIdx(r.indices)
-    // the per-layer codes in this quantizer's own layout (channel-first included), as codesFromIndices gives them
-    const extra = opts.returnAllCodes && cfg.channel_first && r.extra ? { ...r.extra, all_codes: codesFromIndices(params, indices, r.state) } : r.extra
+    const extra = own ? { ...r.extra, all_codes: codesFromIndices(params, indices, r.state) } : r.extra
     return { ...r, quantized: s.back(r.quantized), indices, ...(extra ? { extra } : {}) }
   }
   const codesFromIndices = (params: Named<Tensor>, indices: Tensor, state?: Named<Tensor>): Tensor => {
