@@ -22,7 +22,7 @@ export interface GemmPlan {
 /** Inner dimensions up to which matmuls keep the float64 JS loops (LFQ's logits; small-k kernel). */
 const SMALL_K = 16
 
-/** Multiply-adds from which a product is split over two threads (see bench/README.md, TRAIN). */
+/** Multiply-adds from which a product is split over two threads (see bench/README.md, the split GEMMs). */
 const THREAD_MIN_MACS = 1 << 21
 
 /**

@@ -7,8 +7,8 @@ import { sumKernel } from './wasm/reduce-sum.js'
 
 /**
  * Kernels for whole-array scans a training step repeats every call, where the generic generated
- * loop is several times slower than a loop written for the case (bench/README.md, "TRAIN ...
- * 10:00-11:35"): column sums of a stored matrix (bias gradients), the finite-value probe's
+ * loop is several times slower than a loop written for the case (bench/README.md, the
+ * training step's scans): column sums of a stored matrix (bias gradients), the finite-value probe's
  * reductions and masks, concatenation along the leading axis, argmin of a stored vector, the sum
  * of every element of an elementwise expression (a loss). Each gives the generic loop's results
  * bit for bit.

@@ -180,7 +180,7 @@ export function emitChunk(c: ElemCode, g: ElemGroup, L: ElemLayout, A: ChunkAddr
 /**
  * Bytes of vector constants kept in a kernel's memory (`ConstPool`): a v128.const is rebuilt in
  * place at every use, three or four instructions, where a load from the pool is one (tanh reads
- * about 20 constants per vector; bench/README.md 'W2: float32 tanh' has the measurement).
+ * about 20 constants per vector; bench/README.md's float32 tanh section has the measurement).
  */
 export const CONST_POOL_BYTES = 4096
 

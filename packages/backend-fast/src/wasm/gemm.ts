@@ -23,7 +23,7 @@ import { KernelThreads, QUEUE } from './threads.js'
  * Loops: panels of W columns outside (a panel of B stays in L1), blocks of R rows inside, the k
  * loop innermost with R x W/4 vector accumulators, the A element splat from memory
  * (load32_splat) and the B row loaded as W/4 vectors, one k step per iteration (every longer
- * unroll was slower on V8: bench/README.md, "TRAIN on backend-fast"). The rows of a block are
+ * unroll was slower on V8: bench/README.md, the dense-GEMM sections). The rows of a block are
  * read at literal offsets; the other sizes and strides are arguments (see panelsCode).
  */
 export interface GemmShape {
@@ -54,7 +54,7 @@ export interface GemmLayout extends GemmShape {
 
 /**
  * Iterations of the warm-up loops (see warmUp): enough for V8 to optimize each function once;
- * every further threshold crossed asks for another compile (bench/README.md, "TRAIN's first call").
+ * every further threshold crossed asks for another compile (bench/README.md, the GEMM's first call).
  */
 const WARM_STEPS = { panels: 4096, pack: 8192 }
 
@@ -185,7 +185,7 @@ const FN = { panels: 0, pack: 1, packAny: 2, firstPanels: 3 } as const
  * background, and swaps it in at the function's next call. A small function is optimized soon,
  * and warmUp gets that done before the first product; one function holding every layout's own
  * code was optimized only after the first products had run in baseline code (bench/README.md,
- * "TRAIN's first call").
+ * the GEMM's first call).
  */
 export function gemmModule(layouts: readonly GemmLayout[], pages: number, shared: boolean, relaxed = false, ctrl = 0): WebAssembly.Module {
   // a panels function per A row stride, with the row tails (m % R) of its layouts

@@ -4,7 +4,7 @@ import type { ElemCode } from './elem-code.js'
 /**
  * tanh of four float32 lanes in float32 arithmetic (the float64 evaluation it replaced handled two
  * lanes a vector), within one float32 ulp of `fround(Math.tanh(x))`: checked against it for every
- * float32 from 2^-13 to 9.2 (an exhaustive run, bench/README.md 'W2: float32 tanh'; the tests
+ * float32 from 2^-13 to 9.2 (an exhaustive run, bench/README.md's float32 tanh section; the tests
  * sweep the range), so within the backend's transcendentalRtol = 2^-23. Several roundings make it
  * an ulp off for 1.8% of those arguments (the float64 evaluation: a few in 10^7).
  *
