@@ -29,6 +29,12 @@ export interface FastBackendOptions {
   readonly wasmChains?: boolean
   /** Multiply-adds from which a matmul runs as the float32 WebAssembly GEMM (default: see PlanOptions.gemmMinMacs). */
   readonly gemmMinMacs?: number
+  /**
+   * Screen nearest-code searches with int16 dot products before float32 (default true): codes
+   * whose bounded distance cannot win are never computed in float32. The indices are the float32
+   * kernel's, bit for bit; false computes every distance in float32.
+   */
+  readonly nearestScreen?: boolean
 }
 
 /**
@@ -59,6 +65,8 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
   const threads = threadsNote ? 1 : Math.max(1, Math.floor(opts.threads ?? hardwareThreads()))
   if (opts.relaxedSimd !== undefined && opts.relaxedSimd !== 'auto' && typeof opts.relaxedSimd !== 'boolean')
     throw new TesseraError('backend', 'fastBackend', `relaxedSimd must be 'auto', true or false, got ${JSON.stringify(opts.relaxedSimd)}`)
+  if (opts.nearestScreen !== undefined && typeof opts.nearestScreen !== 'boolean')
+    throw new TesseraError('backend', 'fastBackend', `nearestScreen must be true or false, got ${JSON.stringify(opts.nearestScreen)}`)
   // the engine is asked only where the answer matters: the probe builds a module, cold code in a fresh process
   const canRelax = opts.relaxedSimd === true || (wasm && opts.relaxedSimd !== false) ? relaxedSimdSupported() : false
   if (opts.relaxedSimd === true && !canRelax)
@@ -80,6 +88,7 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
           ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}),
           ...(opts.wasmChains !== undefined ? { wasmChains: opts.wasmChains } : {}),
           ...(opts.gemmMinMacs !== undefined ? { gemmMinMacs: opts.gemmMinMacs } : {}),
+          ...(opts.nearestScreen !== undefined ? { nearestScreen: opts.nearestScreen } : {}),
         })
         const exe: FastExecutable = new FastExecutable(plan, () => disposed, name, () => live.delete(exe))
         live.add(exe)

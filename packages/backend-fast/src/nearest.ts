@@ -6,6 +6,10 @@ import { KernelThreads, QUEUE } from './wasm/threads.js'
 import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
+import { emitEpilogue } from './nearest-epilogue.js'
+import type { CodebookScale } from './nearest-screen.js'
+import { EXACT_FLAG, SCREEN_STATE, dispatchCode, scaleCodebook, screenKernelCode, screenVerdict } from './nearest-screen.js'
+import { INFO_BYTES, codebookScaleCode, codebookStatsCode, scaleRowsCode, screenShape } from './nearest-scale.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -45,6 +49,11 @@ export interface NearestTuning {
   /** Steps along k per dot-loop iteration (lowered to a divisor of k). */
   readonly unroll: number
   readonly relaxed: boolean
+  /**
+   * Screen codes with int16 dot products and compute in float32 only those the bounds cannot
+   * rule out (nearest-screen.ts); the pattern must have a slope. Same indices either way.
+   */
+  readonly screen: boolean
 }
 
 /**
@@ -54,7 +63,7 @@ export interface NearestTuning {
  * unroll 1 beats 4: TurboFan unrolls the small loop itself without the spills. Measurements are
  * in bench/README.md.
  */
-export const defaultTuning: NearestTuning = { rows: 2, vecs: 4, unroll: 1, relaxed: false }
+export const defaultTuning: NearestTuning = { rows: 2, vecs: 4, unroll: 1, relaxed: false, screen: false }
 
 /** Floats of A per staged chunk: a chunk's rows stay in L2 while every column chunk sweeps them. */
 const CHUNK_FLOATS = 1 << 16
@@ -98,13 +107,25 @@ interface Geometry {
   readonly a: number
   readonly row: number
   readonly out: number
+  /** Screening (0 when off): the int16 panels' address; within a buffer, the int16 rows (scales and bounds follow) and the screening state; the float32 state scratch of one register tile of rows. */
+  readonly qcol: number
+  readonly qa: number
+  readonly qout: number
+  readonly scratch: number
+  /** Screening: npad + 4 floats of codebook statistics, and the scales the row scaling reads. */
+  readonly statsAt: number
+  readonly info: number
 }
 
 interface Instance {
   readonly g: Geometry
   readonly memory: WebAssembly.Memory
-  /** Runs one staged chunk (see driverSource). */
+  /** Runs one staged chunk (see driverSource); with screening, `rows | EXACT_FLAG` runs the float32 kernel. */
   readonly run: (rows: number, a: number, row: number, out: number) => void
+  /** The float32 kernel itself, for one tile of rows over chosen column chunks. */
+  readonly exact: KernelRun
+  /** Screening: the codebook's statistics and its scaling (nearest-scale.ts). */
+  readonly codebook?: { readonly stats: (out: number) => void; readonly scale: (inv: number) => void }
   /** The wasm pack of a stored B^T (see packCode), when B is one. */
   readonly pack?: (src: number, dst: number, cols: number) => void
   readonly threads?: KernelThreads
@@ -127,6 +148,7 @@ export class NearestStep {
   readonly matmul: EqnOf<'matmul'>
   private readonly epi: Epi
   private readonly terms: readonly Term[]
+  private readonly slope: 1 | -1 | undefined
 
   constructor(
     pattern: NearestPattern,
@@ -137,6 +159,8 @@ export class NearestStep {
     if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new TesseraError('backend', 'fast.nearest', 'tile sizes must be positive')
     if (tuning.relaxed && !relaxedSimdSupported()) throw new TesseraError('backend', 'fast.nearest', 'relaxed SIMD was requested but this engine does not support it')
     const { select, matmul, epilogue, terms } = pattern
+    if (tuning.screen && pattern.slope === undefined) throw new TesseraError('backend', 'fast.nearest', 'screening needs an epilogue monotone in the dot product')
+    this.slope = pattern.slope
     this.select = select
     this.matmul = matmul
     this.epi = epilogue
@@ -180,15 +204,22 @@ export class NearestStep {
     const step = 4 * t.rows
     const chunk = Math.min(Math.ceil(Math.min(MAX_CHUNK, Math.max(1, Math.floor(CHUNK_FLOATS / k))) / step), Math.ceil(m / step)) * step
     const col = k * npad * 4
-    const base = col + this.colTerms.length * npad * 4
+    const qcol = col + this.colTerms.length * npad * 4
+    const { k2 } = screenShape(k)
+    const base = qcol + (t.screen ? npad * k2 * 4 : 0)
     const row = chunk * k * 4
     const out = row + this.rowTerms.length * chunk * 4
-    const buf = out + chunk * 3 * 16
+    const qa = out + chunk * 3 * 16
+    const qout = qa + chunk * (k2 + 2) * 4
+    const buf = t.screen ? qout + chunk * SCREEN_STATE : qa
     // B^T's rows go through a scratch of about CHUNK_FLOATS floats, whole panels at a time
     const packCols = this.slotBT === undefined ? 0 : Math.min(npad, cw * Math.max(1, Math.floor(CHUNK_FLOATS / (k * cw))))
     const T = this.threadCount(chunk)
     const packAt = base + (1 + (T - 1) * QUEUE) * buf
-    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols }
+    const scratch = packAt + packCols * k * 4
+    const statsAt = scratch + t.rows * 3 * 16
+    const info = statsAt + (t.screen ? (npad + 4) * 4 : 0)
+    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols, qcol: t.screen ? qcol : 0, qa, qout, scratch, statsAt, info }
   }
 
   private module(): Instance {
@@ -196,18 +227,28 @@ export class NearestStep {
     const g = this.geometry()
     const T = this.threadCount(g.chunk)
     // staging buffers (one for the calling thread, QUEUE per worker), then the pack scratch
-    const pages = Math.ceil((g.packAt + g.packCols * this.k * 4) / 65536)
-    const funcs = [{ name: 'run', code: this.kernelCode(g) }, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
+    const pages = Math.ceil((g.info + (g.t.screen ? INFO_BYTES : 0)) / 65536)
+    // screening: run dispatches to the float32 kernel (function 1) or the screening one (2),
+    // which calls the row scaling (3)
+    const kernels = g.t.screen
+      ? [
+          { name: 'run', code: dispatchCode() }, { name: 'exact', code: this.kernelCode(g) }, { name: 'screen', code: this.screenCode(g) },
+          { name: 'scaleRows', code: scaleRowsCode(this.k, g.chunk, g.info) }, { name: 'stats', code: codebookStatsCode(this.k, g.npad, g.cw) },
+          { name: 'scaleCodebook', code: codebookScaleCode(this.k, g.npad, g.cw, g.qcol) },
+        ]
+      : [{ name: 'run', code: this.kernelCode(g) }]
+    const funcs = [...kernels, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
     const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     const inst = new WebAssembly.Instance(module, { env: { memory } })
-    const exports = inst.exports as unknown as { run: KernelRun; pack?: NonNullable<Instance['pack']> }
+    const exports = inst.exports as unknown as { run: KernelRun; exact?: KernelRun; pack?: NonNullable<Instance['pack']>; stats?: (out: number) => void; scaleCodebook?: (inv: number) => void }
     const kernel = exports.run
     const driver = driverSource(this.k, g.cw, g.npad)
     const drive = new Function('run', 'a0', 'a1', 'a2', 'a3', driver) as Drive
     const run = (rows: number, a: number, row: number, out: number) => drive(kernel, rows, a, row, out)
     this.instance = {
-      g, memory, run, ...(exports.pack ? { pack: exports.pack } : {}),
+      g, memory, run, exact: exports.exact ?? kernel, ...(exports.pack ? { pack: exports.pack } : {}),
+      ...(exports.stats && exports.scaleCodebook ? { codebook: { stats: exports.stats, scale: exports.scaleCodebook } } : {}),
       ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1, driver) } : {}),
     }
     return this.instance
@@ -304,29 +345,10 @@ export class NearestStep {
       c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(cidx[v]!)
       this.colTerms.forEach((_, ci) => c.get(col).vLoad(g.col + ci * npad * 4 + v * 16).set(colVals[ci]!))
       for (let r = 0; r < R; r++) {
-        const emit = (x: Epi): void => {
-          switch (x.op) {
-            case 'dot': c.get(acc[r]![v]!); return
-            case 'term': {
-              const ri = this.rowTerms.indexOf(x.k)
-              c.get(ri >= 0 ? rowVals[ri]![r]! : colVals[this.colTerms.indexOf(x.k)]!)
-              return
-            }
-            case 'neg': emit(x.a); c.f32x4Neg(); return
-            case 'abs': emit(x.a); c.f32x4Abs(); return
-            case 'sqrt': emit(x.a); c.f32x4Sqrt(); return
-            default:
-              emit(x.a)
-              emit(x.b)
-              if (x.op === 'add') c.f32x4Add()
-              else if (x.op === 'sub') c.f32x4Sub()
-              else if (x.op === 'mul') c.f32x4Mul()
-              else if (x.op === 'div') c.f32x4Div()
-              else if (x.op === 'max') c.f32x4Max()
-              else c.f32x4Min()
-          }
-        }
-        emit(this.epi)
+        emitEpilogue(c, this.epi, () => c.get(acc[r]![v]!), (k) => {
+          const ri = this.rowTerms.indexOf(k)
+          c.get(ri >= 0 ? rowVals[ri]![r]! : colVals[this.colTerms.indexOf(k)]!)
+        })
         if (mask) {
           // padding columns (j >= n) become +Inf: they never win and never count as NaN
           c.vConstF32(INF4)
@@ -372,13 +394,20 @@ export class NearestStep {
     return c
   }
 
+  /** The screening kernel for this pattern and geometry (nearest-screen.ts). */
+  private screenCode(g: Geometry): Code {
+    const termAt = this.terms.map((t, i) => (t.dep === 'row' ? (['row', this.rowTerms.indexOf(i)] as const) : (['col', this.colTerms.indexOf(i)] as const)))
+    return screenKernelCode({
+      k2: screenShape(this.k).k2, n: this.n, npad: g.npad, rows: g.t.rows, vecs: g.t.vecs, chunk: g.chunk, qcol: g.qcol, col: g.col,
+      epi: this.epi, slope: this.slope!, termAt, rowTerms: this.rowTerms.length, colTerms: this.colTerms.length, relaxed: g.t.relaxed,
+      qaOffset: g.qa - g.a, scaleRowsFn: 3,
+    })
+  }
+
   run(B: AnyTypedArray[], out: Int32Array): void {
-    const { m, n, k } = this
-    const { g, memory, run, pack, threads } = this.module()
-    const { npad, chunk } = g
-    const R = g.t.rows
+    const { n, k } = this
+    const { g, memory, pack, codebook } = this.module()
     const f32 = new Float32Array(memory.buffer)
-    const i32 = new Int32Array(memory.buffer)
     // B in contiguous panels [npad/cw][k][cw] so each column chunk streams sequentially
     if (pack) {
       const bt = B[this.slotBT!] as Float32Array
@@ -388,11 +417,35 @@ export class NearestStep {
         pack(g.packAt, j0 * k * 4, cols)
       }
     } else this.pack!(B, f32)
-    this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * npad, 0, n))
+    this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * g.npad, 0, n))
+    const cb = codebook ? scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, codebook.stats, codebook.scale) : undefined
+    if (!cb) {
+      this.sweep(B, out, undefined, undefined)
+      return
+    }
+    const full: number[] = []
+    this.sweep(B, out, undefined, { cb, full })
+    if (full.length > 0) this.sweep(B, out, Int32Array.from(full), undefined)
+  }
+
+  /**
+   * Every row of A (or the rows listed in `only`) in staged chunks, on the calling thread and the
+   * workers: screened (rows screening leaves whole are added to `screen.full`) or in float32.
+   */
+  private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, screen: { cb: CodebookScale; full: number[] } | undefined): void {
+    const { k } = this
+    const { g, memory, run, threads } = this.module()
+    const m = only ? only.length : this.m
+    const { chunk } = g
+    const R = g.t.rows
+    const f32 = new Float32Array(memory.buffer)
+    const i32 = new Int32Array(memory.buffer)
     const a = B[this.slotA!] as Float32Array
     const W = threads?.count ?? 0
     const T = W + 1
     const step = 4 * R
+    // with a screening module, `run` screens unless the row count carries EXACT_FLAG
+    const flag = g.t.screen && !screen ? EXACT_FLAG : 0
     let next = 0
     // rows handed out in chunks; with threads the last ones shrink so that all threads end together
     const take = (limit: number): { r0: number; cnt: number } | undefined => {
@@ -404,13 +457,37 @@ export class NearestStep {
       next += cnt
       return { r0, cnt }
     }
-    // copy a chunk's rows into buffer `at` (zero rows up to a whole register tile) and compute its row terms
+    // copy a chunk's rows into buffer `at` (zero rows up to a whole register tile) and compute
+    // its row terms (a screened chunk's kernel scales them)
     const stage = (at: number, r0: number, cnt: number): number => {
       const padded = Math.ceil(cnt / R) * R
-      f32.set(a.subarray(r0 * k, (r0 + cnt) * k), (at + g.a) / 4)
-      if (padded > cnt) f32.fill(0, (at + g.a) / 4 + cnt * k, (at + g.a) / 4 + padded * k)
-      this.rowTerms.forEach((tm, ri) => this.termKernels[tm]!(B, f32, (at + g.row) / 4 + ri * chunk, r0, cnt))
+      const dst = (at + g.a) / 4
+      if (only) {
+        for (let q = 0; q < cnt; q++) {
+          const r = only[r0 + q]!
+          f32.set(a.subarray(r * k, (r + 1) * k), dst + q * k)
+          this.rowTerms.forEach((tm, ri) => this.termKernels[tm]!(B, f32, (at + g.row) / 4 + ri * chunk + q, r, 1))
+        }
+      } else {
+        f32.set(a.subarray(r0 * k, (r0 + cnt) * k), dst)
+        this.rowTerms.forEach((tm, ri) => this.termKernels[tm]!(B, f32, (at + g.row) / 4 + ri * chunk, r0, cnt))
+      }
+      if (padded > cnt) f32.fill(0, dst + cnt * k, dst + padded * k)
       return padded
+    }
+    const args = (at: number, padded: number): [number, number, number, number] =>
+      screen ? [padded, at + g.qa, at + g.row, at + g.qout] : [padded | flag, at + g.a, at + g.row, at + g.out]
+    const collect = (at: number, r0: number, cnt: number) => {
+      for (let q = 0; q < cnt; q++) {
+        const r = only ? only[r0 + q]! : r0 + q
+        if (!screen) out[r] = this.rowResult(f32, i32, (at + g.out) / 4 + q * 12)
+        else {
+          const v = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4))
+          if (v.kind === 'index') out[r] = v.j
+          else if (v.kind === 'row') screen.full.push(r)
+          else out[r] = this.rescore(f32, i32, at, q, v.cols)
+        }
+      }
     }
     const bufAt = (i: number) => g.base + i * g.buf
     const pending = Array.from({ length: W }, () => [] as { r0: number; cnt: number; at: number }[])
@@ -419,7 +496,7 @@ export class NearestStep {
       // tasks finish in order: the first (posted - done) entries of the queue are still running
       while (q.length > threads!.posted(w) - done) {
         const { r0, cnt, at } = q.shift()!
-        this.collect(f32, i32, (at + g.out) / 4, r0, cnt, out)
+        collect(at, r0, cnt)
       }
     }
     // the calling thread's own chunks: smaller with more workers, so it is back to refill their
@@ -434,16 +511,15 @@ export class NearestStep {
           const t = take(chunk)
           if (!t) break
           const at = bufAt(1 + w * QUEUE + (posted % QUEUE))
-          const padded = stage(at, t.r0, t.cnt)
-          threads!.post(w, [padded, at + g.a, at + g.row, at + g.out])
+          threads!.post(w, args(at, stage(at, t.r0, t.cnt)))
           pending[w]!.push({ ...t, at })
         }
       }
       const t = take(own)
       if (!t) break
       const at = bufAt(0)
-      run(stage(at, t.r0, t.cnt), at + g.a, at + g.row, at + g.out)
-      this.collect(f32, i32, (at + g.out) / 4, t.r0, t.cnt, out)
+      run(...args(at, stage(at, t.r0, t.cnt)))
+      collect(at, t.r0, t.cnt)
     }
     for (let w = 0; w < W; w++) {
       const posted = threads!.posted(w)
@@ -452,24 +528,37 @@ export class NearestStep {
     }
   }
 
-  /** Reduce each row's per-lane argmin state: a NaN wins at its first index, else the least value, then the least index. */
-  private collect(f32: Float32Array, i32: Int32Array, outBase: number, r0: number, cnt: number, out: Int32Array): void {
-    for (let q = 0; q < cnt; q++) {
-      const base = outBase + q * 12
-      const nanAt = Math.min(i32[base + 8]! >>> 0, i32[base + 9]! >>> 0, i32[base + 10]! >>> 0, i32[base + 11]! >>> 0)
-      if (nanAt !== 0xffffffff) {
-        out[r0 + q] = nanAt
-        continue
-      }
-      let bv = f32[base]!, bi = i32[base + 4]!
-      for (let l = 1; l < 4; l++) {
-        const v = f32[base + l]!, j = i32[base + 4 + l]!
-        if (v < bv || (v === bv && j < bi)) {
-          bv = v
-          bi = j
-        }
-      }
-      out[r0 + q] = bi
+  /**
+   * The float32 result of staged row q of the buffer at `at`, from the column chunks of `cols`
+   * only (screening ruled out every other column): the float32 kernel on q's register tile.
+   */
+  private rescore(f32: Float32Array, i32: Int32Array, at: number, q: number, cols: readonly number[]): number {
+    const { g, exact } = this.module()
+    const R = g.t.rows
+    const q0 = q - (q % R)
+    const s = g.scratch / 4
+    for (let r = 0; r < R; r++) {
+      f32.fill(Infinity, s + r * 12, s + r * 12 + 4)
+      i32.fill(0, s + r * 12 + 4, s + r * 12 + 8)
+      i32.fill(-1, s + r * 12 + 8, s + r * 12 + 12)
     }
+    const chunks = [...new Set(cols.map((j) => j - (j % g.cw)))].sort((x, y) => x - y)
+    for (const j0 of chunks) exact(R, at + g.a + q0 * this.k * 4, at + g.row + q0 * 4, g.scratch, j0, j0 + g.cw)
+    return this.rowResult(f32, i32, s + (q - q0) * 12)
+  }
+
+  /** One row's index from its per-lane argmin state: a NaN wins at its first index, else the least value, then the least index. */
+  private rowResult(f32: Float32Array, i32: Int32Array, base: number): number {
+    const nanAt = Math.min(i32[base + 8]! >>> 0, i32[base + 9]! >>> 0, i32[base + 10]! >>> 0, i32[base + 11]! >>> 0)
+    if (nanAt !== 0xffffffff) return nanAt
+    let bv = f32[base]!, bi = i32[base + 4]!
+    for (let l = 1; l < 4; l++) {
+      const v = f32[base + l]!, j = i32[base + 4 + l]!
+      if (v < bv || (v === bv && j < bi)) {
+        bv = v
+        bi = j
+      }
+    }
+    return bi
   }
 }

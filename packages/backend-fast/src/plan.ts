@@ -1,6 +1,6 @@
 import { TesseraError } from '@tessera/core'
 import type { ChainStep, Eqn, LoopStep, Prim, Program, RowChain, Var } from '@tessera/core'
-import { ValueFacts, scheduleLoops } from '@tessera/core'
+import { ValueFacts, nearestDims, scheduleLoops } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import type { ChainStepDesc } from './chain-runner.js'
 import type { GeneratedKernel } from './loops.js'
@@ -82,7 +82,12 @@ export interface PlanOptions {
   readonly wasmChains?: boolean
   /** Multiply-adds (m·k·n) from which a matmul runs as the float32 WebAssembly GEMM (default GEMM_MIN_MACS; tests pass 0). */
   readonly gemmMinMacs?: number
+  /** Screen nearest-code searches in int16 before float32 (default true where the pattern allows; same indices). */
+  readonly nearestScreen?: boolean
 }
+
+/** Dot-product length from which nearest-code searches are screened in int16 (shorter ones gain too little over the epilogue). */
+const SCREEN_MIN_K = 16
 
 /**
  * Multiply-adds from which a matmul with k > 16 takes the float32 GEMM kernel (below it, and for
@@ -246,7 +251,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
       case 'host':
         return { kind: 'reference', out: slotOf(st.eqn.out), eqn: st.eqn, ins: st.eqn.inputs.map(slotOf) }
       case 'nearest': {
-        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false })
+        const screen = (opts.nearestScreen ?? true) && st.pattern.slope !== undefined && nearestDims(st.pattern).k >= SCREEN_MIN_K
+        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false, screen })
         step.prepare(env)
         nearest.push(step)
         return { kind: 'nearest', out: slotOf(st.pattern.select.out), step }

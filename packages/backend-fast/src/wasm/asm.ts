@@ -33,6 +33,7 @@ const vec = (items: number[][]): number[] => [...uleb(items.length), ...items.fl
 const name = (s: string): number[] => vec([...s].map((c) => [c.charCodeAt(0)]))
 
 export const I32 = 0x7f
+export const F32 = 0x7d
 export const V128 = 0x7b
 
 /**
@@ -77,6 +78,34 @@ export class Code {
   i32Add() { return this.b(0x6a) }
   i32Sub() { return this.b(0x6b) }
   i32Mul() { return this.b(0x6c) }
+  i32And() { return this.b(0x71) }
+  i32Or() { return this.b(0x72) }
+  i32Shl() { return this.b(0x74) }
+  i32ShrU() { return this.b(0x76) }
+  i32Eqz() { return this.b(0x45) }
+  /** a ? b : c with a (an i32) on top. */
+  select() { return this.b(0x1b) }
+  f32(x: number) { return this.b(0x43).all(new Uint8Array(new Float32Array([x]).buffer)) }
+  f32Load(offset = 0) { return this.b(0x2a).b(2).u(offset) }
+  f32Store(offset = 0) { return this.b(0x38).b(2).u(offset) }
+  i32Store16(offset = 0) { return this.b(0x3b).b(1).u(offset) }
+  f32Abs() { return this.b(0x8b) }
+  f32Nearest() { return this.b(0x90) }
+  f32Add() { return this.b(0x92) }
+  f32Mul() { return this.b(0x94) }
+  f32Div() { return this.b(0x95) }
+  /** IEEE min and max: a NaN operand gives NaN. */
+  f32Min() { return this.b(0x96) }
+  f32Max() { return this.b(0x97) }
+  f32Eq() { return this.b(0x5b) }
+  f32Le() { return this.b(0x5f) }
+  f32Ge() { return this.b(0x60) }
+  i32ReinterpretF32() { return this.b(0xbc) }
+  f32ReinterpretI32() { return this.b(0xbe) }
+  /** Float32 to int32, rounding toward zero, saturating (NaN gives 0). */
+  i32TruncSatF32S() { return this.b(0xfc).u(0) }
+  /** Calls function `index` of the module (its position in `assemble`'s list). */
+  call(index: number) { return this.b(0x10).u(index) }
   i32LtU() { return this.b(0x49) }
   i32GtU() { return this.b(0x4b) }
   i32LeU() { return this.b(0x4d) }
@@ -108,6 +137,16 @@ export class Code {
   f32x4Ne() { return this.simd(0x42) }
   f32x4Lt() { return this.simd(0x43) }
   vOr() { return this.simd(0x50) }
+  vAnd() { return this.simd(0x4e) }
+  f32x4ExtractLane(lane: number) { return this.simd(0x1f).b(lane) }
+  /** Round to an integer, ties to even. */
+  f32x4Nearest() { return this.simd(0x6a) }
+  /** Float32 lanes to int32, rounding toward zero, saturating (NaN gives 0). */
+  i32x4TruncSatF32x4S() { return this.simd(0xf8) }
+  /** Two int32x4 (a then b) to int16x8 with signed saturation: a's lanes then b's. */
+  i16x8NarrowI32x4S() { return this.simd(0x85) }
+  /** Shift count (an i32) on top of the vector. */
+  i32x4Shl() { return this.simd(0xab) }
   bitselect() { return this.simd(0x52) }
   f32x4Abs() { return this.simd(0xe0) }
   f32x4Neg() { return this.simd(0xe1) }
@@ -123,6 +162,12 @@ export class Code {
   i32x4MinU() { return this.simd(0xb7) }
   /** b < a ? b : a per lane (one minps on x64, unlike f32x4.min's NaN rules). */
   f32x4Pmin() { return this.simd(0xea) }
+  /** a < b ? b : a per lane (one maxps on x64). */
+  f32x4Pmax() { return this.simd(0xeb) }
+  /** Signed int32 lanes to float32 (rounded to nearest where |x| > 2^24). */
+  f32x4ConvertI32x4S() { return this.simd(0xfa) }
+  /** Products of adjacent int16 lanes summed in pairs into int32 lanes (one pmaddwd on x64). */
+  i32x4DotI16x8S() { return this.simd(0xba) }
   /** Rounds both float64 lanes to float32 (to nearest, ties to even) into lanes 0-1; lanes 2-3 are 0. */
   f32x4DemoteF64x2Zero() { return this.simd(0x5e) }
   f64x2Add() { return this.simd(0xf0) }

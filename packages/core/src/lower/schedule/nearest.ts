@@ -31,6 +31,16 @@ export interface NearestPattern {
   readonly matmul: EqnOf<'matmul'>
   readonly epilogue: Epilogue
   readonly terms: readonly NearestTerm[]
+  /**
+   * 1 (-1) when the epilogue is non-decreasing (non-increasing) in the dot product in float32
+   * arithmetic for any fixed terms: every op on the path from the dot is monotone in it (add,
+   * sub, neg, max, min, sqrt, and mul or div by a term that is a finite nonzero constant). Then
+   * bounds on a dot product bound its distance through the same float32 ops, which lets a
+   * backend screen codes with a cheaper, less precise dot product and rescore only those the
+   * bounds cannot rule out. Absent where that does not hold (abs, a dot in a divisor, a product
+   * with a term of unknown sign).
+   */
+  readonly slope?: 1 | -1
 }
 
 const UNARY: ReadonlySet<string> = new Set(['neg', 'abs', 'sqrt'])
@@ -95,5 +105,49 @@ export function matchNearest(e: EqnOf<'argmin'> | EqnOf<'argmax'>, g: ProgramGra
   const f = walk(x)
   if (!f || !matmul || matmul.inputs[0]!.aval.shape[r - 1] === 0) return undefined
   const epilogue: Epilogue = e.prim === 'argmax' ? { op: 'neg', a: f } : f
-  return { select: e, matmul: matmul as EqnOf<'matmul'>, epilogue, terms }
+  const slope = epilogueSlope(epilogue, terms.map((t) => constantSign(t.v, g)))
+  return { select: e, matmul: matmul as EqnOf<'matmul'>, epilogue, terms, ...(slope ? { slope } : {}) }
+}
+
+/** The sign of a finite nonzero constant (a `full`, through broadcasts and reshapes), else undefined. */
+function constantSign(v: Var, g: ProgramGraph): 1 | -1 | undefined {
+  for (let d = g.def(v); d; d = g.def(d.inputs[0]!)) {
+    if (d.prim === 'full') {
+      const x = d.params.value
+      return Number.isFinite(x) && x !== 0 ? (x > 0 ? 1 : -1) : undefined
+    }
+    if (d.prim !== 'broadcast' && d.prim !== 'reshape') return undefined
+  }
+  return undefined
+}
+
+/**
+ * Direction of f in the dot product: 1 or -1 when monotone, 0 when f does not depend on it,
+ * undefined when neither (see NearestPattern.slope). Float32 rounding to nearest is monotone,
+ * so each op keeps the direction its exact counterpart has.
+ */
+export function epilogueSlope(f: Epilogue, termSigns: readonly (1 | -1 | undefined)[]): 1 | -1 | undefined {
+  const dir = (x: Epilogue): 1 | -1 | 0 | undefined => {
+    const both = (a: 1 | -1 | 0 | undefined, b: 1 | -1 | 0 | undefined) =>
+      a === undefined || b === undefined ? undefined : a === 0 ? b : b === 0 || a === b ? a : undefined
+    const scaled = (a: Epilogue, b: Epilogue) => {
+      const da = dir(a)
+      if (da === 0 || da === undefined) return da
+      const s = b.op === 'term' ? termSigns[b.k] : undefined
+      return s === undefined ? undefined : ((da * s) as 1 | -1)
+    }
+    switch (x.op) {
+      case 'dot': return 1
+      case 'term': return 0
+      case 'neg': { const d = dir(x.a); return d === undefined || d === 0 ? d : ((-d) as 1 | -1) }
+      case 'sqrt': return dir(x.a)
+      case 'abs': return dir(x.a) === 0 ? 0 : undefined
+      case 'add': case 'max': case 'min': return both(dir(x.a), dir(x.b))
+      case 'sub': { const d = dir(x.b); return both(dir(x.a), d === undefined || d === 0 ? d : ((-d) as 1 | -1)) }
+      case 'mul': return dir(x.b) === 0 ? scaled(x.a, x.b) : dir(x.a) === 0 ? scaled(x.b, x.a) : undefined
+      case 'div': return dir(x.b) === 0 ? scaled(x.a, x.b) : undefined
+    }
+  }
+  const d = dir(f)
+  return d === 1 || d === -1 ? d : undefined
 }

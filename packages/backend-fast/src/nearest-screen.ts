@@ -1,0 +1,261 @@
+import type { Epilogue } from '@tessera/core'
+import { Code, V128, I32 } from './wasm/asm.js'
+import { emitEpilogue } from './nearest-epilogue.js'
+import { MAX_ABS, MIN_ABS, screenShape } from './nearest-scale.js'
+
+/**
+ * Screening for the nearest-code kernel (nearest.ts): dot products in int16 (one pmaddwd per
+ * 8 multiply-adds), turned into bounds on each float32 distance, so that only the codes those
+ * bounds cannot rule out are computed in float32. The indices are those of the float32 kernel,
+ * bit for bit; screening only decides which distances need computing.
+ *
+ * Why the bounds hold: each row and the codebook are scaled by powers of two and rounded to
+ * integers of at most Q, so the integer dot product times the scales is within a known `err` of
+ * the float32 kernel's dot product (rounding of the operands, plus the float32 kernel's own
+ * rounding of a k-term sum, plus this kernel's conversion and its own subtraction). The epilogue
+ * is monotone in the dot product (NearestPattern.slope) and float32 rounding is monotone, so the
+ * distance lies between the epilogue at dot - err and at dot + err, through the same float32 ops.
+ * For each row the kernel keeps the least upper bound U, and per lane the two least lower
+ * bounds and the index of the first. A code whose lower bound is above U cannot win or tie. When
+ * at most one code per lane has its lower bound at or below U, those codes are the only
+ * candidates (one: it is the answer; more: their column chunks are computed in float32);
+ * otherwise, or when a bound is NaN (a NaN distance, or a row that could not be scaled), the
+ * whole row is computed in float32.
+ */
+
+/** Bytes of screening state per row: U, least lower bound, its column, second lower bound, NaN seen (4 lanes each). */
+export const SCREEN_STATE = 5 * 16
+
+const U24 = 2 ** -24
+
+/** The least power of two at or above t (t > 0, finite). */
+function pow2AtLeast(t: number): number {
+  let p = 2 ** Math.ceil(Math.log2(t))
+  while (p < t) p *= 2
+  return p
+}
+
+export interface ScreenKernelSpec {
+  readonly k2: number
+  readonly n: number
+  readonly npad: number
+  /** Registers: rows per tile and 4-lane column vectors per tile (cw = 4 * vecs columns per chunk). */
+  readonly rows: number
+  readonly vecs: number
+  /** Rows per staged chunk (the stride of the row terms and of the scales and bounds). */
+  readonly chunk: number
+  /** Byte addresses of the int16 panels and of the column terms (npad floats per term). */
+  readonly qcol: number
+  readonly col: number
+  readonly epi: Epilogue
+  readonly slope: 1 | -1
+  /** For each epilogue term: ['row', i] (i-th row term) or ['col', i]. */
+  readonly termAt: readonly (readonly ['row' | 'col', number])[]
+  readonly rowTerms: number
+  readonly colTerms: number
+  readonly relaxed: boolean
+  /** Byte offset of the int16 rows from the float32 rows they are scaled from (same buffer), and the row scaling's function index. */
+  readonly qaOffset: number
+  readonly scaleRowsFn: number
+}
+
+/**
+ * `screen(rows, qa, row, out, from, to)`: for a staged chunk's int16 rows at qa (k2 pairs each;
+ * their scales at qa + chunk * k2 * 4, their bounds chunk * 4 bytes after), its row terms at
+ * row and its screening state at out, the columns [from, to) (multiples of cw). When from is 0
+ * the rows are first scaled from their float32 copy and the state is initialized. Same loops as
+ * the float32 kernel, with k2 steps of pairs.
+ */
+export function screenKernelCode(s: ScreenKernelSpec): Code {
+  const { k2, n, npad, rows: R, vecs: V, chunk } = s
+  const CW = 4 * V
+  const c = new Code(6)
+  const [rows, aPtr, rowPtr, outPtr, from, to] = [0, 1, 2, 3, 4, 5]
+  const p = c.local(I32), end = c.local(I32), col = c.local(I32), bp = c.local(I32)
+  const ap = c.local(I32), rp = c.local(I32), op = c.local(I32), sp = c.local(I32)
+  const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
+  const jv = c.local(V128), bv = c.local(V128), dl = c.local(V128), dh = c.local(V128), lo = c.local(V128), hi = c.local(V128), t = c.local(V128)
+  const b1 = c.local(V128), b2 = c.local(V128), i1 = c.local(V128), u = c.local(V128), nan = c.local(V128), less = c.local(V128)
+  const sv = Array.from({ length: R }, () => c.local(V128))
+  const acc = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
+  const cidx = Array.from({ length: V }, () => c.local(V128))
+  const scl = Array.from({ length: R }, () => c.local(V128)), err = Array.from({ length: R }, () => c.local(V128))
+  const rowVals = Array.from({ length: s.rowTerms }, () => Array.from({ length: R }, () => c.local(V128)))
+  const INF4 = [Infinity, Infinity, Infinity, Infinity]
+  const mask = n % CW !== 0
+  const select = () => (s.relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
+  const st = (which: number) => which * 16
+
+  c.get(outPtr).get(rows).i32(SCREEN_STATE).i32Mul().i32Add().set(end)
+  c.block()
+  c.get(from).brIf(0)
+  // a chunk's first call scales its rows (on the thread that screens them)
+  c.get(rows).get(aPtr).i32(-s.qaOffset).i32Add().get(aPtr).call(s.scaleRowsFn)
+  c.get(outPtr).set(p)
+  c.loop()
+  c.get(p).vConstF32(INF4).vStore(st(0))
+  c.get(p).vConstF32(INF4).vStore(st(1))
+  c.get(p).vConstI32([0, 0, 0, 0]).vStore(st(2))
+  c.get(p).vConstF32(INF4).vStore(st(3))
+  c.get(p).vConstI32([0, 0, 0, 0]).vStore(st(4))
+  c.get(p).i32(SCREEN_STATE).i32Add().tee(p).get(end).i32LtU().brIf(0)
+  c.end()
+  c.end()
+
+  c.get(from).i32x4Splat().vConstI32([0, 1, 2, 3]).i32x4Add().set(jv)
+  c.get(from).i32(4).i32Mul().set(col)
+  c.get(from).i32(k2 * 4).i32Mul().i32(s.qcol).i32Add().set(bp)
+  c.loop() // column chunks
+  c.get(aPtr).set(ap)
+  c.get(rowPtr).set(rp)
+  c.get(outPtr).set(op)
+  c.get(aPtr).i32(chunk * k2 * 4).i32Add().set(sp)
+  for (let v = 0; v < V; v++) c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(cidx[v]!)
+  c.loop() // row blocks
+  for (let r = 0; r < R; r++) for (let v = 0; v < V; v++) c.vConstI32([0, 0, 0, 0]).set(acc[r]![v]!)
+  c.get(ap).set(da)
+  c.get(bp).set(db)
+  c.get(ap).i32(k2 * 4).i32Add().set(dEnd)
+  c.loop() // pairs along k
+  for (let r = 0; r < R; r++) c.get(da).vLoad32Splat(r * k2 * 4).set(sv[r]!)
+  for (let v = 0; v < V; v++) {
+    c.get(db).vLoad(v * 16).set(bv)
+    for (let r = 0; r < R; r++) c.get(acc[r]![v]!).get(sv[r]!).get(bv).i32x4DotI16x8S().i32x4Add().set(acc[r]![v]!)
+  }
+  c.get(db).i32(CW * 4).i32Add().set(db)
+  c.get(da).i32(4).i32Add().tee(da).get(dEnd).i32LtU().brIf(0)
+  c.end()
+  rowVals.forEach((vals, ri) => {
+    for (let r = 0; r < R; r++) c.get(rp).vLoad32Splat(ri * chunk * 4 + r * 4).set(vals[r]!)
+  })
+  for (let r = 0; r < R; r++) {
+    c.get(sp).vLoad32Splat(r * 4).set(scl[r]!)
+    c.get(sp).vLoad32Splat(chunk * 4 + r * 4).set(err[r]!)
+  }
+  for (let r = 0; r < R; r++) {
+    const at = (w: number) => r * SCREEN_STATE + st(w)
+    c.get(op).vLoad(at(0)).set(u)
+    c.get(op).vLoad(at(1)).set(b1)
+    c.get(op).vLoad(at(2)).set(i1)
+    c.get(op).vLoad(at(3)).set(b2)
+    c.get(op).vLoad(at(4)).set(nan)
+    for (let v = 0; v < V; v++) {
+      // the dot product's bounds, then the epilogue at each (float32 ops, as the exact kernel's)
+      c.get(acc[r]![v]!).f32x4ConvertI32x4S().get(scl[r]!).f32x4Mul().set(t)
+      c.get(t).get(err[r]!).f32x4Sub().set(dl)
+      c.get(t).get(err[r]!).f32x4Add().set(dh)
+      const term = (k: number) => {
+        const [kind, i] = s.termAt[k]!
+        if (kind === 'row') c.get(rowVals[i]![r]!)
+        else c.get(col).vLoad(s.col + i * npad * 4 + v * 16)
+      }
+      emitEpilogue(c, s.epi, () => c.get(s.slope === 1 ? dl : dh), term)
+      c.set(lo)
+      emitEpilogue(c, s.epi, () => c.get(s.slope === 1 ? dh : dl), term)
+      c.set(hi)
+      if (mask) {
+        // padding columns: bounds +Inf, never a candidate while U is finite
+        c.get(lo).vConstF32(INF4).get(cidx[v]!).vConstI32([n, n, n, n]).i32x4LtS()
+        select().set(lo)
+        c.get(hi).vConstF32(INF4).get(cidx[v]!).vConstI32([n, n, n, n]).i32x4LtS()
+        select().set(hi)
+      }
+      // NaN in either bound (lo + hi is NaN then; also for -Inf + Inf, which only costs a float32 row)
+      c.get(lo).get(hi).f32x4Add().tee(t).get(t).f32x4Ne().get(nan).vOr().set(nan)
+      // two least lower bounds per lane, the first one's column, and the least upper bound
+      c.get(b2).get(b1).get(lo).f32x4Pmax().f32x4Pmin().set(b2)
+      c.get(lo).get(b1).f32x4Lt().set(less)
+      c.get(b1).get(lo).f32x4Pmin().set(b1)
+      c.get(cidx[v]!).get(i1).get(less)
+      select().set(i1)
+      c.get(u).get(hi).f32x4Pmin().set(u)
+    }
+    c.get(op).get(u).vStore(at(0))
+    c.get(op).get(b1).vStore(at(1))
+    c.get(op).get(i1).vStore(at(2))
+    c.get(op).get(b2).vStore(at(3))
+    c.get(op).get(nan).vStore(at(4))
+  }
+  c.get(ap).i32(R * k2 * 4).i32Add().set(ap)
+  c.get(rp).i32(R * 4).i32Add().set(rp)
+  c.get(sp).i32(R * 4).i32Add().set(sp)
+  c.get(op).i32(R * SCREEN_STATE).i32Add().tee(op).get(end).i32LtU().brIf(0)
+  c.end() // row blocks
+  c.get(jv).vConstI32([CW, CW, CW, CW]).i32x4Add().set(jv)
+  c.get(bp).i32(k2 * CW * 4).i32Add().set(bp)
+  c.get(col).i32(CW * 4).i32Add().tee(col).get(to).i32(4).i32Mul().i32LtU().brIf(0)
+  c.end() // column chunks
+  return c
+}
+
+/** Set in `rows` to run the float32 kernel instead of screening (see dispatchCode). */
+export const EXACT_FLAG = 1 << 30
+
+/** `run(rows, ...)`: the float32 kernel (function 1) when rows has EXACT_FLAG, else screening (function 2). */
+export function dispatchCode(): Code {
+  const c = new Code(6)
+  c.block()
+  c.block()
+  c.get(0).i32(EXACT_FLAG).i32And().brIf(0)
+  for (let i = 0; i < 6; i++) c.get(i)
+  c.call(2)
+  c.br(1)
+  c.end()
+  c.get(0).i32(EXACT_FLAG - 1).i32And()
+  for (let i = 1; i < 6; i++) c.get(i)
+  c.call(1)
+  c.end()
+  return c
+}
+
+/** The codebook's scaling for one call. */
+export interface CodebookScale {
+  /** The codebook's scale (a power of two) and largest |value|. */
+  readonly sc: number
+  readonly maxB: number
+  /** An upper bound on the sum of |values| of any one column. */
+  readonly colSum: number
+}
+
+/**
+ * Scales the codebook's float32 panels into the int16 panels (`stats` and `scale` are the
+ * module's codebookStats and codebookScale, `statsAt` npad + 4 floats of scratch, `info` the
+ * INFO_BYTES the row scaling reads). Undefined when a value is outside the scalable range:
+ * that call runs in float32 throughout.
+ */
+export function scaleCodebook(
+  mem: ArrayBuffer, k: number, npad: number, statsAt: number, info: number, stats: (out: number) => void, scale: (inv: number) => void,
+): CodebookScale | undefined {
+  stats(statsAt)
+  const f = new Float32Array(mem, statsAt, 4 + npad)
+  const maxB = Math.max(f[0]!, f[1]!, f[2]!, f[3]!)
+  if (!(maxB <= MAX_ABS) || (maxB > 0 && maxB < MIN_ABS)) return undefined
+  let sum = 0
+  for (let j = 4; j < 4 + npad; j++) sum = Math.max(sum, f[j]!)
+  // a float32 sum of k terms is within gamma_k of the exact one
+  const colSum = Math.fround(sum * (1 + 4 * k * U24))
+  const sc = maxB === 0 ? 1 : pow2AtLeast(maxB / screenShape(k).q)
+  const w = new Float32Array(mem, info, 4)
+  w[0] = sc
+  w[1] = maxB
+  w[2] = colSum
+  w[3] = 1 / sc
+  scale(info + 12)
+  return { sc, maxB, colSum }
+}
+
+/** What screening left for a row. */
+export type RowVerdict = { readonly kind: 'index'; readonly j: number } | { readonly kind: 'columns'; readonly cols: number[] } | { readonly kind: 'row' }
+
+/** Reads one row's screening state (at element `base` of the memory's float and int views). */
+export function screenVerdict(f32: Float32Array, i32: Int32Array, base: number): RowVerdict {
+  if ((i32[base + 16]! | i32[base + 17]! | i32[base + 18]! | i32[base + 19]!) !== 0) return { kind: 'row' }
+  const u = Math.min(f32[base]!, f32[base + 1]!, f32[base + 2]!, f32[base + 3]!)
+  if (!(u < Infinity)) return { kind: 'row' }
+  const cols: number[] = []
+  for (let l = 0; l < 4; l++) {
+    if (f32[base + 12 + l]! <= u) return { kind: 'row' }
+    if (f32[base + 4 + l]! <= u) cols.push(i32[base + 8 + l]!)
+  }
+  return cols.length === 1 ? { kind: 'index', j: cols[0]! } : { kind: 'columns', cols }
+}
