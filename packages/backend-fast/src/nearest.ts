@@ -173,6 +173,11 @@ export class NearestStep {
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
   }
 
+  /** Whether codes are screened in int16 before float32 (nearest-screen.ts). */
+  get screened(): boolean {
+    return this.tuning.screen
+  }
+
   /** Whether B is packed in wasm from the rows of a stored value (B is its transpose), else by a JS loop. */
   get packsStoredRows(): boolean {
     return this.slotBT !== undefined

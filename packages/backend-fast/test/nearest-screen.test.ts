@@ -1,0 +1,204 @@
+import { spawnSync } from 'node:child_process'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { fc, test } from '@fast-check/vitest'
+import type { HostTensor, Program, Tensor } from '@tessera/core'
+import { epilogueSlope, runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
+import { describe, expect } from 'vitest'
+import { fastBackend, planProgram } from '../src/index.js'
+import type { NearestStep } from '../src/nearest.js'
+import { relaxedSimdSupported } from '../src/wasm/asm.js'
+
+/**
+ * Screening (nearest-screen.ts) only decides which distances the float32 kernel computes, so a
+ * screened search must return the unscreened kernel's indices exactly, whatever the data: ties,
+ * near-ties, NaN, infinities, magnitudes outside the scalable range, zero rows and codebooks.
+ */
+
+const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
+
+type Form = 'dist' | 'vq' | 'cosine' | 'sqrt' | 'abs'
+/**
+ * The distance forms: squared euclidean (argmin), VectorQuantize's -sqrt(max(d, 1e-8)) (argmax),
+ * a plain dot (argmax), an unclamped sqrt (NaN where rounding makes a distance negative: the
+ * first NaN wins), and |d - 2x.c| (not monotone: never screened).
+ */
+function program(form: Form, n: number, d: number, k: number): Program {
+  return traceOrThrow([f32([n, d]), f32([k, d])], (x: Tensor, cb: Tensor) => {
+    const xc = x.matmul(cb.mT)
+    const x2 = x.square().sum(-1, true), c2 = cb.square().sum(-1)
+    if (form === 'dist') return [x2.sub(xc.mul(2)).add(c2).argmin(-1)]
+    if (form === 'vq') return [x2.add(c2).add(xc.mul(-2)).maximum(1e-8).sqrt().neg().argmax(-1)]
+    if (form === 'cosine') return [xc.argmax(-1)]
+    if (form === 'sqrt') return [x2.add(c2).sub(xc.mul(2)).sqrt().argmin(-1)]
+    return [x2.add(c2).sub(xc.mul(2)).abs().argmin(-1)]
+  }).program
+}
+
+const nearestStep = (p: Program): NearestStep => {
+  const s = planProgram(p, { wasm: true, threads: 1 }).steps.find((st) => st.kind === 'nearest')
+  if (!s || s.kind !== 'nearest') throw new Error('no nearest step')
+  return s.step
+}
+
+async function indices(p: Program, x: HostTensor, c: HostTensor, threads: number, nearestScreen: boolean): Promise<number[]> {
+  const b = fastBackend({ threads, nearestScreen, relaxedSimd: false })
+  try {
+    return Array.from((await runOrThrow(p, [x, c], b))[0]!.data)
+  } finally {
+    await b.dispose?.()
+  }
+}
+
+function lcg(seed: number) {
+  let s = seed >>> 0
+  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296)
+}
+const gauss = (len: number, seed: number, scale = 1) => {
+  const r = lcg(seed)
+  return Array.from({ length: len }, () => Math.fround(Math.sqrt(-2 * Math.log(Math.max(r(), 1e-12))) * Math.cos(2 * Math.PI * r()) * scale))
+}
+
+describe('nearest-code screening', () => {
+  test('the slope of the epilogue decides whether a search is screened', () => {
+    expect(nearestStep(program('dist', 8, 32, 40)).screened).toBe(true)
+    expect(nearestStep(program('vq', 8, 32, 40)).screened).toBe(true)
+    expect(nearestStep(program('cosine', 8, 32, 40)).screened).toBe(true)
+    expect(nearestStep(program('abs', 8, 32, 40)).screened).toBe(false)
+    // short dot products are not worth it
+    expect(nearestStep(program('dist', 8, 8, 40)).screened).toBe(false)
+    expect(planProgram(program('dist', 8, 32, 40), { wasm: true, threads: 1, nearestScreen: false }).steps.some((s) => s.kind === 'nearest' && s.step.screened)).toBe(false)
+    const dot = { op: 'dot' } as const, t0 = { op: 'term', k: 0 } as const, t1 = { op: 'term', k: 1 } as const
+    expect(epilogueSlope({ op: 'sub', a: t0, b: { op: 'mul', a: dot, b: t1 } }, [undefined, 1])).toBe(-1)
+    expect(epilogueSlope({ op: 'sub', a: t0, b: { op: 'mul', a: dot, b: t1 } }, [undefined, -1])).toBe(1)
+    expect(epilogueSlope({ op: 'mul', a: dot, b: t1 }, [undefined, undefined])).toBeUndefined()
+    expect(epilogueSlope({ op: 'div', a: t0, b: dot }, [1])).toBeUndefined()
+    expect(epilogueSlope({ op: 'add', a: dot, b: { op: 'neg', a: dot } }, [])).toBeUndefined()
+    expect(epilogueSlope({ op: 'neg', a: { op: 'sqrt', a: { op: 'max', a: dot, b: t0 } } }, [undefined])).toBe(-1)
+  })
+
+  test('gaussian data, every form, odd and unaligned sizes, 1 and 2 threads: the unscreened indices', async () => {
+    for (const [n, d, k, threads] of [[301, 33, 77, 1], [2000, 64, 300, 2], [517, 18, 1000, 1], [4099, 37, 129, 2], [64, 256, 512, 1]] as const) {
+      const x = tensorOf(gauss(n * d, n + d), [n, d]), c = tensorOf(gauss(k * d, k + d, 0.7), [k, d])
+      for (const form of ['dist', 'vq', 'cosine', 'abs'] as const) {
+        const p = program(form, n, d, k)
+        expect(await indices(p, x, c, threads, true), `${form} ${n}x${d} vs ${k}, ${threads}t`).toEqual(await indices(p, x, c, threads, false))
+      }
+    }
+  })
+
+  test('ties, near-ties and duplicated codes: the first index, as unscreened', async () => {
+    const [n, d, k] = [400, 32, 96]
+    const base = gauss(48 * d, 5)
+    // codes 48-95 repeat 0-47, some nudged by one float32 ulp in one coordinate
+    const cb = [...base, ...base.map((v, i) => (i % 97 === 0 ? Math.fround(v * (1 + 2 ** -23)) : v))]
+    // rows that are codes, or midway between two codes
+    const x = Array.from({ length: n * d }, (_, i) => {
+      const r = Math.floor(i / d), q = i % d
+      return r % 2 === 0 ? cb[(r % k) * d + q]! : Math.fround((cb[(r % k) * d + q]! + cb[((r + 7) % k) * d + q]!) / 2)
+    })
+    for (const form of ['dist', 'vq', 'cosine', 'sqrt'] as const) {
+      const p = program(form, n, d, k)
+      const [xt, ct] = [tensorOf(x, [n, d]), tensorOf(cb, [k, d])]
+      const want = await indices(p, xt, ct, 1, false)
+      expect(await indices(p, xt, ct, 1, true), form).toEqual(want)
+      // rows equal to a code: rounding makes some of their distances negative, and sqrt NaN
+      if (form === 'sqrt') expect(want.filter((j, i) => i % 2 === 0 && j !== i % k).length).toBeGreaterThan(0)
+    }
+  })
+
+  test('a code whose rounding to int16 understates its dot product by nearly the whole bound still wins', async () => {
+    // x is +-1 (exact in int16); the codebook's largest |value| is 1, so its scale is 2^-12 for
+    // k = 32. Code 0 is 0.49 scale steps along sign(x) in every coordinate: it rounds to zero, its
+    // int16 dot product understating the true one by 0.49 * 32 steps. Code 1 is 0.51 steps along
+    // sign(x) in 31 coordinates and 0.49 against it in the last: it rounds to one step in 31,
+    // overstating its dot product by as much. Code 1 is truly 0.72 steps farther than code 0 but
+    // 62 steps nearer by the int16 dot products: only bounds that cover (more than 94% of) the
+    // worst rounding keep code 0.
+    const d = 32, sc = 2 ** -12
+    const r = lcg(3)
+    for (let row = 0; row < 8; row++) {
+      const x = Array.from({ length: d }, () => (r() < 0.5 ? -1 : 1))
+      const w = x.map((v) => 0.49 * sc * v)
+      const decoy = x.map((v, i) => (i < 31 ? 0.51 * sc * v : -0.49 * sc * v))
+      const far = x.map((v, i) => (i === 0 ? -v : 0))
+      const filler = Array.from({ length: 17 }, (_, j) => x.map((v, i) => (i === j ? -0.5 * v : 0)))
+      const cb = [w, decoy, far, ...filler].flat()
+      const k = cb.length / d
+      for (const form of ['dist', 'vq'] as const) {
+        const p = program(form, 1, d, k)
+        const [xt, ct] = [tensorOf(x, [1, d]), tensorOf(cb, [k, d])]
+        expect(await indices(p, xt, ct, 1, false), form).toEqual([0])
+        expect(await indices(p, xt, ct, 1, true), form).toEqual([0])
+      }
+    }
+  })
+
+  test('NaN, infinities, zeros and magnitudes outside the scalable range: the unscreened indices', async () => {
+    const [n, d, k] = [40, 20, 50]
+    const rows = gauss(n * d, 9)
+    const special: [number, number][] = [[0, NaN], [1, Infinity], [2, -Infinity], [3, 1e30], [4, 1e-30], [5, 3e38], [6, 2 ** -45]]
+    for (const [r, v] of special) rows[r * d + 3] = v
+    for (let q = 0; q < d; q++) rows[7 * d + q] = 0 // a zero row
+    for (let q = 0; q < d; q++) rows[8 * d + q] = q === 0 ? 1e-38 : 0 // a tiny row
+    const codes = gauss(k * d, 10)
+    for (const form of ['dist', 'vq', 'cosine'] as const) {
+      const p = program(form, n, d, k)
+      const x = tensorOf(rows, [n, d])
+      for (const cb of [codes, codes.map(() => 0), codes.map((v, i) => (i === 77 ? NaN : v)), codes.map((v, i) => (i === 5 ? 1e39 : v)), codes.map((v) => v * 1e-20)]) {
+        const c = tensorOf(cb, [k, d])
+        expect(await indices(p, x, c, 1, true), form).toEqual(await indices(p, x, c, 1, false))
+      }
+    }
+  })
+
+  test.prop([fc.integer({ min: 1, max: 60 }), fc.integer({ min: 16, max: 70 }), fc.integer({ min: 1, max: 90 }), fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 0, max: 5 })], { numRuns: 25 })(
+    'any sizes and data with repeated values: the unscreened indices',
+    async (n, d, k, seed, coarse) => {
+      // coarse > 0: values on a grid of 2^-coarse steps in [-2, 2], so many distances tie exactly
+      const r = lcg(seed)
+      const v = () => (coarse > 0 ? Math.round((r() * 4 - 2) * 2 ** coarse) / 2 ** coarse : Math.fround(r() * 4 - 2))
+      const x = tensorOf(Array.from({ length: n * d }, v), [n, d]), c = tensorOf(Array.from({ length: k * d }, v), [k, d])
+      for (const form of ['dist', 'vq'] as const) {
+        const p = program(form, n, d, k)
+        expect(await indices(p, x, c, 1, true)).toEqual(await indices(p, x, c, 1, false))
+      }
+    },
+  )
+
+  test('nearestScreen must be a boolean', () => {
+    expect(() => fastBackend({ nearestScreen: 'yes' as never })).toThrow(/nearestScreen must be true or false/)
+  })
+
+  test('relaxed SIMD (a child process with the flag on Node 20): screened and unscreened indices agree', () => {
+    const here = dirname(fileURLToPath(import.meta.url))
+    const script = `
+const { traceOrThrow, runOrThrow, tensorOf } = await import('@tessera/core')
+const { fastBackend } = await import(${JSON.stringify(pathToFileURL(join(here, '../src/index.ts')).href)})
+const f32 = (shape) => ({ shape, dtype: 'float32' })
+let s = 7
+const r = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296)
+const out = []
+for (const [n, d, k, threads] of [[3000, 64, 256, 2], [700, 45, 333, 1]]) {
+  const p = traceOrThrow([f32([n, d]), f32([k, d])], (x, cb) => [x.square().sum(-1, true).sub(x.matmul(cb.mT).mul(2)).add(cb.square().sum(-1)).argmin(-1)]).program
+  const x = tensorOf(Array.from({ length: n * d }, () => r() * 2 - 1), [n, d]), c = tensorOf(Array.from({ length: k * d }, () => r() * 2 - 1), [k, d])
+  const got = []
+  for (const nearestScreen of [true, false]) {
+    const b = fastBackend({ threads, relaxedSimd: true, nearestScreen })
+    got.push(Array.from((await runOrThrow(p, [x, c], b))[0].data))
+    await b.dispose()
+  }
+  out.push(got[0].length === n && got[0].every((v, i) => v === got[1][i]))
+}
+process.stdout.write(JSON.stringify(out), () => process.exit(0))
+`
+    const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx/esm')).href
+    const flags = relaxedSimdSupported() ? [] : ['--experimental-wasm-relaxed-simd']
+    const res = spawnSync(process.execPath, [...flags, '--import', tsx, '--conditions=@tessera/source', '--input-type=module', '-e', script], {
+      cwd: join(here, '..'), encoding: 'utf8', timeout: 50_000,
+    })
+    expect(res.status, res.stderr).toBe(0)
+    expect(JSON.parse(res.stdout)).toEqual([true, true])
+  })
+})
