@@ -12,14 +12,23 @@ const U24 = 2 ** -24
 export const MAX_ABS = 2 ** 40
 export const MIN_ABS = 2 ** -40
 
-/** Pairs of int16 per row and the largest integer magnitude: k2 pairs of products of Q-bounded integers sum within int32. */
-export function screenShape(k: number): { readonly k2: number; readonly q: number } {
+/**
+ * Pairs of int16 per row, and the codebook's largest integer magnitude: 4x what would keep k
+ * products of equal magnitudes within int32. The rows' largest magnitude is then set per call
+ * from the codebook's actual sums (scaleCodebook), which leave more room than equal magnitudes.
+ */
+export function screenShape(k: number): { readonly k2: number; readonly qc: number } {
   const k2 = Math.ceil(k / 2)
-  return { k2, q: Math.min(32767, Math.floor(Math.sqrt((2 ** 31 - 1) / (2 * k2)))) }
+  return { k2, qc: Math.min(32767, 4 * Math.floor(Math.sqrt((2 ** 31 - 1) / (2 * k2)))) }
 }
 
-/** Float32 values at `info` (byte address) that the row scaling reads: the codebook's scale, largest |value|, largest column sum of |values|. */
-export const INFO_BYTES = 16
+/**
+ * Float32 values at `info` (byte address): the codebook's scale, its largest |value|, the largest
+ * column sum of |values| (an upper bound), 1 / scale, the rows' largest integer magnitude qx,
+ * 2^(1 - floor(log2 qx)), and a bound on |integer dot product| (qx times the largest column sum
+ * of |integers|).
+ */
+export const INFO_BYTES = 28
 
 /**
  * `scaleRows(rows, a, qa)`: rows of k float32 at byte address a into int16 pairs at qa (k2 per
@@ -31,8 +40,7 @@ export const INFO_BYTES = 16
  * covered by a relative margin of 1e-3.
  */
 export function scaleRowsCode(k: number, chunk: number, info: number): Code {
-  const { k2, q } = screenShape(k)
-  const qbits = Math.floor(Math.log2(q))
+  const { k2 } = screenShape(k)
   const c = new Code(3)
   const [rows, aPtr, qa] = [0, 1, 2]
   const r = c.local(I32), p = c.local(I32), pEnd = c.local(I32), o = c.local(I32), sp = c.local(I32)
@@ -40,7 +48,6 @@ export function scaleRowsCode(k: number, chunk: number, info: number): Code {
   const maxA = c.local(F32), sumA = c.local(F32), sx = c.local(F32), s = c.local(F32), e = c.local(F32)
   const k4 = k - (k % 4), k8 = k - (k % 8)
   const gamma = (k * U24) / (1 - k * U24)
-  const range = 2 * k2 * q * q
   c.get(qa).i32(chunk * k2 * 4).i32Add().set(sp)
   c.get(aPtr).set(p)
   c.get(qa).set(o)
@@ -73,12 +80,12 @@ export function scaleRowsCode(k: number, chunk: number, info: number): Code {
   // not scalable (NaN fails every comparison): scale 0, bound NaN
   c.get(maxA).f32(MAX_ABS).f32Le().i32Eqz().brIf(0)
   c.get(maxA).f32(0).f32Eq().get(maxA).f32(MIN_ABS).f32Ge().i32Or().i32Eqz().brIf(0)
-  // sx: the least power of two with maxA / sx <= q (1 for a zero row): 2^(E + 1 - qbits) for
-  // 2^E <= maxA < 2^(E+1), or half of it
+  // sx: the least power of two with maxA / sx <= qx (1 for a zero row): 2^(E + 1 - qbits) for
+  // 2^E <= maxA < 2^(E+1) and 2^qbits <= qx < 2^(qbits+1), or half of it
   c.f32(1)
-  c.get(maxA).i32ReinterpretF32().i32(23).i32ShrU().i32(1 - qbits).i32Add().i32(23).i32Shl().f32ReinterpretI32().tee(sx)
+  c.get(maxA).i32ReinterpretF32().i32(0x7f800000).i32And().f32ReinterpretI32().i32(info).f32Load(20).f32Mul().tee(sx)
   c.get(maxA).f32(0).f32Eq().select().set(sx)
-  c.get(sx).f32(0.5).f32Mul().get(sx).get(maxA).get(sx).f32(0.5 * q).f32Mul().f32Le().select().set(sx)
+  c.get(sx).f32(0.5).f32Mul().get(sx).get(maxA).get(sx).f32(0.5).f32Mul().i32(info).f32Load(16).f32Mul().f32Le().select().set(sx)
   c.f32(1).get(sx).f32Div().f32x4Splat().set(inv)
   // x / sx rounded to the nearest integer, in int16 pairs
   const quant = (off: number) => c.get(p).vLoad(off).get(inv).f32x4Mul().f32x4Nearest().i32x4TruncSatF32x4S()
@@ -102,9 +109,9 @@ export function scaleRowsCode(k: number, chunk: number, info: number): Code {
   c.get(sx).f32(0.5).f32Mul().i32(info).f32Load(8).f32Mul().f32Add()
   c.get(s).f32(k2 * 0.5).f32Mul().f32Add()
   c.get(maxA).i32(info).f32Load(8).f32Mul().get(sumA).i32(info).f32Load(4).f32Mul().f32Min().f32(gamma).f32Mul().f32Add()
-  c.get(s).f32(U24 * range).f32Mul().f32Add()
+  c.get(s).i32(info).f32Load(24).f32Mul().f32(U24).f32Mul().f32Add()
   c.f32(1.001).f32Mul().set(e)
-  c.get(s).f32(range).f32Mul().get(e).f32Add().f32(4 * U24).f32Mul().get(e).f32Add().f32(1.001).f32Mul().set(e)
+  c.get(s).i32(info).f32Load(24).f32Mul().get(e).f32Add().f32(4 * U24).f32Mul().get(e).f32Add().f32(1.001).f32Mul().set(e)
   c.get(sp).get(s).f32Store(0)
   c.get(sp).get(e).f32Store(chunk * 4)
   c.br(1)

@@ -234,12 +234,20 @@ export function scaleCodebook(
   for (let j = 4; j < 4 + npad; j++) sum = Math.max(sum, f[j]!)
   // a float32 sum of k terms is within gamma_k of the exact one
   const colSum = Math.fround(sum * (1 + 4 * k * U24))
-  const sc = maxB === 0 ? 1 : pow2AtLeast(maxB / screenShape(k).q)
-  const w = new Float32Array(mem, info, 4)
+  const sc = maxB === 0 ? 1 : pow2AtLeast(maxB / screenShape(k).qc)
+  // each integer is within 1/2 of |value| / sc: a bound on any column's sum of |integers|, and
+  // the rows' largest integer magnitude that keeps every integer dot product within int32
+  const intSum = Math.ceil(colSum / sc + k / 2)
+  const qx = Math.max(1, Math.min(32767, Math.floor((2 ** 31 - 1) / intSum)))
+  const w = new Float32Array(mem, info, 7)
   w[0] = sc
   w[1] = maxB
   w[2] = colSum
   w[3] = 1 / sc
+  w[4] = qx
+  w[5] = 2 ** (1 - Math.floor(Math.log2(qx)))
+  // rounded up to a float32
+  w[6] = qx * intSum * (1 + 2 ** -20)
   scale(info + 12)
   return { sc, maxB, colSum }
 }

@@ -9,6 +9,7 @@ import { describe, expect } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
 import type { NearestStep } from '../src/nearest.js'
 import { relaxedSimdSupported } from '../src/wasm/asm.js'
+import { screenShape } from '../src/nearest-scale.js'
 
 /**
  * Screening (nearest-screen.ts) only decides which distances the float32 kernel computes, so a
@@ -109,14 +110,14 @@ describe('nearest-code screening', () => {
   })
 
   test('a code whose rounding to int16 understates its dot product by nearly the whole bound still wins', async () => {
-    // x is +-1 (exact in int16); the codebook's largest |value| is 1, so its scale is 2^-12 for
-    // k = 32. Code 0 is 0.49 scale steps along sign(x) in every coordinate: it rounds to zero, its
+    // x is +-1 (exact in int16); the codebook's largest |value| is 1, which sets its scale sc
+    // (a power of two) for k = 32. Code 0 is 0.49 scale steps along sign(x) in every coordinate: it rounds to zero, its
     // int16 dot product understating the true one by 0.49 * 32 steps. Code 1 is 0.51 steps along
     // sign(x) in 31 coordinates and 0.49 against it in the last: it rounds to one step in 31,
     // overstating its dot product by as much. Code 1 is truly 0.72 steps farther than code 0 but
     // 62 steps nearer by the int16 dot products: only bounds that cover (more than 94% of) the
     // worst rounding keep code 0.
-    const d = 32, sc = 2 ** -12
+    const d = 32, sc = 2 ** Math.ceil(Math.log2(1 / screenShape(d).qc))
     const r = lcg(3)
     for (let row = 0; row < 8; row++) {
       const x = Array.from({ length: d }, () => (r() < 0.5 ? -1 : 1))
