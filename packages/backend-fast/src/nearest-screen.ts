@@ -252,18 +252,20 @@ export function scaleCodebook(
   return { sc, maxB, colSum }
 }
 
-/** What screening left for a row. */
-export type RowVerdict = { readonly kind: 'index'; readonly j: number } | { readonly kind: 'columns'; readonly cols: number[] } | { readonly kind: 'row' }
-
-/** Reads one row's screening state (at element `base` of the memory's float and int views). */
-export function screenVerdict(f32: Float32Array, i32: Int32Array, base: number): RowVerdict {
-  if ((i32[base + 16]! | i32[base + 17]! | i32[base + 18]! | i32[base + 19]!) !== 0) return { kind: 'row' }
+/**
+ * Reads one row's screening state (at element `base` of the memory's float and int views): -1
+ * when the whole row must be computed in float32, else the number of candidate columns (1 to 4,
+ * one per lane) written to `cols`. One candidate is the answer. Allocates nothing: it runs for
+ * every row.
+ */
+export function screenVerdict(f32: Float32Array, i32: Int32Array, base: number, cols: Int32Array): number {
+  if ((i32[base + 16]! | i32[base + 17]! | i32[base + 18]! | i32[base + 19]!) !== 0) return -1
   const u = Math.min(f32[base]!, f32[base + 1]!, f32[base + 2]!, f32[base + 3]!)
-  if (!(u < Infinity)) return { kind: 'row' }
-  const cols: number[] = []
+  if (!(u < Infinity)) return -1
+  let count = 0
   for (let l = 0; l < 4; l++) {
-    if (f32[base + 12 + l]! <= u) return { kind: 'row' }
-    if (f32[base + 4 + l]! <= u) cols.push(i32[base + 8 + l]!)
+    if (f32[base + 12 + l]! <= u) return -1
+    if (f32[base + 4 + l]! <= u) cols[count++] = i32[base + 8 + l]!
   }
-  return cols.length === 1 ? { kind: 'index', j: cols[0]! } : { kind: 'columns', cols }
+  return count
 }

@@ -480,6 +480,7 @@ export class NearestStep {
       if (padded > cnt) f32.fill(0, dst + cnt * k, dst + padded * k)
       return padded
     }
+    const cols = new Int32Array(4)
     const args = (at: number, padded: number): [number, number, number, number] =>
       screen ? [padded, at + g.qa, at + g.row, at + g.qout] : [padded | flag, at + g.a, at + g.row, at + g.out]
     const collect = (at: number, r0: number, cnt: number) => {
@@ -487,10 +488,10 @@ export class NearestStep {
         const r = only ? only[r0 + q]! : r0 + q
         if (!screen) out[r] = this.rowResult(f32, i32, (at + g.out) / 4 + q * 12)
         else {
-          const v = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4))
-          if (v.kind === 'index') out[r] = v.j
-          else if (v.kind === 'row') screen.full.push(r)
-          else out[r] = this.rescore(f32, i32, at, q, v.cols)
+          const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
+          if (count === 1) out[r] = cols[0]!
+          else if (count < 0) screen.full.push(r)
+          else out[r] = this.rescore(f32, i32, at, q, cols, count)
         }
       }
     }
@@ -537,7 +538,7 @@ export class NearestStep {
    * The float32 result of staged row q of the buffer at `at`, from the column chunks of `cols`
    * only (screening ruled out every other column): the float32 kernel on q's register tile.
    */
-  private rescore(f32: Float32Array, i32: Int32Array, at: number, q: number, cols: readonly number[]): number {
+  private rescore(f32: Float32Array, i32: Int32Array, at: number, q: number, cols: Int32Array, count: number): number {
     const { g, exact } = this.module()
     const R = g.t.rows
     const q0 = q - (q % R)
@@ -547,8 +548,13 @@ export class NearestStep {
       i32.fill(0, s + r * 12 + 4, s + r * 12 + 8)
       i32.fill(-1, s + r * 12 + 8, s + r * 12 + 12)
     }
-    const chunks = [...new Set(cols.map((j) => j - (j % g.cw)))].sort((x, y) => x - y)
-    for (const j0 of chunks) exact(R, at + g.a + q0 * this.k * 4, at + g.row + q0 * 4, g.scratch, j0, j0 + g.cw)
+    // the candidates' column chunks in increasing order, each once (ties keep the first column)
+    for (let i = 0; i < count; i++) cols[i] = cols[i]! - (cols[i]! % g.cw)
+    cols.subarray(0, count).sort()
+    for (let i = 0; i < count; i++) {
+      const j0 = cols[i]!
+      if (i === 0 || j0 !== cols[i - 1]) exact(R, at + g.a + q0 * this.k * 4, at + g.row + q0 * 4, g.scratch, j0, j0 + g.cw)
+    }
     return this.rowResult(f32, i32, s + (q - q0) * 12)
   }
 
