@@ -241,6 +241,11 @@ export const implementations: Readonly<Record<string, Setup>> = {
   'tessera/fast-js': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ wasm: false }), 'fastBackend({ wasm: false }) (generated JS loops, default threads)'),
   'tessera/fast-wasm-1t': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ threads: 1, relaxedSimd: false }), 'fastBackend({ threads: 1, relaxedSimd: false })'),
   'tessera/fast-wasm-2t': tessera(async () => (await import('@tessera/backend-fast')).fastBackend({ threads: 2, relaxedSimd: false }), 'fastBackend({ threads: 2, relaxedSimd: false })'),
+  // every distance in float32 (no int16 screening): the kernel the SIMD ceiling bounds; nearest-code workloads only
+  'tessera/fast-wasm-f32-2t': tessera(
+    async () => (await import('@tessera/backend-fast')).fastBackend({ threads: 2, relaxedSimd: false, nearestScreen: false }),
+    'fastBackend({ threads: 2, relaxedSimd: false, nearestScreen: false }) (every distance in float32)',
+  ),
   // fused multiply-adds (relaxed SIMD) in the nearest-code kernel: Node 20 needs NODE_FLAGS below
   'tessera/fast-wasm-relaxed-2t': tessera(async () => {
     const { fastBackend } = await import('@tessera/backend-fast')
