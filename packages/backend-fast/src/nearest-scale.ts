@@ -203,3 +203,54 @@ export function codebookScaleCode(k: number, npad: number, cw: number, qcol: num
   c.end()
   return c
 }
+
+/** The least power of two at or above t (t > 0, finite). */
+function pow2AtLeast(t: number): number {
+  let p = 2 ** Math.ceil(Math.log2(t))
+  while (p < t) p *= 2
+  return p
+}
+
+/** The codebook's scaling for one call. */
+export interface CodebookScale {
+  /** The codebook's scale (a power of two) and largest |value|. */
+  readonly sc: number
+  readonly maxB: number
+  /** An upper bound on the sum of |values| of any one column. */
+  readonly colSum: number
+}
+
+/**
+ * Scales the codebook's float32 panels into the int16 panels (`stats` and `scale` are the
+ * module's codebookStats and codebookScale, `statsAt` npad + 4 floats of scratch, `info` the
+ * INFO_BYTES the row scaling reads). Undefined when a value is outside the scalable range:
+ * that call runs in float32 throughout.
+ */
+export function scaleCodebook(
+  mem: ArrayBuffer, k: number, npad: number, statsAt: number, info: number, stats: (out: number) => void, scale: (inv: number) => void,
+): CodebookScale | undefined {
+  stats(statsAt)
+  const f = new Float32Array(mem, statsAt, 4 + npad)
+  const maxB = Math.max(f[0]!, f[1]!, f[2]!, f[3]!)
+  if (!(maxB <= MAX_ABS) || (maxB > 0 && maxB < MIN_ABS)) return undefined
+  let sum = 0
+  for (let j = 4; j < 4 + npad; j++) sum = Math.max(sum, f[j]!)
+  // a float32 sum of k terms is within gamma_k of the exact one
+  const colSum = Math.fround(sum * (1 + 4 * k * U24))
+  const sc = maxB === 0 ? 1 : pow2AtLeast(maxB / screenShape(k).qc)
+  // each integer is within 1/2 of |value| / sc: a bound on any column's sum of |integers|, and
+  // the rows' largest integer magnitude that keeps every integer dot product within int32
+  const intSum = Math.ceil(colSum / sc + k / 2)
+  const qx = Math.max(1, Math.min(32767, Math.floor((2 ** 31 - 1) / intSum)))
+  const w = new Float32Array(mem, info, 7)
+  w[0] = sc
+  w[1] = maxB
+  w[2] = colSum
+  w[3] = 1 / sc
+  w[4] = qx
+  w[5] = 2 ** (1 - Math.floor(Math.log2(qx)))
+  // rounded up to a float32
+  w[6] = qx * intSum * (1 + 2 ** -20)
+  scale(info + 12)
+  return { sc, maxB, colSum }
+}

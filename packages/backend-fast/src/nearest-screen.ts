@@ -1,7 +1,6 @@
 import type { Epilogue } from '@tessera/core'
 import { Code, V128, I32 } from './wasm/asm.js'
 import { emitEpilogue } from './nearest-epilogue.js'
-import { MAX_ABS, MIN_ABS, screenShape } from './nearest-scale.js'
 
 /**
  * Screening for the nearest-code kernel (nearest.ts): dot products in int16 (one pmaddwd per
@@ -10,7 +9,7 @@ import { MAX_ABS, MIN_ABS, screenShape } from './nearest-scale.js'
  * bit for bit; screening only decides which distances need computing.
  *
  * Why the bounds hold: each row and the codebook are scaled by powers of two and rounded to
- * integers of at most Q, so the integer dot product times the scales is within a known `err` of
+ * integers (nearest-scale.ts), so the integer dot product times the scales is within a known `err` of
  * the float32 kernel's dot product (rounding of the operands, plus the float32 kernel's own
  * rounding of a k-term sum, plus this kernel's conversion and its own subtraction). The epilogue
  * is monotone in the dot product (NearestPattern.slope) and float32 rounding is monotone, so the
@@ -25,15 +24,6 @@ import { MAX_ABS, MIN_ABS, screenShape } from './nearest-scale.js'
 
 /** Bytes of screening state per row: U, least lower bound, its column, second lower bound, NaN seen (4 lanes each). */
 export const SCREEN_STATE = 5 * 16
-
-const U24 = 2 ** -24
-
-/** The least power of two at or above t (t > 0, finite). */
-function pow2AtLeast(t: number): number {
-  let p = 2 ** Math.ceil(Math.log2(t))
-  while (p < t) p *= 2
-  return p
-}
 
 export interface ScreenKernelSpec {
   readonly k2: number
@@ -206,50 +196,6 @@ export function dispatchCode(): Code {
   c.call(1)
   c.end()
   return c
-}
-
-/** The codebook's scaling for one call. */
-export interface CodebookScale {
-  /** The codebook's scale (a power of two) and largest |value|. */
-  readonly sc: number
-  readonly maxB: number
-  /** An upper bound on the sum of |values| of any one column. */
-  readonly colSum: number
-}
-
-/**
- * Scales the codebook's float32 panels into the int16 panels (`stats` and `scale` are the
- * module's codebookStats and codebookScale, `statsAt` npad + 4 floats of scratch, `info` the
- * INFO_BYTES the row scaling reads). Undefined when a value is outside the scalable range:
- * that call runs in float32 throughout.
- */
-export function scaleCodebook(
-  mem: ArrayBuffer, k: number, npad: number, statsAt: number, info: number, stats: (out: number) => void, scale: (inv: number) => void,
-): CodebookScale | undefined {
-  stats(statsAt)
-  const f = new Float32Array(mem, statsAt, 4 + npad)
-  const maxB = Math.max(f[0]!, f[1]!, f[2]!, f[3]!)
-  if (!(maxB <= MAX_ABS) || (maxB > 0 && maxB < MIN_ABS)) return undefined
-  let sum = 0
-  for (let j = 4; j < 4 + npad; j++) sum = Math.max(sum, f[j]!)
-  // a float32 sum of k terms is within gamma_k of the exact one
-  const colSum = Math.fround(sum * (1 + 4 * k * U24))
-  const sc = maxB === 0 ? 1 : pow2AtLeast(maxB / screenShape(k).qc)
-  // each integer is within 1/2 of |value| / sc: a bound on any column's sum of |integers|, and
-  // the rows' largest integer magnitude that keeps every integer dot product within int32
-  const intSum = Math.ceil(colSum / sc + k / 2)
-  const qx = Math.max(1, Math.min(32767, Math.floor((2 ** 31 - 1) / intSum)))
-  const w = new Float32Array(mem, info, 7)
-  w[0] = sc
-  w[1] = maxB
-  w[2] = colSum
-  w[3] = 1 / sc
-  w[4] = qx
-  w[5] = 2 ** (1 - Math.floor(Math.log2(qx)))
-  // rounded up to a float32
-  w[6] = qx * intSum * (1 + 2 ** -20)
-  scale(info + 12)
-  return { sc, maxB, colSum }
 }
 
 /**

@@ -1,15 +1,15 @@
 import type { AnyTypedArray, EqnOf, Epilogue, NearestPattern, NearestTerm, Var } from '@tessera/core'
 import { TesseraError, nearestDims } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
-import { Code, V128, I32, assemble, relaxedSimdSupported } from './wasm/asm.js'
+import { assemble, relaxedSimdSupported } from './wasm/asm.js'
+import type { Code } from './wasm/asm.js'
 import { KernelThreads, QUEUE } from './wasm/threads.js'
 import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
-import { emitEpilogue } from './nearest-epilogue.js'
-import type { CodebookScale } from './nearest-screen.js'
-import { EXACT_FLAG, SCREEN_STATE, dispatchCode, scaleCodebook, screenKernelCode, screenVerdict } from './nearest-screen.js'
-import { INFO_BYTES, codebookScaleCode, codebookStatsCode, scaleRowsCode, screenShape } from './nearest-scale.js'
+import { exactKernelCode } from './nearest-kernel.js'
+import { EXACT_FLAG, SCREEN_STATE, dispatchCode, screenKernelCode, screenVerdict } from './nearest-screen.js'
+import { INFO_BYTES, codebookScaleCode, codebookStatsCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -35,6 +35,12 @@ import { INFO_BYTES, codebookScaleCode, codebookStatsCode, scaleRowsCode, screen
  * packed through its definition, so when it is only a transpose of a stored value (the
  * codebook's `cb.mT`) the planner need not store it: the packed copy is the only one (that
  * value's rows pass through one more buffer of about 256 KiB on their way into the panels).
+ *
+ * Screening (tuning `screen`, nearest-screen.ts): the chunks are first swept by an int16 kernel
+ * that leaves each row one candidate (its answer), a few (their column chunks are computed here
+ * by the float32 kernel, nearest-kernel.ts) or none it can trust; those rows are swept again in
+ * float32 at the end, on every thread. The module's `run` dispatches between the two kernels, so
+ * the workers need only the one export.
  */
 
 type Epi = Epilogue
@@ -237,11 +243,11 @@ export class NearestStep {
     // which calls the row scaling (3)
     const kernels = g.t.screen
       ? [
-          { name: 'run', code: dispatchCode() }, { name: 'exact', code: this.kernelCode(g) }, { name: 'screen', code: this.screenCode(g) },
+          { name: 'run', code: dispatchCode() }, { name: 'exact', code: this.exactCode(g) }, { name: 'screen', code: this.screenCode(g) },
           { name: 'scaleRows', code: scaleRowsCode(this.k, g.chunk, g.info) }, { name: 'stats', code: codebookStatsCode(this.k, g.npad, g.cw) },
           { name: 'scaleCodebook', code: codebookScaleCode(this.k, g.npad, g.cw, g.qcol) },
         ]
-      : [{ name: 'run', code: this.kernelCode(g) }]
+      : [{ name: 'run', code: this.exactCode(g) }]
     const funcs = [...kernels, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
     const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
@@ -265,138 +271,12 @@ export class NearestStep {
     return threads ? threads.dispose() : Promise.resolve()
   }
 
-  /**
-   * The SIMD kernel for one staged chunk of rows and the columns [from, to): per-lane argmin state
-   * initialized for every row (when from is 0), then for each column chunk (its packed B panel
-   * stays in L1) every block of `rows` rows (the chunk's A rows stay in L2): a register-tiled dot
-   * loop, the epilogue, and the state update. Calls over consecutive column ranges give the same
-   * state as one call over all columns.
-   */
-  private kernelCode(g: Geometry): Code {
-    const { k, n } = this
-    const { cw: CW, npad, unroll: U, chunk } = g
-    const { rows: R, vecs: V, relaxed } = g.t
-    const c = new Code(6)
-    // padded row count; byte addresses of the chunk's A rows, row terms, lane results; the columns
-    // [from, to) this call covers (multiples of CW; the state is initialized when from is 0)
-    const [rows, aPtr, rowPtr, outPtr, from, to] = [0, 1, 2, 3, 4, 5]
-    const p = c.local(I32), end = c.local(I32)
-    const col = c.local(I32) // byte offset of the column chunk within a row of column terms
-    const bp = c.local(I32) // byte address of the column chunk's packed B panel [k][CW]
-    const ap = c.local(I32), rp = c.local(I32), op = c.local(I32) // the row block's A rows, row terms, state
-    const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
-    const jv = c.local(V128), cur = c.local(V128), less = c.local(V128), best = c.local(V128), bi = c.local(V128), nan = c.local(V128)
-    const bv = c.local(V128)
-    const s = Array.from({ length: R }, () => c.local(V128))
-    const acc = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
-    const cidx = Array.from({ length: V }, () => c.local(V128))
-    const rowVals = this.rowTerms.map(() => Array.from({ length: R }, () => c.local(V128)))
-    const colVals = this.colTerms.map(() => c.local(V128))
-    // per-lane argmin state of each row (least value, its column, first NaN column; lane l covers
-    // columns = l mod 4) lives in memory, not in locals: fewer live vectors across the dot loop,
-    // which TurboFan otherwise spills badly
-    const ROW_STATE = 3 * 16
-    const stAt = (r: number, which: 0 | 1 | 2) => r * ROW_STATE + which * 16
-    const INF4 = [Infinity, Infinity, Infinity, Infinity]
-    const mask = n % CW !== 0
-    // comparison masks are all ones or all zeros per lane, so relaxed laneselect (blendvps) is exact
-    const select = () => (relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
-
-    c.get(outPtr).get(rows).i32(ROW_STATE).i32Mul().i32Add().set(end)
-    c.block()
-    c.get(from).brIf(0)
-    c.get(outPtr).set(p)
-    c.loop()
-    c.get(p).vConstF32(INF4).vStore(0)
-    c.get(p).vConstI32([0, 0, 0, 0]).vStore(16)
-    c.get(p).vConstI32([-1, -1, -1, -1]).vStore(32)
-    c.get(p).i32(ROW_STATE).i32Add().tee(p).get(end).i32LtU().brIf(0)
-    c.end()
-    c.end()
-
-    c.get(from).i32x4Splat().vConstI32([0, 1, 2, 3]).i32x4Add().set(jv)
-    c.get(from).i32(4).i32Mul().set(col)
-    c.get(from).i32(k * 4).i32Mul().set(bp)
-    c.loop() // column chunks
-    c.get(aPtr).set(ap)
-    c.get(rowPtr).set(rp)
-    c.get(outPtr).set(op)
-    c.loop() // row blocks
-    for (let r = 0; r < R; r++) for (let v = 0; v < V; v++) c.vConstF32([0, 0, 0, 0]).set(acc[r]![v]!)
-    // the dot loop: U steps of d per iteration, pointers advanced per iteration
-    c.get(ap).set(da)
-    c.get(bp).set(db)
-    c.get(ap).i32(k * 4).i32Add().set(dEnd)
-    c.loop()
-    for (let u = 0; u < U; u++) {
-      for (let r = 0; r < R; r++) c.get(da).vLoad32Splat((r * k + u) * 4).set(s[r]!)
-      for (let v = 0; v < V; v++) {
-        c.get(db).vLoad((u * CW + v * 4) * 4).set(bv)
-        for (let r = 0; r < R; r++) {
-          if (relaxed) c.get(s[r]!).get(bv).get(acc[r]![v]!).f32x4RelaxedMadd().set(acc[r]![v]!)
-          else c.get(acc[r]![v]!).get(s[r]!).get(bv).f32x4Mul().f32x4Add().set(acc[r]![v]!)
-        }
-      }
-    }
-    c.get(db).i32(U * CW * 4).i32Add().set(db)
-    c.get(da).i32(U * 4).i32Add().tee(da).get(dEnd).i32LtU().brIf(0)
-    c.end()
-    // the epilogue: distances replace the dot products in acc (row terms splatted once per block,
-    // column terms loaded once per vector)
-    this.rowTerms.forEach((_, ri) => {
-      for (let r = 0; r < R; r++) c.get(rp).vLoad32Splat(ri * chunk * 4 + r * 4).set(rowVals[ri]![r]!)
+  /** The float32 kernel for this pattern and geometry (nearest-kernel.ts). */
+  private exactCode(g: Geometry): Code {
+    return exactKernelCode({
+      k: this.k, n: this.n, npad: g.npad, cw: g.cw, unroll: g.unroll, chunk: g.chunk, rows: g.t.rows, vecs: g.t.vecs, relaxed: g.t.relaxed,
+      col: g.col, epi: this.epi, rowTerms: this.rowTerms, colTerms: this.colTerms,
     })
-    for (let v = 0; v < V; v++) {
-      c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(cidx[v]!)
-      this.colTerms.forEach((_, ci) => c.get(col).vLoad(g.col + ci * npad * 4 + v * 16).set(colVals[ci]!))
-      for (let r = 0; r < R; r++) {
-        emitEpilogue(c, this.epi, () => c.get(acc[r]![v]!), (k) => {
-          const ri = this.rowTerms.indexOf(k)
-          c.get(ri >= 0 ? rowVals[ri]![r]! : colVals[this.colTerms.indexOf(k)]!)
-        })
-        if (mask) {
-          // padding columns (j >= n) become +Inf: they never win and never count as NaN
-          c.vConstF32(INF4)
-          c.get(cidx[v]!).vConstI32([n, n, n, n]).i32x4LtS()
-          select()
-        }
-        c.set(acc[r]![v]!)
-      }
-    }
-    for (let r = 0; r < R; r++) {
-      const d = acc[r]!
-      // first NaN column per lane: unsigned min over the vectors of (column where NaN, else 0xffffffff)
-      for (let v = 0; v < V; v++) {
-        c.get(cidx[v]!).get(d[v]!).get(d[v]!).f32x4Eq().vOr()
-        if (v > 0) c.get(nan).i32x4MinU()
-        c.set(nan)
-      }
-      c.get(op).get(op).vLoad(stAt(r, 2)).get(nan).i32x4MinU().vStore(stAt(r, 2))
-      // least value per lane over the vectors, then against the state; strict less keeps the
-      // first column (vectors and chunks are visited in column order)
-      c.get(d[0]!).set(best)
-      c.get(cidx[0]!).set(bi)
-      for (let v = 1; v < V; v++) {
-        c.get(d[v]!).get(best).f32x4Lt().set(less)
-        c.get(best).get(d[v]!).f32x4Pmin().set(best)
-        c.get(cidx[v]!).get(bi).get(less)
-        select().set(bi)
-      }
-      c.get(op).vLoad(stAt(r, 0)).set(cur)
-      c.get(best).get(cur).f32x4Lt().set(less)
-      c.get(op).get(cur).get(best).f32x4Pmin().vStore(stAt(r, 0))
-      c.get(op).get(bi).get(op).vLoad(stAt(r, 1)).get(less)
-      select().vStore(stAt(r, 1))
-    }
-    c.get(ap).i32(R * k * 4).i32Add().set(ap)
-    c.get(rp).i32(R * 4).i32Add().set(rp)
-    c.get(op).i32(R * ROW_STATE).i32Add().tee(op).get(end).i32LtU().brIf(0)
-    c.end() // row blocks
-    c.get(jv).vConstI32([CW, CW, CW, CW]).i32x4Add().set(jv)
-    c.get(bp).i32(k * CW * 4).i32Add().set(bp)
-    c.get(col).i32(CW * 4).i32Add().tee(col).get(to).i32(4).i32Mul().i32LtU().brIf(0)
-    c.end() // column chunks
-    return c
   }
 
   /** The screening kernel for this pattern and geometry (nearest-screen.ts). */
@@ -429,7 +309,7 @@ export class NearestStep {
       return
     }
     const full: number[] = []
-    this.sweep(B, out, undefined, { cb, full })
+    this.sweep(B, out, undefined, { full })
     if (full.length > 0) this.sweep(B, out, Int32Array.from(full), undefined)
   }
 
@@ -437,7 +317,7 @@ export class NearestStep {
    * Every row of A (or the rows listed in `only`) in staged chunks, on the calling thread and the
    * workers: screened (rows screening leaves whole are added to `screen.full`) or in float32.
    */
-  private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, screen: { cb: CodebookScale; full: number[] } | undefined): void {
+  private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, screen: { full: number[] } | undefined): void {
     const { k } = this
     const { g, memory, run, threads } = this.module()
     const m = only ? only.length : this.m
