@@ -160,20 +160,21 @@ export function codebookStatsCode(k: number, npad: number, cw: number): Code {
 }
 
 /**
- * `codebookScale(inv)`: the float32 panels at 0 times the float32 at byte address inv, rounded,
- * into int16 panels [npad/cw][k2][cw][2] at qcol (an odd k's last pair has a zero second element).
+ * `panelScale(src, dst)`: one float32 panel [k][cw] at src times the codebook's 1 / scale (the
+ * float32 at info + 12), rounded, into an int16 panel [k2][cw][2] at dst (an odd k's last pair
+ * has a zero second element). The screening kernel scales each column chunk's panel as it
+ * reaches it, into a scratch of its own that stays in L1: no int16 copy of the codebook is kept.
  */
-export function codebookScaleCode(k: number, npad: number, cw: number, qcol: number): Code {
+export function panelScaleCode(k: number, cw: number, info: number): Code {
   const { k2 } = screenShape(k)
-  const c = new Code(1)
-  const p = c.local(I32), o = c.local(I32), t = c.local(I32), inv = c.local(V128), hi = c.local(V128)
+  const c = new Code(2)
+  const [src, dst] = [0, 1]
+  const t = c.local(I32), inv = c.local(V128), hi = c.local(V128)
   const V = cw / 4
-  const quant = (off: number) => c.get(p).vLoad(off).get(inv).f32x4Mul().f32x4Nearest().i32x4TruncSatF32x4S()
-  c.get(0).vLoad32Splat(0).set(inv)
-  c.i32(0).set(p)
-  c.i32(qcol).set(o)
+  const quant = (off: number) => c.get(src).vLoad(off).get(inv).f32x4Mul().f32x4Nearest().i32x4TruncSatF32x4S()
+  c.i32(info).vLoad32Splat(12).set(inv)
   c.i32(0).set(t)
-  c.loop() // pairs of panel rows, all panels in order
+  c.loop() // pairs of panel rows
   for (let j = 0; j < V; j++) {
     if (k % 2 === 0) quant(cw * 4 + j * 16).i32(16).i32x4Shl().set(hi)
     else {
@@ -184,22 +185,13 @@ export function codebookScaleCode(k: number, npad: number, cw: number, qcol: num
       quant(cw * 4 + j * 16).i32(16).i32x4Shl().set(hi)
       c.end()
     }
-    c.get(o)
+    c.get(dst)
     quant(j * 16).vConstI32([0xffff, 0xffff, 0xffff, 0xffff]).vAnd().get(hi).vOr()
     c.vStore(j * 16)
   }
-  c.get(o).i32(cw * 4).i32Add().set(o)
-  c.get(p).i32(cw * 4).i32Add().set(p)
-  c.block()
-  if (k % 2 === 1) c.get(t).i32(k2 - 1).i32LtU().i32Eqz().brIf(0)
-  c.get(p).i32(cw * 4).i32Add().set(p)
-  c.end()
-  c.get(t).i32(1).i32Add().set(t)
-  c.block()
-  c.get(t).i32(k2).i32LtU().brIf(0)
-  c.i32(0).set(t)
-  c.end()
-  c.get(p).i32(npad * k * 4).i32LtU().brIf(0)
+  c.get(dst).i32(cw * 4).i32Add().set(dst)
+  c.get(src).i32(2 * cw * 4).i32Add().set(src)
+  c.get(t).i32(1).i32Add().tee(t).i32(k2).i32LtU().brIf(0)
   c.end()
   return c
 }
@@ -221,14 +213,12 @@ export interface CodebookScale {
 }
 
 /**
- * Scales the codebook's float32 panels into the int16 panels (`stats` and `scale` are the
- * module's codebookStats and codebookScale, `statsAt` npad + 4 floats of scratch, `info` the
- * INFO_BYTES the row scaling reads). Undefined when a value is outside the scalable range:
- * that call runs in float32 throughout.
+ * The codebook's scale and what the row scaling and panel scaling read, from its float32 panels
+ * (`stats` is the module's codebookStats, `statsAt` npad + 4 floats of scratch, `info` the
+ * INFO_BYTES they read). Undefined when a value is outside the scalable range: that call runs in
+ * float32 throughout.
  */
-export function scaleCodebook(
-  mem: ArrayBuffer, k: number, npad: number, statsAt: number, info: number, stats: (out: number) => void, scale: (inv: number) => void,
-): CodebookScale | undefined {
+export function scaleCodebook(mem: ArrayBuffer, k: number, npad: number, statsAt: number, info: number, stats: (out: number) => void): CodebookScale | undefined {
   stats(statsAt)
   const f = new Float32Array(mem, statsAt, 4 + npad)
   const maxB = Math.max(f[0]!, f[1]!, f[2]!, f[3]!)
@@ -251,6 +241,5 @@ export function scaleCodebook(
   w[5] = 2 ** (1 - Math.floor(Math.log2(qx)))
   // rounded up to a float32
   w[6] = qx * intSum * (1 + 2 ** -20)
-  scale(info + 12)
   return { sc, maxB, colSum }
 }

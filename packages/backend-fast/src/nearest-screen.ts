@@ -34,9 +34,9 @@ export interface ScreenKernelSpec {
   readonly vecs: number
   /** Rows per staged chunk (the stride of the row terms and of the scales and bounds). */
   readonly chunk: number
-  /** Byte addresses of the int16 panels and of the column terms (npad floats per term). */
-  readonly qcol: number
+  /** Byte address of the column terms (npad floats per term); the float32 panels [npad/cw][k][cw] are at 0. */
   readonly col: number
+  readonly k: number
   readonly epi: Epilogue
   readonly slope: 1 | -1
   /** For each epilogue term: ['row', i] (i-th row term) or ['col', i]. */
@@ -47,6 +47,8 @@ export interface ScreenKernelSpec {
   /** Byte offset of the int16 rows from the float32 rows they are scaled from (same buffer), and the row scaling's function index. */
   readonly qaOffset: number
   readonly scaleRowsFn: number
+  /** The panel scaling's function index; its int16 panel goes right after the chunk's screening state. */
+  readonly panelScaleFn: number
 }
 
 /**
@@ -61,7 +63,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   const CW = 4 * V
   const c = new Code(6)
   const [rows, aPtr, rowPtr, outPtr, from, to] = [0, 1, 2, 3, 4, 5]
-  const p = c.local(I32), end = c.local(I32), col = c.local(I32), bp = c.local(I32)
+  const p = c.local(I32), end = c.local(I32), col = c.local(I32), bp = c.local(I32), fp = c.local(I32)
   const ap = c.local(I32), rp = c.local(I32), op = c.local(I32), sp = c.local(I32)
   const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
   const jv = c.local(V128), bv = c.local(V128), dl = c.local(V128), dh = c.local(V128), lo = c.local(V128), hi = c.local(V128), t = c.local(V128)
@@ -94,8 +96,11 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
 
   c.get(from).i32x4Splat().vConstI32([0, 1, 2, 3]).i32x4Add().set(jv)
   c.get(from).i32(4).i32Mul().set(col)
-  c.get(from).i32(k2 * 4).i32Mul().i32(s.qcol).i32Add().set(bp)
+  c.get(from).i32(s.k * 4).i32Mul().set(fp)
+  // the column chunk's int16 panel: a scratch after the chunk's screening state
+  c.get(outPtr).i32(chunk * SCREEN_STATE).i32Add().set(bp)
   c.loop() // column chunks
+  c.get(fp).get(bp).call(s.panelScaleFn)
   c.get(aPtr).set(ap)
   c.get(rowPtr).set(rp)
   c.get(outPtr).set(op)
@@ -172,7 +177,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   c.get(op).i32(R * SCREEN_STATE).i32Add().tee(op).get(end).i32LtU().brIf(0)
   c.end() // row blocks
   c.get(jv).vConstI32([CW, CW, CW, CW]).i32x4Add().set(jv)
-  c.get(bp).i32(k2 * CW * 4).i32Add().set(bp)
+  c.get(fp).i32(s.k * CW * 4).i32Add().set(fp)
   c.get(col).i32(CW * 4).i32Add().tee(col).get(to).i32(4).i32Mul().i32LtU().brIf(0)
   c.end() // column chunks
   return c

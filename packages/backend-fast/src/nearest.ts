@@ -9,7 +9,7 @@ import type { PackKernel, TermKernel } from './nearest-operands.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
 import { exactKernelCode } from './nearest-kernel.js'
 import { EXACT_FLAG, SCREEN_STATE, dispatchCode, screenKernelCode, screenVerdict } from './nearest-screen.js'
-import { INFO_BYTES, codebookScaleCode, codebookStatsCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
+import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -113,8 +113,7 @@ interface Geometry {
   readonly a: number
   readonly row: number
   readonly out: number
-  /** Screening (0 when off): the int16 panels' address; within a buffer, the int16 rows (scales and bounds follow) and the screening state; the float32 state scratch of one register tile of rows. */
-  readonly qcol: number
+  /** Screening: within a buffer, the int16 rows (scales and bounds follow) and the screening state (a column chunk's int16 panel follows); the float32 state scratch of one register tile of rows. */
   readonly qa: number
   readonly qout: number
   readonly scratch: number
@@ -131,7 +130,7 @@ interface Instance {
   /** The float32 kernel itself, for one tile of rows over chosen column chunks. */
   readonly exact: KernelRun
   /** Screening: the codebook's statistics and its scaling (nearest-scale.ts). */
-  readonly codebook?: { readonly stats: (out: number) => void; readonly scale: (inv: number) => void }
+  readonly stats?: (out: number) => void
   /** The wasm pack of a stored B^T (see packCode), when B is one. */
   readonly pack?: (src: number, dst: number, cols: number) => void
   readonly threads?: KernelThreads
@@ -215,14 +214,13 @@ export class NearestStep {
     const step = 4 * t.rows
     const chunk = Math.min(Math.ceil(Math.min(MAX_CHUNK, Math.max(1, Math.floor(CHUNK_FLOATS / k))) / step), Math.ceil(m / step)) * step
     const col = k * npad * 4
-    const qcol = col + this.colTerms.length * npad * 4
     const { k2 } = screenShape(k)
-    const base = qcol + (t.screen ? npad * k2 * 4 : 0)
+    const base = col + this.colTerms.length * npad * 4
     const row = chunk * k * 4
     const out = row + this.rowTerms.length * chunk * 4
     const qa = out + chunk * 3 * 16
     const qout = qa + chunk * (k2 + 2) * 4
-    const buf = t.screen ? qout + chunk * SCREEN_STATE : qa
+    const buf = t.screen ? qout + chunk * SCREEN_STATE + k2 * cw * 4 : qa
     // B^T's rows go through a scratch of about CHUNK_FLOATS floats, whole panels at a time
     const packCols = this.slotBT === undefined ? 0 : Math.min(npad, cw * Math.max(1, Math.floor(CHUNK_FLOATS / (k * cw))))
     const T = this.threadCount(chunk)
@@ -230,7 +228,7 @@ export class NearestStep {
     const scratch = packAt + packCols * k * 4
     const statsAt = scratch + t.rows * 3 * 16
     const info = statsAt + (t.screen ? (npad + 4) * 4 : 0)
-    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols, qcol: t.screen ? qcol : 0, qa, qout, scratch, statsAt, info }
+    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols, qa, qout, scratch, statsAt, info }
   }
 
   private module(): Instance {
@@ -240,26 +238,26 @@ export class NearestStep {
     // staging buffers (one for the calling thread, QUEUE per worker), then the pack scratch
     const pages = Math.ceil((g.info + (g.t.screen ? INFO_BYTES : 0)) / 65536)
     // screening: run dispatches to the float32 kernel (function 1) or the screening one (2),
-    // which calls the row scaling (3)
+    // which calls the row scaling (3) and the panel scaling (5)
     const kernels = g.t.screen
       ? [
           { name: 'run', code: dispatchCode() }, { name: 'exact', code: this.exactCode(g) }, { name: 'screen', code: this.screenCode(g) },
           { name: 'scaleRows', code: scaleRowsCode(this.k, g.chunk, g.info) }, { name: 'stats', code: codebookStatsCode(this.k, g.npad, g.cw) },
-          { name: 'scaleCodebook', code: codebookScaleCode(this.k, g.npad, g.cw, g.qcol) },
+          { name: 'panelScale', code: panelScaleCode(this.k, g.cw, g.info) },
         ]
       : [{ name: 'run', code: this.exactCode(g) }]
     const funcs = [...kernels, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
     const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     const inst = new WebAssembly.Instance(module, { env: { memory } })
-    const exports = inst.exports as unknown as { run: KernelRun; exact?: KernelRun; pack?: NonNullable<Instance['pack']>; stats?: (out: number) => void; scaleCodebook?: (inv: number) => void }
+    const exports = inst.exports as unknown as { run: KernelRun; exact?: KernelRun; pack?: NonNullable<Instance['pack']>; stats?: (out: number) => void }
     const kernel = exports.run
     const driver = driverSource(this.k, g.cw, g.npad)
     const drive = new Function('run', 'a0', 'a1', 'a2', 'a3', driver) as Drive
     const run = (rows: number, a: number, row: number, out: number) => drive(kernel, rows, a, row, out)
     this.instance = {
       g, memory, run, exact: exports.exact ?? kernel, ...(exports.pack ? { pack: exports.pack } : {}),
-      ...(exports.stats && exports.scaleCodebook ? { codebook: { stats: exports.stats, scale: exports.scaleCodebook } } : {}),
+      ...(exports.stats ? { stats: exports.stats } : {}),
       ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1, driver) } : {}),
     }
     return this.instance
@@ -283,15 +281,15 @@ export class NearestStep {
   private screenCode(g: Geometry): Code {
     const termAt = this.terms.map((t, i) => (t.dep === 'row' ? (['row', this.rowTerms.indexOf(i)] as const) : (['col', this.colTerms.indexOf(i)] as const)))
     return screenKernelCode({
-      k2: screenShape(this.k).k2, n: this.n, npad: g.npad, rows: g.t.rows, vecs: g.t.vecs, chunk: g.chunk, qcol: g.qcol, col: g.col,
+      k2: screenShape(this.k).k2, k: this.k, n: this.n, npad: g.npad, rows: g.t.rows, vecs: g.t.vecs, chunk: g.chunk, col: g.col,
       epi: this.epi, slope: this.slope!, termAt, rowTerms: this.rowTerms.length, colTerms: this.colTerms.length, relaxed: g.t.relaxed,
-      qaOffset: g.qa - g.a, scaleRowsFn: 3,
+      qaOffset: g.qa - g.a, scaleRowsFn: 3, panelScaleFn: 5,
     })
   }
 
   run(B: AnyTypedArray[], out: Int32Array): void {
     const { n, k } = this
-    const { g, memory, pack, codebook } = this.module()
+    const { g, memory, pack, stats } = this.module()
     const f32 = new Float32Array(memory.buffer)
     // B in contiguous panels [npad/cw][k][cw] so each column chunk streams sequentially
     if (pack) {
@@ -303,7 +301,7 @@ export class NearestStep {
       }
     } else this.pack!(B, f32)
     this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * g.npad, 0, n))
-    const cb = codebook ? scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, codebook.stats, codebook.scale) : undefined
+    const cb = stats ? scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, stats) : undefined
     if (!cb) {
       this.sweep(B, out, undefined, undefined)
       return
@@ -429,8 +427,12 @@ export class NearestStep {
       i32.fill(-1, s + r * 12 + 8, s + r * 12 + 12)
     }
     // the candidates' column chunks in increasing order, each once (ties keep the first column)
-    for (let i = 0; i < count; i++) cols[i] = cols[i]! - (cols[i]! % g.cw)
-    cols.subarray(0, count).sort()
+    for (let i = 0; i < count; i++) {
+      const j0 = cols[i]! - (cols[i]! % g.cw)
+      let p = i
+      for (; p > 0 && cols[p - 1]! > j0; p--) cols[p] = cols[p - 1]!
+      cols[p] = j0
+    }
     for (let i = 0; i < count; i++) {
       const j0 = cols[i]!
       if (i === 0 || j0 !== cols[i - 1]) exact(R, at + g.a + q0 * this.k * 4, at + g.row + q0 * 4, g.scratch, j0, j0 + g.cw)
