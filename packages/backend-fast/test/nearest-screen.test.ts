@@ -89,8 +89,8 @@ describe('nearest-code screening', () => {
     }
   })
 
-  test('ties, near-ties and duplicated codes: the first index, as unscreened', async () => {
-    const [n, d, k] = [400, 32, 96]
+  test('ties, near-ties and duplicated codes: the first index, as unscreened (rows left whole go to both threads)', async () => {
+    const [n, d, k] = [6000, 32, 96]
     const base = gauss(48 * d, 5)
     // codes 48-95 repeat 0-47, some nudged by one float32 ulp in one coordinate
     const cb = [...base, ...base.map((v, i) => (i % 97 === 0 ? Math.fround(v * (1 + 2 ** -23)) : v))]
@@ -104,6 +104,8 @@ describe('nearest-code screening', () => {
       const [xt, ct] = [tensorOf(x, [n, d]), tensorOf(cb, [k, d])]
       const want = await indices(p, xt, ct, 1, false)
       expect(await indices(p, xt, ct, 1, true), form).toEqual(want)
+      // a duplicated code shares its lane (48 apart): those rows are swept again in float32, here on two threads
+      expect(await indices(p, xt, ct, 2, true), form).toEqual(want)
       // rows equal to a code: rounding makes some of their distances negative, and sqrt NaN
       if (form === 'sqrt') expect(want.filter((j, i) => i % 2 === 0 && j !== i % k).length).toBeGreaterThan(0)
     }
