@@ -117,7 +117,7 @@ interface Geometry {
   readonly qa: number
   readonly qout: number
   readonly scratch: number
-  /** Screening: npad + 4 floats of codebook statistics, and the scales the row scaling reads. */
+  /** Screening: npad + 4 floats of codebook statistics, and the scales the row and panel scaling read. */
   readonly statsAt: number
   readonly info: number
 }
@@ -129,7 +129,7 @@ interface Instance {
   readonly run: (rows: number, a: number, row: number, out: number) => void
   /** The float32 kernel itself, for one tile of rows over chosen column chunks. */
   readonly exact: KernelRun
-  /** Screening: the codebook's statistics and its scaling (nearest-scale.ts). */
+  /** Screening: the codebook's statistics (nearest-scale.ts). */
   readonly stats?: (out: number) => void
   /** The wasm pack of a stored B^T (see packCode), when B is one. */
   readonly pack?: (src: number, dst: number, cols: number) => void
