@@ -183,22 +183,26 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   return c
 }
 
+/** The screening module's functions, in order: `call` takes these indices. */
+export const SCREEN_FNS = ['run', 'exact', 'screen', 'scaleRows', 'stats', 'panelScale'] as const
+export const fnIndex = (name: (typeof SCREEN_FNS)[number]): number => SCREEN_FNS.indexOf(name)
+
 /** Set in `rows` to run the float32 kernel instead of screening (see dispatchCode). */
 export const EXACT_FLAG = 1 << 30
 
-/** `run(rows, ...)`: the float32 kernel (function 1) when rows has EXACT_FLAG, else screening (function 2). */
+/** `run(rows, ...)`: the float32 kernel when rows has EXACT_FLAG, else screening. */
 export function dispatchCode(): Code {
   const c = new Code(6)
   c.block()
   c.block()
   c.get(0).i32(EXACT_FLAG).i32And().brIf(0)
   for (let i = 0; i < 6; i++) c.get(i)
-  c.call(2)
+  c.call(fnIndex('screen'))
   c.br(1)
   c.end()
   c.get(0).i32(EXACT_FLAG - 1).i32And()
   for (let i = 1; i < 6; i++) c.get(i)
-  c.call(1)
+  c.call(fnIndex('exact'))
   c.end()
   return c
 }

@@ -8,7 +8,7 @@ import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
 import { exactKernelCode } from './nearest-kernel.js'
-import { EXACT_FLAG, SCREEN_STATE, dispatchCode, screenKernelCode, screenVerdict } from './nearest-screen.js'
+import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenVerdict } from './nearest-screen.js'
 import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 
 /**
@@ -237,15 +237,13 @@ export class NearestStep {
     const T = this.threadCount(g.chunk)
     // staging buffers (one for the calling thread, QUEUE per worker), then the pack scratch
     const pages = Math.ceil((g.info + (g.t.screen ? INFO_BYTES : 0)) / 65536)
-    // screening: run dispatches to the float32 kernel (function 1) or the screening one (2),
-    // which calls the row scaling (3) and the panel scaling (5)
-    const kernels = g.t.screen
-      ? [
-          { name: 'run', code: dispatchCode() }, { name: 'exact', code: this.exactCode(g) }, { name: 'screen', code: this.screenCode(g) },
-          { name: 'scaleRows', code: scaleRowsCode(this.k, g.chunk, g.info) }, { name: 'stats', code: codebookStatsCode(this.k, g.npad, g.cw) },
-          { name: 'panelScale', code: panelScaleCode(this.k, g.cw, g.info) },
-        ]
-      : [{ name: 'run', code: this.exactCode(g) }]
+    // screening: run dispatches to the float32 kernel or the screening one, which calls the row
+    // and panel scaling; the functions go in SCREEN_FNS's order, which their calls index
+    const screenFns = {
+      run: dispatchCode, exact: () => this.exactCode(g), screen: () => this.screenCode(g), scaleRows: () => scaleRowsCode(this.k, g.chunk, g.info),
+      stats: () => codebookStatsCode(this.k, g.npad, g.cw), panelScale: () => panelScaleCode(this.k, g.cw, g.info),
+    }
+    const kernels = g.t.screen ? SCREEN_FNS.map((name) => ({ name, code: screenFns[name]() })) : [{ name: 'run', code: this.exactCode(g) }]
     const funcs = [...kernels, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
     const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
@@ -283,7 +281,7 @@ export class NearestStep {
     return screenKernelCode({
       k2: screenShape(this.k).k2, k: this.k, n: this.n, npad: g.npad, rows: g.t.rows, vecs: g.t.vecs, chunk: g.chunk, col: g.col,
       epi: this.epi, slope: this.slope!, termAt, rowTerms: this.rowTerms.length, colTerms: this.colTerms.length, relaxed: g.t.relaxed,
-      qaOffset: g.qa - g.a, scaleRowsFn: 3, panelScaleFn: 5,
+      qaOffset: g.qa - g.a, scaleRowsFn: fnIndex('scaleRows'), panelScaleFn: fnIndex('panelScale'),
     })
   }
 
