@@ -2,7 +2,8 @@ import { Code, F32, I32, V128 } from './wasm/asm.js'
 
 /**
  * Scaling to int16 for the screening kernel (nearest-screen.ts), in WebAssembly: rows on the
- * thread that screens them, the codebook once per call. Every scale is a power of two, so x
+ * thread that screens them, the codebook's statistics once per call and each column chunk's panel
+ * as the screening kernel reaches it. Every scale is a power of two, so x
  * times its inverse is exact and rounding to the nearest integer moves a value by at most half
  * a scale step, which is what the bounds assume.
  */
@@ -203,26 +204,16 @@ function pow2AtLeast(t: number): number {
   return p
 }
 
-/** The codebook's scaling for one call. */
-export interface CodebookScale {
-  /** The codebook's scale (a power of two) and largest |value|. */
-  readonly sc: number
-  readonly maxB: number
-  /** An upper bound on the sum of |values| of any one column. */
-  readonly colSum: number
-}
-
 /**
- * The codebook's scale and what the row scaling and panel scaling read, from its float32 panels
- * (`stats` is the module's codebookStats, `statsAt` npad + 4 floats of scratch, `info` the
- * INFO_BYTES they read). Undefined when a value is outside the scalable range: that call runs in
- * float32 throughout.
+ * Writes the codebook's scale and what the row scaling and panel scaling read (`info`, INFO_BYTES)
+ * from its float32 panels (`stats` is the module's codebookStats, `statsAt` npad + 4 floats of
+ * scratch). False when a value is outside the scalable range: that call runs in float32 throughout.
  */
-export function scaleCodebook(mem: ArrayBuffer, k: number, npad: number, statsAt: number, info: number, stats: (out: number) => void): CodebookScale | undefined {
+export function scaleCodebook(mem: ArrayBuffer, k: number, npad: number, statsAt: number, info: number, stats: (out: number) => void): boolean {
   stats(statsAt)
   const f = new Float32Array(mem, statsAt, 4 + npad)
   const maxB = Math.max(f[0]!, f[1]!, f[2]!, f[3]!)
-  if (!(maxB <= MAX_ABS) || (maxB > 0 && maxB < MIN_ABS)) return undefined
+  if (!(maxB <= MAX_ABS) || (maxB > 0 && maxB < MIN_ABS)) return false
   let sum = 0
   for (let j = 4; j < 4 + npad; j++) sum = Math.max(sum, f[j]!)
   // a float32 sum of k terms is within gamma_k of the exact one
@@ -241,5 +232,5 @@ export function scaleCodebook(mem: ArrayBuffer, k: number, npad: number, statsAt
   w[5] = 2 ** (1 - Math.floor(Math.log2(qx)))
   // rounded up to a float32
   w[6] = qx * intSum * (1 + 2 ** -20)
-  return { sc, maxB, colSum }
+  return true
 }

@@ -42,7 +42,6 @@ export interface ScreenKernelSpec {
   /** For each epilogue term: ['row', i] (i-th row term) or ['col', i]. */
   readonly termAt: readonly (readonly ['row' | 'col', number])[]
   readonly rowTerms: number
-  readonly colTerms: number
   readonly relaxed: boolean
   /** Byte offset of the int16 rows from the float32 rows they are scaled from (same buffer), and the row scaling's function index. */
   readonly qaOffset: number

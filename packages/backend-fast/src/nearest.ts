@@ -280,7 +280,7 @@ export class NearestStep {
     const termAt = this.terms.map((t, i) => (t.dep === 'row' ? (['row', this.rowTerms.indexOf(i)] as const) : (['col', this.colTerms.indexOf(i)] as const)))
     return screenKernelCode({
       k2: screenShape(this.k).k2, k: this.k, n: this.n, npad: g.npad, rows: g.t.rows, vecs: g.t.vecs, chunk: g.chunk, col: g.col,
-      epi: this.epi, slope: this.slope!, termAt, rowTerms: this.rowTerms.length, colTerms: this.colTerms.length, relaxed: g.t.relaxed,
+      epi: this.epi, slope: this.slope!, termAt, rowTerms: this.rowTerms.length, relaxed: g.t.relaxed,
       qaOffset: g.qa - g.a, scaleRowsFn: fnIndex('scaleRows'), panelScaleFn: fnIndex('panelScale'),
     })
   }
@@ -299,21 +299,21 @@ export class NearestStep {
       }
     } else this.pack!(B, f32)
     this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * g.npad, 0, n))
-    const cb = stats ? scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, stats) : undefined
-    if (!cb) {
+    if (!stats || !scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, stats)) {
       this.sweep(B, out, undefined, undefined)
       return
     }
     const full: number[] = []
-    this.sweep(B, out, undefined, { full })
+    this.sweep(B, out, undefined, full)
     if (full.length > 0) this.sweep(B, out, Int32Array.from(full), undefined)
   }
 
   /**
    * Every row of A (or the rows listed in `only`) in staged chunks, on the calling thread and the
-   * workers: screened (rows screening leaves whole are added to `screen.full`) or in float32.
+   * workers: screened when `full` is given (rows screening leaves whole are added to it), else in
+   * float32.
    */
-  private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, screen: { full: number[] } | undefined): void {
+  private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, full: number[] | undefined): void {
     const { k } = this
     const { g, memory, run, threads } = this.module()
     const m = only ? only.length : this.m
@@ -326,7 +326,7 @@ export class NearestStep {
     const T = W + 1
     const step = 4 * R
     // with a screening module, `run` screens unless the row count carries EXACT_FLAG
-    const flag = g.t.screen && !screen ? EXACT_FLAG : 0
+    const flag = g.t.screen && !full ? EXACT_FLAG : 0
     let next = 0
     // rows handed out in chunks; with threads the last ones shrink so that all threads end together
     const take = (limit: number): { r0: number; cnt: number } | undefined => {
@@ -358,15 +358,15 @@ export class NearestStep {
     }
     const cols = new Int32Array(4)
     const args = (at: number, padded: number): [number, number, number, number] =>
-      screen ? [padded, at + g.qa, at + g.row, at + g.qout] : [padded | flag, at + g.a, at + g.row, at + g.out]
+      full ? [padded, at + g.qa, at + g.row, at + g.qout] : [padded | flag, at + g.a, at + g.row, at + g.out]
     const collect = (at: number, r0: number, cnt: number) => {
       for (let q = 0; q < cnt; q++) {
         const r = only ? only[r0 + q]! : r0 + q
-        if (!screen) out[r] = this.rowResult(f32, i32, (at + g.out) / 4 + q * 12)
+        if (!full) out[r] = this.rowResult(f32, i32, (at + g.out) / 4 + q * 12)
         else {
           const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
           if (count === 1) out[r] = cols[0]!
-          else if (count < 0) screen.full.push(r)
+          else if (count < 0) full.push(r)
           else out[r] = this.rescore(f32, i32, at, q, cols, count)
         }
       }

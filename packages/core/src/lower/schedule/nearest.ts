@@ -127,25 +127,29 @@ function constantSign(v: Var, g: ProgramGraph): 1 | -1 | undefined {
  * so each op keeps the direction its exact counterpart has.
  */
 export function epilogueSlope(f: Epilogue, termSigns: readonly (1 | -1 | undefined)[]): 1 | -1 | undefined {
-  const dir = (x: Epilogue): 1 | -1 | 0 | undefined => {
-    const both = (a: 1 | -1 | 0 | undefined, b: 1 | -1 | 0 | undefined) =>
-      a === undefined || b === undefined ? undefined : a === 0 ? b : b === 0 || a === b ? a : undefined
-    const scaled = (a: Epilogue, b: Epilogue) => {
-      const da = dir(a)
-      if (da === 0 || da === undefined) return da
-      const s = b.op === 'term' ? termSigns[b.k] : undefined
-      return s === undefined ? undefined : ((da * s) as 1 | -1)
-    }
+  type Dir = 1 | -1 | 0 | undefined
+  const flip = (d: Dir): Dir => (d === 1 || d === -1 ? (-d as 1 | -1) : d)
+  const both = (a: Dir, b: Dir): Dir => (a === undefined || b === undefined ? undefined : a === 0 ? b : b === 0 || a === b ? a : undefined)
+  // d (the direction of one factor) times a factor that does not depend on the dot: known only for a constant term
+  const scaled = (d: Dir, by: Epilogue): Dir => {
+    if (d === 0 || d === undefined) return d
+    const s = by.op === 'term' ? termSigns[by.k] : undefined
+    return s === undefined ? undefined : ((d * s) as 1 | -1)
+  }
+  const dir = (x: Epilogue): Dir => {
     switch (x.op) {
       case 'dot': return 1
       case 'term': return 0
-      case 'neg': { const d = dir(x.a); return d === undefined || d === 0 ? d : ((-d) as 1 | -1) }
+      case 'neg': return flip(dir(x.a))
       case 'sqrt': return dir(x.a)
       case 'abs': return dir(x.a) === 0 ? 0 : undefined
       case 'add': case 'max': case 'min': return both(dir(x.a), dir(x.b))
-      case 'sub': { const d = dir(x.b); return both(dir(x.a), d === undefined || d === 0 ? d : ((-d) as 1 | -1)) }
-      case 'mul': return dir(x.b) === 0 ? scaled(x.a, x.b) : dir(x.a) === 0 ? scaled(x.b, x.a) : undefined
-      case 'div': return dir(x.b) === 0 ? scaled(x.a, x.b) : undefined
+      case 'sub': return both(dir(x.a), flip(dir(x.b)))
+      case 'mul': {
+        const da = dir(x.a), db = dir(x.b)
+        return db === 0 ? scaled(da, x.b) : da === 0 ? scaled(db, x.a) : undefined
+      }
+      case 'div': return dir(x.b) === 0 ? scaled(dir(x.a), x.b) : undefined
     }
   }
   const d = dir(f)
