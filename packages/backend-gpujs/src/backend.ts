@@ -133,10 +133,12 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
   const asBackendError = (what: string, e: unknown): TesseraError =>
     e instanceof TesseraError ? e : new TesseraError('backend', `gpujs(${mode})`, `${what}: ${e instanceof Error ? e.message : String(e)}`)
 
-  const kernelFor = (k: Kernel, argSizes: readonly number[], cache: Map<string, KernelFn>): KernelFn => {
+  const kernelFor = (k: Kernel, argSizes: readonly number[], onDevice: readonly boolean[], cache: Map<string, KernelFn>): KernelFn => {
     const { source, loopSize } = kernelSource(k)
-    // gpu.js bakes argument sizes into a built kernel, so they are part of the key
-    const key = `${k.size}|${argSizes.join(',')}|${source}`
+    // gpu.js bakes argument sizes and kinds (a device result or a host array) into a built kernel,
+    // so both are part of the key: a WebGPU kernel first called with a device result takes a
+    // host array passed later for a buffer of another device, and fails
+    const key = `${k.size}|${argSizes.join(',')}|${onDevice.map((d) => (d ? 'd' : 'h')).join('')}|${source}`
     let fn = cache.get(key)
     if (!fn) {
       try {
@@ -226,9 +228,13 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
       // one program only
       const shared = mode === 'webgpu' ? new Map<string, KernelFn>() : cache
       const readByKernels = new Set<number>()
+      // what kernels compute stays on the device; every other buffer a kernel reads is a host array
+      const onDevice = new Set<number>()
+      for (const s of plan.steps) if (s.k === 'kernel' && s.kernel.size > 0) onDevice.add(s.kernel.out)
       for (const s of plan.steps)
         if (s.k === 'kernel' && s.kernel.size > 0) {
-          kernels.set(s.kernel, kernelFor(s.kernel, s.kernel.args.map((b) => Math.max(plan.buffers[b]!.size, 1)), shared))
+          const args = s.kernel.args
+          kernels.set(s.kernel, kernelFor(s.kernel, args.map((b) => Math.max(plan.buffers[b]!.size, 1)), args.map((b) => onDevice.has(b)), shared))
           for (const b of s.kernel.args) readByKernels.add(b)
         }
       // constants only host steps read (key-folding tags) keep their full int32 range
