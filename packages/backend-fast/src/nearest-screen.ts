@@ -22,8 +22,15 @@ import { emitEpilogue } from './nearest-epilogue.js'
  * whole row is computed in float32.
  */
 
-/** Bytes of screening state per row: U, least lower bound, its column, second lower bound, NaN seen (4 lanes each). */
-export const SCREEN_STATE = 5 * 16
+/**
+ * Bytes of screening state per row: U, least lower bound, its column, second lower bound (4 lanes
+ * each). A NaN bound makes U NaN (all bits set), and U stays NaN: pmin keeps its first operand
+ * when a comparison with NaN is false.
+ */
+export const SCREEN_STATE = 4 * 16
+
+/** Bytes after a chunk's int16 panel where the kernel parks the accumulators of all rows but a tile's first. */
+export const screenParkBytes = (rows: number, vecs: number): number => (rows - 1) * vecs * 16
 
 export interface ScreenKernelSpec {
   readonly k2: number
@@ -46,7 +53,7 @@ export interface ScreenKernelSpec {
   /** Byte offset of the int16 rows from the float32 rows they are scaled from (same buffer), and the row scaling's function index. */
   readonly qaOffset: number
   readonly scaleRowsFn: number
-  /** The panel scaling's function index; its int16 panel goes right after the chunk's screening state. */
+  /** The panel scaling's function index; its int16 panel goes right after the chunk's screening state, and the parked accumulators (screenParkBytes) after the panel. */
   readonly panelScaleFn: number
 }
 
@@ -66,12 +73,15 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   const ap = c.local(I32), rp = c.local(I32), op = c.local(I32), sp = c.local(I32)
   const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
   const jv = c.local(V128), bv = c.local(V128), dl = c.local(V128), dh = c.local(V128), lo = c.local(V128), hi = c.local(V128), t = c.local(V128)
-  const b1 = c.local(V128), b2 = c.local(V128), i1 = c.local(V128), u = c.local(V128), nan = c.local(V128), less = c.local(V128)
+  const b1 = c.local(V128), b2 = c.local(V128), i1 = c.local(V128), u = c.local(V128), less = c.local(V128)
   const sv = Array.from({ length: R }, () => c.local(V128))
   const acc = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
-  const cidx = Array.from({ length: V }, () => c.local(V128))
-  const scl = Array.from({ length: R }, () => c.local(V128)), err = Array.from({ length: R }, () => c.local(V128))
-  const rowVals = Array.from({ length: s.rowTerms }, () => Array.from({ length: R }, () => c.local(V128)))
+  // one row's values at a time in the epilogue: with every row's live at once (and the column
+  // indices kept across the dot loop) TurboFan spilled a quarter of the epilogue's instructions
+  const scl = c.local(V128), err = c.local(V128), av = c.local(V128)
+  const rowVals = Array.from({ length: s.rowTerms }, () => c.local(V128))
+  const colTerms = [...new Set(s.termAt.filter(([kind]) => kind === 'col').map(([, i]) => i))]
+  const colVals = new Map(colTerms.map((i) => [i, c.local(V128)]))
   const INF4 = [Infinity, Infinity, Infinity, Infinity]
   const mask = n % CW !== 0
   const select = () => (s.relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
@@ -88,7 +98,6 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   c.get(p).vConstF32(INF4).vStore(st(1))
   c.get(p).vConstI32([0, 0, 0, 0]).vStore(st(2))
   c.get(p).vConstF32(INF4).vStore(st(3))
-  c.get(p).vConstI32([0, 0, 0, 0]).vStore(st(4))
   c.get(p).i32(SCREEN_STATE).i32Add().tee(p).get(end).i32LtU().brIf(0)
   c.end()
   c.end()
@@ -104,7 +113,6 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   c.get(rowPtr).set(rp)
   c.get(outPtr).set(op)
   c.get(aPtr).i32(chunk * k2 * 4).i32Add().set(sp)
-  for (let v = 0; v < V; v++) c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(cidx[v]!)
   c.loop() // row blocks
   for (let r = 0; r < R; r++) for (let v = 0; v < V; v++) c.vConstI32([0, 0, 0, 0]).set(acc[r]![v]!)
   c.get(ap).set(da)
@@ -119,29 +127,30 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   c.get(db).i32(CW * 4).i32Add().set(db)
   c.get(da).i32(4).i32Add().tee(da).get(dEnd).i32LtU().brIf(0)
   c.end()
-  rowVals.forEach((vals, ri) => {
-    for (let r = 0; r < R; r++) c.get(rp).vLoad32Splat(ri * chunk * 4 + r * 4).set(vals[r]!)
-  })
-  for (let r = 0; r < R; r++) {
-    c.get(sp).vLoad32Splat(r * 4).set(scl[r]!)
-    c.get(sp).vLoad32Splat(chunk * 4 + r * 4).set(err[r]!)
-  }
+  // db is now the end of the panel: the parking space for the accumulators of rows 1..R-1
+  for (let r = 1; r < R; r++) for (let v = 0; v < V; v++) c.get(db).get(acc[r]![v]!).vStore(((r - 1) * V + v) * 16)
   for (let r = 0; r < R; r++) {
     const at = (w: number) => r * SCREEN_STATE + st(w)
+    rowVals.forEach((val, ri) => c.get(rp).vLoad32Splat(ri * chunk * 4 + r * 4).set(val))
+    c.get(sp).vLoad32Splat(r * 4).set(scl)
+    c.get(sp).vLoad32Splat(chunk * 4 + r * 4).set(err)
     c.get(op).vLoad(at(0)).set(u)
     c.get(op).vLoad(at(1)).set(b1)
     c.get(op).vLoad(at(2)).set(i1)
     c.get(op).vLoad(at(3)).set(b2)
-    c.get(op).vLoad(at(4)).set(nan)
     for (let v = 0; v < V; v++) {
+      const cidx = () => c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add()
+      if (r === 0) c.get(acc[0]![v]!).set(av)
+      else c.get(db).vLoad(((r - 1) * V + v) * 16).set(av)
       // the dot product's bounds, then the epilogue at each (float32 ops, as the exact kernel's)
-      c.get(acc[r]![v]!).f32x4ConvertI32x4S().get(scl[r]!).f32x4Mul().set(t)
-      c.get(t).get(err[r]!).f32x4Sub().set(dl)
-      c.get(t).get(err[r]!).f32x4Add().set(dh)
+      c.get(av).f32x4ConvertI32x4S().get(scl).f32x4Mul().set(t)
+      c.get(t).get(err).f32x4Sub().set(dl)
+      c.get(t).get(err).f32x4Add().set(dh)
+      // each column term loaded once for both bounds (TurboFan does not merge the two loads)
+      for (const [i, val] of colVals) c.get(col).vLoad(s.col + i * npad * 4 + v * 16).set(val)
       const term = (k: number) => {
         const [kind, i] = s.termAt[k]!
-        if (kind === 'row') c.get(rowVals[i]![r]!)
-        else c.get(col).vLoad(s.col + i * npad * 4 + v * 16)
+        c.get(kind === 'row' ? rowVals[i]! : colVals.get(i)!)
       }
       emitEpilogue(c, s.epi, () => c.get(s.slope === 1 ? dl : dh), term)
       c.set(lo)
@@ -149,26 +158,28 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
       c.set(hi)
       if (mask) {
         // padding columns: bounds +Inf, never a candidate while U is finite
-        c.get(lo).vConstF32(INF4).get(cidx[v]!).vConstI32([n, n, n, n]).i32x4LtS()
+        c.get(lo).vConstF32(INF4)
+        cidx().vConstI32([n, n, n, n]).i32x4LtS()
         select().set(lo)
-        c.get(hi).vConstF32(INF4).get(cidx[v]!).vConstI32([n, n, n, n]).i32x4LtS()
+        c.get(hi).vConstF32(INF4)
+        cidx().vConstI32([n, n, n, n]).i32x4LtS()
         select().set(hi)
       }
-      // NaN in either bound (lo + hi is NaN then; also for -Inf + Inf, which only costs a float32 row)
-      c.get(lo).get(hi).f32x4Add().tee(t).get(t).f32x4Ne().get(nan).vOr().set(nan)
       // two least lower bounds per lane, the first one's column, and the least upper bound
       c.get(b2).get(b1).get(lo).f32x4Pmax().f32x4Pmin().set(b2)
       c.get(lo).get(b1).f32x4Lt().set(less)
       c.get(b1).get(lo).f32x4Pmin().set(b1)
-      c.get(cidx[v]!).get(i1).get(less)
+      cidx().get(i1).get(less)
       select().set(i1)
-      c.get(u).get(hi).f32x4Pmin().set(u)
+      // NaN in either bound (lo + hi is NaN then; also for -Inf + Inf, which only costs a float32
+      // row) sets all of U's bits: U is NaN from then on
+      c.get(u).get(hi).f32x4Pmin()
+      c.get(lo).get(hi).f32x4Add().tee(t).get(t).f32x4Ne().vOr().set(u)
     }
     c.get(op).get(u).vStore(at(0))
     c.get(op).get(b1).vStore(at(1))
     c.get(op).get(i1).vStore(at(2))
     c.get(op).get(b2).vStore(at(3))
-    c.get(op).get(nan).vStore(at(4))
   }
   c.get(ap).i32(R * k2 * 4).i32Add().set(ap)
   c.get(rp).i32(R * 4).i32Add().set(rp)
@@ -213,7 +224,7 @@ export function dispatchCode(): Code {
  * every row.
  */
 export function screenVerdict(f32: Float32Array, i32: Int32Array, base: number, cols: Int32Array): number {
-  if ((i32[base + 16]! | i32[base + 17]! | i32[base + 18]! | i32[base + 19]!) !== 0) return -1
+  // a NaN U (a NaN bound in its lane) makes the minimum NaN
   const u = Math.min(f32[base]!, f32[base + 1]!, f32[base + 2]!, f32[base + 3]!)
   if (!(u < Infinity)) return -1
   let count = 0

@@ -8,7 +8,7 @@ import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
 import { exactKernelCode } from './nearest-kernel.js'
-import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenVerdict } from './nearest-screen.js'
+import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenVerdict } from './nearest-screen.js'
 import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 
 /**
@@ -220,7 +220,7 @@ export class NearestStep {
     const out = row + this.rowTerms.length * chunk * 4
     const qa = out + chunk * 3 * 16
     const qout = qa + chunk * (k2 + 2) * 4
-    const buf = t.screen ? qout + chunk * SCREEN_STATE + k2 * cw * 4 : qa
+    const buf = t.screen ? qout + chunk * SCREEN_STATE + k2 * cw * 4 + screenParkBytes(t.rows, t.vecs) : qa
     // B^T's rows go through a scratch of about CHUNK_FLOATS floats, whole panels at a time
     const packCols = this.slotBT === undefined ? 0 : Math.min(npad, cw * Math.max(1, Math.floor(CHUNK_FLOATS / (k * cw))))
     const T = this.threadCount(chunk)
