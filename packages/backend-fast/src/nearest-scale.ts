@@ -9,6 +9,18 @@ import { Code, F32, I32, V128 } from './wasm/asm.js'
  */
 
 const U24 = 2 ** -24
+/**
+ * 1.5 * 2^23: y + ROUNDER, for |y| < 2^22, is rounded to an integer (ties to even, as
+ * f32x4.nearest) and its bits minus ROUNDER's are that integer: two instructions, where
+ * nearest then i32x4.trunc_sat_f32x4_s take about nine on x86 (trunc_sat's NaN and overflow cases).
+ */
+const ROUNDER = 1.5 * 2 ** 23
+const ROUNDER_BITS = 0x4b400000
+
+/** The f32x4 on the stack (each lane's magnitude below 2^22) rounded to the nearest integers, as i32x4. */
+function roundToI32x4(c: Code): Code {
+  return c.vConstF32([ROUNDER, ROUNDER, ROUNDER, ROUNDER]).f32x4Add().vConstI32([ROUNDER_BITS, ROUNDER_BITS, ROUNDER_BITS, ROUNDER_BITS]).i32x4Sub()
+}
 /** Values outside [2^-40, 2^40] in magnitude (or not finite) are not scaled: float32 throughout. */
 export const MAX_ABS = 2 ** 40
 export const MIN_ABS = 2 ** -40
@@ -54,14 +66,15 @@ export function scaleRowsCode(k: number, chunk: number, info: number): Code {
   c.get(qa).set(o)
   c.i32(0).set(r)
   c.loop() // rows
-  // largest |x| (NaN if any is NaN) and the sum of |x|
+  // largest |x| and the sum of |x| (NaN if any is NaN: pmax, one instruction where max takes
+  // about eight on x86, may skip a NaN, and the sum is checked below)
   c.vConstF32([0, 0, 0, 0]).set(maxv)
   c.vConstF32([0, 0, 0, 0]).set(sumv)
   if (k4 > 0) {
     c.get(p).i32(k4 * 4).i32Add().set(pEnd)
     c.loop()
     c.get(p).vLoad(0).f32x4Abs().set(v)
-    c.get(maxv).get(v).f32x4Max().set(maxv)
+    c.get(maxv).get(v).f32x4Pmax().set(maxv)
     c.get(sumv).get(v).f32x4Add().set(sumv)
     c.get(p).i32(16).i32Add().tee(p).get(pEnd).i32LtU().brIf(0)
     c.end()
@@ -80,6 +93,7 @@ export function scaleRowsCode(k: number, chunk: number, info: number): Code {
   c.block()
   // not scalable (NaN fails every comparison): scale 0, bound NaN
   c.get(maxA).f32(MAX_ABS).f32Le().i32Eqz().brIf(0)
+  c.get(sumA).get(sumA).f32Ne().brIf(0)
   c.get(maxA).f32(0).f32Eq().get(maxA).f32(MIN_ABS).f32Ge().i32Or().i32Eqz().brIf(0)
   // sx: the least power of two with maxA / sx <= qx (1 for a zero row): 2^(E + 1 - qbits) for
   // 2^E <= maxA < 2^(E+1) and 2^qbits <= qx < 2^(qbits+1), or half of it
@@ -89,7 +103,8 @@ export function scaleRowsCode(k: number, chunk: number, info: number): Code {
   c.get(sx).f32(0.5).f32Mul().get(sx).get(maxA).get(sx).f32(0.5).f32Mul().i32(info).f32Load(16).f32Mul().f32Le().select().set(sx)
   c.f32(1).get(sx).f32Div().f32x4Splat().set(inv)
   // x / sx rounded to the nearest integer, in int16 pairs
-  const quant = (off: number) => c.get(p).vLoad(off).get(inv).f32x4Mul().f32x4Nearest().i32x4TruncSatF32x4S()
+  // |x / sx| <= qx <= 32767: within roundToI32x4's range
+  const quant = (off: number) => roundToI32x4(c.get(p).vLoad(off).get(inv).f32x4Mul())
   for (let i = 0; i < k8; i += 8) {
     c.get(o)
     quant(i * 4)
@@ -130,7 +145,8 @@ export function scaleRowsCode(k: number, chunk: number, info: number): Code {
 
 /**
  * `codebookStats(out)`: over the float32 panels [npad/cw][k][cw] at 0, the per-lane largest |value|
- * (NaN if any is NaN) as 4 floats at out, then each column's float32 sum of |values| (npad floats).
+ * as 4 floats at out, then each column's float32 sum of |values| (npad floats; NaN where the
+ * column has a NaN, which the largest value, taken with pmax, may skip).
  */
 export function codebookStatsCode(k: number, npad: number, cw: number): Code {
   const c = new Code(1)
@@ -147,7 +163,7 @@ export function codebookStatsCode(k: number, npad: number, cw: number): Code {
   c.loop() // k rows of the panel
   for (let j = 0; j < V; j++) {
     c.get(p).vLoad(j * 16).f32x4Abs().set(v)
-    c.get(maxv).get(v).f32x4Max().set(maxv)
+    c.get(maxv).get(v).f32x4Pmax().set(maxv)
     c.get(sums[j]!).get(v).f32x4Add().set(sums[j]!)
   }
   c.get(p).i32(cw * 4).i32Add().tee(p).get(pc).i32(k * cw * 4).i32Add().i32LtU().brIf(0)
@@ -172,7 +188,8 @@ export function panelScaleCode(k: number, cw: number, info: number): Code {
   const [src, dst] = [0, 1]
   const t = c.local(I32), inv = c.local(V128), hi = c.local(V128)
   const V = cw / 4
-  const quant = (off: number) => c.get(src).vLoad(off).get(inv).f32x4Mul().f32x4Nearest().i32x4TruncSatF32x4S()
+  // |value / sc| <= qc <= 32767: within roundToI32x4's range
+  const quant = (off: number) => roundToI32x4(c.get(src).vLoad(off).get(inv).f32x4Mul())
   c.i32(info).vLoad32Splat(12).set(inv)
   c.i32(0).set(t)
   c.loop() // pairs of panel rows
@@ -215,7 +232,11 @@ export function scaleCodebook(mem: ArrayBuffer, k: number, npad: number, statsAt
   const maxB = Math.max(f[0]!, f[1]!, f[2]!, f[3]!)
   if (!(maxB <= MAX_ABS) || (maxB > 0 && maxB < MIN_ABS)) return false
   let sum = 0
-  for (let j = 4; j < 4 + npad; j++) sum = Math.max(sum, f[j]!)
+  for (let j = 4; j < 4 + npad; j++) {
+    const v = f[j]!
+    if (v !== v) return false
+    sum = Math.max(sum, v)
+  }
   // a float32 sum of k terms is within gamma_k of the exact one
   const colSum = Math.fround(sum * (1 + 4 * k * U24))
   const sc = maxB === 0 ? 1 : pow2AtLeast(maxB / screenShape(k).qc)

@@ -98,6 +98,7 @@ export class Code {
   f32Min() { return this.b(0x96) }
   f32Max() { return this.b(0x97) }
   f32Eq() { return this.b(0x5b) }
+  f32Ne() { return this.b(0x5c) }
   f32Le() { return this.b(0x5f) }
   f32Ge() { return this.b(0x60) }
   i32ReinterpretF32() { return this.b(0xbc) }
@@ -158,6 +159,7 @@ export class Code {
   f32x4Min() { return this.simd(0xe8) }
   f32x4Max() { return this.simd(0xe9) }
   i32x4Add() { return this.simd(0xae) }
+  i32x4Sub() { return this.simd(0xb1) }
   i32x4MinS() { return this.simd(0xb6) }
   i32x4MinU() { return this.simd(0xb7) }
   /** b < a ? b : a per lane (one minps on x64, unlike f32x4.min's NaN rules). */
