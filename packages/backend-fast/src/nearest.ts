@@ -178,6 +178,24 @@ export class NearestStep {
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
   }
 
+  private chunksToWorkers = 0
+
+  /** Chunks handed to worker threads in the last call (tests see whether they took part). */
+  get workerChunks(): number {
+    return this.chunksToWorkers
+  }
+
+  /** Worker threads this step uses (0 before the first call has made them, or when one thread does it all). */
+  get workerThreads(): number {
+    return this.instance?.threads?.count ?? 0
+  }
+
+  /** Whether every worker thread has started. */
+  get workersReady(): boolean {
+    const threads = this.instance?.threads
+    return !!threads && Array.from({ length: threads.count }, (_, w) => threads.ready(w)).every(Boolean)
+  }
+
   /** Whether codes are screened in int16 before float32 (nearest-screen.ts). */
   get screened(): boolean {
     return this.tuning.screen
@@ -287,6 +305,7 @@ export class NearestStep {
 
   run(B: AnyTypedArray[], out: Int32Array): void {
     const { n, k } = this
+    this.chunksToWorkers = 0
     const { g, memory, pack, stats } = this.module()
     const f32 = new Float32Array(memory.buffer)
     // B in contiguous panels [npad/cw][k][cw] so each column chunk streams sequentially
@@ -385,8 +404,10 @@ export class NearestStep {
     // queues before they run dry (each holds QUEUE chunks)
     const own = W > 1 ? Math.min(chunk, Math.max(MIN_CHUNK, Math.ceil(chunk / W / step) * step)) : chunk
     for (;;) {
-      // keep every worker's queue full (staging for it while it computes), then compute a chunk here
+      // keep every started worker's queue full (staging for it while it computes), then compute a
+      // chunk here; a worker still starting (the first call's) gets nothing, so nobody waits for it
       for (let w = 0; w < W; w++) {
+        if (!threads!.ready(w)) continue
         const done = threads!.done(w)
         collectDone(w, done)
         for (let posted = threads!.posted(w); posted - done < QUEUE; posted++) {
@@ -395,6 +416,7 @@ export class NearestStep {
           const at = bufAt(1 + w * QUEUE + (posted % QUEUE))
           threads!.post(w, args(at, stage(at, t.r0, t.cnt)))
           pending[w]!.push({ ...t, at })
+          this.chunksToWorkers++
         }
       }
       const t = take(own)

@@ -63,3 +63,46 @@ export async function runUntilShared(ex: Executable, ins: HostTensor[], want: Ho
   }
   return false
 }
+
+interface NearestWorkers { readonly workerThreads: number; readonly workersReady: boolean; readonly workerChunks: number }
+
+/** The nearest-code steps of a compiled fast executable. */
+export function nearestStepsOf(ex: Executable): NearestWorkers[] {
+  const plan = (ex as unknown as { plan: { steps: { kind: string; step?: NearestWorkers }[] } }).plan
+  return plan.steps.flatMap((s) => (s.kind === 'nearest' ? [s.step!] : []))
+}
+
+/**
+ * A call of `ex` in which its nearest-code steps' worker threads took part: the first call makes
+ * them and they start asynchronously (a call computes alone until they have), so this calls, waits
+ * until they have started, then calls again and checks that they took chunks (each call checked
+ * against the one before). For a one-thread executable, one call.
+ */
+export async function runWithWorkers(ex: Executable, ins: HostTensor[], threads: number): Promise<HostTensor[]> {
+  const first = await ex.run(ins)
+  if (threads === 1) return first
+  const steps = nearestStepsOf(ex).filter((s) => s.workerThreads > 0)
+  expect(steps.length, 'nearest-code steps with worker threads').toBeGreaterThan(0)
+  for (let i = 0; i < 200 && !steps.every((s) => s.workersReady); i++) await new Promise((r) => setTimeout(r, 25))
+  expect(steps.every((s) => s.workersReady), 'worker threads started').toBe(true)
+  const out = await ex.run(ins)
+  for (const s of steps) expect(s.workerChunks, 'chunks computed by worker threads').toBeGreaterThan(0)
+  expectSameBits(out, first, 'the call with worker threads against the first call')
+  return out
+}
+
+/** runWithWorkers for a child process's script (plain JS, no vitest there): it throws where the helper's checks fail. */
+export const childRunWithWorkers = `
+async function runWithWorkers(ex, ins, threads) {
+  const first = await ex.run(ins)
+  if (threads === 1) return first
+  const steps = ex.plan.steps.filter((s) => s.kind === 'nearest' && s.step.workerThreads > 0).map((s) => s.step)
+  if (steps.length === 0) throw new Error('no nearest-code step with worker threads')
+  for (let i = 0; i < 200 && !steps.every((s) => s.workersReady); i++) await new Promise((r) => setTimeout(r, 25))
+  if (!steps.every((s) => s.workersReady)) throw new Error('worker threads did not start')
+  const out = await ex.run(ins)
+  if (!steps.every((s) => s.workerChunks > 0)) throw new Error('worker threads took no chunks')
+  if (!out.every((o, i) => o.data.every((v, j) => Object.is(v, first[i].data[j])))) throw new Error('the call with worker threads differs from the first call')
+  return out
+}
+`

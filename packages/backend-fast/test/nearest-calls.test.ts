@@ -3,6 +3,7 @@ import type { HostTensor, Program, Tensor } from '@tessera/core'
 import { tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect, test } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
+import { runWithWorkers } from './loop-helpers.js'
 
 /**
  * The kernel does a staged chunk of rows in several calls over column ranges (so later calls run
@@ -58,6 +59,7 @@ describe('nearest-code kernel in several calls per chunk', () => {
       const backend = fastBackend({ threads, relaxedSimd: false })
       const exe = backend.compile(p)
       // a second call reuses the staged state memory: it must start from a fresh state
+      expect(Array.from((await runWithWorkers(exe, ins, threads))[0]!.data)).toEqual(want)
       for (let call = 0; call < 2; call++) expect(Array.from((await exe.run(ins))[0]!.data)).toEqual(want)
       await backend.dispose?.()
     }
@@ -78,7 +80,7 @@ describe('nearest-code kernel in several calls per chunk', () => {
     expect(want).not.toContain(299)
     for (const threads of [1, 2]) {
       const backend = fastBackend({ threads, relaxedSimd: false })
-      expect(Array.from((await backend.compile(p).run(ins2))[0]!.data)).toEqual(want)
+      expect(Array.from((await runWithWorkers(backend.compile(p), ins2, threads))[0]!.data)).toEqual(want)
       await backend.dispose?.()
     }
   })
@@ -96,7 +98,7 @@ describe('nearest-code kernel in several calls per chunk', () => {
     expect(new Set(want).size).toBeGreaterThan(20)
     for (const threads of [1, 2]) {
       const backend = fastBackend({ threads, relaxedSimd: false })
-      expect(Array.from((await backend.compile(p).run(ins2))[0]!.data)).toEqual(want)
+      expect(Array.from((await runWithWorkers(backend.compile(p), ins2, threads))[0]!.data)).toEqual(want)
       await backend.dispose?.()
     }
   })

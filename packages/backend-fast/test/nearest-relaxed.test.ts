@@ -9,6 +9,7 @@ import { describe, expect, test } from 'vitest'
 import { fusedHere } from './fma-probe.js'
 import { fastBackend, planProgram } from '../src/index.js'
 import { relaxedSimdSupported } from '../src/wasm/asm.js'
+import { childRunWithWorkers, runWithWorkers } from './loop-helpers.js'
 
 /*
  * The nearest-code kernel with and without relaxed SIMD's fused multiply-add. Node 20 has relaxed
@@ -90,16 +91,17 @@ function nearTiesOnly(c: Case, got: number[], want: number[]): number {
 
 async function runHere(c: Case, relaxedSimd: boolean): Promise<number[]> {
   const p = program(c.program, c.x.shape, c.c.shape)
-  return Array.from((await runOrThrow(p, inputs(c), fastBackend({ threads: c.threads, relaxedSimd })))[0]!.data)
+  return Array.from((await runWithWorkers(fastBackend({ threads: c.threads, relaxedSimd }).compile(p), inputs(c), c.threads))[0]!.data)
 }
 
 const here = dirname(fileURLToPath(import.meta.url))
 /** The child's script: runs every case on fastBackend() (relaxedSimd 'auto') and prints the indices. */
 const childScript = `
 import { readFileSync } from 'node:fs'
-import { traceOrThrow, runOrThrow, tensorOf } from '@tessera/core'
+import { traceOrThrow, tensorOf } from '@tessera/core'
 const { fastBackend } = await import(${JSON.stringify(pathToFileURL(join(here, '../src/index.ts')).href)})
 const { relaxedSimdSupported } = await import(${JSON.stringify(pathToFileURL(join(here, '../src/wasm/asm.ts')).href)})
+${childRunWithWorkers}
 const f32 = (shape) => ({ shape, dtype: 'float32' })
 const cases = JSON.parse(readFileSync(0, 'utf8'), (k, v) => (v === 'NaN' ? NaN : v))
 const out = { supported: relaxedSimdSupported(), names: [], indices: [] }
@@ -111,7 +113,7 @@ for (const c of cases) {
   }).program
   const b = fastBackend({ threads: c.threads })
   out.names.push(b.name)
-  out.indices.push(Array.from((await runOrThrow(p, [tensorOf(c.x.data, c.x.shape), tensorOf(c.c.data, c.c.shape)], b))[0].data))
+  out.indices.push(Array.from((await runWithWorkers(b.compile(p), [tensorOf(c.x.data, c.x.shape), tensorOf(c.c.data, c.c.shape)], c.threads))[0].data))
 }
 // exit once the pipe has taken it all: exiting right after write() cut large outputs short
 process.stdout.write(JSON.stringify(out), () => process.exit(0))

@@ -4,12 +4,13 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { fc, test } from '@fast-check/vitest'
 import type { HostTensor, Program, Tensor } from '@tessera/core'
-import { epilogueSlope, runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
+import { epilogueSlope, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
 import type { NearestStep } from '../src/nearest.js'
 import { relaxedSimdSupported } from '../src/wasm/asm.js'
 import { screenShape } from '../src/nearest-scale.js'
+import { childRunWithWorkers, runWithWorkers } from './loop-helpers.js'
 
 /**
  * Screening (nearest-screen.ts) only decides which distances the float32 kernel computes, so a
@@ -46,7 +47,7 @@ const nearestStep = (p: Program): NearestStep => {
 async function indices(p: Program, x: HostTensor, c: HostTensor, threads: number, nearestScreen: boolean): Promise<number[]> {
   const b = fastBackend({ threads, nearestScreen, relaxedSimd: false })
   try {
-    return Array.from((await runOrThrow(p, [x, c], b))[0]!.data)
+    return Array.from((await runWithWorkers(b.compile(p), [x, c], threads))[0]!.data)
   } finally {
     await b.dispose?.()
   }
@@ -177,8 +178,9 @@ describe('nearest-code screening', () => {
   test('relaxed SIMD (a child process with the flag on Node 20): screened and unscreened indices agree', () => {
     const here = dirname(fileURLToPath(import.meta.url))
     const script = `
-const { traceOrThrow, runOrThrow, tensorOf } = await import('@tessera/core')
+const { traceOrThrow, tensorOf } = await import('@tessera/core')
 const { fastBackend } = await import(${JSON.stringify(pathToFileURL(join(here, '../src/index.ts')).href)})
+${childRunWithWorkers}
 const f32 = (shape) => ({ shape, dtype: 'float32' })
 let s = 7
 const r = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296)
@@ -189,7 +191,7 @@ for (const [n, d, k, threads] of [[3000, 64, 256, 2], [700, 45, 333, 1]]) {
   const got = []
   for (const nearestScreen of [true, false]) {
     const b = fastBackend({ threads, relaxedSimd: true, nearestScreen })
-    got.push(Array.from((await runOrThrow(p, [x, c], b))[0].data))
+    got.push(Array.from((await runWithWorkers(b.compile(p), [x, c], threads))[0].data))
     await b.dispose()
   }
   out.push(got[0].length === n && got[0].every((v, i) => v === got[1][i]))

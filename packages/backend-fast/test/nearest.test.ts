@@ -4,6 +4,7 @@ import type { HostTensor, Program, Tensor } from '@tessera/core'
 import { runOrThrow, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
+import { runWithWorkers } from './loop-helpers.js'
 
 const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
 
@@ -144,7 +145,7 @@ describe('nearest-code kernel', () => {
     const p = nearest(n, d, k)
     const b2 = fastBackend({ threads: 2 })
     const exe = b2.compile(p)
-    const two = await exe.run(ins)
+    const two = await runWithWorkers(exe, ins, 2)
     // the worker (started with a heap limit) keeps answering over further calls
     for (let call = 0; call < 3; call++) expect(Array.from((await exe.run(ins))[0]!.data)).toEqual(Array.from(two[0]!.data))
     exe.dispose()

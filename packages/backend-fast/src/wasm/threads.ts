@@ -14,8 +14,10 @@ const WORKER_OLD_MB = 64
  * own share, and blocks on Atomics only when it needs a result, so a run stays synchronous and
  * no thread waits for another to hand out or stage work while there is some queued.
  *
- * Control words per worker: [0] tasks posted, [1] tasks done, [2] quit, [3] failed, then QUEUE
- * slots of 4 arguments (task i in slot i % QUEUE).
+ * Control words per worker: [0] tasks posted, [1] tasks done, [2] quit, [3] failed, [4] ready
+ * (its kernel instantiated, or failed), then QUEUE slots of 4 arguments (task i in slot i % QUEUE).
+ * A worker takes a few tens of milliseconds to start: a caller that posts only to ready workers
+ * (`ready`) computes alone until they are, instead of waiting on a queue nobody runs yet.
  *
  * A task runs as `drive(run, a0, a1, a2, a3)`, by default one call of `run`. A kernel may split a
  * task into several calls (nearest.ts does): V8 swaps in a function's optimized code only at its
@@ -32,11 +34,12 @@ try {
 } catch (e) {
   Atomics.store(c, 3, 1)
 }
+Atomics.store(c, 4, 1)
 let next = 0
 for (;;) {
   while (Atomics.load(c, 0) === next && Atomics.load(c, 2) === 0) Atomics.wait(c, 0, next)
   if (Atomics.load(c, 2) === 1) break
-  const s = 4 + (next % queue) * 4
+  const s = 5 + (next % queue) * 4
   if (run) {
     try { drive(run, c[s], c[s + 1], c[s + 2], c[s + 3]) } catch (e) { Atomics.store(c, 3, 1) }
   }
@@ -56,7 +59,7 @@ export class KernelThreads {
     const wt = nodeWorkerThreads()
     if (!wt) throw new TesseraError('backend', 'fast.threads', 'this host has no worker threads')
     this.workers = Array.from({ length: count }, () => {
-      const sab = new SharedArrayBuffer((4 + 4 * QUEUE) * 4)
+      const sab = new SharedArrayBuffer((5 + 4 * QUEUE) * 4)
       // no inherited execArgv: the source is plain CommonJS, and a parent's --input-type=module or
       // loader (--import tsx) would break or slow its start; V8 flags are per process and still apply
       // a stated old-generation limit (any up to 1 GiB; this worker's heap holds ~4 MiB of Node's
@@ -73,6 +76,11 @@ export class KernelThreads {
 
   get count(): number {
     return this.workers.length
+  }
+
+  /** Whether worker t has started (its tasks would run now, or report its failure). */
+  ready(t: number): boolean {
+    return Atomics.load(this.workers[t]!.ctrl, 4) === 1
   }
 
   /** Tasks posted to worker t so far. */
@@ -92,7 +100,7 @@ export class KernelThreads {
     const c = this.workers[t]!.ctrl
     const n = Atomics.load(c, 0)
     if (n - Atomics.load(c, 1) >= QUEUE) throw new TesseraError('backend', 'fast.nearest', 'a kernel thread queue overflowed')
-    c.set(args, 4 + (n % QUEUE) * 4)
+    c.set(args, 5 + (n % QUEUE) * 4)
     Atomics.store(c, 0, n + 1)
     Atomics.notify(c, 0)
   }
