@@ -1,5 +1,5 @@
 import type { Epilogue } from '@tessera/core'
-import { Code, V128, I32 } from './wasm/asm.js'
+import { Code, F32, V128, I32 } from './wasm/asm.js'
 import { emitEpilogue } from './nearest-epilogue.js'
 
 /**
@@ -28,6 +28,12 @@ import { emitEpilogue } from './nearest-epilogue.js'
  * when a comparison with NaN is false.
  */
 export const SCREEN_STATE = 4 * 16
+
+/**
+ * Bytes of per-row verdicts after a chunk's screening state (int32: the answer when screening left
+ * one candidate, else -1: the caller reads the state), before the int16 panel.
+ */
+export const screenVerdictBytes = (chunk: number): number => chunk * 4
 
 /** Bytes after a chunk's int16 panel where the kernel parks the accumulators of all rows but a tile's first. */
 export const screenParkBytes = (rows: number, vecs: number): number => (rows - 1) * vecs * 16
@@ -70,7 +76,8 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   const c = new Code(6)
   const [rows, aPtr, rowPtr, outPtr, from, to] = [0, 1, 2, 3, 4, 5]
   const p = c.local(I32), end = c.local(I32), col = c.local(I32), bp = c.local(I32), fp = c.local(I32)
-  const ap = c.local(I32), rp = c.local(I32), op = c.local(I32), sp = c.local(I32)
+  const ap = c.local(I32), rp = c.local(I32), op = c.local(I32), sp = c.local(I32), vp = c.local(I32), m = c.local(I32)
+  const uMin = c.local(F32)
   const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
   const jv = c.local(V128), bv = c.local(V128), dl = c.local(V128), dh = c.local(V128), lo = c.local(V128), hi = c.local(V128), t = c.local(V128)
   const b1 = c.local(V128), b2 = c.local(V128), i1 = c.local(V128), u = c.local(V128), less = c.local(V128)
@@ -105,13 +112,14 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   c.get(from).i32x4Splat().vConstI32([0, 1, 2, 3]).i32x4Add().set(jv)
   c.get(from).i32(4).i32Mul().set(col)
   c.get(from).i32(s.k * 4).i32Mul().set(fp)
-  // the column chunk's int16 panel: a scratch after the chunk's screening state
-  c.get(outPtr).i32(chunk * SCREEN_STATE).i32Add().set(bp)
+  // the column chunk's int16 panel: a scratch after the chunk's screening state and verdicts
+  c.get(outPtr).i32(chunk * SCREEN_STATE + screenVerdictBytes(chunk)).i32Add().set(bp)
   c.loop() // column chunks
   c.get(fp).get(bp).call(s.panelScaleFn)
   c.get(aPtr).set(ap)
   c.get(rowPtr).set(rp)
   c.get(outPtr).set(op)
+  c.get(outPtr).i32(chunk * SCREEN_STATE).i32Add().set(vp)
   c.get(aPtr).i32(chunk * k2 * 4).i32Add().set(sp)
   c.loop() // row blocks
   for (let r = 0; r < R; r++) for (let v = 0; v < V; v++) c.vConstI32([0, 0, 0, 0]).set(acc[r]![v]!)
@@ -180,10 +188,28 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
     c.get(op).get(b1).vStore(at(1))
     c.get(op).get(i1).vStore(at(2))
     c.get(op).get(b2).vStore(at(3))
+    // after the last column chunk, the row's verdict (as screenVerdict's, for one candidate):
+    // U = the least upper bound (not finite or NaN: -1); no lane's second lower bound at or
+    // below U, and exactly one lane's first: that lane's column, else -1
+    c.block()
+    c.get(col).i32((npad - CW) * 4).i32Ne().brIf(0)
+    c.block()
+    c.block()
+    c.get(u).f32x4ExtractLane(0).get(u).f32x4ExtractLane(1).f32Min().get(u).f32x4ExtractLane(2).get(u).f32x4ExtractLane(3).f32Min().f32Min().tee(uMin)
+    c.f32(Infinity).f32Lt().i32Eqz().brIf(0)
+    c.get(b2).get(uMin).f32x4Splat().f32x4Le().vAnyTrue().brIf(0)
+    c.get(b1).get(uMin).f32x4Splat().f32x4Le().i32x4Bitmask().tee(m).i32Popcnt().i32(1).i32Ne().brIf(0)
+    c.get(vp).get(op).get(m).i32Ctz().i32(4).i32Mul().i32Add().i32Load(at(2)).i32Store(r * 4)
+    c.br(1)
+    c.end()
+    c.get(vp).i32(-1).i32Store(r * 4)
+    c.end()
+    c.end()
   }
   c.get(ap).i32(R * k2 * 4).i32Add().set(ap)
   c.get(rp).i32(R * 4).i32Add().set(rp)
   c.get(sp).i32(R * 4).i32Add().set(sp)
+  c.get(vp).i32(R * 4).i32Add().set(vp)
   c.get(op).i32(R * SCREEN_STATE).i32Add().tee(op).get(end).i32LtU().brIf(0)
   c.end() // row blocks
   c.get(jv).vConstI32([CW, CW, CW, CW]).i32x4Add().set(jv)

@@ -8,7 +8,7 @@ import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
 import { exactKernelCode } from './nearest-kernel.js'
-import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenVerdict } from './nearest-screen.js'
+import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenVerdict, screenVerdictBytes } from './nearest-screen.js'
 import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 
 /**
@@ -238,7 +238,7 @@ export class NearestStep {
     const out = row + this.rowTerms.length * chunk * 4
     const qa = out + chunk * 3 * 16
     const qout = qa + chunk * (k2 + 2) * 4
-    const buf = t.screen ? qout + chunk * SCREEN_STATE + k2 * cw * 4 + screenParkBytes(t.rows, t.vecs) : qa
+    const buf = t.screen ? qout + chunk * SCREEN_STATE + screenVerdictBytes(chunk) + k2 * cw * 4 + screenParkBytes(t.rows, t.vecs) : qa
     // B^T's rows go through a scratch of about CHUNK_FLOATS floats, whole panels at a time
     const packCols = this.slotBT === undefined ? 0 : Math.min(npad, cw * Math.max(1, Math.floor(CHUNK_FLOATS / (k * cw))))
     const T = this.threadCount(chunk)
@@ -379,10 +379,17 @@ export class NearestStep {
     const args = (at: number, padded: number): [number, number, number, number] =>
       full ? [padded, at + g.qa, at + g.row, at + g.qout] : [padded | flag, at + g.a, at + g.row, at + g.out]
     const collect = (at: number, r0: number, cnt: number) => {
+      const verdicts = (at + g.qout + chunk * SCREEN_STATE) / 4
       for (let q = 0; q < cnt; q++) {
         const r = only ? only[r0 + q]! : r0 + q
         if (!full) out[r] = this.rowResult(f32, i32, (at + g.out) / 4 + q * 12)
         else {
+          // the kernel's verdict: the answer where screening left one candidate
+          const v = i32[verdicts + q]!
+          if (v >= 0) {
+            out[r] = v
+            continue
+          }
           const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
           if (count === 1) out[r] = cols[0]!
           else if (count < 0) full.push(r)

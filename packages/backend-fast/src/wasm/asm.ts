@@ -83,6 +83,10 @@ export class Code {
   i32Shl() { return this.b(0x74) }
   i32ShrU() { return this.b(0x76) }
   i32Eqz() { return this.b(0x45) }
+  i32Ne() { return this.b(0x47) }
+  i32Ctz() { return this.b(0x68) }
+  i32Popcnt() { return this.b(0x69) }
+  i32Load(offset = 0) { return this.b(0x28).b(2).u(offset) }
   /** a ? b : c with a (an i32) on top. */
   select() { return this.b(0x1b) }
   f32(x: number) { return this.b(0x43).all(new Uint8Array(new Float32Array([x]).buffer)) }
@@ -99,6 +103,7 @@ export class Code {
   f32Max() { return this.b(0x97) }
   f32Eq() { return this.b(0x5b) }
   f32Ne() { return this.b(0x5c) }
+  f32Lt() { return this.b(0x5d) }
   f32Le() { return this.b(0x5f) }
   f32Ge() { return this.b(0x60) }
   i32ReinterpretF32() { return this.b(0xbc) }
@@ -137,6 +142,11 @@ export class Code {
   f32x4Eq() { return this.simd(0x41) }
   f32x4Ne() { return this.simd(0x42) }
   f32x4Lt() { return this.simd(0x43) }
+  f32x4Le() { return this.simd(0x45) }
+  /** 1 if any bit of the vector is set. */
+  vAnyTrue() { return this.simd(0x53) }
+  /** The top bit of each int32 lane, as bits 0-3 of an i32. */
+  i32x4Bitmask() { return this.simd(0xa4) }
   vOr() { return this.simd(0x50) }
   vAnd() { return this.simd(0x4e) }
   f32x4ExtractLane(lane: number) { return this.simd(0x1f).b(lane) }
