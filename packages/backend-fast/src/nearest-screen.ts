@@ -66,9 +66,10 @@ export interface ScreenKernelSpec {
 /**
  * `screen(rows, qa, row, out, from, to)`: for a staged chunk's int16 rows at qa (k2 pairs each;
  * their scales at qa + chunk * k2 * 4, their bounds chunk * 4 bytes after), its row terms at
- * row and its screening state at out, the columns [from, to) (multiples of cw). When from is 0
- * the rows are first scaled from their float32 copy and the state is initialized. Same loops as
- * the float32 kernel, with k2 steps of pairs.
+ * row and its screening state at out (then the rows' verdicts), the columns [from, to)
+ * (multiples of cw). When from is 0 the rows are first scaled from their float32 copy and the
+ * state is initialized; the call that ends at the last column chunk writes the verdicts. Same
+ * loops as the float32 kernel, with k2 steps of pairs.
  */
 export function screenKernelCode(s: ScreenKernelSpec): Code {
   const { k2, n, npad, rows: R, vecs: V, chunk } = s
