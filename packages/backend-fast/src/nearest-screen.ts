@@ -52,9 +52,9 @@ export interface ScreenKernelSpec {
   readonly k: number
   readonly epi: Epilogue
   readonly slope: 1 | -1
-  /** For each epilogue term: ['row', i] (i-th row term) or ['col', i]. */
-  readonly termAt: readonly (readonly ['row' | 'col', number])[]
-  readonly rowTerms: number
+  /** The epilogue's term numbers that are row terms, and those that are column terms, in memory order (as the float32 kernel's). */
+  readonly rowTerms: readonly number[]
+  readonly colTerms: readonly number[]
   readonly relaxed: boolean
   /** Byte offset of the int16 rows from the float32 rows they are scaled from (same buffer), and the row scaling's function index. */
   readonly qaOffset: number
@@ -87,9 +87,8 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   // one row's values at a time in the epilogue: with every row's live at once (and the column
   // indices kept across the dot loop) TurboFan spilled a quarter of the epilogue's instructions
   const scl = c.local(V128), err = c.local(V128), av = c.local(V128)
-  const rowVals = Array.from({ length: s.rowTerms }, () => c.local(V128))
-  const colTerms = [...new Set(s.termAt.filter(([kind]) => kind === 'col').map(([, i]) => i))]
-  const colVals = new Map(colTerms.map((i) => [i, c.local(V128)]))
+  const rowVals = s.rowTerms.map(() => c.local(V128))
+  const colVals = s.colTerms.map(() => c.local(V128))
   const INF4 = [Infinity, Infinity, Infinity, Infinity]
   const mask = n % CW !== 0
   const select = () => (s.relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
@@ -156,10 +155,10 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
       c.get(t).get(err).f32x4Sub().set(dl)
       c.get(t).get(err).f32x4Add().set(dh)
       // each column term loaded once for both bounds (TurboFan does not merge the two loads)
-      for (const [i, val] of colVals) c.get(col).vLoad(s.col + i * npad * 4 + v * 16).set(val)
+      colVals.forEach((val, ci) => c.get(col).vLoad(s.col + ci * npad * 4 + v * 16).set(val))
       const term = (k: number) => {
-        const [kind, i] = s.termAt[k]!
-        c.get(kind === 'row' ? rowVals[i]! : colVals.get(i)!)
+        const ri = s.rowTerms.indexOf(k)
+        c.get(ri >= 0 ? rowVals[ri]! : colVals[s.colTerms.indexOf(k)]!)
       }
       emitEpilogue(c, s.epi, () => c.get(s.slope === 1 ? dl : dh), term)
       c.set(lo)

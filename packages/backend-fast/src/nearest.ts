@@ -295,10 +295,9 @@ export class NearestStep {
 
   /** The screening kernel for this pattern and geometry (nearest-screen.ts). */
   private screenCode(g: Geometry): Code {
-    const termAt = this.terms.map((t, i) => (t.dep === 'row' ? (['row', this.rowTerms.indexOf(i)] as const) : (['col', this.colTerms.indexOf(i)] as const)))
     return screenKernelCode({
       k2: screenShape(this.k).k2, k: this.k, n: this.n, npad: g.npad, rows: g.t.rows, vecs: g.t.vecs, chunk: g.chunk, col: g.col,
-      epi: this.epi, slope: this.slope!, termAt, rowTerms: this.rowTerms.length, relaxed: g.t.relaxed,
+      epi: this.epi, slope: this.slope!, rowTerms: this.rowTerms, colTerms: this.colTerms, relaxed: g.t.relaxed,
       qaOffset: g.qa - g.a, scaleRowsFn: fnIndex('scaleRows'), panelScaleFn: fnIndex('panelScale'),
     })
   }
@@ -390,9 +389,9 @@ export class NearestStep {
             out[r] = v
             continue
           }
+          // else (the kernel answers every row left one candidate) a few candidates, or none trusted
           const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
-          if (count === 1) out[r] = cols[0]!
-          else if (count < 0) full.push(r)
+          if (count < 0) full.push(r)
           else out[r] = this.rescore(f32, i32, at, q, cols, count)
         }
       }
