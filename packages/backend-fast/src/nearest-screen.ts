@@ -85,7 +85,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   const sv = Array.from({ length: R }, () => c.local(V128))
   const acc = Array.from({ length: R }, () => Array.from({ length: V }, () => c.local(V128)))
   // one row's values at a time in the epilogue: with every row's live at once (and the column
-  // indices kept across the dot loop) TurboFan spilled a quarter of the epilogue's instructions
+  // indices kept across the dot loop) more vectors are live than x86 has registers, and TurboFan spills
   const scl = c.local(V128), err = c.local(V128), av = c.local(V128)
   const rowVals = s.rowTerms.map(() => c.local(V128))
   const colVals = s.colTerms.map(() => c.local(V128))
