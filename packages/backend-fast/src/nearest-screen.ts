@@ -23,11 +23,44 @@ import { emitEpilogue } from './nearest-epilogue.js'
  */
 
 /**
- * Bytes of screening state per row: U, least lower bound, its column, second lower bound (4 lanes
- * each). A NaN bound makes U NaN (all bits set), and U stays NaN: pmin keeps its first operand
- * when a comparison with NaN is false.
+ * Bytes of screening state per row: U, least lower bound, its column, second lower bound, and
+ * (bounded epilogues, below) the dot product at the least lower bound (4 lanes each). A NaN bound
+ * makes U NaN (all bits set), and U stays NaN: pmin keeps its first operand when a comparison
+ * with NaN is false.
  */
-export const SCREEN_STATE = 4 * 16
+export const SCREEN_STATE = 5 * 16
+
+/**
+ * Bounded epilogues: those of adds, subtracts, products, negations, absolute values, maxima and
+ * minima (no sqrt, no division) whose dot product and terms are all within 2^E. Then no distance
+ * can be infinite or NaN, so the kernel computes only each code's lower bound, and U once per row
+ * from the upper bounds of the codes with each lane's least lower bound (any code's upper bound is
+ * at least the least distance): a third fewer operations per distance than both bounds and a NaN
+ * check. This is E: the largest (at most 62) with every intermediate below 2^126 when each leaf
+ * is within 2^E, or undefined for other epilogues (or E below 8).
+ */
+export function screenRangeExp(epi: Epilogue): number | undefined {
+  // log2 of a bound on |value| when every leaf is within 2^e
+  const bound = (x: Epilogue, e: number): number => {
+    switch (x.op) {
+      case 'dot':
+      case 'term':
+        return e
+      case 'neg':
+      case 'abs':
+        return bound(x.a, e)
+      case 'sqrt':
+      case 'div':
+        return Infinity
+      case 'mul':
+        return bound(x.a, e) + bound(x.b, e)
+      default:
+        return Math.max(bound(x.a, e), bound(x.b, e)) + 1
+    }
+  }
+  for (let e = 62; e >= 8; e--) if (bound(epi, e) <= 126) return e
+  return undefined
+}
 
 /**
  * Bytes of per-row verdicts after a chunk's screening state (int32: the answer when screening left
@@ -61,6 +94,12 @@ export interface ScreenKernelSpec {
   readonly scaleRowsFn: number
   /** The panel scaling's function index; its int16 panel goes right after the chunk's screening state, and the parked accumulators (screenParkBytes) after the panel. */
   readonly panelScaleFn: number
+  /** The verdicts function's index (nearest-verdicts.ts). */
+  readonly verdictsFn: number
+  /** Byte address of the codebook's scaling values (nearest-scale.ts INFO_BYTES). */
+  readonly info: number
+  /** screenRangeExp of a bounded epilogue (the caller has checked the column terms against it), else undefined. */
+  readonly range: number | undefined
 }
 
 /**
@@ -77,8 +116,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   const c = new Code(6)
   const [rows, aPtr, rowPtr, outPtr, from, to] = [0, 1, 2, 3, 4, 5]
   const p = c.local(I32), end = c.local(I32), col = c.local(I32), bp = c.local(I32), fp = c.local(I32)
-  const ap = c.local(I32), rp = c.local(I32), op = c.local(I32), sp = c.local(I32), vp = c.local(I32), m = c.local(I32)
-  const uMin = c.local(F32)
+  const ap = c.local(I32), rp = c.local(I32), op = c.local(I32), sp = c.local(I32)
   const da = c.local(I32), db = c.local(I32), dEnd = c.local(I32)
   const jv = c.local(V128), bv = c.local(V128), dl = c.local(V128), dh = c.local(V128), lo = c.local(V128), hi = c.local(V128), t = c.local(V128)
   const b1 = c.local(V128), b2 = c.local(V128), i1 = c.local(V128), u = c.local(V128), less = c.local(V128)
@@ -89,6 +127,8 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   const scl = c.local(V128), err = c.local(V128), av = c.local(V128)
   const rowVals = s.rowTerms.map(() => c.local(V128))
   const colVals = s.colTerms.map(() => c.local(V128))
+  const bounded = s.range !== undefined
+  const tb = c.local(V128)
   const INF4 = [Infinity, Infinity, Infinity, Infinity]
   const mask = n % CW !== 0
   const select = () => (s.relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
@@ -105,6 +145,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   c.get(p).vConstF32(INF4).vStore(st(1))
   c.get(p).vConstI32([0, 0, 0, 0]).vStore(st(2))
   c.get(p).vConstF32(INF4).vStore(st(3))
+  c.get(p).vConstF32([0, 0, 0, 0]).vStore(st(4))
   c.get(p).i32(SCREEN_STATE).i32Add().tee(p).get(end).i32LtU().brIf(0)
   c.end()
   c.end()
@@ -119,7 +160,6 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   c.get(aPtr).set(ap)
   c.get(rowPtr).set(rp)
   c.get(outPtr).set(op)
-  c.get(outPtr).i32(chunk * SCREEN_STATE).i32Add().set(vp)
   c.get(aPtr).i32(chunk * k2 * 4).i32Add().set(sp)
   c.loop() // row blocks
   for (let r = 0; r < R; r++) for (let v = 0; v < V; v++) c.vConstI32([0, 0, 0, 0]).set(acc[r]![v]!)
@@ -142,18 +182,19 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
     rowVals.forEach((val, ri) => c.get(rp).vLoad32Splat(ri * chunk * 4 + r * 4).set(val))
     c.get(sp).vLoad32Splat(r * 4).set(scl)
     c.get(sp).vLoad32Splat(chunk * 4 + r * 4).set(err)
-    c.get(op).vLoad(at(0)).set(u)
+    if (!bounded) c.get(op).vLoad(at(0)).set(u)
     c.get(op).vLoad(at(1)).set(b1)
     c.get(op).vLoad(at(2)).set(i1)
     c.get(op).vLoad(at(3)).set(b2)
+    if (bounded) c.get(op).vLoad(at(4)).set(tb)
     for (let v = 0; v < V; v++) {
       const cidx = () => c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add()
       if (r === 0) c.get(acc[0]![v]!).set(av)
       else c.get(db).vLoad(((r - 1) * V + v) * 16).set(av)
       // the dot product's bounds, then the epilogue at each (float32 ops, as the exact kernel's)
       c.get(av).f32x4ConvertI32x4S().get(scl).f32x4Mul().set(t)
-      c.get(t).get(err).f32x4Sub().set(dl)
-      c.get(t).get(err).f32x4Add().set(dh)
+      if (!bounded || s.slope === 1) c.get(t).get(err).f32x4Sub().set(dl)
+      if (!bounded || s.slope === -1) c.get(t).get(err).f32x4Add().set(dh)
       // each column term loaded once for both bounds (TurboFan does not merge the two loads)
       colVals.forEach((val, ci) => c.get(col).vLoad(s.col + ci * npad * 4 + v * 16).set(val))
       const term = (k: number) => {
@@ -162,16 +203,20 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
       }
       emitEpilogue(c, s.epi, () => c.get(s.slope === 1 ? dl : dh), term)
       c.set(lo)
-      emitEpilogue(c, s.epi, () => c.get(s.slope === 1 ? dh : dl), term)
-      c.set(hi)
+      if (!bounded) {
+        emitEpilogue(c, s.epi, () => c.get(s.slope === 1 ? dh : dl), term)
+        c.set(hi)
+      }
       if (mask) {
         // padding columns: bounds +Inf, never a candidate while U is finite
         c.get(lo).vConstF32(INF4)
         cidx().vConstI32([n, n, n, n]).i32x4LtS()
         select().set(lo)
-        c.get(hi).vConstF32(INF4)
-        cidx().vConstI32([n, n, n, n]).i32x4LtS()
-        select().set(hi)
+        if (!bounded) {
+          c.get(hi).vConstF32(INF4)
+          cidx().vConstI32([n, n, n, n]).i32x4LtS()
+          select().set(hi)
+        }
       }
       // two least lower bounds per lane, the first one's column, and the least upper bound
       c.get(b2).get(b1).get(lo).f32x4Pmax().f32x4Pmin().set(b2)
@@ -179,48 +224,42 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
       c.get(b1).get(lo).f32x4Pmin().set(b1)
       cidx().get(i1).get(less)
       select().set(i1)
+      if (bounded) {
+        c.get(t).get(tb).get(less)
+        select().set(tb)
+        continue
+      }
       // NaN in either bound (lo + hi is NaN then; also for -Inf + Inf, which only costs a float32
       // row) sets all of U's bits: U is NaN from then on
       c.get(u).get(hi).f32x4Pmin()
       c.get(lo).get(hi).f32x4Add().tee(t).get(t).f32x4Ne().vOr().set(u)
     }
-    c.get(op).get(u).vStore(at(0))
+    if (!bounded) c.get(op).get(u).vStore(at(0))
     c.get(op).get(b1).vStore(at(1))
     c.get(op).get(i1).vStore(at(2))
     c.get(op).get(b2).vStore(at(3))
-    // after the last column chunk, the row's verdict (as screenVerdict's, for one candidate):
-    // U = the least upper bound (not finite or NaN: -1); no lane's second lower bound at or
-    // below U, and exactly one lane's first: that lane's column, else -1
-    c.block()
-    c.get(col).i32((npad - CW) * 4).i32Ne().brIf(0)
-    c.block()
-    c.block()
-    c.get(u).f32x4ExtractLane(0).get(u).f32x4ExtractLane(1).f32Min().get(u).f32x4ExtractLane(2).get(u).f32x4ExtractLane(3).f32Min().f32Min().tee(uMin)
-    c.f32(Infinity).f32Lt().i32Eqz().brIf(0)
-    c.get(b2).get(uMin).f32x4Splat().f32x4Le().vAnyTrue().brIf(0)
-    c.get(b1).get(uMin).f32x4Splat().f32x4Le().i32x4Bitmask().tee(m).i32Popcnt().i32(1).i32Ne().brIf(0)
-    c.get(vp).get(op).get(m).i32Ctz().i32(4).i32Mul().i32Add().i32Load(at(2)).i32Store(r * 4)
-    c.br(1)
-    c.end()
-    c.get(vp).i32(-1).i32Store(r * 4)
-    c.end()
-    c.end()
+    if (bounded) c.get(op).get(tb).vStore(at(4))
   }
   c.get(ap).i32(R * k2 * 4).i32Add().set(ap)
   c.get(rp).i32(R * 4).i32Add().set(rp)
   c.get(sp).i32(R * 4).i32Add().set(sp)
-  c.get(vp).i32(R * 4).i32Add().set(vp)
   c.get(op).i32(R * SCREEN_STATE).i32Add().tee(op).get(end).i32LtU().brIf(0)
   c.end() // row blocks
   c.get(jv).vConstI32([CW, CW, CW, CW]).i32x4Add().set(jv)
   c.get(fp).i32(s.k * CW * 4).i32Add().set(fp)
   c.get(col).i32(CW * 4).i32Add().tee(col).get(to).i32(4).i32Mul().i32LtU().brIf(0)
   c.end() // column chunks
+  // the call that ends at the last column chunk writes the rows' verdicts (a function of its own:
+  // in the row-block loop, even behind a branch, its code made TurboFan spill more there)
+  c.block()
+  c.get(to).i32(npad).i32Ne().brIf(0)
+  c.get(rows).get(rowPtr).get(aPtr).i32(chunk * k2 * 4).i32Add().get(outPtr).call(s.verdictsFn)
+  c.end()
   return c
 }
 
 /** The screening module's functions, in order: `call` takes these indices. */
-export const SCREEN_FNS = ['run', 'exact', 'screen', 'scaleRows', 'stats', 'panelScale'] as const
+export const SCREEN_FNS = ['run', 'exact', 'screen', 'scaleRows', 'stats', 'panelScale', 'verdicts'] as const
 export const fnIndex = (name: (typeof SCREEN_FNS)[number]): number => SCREEN_FNS.indexOf(name)
 
 /** Set in `rows` to run the float32 kernel instead of screening (see dispatchCode). */
@@ -241,22 +280,4 @@ export function dispatchCode(): Code {
   c.call(fnIndex('exact'))
   c.end()
   return c
-}
-
-/**
- * Reads one row's screening state (at element `base` of the memory's float and int views): -1
- * when the whole row must be computed in float32, else the number of candidate columns (1 to 4,
- * one per lane) written to `cols`. One candidate is the answer. Allocates nothing: it runs for
- * every row.
- */
-export function screenVerdict(f32: Float32Array, i32: Int32Array, base: number, cols: Int32Array): number {
-  // a NaN U (a NaN bound in its lane) makes the minimum NaN
-  const u = Math.min(f32[base]!, f32[base + 1]!, f32[base + 2]!, f32[base + 3]!)
-  if (!(u < Infinity)) return -1
-  let count = 0
-  for (let l = 0; l < 4; l++) {
-    if (f32[base + 12 + l]! <= u) return -1
-    if (f32[base + 4 + l]! <= u) cols[count++] = i32[base + 8 + l]!
-  }
-  return count
 }

@@ -8,7 +8,9 @@ import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
 import { exactKernelCode } from './nearest-kernel.js'
-import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenVerdict, screenVerdictBytes } from './nearest-screen.js'
+import type { ScreenKernelSpec } from './nearest-screen.js'
+import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes } from './nearest-screen.js'
+import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
 import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 
 /**
@@ -154,6 +156,8 @@ export class NearestStep {
   private readonly epi: Epi
   private readonly terms: readonly Term[]
   private readonly slope: 1 | -1 | undefined
+  /** screenRangeExp of the epilogue: bounded epilogues compute one bound per distance. */
+  private readonly range: number | undefined
 
   constructor(
     pattern: NearestPattern,
@@ -169,6 +173,7 @@ export class NearestStep {
     this.select = select
     this.matmul = matmul
     this.epi = epilogue
+    this.range = screenRangeExp(epilogue)
     this.terms = terms
     const { m, n, k } = nearestDims(pattern)
     this.m = m
@@ -258,8 +263,9 @@ export class NearestStep {
     // screening: run dispatches to the float32 kernel or the screening one, which calls the row
     // and panel scaling; the functions go in SCREEN_FNS's order, which their calls index
     const screenFns = {
-      run: dispatchCode, exact: () => this.exactCode(g), screen: () => this.screenCode(g), scaleRows: () => scaleRowsCode(this.k, g.chunk, g.info),
+      run: dispatchCode, exact: () => this.exactCode(g), screen: () => screenKernelCode(this.screenSpec(g)), scaleRows: () => scaleRowsCode(this.k, g.chunk, g.info),
       stats: () => codebookStatsCode(this.k, g.npad, g.cw), panelScale: () => panelScaleCode(this.k, g.cw, g.info),
+      verdicts: () => verdictsCode(this.screenSpec(g)),
     }
     const kernels = g.t.screen ? SCREEN_FNS.map((name) => ({ name, code: screenFns[name]() })) : [{ name: 'run', code: this.exactCode(g) }]
     const funcs = [...kernels, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
@@ -293,13 +299,14 @@ export class NearestStep {
     })
   }
 
-  /** The screening kernel for this pattern and geometry (nearest-screen.ts). */
-  private screenCode(g: Geometry): Code {
-    return screenKernelCode({
+  /** What the screening kernel and its verdicts are built from (nearest-screen.ts, nearest-verdicts.ts). */
+  private screenSpec(g: Geometry): ScreenKernelSpec {
+    return {
       k2: screenShape(this.k).k2, k: this.k, n: this.n, npad: g.npad, rows: g.t.rows, vecs: g.t.vecs, chunk: g.chunk, col: g.col,
       epi: this.epi, slope: this.slope!, rowTerms: this.rowTerms, colTerms: this.colTerms, relaxed: g.t.relaxed,
-      qaOffset: g.qa - g.a, scaleRowsFn: fnIndex('scaleRows'), panelScaleFn: fnIndex('panelScale'),
-    })
+      qaOffset: g.qa - g.a, scaleRowsFn: fnIndex('scaleRows'), panelScaleFn: fnIndex('panelScale'), verdictsFn: fnIndex('verdicts'),
+      info: g.info, range: this.range,
+    }
   }
 
   run(B: AnyTypedArray[], out: Int32Array): void {
@@ -317,13 +324,23 @@ export class NearestStep {
       }
     } else this.pack!(B, f32)
     this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * g.npad, 0, n))
-    if (!stats || !scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, stats)) {
+    if (!stats || !scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, stats) || !this.colTermsInRange(f32, g.col / 4, g.npad)) {
       this.sweep(B, out, undefined, undefined)
       return
     }
     const full: number[] = []
     this.sweep(B, out, undefined, full)
     if (full.length > 0) this.sweep(B, out, Int32Array.from(full), undefined)
+  }
+
+  /** A bounded epilogue's column terms all within 2^range (the screening kernel checks the row terms); else the call runs in float32. */
+  private colTermsInRange(f32: Float32Array, at: number, npad: number): boolean {
+    if (this.range === undefined) return true
+    const lim = 2 ** this.range
+    for (let ci = 0; ci < this.colTerms.length; ci++) {
+      for (let j = 0; j < this.n; j++) if (!(Math.abs(f32[at + ci * npad + j]!) <= lim)) return false
+    }
+    return true
   }
 
   /**

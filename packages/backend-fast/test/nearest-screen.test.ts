@@ -157,6 +157,31 @@ describe('nearest-code screening', () => {
     }
   })
 
+  test('bounded epilogues: a column term beyond 2^E sends the call to float32, where a NaN distance wins', async () => {
+    // ||x||² - 1e29 x.c - 1e29 ||c||²: adds, subtracts and products only, so screened with one
+    // bound per distance (screenRangeExp). Every value of x is 1e4, code 3's are -1e4 and the
+    // others' within 4e3 (fine enough in int16 that screening leaves each row one candidate):
+    // code 3's dot product times 1e29 overflows, and so does its column term, so its distance is
+    // +Inf - Inf = NaN, and NaN wins; the other distances are finite. Only the check of the
+    // column terms sees it.
+    const [n, d, k] = [6, 64, 40]
+    const x = Array.from({ length: n * d }, () => 1e4)
+    const r = lcg(21)
+    const codes = Array.from({ length: k * d }, () => Math.fround((r() * 2 - 1) * 4e3))
+    for (let q = 0; q < d; q++) codes[3 * d + q] = -1e4
+    const p = traceOrThrow([f32([n, d]), f32([k, d])], (xt: Tensor, cb: Tensor) => [
+      xt.square().sum(-1, true).sub(xt.matmul(cb.mT).mul(1e29)).add(cb.square().sum(-1).mul(-1e29)).argmin(-1),
+    ]).program
+    expect(nearestStep(p).screened).toBe(true)
+    const [xt, ct] = [tensorOf(x, [n, d]), tensorOf(codes, [k, d])]
+    const want = await indices(p, xt, ct, 1, false)
+    expect(want).toEqual(Array.from({ length: n }, () => 3))
+    expect(await indices(p, xt, ct, 1, true)).toEqual(want)
+    // the same program on data within range is screened throughout
+    const small = tensorOf(gauss(k * d, 22, 0.1), [k, d]), xs = tensorOf(gauss(n * d, 23), [n, d])
+    expect(await indices(p, xs, small, 1, true)).toEqual(await indices(p, xs, small, 1, false))
+  })
+
   test.prop([fc.integer({ min: 1, max: 60 }), fc.integer({ min: 16, max: 70 }), fc.integer({ min: 1, max: 90 }), fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 0, max: 5 })], { numRuns: 25 })(
     'any sizes and data with repeated values: the unscreened indices',
     async (n, d, k, seed, coarse) => {

@@ -150,6 +150,9 @@ export class Code {
   vOr() { return this.simd(0x50) }
   vAnd() { return this.simd(0x4e) }
   f32x4ExtractLane(lane: number) { return this.simd(0x1f).b(lane) }
+  /** Lane `lane` of the vector below replaced by the f32 on top. */
+  f32x4ReplaceLane(lane: number) { return this.simd(0x20).b(lane) }
+  i32x4ExtractLane(lane: number) { return this.simd(0x1b).b(lane) }
   /** Round to an integer, ties to even. */
   f32x4Nearest() { return this.simd(0x6a) }
   /** Float32 lanes to int32, rounding toward zero, saturating (NaN gives 0). */
