@@ -414,7 +414,8 @@ export class NearestStep {
       }
     }
     const bufAt = (i: number) => g.base + i * g.buf
-    const pending = Array.from({ length: W }, () => [] as { r0: number; cnt: number; at: number }[])
+    type Task = { r0: number; cnt: number; at: number; args: readonly [number, number, number, number] }
+    const pending = Array.from({ length: W }, () => [] as Task[])
     const collectDone = (w: number, done: number) => {
       const q = pending[w]!
       // tasks finish in order: the first (posted - done) entries of the queue are still running
@@ -437,8 +438,9 @@ export class NearestStep {
           const t = take(chunk)
           if (!t) break
           const at = bufAt(1 + w * QUEUE + (posted % QUEUE))
-          threads!.post(w, args(at, stage(at, t.r0, t.cnt)))
-          pending[w]!.push({ ...t, at })
+          const task = args(at, stage(at, t.r0, t.cnt))
+          threads!.post(w, task)
+          pending[w]!.push({ ...t, at, args: task })
           this.chunksToWorkers++
         }
       }
@@ -447,6 +449,12 @@ export class NearestStep {
       const at = bufAt(0)
       run(...args(at, stage(at, t.r0, t.cnt)))
       collect(at, t.r0, t.cnt)
+    }
+    // out of rows: chunks still waiting in a worker's queue run here (newest first, while the
+    // worker finishes the one it is on), so this thread does not wait for them in turn
+    for (let w = 0; w < W; w++) {
+      const q = pending[w]!, posted = threads!.posted(w)
+      for (let i = posted - 1; i >= posted - q.length; i--) if (threads!.claim(w, i)) run(...q[i - (posted - q.length)]!.args)
     }
     for (let w = 0; w < W; w++) {
       const posted = threads!.posted(w)

@@ -15,7 +15,9 @@ const WORKER_OLD_MB = 64
  * no thread waits for another to hand out or stage work while there is some queued.
  *
  * Control words per worker: [0] tasks posted, [1] tasks done, [2] quit, [3] failed, [4] ready
- * (its kernel instantiated, or failed), then QUEUE slots of 4 arguments (task i in slot i % QUEUE).
+ * (its kernel instantiated, or failed), then QUEUE slots of 4 arguments and a claim word (task i in
+ * slot i % QUEUE). A task runs where its claim word is first set: on the worker, or on the calling
+ * thread (`claim`) when it has run out of work of its own while the task still waits in the queue.
  * A worker takes a few tens of milliseconds to start: a caller that posts only to ready workers
  * (`ready`) computes alone until they are, instead of waiting on a queue nobody runs yet.
  *
@@ -39,8 +41,8 @@ let next = 0
 for (;;) {
   while (Atomics.load(c, 0) === next && Atomics.load(c, 2) === 0) Atomics.wait(c, 0, next)
   if (Atomics.load(c, 2) === 1) break
-  const s = 5 + (next % queue) * 4
-  if (run) {
+  const s = 5 + (next % queue) * 5
+  if (run && Atomics.compareExchange(c, s + 4, 0, 1) === 0) {
     try { drive(run, c[s], c[s + 1], c[s + 2], c[s + 3]) } catch (e) { Atomics.store(c, 3, 1) }
   }
   next++
@@ -59,7 +61,7 @@ export class KernelThreads {
     const wt = nodeWorkerThreads()
     if (!wt) throw new TesseraError('backend', 'fast.threads', 'this host has no worker threads')
     this.workers = Array.from({ length: count }, () => {
-      const sab = new SharedArrayBuffer((5 + 4 * QUEUE) * 4)
+      const sab = new SharedArrayBuffer((5 + 5 * QUEUE) * 4)
       // no inherited execArgv: the source is plain CommonJS, and a parent's --input-type=module or
       // loader (--import tsx) would break or slow its start; V8 flags are per process and still apply
       // a stated old-generation limit (any up to 1 GiB; this worker's heap holds ~4 MiB of Node's
@@ -100,9 +102,21 @@ export class KernelThreads {
     const c = this.workers[t]!.ctrl
     const n = Atomics.load(c, 0)
     if (n - Atomics.load(c, 1) >= QUEUE) throw new TesseraError('backend', 'fast.nearest', 'a kernel thread queue overflowed')
-    c.set(args, 5 + (n % QUEUE) * 4)
+    c.set(args, 5 + (n % QUEUE) * 5)
+    c[5 + (n % QUEUE) * 5 + 4] = 0
     Atomics.store(c, 0, n + 1)
     Atomics.notify(c, 0)
+  }
+
+  /**
+   * Claim task `index` of worker t (posted, not yet finished) for the calling thread: true when
+   * the worker had not started it, and the caller must then run it (the worker skips it, and
+   * counts it done).
+   */
+  claim(t: number, index: number): boolean {
+    const c = this.workers[t]!.ctrl
+    if (index < Atomics.load(c, 1) || index >= Atomics.load(c, 0)) return false
+    return Atomics.compareExchange(c, 5 + (index % QUEUE) * 5 + 4, 0, 1) === 0
   }
 
   /** Block until worker t has finished at least `count` tasks; throws if the kernel failed there. */
