@@ -1,5 +1,5 @@
 import type { Epilogue } from '@tessera/core'
-import { Code, F32, V128, I32 } from './wasm/asm.js'
+import { Code, V128, I32 } from './wasm/asm.js'
 import { emitEpilogue } from './nearest-epilogue.js'
 
 /**
@@ -14,7 +14,8 @@ import { emitEpilogue } from './nearest-epilogue.js'
  * rounding of a k-term sum, plus this kernel's conversion and its own subtraction). The epilogue
  * is monotone in the dot product (NearestPattern.slope) and float32 rounding is monotone, so the
  * distance lies between the epilogue at dot - err and at dot + err, through the same float32 ops.
- * For each row the kernel keeps the least upper bound U, and per lane the two least lower
+ * For each row the kernel keeps the least upper bound U (a bounded epilogue's, screenRangeExp,
+ * from its lanes' best codes after the last column chunk), and per lane the two least lower
  * bounds and the index of the first. A code whose lower bound is above U cannot win or tie. When
  * at most one code per lane has its lower bound at or below U, those codes are the only
  * candidates (one: it is the answer; more: their column chunks are computed in float32);
@@ -107,7 +108,8 @@ export interface ScreenKernelSpec {
  * their scales at qa + chunk * k2 * 4, their bounds chunk * 4 bytes after), its row terms at
  * row and its screening state at out (then the rows' verdicts), the columns [from, to)
  * (multiples of cw). When from is 0 the rows are first scaled from their float32 copy and the
- * state is initialized; the call that ends at the last column chunk writes the verdicts. Same
+ * state is initialized; the call that ends at the last column chunk has the verdicts written
+ * (nearest-verdicts.ts). Same
  * loops as the float32 kernel, with k2 steps of pairs.
  */
 export function screenKernelCode(s: ScreenKernelSpec): Code {
