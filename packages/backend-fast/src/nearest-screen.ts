@@ -95,6 +95,9 @@ export interface ScreenKernelSpec {
   readonly scaleRowsFn: number
   /** The panel scaling's function index; its int16 panel goes right after the chunk's screening state, and the parked accumulators (screenParkBytes) after the panel. */
   readonly panelScaleFn: number
+  /** Row terms (positions in rowTerms) the kernel sums from the rows (nearest-terms.ts), and that function's index. */
+  readonly selfSquares: readonly number[]
+  readonly rowSquaresFn: number
   /** The verdicts function's index (nearest-verdicts.ts). */
   readonly verdictsFn: number
   /** Byte address of the codebook's scaling values (nearest-scale.ts INFO_BYTES). */
@@ -139,7 +142,9 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   c.get(outPtr).get(rows).i32(SCREEN_STATE).i32Mul().i32Add().set(end)
   c.block()
   c.get(from).brIf(0)
-  // a chunk's first call scales its rows (on the thread that screens them)
+  // a chunk's first call sums the squares of its rows where a row term is that, and scales them
+  // (on the thread that screens them)
+  for (const ri of s.selfSquares) c.get(rows).get(aPtr).i32(-s.qaOffset).i32Add().get(rowPtr).i32(ri * chunk * 4).i32Add().call(s.rowSquaresFn)
   c.get(rows).get(aPtr).i32(-s.qaOffset).i32Add().get(aPtr).call(s.scaleRowsFn)
   c.get(outPtr).set(p)
   c.loop()
@@ -261,7 +266,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
 }
 
 /** The screening module's functions, in order: `call` takes these indices. */
-export const SCREEN_FNS = ['run', 'exact', 'screen', 'scaleRows', 'stats', 'panelScale', 'verdicts'] as const
+export const SCREEN_FNS = ['run', 'exact', 'screen', 'scaleRows', 'stats', 'panelScale', 'verdicts', 'rowSquares'] as const
 export const fnIndex = (name: (typeof SCREEN_FNS)[number]): number => SCREEN_FNS.indexOf(name)
 
 /** Set in `rows` to run the float32 kernel instead of screening (see dispatchCode). */

@@ -12,6 +12,7 @@ import type { ScreenKernelSpec } from './nearest-screen.js'
 import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes } from './nearest-screen.js'
 import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
 import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
+import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -144,7 +145,8 @@ export class NearestStep {
   readonly k: number
   private readonly rowTerms: number[]
   private readonly colTerms: number[]
-  private termKernels: TermKernel[] = []
+  /** Per term, how it is copied into a staged chunk (undefined: a row term the step sums from its rows). */
+  private termKernels: (TermKernel | undefined)[] = []
   private slotA: number | undefined
   /** B^T's slot when B is the transpose of a stored value (packed in wasm), else B's JS pack loop. */
   private slotBT: number | undefined
@@ -164,6 +166,8 @@ export class NearestStep {
     private readonly threads: number,
     /** `relaxed: true` needs an engine with relaxed SIMD (see relaxedSimdSupported). */
     private readonly tuning: NearestTuning = defaultTuning,
+    /** Row terms (indices into the pattern's terms) that are the sum of squares of the rows and read nowhere else: computed here (nearest-terms.ts). */
+    private readonly selfSquares: readonly number[] = [],
   ) {
     if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new TesseraError('backend', 'fast.nearest', 'tile sizes must be positive')
     if (tuning.relaxed && !relaxedSimdSupported()) throw new TesseraError('backend', 'fast.nearest', 'relaxed SIMD was requested but this engine does not support it')
@@ -201,6 +205,11 @@ export class NearestStep {
     return !!threads && Array.from({ length: threads.count }, (_, w) => threads.ready(w)).every(Boolean)
   }
 
+  /** Row terms this step sums from its own rows rather than reads (nearest-terms.ts). */
+  get rowTermsSummed(): number {
+    return this.selfSquares.length
+  }
+
   /** Whether codes are screened in int16 before float32 (nearest-screen.ts). */
   get screened(): boolean {
     return this.tuning.screen
@@ -224,7 +233,7 @@ export class NearestStep {
     const b = this.matmul.inputs[1]!
     this.slotBT = storedTransposeOf(b, env)
     this.pack = this.slotBT === undefined ? packKernel(b, this.n, 4 * this.tuning.vecs, env) : undefined
-    this.termKernels = this.terms.map((t) => termKernel(t.v, t.dep, t.dep === 'row' ? this.m : this.n, env))
+    this.termKernels = this.terms.map((t, i) => (this.selfSquares.includes(i) ? undefined : termKernel(t.v, t.dep, t.dep === 'row' ? this.m : this.n, env)))
   }
 
   private geometry(): Geometry {
@@ -265,7 +274,7 @@ export class NearestStep {
     const screenFns = {
       run: dispatchCode, exact: () => this.exactCode(g), screen: () => screenKernelCode(this.screenSpec(g)), scaleRows: () => scaleRowsCode(this.k, g.chunk, g.info),
       stats: () => codebookStatsCode(this.k, g.npad, g.cw), panelScale: () => panelScaleCode(this.k, g.cw, g.info),
-      verdicts: () => verdictsCode(this.screenSpec(g)),
+      verdicts: () => verdictsCode(this.screenSpec(g)), rowSquares: () => rowSquaresCode(this.k),
     }
     const kernels = g.t.screen ? SCREEN_FNS.map((name) => ({ name, code: screenFns[name]() })) : [{ name: 'run', code: this.exactCode(g) }]
     const funcs = [...kernels, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
@@ -305,6 +314,7 @@ export class NearestStep {
       k2: screenShape(this.k).k2, k: this.k, n: this.n, npad: g.npad, rows: g.t.rows, vecs: g.t.vecs, chunk: g.chunk, col: g.col,
       epi: this.epi, slope: this.slope!, rowTerms: this.rowTerms, colTerms: this.colTerms, relaxed: g.t.relaxed,
       qaOffset: g.qa - g.a, scaleRowsFn: fnIndex('scaleRows'), panelScaleFn: fnIndex('panelScale'), verdictsFn: fnIndex('verdicts'),
+      selfSquares: this.rowTerms.flatMap((t, ri) => (this.selfSquares.includes(t) ? [ri] : [])), rowSquaresFn: fnIndex('rowSquares'),
       info: g.info, range: this.range,
     }
   }
@@ -382,11 +392,17 @@ export class NearestStep {
         for (let q = 0; q < cnt; q++) {
           const r = only[r0 + q]!
           f32.set(a.subarray(r * k, (r + 1) * k), dst + q * k)
-          this.rowTerms.forEach((tm, ri) => this.termKernels[tm]!(B, f32, (at + g.row) / 4 + ri * chunk + q, r, 1))
+          this.rowTerms.forEach((tm, ri) => this.termKernels[tm]?.(B, f32, (at + g.row) / 4 + ri * chunk + q, r, 1))
         }
       } else {
         f32.set(a.subarray(r0 * k, (r0 + cnt) * k), dst)
-        this.rowTerms.forEach((tm, ri) => this.termKernels[tm]!(B, f32, (at + g.row) / 4 + ri * chunk, r0, cnt))
+        this.rowTerms.forEach((tm, ri) => this.termKernels[tm]?.(B, f32, (at + g.row) / 4 + ri * chunk, r0, cnt))
+      }
+      // row terms summed from the rows: by the screening kernel, else here
+      if (!full) {
+        this.rowTerms.forEach((tm, ri) => {
+          if (!this.termKernels[tm]) rowSquaresJs(a, k, r0, cnt, only, f32, (at + g.row) / 4 + ri * chunk)
+        })
       }
       if (padded > cnt) f32.fill(0, dst + cnt * k, dst + padded * k)
       return padded

@@ -1,11 +1,12 @@
 import { TesseraError } from '@tessera/core'
-import type { ChainStep, Eqn, LoopStep, Prim, Program, RowChain, Var } from '@tessera/core'
+import type { ChainStep, Eqn, LoopStep, NearestPattern, Prim, Program, RowChain, Var } from '@tessera/core'
 import { ValueFacts, nearestDims, scheduleLoops } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import type { ChainStepDesc } from './chain-runner.js'
 import type { GeneratedKernel } from './loops.js'
 import { elementwiseKernel, reduceKernel, sinkKernel } from './loops.js'
 import { NearestStep, defaultTuning } from './nearest.js'
+import { NO_ROW_SQUARES, rowSquareFolds } from './nearest-terms.js'
 import type { GemmRunner } from './wasm/gemm.js'
 import { foldGemmTransposes } from './gemm-rewrite.js'
 import { NO_GEMMS, planGemms } from './gemm-plan.js'
@@ -155,6 +156,11 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   // gathers of whole rows as copies into the step's buffer (one copy memory per plan)
   const gathers = gatherSteps(scanEnv, opts.wasm)
   const nearest: NearestStep[] = []
+  const screened = (p: NearestPattern) => (opts.nearestScreen ?? true) && p.slope !== undefined && nearestDims(p).k >= SCREEN_MIN_K
+  // |x|² row terms a screened search sums from its own rows (their stored sums are dropped)
+  const squares = opts.wasm && schedule.steps.some((st) => st.kind === 'nearest')
+    ? rowSquareFolds(schedule.steps, { def: (v) => graph.def(v), uses: (v) => graph.uses(v), isOutput: (v) => graph.isOutput(v) }, screened)
+    : NO_ROW_SQUARES
   const chains: RowChainRun[] = []
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
   // (a schedule without a top-level matmul step has none to pick: then the GEMM code is not run)
@@ -251,8 +257,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
       case 'host':
         return { kind: 'reference', out: slotOf(st.eqn.out), eqn: st.eqn, ins: st.eqn.inputs.map(slotOf) }
       case 'nearest': {
-        const screen = (opts.nearestScreen ?? true) && st.pattern.slope !== undefined && nearestDims(st.pattern).k >= SCREEN_MIN_K
-        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false, screen })
+        const screen = screened(st.pattern)
+        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false, screen }, squares.termsOf(st.pattern))
         step.prepare(env)
         nearest.push(step)
         return { kind: 'nearest', out: slotOf(st.pattern.select.out), step }
@@ -336,7 +342,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     }
     return out.map((p) => ('kind' in p ? p : rowSumStep(p)))
   }
-  const protos = schedule.steps.filter((st) => !gemms.dropped(st) && !folds.dropped(st)).flatMap((st): Proto[] => (st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
+  const protos = schedule.steps.filter((st) => !gemms.dropped(st) && !folds.dropped(st) && !squares.dropped(st)).flatMap((st): Proto[] => (st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
   // elementwise loops of one size merge into one pass where the order allows (Adam's per parameter)
   const steps: Step[] = groupElementwise(protos, writesOf, (p) => (p.kind === 'elemExpr' ? p : undefined)).map((g) =>
     'exprs' in g ? { kind: 'elem', outs: g.outs, run: elemRun(g) } : (g as Step),

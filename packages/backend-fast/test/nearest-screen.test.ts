@@ -182,6 +182,36 @@ describe('nearest-code screening', () => {
     expect(await indices(p, xs, small, 1, true)).toEqual(await indices(p, xs, small, 1, false))
   })
 
+  test('|x|² summed by the search itself: float32 squares added in a float64, rounded once, as the stored sum', async () => {
+    // x = (1, 2^-12 x 63): its squares add to 1 + 63 * 2^-24 in a float64, 1 + 32 * 2^-23 once
+    // rounded, but to 1 in a float32 accumulator. Distances |x|² |c|² - 2 x.c (adds, subtracts
+    // and products: bounded) of codes 0.5 and 1.5 - 2e-6 along the first axis differ by a few
+    // 1e-6, in an order that those two values of |x|² reverse: code 0 wins with the first.
+    const [n, d] = [6, 64]
+    const x = Array.from({ length: n * d }, (_, i) => (i % d === 0 ? 1 : 2 ** -12))
+    const code = (a: number) => Array.from({ length: d }, (_, q) => (q === 0 ? Math.fround(a) : 0))
+    const near = [code(0.5), code(1.5 - 2e-6), ...Array.from({ length: 18 }, (_, j) => code(5 + j))]
+    const p = (k: number) => traceOrThrow([f32([n, d]), f32([k, d])], (xt: Tensor, cb: Tensor) => [
+      xt.square().sum(-1, true).mul(cb.square().sum(-1)).sub(xt.matmul(cb.mT).mul(2)).argmin(-1),
+    ]).program
+    expect(nearestStep(p(near.length)).rowTermsSummed).toBe(1)
+    // and with a code whose |c|² is beyond 2^E, so the call runs in float32 and this thread sums the rows
+    for (const cb of [near, [...near, code(2 ** 35)]]) {
+      const [xt, ct] = [tensorOf(x, [n, d]), tensorOf(cb.flat(), [cb.length, d])]
+      const want = await indices(p(cb.length), xt, ct, 1, false)
+      expect(want).toEqual(Array.from({ length: n }, () => 0))
+      expect(await indices(p(cb.length), xt, ct, 1, true)).toEqual(want)
+    }
+    // a |x|² read elsewhere too (here an output) is stored, not summed by the search
+    const both = traceOrThrow([f32([n, d]), f32([20, d])], (xt: Tensor, cb: Tensor) => {
+      const x2 = xt.square().sum(-1, true)
+      return [x2.sub(xt.matmul(cb.mT).mul(2)).add(cb.square().sum(-1)).argmin(-1), x2]
+    }).program
+    expect(nearestStep(both).rowTermsSummed).toBe(0)
+    expect(nearestStep(program('dist', 8, 32, 40)).rowTermsSummed).toBe(1)
+    expect(nearestStep(program('cosine', 8, 32, 40)).rowTermsSummed).toBe(0)
+  })
+
   test.prop([fc.integer({ min: 1, max: 60 }), fc.integer({ min: 16, max: 70 }), fc.integer({ min: 1, max: 90 }), fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 0, max: 5 })], { numRuns: 25 })(
     'any sizes and data with repeated values: the unscreened indices',
     async (n, d, k, seed, coarse) => {

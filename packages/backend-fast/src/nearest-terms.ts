@@ -1,0 +1,141 @@
+import type { Eqn, NearestPattern, ScheduleStep, Var } from '@tessera/core'
+import { nearestDims } from '@tessera/core'
+import type { Code } from './wasm/asm.js'
+import { I32 } from './wasm/asm.js'
+import { ChainCode, F64 } from './wasm/simd-ops.js'
+
+/**
+ * Row terms a screened nearest-code step computes itself: `sum(a * a)` over the last axis of its
+ * own rows `a` (|x|² of a squared euclidean distance), read by nothing but the distance. The step
+ * that would store them is dropped: the screening kernel sums each staged chunk's rows on the
+ * thread that screens it (in parallel, on rows already in cache), and the calling thread sums the
+ * rows it stages for the float32 kernel. Both add the float32 squares in order in a float64 and
+ * round once, as the reference's sum (and the stored term's loop) does, so the values are the same.
+ */
+export interface RowSquareFolds {
+  /** The pattern's terms (indices into its terms) that its step computes from its rows. */
+  termsOf(p: NearestPattern): readonly number[]
+  /** Whether a step only stored such a term. */
+  dropped(st: ScheduleStep): boolean
+}
+
+export const NO_ROW_SQUARES: RowSquareFolds = { termsOf: () => [], dropped: () => false }
+
+interface Graph {
+  def(v: Var): Eqn | undefined
+  uses(v: Var): readonly Eqn[]
+  isOutput(v: Var): boolean
+}
+
+/** The folds of the nearest steps that `screened` says are screened. */
+export function rowSquareFolds(steps: readonly ScheduleStep[], g: Graph, screened: (p: NearestPattern) => boolean): RowSquareFolds {
+  const reduces = new Map<Eqn, ScheduleStep>()
+  for (const st of steps) if (st.kind === 'reduce' && st.sides.length === 0) reduces.set(st.eqn, st)
+  const drop = new Set<ScheduleStep>()
+  const terms = new Map<NearestPattern, number[]>()
+  const readOnce = (v: Var) => g.uses(v).length === 1 && !g.isOutput(v)
+  for (const st of steps) {
+    if (st.kind !== 'nearest' || !screened(st.pattern)) continue
+    const a = st.pattern.matmul.inputs[0]!
+    const mine: number[] = []
+    st.pattern.terms.forEach((t, i) => {
+      if (t.dep !== 'row' || a.aval.dtype !== 'float32' || a.aval.shape.length !== 2) return
+      // |x|² with keepdims, broadcast along the codes: reshapes and broadcasts of the sum, each of
+      // shape [m], [m, 1] or [m, n], so row i stays row i
+      const m = a.aval.shape[0]!, n = nearestDims(st.pattern).n
+      const rowShaped = (x: Var) => {
+        const s = x.aval.shape
+        return s[0] === m && (s.length === 1 || (s.length === 2 && (s[1] === 1 || s[1] === n)))
+      }
+      let v = t.v
+      if (!readOnce(v)) return
+      while (g.def(v)?.prim === 'reshape' || g.def(v)?.prim === 'broadcast') {
+        if (!rowShaped(v)) return
+        v = g.def(v)!.inputs[0]!
+        if (!readOnce(v)) return
+      }
+      const sum = g.def(v)
+      const rs = sum && reduces.get(sum)
+      if (!sum || !rs || sum.prim !== 'reduce_sum' || sum.params.axes.length !== 1 || sum.params.axes[0] !== 1) return
+      const sq = g.def(sum.inputs[0]!)
+      if (sq?.prim !== 'mul' || sq.inputs[0] !== a || sq.inputs[1] !== a) return
+      drop.add(rs)
+      mine.push(i)
+    })
+    if (mine.length > 0) terms.set(st.pattern, mine)
+  }
+  return { termsOf: (p) => terms.get(p) ?? [], dropped: (st) => drop.has(st) }
+}
+
+/**
+ * `rowSquares(rows, a, out)`: for rows of k float32 at byte address a, each row's sum of
+ * squares (float32 squares added in order in a float64, rounded once) as a float32 at out. Two
+ * rows at a time: two independent chains of float64 adds.
+ */
+export function rowSquaresCode(k: number): Code {
+  const c = new ChainCode(3)
+  const [rows, aPtr, out] = [0, 1, 2]
+  const r = c.local(I32), p = c.local(I32), q = c.local(I32), j = c.local(I32), o = c.local(I32)
+  const s = c.local(F64), t = c.local(F64)
+  const sq = (ptr: number) => c.get(ptr).f32Load(0).get(ptr).f32Load(0).f32Mul().f64PromoteF32()
+  c.get(aPtr).set(p)
+  c.get(out).set(o)
+  c.i32(0).set(r)
+  c.block()
+  c.loop() // pairs of rows
+  c.get(r).i32(1).i32Add().get(rows).i32LtU().i32Eqz().brIf(1)
+  c.f64Const(0).set(s)
+  c.f64Const(0).set(t)
+  c.get(p).i32(k * 4).i32Add().set(q)
+  c.i32(0).set(j)
+  c.loop()
+  c.get(s)
+  sq(p)
+  c.f64Add().set(s)
+  c.get(t)
+  sq(q)
+  c.f64Add().set(t)
+  c.get(p).i32(4).i32Add().set(p)
+  c.get(q).i32(4).i32Add().set(q)
+  c.get(j).i32(1).i32Add().tee(j).i32(k).i32LtU().brIf(0)
+  c.end()
+  c.get(o).get(s).f32DemoteF64().f32Store(0)
+  c.get(o).get(t).f32DemoteF64().f32Store(4)
+  c.get(q).set(p)
+  c.get(o).i32(8).i32Add().set(o)
+  c.get(r).i32(2).i32Add().set(r)
+  c.br(0)
+  c.end()
+  c.end()
+  // an odd last row
+  c.block()
+  c.get(r).get(rows).i32LtU().i32Eqz().brIf(0)
+  c.f64Const(0).set(s)
+  c.i32(0).set(j)
+  c.loop()
+  c.get(s)
+  sq(p)
+  c.f64Add().set(s)
+  c.get(p).i32(4).i32Add().set(p)
+  c.get(j).i32(1).i32Add().tee(j).i32(k).i32LtU().brIf(0)
+  c.end()
+  c.get(o).get(s).f32DemoteF64().f32Store(0)
+  c.end()
+  return c
+}
+
+/**
+ * The same sums in JS, for rows the calling thread stages for the float32 kernel: rows r0 ..
+ * r0 + cnt of `a` (k floats each; of the rows listed in `only`, if given) into dst from `at` on.
+ */
+export function rowSquaresJs(a: Float32Array, k: number, r0: number, cnt: number, only: Int32Array | undefined, dst: Float32Array, at: number): void {
+  for (let q = 0; q < cnt; q++) {
+    const base = (only ? only[r0 + q]! : r0 + q) * k
+    let s = 0
+    for (let j = 0; j < k; j++) {
+      const x = a[base + j]!
+      s += Math.fround(x * x)
+    }
+    dst[at + q] = s
+  }
+}
