@@ -15,7 +15,7 @@ import { ChainCode, F64 } from './wasm/simd-ops.js'
 export interface RowSquareFolds {
   /** The pattern's terms (indices into its terms) that its step computes from its rows. */
   termsOf(p: NearestPattern): readonly number[]
-  /** Whether a step only stored such a term. */
+  /** Whether a step stored such a term (its side outputs, if any, are then computed on their own). */
   dropped(st: ScheduleStep): boolean
 }
 
@@ -27,10 +27,19 @@ interface Graph {
   isOutput(v: Var): boolean
 }
 
-/** The folds of the nearest steps that `screened` says are screened. */
-export function rowSquareFolds(steps: readonly ScheduleStep[], g: Graph, screened: (p: NearestPattern) => boolean): RowSquareFolds {
+/**
+ * The folds of the nearest steps that `screened` says are screened. A sum stored with side
+ * outputs (residual VQ's next residual) is dropped only where `sidesApart` says the plan computes
+ * those on their own.
+ */
+export function rowSquareFolds(
+  steps: readonly ScheduleStep[],
+  g: Graph,
+  screened: (p: NearestPattern) => boolean,
+  sidesApart: (sides: readonly Var[]) => boolean,
+): RowSquareFolds {
   const reduces = new Map<Eqn, ScheduleStep>()
-  for (const st of steps) if (st.kind === 'reduce' && st.sides.length === 0) reduces.set(st.eqn, st)
+  for (const st of steps) if (st.kind === 'reduce' && (st.sides.length === 0 || sidesApart(st.sides))) reduces.set(st.eqn, st)
   const drop = new Set<ScheduleStep>()
   const terms = new Map<NearestPattern, number[]>()
   const readOnce = (v: Var) => g.uses(v).length === 1 && !g.isOutput(v)

@@ -157,10 +157,6 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const gathers = gatherSteps(scanEnv, opts.wasm)
   const nearest: NearestStep[] = []
   const screened = (p: NearestPattern) => (opts.nearestScreen ?? true) && p.slope !== undefined && nearestDims(p).k >= SCREEN_MIN_K
-  // |x|² row terms a screened search sums from its own rows (their stored sums are dropped)
-  const squares = opts.wasm && schedule.steps.some((st) => st.kind === 'nearest')
-    ? rowSquareFolds(schedule.steps, { def: (v) => graph.def(v), uses: (v) => graph.uses(v), isOutput: (v) => graph.isOutput(v) }, screened)
-    : NO_ROW_SQUARES
   const chains: RowChainRun[] = []
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
   // (a schedule without a top-level matmul step has none to pick: then the GEMM code is not run)
@@ -177,6 +173,10 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     const e = elementwiseExpr(v, (x) => graph.def(x), storedSlot(also))
     return e && { kind: 'elemExpr', out: slotOf(v), expr: e, n }
   }
+  // |x|² row terms a screened search sums from its own rows (their stored sums are dropped)
+  const squares = opts.wasm && schedule.steps.some((st) => st.kind === 'nearest')
+    ? rowSquareFolds(schedule.steps, { def: (v) => graph.def(v), uses: (v) => graph.uses(v), isOutput: (v) => graph.isOutput(v) }, screened, (sides) => sides.every((v) => elemStep(v) !== undefined))
+    : NO_ROW_SQUARES
   /**
    * A sum over trailing axes (at most ROW_SUM_MAX wide) of an elementwise operand, with its side
    * outputs, as one WebAssembly pass (FSQ's and LFQ's index sums with their codes).
@@ -342,7 +342,10 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     }
     return out.map((p) => ('kind' in p ? p : rowSumStep(p)))
   }
-  const protos = schedule.steps.filter((st) => !gemms.dropped(st) && !folds.dropped(st) && !squares.dropped(st)).flatMap((st): Proto[] => (st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
+  const protos = schedule.steps
+    .filter((st) => !gemms.dropped(st) && !folds.dropped(st))
+    // a |x|² the search sums itself: only its side outputs are left to compute
+    .flatMap((st): Proto[] => (squares.dropped(st) ? (st as Extract<LoopStep, { kind: 'reduce' }>).sides.map((v) => elemStep(v)!) : st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
   // elementwise loops of one size merge into one pass where the order allows (Adam's per parameter)
   const steps: Step[] = groupElementwise(protos, writesOf, (p) => (p.kind === 'elemExpr' ? p : undefined)).map((g) =>
     'exprs' in g ? { kind: 'elem', outs: g.outs, run: elemRun(g) } : (g as Step),

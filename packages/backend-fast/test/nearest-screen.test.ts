@@ -212,6 +212,36 @@ describe('nearest-code screening', () => {
     expect(nearestStep(program('cosine', 8, 32, 40)).rowTermsSummed).toBe(0)
   })
 
+  test('residual VQ: every layer sums the |x|² of its residual itself, and outputs are the unscreened ones, bit for bit', async () => {
+    const [n, d, k, layers] = [700, 32, 96, 3]
+    const p = traceOrThrow([f32([n, d]), ...Array.from({ length: layers }, () => f32([k, d]))], (x: Tensor, ...cbs: Tensor[]) => {
+      let residual = x
+      let quantized: Tensor | undefined
+      const idx: Tensor[] = []
+      for (const cb of cbs) {
+        const i = residual.square().sum(-1, true).sub(residual.matmul(cb.mT).mul(2)).add(cb.square().sum(-1)).argmin(-1)
+        const q = cb.gather(i, 0)
+        idx.push(i)
+        quantized = quantized ? quantized.add(q) : q
+        residual = residual.sub(q)
+      }
+      return [quantized!, ...idx]
+    }).program
+    const steps = planProgram(p, { wasm: true, threads: 1 }).steps.flatMap((s) => (s.kind === 'nearest' ? [s.step.rowTermsSummed] : []))
+    expect(steps).toEqual([1, 1, 1])
+    const ins = [tensorOf(gauss(n * d, 31), [n, d]), ...Array.from({ length: layers }, (_, l) => tensorOf(gauss(k * d, 32 + l, 1 / (l + 1)), [k, d]))]
+    const run = async (nearestScreen: boolean) => {
+      const b = fastBackend({ threads: 1, nearestScreen, relaxedSimd: false })
+      try {
+        return await runWithWorkers(b.compile(p), ins, 1)
+      } finally {
+        await b.dispose?.()
+      }
+    }
+    const [got, want] = [await run(true), await run(false)]
+    got.forEach((t, o) => expect(Array.from(t.data).every((v, i) => Object.is(v, want[o]!.data[i])), `output ${o}`).toBe(true))
+  })
+
   test.prop([fc.integer({ min: 1, max: 60 }), fc.integer({ min: 16, max: 70 }), fc.integer({ min: 1, max: 90 }), fc.integer({ min: 0, max: 1e6 }), fc.integer({ min: 0, max: 5 })], { numRuns: 25 })(
     'any sizes and data with repeated values: the unscreened indices',
     async (n, d, k, seed, coarse) => {
