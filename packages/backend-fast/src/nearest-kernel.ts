@@ -153,3 +153,22 @@ export function exactKernelCode(s: ExactKernelSpec): Code {
   c.end() // column chunks
   return c
 }
+
+/**
+ * One row's index from the float32 kernel's per-lane argmin state at element `base` (values, then
+ * indices, then first NaN indices): a NaN wins at its first index, else the least value, then the
+ * least index.
+ */
+export function exactRowResult(f32: Float32Array, i32: Int32Array, base: number): number {
+  const nanAt = Math.min(i32[base + 8]! >>> 0, i32[base + 9]! >>> 0, i32[base + 10]! >>> 0, i32[base + 11]! >>> 0)
+  if (nanAt !== 0xffffffff) return nanAt
+  let bv = f32[base]!, bi = i32[base + 4]!
+  for (let l = 1; l < 4; l++) {
+    const v = f32[base + l]!, j = i32[base + 4 + l]!
+    if (v < bv || (v === bv && j < bi)) {
+      bv = v
+      bi = j
+    }
+  }
+  return bi
+}

@@ -265,6 +265,16 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   return c
 }
 
+/** Whether `count` rows of n terms (npad apart, from element `at`) are all within 2^range in magnitude (NaN is not); true without a range. */
+export function termsInRange(f32: Float32Array, at: number, count: number, n: number, npad: number, range: number | undefined): boolean {
+  if (range === undefined) return true
+  const lim = 2 ** range
+  for (let t = 0; t < count; t++) {
+    for (let j = 0; j < n; j++) if (!(Math.abs(f32[at + t * npad + j]!) <= lim)) return false
+  }
+  return true
+}
+
 /** The screening module's functions, in order: `call` takes these indices. */
 export const SCREEN_FNS = ['run', 'exact', 'screen', 'scaleRows', 'stats', 'panelScale', 'verdicts', 'rowSquares'] as const
 export const fnIndex = (name: (typeof SCREEN_FNS)[number]): number => SCREEN_FNS.indexOf(name)

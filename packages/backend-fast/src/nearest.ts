@@ -7,9 +7,9 @@ import { KernelThreads, QUEUE } from './wasm/threads.js'
 import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
-import { exactKernelCode } from './nearest-kernel.js'
+import { exactKernelCode, exactRowResult } from './nearest-kernel.js'
 import type { ScreenKernelSpec } from './nearest-screen.js'
-import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes } from './nearest-screen.js'
+import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes, termsInRange } from './nearest-screen.js'
 import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
 import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
@@ -334,23 +334,13 @@ export class NearestStep {
       }
     } else this.pack!(B, f32)
     this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * g.npad, 0, n))
-    if (!stats || !scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, stats) || !this.colTermsInRange(f32, g.col / 4, g.npad)) {
+    if (!stats || !scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, stats) || !termsInRange(f32, g.col / 4, this.colTerms.length, this.n, g.npad, this.range)) {
       this.sweep(B, out, undefined, undefined)
       return
     }
     const full: number[] = []
     this.sweep(B, out, undefined, full)
     if (full.length > 0) this.sweep(B, out, Int32Array.from(full), undefined)
-  }
-
-  /** A bounded epilogue's column terms all within 2^range (the screening kernel checks the row terms); else the call runs in float32. */
-  private colTermsInRange(f32: Float32Array, at: number, npad: number): boolean {
-    if (this.range === undefined) return true
-    const lim = 2 ** this.range
-    for (let ci = 0; ci < this.colTerms.length; ci++) {
-      for (let j = 0; j < this.n; j++) if (!(Math.abs(f32[at + ci * npad + j]!) <= lim)) return false
-    }
-    return true
   }
 
   /**
@@ -414,7 +404,7 @@ export class NearestStep {
       const verdicts = (at + g.qout + chunk * SCREEN_STATE) / 4
       for (let q = 0; q < cnt; q++) {
         const r = only ? only[r0 + q]! : r0 + q
-        if (!full) out[r] = this.rowResult(f32, i32, (at + g.out) / 4 + q * 12)
+        if (!full) out[r] = exactRowResult(f32, i32, (at + g.out) / 4 + q * 12)
         else {
           // the kernel's verdict: the answer where screening left one candidate
           const v = i32[verdicts + q]!
@@ -504,21 +494,6 @@ export class NearestStep {
       const j0 = cols[i]!
       if (i === 0 || j0 !== cols[i - 1]) exact(R, at + g.a + q0 * this.k * 4, at + g.row + q0 * 4, g.scratch, j0, j0 + g.cw)
     }
-    return this.rowResult(f32, i32, s + (q - q0) * 12)
-  }
-
-  /** One row's index from its per-lane argmin state: a NaN wins at its first index, else the least value, then the least index. */
-  private rowResult(f32: Float32Array, i32: Int32Array, base: number): number {
-    const nanAt = Math.min(i32[base + 8]! >>> 0, i32[base + 9]! >>> 0, i32[base + 10]! >>> 0, i32[base + 11]! >>> 0)
-    if (nanAt !== 0xffffffff) return nanAt
-    let bv = f32[base]!, bi = i32[base + 4]!
-    for (let l = 1; l < 4; l++) {
-      const v = f32[base + l]!, j = i32[base + 4 + l]!
-      if (v < bv || (v === bv && j < bi)) {
-        bv = v
-        bi = j
-      }
-    }
-    return bi
+    return exactRowResult(f32, i32, s + (q - q0) * 12)
   }
 }
