@@ -4,6 +4,7 @@ import type { DType, HostTensor, Program, Tensor } from '@tessera/core'
 import { run, traceOrThrow } from '@tessera/core'
 import { describe, expect } from 'vitest'
 import { fastBackend, planProgram } from '../src/index.js'
+import { residualProgram } from './loop-helpers.js'
 
 type TableType = Extract<DType, 'float32' | 'int32'>
 const spec = (shape: number[], dtype: DType) => ({ shape, dtype })
@@ -183,29 +184,16 @@ describe("W1's and RVQ's plans", () => {
       const idx = dist.argmin(-1)
       return [idx, cb.gather(idx, 0)]
     }).program
-  const residual = (n: number, d: number, k: number, layers: number) =>
-    traceOrThrow([spec([n, d], 'float32'), ...Array.from({ length: layers }, () => spec([k, d], 'float32'))], (x: Tensor, ...cbs: Tensor[]) => {
-      let r = x
-      let q: Tensor | undefined
-      const idx: Tensor[] = []
-      for (const cb of cbs) {
-        const i = r.square().sum(-1, true).sub(r.matmul(cb.mT).mul(2)).add(cb.square().sum(-1)).argmin(-1)
-        const g = cb.gather(i, 0)
-        idx.push(i)
-        q = q ? q.add(g) : g
-        r = r.sub(g)
-      }
-      return [q!, ...idx]
-    }).program
+
 
   test('take the WebAssembly row copy for every gather of codes', () => {
     expect(gatherPaths(nearest(256, 16, 64))).toEqual({ wasm: 1, js: 0, reference: 0 })
-    expect(gatherPaths(residual(256, 16, 64, 8))).toEqual({ wasm: 8, js: 0, reference: 0 })
+    expect(gatherPaths(residualProgram(256, 16, 64, 8))).toEqual({ wasm: 8, js: 0, reference: 0 })
   })
 
   test("RVQ's quantized output is the sum of its own indices' codes, bit for bit (2 threads)", async () => {
     const [n, d, layers] = [300, 16, 3]
-    const p = residual(n, d, 64, layers)
+    const p = residualProgram(n, d, 64, layers)
     let s = 7
     const rnd = () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0), s / 2 ** 32 - 0.5)
     const inputs = p.inputs.map((v) => ({ shape: [...v.aval.shape], dtype: 'float32', data: Float32Array.from({ length: v.aval.shape[0]! * d }, rnd) }) as HostTensor)

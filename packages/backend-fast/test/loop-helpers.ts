@@ -106,3 +106,20 @@ async function runWithWorkers(ex, ins, threads) {
   return out
 }
 `
+
+/** Residual VQ over `layers` codebooks (squared euclidean): the sum of the chosen codes, then each layer's indices. */
+export function residualProgram(n: number, d: number, k: number, layers: number): Program {
+  return traceOrThrow([f32([n, d]), ...Array.from({ length: layers }, () => f32([k, d]))], (x: Tensor, ...cbs: Tensor[]) => {
+    let r = x
+    let q: Tensor | undefined
+    const idx: Tensor[] = []
+    for (const cb of cbs) {
+      const i = r.square().sum(-1, true).sub(r.matmul(cb.mT).mul(2)).add(cb.square().sum(-1)).argmin(-1)
+      const g = cb.gather(i, 0)
+      idx.push(i)
+      q = q ? q.add(g) : g
+      r = r.sub(g)
+    }
+    return [q!, ...idx]
+  }).program
+}

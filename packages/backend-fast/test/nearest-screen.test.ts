@@ -10,7 +10,7 @@ import { fastBackend, planProgram } from '../src/index.js'
 import type { NearestStep } from '../src/nearest.js'
 import { relaxedSimdSupported } from '../src/wasm/asm.js'
 import { screenShape } from '../src/nearest-scale.js'
-import { childRunWithWorkers, runWithWorkers } from './loop-helpers.js'
+import { childRunWithWorkers, residualProgram, runWithWorkers } from './loop-helpers.js'
 
 /**
  * Screening (nearest-screen.ts) only decides which distances the float32 kernel computes, so a
@@ -214,19 +214,7 @@ describe('nearest-code screening', () => {
 
   test('residual VQ: every layer sums the |x|² of its residual itself, and outputs are the unscreened ones, bit for bit', async () => {
     const [n, d, k, layers] = [700, 32, 96, 3]
-    const p = traceOrThrow([f32([n, d]), ...Array.from({ length: layers }, () => f32([k, d]))], (x: Tensor, ...cbs: Tensor[]) => {
-      let residual = x
-      let quantized: Tensor | undefined
-      const idx: Tensor[] = []
-      for (const cb of cbs) {
-        const i = residual.square().sum(-1, true).sub(residual.matmul(cb.mT).mul(2)).add(cb.square().sum(-1)).argmin(-1)
-        const q = cb.gather(i, 0)
-        idx.push(i)
-        quantized = quantized ? quantized.add(q) : q
-        residual = residual.sub(q)
-      }
-      return [quantized!, ...idx]
-    }).program
+    const p = residualProgram(n, d, k, layers)
     const steps = planProgram(p, { wasm: true, threads: 1 }).steps.flatMap((s) => (s.kind === 'nearest' ? [s.step.rowTermsSummed] : []))
     expect(steps).toEqual([1, 1, 1])
     const ins = [tensorOf(gauss(n * d, 31), [n, d]), ...Array.from({ length: layers }, (_, l) => tensorOf(gauss(k * d, 32 + l, 1 / (l + 1)), [k, d]))]
