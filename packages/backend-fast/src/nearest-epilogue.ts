@@ -6,6 +6,23 @@ import type { Code } from './wasm/asm.js'
  * values of term k. Every op is a float32 SIMD op, so the exact kernel and the screening kernel
  * (nearest-screen.ts) compute each distance through the same ops.
  */
+/**
+ * `term(k)` for emitEpilogue: pushes the local holding term k's values, `rowVal(i)`'s for the i-th
+ * row term, `colVals[i]` for the i-th column term (each in the memory order of `rowTerms` and
+ * `colTerms`, the epilogue's term numbers).
+ */
+export function termLocals(c: Code, rowTerms: readonly number[], colTerms: readonly number[], rowVal: (i: number) => number, colVals: readonly number[]): (k: number) => void {
+  return (k) => {
+    const ri = rowTerms.indexOf(k)
+    c.get(ri >= 0 ? rowVal(ri) : colVals[colTerms.indexOf(k)]!)
+  }
+}
+
+/** Each lane of the first vector where the mask's lane is set, else of the second: one instruction with relaxed SIMD (the mask's lanes are all ones or all zeros). */
+export function laneSelect(c: Code, relaxed: boolean): Code {
+  return relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect()
+}
+
 export function emitEpilogue(c: Code, x: Epilogue, dot: () => void, term: (k: number) => void): void {
   switch (x.op) {
     case 'dot': dot(); return

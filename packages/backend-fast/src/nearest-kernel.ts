@@ -1,6 +1,6 @@
 import type { Epilogue } from '@tessera/core'
 import { Code, V128, I32 } from './wasm/asm.js'
-import { emitEpilogue } from './nearest-epilogue.js'
+import { emitEpilogue, laneSelect, termLocals } from './nearest-epilogue.js'
 
 /** What the float32 kernel is specialized to (nearest.ts's geometry). */
 export interface ExactKernelSpec {
@@ -55,7 +55,7 @@ export function exactKernelCode(s: ExactKernelSpec): Code {
   const INF4 = [Infinity, Infinity, Infinity, Infinity]
   const mask = n % CW !== 0
   // comparison masks are all ones or all zeros per lane, so relaxed laneselect (blendvps) is exact
-  const select = () => (relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
+  const select = () => laneSelect(c, relaxed)
 
   c.get(outPtr).get(rows).i32(ROW_STATE).i32Mul().i32Add().set(end)
   c.block()
@@ -105,10 +105,7 @@ export function exactKernelCode(s: ExactKernelSpec): Code {
     c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add().set(cidx[v]!)
     s.colTerms.forEach((_, ci) => c.get(col).vLoad(s.col + ci * npad * 4 + v * 16).set(colVals[ci]!))
     for (let r = 0; r < R; r++) {
-      emitEpilogue(c, s.epi, () => c.get(acc[r]![v]!), (k) => {
-        const ri = s.rowTerms.indexOf(k)
-        c.get(ri >= 0 ? rowVals[ri]![r]! : colVals[s.colTerms.indexOf(k)]!)
-      })
+      emitEpilogue(c, s.epi, () => c.get(acc[r]![v]!), termLocals(c, s.rowTerms, s.colTerms, (ri) => rowVals[ri]![r]!, colVals))
       if (mask) {
         // padding columns (j >= n) become +Inf: they never win and never count as NaN
         c.vConstF32(INF4)

@@ -1,6 +1,6 @@
 import type { Epilogue } from '@tessera/core'
 import { Code, V128, I32 } from './wasm/asm.js'
-import { emitEpilogue } from './nearest-epilogue.js'
+import { emitEpilogue, laneSelect, termLocals } from './nearest-epilogue.js'
 
 /**
  * Screening for the nearest-code kernel (nearest.ts): dot products in int16 (one pmaddwd per
@@ -136,7 +136,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   const tb = c.local(V128)
   const INF4 = [Infinity, Infinity, Infinity, Infinity]
   const mask = n % CW !== 0
-  const select = () => (s.relaxed ? c.i32x4RelaxedLaneselect() : c.bitselect())
+  const select = () => laneSelect(c, s.relaxed)
   const st = (which: number) => which * 16
 
   c.get(outPtr).get(rows).i32(SCREEN_STATE).i32Mul().i32Add().set(end)
@@ -204,10 +204,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
       if (!bounded || s.slope === -1) c.get(t).get(err).f32x4Add().set(dh)
       // each column term loaded once for both bounds (TurboFan does not merge the two loads)
       colVals.forEach((val, ci) => c.get(col).vLoad(s.col + ci * npad * 4 + v * 16).set(val))
-      const term = (k: number) => {
-        const ri = s.rowTerms.indexOf(k)
-        c.get(ri >= 0 ? rowVals[ri]! : colVals[s.colTerms.indexOf(k)]!)
-      }
+      const term = termLocals(c, s.rowTerms, s.colTerms, (ri) => rowVals[ri]!, colVals)
       emitEpilogue(c, s.epi, () => c.get(s.slope === 1 ? dl : dh), term)
       c.set(lo)
       if (!bounded) {
@@ -216,13 +213,10 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
       }
       if (mask) {
         // padding columns: bounds +Inf, never a candidate while U is finite
-        c.get(lo).vConstF32(INF4)
-        cidx().vConstI32([n, n, n, n]).i32x4LtS()
-        select().set(lo)
-        if (!bounded) {
-          c.get(hi).vConstF32(INF4)
+        for (const b of bounded ? [lo] : [lo, hi]) {
+          c.get(b).vConstF32(INF4)
           cidx().vConstI32([n, n, n, n]).i32x4LtS()
-          select().set(hi)
+          select().set(b)
         }
       }
       // two least lower bounds per lane, the first one's column, and the least upper bound

@@ -46,16 +46,17 @@ export function rowSquareFolds(
   for (const st of steps) {
     if (st.kind !== 'nearest' || !screened(st.pattern)) continue
     const a = st.pattern.matmul.inputs[0]!
+    if (a.aval.dtype !== 'float32' || a.aval.shape.length !== 2) continue
+    // |x|² with keepdims, broadcast along the codes: reshapes and broadcasts of the sum, each of
+    // shape [m], [m, 1] or [m, n], so row i stays row i
+    const m = a.aval.shape[0]!, n = nearestDims(st.pattern).n
+    const rowShaped = (x: Var) => {
+      const s = x.aval.shape
+      return s[0] === m && (s.length === 1 || (s.length === 2 && (s[1] === 1 || s[1] === n)))
+    }
     const mine: number[] = []
     st.pattern.terms.forEach((t, i) => {
-      if (t.dep !== 'row' || a.aval.dtype !== 'float32' || a.aval.shape.length !== 2) return
-      // |x|² with keepdims, broadcast along the codes: reshapes and broadcasts of the sum, each of
-      // shape [m], [m, 1] or [m, n], so row i stays row i
-      const m = a.aval.shape[0]!, n = nearestDims(st.pattern).n
-      const rowShaped = (x: Var) => {
-        const s = x.aval.shape
-        return s[0] === m && (s.length === 1 || (s.length === 2 && (s[1] === 1 || s[1] === n)))
-      }
+      if (t.dep !== 'row') return
       let v = t.v
       if (!readOnce(v)) return
       while (g.def(v)?.prim === 'reshape' || g.def(v)?.prim === 'broadcast') {
@@ -86,31 +87,28 @@ export function rowSquaresCode(k: number): Code {
   const [rows, aPtr, out] = [0, 1, 2]
   const r = c.local(I32), p = c.local(I32), q = c.local(I32), j = c.local(I32), o = c.local(I32)
   const s = c.local(F64), t = c.local(F64)
-  const sq = (ptr: number) => c.get(ptr).f32Load(0).get(ptr).f32Load(0).f32Mul().f64PromoteF32()
+  // the rows at ptrs[i] (k floats apart, so p ends at the row after them) into out[o + i]
+  const sums = (ptrs: readonly number[], accs: readonly number[]) => {
+    accs.forEach((acc) => c.f64Const(0).set(acc))
+    if (ptrs.length > 1) c.get(p).i32(k * 4).i32Add().set(ptrs[1]!)
+    c.i32(0).set(j)
+    c.loop()
+    ptrs.forEach((ptr, i) => {
+      c.get(accs[i]!).get(ptr).f32Load(0).get(ptr).f32Load(0).f32Mul().f64PromoteF32().f64Add().set(accs[i]!)
+      c.get(ptr).i32(4).i32Add().set(ptr)
+    })
+    c.get(j).i32(1).i32Add().tee(j).i32(k).i32LtU().brIf(0)
+    c.end()
+    accs.forEach((acc, i) => c.get(o).get(acc).f32DemoteF64().f32Store(4 * i))
+    if (ptrs.length > 1) c.get(ptrs[1]!).set(p)
+  }
   c.get(aPtr).set(p)
   c.get(out).set(o)
   c.i32(0).set(r)
   c.block()
   c.loop() // pairs of rows
   c.get(r).i32(1).i32Add().get(rows).i32LtU().i32Eqz().brIf(1)
-  c.f64Const(0).set(s)
-  c.f64Const(0).set(t)
-  c.get(p).i32(k * 4).i32Add().set(q)
-  c.i32(0).set(j)
-  c.loop()
-  c.get(s)
-  sq(p)
-  c.f64Add().set(s)
-  c.get(t)
-  sq(q)
-  c.f64Add().set(t)
-  c.get(p).i32(4).i32Add().set(p)
-  c.get(q).i32(4).i32Add().set(q)
-  c.get(j).i32(1).i32Add().tee(j).i32(k).i32LtU().brIf(0)
-  c.end()
-  c.get(o).get(s).f32DemoteF64().f32Store(0)
-  c.get(o).get(t).f32DemoteF64().f32Store(4)
-  c.get(q).set(p)
+  sums([p, q], [s, t])
   c.get(o).i32(8).i32Add().set(o)
   c.get(r).i32(2).i32Add().set(r)
   c.br(0)
@@ -119,16 +117,7 @@ export function rowSquaresCode(k: number): Code {
   // an odd last row
   c.block()
   c.get(r).get(rows).i32LtU().i32Eqz().brIf(0)
-  c.f64Const(0).set(s)
-  c.i32(0).set(j)
-  c.loop()
-  c.get(s)
-  sq(p)
-  c.f64Add().set(s)
-  c.get(p).i32(4).i32Add().set(p)
-  c.get(j).i32(1).i32Add().tee(j).i32(k).i32LtU().brIf(0)
-  c.end()
-  c.get(o).get(s).f32DemoteF64().f32Store(0)
+  sums([p], [s])
   c.end()
   return c
 }

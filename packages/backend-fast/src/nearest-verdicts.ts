@@ -1,5 +1,5 @@
 import { Code, F32, I32, V128 } from './wasm/asm.js'
-import { emitEpilogue } from './nearest-epilogue.js'
+import { emitEpilogue, laneSelect, termLocals } from './nearest-epilogue.js'
 import type { ScreenKernelSpec } from './nearest-screen.js'
 import { SCREEN_STATE } from './nearest-screen.js'
 
@@ -98,16 +98,11 @@ function emitBoundedU(c: Code, s: ScreenKernelSpec, v: BoundedLocals): void {
     for (let l = 0; l < 4; l++) c.get(v.i1).i32x4ExtractLane(l).i32(4).i32Mul().f32Load(s.col + ci * s.npad * 4).f32x4ReplaceLane(l)
     c.set(val)
   })
-  const term = (k: number) => {
-    const ri = s.rowTerms.indexOf(k)
-    c.get(ri >= 0 ? v.rowVals[ri]! : v.colVals[s.colTerms.indexOf(k)]!)
-  }
+  const term = termLocals(c, s.rowTerms, s.colTerms, (ri) => v.rowVals[ri]!, v.colVals)
   emitEpilogue(c, s.epi, () => (s.slope === 1 ? c.get(v.tb).get(v.err).f32x4Add() : c.get(v.tb).get(v.err).f32x4Sub()), term)
   c.set(v.t)
   c.vConstF32(INF4).get(v.t).get(v.b1).vConstF32(INF4).f32x4Eq()
-  if (s.relaxed) c.i32x4RelaxedLaneselect()
-  else c.bitselect()
-  c.set(v.u)
+  laneSelect(c, s.relaxed).set(v.u)
   c.block()
   c.get(v.okRow).brIf(0)
   c.vConstI32([-1, -1, -1, -1]).set(v.u)
