@@ -169,3 +169,43 @@ export function exactRowResult(f32: Float32Array, i32: Int32Array, base: number)
   }
   return bi
 }
+
+/** A float32 kernel call: `rows` staged rows from `a` (row terms at `row`) over columns [from, to), its argmin state at `out`. */
+export type KernelRun = (rows: number, a: number, row: number, out: number, from: number, to: number) => void
+
+/** Where a staged chunk's parts lie (byte offsets from the chunk's buffer) and its tile shape. */
+export interface RescoreGeometry {
+  readonly t: { readonly rows: number }
+  readonly cw: number
+  readonly a: number
+  readonly row: number
+  readonly scratch: number
+}
+
+/**
+ * The float32 result of staged row q of the buffer at `at` (rows of `rowBytes`), from the column
+ * chunks of `cols` only (screening ruled out every other column): the float32 kernel on q's
+ * register tile, its state in the scratch area.
+ */
+export function rescoreRow(exact: KernelRun, f32: Float32Array, i32: Int32Array, g: RescoreGeometry, rowBytes: number, at: number, q: number, cols: Int32Array, count: number): number {
+  const R = g.t.rows
+  const q0 = q - (q % R)
+  const s = g.scratch / 4
+  for (let r = 0; r < R; r++) {
+    f32.fill(Infinity, s + r * 12, s + r * 12 + 4)
+    i32.fill(0, s + r * 12 + 4, s + r * 12 + 8)
+    i32.fill(-1, s + r * 12 + 8, s + r * 12 + 12)
+  }
+  // the candidates' column chunks in increasing order, each once (ties keep the first column)
+  for (let i = 0; i < count; i++) {
+    const j0 = cols[i]! - (cols[i]! % g.cw)
+    let p = i
+    for (; p > 0 && cols[p - 1]! > j0; p--) cols[p] = cols[p - 1]!
+    cols[p] = j0
+  }
+  for (let i = 0; i < count; i++) {
+    const j0 = cols[i]!
+    if (i === 0 || j0 !== cols[i - 1]) exact(R, at + g.a + q0 * rowBytes, at + g.row + q0 * 4, g.scratch, j0, j0 + g.cw)
+  }
+  return exactRowResult(f32, i32, s + (q - q0) * 12)
+}

@@ -6,8 +6,9 @@ import type { Code } from './wasm/asm.js'
 import { KernelThreads, QUEUE } from './wasm/threads.js'
 import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
+import type { KernelRun } from './nearest-kernel.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
-import { exactKernelCode, exactRowResult } from './nearest-kernel.js'
+import { exactKernelCode, exactRowResult, rescoreRow } from './nearest-kernel.js'
 import type { ScreenKernelSpec } from './nearest-screen.js'
 import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes, termsInRange } from './nearest-screen.js'
 import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
@@ -90,7 +91,6 @@ const THREAD_MIN_WORK = 1 << 22
 const FIRST_CALL_MACS = 1 << 19
 
 type Drive = (run: KernelRun, rows: number, a: number, row: number, out: number) => void
-type KernelRun = (rows: number, a: number, row: number, out: number, from: number, to: number) => void
 
 /** Body of `drive(run, a0, a1, a2, a3)` (one staged chunk: its padded rows and addresses), on every thread. */
 function driverSource(k: number, cw: number, npad: number): string {
@@ -400,25 +400,7 @@ export class NearestStep {
     const cols = new Int32Array(4)
     const args = (at: number, padded: number): [number, number, number, number] =>
       full ? [padded, at + g.qa, at + g.row, at + g.qout] : [padded | flag, at + g.a, at + g.row, at + g.out]
-    const collect = (at: number, r0: number, cnt: number) => {
-      const verdicts = (at + g.qout + chunk * SCREEN_STATE) / 4
-      for (let q = 0; q < cnt; q++) {
-        const r = only ? only[r0 + q]! : r0 + q
-        if (!full) out[r] = exactRowResult(f32, i32, (at + g.out) / 4 + q * 12)
-        else {
-          // the kernel's verdict: the answer where screening left one candidate
-          const v = i32[verdicts + q]!
-          if (v >= 0) {
-            out[r] = v
-            continue
-          }
-          // else (the kernel answers every row left one candidate) a few candidates, or none trusted
-          const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
-          if (count < 0) full.push(r)
-          else out[r] = this.rescore(f32, i32, at, q, cols, count)
-        }
-      }
-    }
+    const collect = (at: number, r0: number, cnt: number) => this.collect(f32, i32, out, at, r0, cnt, only, full, cols)
     const bufAt = (i: number) => g.base + i * g.buf
     type Task = { r0: number; cnt: number; at: number; args: readonly [number, number, number, number] }
     const pending = Array.from({ length: W }, () => [] as Task[])
@@ -470,30 +452,27 @@ export class NearestStep {
   }
 
   /**
-   * The float32 result of staged row q of the buffer at `at`, from the column chunks of `cols`
-   * only (screening ruled out every other column): the float32 kernel on q's register tile.
+   * The results of a finished chunk's rows (staged at `at`): a method, not a closure made per
+   * sweep, because V8 compiled a fresh closure of this hot loop again on every call.
    */
-  private rescore(f32: Float32Array, i32: Int32Array, at: number, q: number, cols: Int32Array, count: number): number {
-    const { g, exact } = this.module()
-    const R = g.t.rows
-    const q0 = q - (q % R)
-    const s = g.scratch / 4
-    for (let r = 0; r < R; r++) {
-      f32.fill(Infinity, s + r * 12, s + r * 12 + 4)
-      i32.fill(0, s + r * 12 + 4, s + r * 12 + 8)
-      i32.fill(-1, s + r * 12 + 8, s + r * 12 + 12)
+  private collect(f32: Float32Array, i32: Int32Array, out: Int32Array, at: number, r0: number, cnt: number, only: Int32Array | undefined, full: number[] | undefined, cols: Int32Array): void {
+    const { g } = this.module()
+    const verdicts = (at + g.qout + g.chunk * SCREEN_STATE) / 4
+    for (let q = 0; q < cnt; q++) {
+      const r = only ? only[r0 + q]! : r0 + q
+      if (!full) out[r] = exactRowResult(f32, i32, (at + g.out) / 4 + q * 12)
+      else {
+        // the kernel's verdict: the answer where screening left one candidate
+        const v = i32[verdicts + q]!
+        if (v >= 0) {
+          out[r] = v
+          continue
+        }
+        // else (the kernel answers every row left one candidate) a few candidates, or none trusted
+        const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
+        if (count < 0) full.push(r)
+        else out[r] = rescoreRow(this.module().exact, f32, i32, g, this.k * 4, at, q, cols, count)
+      }
     }
-    // the candidates' column chunks in increasing order, each once (ties keep the first column)
-    for (let i = 0; i < count; i++) {
-      const j0 = cols[i]! - (cols[i]! % g.cw)
-      let p = i
-      for (; p > 0 && cols[p - 1]! > j0; p--) cols[p] = cols[p - 1]!
-      cols[p] = j0
-    }
-    for (let i = 0; i < count; i++) {
-      const j0 = cols[i]!
-      if (i === 0 || j0 !== cols[i - 1]) exact(R, at + g.a + q0 * this.k * 4, at + g.row + q0 * 4, g.scratch, j0, j0 + g.cw)
-    }
-    return exactRowResult(f32, i32, s + (q - q0) * 12)
   }
 }
