@@ -5,6 +5,7 @@ import { matmulF64 } from './matmul.js'
 import type { Plan } from './plan.js'
 import { planProgram } from './plan.js'
 import { relaxedSimdSupported } from './wasm/asm.js'
+import { WorkerPool } from './wasm/threads.js'
 
 export interface FastBackendOptions {
   /** Use the WebAssembly SIMD nearest-code kernel where the pattern appears (default true). */
@@ -58,7 +59,7 @@ export const fastCaps: Caps = {
 }
 
 /** Compiles programs to generated JS loops (fused) plus a WebAssembly SIMD kernel for distance+argmin. */
-export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly threadsNote?: string } {
+export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly threadsNote?: string; readonly workerThreads: number } {
   const wasm = opts.wasm ?? true
   // worker threads are Node's: elsewhere (a browser) every kernel runs on the calling thread
   const threadsNote = hasNodeWorkerThreads() ? undefined : 'no Node worker threads in this host (a browser): running on one thread'
@@ -74,17 +75,23 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
   const relaxed = wasm && opts.relaxedSimd !== false && canRelax
   const name = wasm ? `fast-js+wasm${relaxed ? '-relaxed' : ''}(${threads}t)` : 'fast-js'
   let disposed = false
-  // executables not yet disposed: the backend's dispose frees their worker threads
+  // executables not yet disposed: the backend's dispose frees their kernels
   const live = new Set<FastExecutable>()
+  // one set of worker threads for all of this backend's kernels, started by the first that needs it
+  const workers = wasm && threads > 1 ? new WorkerPool(threads - 1) : undefined
   return {
     name,
     caps: fastCaps,
     ...(threadsNote ? { threadsNote } : {}),
+    /** Worker threads this backend has started (shared by all its programs' kernels; 0 until one needs them). */
+    get workerThreads() {
+      return workers?.started ?? 0
+    },
     compile(program: Program): Executable {
       if (disposed) throw disposedError(name)
       try {
         const plan = planProgram(program, {
-          wasm, threads, relaxedSimd: relaxed,
+          wasm, threads, relaxedSimd: relaxed, ...(workers ? { workers } : {}),
           ...(opts.blockRows !== undefined ? { blockRows: opts.blockRows } : {}),
           ...(opts.wasmChains !== undefined ? { wasmChains: opts.wasmChains } : {}),
           ...(opts.gemmMinMacs !== undefined ? { gemmMinMacs: opts.gemmMinMacs } : {}),
@@ -100,6 +107,7 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
     async dispose() {
       disposed = true
       await Promise.all([...live].map((e) => e.dispose()))
+      await workers?.dispose()
     },
   }
 }

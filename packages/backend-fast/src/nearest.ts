@@ -3,7 +3,8 @@ import { TesseraError, nearestDims } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { assemble, relaxedSimdSupported } from './wasm/asm.js'
 import type { Code } from './wasm/asm.js'
-import { KernelThreads, QUEUE } from './wasm/threads.js'
+import { QUEUE, kernelThreads } from './wasm/threads.js'
+import type { KernelThreads, WorkerPool } from './wasm/threads.js'
 import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import type { KernelRun } from './nearest-kernel.js'
@@ -168,6 +169,8 @@ export class NearestStep {
     private readonly tuning: NearestTuning = defaultTuning,
     /** Row terms (indices into the pattern's terms) that are the sum of squares of the rows and read nowhere else: computed here (nearest-terms.ts). */
     private readonly selfSquares: readonly number[] = [],
+    /** The backend's worker threads (else the step starts workers of its own). */
+    private readonly workers?: WorkerPool,
   ) {
     if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new TesseraError('backend', 'fast.nearest', 'tile sizes must be positive')
     if (tuning.relaxed && !relaxedSimdSupported()) throw new TesseraError('backend', 'fast.nearest', 'relaxed SIMD was requested but this engine does not support it')
@@ -289,7 +292,7 @@ export class NearestStep {
     this.instance = {
       g, memory, run, exact: exports.exact ?? kernel, ...(exports.pack ? { pack: exports.pack } : {}),
       ...(exports.stats ? { stats: exports.stats } : {}),
-      ...(T > 1 ? { threads: new KernelThreads(module, memory, T - 1, driver) } : {}),
+      ...(T > 1 ? { threads: kernelThreads(this.workers, module, memory, T - 1, driver) } : {}),
     }
     return this.instance
   }

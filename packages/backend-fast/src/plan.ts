@@ -14,6 +14,7 @@ import type { ElemExpr, ElemGroup, ElemRun } from './wasm/elementwise.js'
 import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, substitute } from './wasm/elementwise.js'
 import { ROW_SUM_MAX, heavyGroup } from './wasm/elem-kernel.js'
 import { threadedElementwise, threadedFits } from './wasm/elem-threads.js'
+import type { WorkerPool } from './wasm/threads.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
 import { wasmChainLayout } from './wasm/chain-codegen.js'
@@ -71,6 +72,8 @@ export interface PlanOptions {
   readonly wasm: boolean
   /** Threads the WebAssembly kernels and heavy row chains may use, counting the calling thread. */
   readonly threads: number
+  /** The backend's worker threads, shared by the plan's threaded kernels (without it each kernel starts its own). */
+  readonly workers?: WorkerPool
   /**
    * Rows per block of a row-blocked chain. Default: chains are formed only when an intermediate
    * they keep out of memory has at least 2^20 elements, with blocks of about 32K elements of the
@@ -161,7 +164,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
   // (a schedule without a top-level matmul step has none to pick: then the GEMM code is not run)
   const anyMatmul = schedule.steps.some((st) => st.kind === 'matmul')
-  const gemms = opts.wasm && anyMatmul ? planGemms(schedule, opts.gemmMinMacs ?? GEMM_MIN_MACS, opts.threads, opts.relaxedSimd ?? false) : NO_GEMMS
+  const gemms = opts.wasm && anyMatmul ? planGemms(schedule, opts.gemmMinMacs ?? GEMM_MIN_MACS, opts.threads, opts.relaxedSimd ?? false, undefined, opts.workers) : NO_GEMMS
   const elems = elementwiseSet()
   /** A WebAssembly loop for stored `v` where its expression is in the kernel's subset. */
   type Proto = Step | { readonly kind: 'elemExpr'; readonly out: number; readonly expr: ElemExpr; readonly n: number }
@@ -206,7 +209,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const elemRun = (g: ElemGroup): ElemRun => {
     if (opts.threads < 2 || !heavyGroup(g, ROWS.threadMinElems) || !threadedFits(g, opts.threads)) return elems.add(g)
     // (its first call runs on this thread, as a group of the one-thread set: see threadedElementwise)
-    const t = threadedElementwise(g, opts.threads, elems.add(g))
+    const t = threadedElementwise(g, opts.threads, elems.add(g), opts.workers)
     threadedElems.push(t)
     return t.run
   }
@@ -258,7 +261,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
         return { kind: 'reference', out: slotOf(st.eqn.out), eqn: st.eqn, ins: st.eqn.inputs.map(slotOf) }
       case 'nearest': {
         const screen = screened(st.pattern)
-        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false, screen }, squares.termsOf(st.pattern))
+        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false, screen }, squares.termsOf(st.pattern), opts.workers)
         step.prepare(env)
         nearest.push(step)
         return { kind: 'nearest', out: slotOf(st.pattern.select.out), step }
@@ -313,7 +316,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const wasmChainOf = (rc: RowChain): Step[] | undefined => {
     const layout = opts.wasm && opts.wasmChains !== false ? wasmChainLayout(rc, { def: (v) => graph.def(v), isStored: (v) => stored.has(v.id) }, rc.workers + 1) : undefined
     if (!layout) return undefined
-    const chain = wasmRowChain(layout, slotOf)
+    const chain = wasmRowChain(layout, slotOf, opts.workers)
     chains.push(chain)
     return [{ kind: 'rows', chain }]
   }

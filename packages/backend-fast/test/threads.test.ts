@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest'
 import { Code, I32, assemble } from '../src/wasm/asm.js'
-import { KernelThreads } from '../src/wasm/threads.js'
+import { KernelThreads, WorkerPool } from '../src/wasm/threads.js'
+import { fastBackend } from '../src/index.js'
+import { residualProgram } from './loop-helpers.js'
 
 /** `run(a0, a1, a2, a3)`: a1 turns of a loop that writes memory (so it is not optimized away), then the int32 at byte a2 plus one. */
 function countingKernel(): Code {
@@ -31,7 +33,7 @@ describe('kernel threads', () => {
     const module = new WebAssembly.Module(assemble(1, [{ name: 'run', code: countingKernel() }]) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true })
     const run = (new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (a: number, b: number, c: number, d: number) => void }).run
-    const threads = new KernelThreads(module, memory, 1)
+    const threads = KernelThreads.alone(module, memory, 1)
     try {
       await until(() => threads.ready(0))
       const m = new Int32Array(memory.buffer)
@@ -51,6 +53,62 @@ describe('kernel threads', () => {
       expect([m[0], m[1], m[2]]).toEqual([1, 1, 1])
     } finally {
       await threads.dispose()
+    }
+  })
+})
+
+describe('worker pool', () => {
+  const kernelOn = (module: WebAssembly.Module) => {
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true })
+    return { memory, m: new Int32Array(memory.buffer) }
+  }
+
+  it("two kernels take turns on one worker; one kernel's failure there is reported to it alone", async () => {
+    const module = new WebAssembly.Module(assemble(1, [{ name: 'run', code: countingKernel() }]) as BufferSource)
+    const pool = new WorkerPool(1)
+    try {
+      expect(pool.started).toBe(0)
+      const a = kernelOn(module), b = kernelOn(module)
+      const ta = pool.kernel(module, a.memory), tb = pool.kernel(module, b.memory)
+      expect(pool.started).toBe(1)
+      await until(() => ta.ready(0))
+      ta.post(0, [0, 0, 4, 0])
+      tb.post(0, [0, 0, 8, 0])
+      tb.waitDone(0, 2)
+      // each task ran on its own kernel's memory, through one queue
+      expect([a.m[1], a.m[2], b.m[1], b.m[2]]).toEqual([1, 0, 0, 1])
+      expect(ta.posted(0)).toBe(2)
+      // an out-of-bounds load traps in kernel a's task on the worker
+      ta.post(0, [0, 0, 1 << 20, 0])
+      expect(() => ta.waitDone(0, 3)).toThrow(/kernel failed in a worker thread/)
+      expect(tb.done(0)).toBe(3)
+      tb.post(0, [0, 0, 8, 0])
+      tb.waitDone(0, 4)
+      expect(b.m[2]).toBe(2)
+      // a released kernel leaves the others running
+      await ta.dispose()
+      tb.post(0, [0, 0, 8, 0])
+      tb.waitDone(0, tb.posted(0))
+      expect(b.m[2]).toBe(3)
+    } finally {
+      await pool.dispose()
+    }
+  })
+
+  it("a backend's programs share its worker threads: residual VQ's searches start one worker, not one per layer", async () => {
+    const be = fastBackend({ threads: 2 })
+    try {
+      const [n, d, k, layers] = [4096, 16, 256, 3]
+      const exe = be.compile(residualProgram(n, d, k, layers))
+      const rnd = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5)
+      const ins = [{ shape: [n, d], dtype: 'float32' as const, data: rnd(n * d, 1) }, ...Array.from({ length: layers }, (_, l) => ({ shape: [k, d], dtype: 'float32' as const, data: rnd(k * d, l + 2) }))]
+      expect(be.workerThreads).toBe(0)
+      await exe.run(ins)
+      const again = be.compile(residualProgram(n, d, k, layers))
+      await again.run(ins)
+      expect(be.workerThreads).toBe(1)
+    } finally {
+      await be.dispose()
     }
   })
 })

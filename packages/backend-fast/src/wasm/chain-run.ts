@@ -4,7 +4,8 @@ import type { RowChainRun } from '../row-chain.js'
 import type { WasmChainLayout } from './chain-codegen.js'
 import { CTRL_MODE } from './chain-codegen.js'
 import { bitTreePairs } from './chain-bittree.js'
-import { KernelThreads, QUEUE } from './threads.js'
+import { QUEUE, kernelThreads } from './threads.js'
+import type { KernelThreads, WorkerPool } from './threads.js'
 
 const elems = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
 
@@ -29,7 +30,7 @@ export interface WasmRowChainRun extends RowChainRun {
  * every thread claim blocks (`run(thread)`; worker threads join through KernelThreads), copies
  * the row values it writes out, and adds each sink's per-block partials in block order.
  */
-export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number): WasmRowChainRun {
+export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number, workers?: WorkerPool): WasmRowChainRun {
   const { n, rows, blocks, threads } = layout
   let inst: { memory: WebAssembly.Memory; run: (t: number) => void; pool?: KernelThreads } | undefined
   let callerBlocks = 0
@@ -43,7 +44,7 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     let pool: KernelThreads | undefined
     if (threads > 1) {
       try {
-        pool = new KernelThreads(layout.module, memory, threads - 1)
+        pool = kernelThreads(workers, layout.module, memory, threads - 1)
       } catch {
         pool = undefined // no worker threads here: the calling thread runs every block
       }

@@ -5,7 +5,8 @@ import type { ChunkAddressing, ElemLayout } from './elem-kernel.js'
 import { CONST_POOL_BYTES, elementwiseLayout, emitChunk, singleSplats, tileRow } from './elem-kernel.js'
 import type { ElemGroup, ElemRun, ElemType } from './elementwise.js'
 import { ConstPool } from './simd-ops.js'
-import { KernelThreads, QUEUE } from './threads.js'
+import { QUEUE, kernelThreads } from './threads.js'
+import type { KernelThreads, WorkerPool } from './threads.js'
 
 /**
  * An elementwise group (elementwise.ts) on several threads: heavy loops (tanh over 2^18 elements
@@ -103,7 +104,7 @@ export function threadedFits(g: ElemGroup, threads: number): boolean {
  * on a timer (or at the second call where there are no timers), so the first call costs what one
  * thread's does. Later calls share the chunks with the workers.
  */
-export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRun): { run: ElemRun; dispose(): Promise<void> } {
+export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRun, workers?: WorkerPool): { run: ElemRun; dispose(): Promise<void> } {
   const T = threadedLayout(g, threads)
   const { L } = T
   let inst: { memory: WebAssembly.Memory; module: WebAssembly.Module; run: (t: number) => void } | undefined
@@ -123,7 +124,7 @@ export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRu
     later(() => {
       if (disposed || pool) return
       try {
-        pool = new KernelThreads(module, memory, threads - 1)
+        pool = kernelThreads(workers, module, memory, threads - 1)
       } catch {
         pool = undefined // no worker threads here: the calling thread runs every chunk
       }

@@ -2,7 +2,8 @@ import { TesseraError } from '@tessera/core'
 import { hasNodeWorkerThreads } from '../host.js'
 import { Code, I32, V128, assemble, uleb } from './asm.js'
 import { ChainCode } from './simd-ops.js'
-import { KernelThreads, QUEUE } from './threads.js'
+import { QUEUE, kernelThreads } from './threads.js'
+import type { WorkerPool } from './threads.js'
 
 /**
  * A WebAssembly SIMD float32 GEMM for dense layers: out (m x n) = A (m x k) @ B (k x n), where A
@@ -338,6 +339,8 @@ export interface GemmSetOptions {
   readonly threadMinMacs: number
   /** Relaxed SIMD's multiply-add in the inner loop (the engine must have it). */
   readonly relaxed?: boolean
+  /** The backend's worker threads (else the set starts a worker of its own). */
+  readonly pool?: WorkerPool
 }
 
 /**
@@ -370,7 +373,7 @@ export function gemmSet(
   }
   warmUp(ex as unknown as WebAssembly.Exports)
   const { panels: run, pack } = ex
-  const worker = threaded ? new KernelThreads(module, memory, 1) : undefined
+  const worker = threaded ? kernelThreads(opts.pool, module, memory, 1) : undefined
   const f32 = new Float32Array(memory.buffer)
   const i32 = new Int32Array(memory.buffer)
   let epoch = 0

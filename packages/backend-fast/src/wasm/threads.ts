@@ -1,5 +1,5 @@
 import { TesseraError } from '@tessera/core'
-import type { Worker } from 'node:worker_threads'
+import type { MessagePort, Worker } from 'node:worker_threads'
 import { nodeWorkerThreads } from '../host.js'
 
 /** Tasks a worker may have queued (running included): the caller stages the next while one runs. */
@@ -9,41 +9,60 @@ export const QUEUE = 2
 const WORKER_OLD_MB = 64
 
 /**
- * Worker threads that run one exported kernel `run(a0, a1, a2, a3)` of a module on a shared
- * memory. Each worker has a small task queue: the calling thread posts tasks, keeps computing its
- * own share, and blocks on Atomics only when it needs a result, so a run stays synchronous and
- * no thread waits for another to hand out or stage work while there is some queued.
+ * Worker threads shared by every kernel of a backend (WorkerPool), and each kernel's view of them
+ * (KernelThreads). A kernel is an exported `run(a0, a1, a2, a3)` of a module on a shared memory;
+ * the calling thread posts tasks to a worker's small queue, keeps computing its own share, and
+ * blocks on Atomics only when it needs a result, so a run stays synchronous and no thread waits
+ * for another to hand out or stage work while there is some queued. A backend's programs run one
+ * at a time on the calling thread, so its kernels take turns on one set of workers: a Node worker
+ * costs ~9 MiB resident and tens of milliseconds to start, and residual VQ has a search per layer.
  *
- * Control words per worker: [0] tasks posted, [1] tasks done, [2] quit, [3] failed, [4] ready
- * (its kernel instantiated, or failed), then QUEUE slots of 4 arguments and a claim word (task i in
- * slot i % QUEUE). A task runs where its claim word is first set: on the worker, or on the calling
- * thread (`claim`) when it has run out of work of its own while the task still waits in the queue.
- * A worker takes a few tens of milliseconds to start: a caller that posts only to ready workers
- * (`ready`) computes alone until they are, instead of waiting on a queue nobody runs yet.
+ * Control words per worker: [0] tasks posted, [1] tasks done, [2] quit, [3] the id of a kernel
+ * that failed there (0: none), [4] ready (started), then QUEUE slots of 4 arguments, a claim word
+ * and a kernel id (task i in slot i % QUEUE). A task runs where its claim word is first set: on
+ * the worker, or on the calling thread (`claim`) when it has run out of work of its own while the
+ * task still waits in the queue. Kernels reach the workers as messages (module, memory, driver),
+ * read synchronously (`receiveMessageOnPort`) when a task names a kernel the worker has not
+ * instantiated yet; a released kernel's instance is dropped at the worker's next task (a release
+ * posts an empty task to wake it), so its memory is not held there. A worker takes a few tens of
+ * milliseconds to start: a caller that posts only to ready workers (`ready`) computes alone until
+ * they are, instead of waiting on a queue nobody runs yet.
  *
  * A task runs as `drive(run, a0, a1, a2, a3)`, by default one call of `run`. A kernel may split a
  * task into several calls (nearest.ts does): V8 swaps in a function's optimized code only at its
  * next call, so a task done in one long call runs entirely in baseline (Liftoff) code the first time.
  */
 const workerSource = `
-const { workerData } = require('node:worker_threads')
-const { module, memory, ctrl, queue, driver } = workerData
+const { workerData, receiveMessageOnPort } = require('node:worker_threads')
+const { ctrl, queue, port } = workerData
 const c = new Int32Array(ctrl)
-const drive = new Function('run', 'a0', 'a1', 'a2', 'a3', driver)
-let run
-try {
-  run = new WebAssembly.Instance(module, { env: { memory } }).exports.run
-} catch (e) {
-  Atomics.store(c, 3, 1)
+const kernels = new Map()
+const drain = () => {
+  for (let m = receiveMessageOnPort(port); m; m = receiveMessageOnPort(port)) {
+    const k = m.message
+    if (k.release) { kernels.delete(k.id); continue }
+    try {
+      const run = new WebAssembly.Instance(k.module, { env: { memory: k.memory } }).exports.run
+      kernels.set(k.id, { run, drive: new Function('run', 'a0', 'a1', 'a2', 'a3', k.driver) })
+    } catch (e) {
+      kernels.set(k.id, undefined)
+    }
+  }
 }
 Atomics.store(c, 4, 1)
 let next = 0
 for (;;) {
   while (Atomics.load(c, 0) === next && Atomics.load(c, 2) === 0) Atomics.wait(c, 0, next)
   if (Atomics.load(c, 2) === 1) break
-  const s = 5 + (next % queue) * 5
-  if (run && Atomics.compareExchange(c, s + 4, 0, 1) === 0) {
-    try { drive(run, c[s], c[s + 1], c[s + 2], c[s + 3]) } catch (e) { Atomics.store(c, 3, 1) }
+  const s = 5 + (next % queue) * 6
+  const id = c[s + 5]
+  if (Atomics.compareExchange(c, s + 4, 0, 1) === 0) {
+    if (id === 0 || !kernels.has(id)) drain()
+    if (id > 0) {
+      const k = kernels.get(id)
+      if (!k) Atomics.store(c, 3, id)
+      else try { k.drive(k.run, c[s], c[s + 1], c[s + 2], c[s + 3]) } catch (e) { Atomics.store(c, 3, id) }
+    }
   }
   next++
   Atomics.store(c, 1, next)
@@ -51,61 +70,179 @@ for (;;) {
 }
 `
 
+/** Words per queue slot: 4 arguments, the claim word, the kernel id. */
+const SLOT = 6
+
+/**
+ * A kernel's view of worker threads: through the backend's pool when there is one, else on
+ * `count` workers of its own.
+ */
+export function kernelThreads(pool: WorkerPool | undefined, module: WebAssembly.Module, memory: WebAssembly.Memory, count: number, driver: string = ONE_CALL): KernelThreads {
+  return pool ? pool.kernel(module, memory, driver) : KernelThreads.alone(module, memory, count, driver)
+}
+
 /** The body of `drive(run, a0, a1, a2, a3)` that runs one task on a worker: by default one call. */
 export const ONE_CALL = 'run(a0, a1, a2, a3)'
 
-export class KernelThreads {
-  private readonly workers: { worker: Worker; ctrl: Int32Array }[]
+/**
+ * `count` worker threads for a backend's kernels, started when the first kernel is registered
+ * (a backend whose programs never need them starts none). Tasks name their kernel; see above.
+ */
+export class WorkerPool {
+  private workers: { worker: Worker; ctrl: Int32Array; port: MessagePort }[] | undefined
+  private nextId = 1
+  private disposed = false
 
-  constructor(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number, driver: string = ONE_CALL) {
+  constructor(readonly count: number) {}
+
+  /** Registers a kernel with every worker; its tasks go through the returned view (whose dispose ends the pool when `ownsPool`). */
+  kernel(module: WebAssembly.Module, memory: WebAssembly.Memory, driver: string = ONE_CALL, ownsPool = false): KernelThreads {
+    if (this.disposed) throw new TesseraError('backend', 'fast.threads', 'the worker threads were disposed')
+    const workers = this.start()
+    const id = this.nextId++
+    for (const w of workers) w.port.postMessage({ id, module, memory, driver })
+    return new KernelThreads(this, id, ownsPool)
+  }
+
+  private start(): NonNullable<WorkerPool['workers']> {
+    if (this.workers) return this.workers
     const wt = nodeWorkerThreads()
     if (!wt) throw new TesseraError('backend', 'fast.threads', 'this host has no worker threads')
-    this.workers = Array.from({ length: count }, () => {
-      const sab = new SharedArrayBuffer((5 + 5 * QUEUE) * 4)
+    this.workers = Array.from({ length: this.count }, () => {
+      const sab = new SharedArrayBuffer((5 + SLOT * QUEUE) * 4)
+      const { port1, port2 } = new wt.MessageChannel()
       // no inherited execArgv: the source is plain CommonJS, and a parent's --input-type=module or
       // loader (--import tsx) would break or slow its start; V8 flags are per process and still apply
       // a stated old-generation limit (any up to 1 GiB; this worker's heap holds ~4 MiB of Node's
       // bootstrap and nothing per task) makes V8 size the new isolate's heap from it rather
       // than from the machine's memory: 0.7 MiB less resident per worker, measured on Node 20
       const worker = new wt.Worker(workerSource, {
-        eval: true, execArgv: [], workerData: { module, memory, ctrl: sab, queue: QUEUE, driver },
+        eval: true, execArgv: [], workerData: { ctrl: sab, queue: QUEUE, port: port2 }, transferList: [port2],
         resourceLimits: { maxOldGenerationSizeMb: WORKER_OLD_MB },
       })
       worker.unref()
-      return { worker, ctrl: new Int32Array(sab) }
+      port1.unref()
+      return { worker, ctrl: new Int32Array(sab), port: port1 }
+    })
+    return this.workers
+  }
+
+  /** Worker threads started so far (0 until a kernel needs them). */
+  get started(): number {
+    return this.workers?.length ?? 0
+  }
+
+  private ctrl(t: number): Int32Array {
+    const w = this.workers?.[t]
+    if (!w) throw new TesseraError('backend', 'fast.threads', `no worker thread ${t} (the pool has ${this.count}, started: ${this.workers !== undefined})`)
+    return w.ctrl
+  }
+
+  ready(t: number): boolean {
+    return Atomics.load(this.ctrl(t), 4) === 1
+  }
+
+  posted(t: number): number {
+    return Atomics.load(this.ctrl(t), 0)
+  }
+
+  /** Tasks worker t has finished; throws if kernel `id` failed there. */
+  done(t: number, id: number): number {
+    const c = this.ctrl(t)
+    if (Atomics.load(c, 3) === id) throw new TesseraError('backend', 'fast.threads', 'the WebAssembly kernel failed in a worker thread')
+    return Atomics.load(c, 1)
+  }
+
+  post(t: number, id: number, args: readonly [number, number, number, number]): void {
+    const c = this.ctrl(t)
+    const n = Atomics.load(c, 0)
+    if (n - Atomics.load(c, 1) >= QUEUE) throw new TesseraError('backend', 'fast.threads', 'a kernel thread queue overflowed')
+    const s = 5 + (n % QUEUE) * SLOT
+    c.set(args, s)
+    c[s + 4] = 0
+    c[s + 5] = id
+    Atomics.store(c, 0, n + 1)
+    Atomics.notify(c, 0)
+  }
+
+  claim(t: number, index: number): boolean {
+    const c = this.ctrl(t)
+    if (index < Atomics.load(c, 1) || index >= Atomics.load(c, 0)) return false
+    return Atomics.compareExchange(c, 5 + (index % QUEUE) * SLOT + 4, 0, 1) === 0
+  }
+
+  waitDone(t: number, id: number, count: number): void {
+    const c = this.ctrl(t)
+    const deadline = Date.now() + 60_000
+    for (;;) {
+      const done = this.done(t, id)
+      if (done >= count) return
+      if (Date.now() > deadline) throw new TesseraError('backend', 'fast.threads', 'a kernel thread did not answer within 60 s')
+      Atomics.wait(c, 1, done, 1000)
+    }
+  }
+
+  /** Drops kernel `id` on every worker: an empty task wakes an idle worker to read the message. */
+  release(id: number): void {
+    if (this.disposed || !this.workers) return
+    this.workers.forEach((w, t) => {
+      w.port.postMessage({ id, release: true })
+      if (this.posted(t) - Atomics.load(w.ctrl, 1) < QUEUE) this.post(t, 0, [0, 0, 0, 0])
     })
   }
 
+  /** Resolves once every worker has exited. */
+  async dispose(): Promise<void> {
+    this.disposed = true
+    const workers = this.workers ?? []
+    for (const { ctrl } of workers) {
+      Atomics.store(ctrl, 2, 1)
+      Atomics.notify(ctrl, 0)
+    }
+    await Promise.all(workers.map(({ worker, port }) => (port.close(), worker.terminate())))
+  }
+}
+
+/**
+ * One kernel's view of a pool's workers (worker t = the pool's t). `alone` makes a pool of its
+ * own that dispose ends; a pool's kernel releases only itself.
+ */
+export class KernelThreads {
+  private released = false
+
+  constructor(
+    private readonly pool: WorkerPool,
+    private readonly id: number,
+    private readonly owned = false,
+  ) {}
+
+  /** A kernel on `count` workers of its own (tests; a kernel outside any backend). */
+  static alone(module: WebAssembly.Module, memory: WebAssembly.Memory, count: number, driver: string = ONE_CALL): KernelThreads {
+    return new WorkerPool(count).kernel(module, memory, driver, true)
+  }
+
   get count(): number {
-    return this.workers.length
+    return this.pool.count
   }
 
-  /** Whether worker t has started (its tasks would run now, or report its failure). */
+  /** Whether worker t has started (its tasks would run now, or report their failure). */
   ready(t: number): boolean {
-    return Atomics.load(this.workers[t]!.ctrl, 4) === 1
+    return this.pool.ready(t)
   }
 
-  /** Tasks posted to worker t so far. */
+  /** Tasks posted to worker t so far (by every kernel of the pool). */
   posted(t: number): number {
-    return Atomics.load(this.workers[t]!.ctrl, 0)
+    return this.pool.posted(t)
   }
 
-  /** Tasks worker t has finished so far (their results are visible to the caller once read). */
+  /** Tasks worker t has finished so far (their results are visible to the caller once read); throws if this kernel failed there. */
   done(t: number): number {
-    const c = this.workers[t]!.ctrl
-    if (Atomics.load(c, 3) === 1) throw new TesseraError('backend', 'fast.nearest', 'the WebAssembly kernel failed in a worker thread')
-    return Atomics.load(c, 1)
+    return this.pool.done(t, this.id)
   }
 
   /** Queue a task on worker t; the caller keeps at most QUEUE tasks unfinished there. */
   post(t: number, args: readonly [number, number, number, number]): void {
-    const c = this.workers[t]!.ctrl
-    const n = Atomics.load(c, 0)
-    if (n - Atomics.load(c, 1) >= QUEUE) throw new TesseraError('backend', 'fast.nearest', 'a kernel thread queue overflowed')
-    c.set(args, 5 + (n % QUEUE) * 5)
-    c[5 + (n % QUEUE) * 5 + 4] = 0
-    Atomics.store(c, 0, n + 1)
-    Atomics.notify(c, 0)
+    this.pool.post(t, this.id, args)
   }
 
   /**
@@ -114,29 +251,19 @@ export class KernelThreads {
    * counts it done).
    */
   claim(t: number, index: number): boolean {
-    const c = this.workers[t]!.ctrl
-    if (index < Atomics.load(c, 1) || index >= Atomics.load(c, 0)) return false
-    return Atomics.compareExchange(c, 5 + (index % QUEUE) * 5 + 4, 0, 1) === 0
+    return this.pool.claim(t, index)
   }
 
   /** Block until worker t has finished at least `count` tasks; throws if the kernel failed there. */
   waitDone(t: number, count: number): void {
-    const c = this.workers[t]!.ctrl
-    const deadline = Date.now() + 60_000
-    for (;;) {
-      const done = this.done(t)
-      if (done >= count) return
-      if (Date.now() > deadline) throw new TesseraError('backend', 'fast.nearest', 'a kernel thread did not answer within 60 s')
-      Atomics.wait(c, 1, done, 1000)
-    }
+    this.pool.waitDone(t, this.id, count)
   }
 
-  /** Resolves once every worker has exited. */
+  /** Frees the kernel on the workers (and, for a pool of its own, the workers); resolves once they are done with it. */
   async dispose(): Promise<void> {
-    for (const { ctrl } of this.workers) {
-      Atomics.store(ctrl, 2, 1)
-      Atomics.notify(ctrl, 0)
-    }
-    await Promise.all(this.workers.map(({ worker }) => worker.terminate()))
+    if (this.released) return
+    this.released = true
+    if (this.owned) return this.pool.dispose()
+    this.pool.release(this.id)
   }
 }
