@@ -115,6 +115,8 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
 class FastExecutable implements Executable {
   /** Intermediate buffers kept between runs (outputs are fresh each run: callers own them). */
   private scratch: (AnyTypedArray | undefined)[]
+  /** Buffers that slots with disjoint lifetimes take turns on (the plan's scratchOf). */
+  private shared: (AnyTypedArray | undefined)[] = []
   private readonly isOut: boolean[]
   private disposed = false
 
@@ -152,6 +154,8 @@ class FastExecutable implements Executable {
     const alloc = (slot: number): AnyTypedArray => {
       const v = plan.slotVars[slot]!
       if (this.isOut[slot]) return allocate(v.aval.dtype, sizeOf(v.aval.shape))
+      const shared = this.plan.scratchOf[slot]!
+      if (shared >= 0) return (this.shared[shared] ??= allocate(v.aval.dtype, sizeOf(v.aval.shape)))
       let a = this.scratch[slot]
       if (!a) a = this.scratch[slot] = allocate(v.aval.dtype, sizeOf(v.aval.shape))
       return a
@@ -210,6 +214,7 @@ class FastExecutable implements Executable {
   dispose(): Promise<void> {
     this.disposed = true
     this.scratch = []
+    this.shared = []
     this.forget()
     return this.plan.dispose()
   }

@@ -15,6 +15,7 @@ import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, sub
 import { ROW_SUM_MAX, heavyGroup } from './wasm/elem-kernel.js'
 import { threadedElementwise, threadedFits } from './wasm/elem-threads.js'
 import type { WorkerPool } from './wasm/threads.js'
+import { shareScratch } from './scratch-sharing.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
 import { wasmChainLayout } from './wasm/chain-codegen.js'
@@ -63,6 +64,8 @@ export interface Plan {
   readonly outputSlots: readonly number[]
   /** Variable (aval) stored in each slot. */
   readonly slotVars: readonly Var[]
+  /** Per slot, the intermediate buffer it takes turns on with other slots (scratch-sharing.ts), or -1: a buffer of its own. */
+  readonly scratchOf: readonly number[]
   /** Release worker threads held by kernels; resolves once they have exited. */
   dispose(): Promise<void>
 }
@@ -354,8 +357,14 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     'exprs' in g ? { kind: 'elem', outs: g.outs, run: elemRun(g) } : (g as Step),
   )
   const outputSlots = program.outputs.map(slotOf)
+  const inputIds = new Set(program.inputs.map((v) => v.id))
+  const scratchOf = shareScratch(steps, slotVars, new Set([...inputSlots, ...outputSlots]), {
+    def: (v) => graph.def(v),
+    isInput: (v) => inputIds.has(v.id),
+    slotOf: (v) => slotOfId.get(v.id),
+  })
   const dispose = async () => {
     await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose()), ...threadedElems.map((t) => t.dispose()), gemms.dispose()])
   }
-  return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, dispose }
+  return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, scratchOf, dispose }
 }

@@ -108,7 +108,7 @@ describe('worker pool', () => {
       await again.run(ins)
       expect(be.workerThreads).toBe(1)
     } finally {
-      await be.dispose()
+      await be.dispose!()
     }
   })
 })
