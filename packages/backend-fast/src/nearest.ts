@@ -459,7 +459,7 @@ export class NearestStep {
    * sweep, because V8 compiled a fresh closure of this hot loop again on every call.
    */
   private collect(f32: Float32Array, i32: Int32Array, out: Int32Array, at: number, r0: number, cnt: number, only: Int32Array | undefined, full: number[] | undefined, cols: Int32Array): void {
-    const { g } = this.module()
+    const { g, exact } = this.module()
     const verdicts = (at + g.qout + g.chunk * SCREEN_STATE) / 4
     for (let q = 0; q < cnt; q++) {
       const r = only ? only[r0 + q]! : r0 + q
@@ -474,7 +474,7 @@ export class NearestStep {
         // else (the kernel answers every row left one candidate) a few candidates, or none trusted
         const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
         if (count < 0) full.push(r)
-        else out[r] = rescoreRow(this.module().exact, f32, i32, g, this.k * 4, at, q, cols, count)
+        else out[r] = rescoreRow(exact, f32, i32, g, this.k * 4, at, q, cols, count)
       }
     }
   }

@@ -15,7 +15,7 @@ import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, sub
 import { ROW_SUM_MAX, heavyGroup } from './wasm/elem-kernel.js'
 import { threadedElementwise, threadedFits } from './wasm/elem-threads.js'
 import type { WorkerPool } from './wasm/threads.js'
-import { shareScratch } from './scratch-sharing.js'
+import { shareScratch, stepWrites } from './scratch-sharing.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
 import { wasmChainLayout } from './wasm/chain-codegen.js'
@@ -218,8 +218,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   }
   const rowSumStep = (g: ElemGroup): Step => ({ kind: 'elem', outs: [...g.outs, g.rowSum!.out], run: elemRun(g) })
   /** Slots a step writes (undefined: not known here, a row chain). */
-  const writesOf = (p: Proto): readonly number[] | undefined =>
-    p.kind === 'kernel' ? [p.out, ...(p.sideOuts ?? [])] : p.kind === 'rows' ? undefined : p.kind === 'elem' ? p.outs : [p.out]
+  const writesOf = (p: Proto): readonly number[] | undefined => (p.kind === 'elemExpr' ? [p.out] : stepWrites(p))
   /** A top-level step, its side outputs split off into WebAssembly loops where they all fit. */
   const topSteps = (st: LoopStep): Proto[] => {
     const fold = folds.step(st)

@@ -4,6 +4,16 @@ import type { Step } from './plan.js'
 /** Prims whose result is a view of their operand: a reader of the result may read the operand's buffer instead (a GEMM or a search through a transpose). */
 const VIEWS: ReadonlySet<string> = new Set(['reshape', 'transpose', 'broadcast', 'stop_gradient', 'squeeze', 'expand_dims'])
 
+/** The slots a step writes; undefined for a row chain (its writes are not listed here). */
+export function stepWrites(st: Step): readonly number[] | undefined {
+  switch (st.kind) {
+    case 'kernel': return [st.out, ...(st.sideOuts ?? [])]
+    case 'elem': return st.outs
+    case 'rows': return undefined
+    default: return [st.out]
+  }
+}
+
 export interface ScratchGraph {
   def(v: Var): Eqn | undefined
   isInput(v: Var): boolean
@@ -26,17 +36,8 @@ export interface ScratchGraph {
  * one of its own operands is in.
  */
 export function shareScratch(steps: readonly Step[], slotVars: readonly Var[], fixed: ReadonlySet<number>, g: ScratchGraph): number[] {
-  const isInput = (v: Var) => g.isInput(v)
   const vars = (slots: readonly number[]) => slots.map((s) => slotVars[s]!)
-  // what each step writes (undefined: not known, a row chain) and reads
-  const writes: (readonly number[] | undefined)[] = steps.map((st) => {
-    switch (st.kind) {
-      case 'kernel': return [st.out, ...(st.sideOuts ?? [])]
-      case 'elem': return st.outs
-      case 'rows': return undefined
-      default: return [st.out]
-    }
-  })
+  const writes = steps.map(stepWrites)
   const writtenKnown = new Set(writes.flatMap((w) => w ?? []))
   const readsOf = (outs: readonly Var[], extra: readonly number[]): Set<number> => {
     const reads = new Set<number>(extra)
@@ -51,7 +52,7 @@ export function shareScratch(steps: readonly Step[], slotVars: readonly Var[], f
       if (s !== undefined) reads.add(s)
       // the walk stops at values some step writes (or inputs); a value stored but written by
       // no step here (a row chain's, or one a fold computes from its sources) is walked past
-      if (s !== undefined && (isInput(u) || writtenKnown.has(s)) && (!d || !VIEWS.has(d.prim))) continue
+      if (s !== undefined && (g.isInput(u) || writtenKnown.has(s)) && (!d || !VIEWS.has(d.prim))) continue
       if (d) stack.push(...d.inputs)
     }
     return reads

@@ -259,7 +259,10 @@ export class KernelThreads {
     this.pool.waitDone(t, this.id, count)
   }
 
-  /** Frees the kernel on the workers (and, for a pool of its own, the workers); resolves once they are done with it. */
+  /**
+   * Frees the kernel on the workers (each drops it at its next task). A pool of its own is ended:
+   * then this resolves once its workers have exited.
+   */
   async dispose(): Promise<void> {
     if (this.released) return
     this.released = true
