@@ -35,6 +35,8 @@ export default defineConfig({
       nodeProject('nn'),
       nodeProject('cli'),
       { extends: true as const, test: { name: 'demo', root: 'examples/demo', include: ['test/**/*.test.ts'] } },
+      // bench: the harness's own logic (the measurements themselves run under `pnpm bench`)
+      { extends: true as const, test: { name: 'bench', root: 'bench', include: ['test/**/*.test.ts'] } },
       // web: builds examples/web with vite and drives the page in Debian's Chromium through playwright-core
       { extends: true as const, test: { name: 'web', root: 'examples/web', include: ['test/**/*.test.ts'] } },
       // docs: runs every ```ts run block of README.md and docs/*.md as a script (child processes: forks)

@@ -58,7 +58,16 @@ export interface ChildResult {
   readonly ioMB?: number
   /** RSS after the inputs were built, after setup (compilation), after the first call. */
   readonly rssStagesMB?: { readonly inputs: number; readonly setup: number; readonly firstCall: number }
+  /**
+   * With several rounds (main.ts): each round's median and first call (setup + first run), in
+   * round order; medianMs is then the median of the rounds' medians, and the first call the
+   * round whose total is the median one.
+   */
+  readonly rounds?: readonly { readonly medianMs: number; readonly firstCallMs?: number; readonly runs: number }[]
 }
+
+/** Set by main.ts for the processes of rounds after the first: timed calls only, no memory calls (memory is the first round's). */
+export const TIMING_ONLY_ENV = 'TESSERA_BENCH_TIMING_ONLY'
 
 type Runner = {
   run(): Promise<Arr[]>
@@ -354,7 +363,7 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
     // forced collections, as before, and their peak is reported separately.
     const memStart = performance.now()
     let flat = 0
-    for (memoryCalls = 0; memoryCalls < MEMORY_CALLS.max; ) {
+    for (memoryCalls = 0; memoryCalls < (process.env[TIMING_ONLY_ENV] ? 0 : MEMORY_CALLS.max); ) {
       out = undefined
       await releaseOutputs()
       out = await runner.run()

@@ -9,12 +9,13 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command } from 'commander'
 import type { ChildResult } from './child.js'
-import { NODE_FLAGS, REFERENCE, implementations } from './child.js'
+import { NODE_FLAGS, REFERENCE, TIMING_ONLY_ENV, implementations } from './child.js'
 import { workloads } from './workloads.js'
 import type { CeilingRow } from './simd-ceiling.js'
 import { bundleChild } from './bundle.js'
 import { writeInputs } from './inputs-file.js'
 import { TORCH_IMPLS, findTorchPython, runTorch } from './train-torch.js'
+import { ROUND_MAX_MS, mergeRounds, rerun } from './rounds.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const benchDir = join(here, '..')
@@ -24,13 +25,15 @@ const program = new Command()
   .option('--only <ids>', 'comma-separated workload ids (W1,W1b,W2,W3a,W3b,RVQ,TRAIN,OVH)')
   .option('--impl <names>', 'comma-separated substrings of implementation names to run (the reference always runs)')
   .option('--max-seconds <s>', 'time budget per implementation and workload', '60')
+  .option('--rounds <n>', 'processes per implementation whose calls take under a second, in alternating order (see ROUNDS); --quick: 1', '3')
   .option('--out <dir>', 'results directory', join(benchDir, 'results'))
   .option('--no-write', 'print only')
   .parse()
-const opts = program.opts<{ quick?: boolean; only?: string; impl?: string; maxSeconds: string; out: string; write: boolean }>()
+const opts = program.opts<{ quick?: boolean; only?: string; impl?: string; maxSeconds: string; rounds: string; out: string; write: boolean }>()
 const quick = !!opts.quick
 // --quick: smaller sizes, a shorter budget per implementation, and one process per workload
 const maxSeconds = quick ? Math.min(0.3, Number(opts.maxSeconds)) : Number(opts.maxSeconds)
+const rounds = quick ? 1 : Math.max(1, Math.floor(Number(opts.rounds)) || 1)
 
 const PEERS = ['onnxruntime-node', 'tfjs-cpu', 'tfjs-wasm', 'plain-js', ...Object.keys(TORCH_IMPLS)]
 const allIds = [...workloads.map((w) => w.id), 'TRAIN', 'OVH']
@@ -57,7 +60,7 @@ function inputsFile(wid: string): string | undefined {
 /** Where the reference's process leaves its outputs (TRAIN: its first steps) for the others' checks. */
 const refFileOf = (wid: string) => join(tmp, `ref-${wid}.bin`)
 
-function runChild(childEntry: string, wid: string, implList: readonly string[]): Promise<ChildResult[]> {
+function runChild(childEntry: string, wid: string, implList: readonly string[], timingOnly = false): Promise<ChildResult[]> {
   const resultFile = join(tmp, 'result.json')
   rmSync(resultFile, { force: true })
   const ins = inputsFile(wid)
@@ -68,6 +71,7 @@ function runChild(childEntry: string, wid: string, implList: readonly string[]):
       execPath: process.execPath,
       execArgv: ['--expose-gc', ...implList.flatMap((i) => NODE_FLAGS[i] ?? [])],
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+      ...(timingOnly ? { env: { ...process.env, [TIMING_ONLY_ENV]: '1' } } : {}),
     })
     let err = ''
     child.stderr!.on('data', (d) => (err += String(d)))
@@ -142,21 +146,30 @@ async function main(): Promise<void> {
       results.push(r)
     }
     let torchPython: ReturnType<typeof findTorchPython> | undefined
+    const torchRun = (wid: string, impl: string): Promise<ChildResult> => {
+      torchPython ??= findTorchPython()
+      return 'why' in torchPython
+        ? Promise.resolve({ workload: wid, impl, status: 'skipped', note: torchPython.why, rssBaseMB: 0, rssPeakMB: 0 })
+        : runTorch(impl, torchPython.python, quick, tmp, refFileOf(wid), maxSeconds)
+    }
     for (const wid of ids) {
       // the float32-only row differs from fast-wasm-2t only where a nearest-code search is screened
       const list = impls.filter((i) => !(wid === 'OVH' && i.includes('gpujs-cpu')) && !(i === SCREENLESS && !FLOP_ROWS.includes(wid)))
       const batches = quick ? [list] : list.map((i) => [i])
-      for (const batch of batches) for (const r of await runChild(childEntry, wid, batch)) report(wid, r)
-      if (wid !== 'TRAIN') continue
-      for (const impl of torchImpls) {
-        torchPython ??= findTorchPython()
-        report(
-          wid,
-          'why' in torchPython
-            ? { workload: wid, impl, status: 'skipped', note: torchPython.why, rssBaseMB: 0, rssPeakMB: 0 }
-            : await runTorch(impl, torchPython.python, quick, tmp, refFileOf(wid), maxSeconds),
-        )
+      const firsts: ChildResult[] = []
+      for (const batch of batches) firsts.push(...(await runChild(childEntry, wid, batch)))
+      if (wid === 'TRAIN') for (const impl of torchImpls) firsts.push(await torchRun(wid, impl))
+      // later rounds: the rows worth timing again, in reversed order every other round
+      const later = new Map<string, ChildResult[]>()
+      const again = firsts.filter(rerun)
+      for (let round = 2; round <= rounds; round++) {
+        for (const r of round % 2 === 0 ? [...again].reverse() : again) {
+          process.stderr.write(`${wid} ${r.impl}: round ${round}\n`)
+          const [res] = TORCH_IMPLS[r.impl] ? [await torchRun(wid, r.impl)] : await runChild(childEntry, wid, [r.impl], true)
+          later.set(r.impl, [...(later.get(r.impl) ?? []), res!])
+        }
       }
+      for (const r of firsts) report(wid, mergeRounds(r, later.get(r.impl) ?? []))
     }
   } finally {
     rmSync(tmp, { recursive: true, force: true })
@@ -211,6 +224,15 @@ function firstCallTargetLine(rs: readonly ChildResult[]): string | undefined {
   return `First-call target (issue 16): setup (trace + compile) + first run at most 3x the median plus the reference's setup (its trace, ${fmt(refSetup, 1)} ms), as "first call vs allowed" in ms; load not counted. Met: ${names(ok)}. Not met: ${names(over)}.`
 }
 
+/** Timed calls, per round where there were several. */
+const runsCell = (r: ChildResult): string => (r.rounds ? r.rounds.map((x) => x.runs).join('+') : String(r.runs ?? '–'))
+
+/** The row's note, after its rounds' medians where there were several. */
+function noteCell(r: ChildResult): string {
+  const rounds = r.rounds ? `rounds ${r.rounds.map((x) => fmt(x.medianMs, 2)).join(' / ')} ms` : ''
+  return [rounds, r.note ?? ''].filter(Boolean).join('; ')
+}
+
 /** "total (setup + run; load)" of the first call, in ms. */
 function firstCall(r: ChildResult): string {
   if (r.setupMs === undefined || r.firstRunMs === undefined) return '–'
@@ -251,7 +273,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
   lines.push(
     quick
       ? 'Median of at least 5 timed calls after warm-up; --quick: one process per workload (the reference included); each implementation\'s peak RSS is measured from its own start, but the process holds what earlier ones loaded. Inputs and outputs are host typed arrays.'
-      : 'Median of at least 5 timed calls after warm-up, one process per workload and implementation. Inputs and outputs are host typed arrays.',
+      : `Median of at least 5 timed calls after warm-up, one process per workload and implementation. Inputs and outputs are host typed arrays.${rounds > 1 ? ` Rounds: every implementation whose calls take under ${ROUND_MAX_MS / 1000} s ran in ${rounds} processes, the order of implementations reversed every other round, so that peers and Tessera meet the same windows of this shared machine's load; its "median" is the median of the rounds' medians (each listed in "note"), "min" the least call of all rounds, "runs" the timed calls per round, and its first call the round whose first call was the median one. Memory comes from the first round (the later ones make no memory calls).` : ''}`,
     '',
     'Memory (MiB = 2^20 bytes): "peak RSS" is the whole measured process\'s peak resident set (VmHWM: node, the harness, the implementation\'s code, worker threads, native and wasm memory, inputs, live outputs) from its start to the end of the memory calls: calls after the first, each made with the previous outputs dropped and collected, until the peak stops growing (3-10 calls, before the timed ones). The timed calls run without forced collections; their peak, which also counts earlier outputs V8 had not yet collected, is `rssPeakTimedMB` in the JSON and "timed calls" on the progress line. The check against the reference is not counted. "base" is the process\'s RSS before the inputs exist (plain `node` on a bundle, no tsx); "peak − base" is what the inputs, the implementation and its outputs added. "I/O" is the bytes of the inputs plus this implementation\'s outputs.',
   )
@@ -276,7 +298,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
       )
     for (const r of rs) {
       if (wid === 'OVH') {
-        lines.push(`| ${r.impl} | ${r.status} | ${fmt(r.medianMs !== undefined ? r.medianMs * 1000 : undefined)} | ${fmt(r.minMs !== undefined ? r.minMs * 1000 : undefined)} | ${firstCall(r)} | ${r.runs ?? '–'} | ${fmt(r.rssPeakMB, 0)} |`)
+        lines.push(`| ${r.impl} | ${r.status} | ${fmt(r.medianMs !== undefined ? r.medianMs * 1000 : undefined)} | ${fmt(r.minMs !== undefined ? r.minMs * 1000 : undefined)} | ${firstCall(r)} | ${runsCell(r)} | ${fmt(r.rssPeakMB, 0)} |`)
         continue
       }
       const ms = r.status === 'ok' || r.status === 'mismatch' ? r.medianMs : undefined
@@ -288,7 +310,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
       const screened = r.impl.startsWith('tessera/fast-wasm') && r.impl !== SCREENLESS
       const gfCell = bound && !screened ? `${fmt(gf)} (${Math.round((100 * gf!) / bound.gflops)}% of ceiling)` : bound ? `${fmt(gf)} (screened)` : fmt(gf)
       lines.push(
-        `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${firstCall(r)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${gfCell} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${r.runs ?? '–'} | ${r.ties ?? '–'} | ${memoryCells(r)} | ${r.note ?? ''} |`,
+        `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${firstCall(r)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${gfCell} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${runsCell(r)} | ${r.ties ?? '–'} | ${memoryCells(r)} | ${noteCell(r)} |`,
       )
     }
     lines.push('')
