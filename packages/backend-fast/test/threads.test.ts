@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest'
 import { Code, I32, assemble } from '../src/wasm/asm.js'
 import { KernelThreads, WorkerPool } from '../src/wasm/threads.js'
 import { fastBackend } from '../src/index.js'
+import { traceOrThrow } from '@tessera/core'
+import type { Tensor } from '@tessera/core'
 import { residualProgram } from './loop-helpers.js'
 
 /** `run(a0, a1, a2, a3)`: a1 turns of a loop that writes memory (so it is not optimized away), then the int32 at byte a2 plus one. */
@@ -92,6 +94,26 @@ describe('worker pool', () => {
       expect(b.m[2]).toBe(3)
     } finally {
       await pool.dispose()
+    }
+  })
+
+  it('calls awaited back to back (no timer runs between them) start the worker of a threaded elementwise pass by the second call', async () => {
+    // tanh over 2^18 elements and more is a threaded pass (plan.ts); its first call runs on this thread alone
+    const n = 2 ** 18
+    const program = traceOrThrow([{ shape: [n], dtype: 'float32' }], (x: Tensor) => [x.tanh().mul(3)]).program
+    const data = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 4)
+    const be = fastBackend({ threads: 2 })
+    try {
+      const exe = be.compile(program)
+      const ones = await exe.run([{ shape: [n], dtype: 'float32', data }])
+      expect(be.workerThreads).toBe(0)
+      for (let i = 0; i < 3; i++) {
+        const [got] = await exe.run([{ shape: [n], dtype: 'float32', data }])
+        expect(Array.from(got!.data)).toEqual(Array.from(ones[0]!.data))
+      }
+      expect(be.workerThreads).toBe(1)
+    } finally {
+      await be.dispose!()
     }
   })
 

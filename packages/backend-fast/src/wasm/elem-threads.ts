@@ -101,8 +101,9 @@ export function threadedFits(g: ElemGroup, threads: number): boolean {
  * The runner of one group on `threads` threads (the calling thread included). `first`, the
  * group's one-thread runner (same bits), runs the first call: the shared memory (megabytes
  * written for the first time), its module and the workers are made after that call has returned,
- * on a timer (or at the second call where there are no timers), so the first call costs what one
- * thread's does. Later calls share the chunks with the workers.
+ * on a timer, so the first call costs what one thread's does. Calls made back to back (awaited in
+ * a loop, where no timer runs between them) make them at the second call. Later calls share the
+ * chunks with the workers.
  */
 export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRun, workers?: WorkerPool): { run: ElemRun; dispose(): Promise<void> } {
   const T = threadedLayout(g, threads)
@@ -110,7 +111,16 @@ export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRu
   let inst: { memory: WebAssembly.Memory; module: WebAssembly.Module; run: (t: number) => void } | undefined
   let pool: KernelThreads | undefined
   let disposed = false
-  const later = (f: () => void) => (typeof setTimeout === 'function' ? void setTimeout(f, 0) : f())
+  let noWorkers = false
+  /** The workers for the module, once (none where the host cannot start them: the calling thread then runs every chunk). */
+  const startWorkers = () => {
+    if (disposed || pool || noWorkers || !inst) return
+    try {
+      pool = kernelThreads(workers, inst.module, inst.memory, threads - 1)
+    } catch {
+      noWorkers = true
+    }
+  }
   const instance = () => {
     if (inst) return inst
     const pages = Math.ceil(T.bytes / 65536)
@@ -119,17 +129,11 @@ export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRu
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     new Uint8Array(memory.buffer).set(consts.bytes, T.poolBase)
     const run = (new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (t: number) => void }).run
+    inst = { memory, module, run }
     // the workers start after the call that made the module has returned, so their start-up
-    // (several ms on the calling thread) is not part of a call
-    later(() => {
-      if (disposed || pool) return
-      try {
-        pool = kernelThreads(workers, module, memory, threads - 1)
-      } catch {
-        pool = undefined // no worker threads here: the calling thread runs every chunk
-      }
-    })
-    return (inst = { memory, module, run })
+    // (several ms on the calling thread) is not part of a call, unless the next call comes first
+    if (typeof setTimeout === 'function') setTimeout(startWorkers, 0)
+    return inst
   }
   /** The shared memory and module, made on a timer after the first call (a failure, say of memory, is met again and reported by the next call). */
   const prepare = () => {
@@ -149,6 +153,7 @@ export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRu
       return
     }
     const { memory, run } = instance()
+    startWorkers()
     const buf = memory.buffer
     const view = (t: ElemType | undefined, at: number, len: number) => (t === 'i32' ? new Int32Array(buf, at, len) : new Float32Array(buf, at, len))
     L.single.forEach((s, i) => view(L.types.get(s), T.chunkBase + L.singleOff + 16 * i, 1).set([B[s]![0]!]))
