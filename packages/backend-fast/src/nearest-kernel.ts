@@ -209,3 +209,19 @@ export function rescoreRow(exact: KernelRun, f32: Float32Array, i32: Int32Array,
   }
   return exactRowResult(f32, i32, s + (q - q0) * 12)
 }
+
+/**
+ * Multiply-adds of a staged chunk's first kernel call; each further call takes twice the columns
+ * of the one before. A chunk is done in a few calls so that the optimized code V8 compiles in
+ * the background is used from the next call on (there is no on-stack replacement in
+ * WebAssembly); the argmin state between calls is in memory anyway.
+ */
+const FIRST_CALL_MACS = 1 << 19
+
+export type Drive = (run: KernelRun, rows: number, a: number, row: number, out: number) => void
+
+/** Body of `drive(run, a0, a1, a2, a3)` (one staged chunk: its padded rows and addresses), on every thread. */
+export function driverSource(k: number, cw: number, npad: number): string {
+  const first = `Math.max(1, Math.floor(${FIRST_CALL_MACS} / (a0 * ${k * cw}))) * ${cw}`
+  return `for (let c = 0, p = ${first}; c < ${npad}; c += p, p *= 2) run(a0, a1, a2, a3, c, Math.min(c + p, ${npad}))`
+}

@@ -9,7 +9,8 @@ import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import type { KernelRun } from './nearest-kernel.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
-import { exactKernelCode, exactRowResult, rescoreRow } from './nearest-kernel.js'
+import { driverSource, exactKernelCode, exactRowResult, rescoreRow } from './nearest-kernel.js'
+import type { Drive } from './nearest-kernel.js'
 import type { ScreenKernelSpec } from './nearest-screen.js'
 import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes, termsInRange } from './nearest-screen.js'
 import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
@@ -49,6 +50,14 @@ import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
  */
 
 type Epi = Epilogue
+
+const tryOrNothing = (f: () => void): void => {
+  try {
+    f()
+  } catch {
+    // met again by the next call, which reports it
+  }
+}
 type Term = NearestTerm
 
 /** Register tile and dot-loop shape of the kernel, and whether it uses relaxed SIMD's fused multiply-add. */
@@ -83,22 +92,6 @@ const MAX_CHUNK = 1024
 const MIN_CHUNK = 64
 /** Below this many multiply-adds a run stays on the calling thread. */
 const THREAD_MIN_WORK = 1 << 22
-/**
- * Multiply-adds of a staged chunk's first kernel call; each further call takes twice the columns
- * of the one before. A chunk is done in a few calls so that the optimized code V8 compiles in
- * the background is used from the next call on (there is no on-stack replacement in
- * WebAssembly); the argmin state between calls is in memory anyway.
- */
-const FIRST_CALL_MACS = 1 << 19
-
-type Drive = (run: KernelRun, rows: number, a: number, row: number, out: number) => void
-
-/** Body of `drive(run, a0, a1, a2, a3)` (one staged chunk: its padded rows and addresses), on every thread. */
-function driverSource(k: number, cw: number, npad: number): string {
-  const first = `Math.max(1, Math.floor(${FIRST_CALL_MACS} / (a0 * ${k * cw}))) * ${cw}`
-  return `for (let c = 0, p = ${first}; c < ${npad}; c += p, p *= 2) run(a0, a1, a2, a3, c, Math.min(c + p, ${npad}))`
-}
-
 interface Geometry {
   readonly t: NearestTuning
   /** Columns per chunk (4 * vecs), columns padded to whole chunks, steps along k per dot-loop iteration. */
@@ -137,7 +130,8 @@ interface Instance {
   readonly stats?: (out: number) => void
   /** The wasm pack of a stored B^T (see packCode), when B is one. */
   readonly pack?: (src: number, dst: number, cols: number) => void
-  readonly threads?: KernelThreads
+  /** Starts the worker threads (more than one thread), once: see NearestStep.run. */
+  readonly startWorkers?: () => void
 }
 
 export class NearestStep {
@@ -153,6 +147,8 @@ export class NearestStep {
   private slotBT: number | undefined
   private pack: PackKernel | undefined
   private instance: Instance | undefined
+  private workerThreadsOf: KernelThreads | undefined
+  private calls = 0
 
   readonly select: EqnOf<'argmin'> | EqnOf<'argmax'>
   readonly matmul: EqnOf<'matmul'>
@@ -199,12 +195,12 @@ export class NearestStep {
 
   /** Worker threads this step uses (0 before the first call has made them, or when one thread does it all). */
   get workerThreads(): number {
-    return this.instance?.threads?.count ?? 0
+    return this.workerThreadsOf?.count ?? 0
   }
 
   /** Whether every worker thread has started. */
   get workersReady(): boolean {
-    const threads = this.instance?.threads
+    const threads = this.workerThreadsOf
     return !!threads && Array.from({ length: threads.count }, (_, w) => threads.ready(w)).every(Boolean)
   }
 
@@ -283,23 +279,27 @@ export class NearestStep {
     const funcs = [...kernels, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
     const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
-    const inst = new WebAssembly.Instance(module, { env: { memory } })
-    const exports = inst.exports as unknown as { run: KernelRun; exact?: KernelRun; pack?: NonNullable<Instance['pack']>; stats?: (out: number) => void }
+    const exports = new WebAssembly.Instance(module, { env: { memory } }).exports as unknown as { run: KernelRun; exact?: KernelRun; pack?: NonNullable<Instance['pack']>; stats?: (out: number) => void }
     const kernel = exports.run
     const driver = driverSource(this.k, g.cw, g.npad)
     const drive = new Function('run', 'a0', 'a1', 'a2', 'a3', driver) as Drive
     const run = (rows: number, a: number, row: number, out: number) => drive(kernel, rows, a, row, out)
-    this.instance = {
-      g, memory, run, exact: exports.exact ?? kernel, ...(exports.pack ? { pack: exports.pack } : {}),
-      ...(exports.stats ? { stats: exports.stats } : {}),
-      ...(T > 1 ? { threads: kernelThreads(this.workers, module, memory, T - 1, driver) } : {}),
+    const startWorkers = () => {
+      if (!this.workerThreadsOf && this.instance === made) this.workerThreadsOf = kernelThreads(this.workers, module, memory, T - 1, driver)
     }
-    return this.instance
+    const made: Instance = {
+      g, memory, run, exact: exports.exact ?? kernel, ...(exports.pack ? { pack: exports.pack } : {}),
+      ...(exports.stats ? { stats: exports.stats } : {}), ...(T > 1 ? { startWorkers } : {}),
+    }
+    // the workers start after the first call, on a timer (a failure is met again, and reported, by the next call)
+    if (T > 1 && typeof setTimeout === 'function') setTimeout(() => void tryOrNothing(startWorkers), 0)
+    return (this.instance = made)
   }
 
   dispose(): Promise<void> {
-    const threads = this.instance?.threads
+    const threads = this.workerThreadsOf
     this.instance = undefined
+    this.workerThreadsOf = undefined
     return threads ? threads.dispose() : Promise.resolve()
   }
 
@@ -322,10 +322,17 @@ export class NearestStep {
     }
   }
 
+  /**
+   * The first call runs on the calling thread alone and the workers start after it, on a timer
+   * (or at the second call, when calls come back to back): a worker takes tens of milliseconds to
+   * start, the calling thread's share of that (Node's worker_threads module loaded, the worker
+   * made) was ~11 ms of W1's first call, and a worker started within a call did little of it.
+   */
   run(B: AnyTypedArray[], out: Int32Array): void {
     const { n, k } = this
     this.chunksToWorkers = 0
-    const { g, memory, pack, stats } = this.module()
+    const { g, memory, pack, stats, startWorkers } = this.module()
+    if (this.calls++ > 0) startWorkers?.()
     const f32 = new Float32Array(memory.buffer)
     // B in contiguous panels [npad/cw][k][cw] so each column chunk streams sequentially
     if (pack) {
@@ -353,7 +360,8 @@ export class NearestStep {
    */
   private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, full: number[] | undefined): void {
     const { k } = this
-    const { g, memory, run, threads } = this.module()
+    const { g, memory, run } = this.module()
+    const threads = this.workerThreadsOf
     const m = only ? only.length : this.m
     const { chunk } = g
     const R = g.t.rows

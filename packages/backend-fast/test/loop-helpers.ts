@@ -73,14 +73,16 @@ export function nearestStepsOf(ex: Executable): NearestWorkers[] {
 }
 
 /**
- * A call of `ex` in which its nearest-code steps' worker threads took part: the first call makes
- * them and they start asynchronously (a call computes alone until they have), so this calls, waits
- * until they have started, then calls again and checks that they took chunks (each call checked
- * against the one before). For a one-thread executable, one call.
+ * A call of `ex` in which its nearest-code steps' worker threads took part: the first call runs
+ * alone and makes them on a timer after it, and they start asynchronously (a call computes alone
+ * until they have), so this calls, lets the timer run, waits until they have started, then calls
+ * again and checks that they took chunks (each call checked against the one before). For a
+ * one-thread executable, one call.
  */
 export async function runWithWorkers(ex: Executable, ins: HostTensor[], threads: number): Promise<HostTensor[]> {
   const first = await ex.run(ins)
   if (threads === 1) return first
+  await new Promise((r) => setTimeout(r, 0))
   const steps = nearestStepsOf(ex).filter((s) => s.workerThreads > 0)
   expect(steps.length, 'nearest-code steps with worker threads').toBeGreaterThan(0)
   for (let i = 0; i < 200 && !steps.every((s) => s.workersReady); i++) await new Promise((r) => setTimeout(r, 25))
@@ -96,6 +98,7 @@ export const childRunWithWorkers = `
 async function runWithWorkers(ex, ins, threads) {
   const first = await ex.run(ins)
   if (threads === 1) return first
+  await new Promise((r) => setTimeout(r, 0))
   const steps = ex.plan.steps.filter((s) => s.kind === 'nearest' && s.step.workerThreads > 0).map((s) => s.step)
   if (steps.length === 0) throw new Error('no nearest-code step with worker threads')
   for (let i = 0; i < 200 && !steps.every((s) => s.workersReady); i++) await new Promise((r) => setTimeout(r, 25))

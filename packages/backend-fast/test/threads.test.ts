@@ -4,7 +4,7 @@ import { KernelThreads, WorkerPool } from '../src/wasm/threads.js'
 import { fastBackend } from '../src/index.js'
 import { traceOrThrow } from '@tessera/core'
 import type { Tensor } from '@tessera/core'
-import { residualProgram } from './loop-helpers.js'
+import { nearestStepsOf, residualProgram } from './loop-helpers.js'
 
 /** `run(a0, a1, a2, a3)`: a1 turns of a loop that writes memory (so it is not optimized away), then the int32 at byte a2 plus one. */
 function countingKernel(): Code {
@@ -97,10 +97,28 @@ describe('worker pool', () => {
     }
   })
 
+  it("a nearest-code search's first call runs on the calling thread alone; calls awaited back to back start its worker at the second", async () => {
+    const be = fastBackend({ threads: 2 })
+    try {
+      const [n, d, k] = [4096, 16, 256]
+      const exe = be.compile(residualProgram(n, d, k, 1))
+      const rnd = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5)
+      const ins = [{ shape: [n, d], dtype: 'float32' as const, data: rnd(n * d, 1) }, { shape: [k, d], dtype: 'float32' as const, data: rnd(k * d, 2) }]
+      const [search] = nearestStepsOf(exe)
+      const first = await exe.run(ins)
+      expect([search!.workerThreads, search!.workerChunks, be.workerThreads]).toEqual([0, 0, 0])
+      const second = await exe.run(ins)
+      expect([search!.workerThreads, be.workerThreads]).toEqual([1, 1])
+      second.forEach((o, i) => expect(Array.from(o.data)).toEqual(Array.from(first[i]!.data)))
+    } finally {
+      await be.dispose!()
+    }
+  })
+
   it('calls awaited back to back (no timer runs between them) start the worker of a threaded elementwise pass by the second call', async () => {
     // tanh over 2^18 elements and more is a threaded pass (plan.ts); its first call runs on this thread alone
     const n = 2 ** 18
-    const program = traceOrThrow([{ shape: [n], dtype: 'float32' }], (x: Tensor) => [x.tanh().mul(3)]).program
+    const program = traceOrThrow([{ shape: [n], dtype: 'float32' as const }], (x: Tensor) => [x.tanh().mul(3)]).program
     const data = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 4)
     const be = fastBackend({ threads: 2 })
     try {
@@ -125,9 +143,13 @@ describe('worker pool', () => {
       const rnd = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5)
       const ins = [{ shape: [n, d], dtype: 'float32' as const, data: rnd(n * d, 1) }, ...Array.from({ length: layers }, (_, l) => ({ shape: [k, d], dtype: 'float32' as const, data: rnd(k * d, l + 2) }))]
       expect(be.workerThreads).toBe(0)
+      // each search's first call runs on this thread alone; its workers are made on a timer after it
       await exe.run(ins)
+      expect(be.workerThreads).toBe(0)
+      await new Promise((r) => setTimeout(r, 0))
       const again = be.compile(residualProgram(n, d, k, layers))
       await again.run(ins)
+      await new Promise((r) => setTimeout(r, 0))
       expect(be.workerThreads).toBe(1)
     } finally {
       await be.dispose!()
