@@ -167,6 +167,8 @@ export class NearestStep {
     private readonly selfSquares: readonly number[] = [],
     /** The backend's worker threads (else the step starts workers of its own). */
     private readonly workers?: WorkerPool,
+    /** Start the workers within the first call (the program's searches are long enough to repay it), not after it. */
+    private readonly workersAtFirstCall = false,
   ) {
     if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new TesseraError('backend', 'fast.nearest', 'tile sizes must be positive')
     if (tuning.relaxed && !relaxedSimdSupported()) throw new TesseraError('backend', 'fast.nearest', 'relaxed SIMD was requested but this engine does not support it')
@@ -323,16 +325,17 @@ export class NearestStep {
   }
 
   /**
-   * The first call runs on the calling thread alone and the workers start after it, on a timer
-   * (or at the second call, when calls come back to back): a worker takes tens of milliseconds to
-   * start, the calling thread's share of that (Node's worker_threads module loaded, the worker
-   * made) was ~11 ms of W1's first call, and a worker started within a call did little of it.
+   * Unless `workersAtFirstCall`, the first call runs on the calling thread alone and the workers
+   * start after it, on a timer (or at the second call, when calls come back to back): a worker
+   * takes tens of milliseconds to start, the calling thread's share of that (Node's worker_threads
+   * module loaded, the worker made) was ~11 ms of W1's first call, and a worker started within a
+   * call did little of it.
    */
   run(B: AnyTypedArray[], out: Int32Array): void {
     const { n, k } = this
     this.chunksToWorkers = 0
     const { g, memory, pack, stats, startWorkers } = this.module()
-    if (this.calls++ > 0) startWorkers?.()
+    if (this.calls++ > 0 || this.workersAtFirstCall) startWorkers?.()
     const f32 = new Float32Array(memory.buffer)
     // B in contiguous panels [npad/cw][k][cw] so each column chunk streams sequentially
     if (pack) {

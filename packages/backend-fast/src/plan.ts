@@ -102,6 +102,13 @@ const SCREEN_MIN_K = 16
  */
 const GEMM_MIN_MACS = 1 << 15
 
+/**
+ * Multiply-adds of a program's nearest-code searches from which their worker threads start within
+ * the first call (fewer: after it, see NearestStep.run): a worker takes tens of milliseconds to
+ * start, which a first call of residual VQ's eight searches (2^33) repays and W1's one (2^30) does not.
+ */
+const WORKERS_IN_FIRST_CALL_MACS = 2 ** 32
+
 /** Elements from which a float32 elementwise loop in wasm/elementwise.ts's subset runs as WebAssembly. */
 const ELEM_MIN = 1 << 12
 
@@ -162,6 +169,11 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   // gathers of whole rows as copies into the step's buffer (one copy memory per plan)
   const gathers = gatherSteps(scanEnv, opts.wasm)
   const nearest: NearestStep[] = []
+  const macsOf = (p: NearestPattern) => {
+    const { m, n, k } = nearestDims(p)
+    return m * n * k
+  }
+  const searchMacs = schedule.steps.reduce((sum, st) => sum + (st.kind === 'nearest' ? macsOf(st.pattern) : 0), 0)
   const screened = (p: NearestPattern) => (opts.nearestScreen ?? true) && p.slope !== undefined && nearestDims(p).k >= SCREEN_MIN_K
   const chains: RowChainRun[] = []
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
@@ -263,7 +275,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
         return { kind: 'reference', out: slotOf(st.eqn.out), eqn: st.eqn, ins: st.eqn.inputs.map(slotOf) }
       case 'nearest': {
         const screen = screened(st.pattern)
-        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false, screen }, squares.termsOf(st.pattern), opts.workers)
+        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false, screen }, squares.termsOf(st.pattern), opts.workers, searchMacs >= WORKERS_IN_FIRST_CALL_MACS)
         step.prepare(env)
         nearest.push(step)
         return { kind: 'nearest', out: slotOf(st.pattern.select.out), step }

@@ -115,6 +115,21 @@ describe('worker pool', () => {
     }
   })
 
+  it('searches long enough to repay a worker (2^32 multiply-adds in all) start it within the first call', async () => {
+    const be = fastBackend({ threads: 2 })
+    try {
+      const [n, d, k, layers] = [16384, 64, 1024, 4]
+      const exe = be.compile(residualProgram(n, d, k, layers))
+      const rnd = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5)
+      const ins = [{ shape: [n, d], dtype: 'float32' as const, data: rnd(n * d, 1) }, ...Array.from({ length: layers }, (_, l) => ({ shape: [k, d], dtype: 'float32' as const, data: rnd(k * d, l + 2) }))]
+      await exe.run(ins)
+      expect(nearestStepsOf(exe).map((s) => s.workerThreads)).toEqual([1, 1, 1, 1])
+      expect(be.workerThreads).toBe(1)
+    } finally {
+      await be.dispose!()
+    }
+  })
+
   it('calls awaited back to back (no timer runs between them) start the worker of a threaded elementwise pass by the second call', async () => {
     // tanh over 2^18 elements and more is a threaded pass (plan.ts); its first call runs on this thread alone
     const n = 2 ** 18
