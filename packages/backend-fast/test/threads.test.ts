@@ -30,6 +30,22 @@ const until = async (ok: () => boolean) => {
   }
 }
 
+/** Runs `f` with a two-thread fast backend, disposed afterwards. */
+async function withTwoThreads(f: (be: ReturnType<typeof fastBackend>) => Promise<void>): Promise<void> {
+  const be = fastBackend({ threads: 2 })
+  try {
+    await f(be)
+  } finally {
+    await be.dispose!()
+  }
+}
+
+/** Inputs of residualProgram(n, d, k, layers): rows, then one codebook per layer. */
+function residualInputs(n: number, d: number, k: number, layers: number) {
+  const rnd = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5)
+  return [{ shape: [n, d], dtype: 'float32' as const, data: rnd(n * d, 1) }, ...Array.from({ length: layers }, (_, l) => ({ shape: [k, d], dtype: 'float32' as const, data: rnd(k * d, l + 2) }))]
+}
+
 describe('kernel threads', () => {
   it('a queued task the worker has not started is claimed once and run by the caller; the worker skips it and goes on', async () => {
     const module = new WebAssembly.Module(assemble(1, [{ name: 'run', code: countingKernel() }]) as BufferSource)
@@ -98,36 +114,28 @@ describe('worker pool', () => {
   })
 
   it("a nearest-code search's first call runs on the calling thread alone; calls awaited back to back start its worker at the second", async () => {
-    const be = fastBackend({ threads: 2 })
-    try {
+    await withTwoThreads(async (be) => {
       const [n, d, k] = [4096, 16, 256]
       const exe = be.compile(residualProgram(n, d, k, 1))
-      const rnd = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5)
-      const ins = [{ shape: [n, d], dtype: 'float32' as const, data: rnd(n * d, 1) }, { shape: [k, d], dtype: 'float32' as const, data: rnd(k * d, 2) }]
+      const ins = residualInputs(n, d, k, 1)
       const [search] = nearestStepsOf(exe)
       const first = await exe.run(ins)
       expect([search!.workerThreads, search!.workerChunks, be.workerThreads]).toEqual([0, 0, 0])
       const second = await exe.run(ins)
       expect([search!.workerThreads, be.workerThreads]).toEqual([1, 1])
       second.forEach((o, i) => expect(Array.from(o.data)).toEqual(Array.from(first[i]!.data)))
-    } finally {
-      await be.dispose!()
-    }
+    })
   })
 
   it('searches long enough to repay a worker (2^32 multiply-adds in all) start it within the first call', async () => {
-    const be = fastBackend({ threads: 2 })
-    try {
+    await withTwoThreads(async (be) => {
       const [n, d, k, layers] = [16384, 64, 1024, 4]
       const exe = be.compile(residualProgram(n, d, k, layers))
-      const rnd = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5)
-      const ins = [{ shape: [n, d], dtype: 'float32' as const, data: rnd(n * d, 1) }, ...Array.from({ length: layers }, (_, l) => ({ shape: [k, d], dtype: 'float32' as const, data: rnd(k * d, l + 2) }))]
+      const ins = residualInputs(n, d, k, layers)
       await exe.run(ins)
       expect(nearestStepsOf(exe).map((s) => s.workerThreads)).toEqual([1, 1, 1, 1])
       expect(be.workerThreads).toBe(1)
-    } finally {
-      await be.dispose!()
-    }
+    })
   })
 
   it('calls awaited back to back (no timer runs between them) start the worker of a threaded elementwise pass by the second call', async () => {
@@ -135,8 +143,7 @@ describe('worker pool', () => {
     const n = 2 ** 18
     const program = traceOrThrow([{ shape: [n], dtype: 'float32' as const }], (x: Tensor) => [x.tanh().mul(3)]).program
     const data = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 4)
-    const be = fastBackend({ threads: 2 })
-    try {
+    await withTwoThreads(async (be) => {
       const exe = be.compile(program)
       const ones = await exe.run([{ shape: [n], dtype: 'float32', data }])
       expect(be.workerThreads).toBe(0)
@@ -145,18 +152,14 @@ describe('worker pool', () => {
         expect(Array.from(got!.data)).toEqual(Array.from(ones[0]!.data))
       }
       expect(be.workerThreads).toBe(1)
-    } finally {
-      await be.dispose!()
-    }
+    })
   })
 
   it("a backend's programs share its worker threads: residual VQ's searches start one worker, not one per layer", async () => {
-    const be = fastBackend({ threads: 2 })
-    try {
+    await withTwoThreads(async (be) => {
       const [n, d, k, layers] = [4096, 16, 256, 3]
       const exe = be.compile(residualProgram(n, d, k, layers))
-      const rnd = (len: number, seed: number) => Float32Array.from({ length: len }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5)
-      const ins = [{ shape: [n, d], dtype: 'float32' as const, data: rnd(n * d, 1) }, ...Array.from({ length: layers }, (_, l) => ({ shape: [k, d], dtype: 'float32' as const, data: rnd(k * d, l + 2) }))]
+      const ins = residualInputs(n, d, k, layers)
       expect(be.workerThreads).toBe(0)
       // each search's first call runs on this thread alone; its workers are made on a timer after it
       await exe.run(ins)
@@ -166,8 +169,6 @@ describe('worker pool', () => {
       await again.run(ins)
       await new Promise((r) => setTimeout(r, 0))
       expect(be.workerThreads).toBe(1)
-    } finally {
-      await be.dispose!()
-    }
+    })
   })
 })
