@@ -50,15 +50,16 @@ import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
  */
 
 type Epi = Epilogue
+type Term = NearestTerm
 
+/** Runs f, ignoring a failure (one the next call meets again, and reports). */
 const tryOrNothing = (f: () => void): void => {
   try {
     f()
   } catch {
-    // met again by the next call, which reports it
+    // the next call reports it
   }
 }
-type Term = NearestTerm
 
 /** Register tile and dot-loop shape of the kernel, and whether it uses relaxed SIMD's fused multiply-add. */
 export interface NearestTuning {
@@ -293,7 +294,7 @@ export class NearestStep {
       g, memory, run, exact: exports.exact ?? kernel, ...(exports.pack ? { pack: exports.pack } : {}),
       ...(exports.stats ? { stats: exports.stats } : {}), ...(T > 1 ? { startWorkers } : {}),
     }
-    // the workers start after the first call, on a timer (a failure is met again, and reported, by the next call)
+    // the workers start after the first call, on a timer, unless it started them (a failure is met again, and reported, by the next call)
     if (T > 1 && typeof setTimeout === 'function') setTimeout(() => void tryOrNothing(startWorkers), 0)
     return (this.instance = made)
   }
