@@ -362,8 +362,9 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
     // and shift the figure by the history of collections); the timed calls then run with no
     // forced collections, as before, and their peak is reported separately.
     const memStart = performance.now()
+    const memoryMax = process.env[TIMING_ONLY_ENV] ? 0 : MEMORY_CALLS.max
     let flat = 0
-    for (memoryCalls = 0; memoryCalls < (process.env[TIMING_ONLY_ENV] ? 0 : MEMORY_CALLS.max); ) {
+    for (memoryCalls = 0; memoryCalls < memoryMax; ) {
       out = undefined
       await releaseOutputs()
       out = await runner.run()

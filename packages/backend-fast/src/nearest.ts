@@ -149,7 +149,6 @@ export class NearestStep {
   private pack: PackKernel | undefined
   private instance: Instance | undefined
   private workerThreadsOf: KernelThreads | undefined
-  private calls = 0
 
   readonly select: EqnOf<'argmin'> | EqnOf<'argmax'>
   readonly matmul: EqnOf<'matmul'>
@@ -327,16 +326,17 @@ export class NearestStep {
 
   /**
    * Unless `workersAtFirstCall`, the first call runs on the calling thread alone and the workers
-   * start after it, on a timer (or at the second call, when calls come back to back): a worker
-   * takes tens of milliseconds to start, the calling thread's share of that (Node's worker_threads
-   * module loaded, the worker made) was ~11 ms of W1's first call, and a worker started within a
-   * call did little of it.
+   * start after it, on a timer (or at the second call, when calls come back to back): starting a
+   * worker costs the calling thread milliseconds (Node's worker_threads module loaded, the worker
+   * made) and the worker is ready only tens of milliseconds later, too late to take much of a
+   * call (docs/BACKENDS.md).
    */
   run(B: AnyTypedArray[], out: Int32Array): void {
     const { n, k } = this
     this.chunksToWorkers = 0
+    const again = this.instance !== undefined
     const { g, memory, pack, stats, startWorkers } = this.module()
-    if (this.calls++ > 0 || this.workersAtFirstCall) startWorkers?.()
+    if (again || this.workersAtFirstCall) startWorkers?.()
     const f32 = new Float32Array(memory.buffer)
     // B in contiguous panels [npad/cw][k][cw] so each column chunk streams sequentially
     if (pack) {

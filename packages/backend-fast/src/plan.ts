@@ -105,7 +105,7 @@ const GEMM_MIN_MACS = 1 << 15
 /**
  * Multiply-adds of a program's nearest-code searches from which their worker threads start within
  * the first call (fewer: after it, see NearestStep.run): a worker takes tens of milliseconds to
- * start, which a first call of residual VQ's eight searches (2^33) repays and W1's one (2^30) does not.
+ * start, which a first call this long repays and a shorter one does not (docs/BACKENDS.md).
  */
 const WORKERS_IN_FIRST_CALL_MACS = 2 ** 32
 
