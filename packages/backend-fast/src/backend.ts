@@ -36,6 +36,11 @@ export interface FastBackendOptions {
    * kernel's, bit for bit; false computes every distance in float32.
    */
   readonly nearestScreen?: boolean
+  /**
+   * Elementwise passes gather the rows of a gather they alone read (a residual quantizer's codes)
+   * instead of the gather being stored (default true). Same bits either way; false stores it.
+   */
+  readonly gatherInPasses?: boolean
 }
 
 /**
@@ -68,6 +73,8 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
     throw new TesseraError('backend', 'fastBackend', `relaxedSimd must be 'auto', true or false, got ${JSON.stringify(opts.relaxedSimd)}`)
   if (opts.nearestScreen !== undefined && typeof opts.nearestScreen !== 'boolean')
     throw new TesseraError('backend', 'fastBackend', `nearestScreen must be true or false, got ${JSON.stringify(opts.nearestScreen)}`)
+  if (opts.gatherInPasses !== undefined && typeof opts.gatherInPasses !== 'boolean')
+    throw new TesseraError('backend', 'fastBackend', `gatherInPasses must be true or false, got ${JSON.stringify(opts.gatherInPasses)}`)
   // the engine is asked only where the answer matters: the probe builds a module, cold code in a fresh process
   const canRelax = opts.relaxedSimd === true || (wasm && opts.relaxedSimd !== false) ? relaxedSimdSupported() : false
   if (opts.relaxedSimd === true && !canRelax)
@@ -96,6 +103,7 @@ export function fastBackend(opts: FastBackendOptions = {}): Backend & { readonly
           ...(opts.wasmChains !== undefined ? { wasmChains: opts.wasmChains } : {}),
           ...(opts.gemmMinMacs !== undefined ? { gemmMinMacs: opts.gemmMinMacs } : {}),
           ...(opts.nearestScreen !== undefined ? { nearestScreen: opts.nearestScreen } : {}),
+          ...(opts.gatherInPasses !== undefined ? { gatherInPasses: opts.gatherInPasses } : {}),
         })
         const exe: FastExecutable = new FastExecutable(plan, () => disposed, name, () => live.delete(exe))
         live.add(exe)

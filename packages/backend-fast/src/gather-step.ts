@@ -1,7 +1,9 @@
 import type { AnyTypedArray, Eqn, HostTensor } from '@tessera/core'
 import { TesseraError, applyPrim } from '@tessera/core'
 import type { ScanEnv, ScanStep } from './scan-steps.js'
-import { Code, I32, assemble } from './wasm/asm.js'
+import { assemble } from './wasm/asm.js'
+import { gatherCode } from './wasm/row-gather.js'
+import type { GatheredRead } from './wasm/elementwise.js'
 
 /**
  * `gather` of whole rows (x's elements after the gathered axis, nothing before it) of a float32
@@ -13,8 +15,12 @@ import { Code, I32, assemble } from './wasm/asm.js'
  * evaluator is run on the same operands, so the error is the reference's (the first bad index).
  */
 export interface GatherSteps {
-  /** The copy step for a host step's gather, or undefined where the form is not one of these. */
-  step(e: Eqn): ScanStep | undefined
+  /**
+   * The copy step for a host step's gather, or undefined where the form is not one of these;
+   * `fused` is how an elementwise pass may gather the rows itself instead (elementwise.ts's
+   * gathered operands), where the table is small enough to copy into its memory.
+   */
+  step(e: Eqn): (ScanStep & { readonly fused?: GatheredRead }) | undefined
 }
 
 /** Header (the first bad position, or -1), then table, indices and a chunk of result rows. */
@@ -32,52 +38,10 @@ const MAX_TABLE_BYTES = 1 << 20
 const SET_MIN = 64
 const sizeOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
 
-/** The two opcodes the copy needs beyond asm.ts's `Code`. */
-class CopyCode extends Code {
-  i32Load() {
-    this.bytes.push(0x28, 2, 0)
-    return this
-  }
-  /** memory.copy (bulk memory): destination, source and byte count on the stack. */
-  memoryCopy() {
-    this.bytes.push(0xfc, 0x0a, 0, 0)
-    return this
-  }
-}
-
-/**
- * `gather(tab, ix, out, n, rowBytes, d)`: for j < n, the row at tab + ix[j] * rowBytes to out +
- * j * rowBytes; at the first ix[j] outside [0, d) (unsigned compare), j is stored at 0 and the
- * copy stops (else 0 holds -1).
- */
-function gatherCode(): CopyCode {
-  const c = new CopyCode(6)
-  const [tab, ix, out, n, rb, d] = [0, 1, 2, 3, 4, 5]
-  const j = c.local(I32), v = c.local(I32)
-  c.i32(0).i32(-1).i32Store()
-  c.block()
-  c.loop()
-  c.get(n).get(j).i32LeU().brIf(1)
-  c.get(ix).get(j).i32(4).i32Mul().i32Add().i32Load().set(v)
-  c.block()
-  c.get(v).get(d).i32LtU().brIf(0)
-  c.i32(0).get(j).i32Store()
-  c.br(2)
-  c.end()
-  c.get(out).get(j).get(rb).i32Mul().i32Add()
-  c.get(tab).get(v).get(rb).i32Mul().i32Add()
-  c.get(rb).memoryCopy()
-  c.get(j).i32(1).i32Add().set(j)
-  c.br(0)
-  c.end()
-  c.end()
-  return c
-}
-
 /** A copy memory of at least `bytes` and its gather function. */
 interface Copier {
   readonly mem: WebAssembly.Memory
-  readonly gather: (tab: number, ix: number, out: number, n: number, rowBytes: number, d: number) => void
+  readonly gather: (tab: number, ix: number, out: number, n: number, rowBytes: number, d: number, err: number) => void
 }
 
 function copier(bytes: number): Copier {
@@ -134,7 +98,7 @@ export function gatherSteps(env: ScanEnv, wasm: boolean): GatherSteps {
       const inWasm = wasm && inner >= 4 && tabBytes <= outBytes && tabBytes <= MAX_TABLE_BYTES && bytes <= MAX_BYTES
       if (inWasm) need = Math.max(need, bytes)
       const [sx, si, so] = [env.slotOf(x), env.slotOf(idx), env.slotOf(e.out)]
-      const fail = (B: AnyTypedArray[]): never => {
+      const fail = (B: readonly ArrayLike<number>[]): never => {
         const ins = [x, idx].map((v, i) => ({ shape: v.aval.shape, dtype: v.aval.dtype, data: B[[sx, si][i]!]! }) as HostTensor)
         applyPrim('gather', ins, { axis }, e.out.aval)
         throw new TesseraError('runtime', 'gather', 'an index is out of range')
@@ -149,7 +113,7 @@ export function gatherSteps(env: ScanEnv, wasm: boolean): GatherSteps {
             const out = i32View(B[so]!), chunk = new Int32Array(buf, outAt, chunkRows * inner)
             for (let j = 0; j < ni; j += chunkRows) {
               const rows = Math.min(chunkRows, ni - j)
-              c.gather(HEAD, at + 4 * j, outAt, rows, 4 * inner, d)
+              c.gather(HEAD, at + 4 * j, outAt, rows, 4 * inner, d, 0)
               if (new Int32Array(buf, 0, 1)[0]! >= 0) fail(B)
               out.set(rows === chunkRows ? chunk : chunk.subarray(0, rows * inner), j * inner)
             }
@@ -157,7 +121,8 @@ export function gatherSteps(env: ScanEnv, wasm: boolean): GatherSteps {
         : (B: AnyTypedArray[]) => {
             if (jsGather(i32View(B[sx]!), B[si] as Int32Array, i32View(B[so]!), d, inner) >= 0) fail(B)
           }
-      return { out: so, prim: e.prim, kernel: { source: `/* gather rows (${inWasm ? 'wasm' : 'js'}) */`, fn } }
+      const fused = wasm && tabBytes <= MAX_TABLE_BYTES ? { table: sx, index: si, inner, d, fail } : undefined
+      return { out: so, prim: e.prim, kernel: { source: `/* gather rows (${inWasm ? 'wasm' : 'js'}) */`, fn }, ...(fused ? { fused } : {}) }
     },
   }
 }

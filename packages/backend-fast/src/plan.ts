@@ -10,12 +10,13 @@ import { NO_ROW_SQUARES, rowSquareFolds } from './nearest-terms.js'
 import type { GemmRunner } from './wasm/gemm.js'
 import { foldGemmTransposes } from './gemm-rewrite.js'
 import { NO_GEMMS, planGemms } from './gemm-plan.js'
-import type { ElemExpr, ElemGroup, ElemRun } from './wasm/elementwise.js'
-import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, substitute } from './wasm/elementwise.js'
-import { ROW_SUM_MAX, heavyGroup } from './wasm/elem-kernel.js'
+import type { ElemExpr, ElemGroup, ElemRun, GatheredRead } from './wasm/elementwise.js'
+import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, groupReads, substitute } from './wasm/elementwise.js'
+import { ROW_SUM_MAX, elementwiseLayout, heavyGroup } from './wasm/elem-kernel.js'
 import { threadedElementwise, threadedFits } from './wasm/elem-threads.js'
 import type { WorkerPool } from './wasm/threads.js'
-import { shareScratch, stepWrites } from './scratch-sharing.js'
+import { shareScratch, stepReads, stepWrites } from './scratch-sharing.js'
+import { fusedGathers } from './gather-fusion.js'
 import type { RowChainRun } from './row-chain.js'
 import { makeRowChain } from './row-chain.js'
 import { wasmChainLayout } from './wasm/chain-codegen.js'
@@ -91,6 +92,8 @@ export interface PlanOptions {
   readonly gemmMinMacs?: number
   /** Screen nearest-code searches in int16 before float32 (default true where the pattern allows; same indices). */
   readonly nearestScreen?: boolean
+  /** Elementwise passes gather rows of gathers only they read, which are then not stored (default true; same bits). */
+  readonly gatherInPasses?: boolean
 }
 
 /** Dot-product length from which nearest-code searches are screened in int16 (shorter ones gain too little over the epilogue). */
@@ -111,6 +114,8 @@ const WORKERS_IN_FIRST_CALL_MACS = 2 ** 32
 
 /** Elements from which a float32 elementwise loop in wasm/elementwise.ts's subset runs as WebAssembly. */
 const ELEM_MIN = 1 << 12
+/** Most memory an elementwise pass may take to gather its own operands (their tables are copied in whole). */
+const GATHERING_PASS_MAX_BYTES = 1 << 24
 
 /** Elements from which an exp runs as a WebAssembly map (smaller ones stay fused in their loop). */
 const MAP_MIN_ELEMS = 1 << 16
@@ -168,6 +173,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     : NO_FOLDS
   // gathers of whole rows as copies into the step's buffer (one copy memory per plan)
   const gathers = gatherSteps(scanEnv, opts.wasm)
+  /** Gathers an elementwise pass may do itself, by output slot (gather-fusion.ts). */
+  const gatherAt = new Map<number, GatheredRead>()
   const nearest: NearestStep[] = []
   const macsOf = (p: NearestPattern) => {
     const { m, n, k } = nearestDims(p)
@@ -220,9 +227,14 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     return { outs, exprs, n, rowSum: { out: slotOf(eqn.out), term: substitute(term0, byOut), width } }
   }
   const threadedElems: { dispose(): Promise<void> }[] = []
-  /** A group's runner: heavy ones (tanh over 2^18 elements and more) on every thread. */
-  const elemRun = (g: ElemGroup): ElemRun => {
-    if (opts.threads < 2 || !heavyGroup(g, ROWS.threadMinElems) || !threadedFits(g, opts.threads)) return elems.add(g)
+  const threaded = (g: ElemGroup) => opts.threads >= 2 && heavyGroup(g, ROWS.threadMinElems) && threadedFits(g, opts.threads)
+  /**
+   * A group's runner: heavy ones (tanh over 2^18 elements and more) on every thread; `gathered`,
+   * the whole operands it gathers itself (only groups on the calling thread do).
+   */
+  const elemRun = (g: ElemGroup, gathered?: ReadonlyMap<number, GatheredRead>): ElemRun => {
+    if (gathered?.size) return elems.add(g, gathered)
+    if (!threaded(g)) return elems.add(g)
     // (its first call runs on this thread, as a group of the one-thread set: see threadedElementwise)
     const t = threadedElementwise(g, opts.threads, elems.add(g), opts.workers)
     threadedElems.push(t)
@@ -238,7 +250,10 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     const sc = scanStep(st, scanEnv, opts.wasm ? scans : undefined)
     if (sc) return [{ kind: 'kernel', ...sc }]
     const ga = st.kind === 'host' ? gathers.step(st.eqn) : undefined
-    if (ga) return [{ kind: 'kernel', ...ga }]
+    if (ga) {
+      if (ga.fused && opts.gatherInPasses !== false) gatherAt.set(ga.out, ga.fused)
+      return [{ kind: 'kernel', out: ga.out, prim: ga.prim, kernel: ga.kernel }]
+    }
     if (st.kind === 'loop') {
       const w = elemStep(st.out)
       if (w) return [w]
@@ -364,16 +379,24 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     // a |x|² the search sums itself: only its side outputs are left to compute
     .flatMap((st): Proto[] => (squares.dropped(st) ? (st as Extract<LoopStep, { kind: 'reduce' }>).sides.map((v) => elemStep(v)!) : st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
   // elementwise loops of one size merge into one pass where the order allows (Adam's per parameter)
-  const steps: Step[] = groupElementwise(protos, writesOf, (p) => (p.kind === 'elemExpr' ? p : undefined)).map((g) =>
-    'exprs' in g ? { kind: 'elem', outs: g.outs, run: elemRun(g) } : (g as Step),
-  )
+  const grouped = groupElementwise(protos, writesOf, (p) => (p.kind === 'elemExpr' ? p : undefined))
+  const isGroup = (x: Proto | ElemGroup): x is ElemGroup => 'exprs' in x
   const outputSlots = program.outputs.map(slotOf)
   const inputIds = new Set(program.inputs.map((v) => v.id))
-  const scratchOf = shareScratch(steps, slotVars, new Set([...inputSlots, ...outputSlots]), {
-    def: (v) => graph.def(v),
-    isInput: (v) => inputIds.has(v.id),
-    slotOf: (v) => slotOfId.get(v.id),
-  })
+  const scratchGraph = { def: (v: Var) => graph.def(v), isInput: (v: Var) => inputIds.has(v.id), slotOf: (v: Var) => slotOfId.get(v.id) }
+  // gathers whose every reader is a pass that can gather the rows itself are not stored
+  const fused = new Map<number, GatheredRead>()
+  if (gatherAt.size > 0) {
+    const noRun: ElemRun = () => undefined
+    const reads = stepReads(grouped.map((x) => (isGroup(x) ? { kind: 'elem', outs: x.outs, run: noRun } : (x as Step))), slotVars, scratchGraph)
+    const fits = (g: ElemGroup, gathered: ReadonlyMap<number, GatheredRead>) => !threaded(g) && elementwiseLayout(g, 1, gathered).bytes <= GATHERING_PASS_MAX_BYTES
+    for (const [s, r] of fusedGathers(grouped, isGroup, (i) => reads[i]!, gatherAt, new Set(outputSlots), fits)) fused.set(s, r)
+  }
+  const gatheredBy = (g: ElemGroup) => new Map(groupReads(g).whole.filter((s) => fused.has(s)).map((s) => [s, fused.get(s)!]))
+  const steps: Step[] = grouped
+    .filter((x) => isGroup(x) || !(x.kind === 'kernel' && fused.has(x.out)))
+    .map((g) => (isGroup(g) ? { kind: 'elem', outs: g.outs, run: elemRun(g, gatheredBy(g)) } : (g as Step)))
+  const scratchOf = shareScratch(steps, slotVars, new Set([...inputSlots, ...outputSlots]), scratchGraph)
   const dispose = async () => {
     await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose()), ...threadedElems.map((t) => t.dispose()), gemms.dispose()])
   }

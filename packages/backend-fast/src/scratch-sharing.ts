@@ -22,20 +22,12 @@ export interface ScratchGraph {
 }
 
 /**
- * Intermediate buffers shared between values whose lifetimes do not overlap, as a memory planner
- * does: a residual quantizer with eight layers stores a residual and a gathered code per layer,
- * eight times the batch each, where two of each are alive at once. Returns, per slot, the index
- * of the buffer it uses (slots of one dtype and size take turns on a buffer), or -1 for a slot
- * that keeps a buffer of its own: inputs and outputs, and values written inside a row chain.
- *
- * A step reads the stored values its outputs are computed from: walking back from them through
- * values it recomputes (not written by a step), and through views, whose operand it may read in
- * their place; the walk may list more reads than the step makes, never fewer.
- * A row chain counts as reading every value written before it (its reads are not listed here).
- * A buffer is handed on only after the step that last reads it, so no step ever writes a buffer
- * one of its own operands is in.
+ * The slots each step reads: the stored values its outputs are computed from, walking back from
+ * them through values it recomputes (not written by a step), and through views, whose operand it
+ * may read in their place; the walk may list more reads than the step makes, never fewer. A row
+ * chain counts as reading every value written before it (its reads are not listed here).
  */
-export function shareScratch(steps: readonly Step[], slotVars: readonly Var[], fixed: ReadonlySet<number>, g: ScratchGraph): number[] {
+export function stepReads(steps: readonly Step[], slotVars: readonly Var[], g: ScratchGraph): Set<number>[] {
   const vars = (slots: readonly number[]) => slots.map((s) => slotVars[s]!)
   const writes = steps.map(stepWrites)
   const writtenKnown = new Set(writes.flatMap((w) => w ?? []))
@@ -58,7 +50,7 @@ export function shareScratch(steps: readonly Step[], slotVars: readonly Var[], f
     return reads
   }
   const written: number[] = []
-  const reads: Set<number>[] = steps.map((st, i) => {
+  return steps.map((st, i) => {
     const w = writes[i]
     let r: Set<number>
     if (!w) r = new Set(written)
@@ -69,6 +61,21 @@ export function shareScratch(steps: readonly Step[], slotVars: readonly Var[], f
     written.push(...(w ?? []))
     return r
   })
+}
+
+/**
+ * Intermediate buffers shared between values whose lifetimes do not overlap, as a memory planner
+ * does: a residual quantizer with eight layers stores a residual and a gathered code per layer,
+ * eight times the batch each, where two of each are alive at once. Returns, per slot, the index
+ * of the buffer it uses (slots of one dtype and size take turns on a buffer), or -1 for a slot
+ * that keeps a buffer of its own: inputs and outputs, and values written inside a row chain.
+ *
+ * A step's reads are stepReads'. A buffer is handed on only after the step that last reads it,
+ * so no step ever writes a buffer one of its own operands is in.
+ */
+export function shareScratch(steps: readonly Step[], slotVars: readonly Var[], fixed: ReadonlySet<number>, g: ScratchGraph): number[] {
+  const writes = steps.map(stepWrites)
+  const reads = stepReads(steps, slotVars, g)
   const lastRead = new Map<number, number>()
   reads.forEach((r, i) => r.forEach((s) => lastRead.set(s, i)))
   const bufferOf = new Array<number>(slotVars.length).fill(-1)

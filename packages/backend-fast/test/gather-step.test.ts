@@ -21,8 +21,8 @@ const tensor = (shape: number[], dtype: DType, data: Int32Array): HostTensor =>
 const asBits = (t: HostTensor) => Array.from(new Int32Array(t.data.buffer, t.data.byteOffset, t.data.length))
 
 /** Slots of the plan's gathers taken by the copy step, by path, and those left to the reference. */
-function gatherPaths(p: Program, wasm = true) {
-  const steps = planProgram(p, { wasm, threads: 1 }).steps
+function gatherPaths(p: Program, wasm = true, gatherInPasses = true) {
+  const steps = planProgram(p, { wasm, threads: 1, gatherInPasses }).steps
   const src = steps.flatMap((s) => (s.kind === 'kernel' && s.kernel.source.startsWith('/* gather rows') ? [s.kernel.source] : []))
   return {
     wasm: src.filter((s) => s.includes('wasm')).length,
@@ -186,9 +186,10 @@ describe("W1's and RVQ's plans", () => {
     }).program
 
 
-  test('take the WebAssembly row copy for every gather of codes', () => {
+  test('take the WebAssembly row copy for every gather of codes they store (RVQ stores none: its passes gather them)', () => {
     expect(gatherPaths(nearest(256, 16, 64))).toEqual({ wasm: 1, js: 0, reference: 0 })
-    expect(gatherPaths(residualProgram(256, 16, 64, 8))).toEqual({ wasm: 8, js: 0, reference: 0 })
+    expect(gatherPaths(residualProgram(256, 16, 64, 8), true, false)).toEqual({ wasm: 8, js: 0, reference: 0 })
+    expect(gatherPaths(residualProgram(256, 16, 64, 8))).toEqual({ wasm: 0, js: 0, reference: 0 })
   })
 
   test("RVQ's quantized output is the sum of its own indices' codes, bit for bit (2 threads)", async () => {
@@ -211,4 +212,72 @@ describe("W1's and RVQ's plans", () => {
       }
     expect(asBits(q!)).toEqual(asBits({ shape: [n, d], dtype: 'float32', data: want } as HostTensor))
   })
+})
+
+describe('gathers read only by elementwise passes, gathered by the passes', () => {
+  const f32s = (n: number, seed: number) => {
+    let s = seed >>> 0
+    return Float32Array.from({ length: n }, () => ((s = (Math.imul(s, 1103515245) + 12345) >>> 0), s / 2 ** 32 - 0.5))
+  }
+  /** r - t[i] and q + t[i] (one gather, two passes), or with `alsoMatmul` the gather also feeds a product. */
+  const twoPasses = (d: number, inner: number, n: number, dt: TableType, alsoMatmul = false) =>
+    traceOrThrow([spec([d, inner], dt), spec([n], 'int32'), spec([n, inner], dt), spec([n, inner], dt)], (t: Tensor, i: Tensor, r: Tensor, q: Tensor) => {
+      const g = t.gather(i, 0)
+      const outs = [r.sub(g), q.add(g).mul(q)]
+      return alsoMatmul ? [...outs, g.matmul(t.mT)] : outs
+    }).program
+  const inputsOf = (d: number, inner: number, n: number, dt: TableType, seed: number) => {
+    const data = (len: number, k: number) => (dt === 'float32' ? f32s(len, seed + k) : Int32Array.from(f32s(len, seed + k), (v) => Math.round(v * 2000)))
+    const idx = Int32Array.from(f32s(n, seed + 9), (v, j) => (j === 0 ? d - 1 : j === 1 ? 0 : Math.floor((v + 0.5) * d) % d))
+    return [{ shape: [d, inner], dtype: dt, data: data(d * inner, 1) }, { shape: [n], dtype: 'int32', data: idx }, { shape: [n, inner], dtype: dt, data: data(n * inner, 2) }, { shape: [n, inner], dtype: dt, data: data(n * inner, 3) }] as HostTensor[]
+  }
+  const stepsOf = (p: Program, gatherInPasses: boolean) => planProgram(p, { wasm: true, threads: 1, gatherInPasses }).steps.map((s) => (s.kind === 'kernel' ? s.prim : s.kind))
+
+  test.prop([fc.constantFrom(3, 4, 5, 8, 64), fc.integer({ min: 1, max: 200 }), fc.integer({ min: 0, max: 3 }), fc.constantFrom<TableType>('float32', 'int32'), fc.nat(1000)], { numRuns: 20 })(
+    'equal the reference bit for bit (rows of any width, several chunks, the last partial), with no gather step and no stored rows',
+    async (inner, d, extra, dt, seed) => {
+      // at least 2^12 elements (the passes' minimum), several chunks for narrow rows
+      const n = Math.ceil(4096 / inner) + extra * 1500 + 1
+      const p = twoPasses(d, inner, n, dt)
+      expect(stepsOf(p, true)).not.toContain('gather')
+      expect(stepsOf(p, false)).toContain('gather')
+      await sameAsReference(p, inputsOf(d, inner, n, dt, seed), { wasm: true })
+    },
+  )
+
+  test('a gather some other step reads stays stored (here a product reads it)', async () => {
+    const p = twoPasses(40, 8, 1024, 'float32', true)
+    expect(stepsOf(p, true)).toContain('gather')
+    await sameAsReference(p, inputsOf(40, 8, 1024, 'float32', 4), { wasm: true })
+  })
+
+  test.prop([fc.integer({ min: 0, max: 2999 }), fc.constantFrom(-1, 40, 2 ** 31 - 1)], { numRuns: 10 })(
+    "an index outside the table gives the reference's error (the first bad one), and the executable still runs",
+    async (at, bad) => {
+      const p = twoPasses(40, 8, 3000, 'float32')
+      const inputs = inputsOf(40, 8, 3000, 'float32', 5)
+      const idx = inputs[1]!.data as Int32Array
+      const old = idx[at]!
+      idx[at] = bad
+      idx[Math.min(2999, at + 5)] = 41
+      let want: Error | undefined
+      try {
+        interpretProgram(p, inputs)
+      } catch (e) {
+        want = e as Error
+      }
+      expect(want?.message).toContain(`index ${bad} (at flat position ${at})`)
+      const backend = fastBackend({ threads: 1 })
+      try {
+        const exe = backend.compile(p)
+        await expect(exe.run(inputs)).rejects.toThrow(want!.message)
+        idx[at] = old
+        idx[Math.min(2999, at + 5)] = 1
+        const got = await exe.run(inputs)
+        expect(got.map(asBits)).toEqual(interpretProgram(p, inputs).map(asBits))
+      } finally {
+        await backend.dispose!()
+      }
+    },
+  )
 })

@@ -1,7 +1,8 @@
 import { I32, V128, assemble } from './asm.js'
 import { ElemCode } from './elem-code.js'
-import type { ChunkedReads, ElemExpr, ElemGroup, ElemRun, ElemType } from './elementwise.js'
-import { chunkOf, elementwiseReads, lcm } from './elementwise.js'
+import type { ChunkedReads, ElemExpr, ElemGroup, ElemRun, ElemType, GatheredRead } from './elementwise.js'
+import { chunkOf, groupReads, lcm } from './elementwise.js'
+import { gatherCode } from './row-gather.js'
 import { ConstPool, F64 } from './simd-ops.js'
 import { emitTanh, tanhScratch } from './simd-tanh.js'
 
@@ -21,20 +22,45 @@ export interface ElemLayout extends ChunkedReads {
   /** The row sum's terms (`padded` elements) and sums (one per row of the chunk). */
   readonly termOff: number
   readonly sumOff: number
+  /** Whole operands gathered in the kernel's memory: each one's table and a chunk's indices, and where a bad index is reported. */
+  readonly gathers: readonly GatherRegion[]
+  readonly errOff: number
   readonly bytes: number
 }
 
-/** `multiple`: chunks hold a multiple of this many elements (besides whole rows). */
-export function elementwiseLayout(g: ElemGroup, multiple = 1): ElemLayout {
-  const { whole, single, rows, width, types } = elementwiseReads(g.rowSum ? [...g.exprs, g.rowSum.term] : g.exprs)
-  const w = lcm(g.rowSum ? lcm(width, g.rowSum.width) : width, multiple)
+export interface GatherRegion {
+  /** The operand's position among the whole operands. */
+  readonly w: number
+  readonly read: GatheredRead
+  readonly tabOff: number
+  readonly ixOff: number
+}
+
+const align16 = (x: number) => Math.ceil(x / 16) * 16
+
+/**
+ * `multiple`: chunks hold a multiple of this many elements (besides whole rows). `gathered`:
+ * whole operands the pass gathers itself (chunks then hold whole gathered rows).
+ */
+export function elementwiseLayout(g: ElemGroup, multiple = 1, gathered?: ReadonlyMap<number, GatheredRead>): ElemLayout {
+  const { whole, single, rows, width, types } = groupReads(g)
+  const own = whole.flatMap((s, w) => (gathered?.has(s) ? [{ w, read: gathered.get(s)! }] : []))
+  const w = own.reduce((m, x) => lcm(m, x.read.inner), lcm(g.rowSum ? lcm(width, g.rowSum.width) : width, multiple))
   const { chunk, padded } = chunkOf(g.n, w)
   const singleOff = (whole.length + rows.length) * padded * 4
   const outOff = singleOff + 16 * single.length
   const termOff = outOff + 4 * padded * g.exprs.length
   const sumOff = termOff + (g.rowSum ? 4 * padded : 0)
-  const bytes = sumOff + (g.rowSum ? 4 * Math.ceil(chunk / g.rowSum.width) : 0)
-  return { n: g.n, chunk, padded, whole, rows, single, types, singleOff, outOff, termOff, sumOff, bytes }
+  let bytes = align16(sumOff + (g.rowSum ? 4 * Math.ceil(chunk / g.rowSum.width) : 0))
+  const errOff = bytes
+  if (own.length > 0) bytes += 16
+  const gathers = own.map(({ w, read }) => {
+    const tabOff = bytes
+    const ixOff = align16(tabOff + 4 * read.d * read.inner)
+    bytes = align16(ixOff + 4 * (chunk / read.inner))
+    return { w, read, tabOff, ixOff }
+  })
+  return { n: g.n, chunk, padded, whole, rows, single, types, singleOff, outOff, termOff, sumOff, gathers, errOff, bytes }
 }
 
 const splat4 = (x: number) => [x, x, x, x]
@@ -241,15 +267,26 @@ export function heavyGroup(g: ElemGroup, minElems: number): boolean {
   return g.n >= minElems && [...g.exprs, ...(g.rowSum ? [g.rowSum.term] : [])].some(tanh)
 }
 
+/** The row copy gathered operands are filled by (row-gather.ts), one per memory. */
+type GatherFn = (tab: number, ix: number, out: number, n: number, rowBytes: number, d: number, err: number) => void
+
+/** A typed array's elements as int32 bits (a table is copied bit for bit, whatever its type). */
+const bitsOf = (a: ArrayLike<number>) => {
+  const t = a as Float32Array | Int32Array
+  return new Int32Array(t.buffer, t.byteOffset, t.length)
+}
+
 /**
  * Kernels sharing one memory (they run one at a time on the calling thread), compiled on first
  * use once every kernel of the plan is known: `add` registers one and returns its runner.
+ * `gathered`: whole operands the pass gathers itself (their slots are never read).
  */
-export function elementwiseSet(): { add(g: ElemGroup): ElemRun } {
+export function elementwiseSet(): { add(g: ElemGroup, gathered?: ReadonlyMap<number, GatheredRead>): ElemRun } {
   const pending: { g: ElemGroup; L: ElemLayout; run?: (bytes: number, rows: number) => void }[] = []
   let f32: Float32Array | undefined
   let i32: Int32Array | undefined
   let memory: WebAssembly.Memory | undefined
+  let gather: GatherFn | undefined
   const build = () => {
     // one constant pool after the largest kernel's layout, shared by all kernels of the set
     const base = Math.ceil(Math.max(...pending.map((k) => k.L.bytes)) / 16) * 16
@@ -262,23 +299,35 @@ export function elementwiseSet(): { add(g: ElemGroup): ElemRun } {
     f32 = new Float32Array(m.buffer)
     i32 = new Int32Array(m.buffer)
     pending.forEach((k, i) => (k.run = (new WebAssembly.Instance(modules[i]!, { env: { memory: m } }).exports as { run: (bytes: number, rows: number) => void }).run))
+    if (pending.some((k) => k.L.gathers.length > 0)) {
+      const module = new WebAssembly.Module(assemble(pages, [{ name: 'gather', code: gatherCode() }], false) as BufferSource)
+      gather = new WebAssembly.Instance(module, { env: { memory: m } }).exports['gather'] as GatherFn
+    }
   }
   return {
-    add(g) {
-      const k: (typeof pending)[number] = { g, L: elementwiseLayout(g) }
+    add(g, gathered) {
+      const k: (typeof pending)[number] = { g, L: elementwiseLayout(g, 1, gathered) }
       pending.push(k)
       const { L } = k
       const rs = g.rowSum
       // the memory view of each output's element type (an int32 output's array is an Int32Array)
       const outTypes = g.exprs.map((e) => e.type)
+      const copied = L.whole.flatMap((s, w) => (L.gathers.some((x) => x.w === w) ? [] : [{ s, w }]))
       return (B, outs) => {
         if (!memory) build()
         const view = (t: ElemType | undefined) => (t === 'i32' ? i32! : f32!)
         L.single.forEach((s, i) => (view(L.types.get(s))[(L.singleOff >> 2) + 4 * i] = B[s]![0]!))
         L.rows.forEach((s, r) => tileRow(view(L.types.get(s)), (L.whole.length + r) * L.padded, B[s] as Float32Array, L.chunk))
+        L.gathers.forEach(({ read, tabOff }) => i32!.set(bitsOf(B[read.table]!), tabOff >> 2))
         for (let lo = 0; lo < L.n; lo += L.chunk) {
           const len = Math.min(L.chunk, L.n - lo)
-          L.whole.forEach((s, w) => view(L.types.get(s)).set((B[s] as Float32Array).subarray(lo, lo + len), w * L.padded))
+          for (const { s, w } of copied) view(L.types.get(s)).set((B[s] as Float32Array).subarray(lo, lo + len), w * L.padded)
+          for (const { w, read, tabOff, ixOff } of L.gathers) {
+            const row = lo / read.inner, rows = len / read.inner
+            i32!.set((B[read.index] as Int32Array).subarray(row, row + rows), ixOff >> 2)
+            gather!(tabOff, ixOff, w * L.padded * 4, rows, 4 * read.inner, read.d, L.errOff)
+            if (i32![L.errOff >> 2]! >= 0) read.fail(B)
+          }
           k.run!(Math.ceil(len / 4) * 16, rs ? len / rs.width : 0)
           outTypes.forEach((t, o) => {
             const at = (L.outOff >> 2) + o * L.padded

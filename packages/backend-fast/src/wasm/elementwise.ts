@@ -141,6 +141,9 @@ export function elementwiseReads(es: readonly ElemExpr[]): { whole: number[]; si
   return { whole, single, rows, width, types }
 }
 
+/** The slots a group reads (its row sum's term included). */
+export const groupReads = (g: ElemGroup) => elementwiseReads(g.rowSum ? [...g.exprs, g.rowSum.term] : g.exprs)
+
 const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b))
 export const lcm = (a: number, b: number) => (a / gcd(a, b)) * b
 
@@ -165,6 +168,21 @@ export interface ChunkedReads {
   /** Repeated rows, each tiled over a `padded` region after the whole operands (filled once per call). */
   readonly rows: readonly number[]
   readonly single: readonly number[]
+}
+
+/**
+ * A whole operand (its slot) that is a gather of whole rows of `table` (`d` rows of `inner`
+ * elements, float32 or int32) by the int32 `index`: the pass copies the table into its memory
+ * once a call and gathers each chunk's rows there, so the gathered array is never stored (a
+ * residual quantizer's codes, read by its residual and its sum). `fail` reports an index outside
+ * the table as the reference's gather does.
+ */
+export interface GatheredRead {
+  readonly table: number
+  readonly index: number
+  readonly inner: number
+  readonly d: number
+  readonly fail: (B: readonly ArrayLike<number>[]) => never
 }
 
 /** Runs a group on the slots' arrays; `outs` are the group's outputs (the row sum's last, if any). */
