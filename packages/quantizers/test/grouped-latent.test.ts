@@ -64,10 +64,31 @@ describe.each(backends.map((b) => [b.name, b] as const))('grouped and latent qua
       const r = await applyQ(backend, q, init, x)
       expect(r.quantized.shape).toEqual(x.shape)
       expect(r.indices.shape).toEqual(nc > 1 ? [2, 3, nc] : [2, 3])
+      // codes are the reference's straight-through z + (v - z) in float32, v the first nearest grid
+      // value: v itself only where z and v are within a factor of two (test/latent-reference.test.ts)
+      const d = levels.length
+      const f32 = Math.fround
+      const grids = levels.map(latentValues)
+      const z = arr(r.extra['projected']!)
       const codes = arr(r.extra['codes']!)
-      codes.forEach((v, i) => expect(latentValues(levels[i % levels.length]!)).toContain(v))
-      // indices are exact where the value grids are dyadic (even L and L in {3, 5}); elsewhere the reference truncates
-      if (levels.every((L) => L % 2 === 0 || L === 3 || L === 5)) expectClose(await decodeQ(backend, q, init, r.indices), r.quantized, 1e-6)
+      expect(codes).toEqual(
+        z.map((zi, i) => {
+          const g = grids[i % d]!
+          const v = g.reduce((best, x) => (Math.abs(f32(zi - x)) < Math.abs(f32(zi - best)) ? x : best), g[0]!)
+          return f32(zi + f32(v - zi))
+        }),
+      )
+      // indices: each code scaled to its level, times its basis, summed (float32 terms, rounded once) and truncated
+      const basis = levels.map((_, j) => levels.slice(0, j).reduce((a, b) => a * b, 1))
+      expect(arr(r.indices)).toEqual(
+        Array.from({ length: codes.length / d }, (_, t) => {
+          const terms = levels.map((L, j) => f32(f32(f32(f32(codes[t * d + j]! * 2) * Math.floor(L / 2)) + Math.floor(L / 2)) * basis[j]!))
+          return Math.trunc(f32(terms.reduce((a, b) => a + b, 0)))
+        }),
+      )
+      // decoding gives the codes back where they are on grids whose scaled values are exact (L in {2, 3, 4, 5, 8})
+      const onGrid = codes.every((v, i) => grids[i % d]!.includes(v))
+      if (onGrid && levels.every((L) => [2, 3, 4, 5, 8].includes(L))) expectClose(await decodeQ(backend, q, init, r.indices), r.quantized, 1e-6)
       expect(r.loss.data[0]).toBe(0)
       const t = await applyQ(backend, q, init, x, { training: true })
       const mse = arr(r.quantized).reduce((s, v, i) => s + (v - x.data[i]!) ** 2, 0) / x.data.length

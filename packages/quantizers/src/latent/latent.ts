@@ -64,12 +64,18 @@ export function decodeLatentQuantize(input: unknown, where = 'LatentQuantize'): 
 
 const f32 = Math.fround
 
-/** The per-dimension values: linspace(-0.5, 0.5, L) for odd L (torch's two-sided float32 linspace), arange(L)/L - 0.5 for even L. */
+/**
+ * The per-dimension values: linspace(-0.5, 0.5, L) for odd L, arange(L)/L - 0.5 for even L.
+ * torch's float32 linspace fills the first half from the start and the rest from the end, each as
+ * one multiply-add rounded once (x86-64 builds contract it into an FMA): for L = 7 the middle value
+ * is 0.5 - 3·f32(1/6) = -1.49e-8, not 0 (test/latent-reference.test.ts). The product of a float32
+ * and a small integer and its sum with ±0.5 are exact in float64, so one fround is that rounding.
+ */
 export function latentValues(L: number): number[] {
   if (L % 2 === 0) return Array.from({ length: L }, (_, i) => f32(f32(i / L) - 0.5))
   const step = f32(1 / (L - 1))
   const half = Math.floor(L / 2)
-  return Array.from({ length: L }, (_, i) => (i < half ? f32(-0.5 + f32(step * i)) : f32(0.5 - f32(step * (L - 1 - i)))))
+  return Array.from({ length: L }, (_, i) => (i < half ? f32(-0.5 + step * i) : f32(0.5 - step * (L - 1 - i))))
 }
 
 export interface LatentQuantize extends Quantizer<LatentQuantizeConfig> {
