@@ -157,6 +157,7 @@ class FastExecutable implements Executable {
     if (this.backendDisposed()) throw disposedError(this.backendName)
     if (this.disposed) throw new TesseraError('backend', 'fast.run', 'the executable was disposed')
     const { plan } = this
+    plan.calls.begin()
     const B = new Array<AnyTypedArray>(plan.slots)
     plan.inputSlots.forEach((s, i) => (B[s] = inputs[i]!.data))
     const alloc = (slot: number): AnyTypedArray => {

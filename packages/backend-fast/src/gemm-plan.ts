@@ -2,7 +2,7 @@ import type { Eqn, LoopSchedule, LoopStep, ScheduleStep, Var } from '@tessera/co
 import { swapsLastTwo } from './gemm-rewrite.js'
 import type { GemmLayout, GemmRunner } from './wasm/gemm.js'
 import { gemmLayout, gemmSet } from './wasm/gemm.js'
-import type { WorkerPool } from './wasm/threads.js'
+import type { ProgramCalls, WorkerPool } from './wasm/threads.js'
 
 /** A matmul the GEMM kernel runs: the buffers it reads (maybe a transpose's source) and its kernel. */
 export interface GemmPick {
@@ -36,7 +36,7 @@ const THREAD_MIN_MACS = 1 << 21
 /** The plan that takes no matmul (GEMMs off, or a schedule without a matmul step). */
 export const NO_GEMMS: GemmPlan = { of: () => undefined, dropped: () => false, dispose: () => Promise.resolve() }
 
-export function planGemms(schedule: LoopSchedule, minMacs: number, threads = 1, relaxed = false, threadMinMacs = THREAD_MIN_MACS, pool?: WorkerPool): GemmPlan {
+export function planGemms(schedule: LoopSchedule, minMacs: number, threads = 1, relaxed = false, threadMinMacs = THREAD_MIN_MACS, pool?: WorkerPool, calls?: ProgramCalls): GemmPlan {
   const { graph, stored } = schedule
   const picks = new Map<Eqn, { a: Var; b: Var; layout: GemmLayout }>()
   if (!Number.isFinite(minMacs)) return NO_GEMMS
@@ -67,7 +67,7 @@ export function planGemms(schedule: LoopSchedule, minMacs: number, threads = 1, 
     for (const t of [...ra.through, ...rb.through]) readThrough.set(t.id, (readThrough.get(t.id) ?? 0) + 1)
     picks.set(st.eqn, { a: ra.v, b: rb.v, layout: gemmLayout({ m, k, n, transA: ra.trans, transB: rb.trans }) })
   }
-  const { runners, dispose } = gemmSet([...picks.values()].map((p) => p.layout), { threads, threadMinMacs, relaxed, ...(pool ? { pool } : {}) })
+  const { runners, dispose } = gemmSet([...picks.values()].map((p) => p.layout), { threads, threadMinMacs, relaxed, ...(pool ? { pool } : {}), ...(calls ? { calls } : {}) })
   const chosen = new Map<Eqn, GemmPick>()
   ;[...picks].forEach(([e, p], i) => chosen.set(e, { a: p.a, b: p.b, runner: runners[i]! }))
   const droppable = (v: Var) => !graph.isOutput(v) && readThrough.get(v.id) === graph.uses(v).length

@@ -3,8 +3,8 @@ import { TesseraError, nearestDims } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { assemble, relaxedSimdSupported } from './wasm/asm.js'
 import type { Code } from './wasm/asm.js'
-import { QUEUE, kernelThreads } from './wasm/threads.js'
-import type { KernelThreads, WorkerPool } from './wasm/threads.js'
+import { LateWorkers, QUEUE, kernelThreads } from './wasm/threads.js'
+import type { ProgramCalls, WorkerPool } from './wasm/threads.js'
 import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import type { KernelRun } from './nearest-kernel.js'
@@ -51,15 +51,6 @@ import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
 
 type Epi = Epilogue
 type Term = NearestTerm
-
-/** Runs f, ignoring a failure (one the next call meets again, and reports). */
-const tryOrNothing = (f: () => void): void => {
-  try {
-    f()
-  } catch {
-    // the next call reports it
-  }
-}
 
 /** Register tile and dot-loop shape of the kernel, and whether it uses relaxed SIMD's fused multiply-add. */
 export interface NearestTuning {
@@ -131,8 +122,8 @@ interface Instance {
   readonly stats?: (out: number) => void
   /** The wasm pack of a stored B^T (see packCode), when B is one. */
   readonly pack?: (src: number, dst: number, cols: number) => void
-  /** Starts the worker threads (more than one thread), once: see NearestStep.run. */
-  readonly startWorkers?: () => void
+  /** The worker threads (more than one thread), started late: see NearestStep.run. */
+  readonly late?: LateWorkers
 }
 
 export class NearestStep {
@@ -148,7 +139,6 @@ export class NearestStep {
   private slotBT: number | undefined
   private pack: PackKernel | undefined
   private instance: Instance | undefined
-  private workerThreadsOf: KernelThreads | undefined
 
   readonly select: EqnOf<'argmin'> | EqnOf<'argmax'>
   readonly matmul: EqnOf<'matmul'>
@@ -167,8 +157,8 @@ export class NearestStep {
     private readonly selfSquares: readonly number[] = [],
     /** The backend's worker threads (else the step starts workers of its own). */
     private readonly workers?: WorkerPool,
-    /** Start the workers within the first call (the program's searches are long enough to repay it), not after it. */
-    private readonly workersAtFirstCall = false,
+    /** The program's calls (else the step counts its own), and whether its workers start within the first (see run). */
+    private readonly start: { readonly calls?: ProgramCalls; readonly atFirstCall?: boolean } = {},
   ) {
     if (tuning.rows < 1 || tuning.vecs < 1 || tuning.unroll < 1) throw new TesseraError('backend', 'fast.nearest', 'tile sizes must be positive')
     if (tuning.relaxed && !relaxedSimdSupported()) throw new TesseraError('backend', 'fast.nearest', 'relaxed SIMD was requested but this engine does not support it')
@@ -197,12 +187,12 @@ export class NearestStep {
 
   /** Worker threads this step uses (0 before the first call has made them, or when one thread does it all). */
   get workerThreads(): number {
-    return this.workerThreadsOf?.count ?? 0
+    return this.instance?.late?.current?.count ?? 0
   }
 
   /** Whether every worker thread has started. */
   get workersReady(): boolean {
-    const threads = this.workerThreadsOf
+    const threads = this.instance?.late?.current
     return !!threads && Array.from({ length: threads.count }, (_, w) => threads.ready(w)).every(Boolean)
   }
 
@@ -286,23 +276,18 @@ export class NearestStep {
     const driver = driverSource(this.k, g.cw, g.npad)
     const drive = new Function('run', 'a0', 'a1', 'a2', 'a3', driver) as Drive
     const run = (rows: number, a: number, row: number, out: number) => drive(kernel, rows, a, row, out)
-    const startWorkers = () => {
-      if (!this.workerThreadsOf && this.instance === made) this.workerThreadsOf = kernelThreads(this.workers, module, memory, T - 1, driver)
-    }
+    const late = T > 1 ? new LateWorkers(() => kernelThreads(this.workers, module, memory, T - 1, driver), this.start.calls, this.start.atFirstCall) : undefined
     const made: Instance = {
       g, memory, run, exact: exports.exact ?? kernel, ...(exports.pack ? { pack: exports.pack } : {}),
-      ...(exports.stats ? { stats: exports.stats } : {}), ...(T > 1 ? { startWorkers } : {}),
+      ...(exports.stats ? { stats: exports.stats } : {}), ...(late ? { late } : {}),
     }
-    // the workers start after the first call, on a timer, unless it started them (a failure is met again, and reported, by the next call)
-    if (T > 1 && typeof setTimeout === 'function') setTimeout(() => void tryOrNothing(startWorkers), 0)
     return (this.instance = made)
   }
 
   dispose(): Promise<void> {
-    const threads = this.workerThreadsOf
+    const late = this.instance?.late
     this.instance = undefined
-    this.workerThreadsOf = undefined
-    return threads ? threads.dispose() : Promise.resolve()
+    return late ? late.dispose() : Promise.resolve()
   }
 
   /** The float32 kernel for this pattern and geometry (nearest-kernel.ts). */
@@ -325,18 +310,15 @@ export class NearestStep {
   }
 
   /**
-   * Unless `workersAtFirstCall`, the first call runs on the calling thread alone and the workers
-   * start after it, on a timer (or at the second call, when calls come back to back): starting a
-   * worker costs the calling thread milliseconds (Node's worker_threads module loaded, the worker
-   * made) and the worker is ready only tens of milliseconds later, too late to take much of a
-   * call (docs/BACKENDS.md).
+   * The program's first call runs on the calling thread alone and the workers start after it
+   * (LateWorkers), unless `start.atFirstCall`: the program's searches are long enough to repay
+   * them within it.
    */
   run(B: AnyTypedArray[], out: Int32Array): void {
     const { n, k } = this
     this.chunksToWorkers = 0
-    const again = this.instance !== undefined
-    const { g, memory, pack, stats, startWorkers } = this.module()
-    if (again || this.workersAtFirstCall) startWorkers?.()
+    const { g, memory, pack, stats, late } = this.module()
+    late?.forCall()
     const f32 = new Float32Array(memory.buffer)
     // B in contiguous panels [npad/cw][k][cw] so each column chunk streams sequentially
     if (pack) {
@@ -364,8 +346,8 @@ export class NearestStep {
    */
   private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, full: number[] | undefined): void {
     const { k } = this
-    const { g, memory, run } = this.module()
-    const threads = this.workerThreadsOf
+    const { g, memory, run, late } = this.module()
+    const threads = late?.current
     const m = only ? only.length : this.m
     const { chunk } = g
     const R = g.t.rows

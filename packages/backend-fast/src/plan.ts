@@ -14,6 +14,7 @@ import type { ElemExpr, ElemGroup, ElemRun, GatheredRead } from './wasm/elementw
 import { elementwiseExpr, elementwiseSet, elementwiseTree, groupElementwise, groupReads, substitute } from './wasm/elementwise.js'
 import { ROW_SUM_MAX, elementwiseLayout, heavyGroup } from './wasm/elem-kernel.js'
 import { threadedElementwise, threadedFits } from './wasm/elem-threads.js'
+import { ProgramCalls } from './wasm/threads.js'
 import type { WorkerPool } from './wasm/threads.js'
 import { shareScratch, stepReads, stepWrites } from './scratch-sharing.js'
 import { fusedGathers } from './gather-fusion.js'
@@ -67,6 +68,8 @@ export interface Plan {
   readonly slotVars: readonly Var[]
   /** Per slot, the intermediate buffer it takes turns on with other slots (scratch-sharing.ts), or -1: a buffer of its own. */
   readonly scratchOf: readonly number[]
+  /** The program's calls: the executable marks the start of each (kernels start their workers after the first). */
+  readonly calls: ProgramCalls
   /** Release worker threads held by kernels; resolves once they have exited. */
   dispose(): Promise<void>
 }
@@ -143,6 +146,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     rows: { ...ROWS, threads: opts.threads, ...(opts.blockRows !== undefined ? { forcedRows: opts.blockRows } : {}) },
   })
   const { graph, stored } = schedule
+  // counted by the executable: kernels start their worker threads after the first (LateWorkers)
+  const calls = new ProgramCalls()
   const slotOfId = new Map<number, number>()
   const slotVars: Var[] = []
   const slotOf = (v: Var): number => {
@@ -186,7 +191,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   // matmuls taken by the GEMM kernel, and the transposes they read through (not materialized)
   // (a schedule without a top-level matmul step has none to pick: then the GEMM code is not run)
   const anyMatmul = schedule.steps.some((st) => st.kind === 'matmul')
-  const gemms = opts.wasm && anyMatmul ? planGemms(schedule, opts.gemmMinMacs ?? GEMM_MIN_MACS, opts.threads, opts.relaxedSimd ?? false, undefined, opts.workers) : NO_GEMMS
+  const gemms = opts.wasm && anyMatmul ? planGemms(schedule, opts.gemmMinMacs ?? GEMM_MIN_MACS, opts.threads, opts.relaxedSimd ?? false, undefined, opts.workers, calls) : NO_GEMMS
   const elems = elementwiseSet()
   /** A WebAssembly loop for stored `v` where its expression is in the kernel's subset. */
   type Proto = Step | { readonly kind: 'elemExpr'; readonly out: number; readonly expr: ElemExpr; readonly n: number }
@@ -236,7 +241,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     if (gathered?.size) return elems.add(g, gathered)
     if (!threaded(g)) return elems.add(g)
     // (its first call runs on this thread, as a group of the one-thread set: see threadedElementwise)
-    const t = threadedElementwise(g, opts.threads, elems.add(g), opts.workers)
+    const t = threadedElementwise(g, opts.threads, elems.add(g), opts.workers, calls)
     threadedElems.push(t)
     return t.run
   }
@@ -290,7 +295,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
         return { kind: 'reference', out: slotOf(st.eqn.out), eqn: st.eqn, ins: st.eqn.inputs.map(slotOf) }
       case 'nearest': {
         const screen = screened(st.pattern)
-        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false, screen }, squares.termsOf(st.pattern), opts.workers, searchMacs >= WORKERS_IN_FIRST_CALL_MACS)
+        const step = new NearestStep(st.pattern, opts.threads, { ...defaultTuning, relaxed: opts.relaxedSimd ?? false, screen }, squares.termsOf(st.pattern), opts.workers, { calls, atFirstCall: searchMacs >= WORKERS_IN_FIRST_CALL_MACS })
         step.prepare(env)
         nearest.push(step)
         return { kind: 'nearest', out: slotOf(st.pattern.select.out), step }
@@ -345,7 +350,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const wasmChainOf = (rc: RowChain): Step[] | undefined => {
     const layout = opts.wasm && opts.wasmChains !== false ? wasmChainLayout(rc, { def: (v) => graph.def(v), isStored: (v) => stored.has(v.id) }, rc.workers + 1) : undefined
     if (!layout) return undefined
-    const chain = wasmRowChain(layout, slotOf, opts.workers)
+    const chain = wasmRowChain(layout, slotOf, opts.workers, calls)
     chains.push(chain)
     return [{ kind: 'rows', chain }]
   }
@@ -400,5 +405,5 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const dispose = async () => {
     await Promise.all([...nearest.map((n) => n.dispose()), ...chains.map((c) => c.dispose()), ...threadedElems.map((t) => t.dispose()), gemms.dispose()])
   }
-  return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, scratchOf, dispose }
+  return { steps, slots: slotVars.length, inputSlots, outputSlots, slotVars, scratchOf, calls, dispose }
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { Code, I32, assemble } from '../src/wasm/asm.js'
-import { KernelThreads, WorkerPool } from '../src/wasm/threads.js'
+import { KernelThreads, LateWorkers, ProgramCalls, WorkerPool } from '../src/wasm/threads.js'
 import { fastBackend } from '../src/index.js'
 import { traceOrThrow } from '@tessera/core'
 import type { Tensor } from '@tessera/core'
@@ -170,5 +170,80 @@ describe('worker pool', () => {
       await new Promise((r) => setTimeout(r, 0))
       expect(be.workerThreads).toBe(1)
     })
+  })
+  it("a dense product's worker starts after the program's first call (not at compile); calls awaited back to back start it at the second", async () => {
+    // 128 x 256 x 256 multiply-adds: over the split threshold (2^21)
+    const [m, k, n] = [128, 256, 256]
+    const program = traceOrThrow([{ shape: [m, k], dtype: 'float32' as const }, { shape: [k, n], dtype: 'float32' as const }], (a: Tensor, b: Tensor) => [a.matmul(b).mul(2)]).program
+    const ins = [
+      { shape: [m, k], dtype: 'float32' as const, data: Float32Array.from({ length: m * k }, (_, i) => Math.sin(i) * 0.5) },
+      { shape: [k, n], dtype: 'float32' as const, data: Float32Array.from({ length: k * n }, (_, i) => Math.cos(i) * 0.5) },
+    ]
+    await withTwoThreads(async (be) => {
+      const exe = be.compile(program)
+      expect(be.workerThreads).toBe(0)
+      const [first] = await exe.run(ins)
+      expect(be.workerThreads).toBe(0)
+      for (let i = 0; i < 3; i++) {
+        const [again] = await exe.run(ins)
+        expect(Array.from(again!.data)).toEqual(Array.from(first!.data))
+      }
+      expect(be.workerThreads).toBe(1)
+    })
+  })
+})
+
+describe('late worker start', () => {
+  const noThreads = () => {
+    throw new Error('no threads here')
+  }
+
+  it("runs the program's first call alone, starts the workers on a timer after it, or at the next call", async () => {
+    const module = new WebAssembly.Module(assemble(1, [{ name: 'run', code: countingKernel() }]) as BufferSource)
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true })
+    for (const timer of [true, false]) {
+      const calls = new ProgramCalls()
+      let made = 0
+      const late = new LateWorkers(() => (made++, KernelThreads.alone(module, memory, 1)), calls)
+      try {
+        calls.begin()
+        expect(late.forCall()).toBeUndefined()
+        expect(late.forCall()).toBeUndefined()
+        if (timer) {
+          await new Promise((r) => setTimeout(r, 0))
+          expect(late.current?.count).toBe(1)
+        } else expect(late.current).toBeUndefined()
+        calls.begin()
+        expect(late.forCall()?.count).toBe(1)
+        expect(made).toBe(1)
+      } finally {
+        await late.dispose()
+      }
+    }
+  })
+
+  it('starts within the first call when told to, and a start that fails leaves the kernel on the calling thread', async () => {
+    const calls = new ProgramCalls()
+    calls.begin()
+    let tries = 0
+    const late = new LateWorkers(() => (tries++, noThreads()), calls, true)
+    expect(late.forCall()).toBeUndefined()
+    calls.begin()
+    expect(late.forCall()).toBeUndefined()
+    // tried once: a host that cannot start them is not asked again every call
+    expect(tries).toBe(1)
+    await late.dispose()
+  })
+
+  it("outside a program it counts the kernel's own calls", async () => {
+    const module = new WebAssembly.Module(assemble(1, [{ name: 'run', code: countingKernel() }]) as BufferSource)
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true })
+    const late = new LateWorkers(() => KernelThreads.alone(module, memory, 1))
+    try {
+      expect(late.forCall()).toBeUndefined()
+      expect(late.forCall()?.count).toBe(1)
+    } finally {
+      await late.dispose()
+    }
   })
 })

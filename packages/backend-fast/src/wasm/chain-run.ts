@@ -4,8 +4,8 @@ import type { RowChainRun } from '../row-chain.js'
 import type { WasmChainLayout } from './chain-codegen.js'
 import { CTRL_MODE } from './chain-codegen.js'
 import { bitTreePairs } from './chain-bittree.js'
-import { QUEUE, kernelThreads } from './threads.js'
-import type { KernelThreads, WorkerPool } from './threads.js'
+import { LateWorkers, QUEUE, kernelThreads } from './threads.js'
+import type { ProgramCalls, WorkerPool } from './threads.js'
 
 const elems = (v: Var) => v.aval.shape.reduce((a, b) => a * b, 1)
 
@@ -30,9 +30,9 @@ export interface WasmRowChainRun extends RowChainRun {
  * every thread claim blocks (`run(thread)`; worker threads join through KernelThreads), copies
  * the row values it writes out, and adds each sink's per-block partials in block order.
  */
-export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number, workers?: WorkerPool): WasmRowChainRun {
+export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number, workers?: WorkerPool, calls?: ProgramCalls): WasmRowChainRun {
   const { n, rows, blocks, threads } = layout
-  let inst: { memory: WebAssembly.Memory; run: (t: number) => void; pool?: KernelThreads } | undefined
+  let inst: { memory: WebAssembly.Memory; run: (t: number) => void; late?: LateWorkers } | undefined
   let callerBlocks = 0
   let bitTree = true
   let form: 'plain' | 'bitTree' = 'plain'
@@ -41,18 +41,13 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     const memory = new WebAssembly.Memory({ initial: layout.pages, maximum: layout.pages, shared: true })
     new Uint8Array(memory.buffer, layout.constants.addr, layout.constants.bytes.length).set(layout.constants.bytes)
     const run = (new WebAssembly.Instance(layout.module, { env: { memory } }).exports as { run: (t: number) => void }).run
-    let pool: KernelThreads | undefined
-    if (threads > 1) {
-      try {
-        pool = kernelThreads(workers, layout.module, memory, threads - 1)
-      } catch {
-        pool = undefined // no worker threads here: the calling thread runs every block
-      }
-    }
-    return (inst = { memory, run, ...(pool ? { pool } : {}) })
+    // its workers start after the program's first call (where they cannot, the calling thread runs every block)
+    const late = threads > 1 ? new LateWorkers(() => kernelThreads(workers, layout.module, memory, threads - 1), calls) : undefined
+    return (inst = { memory, run, ...(late ? { late } : {}) })
   }
   const run = (B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void => {
-    const { memory, run, pool } = instance()
+    const { memory, run, late } = instance()
+    const pool = late?.forCall()
     const buf = memory.buffer
     for (const [v, reg] of layout.copyIn) new Float32Array(buf, reg.addr, elems(v)).set(B[slotOf(v)] as Float32Array)
     // the check is O(k 2^k) per operand, against the O(n k 2^k) of the plain matmul
@@ -112,9 +107,9 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     localSlots: [],
     run,
     dispose: async () => {
-      const p = inst?.pool
+      const late = inst?.late
       inst = undefined
-      await p?.dispose()
+      await late?.dispose()
     },
     get callerBlocks() {
       return callerBlocks

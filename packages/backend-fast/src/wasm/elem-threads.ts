@@ -5,8 +5,8 @@ import type { ChunkAddressing, ElemLayout } from './elem-kernel.js'
 import { CONST_POOL_BYTES, elementwiseLayout, emitChunk, singleSplats, tileRow } from './elem-kernel.js'
 import type { ElemGroup, ElemRun, ElemType } from './elementwise.js'
 import { ConstPool } from './simd-ops.js'
-import { QUEUE, kernelThreads } from './threads.js'
-import type { KernelThreads, WorkerPool } from './threads.js'
+import { LateWorkers, QUEUE, kernelThreads } from './threads.js'
+import type { ProgramCalls, WorkerPool } from './threads.js'
 
 /**
  * An elementwise group (elementwise.ts) on several threads: heavy loops (tanh over 2^18 elements
@@ -98,29 +98,16 @@ export function threadedFits(g: ElemGroup, threads: number): boolean {
 }
 
 /**
- * The runner of one group on `threads` threads (the calling thread included). `first`, the
- * group's one-thread runner (same bits), runs the first call: the shared memory (megabytes
- * written for the first time), its module and the workers are made after that call has returned,
- * on a timer, so the first call costs what one thread's does. Calls made back to back (awaited in
- * a loop, where no timer runs between them) make them at the second call. Later calls share the
+ * The runner of one group on `threads` threads (the calling thread included). Until its workers
+ * have started (LateWorkers: after the program's first call), and where they cannot start,
+ * `first`, the group's one-thread runner (same bits), runs it; the shared memory (megabytes
+ * written for the first time) and its module are made with the workers. Later calls share the
  * chunks with the workers.
  */
-export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRun, workers?: WorkerPool): { run: ElemRun; dispose(): Promise<void> } {
+export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRun, workers?: WorkerPool, calls?: ProgramCalls): { run: ElemRun; dispose(): Promise<void> } {
   const T = threadedLayout(g, threads)
   const { L } = T
   let inst: { memory: WebAssembly.Memory; module: WebAssembly.Module; run: (t: number) => void } | undefined
-  let pool: KernelThreads | undefined
-  let disposed = false
-  let noWorkers = false
-  /** The workers for the module, once (none where the host cannot start them: the calling thread then runs every chunk). */
-  const startWorkers = () => {
-    if (disposed || pool || noWorkers || !inst) return
-    try {
-      pool = kernelThreads(workers, inst.module, inst.memory, threads - 1)
-    } catch {
-      noWorkers = true
-    }
-  }
   const instance = () => {
     if (inst) return inst
     const pages = Math.ceil(T.bytes / 65536)
@@ -129,31 +116,17 @@ export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRu
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
     new Uint8Array(memory.buffer).set(consts.bytes, T.poolBase)
     const run = (new WebAssembly.Instance(module, { env: { memory } }).exports as { run: (t: number) => void }).run
-    inst = { memory, module, run }
-    // the workers start after the call that made the module has returned, so their start-up
-    // (several ms on the calling thread) is not part of a call, unless the next call comes first
-    if (typeof setTimeout === 'function') setTimeout(startWorkers, 0)
-    return inst
+    return (inst = { memory, module, run })
   }
-  /** The shared memory and module, made on a timer after the first call (a failure, say of memory, is met again and reported by the next call). */
-  const prepare = () => {
-    try {
-      if (!disposed) instance()
-    } catch {
-      // left to the next call
-    }
-  }
-  let firstDone = false
+  const late = new LateWorkers(() => {
+    const { module, memory } = instance()
+    return kernelThreads(workers, module, memory, threads - 1)
+  }, calls)
   const outTypes = g.exprs.map((e) => e.type)
   const run: ElemRun = (B, outs) => {
-    if (!firstDone) {
-      firstDone = true
-      first(B, outs)
-      if (typeof setTimeout === 'function') setTimeout(prepare, 0)
-      return
-    }
+    const pool = late.forCall()
+    if (!pool) return first(B, outs)
     const { memory, run } = instance()
-    startWorkers()
     const buf = memory.buffer
     const view = (t: ElemType | undefined, at: number, len: number) => (t === 'i32' ? new Int32Array(buf, at, len) : new Float32Array(buf, at, len))
     L.single.forEach((s, i) => view(L.types.get(s), T.chunkBase + L.singleOff + 16 * i, 1).set([B[s]![0]!]))
@@ -166,22 +139,16 @@ export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRu
     // the done counter first, the chunk counter last: a thread claims chunks only once the operands are in
     Atomics.store(ctrl, 1, 0)
     Atomics.store(ctrl, 0, 0)
-    if (pool) for (let t = 0; t < pool.count; t++) if (pool.posted(t) - pool.done(t) < QUEUE) pool.post(t, [t + 1, 0, 0, 0])
+    for (let t = 0; t < pool.count; t++) if (pool.posted(t) - pool.done(t) < QUEUE) pool.post(t, [t + 1, 0, 0, 0])
     run(0)
     const deadline = Date.now() + 60_000
     for (let done = Atomics.load(ctrl, 1); done < T.chunks; done = Atomics.load(ctrl, 1)) {
-      if (pool) for (let t = 0; t < pool.count; t++) pool.done(t) // throws if a worker failed
+      for (let t = 0; t < pool.count; t++) pool.done(t) // throws if a worker failed
       if (Date.now() > deadline) throw new TesseraError('backend', 'fast.elementwise', 'the worker threads of an elementwise loop did not finish within 60 s')
       Atomics.wait(ctrl, 1, done, 1)
     }
     outTypes.forEach((t, o) => outs[o]!.set(view(t, T.outs[o]!, L.n)))
     if (g.rowSum) outs[outTypes.length]!.set(view(g.rowSum.term.type, T.sums, L.n / g.rowSum.width))
   }
-  return {
-    run,
-    dispose: async () => {
-      disposed = true
-      await pool?.dispose()
-    },
-  }
+  return { run, dispose: () => late.dispose() }
 }

@@ -2,8 +2,8 @@ import { TesseraError } from '@tessera/core'
 import { hasNodeWorkerThreads } from '../host.js'
 import { Code, I32, V128, assemble, uleb } from './asm.js'
 import { ChainCode } from './simd-ops.js'
-import { QUEUE, kernelThreads } from './threads.js'
-import type { WorkerPool } from './threads.js'
+import { LateWorkers, QUEUE, kernelThreads } from './threads.js'
+import type { KernelThreads, ProgramCalls, WorkerPool } from './threads.js'
 
 /**
  * A WebAssembly SIMD float32 GEMM for dense layers: out (m x n) = A (m x k) @ B (k x n), where A
@@ -341,6 +341,8 @@ export interface GemmSetOptions {
   readonly relaxed?: boolean
   /** The backend's worker threads (else the set starts a worker of its own). */
   readonly pool?: WorkerPool
+  /** The program's calls: the worker starts after the first (LateWorkers; without them, after the set's first split product). */
+  readonly calls?: ProgramCalls
 }
 
 /**
@@ -373,26 +375,26 @@ export function gemmSet(
   }
   warmUp(ex as unknown as WebAssembly.Exports)
   const { panels: run, pack } = ex
-  const worker = threaded ? kernelThreads(opts.pool, module, memory, 1) : undefined
+  const late = threaded ? new LateWorkers(() => kernelThreads(opts.pool, module, memory, 1), opts.calls) : undefined
   const f32 = new Float32Array(memory.buffer)
   const i32 = new Int32Array(memory.buffer)
   let epoch = 0
   /** Panels 0..P-1 of product w shared with the worker: both claim them; waits only for panels the worker took. */
-  const shared = (w: number, P: number) => {
+  const shared = (w: number, P: number, worker: KernelThreads) => {
     epoch = (epoch + 1) & 0x7fff
     Atomics.store(i32, (ctrl >> 2) + 1, 0)
     Atomics.store(i32, ctrl >> 2, epoch << 16)
     // a worker still busy with earlier tasks (stale ones end at once) gets none: the queue never overflows
-    if (worker!.posted(0) - worker!.done(0) < QUEUE) worker!.post(0, [w, epoch, P, 0])
+    if (worker.posted(0) - worker.done(0) < QUEUE) worker.post(0, [w, epoch, P, 0])
     ex.run!(w, epoch, P)
     // at most the panel the worker is computing is left (a failed worker throws from done())
-    for (let i = 1; Atomics.load(i32, (ctrl >> 2) + 1) < P; i++) if ((i & 0xffff) === 0) worker!.done(0)
+    for (let i = 1; Atomics.load(i32, (ctrl >> 2) + 1) < P; i++) if ((i & 0xffff) === 0) worker.done(0)
   }
   const runners = layouts.map((L, w): GemmRunner => {
     const { m, k, n, W, nPad, transB, direct } = L
     const b0 = L.bOff >> 2, c0 = L.cOff >> 2, raw0 = L.rawOff >> 2
     const P = panelsOf(L)
-    const split = worker !== undefined && splits(L)
+    const split = late !== undefined && splits(L)
     let cold = true
     const one = (a: Float32Array, b: Float32Array, out: Float32Array, aOff: number, bOffIn: number, oOff: number) => {
       f32.set(a.subarray(aOff, aOff + m * k), 0)
@@ -401,7 +403,8 @@ export function gemmSet(
         f32.set(b.subarray(bOffIn, bOffIn + k * n), raw0)
         pack(w)
       } else packRows(f32, b0, b, bOffIn, k, n, nPad, W)
-      if (split) shared(w, P)
+      const worker = split ? late!.forCall() : undefined
+      if (worker) shared(w, P, worker)
       else if (cold) {
         // the first product in calls of 1, 2, 4, ... panels: V8's optimized code for a function
         // takes over at its next call (should the warm-up not have got it optimized yet)
@@ -417,7 +420,7 @@ export function gemmSet(
       },
     }
   })
-  return { runners, split: layouts.map((L) => worker !== undefined && splits(L)), dispose: () => (worker ? worker.dispose() : Promise.resolve()) }
+  return { runners, split: layouts.map((L) => late !== undefined && splits(L)), dispose: () => (late ? late.dispose() : Promise.resolve()) }
 }
 
 /** B stored k x n (n not a multiple of W) into panels [panel][t][W] (columns past n zero). */

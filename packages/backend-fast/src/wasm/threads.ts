@@ -270,3 +270,84 @@ export class KernelThreads {
     this.pool.release(this.id)
   }
 }
+
+/**
+ * A program's calls, counted by its executable at the start of each, so its kernels know which is
+ * the first (LateWorkers).
+ */
+export class ProgramCalls {
+  private n = 0
+  /** Marks the start of a call. */
+  begin(): void {
+    this.n++
+  }
+  /** Whether no call has started, or the one running is the first. */
+  get first(): boolean {
+    return this.n <= 1
+  }
+}
+
+/**
+ * When a kernel's worker threads start (docs/BACKENDS.md): in the program's first call the
+ * kernel runs on the calling thread alone, and its workers start once that call has returned, on a
+ * timer, or at the next call when no timer ran in between (calls awaited back to back); `atFirstCall`
+ * starts them within the first call, for kernels whose work repays them there. Starting costs the
+ * calling thread milliseconds (Node's worker_threads module loaded, the workers made) and a worker
+ * is ready only tens of milliseconds later, too late to take much of the call that started it. A
+ * start that fails (a host out of threads or memory) leaves the kernel on the calling thread,
+ * which computes the same values. Without `calls` (a kernel outside any program) the kernel's own
+ * calls are counted, one per `forCall`.
+ */
+export class LateWorkers {
+  private threads: KernelThreads | undefined
+  private timer = false
+  private stopped = false
+  private readonly calls: ProgramCalls
+  private readonly own: boolean
+
+  constructor(
+    private readonly make: () => KernelThreads,
+    calls?: ProgramCalls,
+    private readonly atFirstCall = false,
+  ) {
+    this.own = calls === undefined
+    this.calls = calls ?? new ProgramCalls()
+  }
+
+  /** The workers this call of the kernel may use, started now where it is their time (undefined: the calling thread alone). */
+  forCall(): KernelThreads | undefined {
+    if (this.own) this.calls.begin()
+    if (this.threads || this.stopped) return this.threads
+    if (this.calls.first && !this.atFirstCall) {
+      if (!this.timer && typeof setTimeout === 'function') {
+        this.timer = true
+        setTimeout(() => void this.start(), 0)
+      }
+      return undefined
+    }
+    return this.start()
+  }
+
+  /** The workers, if started. */
+  get current(): KernelThreads | undefined {
+    return this.threads
+  }
+
+  private start(): KernelThreads | undefined {
+    if (this.threads || this.stopped) return this.threads
+    try {
+      this.threads = this.make()
+    } catch {
+      this.stopped = true
+    }
+    return this.threads
+  }
+
+  /** Releases the workers (a later call runs on the calling thread); resolves once a pool of the kernel's own has exited. */
+  dispose(): Promise<void> {
+    this.stopped = true
+    const t = this.threads
+    this.threads = undefined
+    return t ? t.dispose() : Promise.resolve()
+  }
+}
