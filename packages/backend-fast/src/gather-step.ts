@@ -1,8 +1,8 @@
 import type { AnyTypedArray, Eqn, HostTensor } from '@tessera/core'
 import { TesseraError, applyPrim } from '@tessera/core'
 import type { ScanEnv, ScanStep } from './scan-steps.js'
-import { assemble } from './wasm/asm.js'
-import { gatherCode } from './wasm/row-gather.js'
+import { int32Bits, rowGatherOn } from './wasm/row-gather.js'
+import type { RowGather } from './wasm/row-gather.js'
 import type { GatheredRead } from './wasm/elementwise.js'
 
 /**
@@ -41,18 +41,14 @@ const sizeOf = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1)
 /** A copy memory of at least `bytes` and its gather function. */
 interface Copier {
   readonly mem: WebAssembly.Memory
-  readonly gather: (tab: number, ix: number, out: number, n: number, rowBytes: number, d: number, err: number) => void
+  readonly gather: RowGather
 }
 
 function copier(bytes: number): Copier {
   const pages = Math.max(1, Math.ceil(bytes / 65536))
   const mem = new WebAssembly.Memory({ initial: pages, maximum: pages })
-  const module = new WebAssembly.Module(assemble(pages, [{ name: 'gather', code: gatherCode() }], false) as BufferSource)
-  const inst = new WebAssembly.Instance(module, { env: { memory: mem } })
-  return { mem, gather: inst.exports['gather'] as Copier['gather'] }
+  return { mem, gather: rowGatherOn(mem, pages) }
 }
-
-const i32View = (a: AnyTypedArray) => new Int32Array(a.buffer, a.byteOffset, a.length)
 
 /** The first bad position, or -1 once every row is copied (ints: bits move unchanged). */
 function jsGather(x: Int32Array, ix: Int32Array, out: Int32Array, d: number, inner: number): number {
@@ -108,9 +104,9 @@ export function gatherSteps(env: ScanEnv, wasm: boolean): GatherSteps {
             const c = wasmCopier()
             const buf = c.mem.buffer
             const at = HEAD + tabBytes, outAt = at + ixBytes
-            new Int32Array(buf, HEAD, d * inner).set(i32View(B[sx]!))
+            new Int32Array(buf, HEAD, d * inner).set(int32Bits(B[sx]!))
             new Int32Array(buf, at, ni).set(B[si] as Int32Array)
-            const out = i32View(B[so]!), chunk = new Int32Array(buf, outAt, chunkRows * inner)
+            const out = int32Bits(B[so]!), chunk = new Int32Array(buf, outAt, chunkRows * inner)
             for (let j = 0; j < ni; j += chunkRows) {
               const rows = Math.min(chunkRows, ni - j)
               c.gather(HEAD, at + 4 * j, outAt, rows, 4 * inner, d, 0)
@@ -119,7 +115,7 @@ export function gatherSteps(env: ScanEnv, wasm: boolean): GatherSteps {
             }
           }
         : (B: AnyTypedArray[]) => {
-            if (jsGather(i32View(B[sx]!), B[si] as Int32Array, i32View(B[so]!), d, inner) >= 0) fail(B)
+            if (jsGather(int32Bits(B[sx]!), B[si] as Int32Array, int32Bits(B[so]!), d, inner) >= 0) fail(B)
           }
       const fused = wasm && tabBytes <= MAX_TABLE_BYTES ? { table: sx, index: si, inner, d, fail } : undefined
       return { out: so, prim: e.prim, kernel: { source: `/* gather rows (${inWasm ? 'wasm' : 'js'}) */`, fn }, ...(fused ? { fused } : {}) }

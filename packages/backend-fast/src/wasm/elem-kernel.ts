@@ -2,7 +2,8 @@ import { I32, V128, assemble } from './asm.js'
 import { ElemCode } from './elem-code.js'
 import type { ChunkedReads, ElemExpr, ElemGroup, ElemRun, ElemType, GatheredRead } from './elementwise.js'
 import { chunkOf, groupReads, lcm } from './elementwise.js'
-import { gatherCode } from './row-gather.js'
+import { int32Bits, rowGatherOn } from './row-gather.js'
+import type { RowGather } from './row-gather.js'
 import { ConstPool, F64 } from './simd-ops.js'
 import { emitTanh, tanhScratch } from './simd-tanh.js'
 
@@ -267,15 +268,6 @@ export function heavyGroup(g: ElemGroup, minElems: number): boolean {
   return g.n >= minElems && [...g.exprs, ...(g.rowSum ? [g.rowSum.term] : [])].some(tanh)
 }
 
-/** The row copy gathered operands are filled by (row-gather.ts), one per memory. */
-type GatherFn = (tab: number, ix: number, out: number, n: number, rowBytes: number, d: number, err: number) => void
-
-/** A typed array's elements as int32 bits (a table is copied bit for bit, whatever its type). */
-const bitsOf = (a: ArrayLike<number>) => {
-  const t = a as Float32Array | Int32Array
-  return new Int32Array(t.buffer, t.byteOffset, t.length)
-}
-
 /**
  * Kernels sharing one memory (they run one at a time on the calling thread), compiled on first
  * use once every kernel of the plan is known: `add` registers one and returns its runner.
@@ -286,7 +278,8 @@ export function elementwiseSet(): { add(g: ElemGroup, gathered?: ReadonlyMap<num
   let f32: Float32Array | undefined
   let i32: Int32Array | undefined
   let memory: WebAssembly.Memory | undefined
-  let gather: GatherFn | undefined
+  // the row copy gathered operands are filled by (row-gather.ts), one per memory
+  let gather: RowGather | undefined
   const build = () => {
     // one constant pool after the largest kernel's layout, shared by all kernels of the set
     const base = Math.ceil(Math.max(...pending.map((k) => k.L.bytes)) / 16) * 16
@@ -299,10 +292,7 @@ export function elementwiseSet(): { add(g: ElemGroup, gathered?: ReadonlyMap<num
     f32 = new Float32Array(m.buffer)
     i32 = new Int32Array(m.buffer)
     pending.forEach((k, i) => (k.run = (new WebAssembly.Instance(modules[i]!, { env: { memory: m } }).exports as { run: (bytes: number, rows: number) => void }).run))
-    if (pending.some((k) => k.L.gathers.length > 0)) {
-      const module = new WebAssembly.Module(assemble(pages, [{ name: 'gather', code: gatherCode() }], false) as BufferSource)
-      gather = new WebAssembly.Instance(module, { env: { memory: m } }).exports['gather'] as GatherFn
-    }
+    if (pending.some((k) => k.L.gathers.length > 0)) gather = rowGatherOn(m, pages)
   }
   return {
     add(g, gathered) {
@@ -318,7 +308,7 @@ export function elementwiseSet(): { add(g: ElemGroup, gathered?: ReadonlyMap<num
         const view = (t: ElemType | undefined) => (t === 'i32' ? i32! : f32!)
         L.single.forEach((s, i) => (view(L.types.get(s))[(L.singleOff >> 2) + 4 * i] = B[s]![0]!))
         L.rows.forEach((s, r) => tileRow(view(L.types.get(s)), (L.whole.length + r) * L.padded, B[s] as Float32Array, L.chunk))
-        L.gathers.forEach(({ read, tabOff }) => i32!.set(bitsOf(B[read.table]!), tabOff >> 2))
+        L.gathers.forEach(({ read, tabOff }) => i32!.set(int32Bits(B[read.table]!), tabOff >> 2))
         for (let lo = 0; lo < L.n; lo += L.chunk) {
           const len = Math.min(L.chunk, L.n - lo)
           for (const { s, w } of copied) view(L.types.get(s)).set((B[s] as Float32Array).subarray(lo, lo + len), w * L.padded)

@@ -1,4 +1,4 @@
-import { Code, I32 } from './asm.js'
+import { Code, I32, assemble } from './asm.js'
 
 /*
  * The row copy of a gather of whole rows, as a WebAssembly function over one memory (bulk
@@ -24,7 +24,7 @@ export class CopyCode extends Code {
  * out + j * rowBytes; at the first ix[j] outside [0, d) (unsigned compare), j is stored at err and
  * the copy stops (else err holds -1).
  */
-export function gatherCode(): CopyCode {
+function gatherCode(): CopyCode {
   const c = new CopyCode(7)
   const [tab, ix, out, n, rb, d, err] = [0, 1, 2, 3, 4, 5, 6]
   const j = c.local(I32), v = c.local(I32)
@@ -46,4 +46,19 @@ export function gatherCode(): CopyCode {
   c.end()
   c.end()
   return c
+}
+
+/** `gather(tab, ix, out, n, rowBytes, d, err)`, as gatherCode describes. */
+export type RowGather = (tab: number, ix: number, out: number, n: number, rowBytes: number, d: number, err: number) => void
+
+/** The row copy over `memory` (of `pages` pages, not shared). */
+export function rowGatherOn(memory: WebAssembly.Memory, pages: number): RowGather {
+  const module = new WebAssembly.Module(assemble(pages, [{ name: 'gather', code: gatherCode() }], false) as BufferSource)
+  return new WebAssembly.Instance(module, { env: { memory } }).exports['gather'] as RowGather
+}
+
+/** A float32 or int32 array's elements as int32 bits (copies move bits, NaN payloads included). */
+export function int32Bits(a: ArrayLike<number>): Int32Array {
+  const t = a as Float32Array | Int32Array
+  return new Int32Array(t.buffer, t.byteOffset, t.length)
 }
