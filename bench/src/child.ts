@@ -160,7 +160,7 @@ const tessera = (make: () => Promise<Backend | string>, config: string): Setup =
   if (typeof backend === 'string') return backend
   loaded()
   const { trainRunner } = await import('./train.js')
-  return { ...(await trainRunner(backend, quick)), config: `${config}; the demo's buildTrainStep: forward, gradients and Adam update as one program` }
+  return { ...(await trainRunner(backend, quick)), config: `${config}; the demo's buildTrainStep: forward, gradients and Adam update as one program; each timed call is a real step, writing its new parameters and Adam and quantizer state into the other of two sets of arrays allocated once (run option into, as the demo's training loop does)` }
 }
 
 const gpujs = (mode: 'cpu' | 'webasm' | 'headlessgl'): Setup =>

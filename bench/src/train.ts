@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor } from '@tessera/core'
-import { random, tensorOf } from '@tessera/core'
+import { random, tensorOf, zerosHost } from '@tessera/core'
 import { adam } from '@tessera/nn'
 // the demo is an application, not a library package: its modules are imported by path
 import { chooseQuantizer } from '../../examples/demo/src/vqvae/choices.js'
@@ -43,7 +43,9 @@ export function trainSetup(quick: boolean): TrainSetup & { readonly state: Recor
 
 /**
  * Tessera's step: forward, reverse-mode gradients and the Adam update as one compiled program
- * (the demo's `buildTrainStep`). Each timed call runs the step from the initial parameters; the
+ * (the demo's `buildTrainStep`). Each timed call is a real step, as the peers' are: it reads the
+ * parameters and optimizer state the last call wrote and writes the new ones into the other of
+ * two sets allocated once (the executable's `into`, as the demo's training loop does); the
  * losses of the first steps are checked with parameters carried from step to step.
  */
 export async function trainRunner(backend: Backend, quick: boolean) {
@@ -55,10 +57,15 @@ export async function trainRunner(backend: Backend, quick: boolean) {
   const key = tensorOf([11, 12], [2], 'int32')
   const lr: HostTensor = tensorOf([shape.lr], [])
   const step = buildTrainStep(model, opt.right, shape.batch, backend)
+  const zerosLike = (r: Record<string, HostTensor>) => Object.fromEntries(Object.entries(r).map(([k, t]) => [k, zerosHost(t.shape, t.dtype)]))
+  const sets = [0, 1].map(() => ({ params: zerosLike(setup.params), opt: zerosLike(optState), state: zerosLike(setup.state) }))
+  let current = { params: setup.params, opt: optState, state: setup.state }
+  let calls = 0
   return {
     vectors: shape.batch,
     run: async () => {
-      const r = await step.run(setup.params, optState, setup.state, setup.images, key, lr)
+      const r = await step.run(current.params, current.opt, current.state, setup.images, key, lr, sets[calls++ % 2])
+      current = { params: r.params, opt: r.opt, state: r.state }
       return [Float32Array.of(r.loss), Float32Array.of(r.mse)]
     },
     firstSteps: async (): Promise<TrainTrace> => {

@@ -1,11 +1,15 @@
 import * as E from 'fp-ts/lib/Either.js'
 import { describe, expect, it } from 'vitest'
-import { TesseraError, random } from '@tessera/core'
+import type { HostTensor } from '@tessera/core'
+import { TesseraError, random, tensorOf } from '@tessera/core'
+import { adam } from '@tessera/nn'
 import { cpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
 import { gpuJsBackend, gpuJsUnavailable } from '@tessera/backend-gpujs'
 import { decodeCheckpoint, encodeCheckpoint } from '../src/vqvae/checkpoint.js'
-import { quantizerNames } from '../src/vqvae/choices.js'
+import { chooseQuantizer, quantizerNames } from '../src/vqvae/choices.js'
+import { makeVqVae } from '../src/vqvae/model.js'
+import { buildTrainStep } from '../src/vqvae/step.js'
 import { codeStats } from '../src/vqvae/metrics.js'
 import type { MnistSplit } from '../src/vqvae/mnist.js'
 import { IMAGE_SIZE, loadMnist, meanImageBaseline } from '../src/vqvae/mnist.js'
@@ -59,6 +63,42 @@ describe('a short training run', () => {
     // the step's fused finite check names the poisoned pixel: column 100 of some row of the batch
     await expect(run).rejects.toThrow(/training step [1-4]: the batch is not finite at position \[\d+,100\] \(flat \d+\): NaN at step [1-4] of 10 \(loss NaN\); the run diverged/)
   })
+})
+
+describe('a training step written into given arrays (the executable option into)', () => {
+  it.each([['fast, WebAssembly, 2 threads', () => fastBackend({ threads: 2 })], ['reference', () => cpuBackend()]] as const)(
+    '%s: steps alternating two NaN-filled sets give the bits of steps with fresh arrays, in those very arrays',
+    async (_, make) => {
+      const ch = chooseQuantizer('fsq')
+      if (E.isLeft(ch)) throw new Error(String(ch.left))
+      const model = makeVqVae(ch.right, { tokens: small.tokens, hidden: small.hidden, output: 'linear' })
+      const opt = adam({ lr: 1e-3 })
+      if (E.isLeft(opt)) throw opt.left
+      const backend = make()
+      const step = buildTrainStep(model, opt.right, 16, backend)
+      const init = model.init(random.keyFromSeed(1))
+      const x = tensorOf(data.train.images.subarray(0, 16 * IMAGE_SIZE), [16, IMAGE_SIZE])
+      const key = tensorOf([1, 2], [2], 'int32'), lr = tensorOf([1e-3], [])
+      const nanLike = (r: Record<string, HostTensor>) => Object.fromEntries(Object.entries(r).map(([k, t]) => [k, { ...t, data: t.data.slice().fill(NaN) } as HostTensor]))
+      let fresh = { params: init.params, opt: opt.right.init(init.params), state: init.state }
+      let given = fresh
+      const sets = [0, 1].map(() => ({ params: nanLike(fresh.params), opt: nanLike(fresh.opt), state: nanLike(fresh.state) }))
+      const bits = (r: Record<string, HostTensor>) => Object.fromEntries(Object.entries(r).map(([k, t]) => [k, Array.from(new Int32Array(t.data.buffer, t.data.byteOffset, t.data.length))]))
+      for (let s = 0; s < 3; s++) {
+        const a = await step.run(fresh.params, fresh.opt, fresh.state, x, key, lr)
+        const b = await step.run(given.params, given.opt, given.state, x, key, lr, sets[s % 2])
+        expect(Object.is(b.loss, a.loss)).toBe(true)
+        for (const part of ['params', 'opt', 'state'] as const) {
+          expect(bits(b[part])).toEqual(bits(a[part]))
+          for (const [k, t] of Object.entries(b[part])) expect(t.data).toBe(sets[s % 2]![part][k]!.data)
+        }
+        fresh = { params: a.params, opt: a.opt, state: a.state }
+        given = { params: b.params, opt: b.opt, state: b.state }
+      }
+      step.dispose()
+      await backend.dispose?.()
+    },
+  )
 })
 
 describe('every quantizer choice trains through the Quantizer contract', () => {

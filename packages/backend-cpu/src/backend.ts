@@ -1,5 +1,5 @@
-import type { Backend, Executable, HostTensor, Program } from '@tessera/core'
-import { disposedError, interpretProgram, referenceCaps, unaliasOutputs } from '@tessera/core'
+import type { Backend, Executable, HostTensor, Program, RunOptions } from '@tessera/core'
+import { checkInto, disposedError, interpretProgram, referenceCaps, unaliasOutputs, writeInto } from '@tessera/core'
 
 /** The reference backend: core's evaluator, interpreting programs one primitive at a time. */
 export function cpuBackend(): Backend {
@@ -12,9 +12,11 @@ export function cpuBackend(): Backend {
       if (disposed) throw disposedError(name)
       return {
         // the evaluator passes unchanged inputs through as outputs: copy those, the caller owns its arrays
-        run: async (inputs: readonly HostTensor[]) => {
+        run: async (inputs: readonly HostTensor[], options?: RunOptions) => {
           if (disposed) throw disposedError(name)
-          return unaliasOutputs(inputs, interpretProgram(program, inputs))
+          const into = checkInto(name, program.outputs.map((v) => v.aval), inputs, options?.into)
+          if (into._tag === 'Left') throw into.left
+          return writeInto(unaliasOutputs(inputs, interpretProgram(program, inputs)), options?.into)
         },
         dispose() {},
       }

@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, IndexOp, Kernel, KNode, Plan, Program, Schedule } from '@tessera/core'
-import { TesseraError, allocate, applyPrim, castTo, disposedError, checkAvals, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel, unaliasOutputs } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, castTo, disposedError, checkAvals, checkInto, writeInto, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel, unaliasOutputs } from '@tessera/core'
 
 /**
  * A second CPU path: lower a program into the fused plan the GPU backends run, then interpret
@@ -44,12 +44,14 @@ export function fusedCpuBackend(opts: FusedCpuOptions = {}): Backend & { plan(pr
       if (disposed) throw disposedError('cpu-fused')
       const plan = lowerProgram(program, caps)
       return {
-        run: async (inputs) => {
+        run: async (inputs, options) => {
           if (disposed) throw disposedError('cpu-fused')
           const ok = checkAvals('cpu-fused', program.inputs.map((v) => v.aval), inputs)
           if (ok._tag === 'Left') throw ok.left
+          const into = checkInto('cpu-fused', program.outputs.map((v) => v.aval), inputs, options?.into)
+          if (into._tag === 'Left') throw into.left
           // an output that is an input (or a view of one) is copied: the caller owns its arrays
-          return unaliasOutputs(inputs, runPlan(plan, inputs))
+          return writeInto(unaliasOutputs(inputs, runPlan(plan, inputs)), options?.into)
         },
         dispose() {},
       }

@@ -1,5 +1,5 @@
-import type { AnyTypedArray, Backend, Caps, Executable, HostTensor, Program } from '@tessera/core'
-import { TesseraError, allocate, applyPrim, asTesseraError, disposedError, sizeOf } from '@tessera/core'
+import type { AnyTypedArray, Backend, Caps, Executable, HostTensor, Program, RunOptions } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, asTesseraError, checkInto, disposedError, sizeOf } from '@tessera/core'
 import { hardwareThreads, hasNodeWorkerThreads } from './host.js'
 import { matmulF64 } from './matmul.js'
 import type { Plan } from './plan.js'
@@ -144,25 +144,26 @@ class FastExecutable implements Executable {
     return this.plan.steps.length
   }
 
-  run(inputs: readonly HostTensor[]): Promise<HostTensor[]> {
+  run(inputs: readonly HostTensor[], options?: RunOptions): Promise<HostTensor[]> {
     try {
-      return Promise.resolve(this.runSync(inputs))
+      return Promise.resolve(this.runSync(inputs, options?.into))
     } catch (e) {
       // code that also runs on worker threads (rebuilt from source there) throws plain Errors
       return Promise.reject(asTesseraError(e, 'fast.run', 'backend'))
     }
   }
 
-  runSync(inputs: readonly HostTensor[]): HostTensor[] {
+  runSync(inputs: readonly HostTensor[], into?: RunOptions['into']): HostTensor[] {
     if (this.backendDisposed()) throw disposedError(this.backendName)
     if (this.disposed) throw new TesseraError('backend', 'fast.run', 'the executable was disposed')
     const { plan } = this
+    const given = this.intoSlots(inputs, into)
     plan.calls.begin()
     const B = new Array<AnyTypedArray>(plan.slots)
     plan.inputSlots.forEach((s, i) => (B[s] = inputs[i]!.data))
     const alloc = (slot: number): AnyTypedArray => {
       const v = plan.slotVars[slot]!
-      if (this.isOut[slot]) return allocate(v.aval.dtype, sizeOf(v.aval.shape))
+      if (this.isOut[slot]) return given?.get(slot) ?? allocate(v.aval.dtype, sizeOf(v.aval.shape))
       const shared = this.plan.scratchOf[slot]!
       if (shared >= 0) return (this.shared[shared] ??= allocate(v.aval.dtype, sizeOf(v.aval.shape)))
       let a = this.scratch[slot]
@@ -214,10 +215,30 @@ class FastExecutable implements Executable {
     }
     return plan.outputSlots.map((s, i) => {
       const v = plan.slotVars[s]!
+      const target = into?.[i]?.data
+      // an output the steps did not write into its given array (an input returned, a repeated output, a step of the reference) is copied there
+      if (target) {
+        if (target !== B[s]) (target as Float32Array).set(B[s] as Float32Array)
+        return { shape: v.aval.shape, dtype: v.aval.dtype, data: target } as HostTensor
+      }
       // an output that is also an input, or appears twice, is copied so callers never share arrays
-      const data = plan.inputSlots.includes(s) || plan.outputSlots.indexOf(s) !== i ? B[s]!.slice() : B[s]!
+      const data = plan.inputSlots.includes(s) || plan.outputSlots.indexOf(s) !== i || given?.get(s) === B[s] ? B[s]!.slice() : B[s]!
       return { shape: v.aval.shape, dtype: v.aval.dtype, data } as HostTensor
     })
+  }
+
+  /** The arrays output slots are computed into (RunOptions' `into`): an output's first entry, where the slot is not an input. */
+  private intoSlots(inputs: readonly HostTensor[], into: RunOptions['into']): Map<number, AnyTypedArray> | undefined {
+    if (into === undefined) return undefined
+    const { plan } = this
+    const ok = checkInto(this.backendName, plan.outputSlots.map((s) => plan.slotVars[s]!.aval), inputs, into)
+    if (ok._tag === 'Left') throw ok.left
+    const given = new Map<number, AnyTypedArray>()
+    into.forEach((t, i) => {
+      const s = plan.outputSlots[i]!
+      if (t && !given.has(s) && !plan.inputSlots.includes(s)) given.set(s, t.data)
+    })
+    return given
   }
 
   dispose(): Promise<void> {

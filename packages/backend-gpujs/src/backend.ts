@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, Kernel, Plan, Program } from '@tessera/core'
-import { TesseraError, allocate, applyPrim, checkAvals, disposedError, lowerProgram, random } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, checkAvals, checkInto, disposedError, lowerProgram, random, writeInto } from '@tessera/core'
 import * as gpujs from 'gpu.js'
 import { kernelSource } from './codegen.js'
 
@@ -347,7 +347,14 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
           for (const b of [...owned]) release(b)
         }
       }
-      return { run: runOnce, dispose() {} }
+      return {
+        run: async (inputs, options) => {
+          const into = checkInto(`gpujs(${mode})`, program.outputs.map((v) => v.aval), inputs, options?.into)
+          if (into._tag === 'Left') throw into.left
+          return writeInto(await runOnce(inputs), options?.into)
+        },
+        dispose() {},
+      }
     },
   }
   return backend

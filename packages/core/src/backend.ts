@@ -3,6 +3,8 @@ import { TesseraError, asTesseraError } from './error.js'
 import type { HostTensor } from './host-tensor.js'
 import { checkAvals } from './host-tensor.js'
 import type { Program } from './program.js'
+import type { RunOptions } from './run-into.js'
+import { checkInto } from './run-into.js'
 
 /**
  * What differs between targets. Lowering and test tolerances read these; nothing may branch on
@@ -34,7 +36,8 @@ export interface Caps {
 
 /** A program compiled by a backend: run it many times, dispose it when done. */
 export interface Executable {
-  run(inputs: readonly HostTensor[]): Promise<HostTensor[]>
+  /** Runs the program on host inputs; `options.into` writes outputs into arrays the caller gives (RunOptions). */
+  run(inputs: readonly HostTensor[], options?: RunOptions): Promise<HostTensor[]>
   /** Frees what the executable holds (worker threads, kernels); resolves once they are freed. */
   dispose(): void | Promise<void>
 }
@@ -61,13 +64,16 @@ export async function run(
   program: Program,
   inputs: readonly HostTensor[],
   backend: Backend,
+  options?: RunOptions,
 ): Promise<E.Either<TesseraError, HostTensor[]>> {
   const ok = checkAvals('run', program.inputs.map((v) => v.aval), inputs)
   if (E.isLeft(ok)) return ok
+  const into = checkInto('run', program.outputs.map((v) => v.aval), inputs, options?.into)
+  if (E.isLeft(into)) return into
   let exe: Executable | undefined
   try {
     exe = backend.compile(program)
-    return E.right(await exe.run(inputs))
+    return E.right(await exe.run(inputs, options))
   } catch (e) {
     return E.left(asTesseraError(e, `run(${backend.name})`))
   } finally {
@@ -76,8 +82,8 @@ export async function run(
 }
 
 /** As `run`, throwing the error: for scripts and tests. */
-export async function runOrThrow(program: Program, inputs: readonly HostTensor[], backend: Backend): Promise<HostTensor[]> {
-  const r = await run(program, inputs, backend)
+export async function runOrThrow(program: Program, inputs: readonly HostTensor[], backend: Backend, options?: RunOptions): Promise<HostTensor[]> {
+  const r = await run(program, inputs, backend, options)
   if (E.isLeft(r)) throw r.left
   return r.right
 }

@@ -26,9 +26,20 @@ const listOf = (r: Named<HostTensor>, names: readonly string[], what: string) =>
     return t
   })
 
+/**
+ * Arrays a step writes its new parameters, optimizer state and quantizer state into (the
+ * executable's `into`), by name; each must share no memory with the step's inputs. A loop that
+ * alternates two such sets allocates nothing per step.
+ */
+export interface StepInto {
+  readonly params?: Named<HostTensor>
+  readonly opt?: Named<HostTensor>
+  readonly state?: Named<HostTensor>
+}
+
 export interface TrainStep {
   readonly program: Program
-  run(params: Named<HostTensor>, opt: Named<HostTensor>, state: Named<HostTensor>, x: HostTensor, key: HostTensor, lr: HostTensor): Promise<{
+  run(params: Named<HostTensor>, opt: Named<HostTensor>, state: Named<HostTensor>, x: HostTensor, key: HostTensor, lr: HostTensor, into?: StepInto): Promise<{
     loss: number
     mse: number
     indices: HostTensor
@@ -82,11 +93,21 @@ export function buildTrainStep(model: VqVae, opt: Optimizer<unknown>, batch: num
   const np = io.paramNames.length, no = io.optNames.length
   return {
     program,
-    async run(params, optState, state, images, key, lr) {
-      const outs = await exe.run([
-        ...listOf(params, io.paramNames, 'params'), ...listOf(optState, io.optNames, 'optimizer state'),
-        ...listOf(state, io.stateNames, 'quantizer state'), images, key, lr,
-      ])
+    async run(params, optState, state, images, key, lr, into) {
+      const given = (r: Named<HostTensor> | undefined, names: readonly string[], what: string) =>
+        r ? listOf(r, names, what) : names.map(() => undefined)
+      const outs = await exe.run(
+        [
+          ...listOf(params, io.paramNames, 'params'), ...listOf(optState, io.optNames, 'optimizer state'),
+          ...listOf(state, io.stateNames, 'quantizer state'), images, key, lr,
+        ],
+        into && {
+          into: [
+            undefined, undefined, undefined,
+            ...given(into.params, io.paramNames, 'into.params'), ...given(into.opt, io.optNames, 'into.opt'), ...given(into.state, io.stateNames, 'into.state'),
+          ],
+        },
+      )
       const rec = (names: readonly string[], from: number) => Object.fromEntries(names.map((n, i) => [n, outs[from + i]!]))
       const nonFinite = describeProbe(outs[outs.length - 1]!.data[0]!, probeInfo.inputSize, probeInfo.labels, images, 'the batch')
       return {

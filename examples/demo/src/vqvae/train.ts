@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor } from '@tessera/core'
-import { TesseraError, random, tensorOf } from '@tessera/core'
+import { TesseraError, random, tensorOf, zerosHost } from '@tessera/core'
 import { adam } from '@tessera/nn'
 import type { QuantizerChoice } from './choices.js'
 import { chooseQuantizer } from './choices.js'
@@ -146,6 +146,9 @@ function spreadSample(images: Float32Array, recon: Float32Array, n: number, coun
   return { originals, recons, count }
 }
 
+const zerosLike = (r: Readonly<Record<string, HostTensor>>): Record<string, HostTensor> =>
+  Object.fromEntries(Object.entries(r).map(([k, t]) => [k, zerosHost(t.shape, t.dtype)]))
+
 export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: (info: StepInfo) => void): Promise<TrainResult> {
   const ch = opts.choice ? E.right(opts.choice) : chooseQuantizer(opts.quantizer)
   if (E.isLeft(ch)) throw typeof ch.left === 'string' ? new TesseraError('config', 'quantizer', ch.left) : ch.left
@@ -166,10 +169,14 @@ export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: 
   const recent: HostTensor[] = []
   try {
     const next = batchSchedule(shuffleKey, stepKey, data.train.count, opts.batch)
+    // two sets of arrays the steps write into by turns (each step reads the other): no parameter,
+    // optimizer or quantizer state array is allocated per step, and a failed step leaves the last
+    // good values untouched in the set it read
+    const sets = [0, 1].map(() => ({ params: zerosLike(params), opt: zerosLike(optState), state: zerosLike(state) }))
     for (let s = 0; s < opts.steps; s++) {
       const { rows, key } = next(s)
       const x = tensorOf(gatherRows(data.train, rows), [opts.batch, IMAGE_SIZE])
-      const r = await step.run(params, optState, state, x, key, tensorOf([learningRateAt(opts.lr, s, opts.steps)], []))
+      const r = await step.run(params, optState, state, x, key, tensorOf([learningRateAt(opts.lr, s, opts.steps)], []), sets[s % 2])
       // the step's own finite check (the quantizers' policy, computed in the program): nothing of a
       // non-finite step is adopted, so params and state stay those of the last good step
       if (r.nonFinite !== undefined || !Number.isFinite(r.mse))

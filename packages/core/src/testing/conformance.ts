@@ -69,6 +69,38 @@ export async function checkAgainstReference(
   if (bad) throw new Error(`${backend.name} disagrees with the reference: ${bad.message}\n${describeCase(c)}`)
 }
 
+/** An array of a tensor's class and size holding values no correct run leaves behind unwritten (NaN, -123456789, 7). */
+const garbageLike = (t: HostTensor): HostTensor => {
+  const data = t.data.slice()
+  data.fill(t.dtype === 'float32' ? NaN : t.dtype === 'int32' ? -123456789 : 7)
+  return { shape: t.shape, dtype: t.dtype, data } as HostTensor
+}
+
+const sameValue = (a: number, b: number) => a === b || (Number.isNaN(a) && Number.isNaN(b))
+
+/**
+ * Runs a case twice on the backend, with fresh outputs and with every output written into an
+ * array it is given (`into`, filled with garbage first), and throws unless the second run returns
+ * those very arrays holding the first run's values, and left the inputs as they were.
+ */
+export async function checkRunInto(backend: Backend, c: ProgramCase): Promise<void> {
+  const fresh = await run(c.program, c.inputs, backend)
+  if (E.isLeft(fresh)) throw new Error(`${backend.name} failed: ${fresh.left.message}\n${describeCase(c)}`)
+  const into = fresh.right.map(garbageLike)
+  const before = c.inputs.map((t) => t.data.slice())
+  const got = await run(c.program, c.inputs, backend, { into })
+  if (E.isLeft(got)) throw new Error(`${backend.name} failed with into: ${got.left.message}\n${describeCase(c)}`)
+  got.right.forEach((o, i) => {
+    if (o.data !== into[i]!.data) throw new Error(`${backend.name}: output ${i} is not the array given as into[${i}]\n${describeCase(c)}`)
+    const want = fresh.right[i]!.data
+    for (let j = 0; j < want.length; j++)
+      if (!sameValue(o.data[j]!, want[j]!)) throw new Error(`${backend.name}: output ${i} element ${j} written into a given array is ${o.data[j]}, fresh ${want[j]}\n${describeCase(c)}`)
+  })
+  c.inputs.forEach((t, i) => {
+    if (t.data.some((v, j) => !sameValue(v, before[i]![j]!))) throw new Error(`${backend.name}: a run with into changed input ${i}\n${describeCase(c)}`)
+  })
+}
+
 /**
  * Register the conformance suite for one backend: every primitive against the reference on
  * random inputs, random programs, and the hand-built edge cases. Call it at the top level of a
@@ -148,6 +180,19 @@ export function describeConformance(label: string, makeBackend: MakeBackend, opt
               await checkAgainstReference(backend, reference, c, () => bound)
             }),
             fcParams,
+          )
+        },
+        timeout,
+      )
+      test(
+        'random DAGs write their outputs into given arrays (run option into) as they compute fresh ones',
+        async () => {
+          await fc.assert(
+            fc.asyncProperty(randomProgramArb, async (c) => {
+              fc.pre(!c.program.eqns.some((e) => excluded.has(e.prim)))
+              await checkRunInto(backend, c)
+            }),
+            { ...fcParams, numRuns: Math.max(5, Math.ceil(numRuns / 4)) },
           )
         },
         timeout,

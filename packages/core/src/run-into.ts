@@ -1,0 +1,62 @@
+import * as E from 'fp-ts/lib/Either.js'
+import type { Aval } from './dtype.js'
+import { fmtAval, shapeEq } from './dtype.js'
+import { TesseraError } from './error.js'
+import type { HostTensor } from './host-tensor.js'
+import { checkHostTensor, describeValue } from './host-tensor.js'
+
+/** Options of one call of an executable. */
+export interface RunOptions {
+  /**
+   * Per output, a host tensor to write that output into instead of a fresh array: its shape and
+   * dtype are the output's, and the result returned for it holds this very array. A loop that
+   * alternates two sets of buffers (a training loop's parameters and optimizer state) then
+   * allocates nothing per call. An entry may be undefined (that output gets a fresh array); an
+   * array given must share no memory with any input or with another entry. A call that fails may
+   * have written part of them.
+   */
+  readonly into?: readonly (HostTensor | undefined)[]
+}
+
+const overlap = (a: ArrayBufferView, b: ArrayBufferView) =>
+  a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength && a.byteLength > 0 && b.byteLength > 0
+
+/**
+ * Checks `into` against a program's outputs and the call's inputs (see RunOptions): the Left
+ * names the entry and what is wrong with it.
+ */
+export function checkInto(where: string, outputs: readonly Aval[], inputs: readonly HostTensor[], into: RunOptions['into']): E.Either<TesseraError, void> {
+  if (into === undefined) return E.right(undefined)
+  const bad = (msg: string) => E.left(new TesseraError('input', where, msg))
+  if (!Array.isArray(into)) return bad(`into must be an array (one entry per output, undefined where a fresh array is wanted), got ${describeValue(into)}`)
+  if (into.length > outputs.length) return bad(`into has ${into.length} entries; the program has ${outputs.length} output(s)`)
+  for (let i = 0; i < into.length; i++) {
+    const t = into[i]
+    if (t === undefined) continue
+    const ok = checkHostTensor(t, `into[${i}]`, where)
+    if (E.isLeft(ok)) return ok
+    const want = outputs[i]!
+    if (t.dtype !== want.dtype || !shapeEq(t.shape, want.shape)) return bad(`into[${i}] is ${fmtAval(t)}; output ${i} is ${fmtAval(want)}`)
+    const input = Array.isArray(inputs) ? inputs.findIndex((x) => ArrayBuffer.isView(x?.data) && overlap(x.data, t.data)) : -1
+    if (input >= 0) return bad(`into[${i}] shares memory with input ${input}: an output may not be written over an input the call still reads`)
+    for (let j = 0; j < i; j++) {
+      const u = into[j]
+      if (u !== undefined && overlap(u.data, t.data)) return bad(`into[${i}] shares memory with into[${j}]`)
+    }
+  }
+  return E.right(undefined)
+}
+
+/**
+ * Copies computed outputs into the arrays `into` gives (see RunOptions) and returns the results
+ * holding them: for backends that compute each output into arrays of their own.
+ */
+export function writeInto(outputs: readonly HostTensor[], into: RunOptions['into']): HostTensor[] {
+  if (into === undefined) return [...outputs]
+  return outputs.map((o, i) => {
+    const t = into[i]
+    if (t === undefined) return o
+    ;(t.data as Float32Array).set(o.data as Float32Array)
+    return { shape: o.shape, dtype: o.dtype, data: t.data } as HostTensor
+  })
+}
