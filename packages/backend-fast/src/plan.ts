@@ -356,7 +356,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   }
   /** The chain's members as JS kernels run block by block. */
   const chainOf = (rc: RowChain): Step => {
-    const chain = makeRowChain(rc, rc.steps.map((c) => blockedOf(c, rc.rows)), slotOf, (v) => graph.isOutput(v))
+    const chain = makeRowChain(rc, rc.steps.map((c) => blockedOf(c, rc.rows)), slotOf, (v) => graph.isOutput(v), calls)
     chains.push(chain)
     return { kind: 'rows', chain }
   }

@@ -2,6 +2,8 @@ import type { AnyTypedArray, RowChain, Var } from '@tessera/core'
 import type { ChainDesc, ChainStepDesc } from './chain-runner.js'
 import { CTRL_WORDS, ChainThreads, awaitBlocks, compileChain, runBlocks } from './chain-runner.js'
 import type { Step } from './plan.js'
+import type { ProgramCalls } from './wasm/threads.js'
+import { LateWorkers } from './wasm/threads.js'
 
 /** A row chain ready to run: core's chain with its members' generated code, and its threads. */
 export interface RowChainRun {
@@ -22,6 +24,8 @@ export interface RowChainRun {
   dispose(): Promise<void>
   /** Blocks the calling thread ran in the last call (the rest ran on worker threads). */
   readonly callerBlocks: number
+  /** Whether the chain's worker threads have been started (LateWorkers: not in the program's first call). */
+  readonly workersStarted: boolean
   /** Generated JS kernels per member (this file), or one WebAssembly module for the chain (wasm/chain-codegen.ts). */
   readonly codegen: 'js' | 'wasm'
 }
@@ -33,6 +37,7 @@ export function makeRowChain(
   members: readonly { readonly step: Step; readonly desc: ChainStepDesc }[],
   slotOf: (v: Var) => number,
   isOutput: (v: Var) => boolean,
+  calls?: ProgramCalls,
 ): RowChainRun {
   const { n, rows, workers } = rc
   const rowElems = (v: Var) => elems(v) / n
@@ -50,7 +55,8 @@ export function makeRowChain(
   const varOf = new Map<number, Var>([...rc.views, ...rc.wholeReads, ...rc.full].map((v) => [slotOf(v), v]))
   const sinks = members.flatMap((m) => (m.desc.kind === 'kernel' && m.desc.sink && m.step.kind === 'kernel' ? [m.step.out] : []))
   const sinkSizes = rc.steps.flatMap((c) => (c.sink && c.step.kind === 'reduce' ? [elems(c.step.eqn.out)] : []))
-  let pool: ChainThreads | null | undefined
+  // started as every threaded kernel's workers are (LateWorkers): after the program's first call
+  const late = workers > 0 ? new LateWorkers(() => new ChainThreads(desc, workers), calls) : undefined
   let callerBlocks = 0
   // SharedArrayBuffer copies of the slots threads touch, kept between calls
   const shared = new Map<number, AnyTypedArray>()
@@ -76,13 +82,8 @@ export function makeRowChain(
       B[s] = out
     })
   const run = (B: AnyTypedArray[], alloc: (slot: number) => AnyTypedArray): void => {
-    if (workers > 0 && pool === undefined) {
-      try {
-        pool = new ChainThreads(desc, workers)
-      } catch {
-        pool = null // no worker threads here: the calling thread runs every block
-      }
-    }
+    // undefined: the first call, or no worker threads here (the calling thread runs every block)
+    const pool = late?.forCall()
     if (!pool) {
       for (const s of full) B[s] = alloc(s)
       const accs = sinkSizes.map((len) => new Float64Array(len))
@@ -118,12 +119,12 @@ export function makeRowChain(
   return {
     n, rows, threads: workers + 1, desc, steps: members.map((m) => m.step), codegen: 'js',
     fullSlots: [...new Set([...full, ...views])], localSlots: rc.local.map(slotOf), run,
-    dispose: async () => {
-      await pool?.dispose()
-      pool = undefined
-    },
+    dispose: () => (late ? late.dispose() : Promise.resolve()),
     get callerBlocks() {
       return callerBlocks
+    },
+    get workersStarted() {
+      return late?.current !== undefined
     },
   }
 }

@@ -41,7 +41,7 @@ export async function expectBlockedEntropySameBits(n: number, rows: number, seed
   expectSameBits(blocked, plain, `n=${n} rows=${rows}`)
 }
 
-interface ThreadedChain { threads: number; callerBlocks: number; n: number; rows: number }
+interface ThreadedChain { threads: number; callerBlocks: number; n: number; rows: number; workersStarted: boolean }
 
 /** The row chain of a compiled fast executable (tests look inside to see who ran the blocks). */
 export function rowChainOf(ex: Executable): ThreadedChain {

@@ -83,6 +83,11 @@ describe('row chains on worker threads', () => {
     const be = fastBackend({ wasm: false, threads: 2 })
     const ex = be.compile(p)
     expect(rowChainOf(ex).threads).toBe(2)
+    // the first call runs on the calling thread alone and starts no worker (LateWorkers); the workers start after it
+    expectSameBits(await ex.run(ins), one, 'first call')
+    const chain = rowChainOf(ex)
+    expect(chain.callerBlocks).toBe(Math.ceil(chain.n / chain.rows))
+    expect(chain.workersStarted).toBe(false)
     const shared = await runUntilShared(ex, ins, one)
     ex.dispose()
     expect(shared).toBe(true)

@@ -114,6 +114,9 @@ export function wasmRowChain(layout: WasmChainLayout, slotOf: (v: Var) => number
     get callerBlocks() {
       return callerBlocks
     },
+    get workersStarted() {
+      return inst?.late?.current !== undefined
+    },
     get bitTree() {
       return bitTree
     },

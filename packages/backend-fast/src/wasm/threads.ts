@@ -298,15 +298,15 @@ export class ProgramCalls {
  * which computes the same values. Without `calls` (a kernel outside any program) the kernel's own
  * calls are counted, one per `forCall`.
  */
-export class LateWorkers {
-  private threads: KernelThreads | undefined
+export class LateWorkers<T extends { dispose(): Promise<void> } = KernelThreads> {
+  private threads: T | undefined
   private timer = false
   private stopped = false
   private readonly calls: ProgramCalls
   private readonly own: boolean
 
   constructor(
-    private readonly make: () => KernelThreads,
+    private readonly make: () => T,
     calls?: ProgramCalls,
     private readonly atFirstCall = false,
   ) {
@@ -315,7 +315,7 @@ export class LateWorkers {
   }
 
   /** The workers this call of the kernel may use, started now where it is their time (undefined: the calling thread alone). */
-  forCall(): KernelThreads | undefined {
+  forCall(): T | undefined {
     if (this.own) this.calls.begin()
     if (this.threads || this.stopped) return this.threads
     if (this.calls.first && !this.atFirstCall) {
@@ -329,11 +329,11 @@ export class LateWorkers {
   }
 
   /** The workers, if started. */
-  get current(): KernelThreads | undefined {
+  get current(): T | undefined {
     return this.threads
   }
 
-  private start(): KernelThreads | undefined {
+  private start(): T | undefined {
     if (this.threads || this.stopped) return this.threads
     try {
       this.threads = this.make()
