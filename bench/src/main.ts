@@ -9,7 +9,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Command } from 'commander'
 import type { ChildResult } from './child.js'
-import { NODE_FLAGS, REFERENCE, TIMING_ONLY_ENV, implementations } from './child.js'
+import { NODE_FLAGS, REFERENCE, TIMING_ONLY_ENV, WARM_UP, implementations } from './child.js'
 import { workloads } from './workloads.js'
 import type { CeilingRow } from './simd-ceiling.js'
 import { bundleChild } from './bundle.js'
@@ -273,7 +273,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
   lines.push(
     quick
       ? 'Median of at least 5 timed calls after warm-up; --quick: one process per workload (the reference included); each implementation\'s peak RSS is measured from its own start, but the process holds what earlier ones loaded. Inputs and outputs are host typed arrays.'
-      : `Median of at least 5 timed calls after warm-up, one process per workload and implementation. Inputs and outputs are host typed arrays.${rounds > 1 ? ` Rounds: every implementation whose calls take under ${ROUND_MAX_MS / 1000} s ran in ${rounds} processes, the order of implementations reversed every other round, so that peers and Tessera meet the same windows of this shared machine's load; its "median" is the median of the rounds' medians (each listed in "note"), "min" the least call of all rounds, "runs" the timed calls per round, and its first call the round whose first call was the median one. Memory comes from the first round (the later ones make no memory calls).` : ''}`,
+      : `Median of at least 5 timed calls after warm-up (at least ${WARM_UP.calls} calls and ${WARM_UP.ms} ms, within the first second), one process per workload and implementation. Inputs and outputs are host typed arrays.${rounds > 1 ? ` Rounds: every implementation whose calls take under ${ROUND_MAX_MS / 1000} s ran in ${rounds} processes, the order of implementations reversed every other round, so that peers and Tessera meet the same windows of this shared machine's load; its "median" is the median of the rounds' medians (each listed in "note"), "min" the least call of all rounds, "runs" the timed calls per round, and its first call the round whose first call was the median one. Memory comes from the first round (the later ones make no memory calls).` : ''}`,
     '',
     'Memory (MiB = 2^20 bytes): "peak RSS" is the whole measured process\'s peak resident set (VmHWM: node, the harness, the implementation\'s code, worker threads, native and wasm memory, inputs, live outputs) from its start to the end of the memory calls: calls after the first, each made with the previous outputs dropped and collected, until the peak stops growing (3-10 calls, before the timed ones). The timed calls run without forced collections; their peak, which also counts earlier outputs V8 had not yet collected, is `rssPeakTimedMB` in the JSON and "timed calls" on the progress line. The check against the reference is not counted. "base" is the process\'s RSS before the inputs exist (plain `node` on a bundle, no tsx); "peak − base" is what the inputs, the implementation and its outputs added. "I/O" is the bytes of the inputs plus this implementation\'s outputs.',
   )

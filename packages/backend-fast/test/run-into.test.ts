@@ -3,7 +3,7 @@ import type { HostTensor, Program, Tensor } from '@tessera/core'
 import { run, traceOrThrow } from '@tessera/core'
 import { cpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '../src/index.js'
-import { f32, residualProgram, values } from './loop-helpers.js'
+import { entropyProgram, f32, residualProgram, values } from './loop-helpers.js'
 
 /**
  * Run option `into` (outputs written into arrays the caller gives) on the plans whose kernels
@@ -47,19 +47,22 @@ const programs: [string, () => Program][] = [
   ['residual VQ, 3 layers (search, gathers in passes)', () => residualProgram(300, 16, 64, 3)],
   ['two dense layers (GEMMs, tanh pass, row reductions)', () => denseProgram(96, 128, 64)],
   ['a tanh over 2^18 elements (threaded pass)', () => traceOrThrow([f32([1 << 18])], (x: Tensor) => [x.tanh(), x.mul(2)]).program],
+  ["LFQ's entropy terms and each row's largest probability (a row chain)", () => entropyProgram(4096, 10, 1024, true)],
 ]
 
 describe('run option into', () => {
-  for (const threads of [1, 2])
+  const configs = [{ threads: 1 }, { threads: 2 }, { threads: 2, wasm: false }] as const
+  for (const opts of configs)
     for (const [name, make] of programs)
-      test(`${name}, ${threads} thread(s): the given arrays hold the fresh run's bits`, async () => {
+      test(`${name}, ${JSON.stringify(opts)}: the given arrays hold the fresh run's bits`, async () => {
         const p = make()
         const ins = inputsFor(p, 3)
-        const backend = fastBackend({ threads })
+        const backend = fastBackend(opts)
         try {
           const exe = backend.compile(p)
           const fresh = await exe.run(ins)
-          // several calls, so kernels that start worker threads after the first one run with them too
+          // kernels start their worker threads after the first call (a timer): the calls with into run with them
+          await new Promise((r) => setTimeout(r, 100))
           for (let call = 0; call < 3; call++) {
             const into = fresh.map(garbage)
             const got = await exe.run(ins, { into })
