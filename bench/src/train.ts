@@ -1,12 +1,13 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Backend, HostTensor } from '@tessera/core'
-import { random, tensorOf, zerosHost } from '@tessera/core'
+import { random, tensorOf } from '@tessera/core'
 import { adam } from '@tessera/nn'
 // the demo is an application, not a library package: its modules are imported by path
 import { chooseQuantizer } from '../../examples/demo/src/vqvae/choices.js'
 import { IMAGE_SIZE } from '../../examples/demo/src/vqvae/mnist.js'
 import { makeVqVae } from '../../examples/demo/src/vqvae/model.js'
 import { buildTrainStep } from '../../examples/demo/src/vqvae/step.js'
+import { zerosLike } from '../../examples/demo/src/vqvae/train.js'
 import type { TrainTrace } from './train-check.js'
 import { TRACE_STEPS } from './train-check.js'
 import { trainShape } from './train-shape.js'
@@ -57,7 +58,6 @@ export async function trainRunner(backend: Backend, quick: boolean) {
   const key = tensorOf([11, 12], [2], 'int32')
   const lr: HostTensor = tensorOf([shape.lr], [])
   const step = buildTrainStep(model, opt.right, shape.batch, backend)
-  const zerosLike = (r: Record<string, HostTensor>) => Object.fromEntries(Object.entries(r).map(([k, t]) => [k, zerosHost(t.shape, t.dtype)]))
   const sets = [0, 1].map(() => ({ params: zerosLike(setup.params), opt: zerosLike(optState), state: zerosLike(setup.state) }))
   let current = { params: setup.params, opt: optState, state: setup.state }
   let calls = 0

@@ -2,6 +2,7 @@ import * as E from 'fp-ts/lib/Either.js'
 import { describe, expect, it } from 'vitest'
 import type { HostTensor } from '@tessera/core'
 import { TesseraError, random, tensorOf } from '@tessera/core'
+import { garbageLike } from '@tessera/core/testing'
 import { adam } from '@tessera/nn'
 import { cpuBackend } from '@tessera/backend-cpu'
 import { fastBackend } from '@tessera/backend-fast'
@@ -79,7 +80,7 @@ describe('a training step written into given arrays (the executable option into)
       const init = model.init(random.keyFromSeed(1))
       const x = tensorOf(data.train.images.subarray(0, 16 * IMAGE_SIZE), [16, IMAGE_SIZE])
       const key = tensorOf([1, 2], [2], 'int32'), lr = tensorOf([1e-3], [])
-      const nanLike = (r: Record<string, HostTensor>) => Object.fromEntries(Object.entries(r).map(([k, t]) => [k, { ...t, data: t.data.slice().fill(NaN) } as HostTensor]))
+      const nanLike = (r: Record<string, HostTensor>) => Object.fromEntries(Object.entries(r).map(([k, t]) => [k, garbageLike(t)]))
       let fresh = { params: init.params, opt: opt.right.init(init.params), state: init.state }
       let given = fresh
       const sets = [0, 1].map(() => ({ params: nanLike(fresh.params), opt: nanLike(fresh.opt), state: nanLike(fresh.state) }))

@@ -1,5 +1,5 @@
 import type { Backend, Executable, HostTensor, Program, RunOptions } from '@tessera/core'
-import { checkInto, disposedError, interpretProgram, referenceCaps, unaliasOutputs, writeInto } from '@tessera/core'
+import { checkIntoOrThrow, disposedError, interpretProgram, referenceCaps, unaliasOutputs, writeInto } from '@tessera/core'
 
 /** The reference backend: core's evaluator, interpreting programs one primitive at a time. */
 export function cpuBackend(): Backend {
@@ -14,8 +14,7 @@ export function cpuBackend(): Backend {
         // the evaluator passes unchanged inputs through as outputs: copy those, the caller owns its arrays
         run: async (inputs: readonly HostTensor[], options?: RunOptions) => {
           if (disposed) throw disposedError(name)
-          const into = checkInto(name, program.outputs.map((v) => v.aval), inputs, options?.into)
-          if (into._tag === 'Left') throw into.left
+          checkIntoOrThrow(name, () => program.outputs.map((v) => v.aval), inputs, options?.into)
           return writeInto(unaliasOutputs(inputs, interpretProgram(program, inputs)), options?.into)
         },
         dispose() {},

@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, IndexOp, Kernel, KNode, Plan, Program, Schedule } from '@tessera/core'
-import { TesseraError, allocate, applyPrim, castTo, disposedError, checkAvals, checkInto, writeInto, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel, unaliasOutputs } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, castTo, disposedError, checkAvals, checkIntoOrThrow, writeInto, loopLevel, lowerProgram, nanMax, nanMin, random, scalarFn, scheduleKernel, unaliasOutputs } from '@tessera/core'
 
 /**
  * A second CPU path: lower a program into the fused plan the GPU backends run, then interpret
@@ -48,8 +48,7 @@ export function fusedCpuBackend(opts: FusedCpuOptions = {}): Backend & { plan(pr
           if (disposed) throw disposedError('cpu-fused')
           const ok = checkAvals('cpu-fused', program.inputs.map((v) => v.aval), inputs)
           if (ok._tag === 'Left') throw ok.left
-          const into = checkInto('cpu-fused', program.outputs.map((v) => v.aval), inputs, options?.into)
-          if (into._tag === 'Left') throw into.left
+          checkIntoOrThrow('cpu-fused', () => program.outputs.map((v) => v.aval), inputs, options?.into)
           // an output that is an input (or a view of one) is copied: the caller owns its arrays
           return writeInto(unaliasOutputs(inputs, runPlan(plan, inputs)), options?.into)
         },

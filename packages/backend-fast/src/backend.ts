@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, Executable, HostTensor, Program, RunOptions } from '@tessera/core'
-import { TesseraError, allocate, applyPrim, asTesseraError, checkInto, disposedError, sizeOf } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, asTesseraError, checkIntoOrThrow, disposedError, sizeOf } from '@tessera/core'
 import { hardwareThreads, hasNodeWorkerThreads } from './host.js'
 import { matmulF64 } from './matmul.js'
 import type { Plan } from './plan.js'
@@ -231,8 +231,7 @@ class FastExecutable implements Executable {
   private intoSlots(inputs: readonly HostTensor[], into: RunOptions['into']): Map<number, AnyTypedArray> | undefined {
     if (into === undefined) return undefined
     const { plan } = this
-    const ok = checkInto(this.backendName, plan.outputSlots.map((s) => plan.slotVars[s]!.aval), inputs, into)
-    if (ok._tag === 'Left') throw ok.left
+    checkIntoOrThrow(this.backendName, () => plan.outputSlots.map((s) => plan.slotVars[s]!.aval), inputs, into)
     const given = new Map<number, AnyTypedArray>()
     into.forEach((t, i) => {
       const s = plan.outputSlots[i]!

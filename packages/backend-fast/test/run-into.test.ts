@@ -2,6 +2,7 @@ import { describe, expect, test } from 'vitest'
 import type { HostTensor, Program, Tensor } from '@tessera/core'
 import { run, traceOrThrow } from '@tessera/core'
 import { cpuBackend } from '@tessera/backend-cpu'
+import { garbageLike } from '@tessera/core/testing'
 import { fastBackend } from '../src/index.js'
 import { entropyProgram, f32, residualProgram, values } from './loop-helpers.js'
 
@@ -12,11 +13,6 @@ import { entropyProgram, f32, residualProgram, values } from './loop-helpers.js'
  * a kernel that wrote only part of its output, or counted on a zeroed array, fails.
  */
 
-const garbage = (t: HostTensor): HostTensor => {
-  const data = t.data.slice()
-  data.fill(t.dtype === 'float32' ? NaN : t.dtype === 'int32' ? -123456789 : 7)
-  return { shape: t.shape, dtype: t.dtype, data } as HostTensor
-}
 
 /** Every output's bits as the fresh run's (int32 views compared in one pass: the threaded case has 2^18 elements). */
 const expectBitsOf = (got: HostTensor[], want: HostTensor[], what: string) => {
@@ -64,13 +60,13 @@ describe('run option into', () => {
           // kernels start their worker threads after the first call (a timer): the calls with into run with them
           await new Promise((r) => setTimeout(r, 100))
           for (let call = 0; call < 3; call++) {
-            const into = fresh.map(garbage)
+            const into = fresh.map(garbageLike)
             const got = await exe.run(ins, { into })
             got.forEach((o, i) => expect(o.data).toBe(into[i]!.data))
             expectBitsOf(got, fresh, `${name}, call ${call + 2}`)
           }
           // some outputs given, others fresh: the fresh ones are new arrays
-          const some = [undefined, garbage(fresh[1]!)]
+          const some = [undefined, garbageLike(fresh[1]!)]
           const mixed = await exe.run(ins, { into: some })
           expect(mixed[1]!.data).toBe(some[1]!.data)
           expect(mixed[0]!.data).not.toBe(fresh[0]!.data)
@@ -88,7 +84,7 @@ describe('run option into', () => {
     }).program
     const x: HostTensor = { shape: [5], dtype: 'float32', data: Float32Array.of(1, 2, 3, 4, 5) }
     for (const backend of [fastBackend({ threads: 1 }), cpuBackend()]) {
-      const into = [0, 1, 2].map(() => garbage({ shape: [5], dtype: 'float32', data: new Float32Array(5) } as HostTensor))
+      const into = [0, 1, 2].map(() => garbageLike({ shape: [5], dtype: 'float32', data: new Float32Array(5) } as HostTensor))
       const r = await run(p, [x], backend, { into })
       if (r._tag === 'Left') throw r.left
       r.right.forEach((o, i) => expect(o.data).toBe(into[i]!.data))
@@ -96,7 +92,7 @@ describe('run option into', () => {
       expect(Array.from(r.right[1]!.data)).toEqual([3, 6, 9, 12, 15])
       expect(Array.from(r.right[2]!.data)).toEqual([3, 6, 9, 12, 15])
       // only the second of the repeated output given: the first is a fresh array of its own
-      const one = garbage(r.right[2]!)
+      const one = garbageLike(r.right[2]!)
       const s = await run(p, [x], backend, { into: [undefined, undefined, one] })
       if (s._tag === 'Left') throw s.left
       expect(s.right[2]!.data).toBe(one.data)

@@ -1,5 +1,5 @@
 import type { AnyTypedArray, Backend, Caps, DType, Executable, HostTensor, Kernel, Plan, Program } from '@tessera/core'
-import { TesseraError, allocate, applyPrim, checkAvals, checkInto, disposedError, lowerProgram, random, writeInto } from '@tessera/core'
+import { TesseraError, allocate, applyPrim, checkAvals, checkIntoOrThrow, disposedError, lowerProgram, random, writeInto } from '@tessera/core'
 import * as gpujs from 'gpu.js'
 import { kernelSource } from './codegen.js'
 
@@ -349,8 +349,7 @@ export function gpuJsBackend(mode: GpuJsMode): GpuJsBackend {
       }
       return {
         run: async (inputs, options) => {
-          const into = checkInto(`gpujs(${mode})`, program.outputs.map((v) => v.aval), inputs, options?.into)
-          if (into._tag === 'Left') throw into.left
+          checkIntoOrThrow(`gpujs(${mode})`, () => program.outputs.map((v) => v.aval), inputs, options?.into)
           return writeInto(await runOnce(inputs), options?.into)
         },
         dispose() {},

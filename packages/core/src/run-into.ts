@@ -48,6 +48,16 @@ export function checkInto(where: string, outputs: readonly Aval[], inputs: reado
 }
 
 /**
+ * As checkInto, throwing the TesseraError: for an executable's `run` (the `run` boundary returns
+ * the Left). `outputs` is asked for only when `into` is given, so a call without it pays nothing.
+ */
+export function checkIntoOrThrow(where: string, outputs: () => readonly Aval[], inputs: readonly HostTensor[], into: RunOptions['into']): void {
+  if (into === undefined) return
+  const ok = checkInto(where, outputs(), inputs, into)
+  if (E.isLeft(ok)) throw ok.left
+}
+
+/**
  * Copies computed outputs into the arrays `into` gives (see RunOptions) and returns the results
  * holding them: for backends that compute each output into arrays of their own.
  */

@@ -146,7 +146,8 @@ function spreadSample(images: Float32Array, recon: Float32Array, n: number, coun
   return { originals, recons, count }
 }
 
-const zerosLike = (r: Readonly<Record<string, HostTensor>>): Record<string, HostTensor> =>
+/** Zero-filled arrays of a record's shapes and dtypes (the sets a training loop's steps write into). */
+export const zerosLike = (r: Readonly<Record<string, HostTensor>>): Record<string, HostTensor> =>
   Object.fromEntries(Object.entries(r).map(([k, t]) => [k, zerosHost(t.shape, t.dtype)]))
 
 export async function trainVqVae(opts: TrainOptions, data: MnistSplit, onStep?: (info: StepInfo) => void): Promise<TrainResult> {

@@ -70,7 +70,7 @@ export async function checkAgainstReference(
 }
 
 /** An array of a tensor's class and size holding values no correct run leaves behind unwritten (NaN, -123456789, 7). */
-const garbageLike = (t: HostTensor): HostTensor => {
+export const garbageLike = (t: HostTensor): HostTensor => {
   const data = t.data.slice()
   data.fill(t.dtype === 'float32' ? NaN : t.dtype === 'int32' ? -123456789 : 7)
   return { shape: t.shape, dtype: t.dtype, data } as HostTensor

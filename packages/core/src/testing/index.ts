@@ -4,7 +4,7 @@
  * separate entry point: the main `@tessera/core` entry never loads them.
  */
 export type { ConformanceOptions, MakeBackend, Reference } from './conformance.js'
-export { describeConformance, checkAgainstReference, describeCase } from './conformance.js'
+export { describeConformance, checkAgainstReference, checkRunInto, describeCase, garbageLike } from './conformance.js'
 export type { Mismatch, TolClass, Tolerance } from './compare.js'
 export { compareOutputs, tolClassOf, toleranceFor, transcendentalPrims } from './compare.js'
 export type { ProgramCase } from './arbitraries.js'
