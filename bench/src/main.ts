@@ -244,20 +244,35 @@ const FLOP_ROWS = ['W1', 'W1b', 'RVQ']
 /** Tessera with every distance in float32: the one nearest-code row the SIMD ceiling bounds. */
 const SCREENLESS = 'tessera/fast-wasm-f32-2t'
 
-/** The ceiling row that bounds a Tessera implementation: its threads, and fused or separate multiply-adds. */
+/**
+ * The ceiling row that bounds a Tessera implementation: its threads, and fused or separate
+ * multiply-adds; a screened one (most distances in int16, see SCREENLESS) the int16 dot row.
+ */
 function ceilingOf(impl: string, ceiling: readonly CeilingRow[]): CeilingRow | undefined {
   const t = /-(\d)t$/.exec(impl)
   if (!t || !impl.includes('wasm')) return undefined
-  const kind = impl.includes('relaxed') ? 'relaxed madd' : 'mul+add'
+  const screened = impl.startsWith('tessera/fast-wasm') && impl !== SCREENLESS
+  const kind = screened ? 'int16 dot' : impl.includes('relaxed') ? 'relaxed madd' : 'mul+add'
   return ceiling.find((c) => c.kind === kind && c.threads === Number(t[1]))
+}
+
+/**
+ * The least time a screened search can take on two threads (every distance's int16 dot product at
+ * the int16 ceiling, nothing else), against the fastest peer: the bound on the 0.8x targets.
+ */
+function int16BoundLine(flops: number, peerBest: number, ceiling: readonly CeilingRow[]): string | undefined {
+  const c = ceiling.find((x) => x.kind === 'int16 dot' && x.threads === 2)
+  if (!c || !Number.isFinite(peerBest)) return undefined
+  const ms = flops / (c.gflops * 1e6)
+  return `Int16 bound (issue 16's 0.8x targets): a screened search on 2 threads computes every distance's int16 dot product, ${fmt(flops / 1e9)} GFLOP a call, so at the int16 ceiling (${fmt(c.gflops)} GFLOP/s) it takes at least ${fmt(ms, 2)} ms: ${(ms / peerBest).toFixed(2)}x the fastest peer's median.`
 }
 
 function ceilingSection(ceiling: readonly CeilingRow[] | string): string[] {
   if (typeof ceiling === 'string') return ['## SIMD ceiling', '', ceiling, '']
   return [
-    '## SIMD ceiling: f32x4 multiply-add throughput (`pnpm bench:ceiling`)',
+    '## SIMD ceiling: f32x4 multiply-add and int16 dot throughput (`pnpm bench:ceiling`)',
     '',
-    'Measured at the start of this run: independent chains of `acc = acc * x + y` with every operand in registers, in worker threads started together; best of 9, 2 flops per lane per multiply-add. It bounds any WebAssembly SIMD kernel on this machine (native code with wider vectors is not bound by it). The W1, W1b and RVQ tables give each Tessera wasm row\'s GFLOP/s as a fraction of the row here with the same threads and kind ("of ceiling").',
+    'Measured at the start of this run: independent chains of `acc = acc * x + y` with every operand in registers, in worker threads started together; best of 9, 2 flops per multiply-add. It bounds any WebAssembly SIMD kernel on this machine (native code with wider vectors is not bound by it). "int16 dot" is `acc = dot(acc, x) + y` with i32x4.dot_i16x8_s (8 multiply-adds per instruction): it bounds the screened nearest-code kernels, which compute every distance\'s int16 dot product (and a few in float32 as well). The W1, W1b and RVQ tables give each Tessera wasm row\'s GFLOP/s (2 n k d flops a call, however computed) as a fraction of the row here with the same threads and kind: "of ceiling" for float32 kernels, "of int16 ceiling" for screened ones.',
     '',
     '| kind | threads | GFLOP/s |',
     '|---|---|---|',
@@ -278,7 +293,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
     'Memory (MiB = 2^20 bytes): "peak RSS" is the whole measured process\'s peak resident set (VmHWM: node, the harness, the implementation\'s code, worker threads, native and wasm memory, inputs, live outputs) from its start to the end of the memory calls: calls after the first, each made with the previous outputs dropped and collected, until the peak stops growing (3-10 calls, before the timed ones). The timed calls run without forced collections; their peak, which also counts earlier outputs V8 had not yet collected, is `rssPeakTimedMB` in the JSON and "timed calls" on the progress line. The check against the reference is not counted. "base" is the process\'s RSS before the inputs exist (plain `node` on a bundle, no tsx); "peak − base" is what the inputs, the implementation and its outputs added. "I/O" is the bytes of the inputs plus this implementation\'s outputs.',
   )
   if (results.some((r) => r.impl.includes('relaxed')))
-    lines.push('`fast-wasm-relaxed-2t`: the nearest-code kernel with relaxed SIMD fused multiply-adds; on Node 20 its process runs with `--experimental-wasm-relaxed-simd` (on by default in Node >= 22 and Chrome >= 114). `fast-wasm-1t`/`-2t` use separate multiplies and adds. These three screen nearest-code searches with int16 dot products and compute in float32 only the distances the int16 bounds cannot rule out (same indices as computing all of them); `fast-wasm-f32-2t` (nearest-code workloads only) computes every distance in float32, the kernel the SIMD ceiling bounds.', '')
+    lines.push('`fast-wasm-relaxed-2t`: the nearest-code kernel with relaxed SIMD fused multiply-adds; on Node 20 its process runs with `--experimental-wasm-relaxed-simd` (on by default in Node >= 22 and Chrome >= 114). `fast-wasm-1t`/`-2t` use separate multiplies and adds. These three screen nearest-code searches with int16 dot products and compute in float32 only the distances the int16 bounds cannot rule out (same indices as computing all of them); `fast-wasm-f32-2t` (nearest-code workloads only) computes every distance in float32, the kernel the float32 SIMD ceiling bounds.', '')
   lines.push('"vs peer": time divided by the fastest peer\'s (onnxruntime-node, tfjs-cpu, tfjs-wasm, plain JS, PyTorch); below 1 is faster. Indices are checked against the CPU reference; "ties" counts rows where an index differs only between equally near candidates.', '')
   lines.push('"first call" (as issue 16 defines it: trace plus compile plus first run): in a fresh process with the inputs ready and the implementation loaded, its setup (Tessera: program traced and compiled; ONNX: model built and session created; tfjs: constants prepared; PyTorch: model and optimizer built) plus the first call, as "total (setup + run)" in ms. "load" beside it is what came before, also paid once per process: the implementation\'s module imported and its backend or runtime started (Tessera: the backend package and its backend object; ONNX: `onnxruntime-node`; tfjs: the backend set and ready; PyTorch: `import torch`). The median is of calls after warm-up. Each workload\'s "Configuration" list says how every implementation was set up and how the computation is written (threads, graph optimizations, operand forms).', '')
   if (ceiling) lines.push(...ceilingSection(ceiling))
@@ -306,9 +321,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
       const gf = ms && flops ? flops / (ms / 1000) / 1e9 : undefined
       const ratio = ms && Number.isFinite(peerBest) ? ms / peerBest : undefined
       const bound = gf && FLOP_ROWS.includes(wid) && ceiling && typeof ceiling !== 'string' ? ceilingOf(r.impl, ceiling) : undefined
-      // screened rows compute most distances in int16: their float32-equivalent rate is not bound by the ceiling
-      const screened = r.impl.startsWith('tessera/fast-wasm') && r.impl !== SCREENLESS
-      const gfCell = bound && !screened ? `${fmt(gf)} (${Math.round((100 * gf!) / bound.gflops)}% of ceiling)` : bound ? `${fmt(gf)} (screened)` : fmt(gf)
+      const gfCell = bound ? `${fmt(gf)} (${Math.round((100 * gf!) / bound.gflops)}% of ${bound.kind === 'int16 dot' ? 'int16 ' : ''}ceiling)` : fmt(gf)
       lines.push(
         `| ${r.impl} | ${r.status} | ${fmt(ms, 2)} | ${fmt(r.minMs, 2)} | ${firstCall(r)} | ${vps ? (vps / 1e6).toFixed(2) + ' M' : '–'} |${flops ? ` ${gfCell} |` : ''} ${ratio ? ratio.toFixed(2) + 'x' : '–'} | ${runsCell(r)} | ${r.ties ?? '–'} | ${memoryCells(r)} | ${noteCell(r)} |`,
       )
@@ -319,6 +332,8 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
     if (limit && !quick) lines.push(memoryTargetLine(rs, limit), '')
     const firstLine = quick ? undefined : firstCallTargetLine(rs)
     if (firstLine) lines.push(firstLine, '')
+    const boundLine = flops && FLOP_ROWS.includes(wid) && ceiling && typeof ceiling !== 'string' ? int16BoundLine(flops, peerBest, ceiling) : undefined
+    if (boundLine) lines.push(boundLine, '')
     const configured = rs.filter((r) => r.config)
     if (configured.length) lines.push(`Configuration (${wid}):`, '', ...configured.map((r) => `- \`${r.impl}\`: ${r.config}`), '')
   }

@@ -1,7 +1,9 @@
 /**
  * The WebAssembly SIMD ceiling of this machine: f32x4 multiply-add throughput with every operand
  * in registers, on 1 and 2 threads, as separate multiplies and adds and as relaxed SIMD's fused
- * multiply-add. The nearest-code rows (W1, W1b, RVQ) report their GFLOP/s as a fraction of it.
+ * multiply-add; and the int16 dot product's (i32x4.dot_i16x8_s and an add, 8 multiply-adds),
+ * which bounds the screened nearest-code kernels the same way. The nearest-code rows (W1, W1b,
+ * RVQ) report their GFLOP/s as a fraction of it.
  *
  * `pnpm bench:ceiling [--json]` runs it alone; `pnpm bench` runs it at the start of a run (in a
  * child process with relaxed SIMD enabled) and writes it into the results.
@@ -10,9 +12,9 @@ import { Worker } from 'node:worker_threads'
 import { Code, V128, assemble, relaxedSimdSupported } from '../../packages/backend-fast/src/wasm/asm.js'
 
 export interface CeilingRow {
-  readonly kind: 'mul+add' | 'relaxed madd'
+  readonly kind: 'mul+add' | 'relaxed madd' | 'int16 dot'
   readonly threads: number
-  /** Best of the repeats, 2 flops per lane per multiply-add. */
+  /** Best of the repeats, 2 flops per multiply-add (8 multiply-adds per int16 dot, 4 per float32 one). */
   readonly gflops: number
 }
 
@@ -24,8 +26,10 @@ const UNROLL = 4
 /**
  * `run(iters)`: CHAINS accumulators, each updated UNROLL times per iteration with a multiply and an
  * add (or one relaxed madd) of register operands; the sum is stored so that nothing is dead code.
+ * The int16 form multiplies the accumulator's own lanes (`acc = dot(acc, x) + y`): a dot of two
+ * loop-invariant operands would be computed once by TurboFan, leaving only the adds.
  */
-function kernel(relaxed: boolean): Uint8Array {
+function kernel(kind: CeilingRow['kind']): Uint8Array {
   const c = new Code(1)
   const acc = Array.from({ length: CHAINS }, () => c.local(V128))
   const x = c.local(V128), y = c.local(V128)
@@ -34,7 +38,8 @@ function kernel(relaxed: boolean): Uint8Array {
   c.loop()
   for (let u = 0; u < UNROLL; u++)
     for (const a of acc) {
-      if (relaxed) c.get(a).get(x).get(y).f32x4RelaxedMadd().set(a)
+      if (kind === 'relaxed madd') c.get(a).get(x).get(y).f32x4RelaxedMadd().set(a)
+      else if (kind === 'int16 dot') c.get(a).get(x).i32x4DotI16x8S().get(y).i32x4Add().set(a)
       else c.get(a).get(x).f32x4Mul().get(y).f32x4Add().set(a)
     }
   c.get(0).i32(1).i32Sub().tee(0).brIf(0)
@@ -80,15 +85,17 @@ async function timed(bytes: Uint8Array, iters: number, threads: number): Promise
 
 export async function measureCeiling(repeats = 9): Promise<CeilingRow[]> {
   const rows: CeilingRow[] = []
-  const kinds: [CeilingRow['kind'], boolean][] = [['mul+add', false]]
-  if (relaxedSimdSupported()) kinds.push(['relaxed madd', true])
-  for (const [kind, relaxed] of kinds) {
-    const bytes = kernel(relaxed)
+  const kinds: CeilingRow['kind'][] = ['mul+add']
+  if (relaxedSimdSupported()) kinds.push('relaxed madd')
+  kinds.push('int16 dot')
+  for (const kind of kinds) {
+    const bytes = kernel(kind)
     for (const threads of [1, 2]) {
       const iters = 2_000_000
       let best = Infinity
       for (let r = 0; r < repeats; r++) best = Math.min(best, await timed(bytes, iters, threads))
-      const flops = iters * UNROLL * CHAINS * 8 * threads
+      // 2 flops per multiply-add: 4 per float32 op, 8 per int16 dot
+      const flops = iters * UNROLL * CHAINS * 2 * (kind === 'int16 dot' ? 8 : 4) * threads
       rows.push({ kind, threads, gflops: flops / (best * 1e6) })
     }
   }
