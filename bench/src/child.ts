@@ -56,6 +56,8 @@ export interface ChildResult {
   readonly memoryCalls?: number
   /** Bytes of the inputs plus this implementation's outputs, in MB (2^20 bytes). */
   readonly ioMB?: number
+  /** Bytes of this implementation's outputs, in MB (2^20 bytes). */
+  readonly outMB?: number
   /** RSS after the inputs were built, after setup (compilation), after the first call. */
   readonly rssStagesMB?: { readonly inputs: number; readonly setup: number; readonly firstCall: number }
   /**
@@ -309,6 +311,7 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
   let rssPeakTimedMB: number | undefined
   let memoryCalls: number | undefined
   let ioMB: number | undefined
+  let outMB: number | undefined
   let rssStagesMB: ChildResult['rssStagesMB']
   let config: string | undefined
   let loadMs: number | undefined
@@ -318,7 +321,7 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
     workload: wid, impl, ...r, rssBaseMB, rssPeakMB: rssPeakMB ?? rssNow().peak,
     ...(config !== undefined ? { config } : {}), ...(loadMs !== undefined ? { loadMs } : {}), ...(setupMs !== undefined ? { setupMs } : {}), ...(firstRunMs !== undefined ? { firstRunMs } : {}),
     ...(rssPeakTimedMB !== undefined ? { rssPeakTimedMB } : {}), ...(memoryCalls !== undefined ? { memoryCalls } : {}),
-    ...(ioMB !== undefined ? { ioMB } : {}), ...(rssStagesMB ? { rssStagesMB } : {}),
+    ...(ioMB !== undefined ? { ioMB } : {}), ...(outMB !== undefined ? { outMB } : {}), ...(rssStagesMB ? { rssStagesMB } : {}),
   })
   const bytes = (arrs: readonly { byteLength: number }[]) => arrs.reduce((s, a) => s + a.byteLength, 0)
   try {
@@ -346,7 +349,10 @@ async function measure(wid: string, impl: string, quick: boolean, refFile: strin
     rssStagesMB = { inputs: afterInputs, setup: afterSetup, firstCall: afterFirst.rss }
     rssPeakMB = afterFirst.peak
     // TRAIN's inputs live inside its runner (the model's parameters and a batch): no I/O figure
-    if (w.id !== 'TRAIN') ioMB = (bytes(ins.map((t) => t.data)) + bytes(out)) / MB
+    if (w.id !== 'TRAIN') {
+      outMB = bytes(out) / MB
+      ioMB = bytes(ins.map((t) => t.data)) / MB + outMB
+    }
     // far too slow to time five more calls in the budget: report the one call, flagged
     if (firstMs > maxMs / 4) {
       const check = await checkAgainstReference(w, impl, runner, ins, out, refFile, quick)

@@ -12,6 +12,7 @@ import type { ChildResult } from './child.js'
 import { NODE_FLAGS, REFERENCE, TIMING_ONLY_ENV, WARM_UP, implementations } from './child.js'
 import { workloads } from './workloads.js'
 import type { CeilingRow } from './simd-ceiling.js'
+import type { FirstTouch } from './first-touch.js'
 import { bundleChild } from './bundle.js'
 import { writeInputs } from './inputs-file.js'
 import { TORCH_IMPLS, findTorchPython, runTorch } from './train-torch.js'
@@ -126,11 +127,21 @@ function measureCeiling(): CeilingRow[] | string {
   return JSON.parse(line) as CeilingRow[]
 }
 
+/** The cost of writing into fresh memory (first-touch.ts), in a fresh child process. */
+function measureFirstTouch(): FirstTouch | string {
+  const r = spawnSync(process.execPath, [...process.execArgv, join(here, 'first-touch.ts'), '--json'], { encoding: 'utf8' })
+  const line = r.stdout?.trim().split('\n').pop()
+  if (r.status !== 0 || !line) return `the first-touch microbenchmark failed: ${(r.stderr ?? '').trim().split('\n').pop() ?? r.status}`
+  return JSON.parse(line) as FirstTouch
+}
+
 async function main(): Promise<void> {
   if (reexecUnderXvfb()) return
   const started = new Date()
   const results: ChildResult[] = []
   const ceiling = ids.some((w) => FLOP_ROWS.includes(w)) ? measureCeiling() : undefined
+  const touch = quick ? undefined : measureFirstTouch()
+  if (touch) process.stderr.write(`first touch: ${typeof touch === 'string' ? touch : `${fmt(touch.freshMsPerMiB, 2)} ms/MiB fresh, ${fmt(touch.residentMsPerMiB, 3)} resident`}\n`)
   if (ceiling) process.stderr.write(`SIMD ceiling: ${typeof ceiling === 'string' ? ceiling : ceiling.map((c) => `${c.kind} ${c.threads}t ${fmt(c.gflops)} GFLOP/s`).join(', ')}\n`)
   const titles: Record<string, string> = {
     TRAIN: `training step of the demo's VQ-VAE (FSQ, Adam; forward + gradients + update as one program), batch ${quick ? 16 : 64}`,
@@ -176,7 +187,7 @@ async function main(): Promise<void> {
     rmSync(bundleDir, { recursive: true, force: true })
   }
   const m = machine()
-  const md = renderTable(results, titles, m, started, ceiling)
+  const md = renderTable(results, titles, m, started, ceiling, touch)
   console.log(md)
   if (opts.write) {
     mkdirSync(opts.out, { recursive: true })
@@ -184,7 +195,7 @@ async function main(): Promise<void> {
     const host = `${m.cores}core-${m.cpu.replace(/[^A-Za-z0-9]+/g, '-').replace(/-+$/, '')}${quick ? '-quick' : ''}`
     const base = join(opts.out, `${stamp}-${host}`)
     writeFileSync(`${base}.md`, md)
-    writeFileSync(`${base}.json`, JSON.stringify({ started: started.toISOString(), quick, machine: m, ...(ceiling ? { simdCeiling: ceiling } : {}), results }, null, 2))
+    writeFileSync(`${base}.json`, JSON.stringify({ started: started.toISOString(), quick, machine: m, ...(ceiling ? { simdCeiling: ceiling } : {}), ...(touch ? { firstTouch: touch } : {}), results }, null, 2))
     console.log(`written: ${base}.md and .json`)
   }
 }
@@ -213,7 +224,7 @@ function memoryTargetLine(rs: readonly ChildResult[], factor: number): string {
  * compile, plus the first run) at most 3x the row's median plus the reference's setup (its trace;
  * its compile is trivial). Module load and backend start are reported beside it, not counted.
  */
-function firstCallTargetLine(rs: readonly ChildResult[]): string | undefined {
+function firstCallTargetLine(rs: readonly ChildResult[], touch?: FirstTouch): string | undefined {
   const refSetup = rs.find((r) => r.impl === REFERENCE)?.setupMs
   const fast = rs.filter((r) => r.impl.startsWith('tessera/fast-') && r.status === 'ok' && r.medianMs !== undefined && r.setupMs !== undefined && r.firstRunMs !== undefined)
   if (refSetup === undefined || !fast.length) return undefined
@@ -221,7 +232,10 @@ function firstCallTargetLine(rs: readonly ChildResult[]): string | undefined {
   const ok = fast.filter((r) => r.setupMs! + r.firstRunMs! <= 3 * r.medianMs! + refSetup)
   const over = fast.filter((r) => !ok.includes(r))
   const names = (xs: readonly ChildResult[]) => (xs.length ? xs.map(cell).join(', ') : 'none')
-  return `First-call target (issue 16): setup (trace + compile) + first run at most 3x the median plus the reference's setup (its trace, ${fmt(refSetup, 1)} ms), as "first call vs allowed" in ms; load not counted. Met: ${names(ok)}. Not met: ${names(over)}.`
+  const outMB = fast.find((r) => r.outMB !== undefined)?.outMB
+  // the first call writes its outputs into fresh arrays: that alone costs this much here
+  const floor = touch && outMB !== undefined ? ` Writing the outputs (${fmt(outMB, 2)} MiB) into fresh memory alone costs ${fmt(outMB * touch.freshMsPerMiB, 1)} ms of a first call on this machine (${fmt(outMB * touch.residentMsPerMiB, 2)} ms into memory already written once).` : ''
+  return `First-call target (issue 16): setup (trace + compile) + first run at most 3x the median plus the reference's setup (its trace, ${fmt(refSetup, 1)} ms), as "first call vs allowed" in ms; load not counted. Met: ${names(ok)}. Not met: ${names(over)}.${floor}`
 }
 
 /** Timed calls, per round where there were several. */
@@ -267,6 +281,16 @@ function int16BoundLine(flops: number, peerBest: number, ceiling: readonly Ceili
   return `Int16 bound (issue 16's 0.8x targets): a screened search on 2 threads computes every distance's int16 dot product, ${fmt(flops / 1e9)} GFLOP a call, so at the int16 ceiling (${fmt(c.gflops)} GFLOP/s) it takes at least ${fmt(ms, 2)} ms: ${(ms / peerBest).toFixed(2)}x the fastest peer's median.`
 }
 
+function firstTouchSection(touch: FirstTouch | string): string[] {
+  if (typeof touch === 'string') return ['## Fresh memory', '', touch, '']
+  return [
+    '## Fresh memory: the first write to each page (`pnpm bench:first-touch`)',
+    '',
+    `Measured at the start of this run in a fresh process: filling new 8 MiB Float32Arrays took ${fmt(touch.freshMsPerMiB, 2)} ms per MiB the first time and ${fmt(touch.residentMsPerMiB, 3)} ms per MiB the second (median of 5 arrays, all kept alive). The difference is the page faults of the first write. A first call writes its outputs into fresh arrays, so each workload's first-call line gives what that alone costs here; later calls mostly get memory that earlier calls' collected outputs had already faulted in.`,
+    '',
+  ]
+}
+
 function ceilingSection(ceiling: readonly CeilingRow[] | string): string[] {
   if (typeof ceiling === 'string') return ['## SIMD ceiling', '', ceiling, '']
   return [
@@ -281,7 +305,7 @@ function ceilingSection(ceiling: readonly CeilingRow[] | string): string[] {
   ]
 }
 
-function renderTable(results: ChildResult[], titles: Record<string, string>, m: ReturnType<typeof machine>, started: Date, ceiling?: readonly CeilingRow[] | string): string {
+function renderTable(results: ChildResult[], titles: Record<string, string>, m: ReturnType<typeof machine>, started: Date, ceiling?: readonly CeilingRow[] | string, touch?: FirstTouch | string): string {
   const lines: string[] = []
   lines.push(`# Tessera benchmarks ${quick ? '(quick sizes)' : ''}`.trim(), '')
   lines.push(`${started.toISOString()} · ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB · Node ${m.node} · ${m.platform} · load average at the end ${m.loadavg.join(' ')}`, '')
@@ -297,6 +321,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
   lines.push('"vs peer": time divided by the fastest peer\'s (onnxruntime-node, tfjs-cpu, tfjs-wasm, plain JS, PyTorch); below 1 is faster. Indices are checked against the CPU reference; "ties" counts rows where an index differs only between equally near candidates.', '')
   lines.push('"first call" (as issue 16 defines it: trace plus compile plus first run): in a fresh process with the inputs ready and the implementation loaded, its setup (Tessera: program traced and compiled; ONNX: model built and session created; tfjs: constants prepared; PyTorch: model and optimizer built) plus the first call, as "total (setup + run)" in ms. "load" beside it is what came before, also paid once per process: the implementation\'s module imported and its backend or runtime started (Tessera: the backend package and its backend object; ONNX: `onnxruntime-node`; tfjs: the backend set and ready; PyTorch: `import torch`). The median is of calls after warm-up. Each workload\'s "Configuration" list says how every implementation was set up and how the computation is written (threads, graph optimizations, operand forms).', '')
   if (ceiling) lines.push(...ceilingSection(ceiling))
+  if (touch) lines.push(...firstTouchSection(touch))
   const byW = new Map<string, ChildResult[]>()
   for (const r of results) byW.set(r.workload, [...(byW.get(r.workload) ?? []), r])
   for (const [wid, rs] of byW) {
@@ -330,7 +355,7 @@ function renderTable(results: ChildResult[], titles: Record<string, string>, m: 
     // --quick shares one process among implementations: its peaks say nothing about the target
     const limit = MEMORY_TARGET[wid]
     if (limit && !quick) lines.push(memoryTargetLine(rs, limit), '')
-    const firstLine = quick ? undefined : firstCallTargetLine(rs)
+    const firstLine = quick ? undefined : firstCallTargetLine(rs, typeof touch === 'object' ? touch : undefined)
     if (firstLine) lines.push(firstLine, '')
     const boundLine = flops && FLOP_ROWS.includes(wid) && ceiling && typeof ceiling !== 'string' ? int16BoundLine(flops, peerBest, ceiling) : undefined
     if (boundLine) lines.push(boundLine, '')
