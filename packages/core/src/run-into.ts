@@ -22,26 +22,36 @@ const overlap = (a: ArrayBufferView, b: ArrayBufferView) =>
   a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength && a.byteLength > 0 && b.byteLength > 0
 
 /**
+ * Names for checkInto's messages: an entry's path in the tree it came from (`into.state.embed`)
+ * and the inputs' (`args[1].x`), where the caller has them; else `into[i]` and `input i`.
+ */
+export interface IntoNames {
+  readonly into?: readonly string[]
+  readonly inputs?: readonly string[]
+}
+
+/**
  * Checks `into` against a program's outputs and the call's inputs (see RunOptions): the Left
  * names the entry and what is wrong with it.
  */
-export function checkInto(where: string, outputs: readonly Aval[], inputs: readonly HostTensor[], into: RunOptions['into']): E.Either<TesseraError, void> {
+export function checkInto(where: string, outputs: readonly Aval[], inputs: readonly HostTensor[], into: RunOptions['into'], names?: IntoNames): E.Either<TesseraError, void> {
   if (into === undefined) return E.right(undefined)
   const bad = (msg: string) => E.left(new TesseraError('input', where, msg))
+  const entry = (i: number) => names?.into?.[i] ?? `into[${i}]`
   if (!Array.isArray(into)) return bad(`into must be an array (one entry per output, undefined where a fresh array is wanted), got ${describeValue(into)}`)
   if (into.length > outputs.length) return bad(`into has ${into.length} entries; the program has ${outputs.length} output(s)`)
   for (let i = 0; i < into.length; i++) {
     const t = into[i]
     if (t === undefined) continue
-    const ok = checkHostTensor(t, `into[${i}]`, where)
+    const ok = checkHostTensor(t, entry(i), where)
     if (E.isLeft(ok)) return ok
     const want = outputs[i]!
-    if (t.dtype !== want.dtype || !shapeEq(t.shape, want.shape)) return bad(`into[${i}] is ${fmtAval(t)}; output ${i} is ${fmtAval(want)}`)
+    if (t.dtype !== want.dtype || !shapeEq(t.shape, want.shape)) return bad(`${entry(i)} is ${fmtAval(t)}; ${names?.into ? 'that output' : `output ${i}`} is ${fmtAval(want)}`)
     const input = Array.isArray(inputs) ? inputs.findIndex((x) => ArrayBuffer.isView(x?.data) && overlap(x.data, t.data)) : -1
-    if (input >= 0) return bad(`into[${i}] shares memory with input ${input}: an output may not be written over an input the call still reads`)
+    if (input >= 0) return bad(`${entry(i)} shares memory with ${names?.inputs?.[input] ?? `input ${input}`}: an output may not be written over an input the call still reads`)
     for (let j = 0; j < i; j++) {
       const u = into[j]
-      if (u !== undefined && overlap(u.data, t.data)) return bad(`into[${i}] shares memory with into[${j}]`)
+      if (u !== undefined && overlap(u.data, t.data)) return bad(`${entry(i)} shares memory with ${entry(j)}`)
     }
   }
   return E.right(undefined)

@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, test } from 'vitest'
 import type { Aval, Tensor } from '../src/index.js'
-import { concat, flatten, hashProgram, printProgram, traceOrThrow, unflatten, where } from '../src/index.js'
+import { concat, flatten, flattenAs, hashProgram, printProgram, traceOrThrow, unflatten, where } from '../src/index.js'
 
 const f32 = (...shape: number[]): Aval => ({ shape, dtype: 'float32' })
 
@@ -151,5 +151,36 @@ describe('trees', () => {
     const { leaves, def } = flatten({ a: undefined, b: { leaf: 1 } }, isLeaf)
     expect(leaves).toHaveLength(1)
     expect(unflatten(def, [5])).toEqual({ a: undefined, b: 5 })
+  })
+
+  test("flatten's paths name each leaf; a key that is not an identifier is quoted", () => {
+    const { paths } = flatten({ a: [{ leaf: 1 }], 'b.c': { leaf: 2 } }, isLeaf, 'state')
+    expect(paths).toEqual(['state.a[0]', 'state["b.c"]'])
+  })
+
+  test('flattenAs(def, t) gives the entries of any tree flatten gives def for, in its order', () => {
+    fc.assert(
+      fc.property(treeArb, (t) => {
+        const { leaves, def } = flatten(t, isLeaf)
+        expect(flattenAs(def, t).leaves).toEqual(leaves)
+        // a tree with nothing in it: every entry undefined, one per leaf
+        expect(flattenAs(def, undefined).leaves).toEqual(leaves.map(() => undefined))
+      }),
+      { numRuns: 200 },
+    )
+  })
+
+  test('flattenAs: parts left out are undefined entries; what def has not is an error naming its path', () => {
+    const { def } = flatten({ q: { leaf: 1 }, s: { 'x.y': { leaf: 2 }, z: { leaf: 3 } }, l: [{ leaf: 4 }, { leaf: 5 }], n: undefined }, isLeaf)
+    const got = flattenAs(def, { s: { z: 'Z' }, l: ['A'] }, 'run', 'into')
+    expect(got.leaves).toEqual([undefined, undefined, 'Z', 'A', undefined])
+    expect(got.paths).toEqual(['into.q', 'into.s["x.y"]', 'into.s.z', 'into.l[0]', 'into.l[1]'])
+    expect(() => flattenAs(def, { w: 1 }, 'run', 'into')).toThrow(/into\.w has no counterpart \(entries here: "q", "s", "l", "n"\)/)
+    expect(() => flattenAs(def, { s: { 'x.z': 1 } }, 'run', 'into')).toThrow(/into\.s\["x\.z"\] has no counterpart/)
+    expect(() => flattenAs(def, { l: [1, 2, 3] }, 'run', 'into')).toThrow(/into\.l has 3 entries; 2 expected/)
+    expect(() => flattenAs(def, { l: { 0: 1 } }, 'run', 'into')).toThrow(/into\.l must be an array of 2 entries, got an object/)
+    expect(() => flattenAs(def, { s: [1] }, 'run', 'into')).toThrow(/into\.s must be a plain object with entries "x\.y", "z", got an array of 1/)
+    expect(() => flattenAs(def, { n: 1 }, 'run', 'into')).toThrow(/into\.n has no counterpart: that entry is absent here/)
+    expect(() => flattenAs(def, new Float32Array(2), 'run', 'into')).toThrow(/into must be a plain object .*got Float32Array/)
   })
 })

@@ -1,6 +1,6 @@
 import * as E from 'fp-ts/lib/Either.js'
 import type { Aval, Backend, Executable, HostTensor, MapLeaves, Tensor } from '@tessera/core'
-import { TesseraError, asTesseraError, checkAvals, checkHostTensor, describeValue, flatten, fmtAval, hashProgram, isHostTensor, trace, where as where_ } from '@tessera/core'
+import { TesseraError, asTesseraError, checkAvals, checkHostTensor, checkInto, describeValue, flatten, flattenAs, fmtAval, hashProgram, isHostTensor, trace, where as where_ } from '@tessera/core'
 import { checkEntry, checkNamed } from './check-args.js'
 import type { NonFinitePolicy } from './finite.js'
 import { describeProbe, probeFinite, probeOk } from './finite.js'
@@ -81,6 +81,29 @@ const checkBackend = (backend: unknown, where: string): E.Either<TesseraError, B
     ? E.right(backend as Backend)
     : E.left(new TesseraError('input', where, `backend must be a Backend value (cpuBackend(), ...), got ${describeValue(backend)}`))
 
+/** A tree of the form T whose tensors may each be left out: arrays to write T's tensors into. */
+export type IntoTree<T> = T extends HostTensor
+  ? HostTensor | undefined
+  : T extends readonly unknown[]
+    ? { readonly [K in keyof T]?: IntoTree<T[K]> }
+    : T extends object
+      ? { readonly [K in keyof T]?: IntoTree<T[K]> }
+      : T
+
+/** Options of `runOnHost`. */
+export interface HostRunOptions<O> {
+  /**
+   * Arrays to write the results into, as a tree of the result's form (an earlier result of the
+   * same call is one): each tensor given receives this call's value instead of a fresh array,
+   * and the result holds that very array; one left out gets a fresh array. Each must have its
+   * result's shape and dtype and share no memory with an argument or another entry (the Left
+   * names it by its path, `into.state.embed`); see the core's RunOptions.
+   */
+  readonly into?: IntoTree<MapLeaves<O, Tensor, HostTensor>>
+  /** Names of the arguments for messages (`args[i]` otherwise): `params`, `state`, ... */
+  readonly argNames?: readonly string[]
+}
+
 /**
  * Trace `fn` for the shapes of `args` (trees of host tensors), compile it on `backend` (through
  * `cache` when given) and run it on the args' data. Every failure comes back as a Left.
@@ -90,6 +113,7 @@ export async function runOnHost<A extends readonly unknown[], O>(
   args: A,
   fn: (...args: MapLeaves<A, HostTensor, Tensor>) => O,
   cache?: CompileCache,
+  options?: HostRunOptions<O>,
 ): Promise<E.Either<TesseraError, MapLeaves<O, Tensor, HostTensor>>> {
   const okBackend = checkBackend(backend, 'runOnHost')
   if (E.isLeft(okBackend)) return okBackend
@@ -100,17 +124,32 @@ export async function runOnHost<A extends readonly unknown[], O>(
   if (E.isLeft(traced)) return traced
   const { program, unflattenOutputs } = traced.right
   let leaves: HostTensor[]
+  let paths: string[]
   try {
-    leaves = flatten(args, isHost, 'args').leaves
+    // each argument flattened on its own, so that a leaf's path starts with its argument's name
+    const flat = args.map((a, i) => flatten(a, isHost, options?.argNames?.[i] ?? `args[${i}]`))
+    leaves = flat.flatMap((f) => f.leaves)
+    paths = flat.flatMap((f) => f.paths)
   } catch (e) {
     return E.left(asTesseraError(e, 'runOnHost'))
   }
   const ok = checkAvals('runOnHost', program.inputs.map((v) => v.aval), leaves)
   if (E.isLeft(ok)) return ok
+  let into: (HostTensor | undefined)[] | undefined
+  if (options?.into !== undefined) {
+    try {
+      const named = flattenAs(traced.right.outDef, options.into, 'runOnHost', 'into')
+      into = named.leaves as (HostTensor | undefined)[]
+      const okInto = checkInto('runOnHost', program.outputs.map((v) => v.aval), leaves, into, { into: named.paths, inputs: paths })
+      if (E.isLeft(okInto)) return okInto
+    } catch (e) {
+      return E.left(asTesseraError(e, 'runOnHost'))
+    }
+  }
   try {
     const exe = cache ? cache.get(backend, program) : backend.compile(program)
     try {
-      const outs = await exe.run(leaves)
+      const outs = await exe.run(leaves, into ? { into } : undefined)
       return E.right(unflattenOutputs(outs) as MapLeaves<O, Tensor, HostTensor>)
     } finally {
       if (!cache) exe.dispose()
@@ -155,14 +194,25 @@ export interface HostApplyArgs<Q extends Quantizer = Quantizer> {
    * option `apply` never reads is refused.
    */
   readonly options?: HostCallOptions<Q>
+  /**
+   * An earlier result of this call (same quantizer, shapes and options), or part of one, whose
+   * arrays this call writes its results into instead of fresh ones; the result returned holds
+   * them. A training loop that alternates two results allocates nothing per step. No entry may
+   * share memory with an argument: pass the result before last, not the one whose state this
+   * call reads (the Left names the entry). A call that fails may have written part of them.
+   */
+  readonly into?: HostApplyInto
 }
+
+/** What `into` may be: a HostApplyResult, or any part of one. */
+export type HostApplyInto = IntoTree<Omit<HostApplyResult, 'nonFinite'>> & { readonly nonFinite?: string }
 
 const POLICIES: readonly NonFinitePolicy[] = ['error', 'skip-update', 'propagate']
 
 /** The checks of `applyOnHost`'s arguments, in order; the Left names the argument. */
 function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
-  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, nonFinite?, options? }, got ${describeValue(args)}`))
-  const known = ['params', 'state', 'x', 'training', 'key', 'nonFinite', 'options']
+  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, nonFinite?, options?, into? }, got ${describeValue(args)}`))
+  const known = ['params', 'state', 'x', 'training', 'key', 'nonFinite', 'options', 'into']
   const unknown = Object.keys(args).find((k) => !known.includes(k))
   if (unknown !== undefined) return E.left(new TesseraError('input', where, `args has an unknown field ${JSON.stringify(unknown)} (known: ${known.join(', ')})`))
   if (args.training !== undefined && typeof args.training !== 'boolean') return E.left(new TesseraError('input', where, `training must be a boolean, got ${describeValue(args.training)}`))
@@ -311,6 +361,8 @@ export async function applyOnHost<Q extends Quantizer>(
       }
     },
     cache,
+    // a result's nonFinite is a message, not an array to write into
+    { ...(args.into !== undefined ? { into: intoTree(args.into) as never } : {}), argNames: ['params', 'state', 'x', 'key', 'options'] },
   )
   if (E.isLeft(r)) return r
   const { finite, ...out } = r.right as HostApplyResult & { finite?: HostTensor }
@@ -323,6 +375,13 @@ export async function applyOnHost<Q extends Quantizer>(
     }
   }
   return E.right(out)
+}
+
+/** `into` without a result's nonFinite message (anything else is checked against the outputs). */
+function intoTree(into: HostApplyInto): unknown {
+  if (typeof into !== 'object' || into === null || Array.isArray(into) || !('nonFinite' in into)) return into
+  const { nonFinite: _message, ...arrays } = into
+  return arrays
 }
 
 /** Run `indicesToCodes` on host indices, checking params (and state, when given) against the specs first. */
