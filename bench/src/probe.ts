@@ -1,5 +1,5 @@
 /**
- * `pnpm bench:probe <first-call|machine-steady|w1-parts|int-dots> [args...] [--repeat N]`: bundles one of src/probes/ as
+ * `pnpm bench:probe <first-call|machine-steady|w1-parts|int-dots|apply-into> [args...] [--repeat N]`: bundles one of src/probes/ as
  * the bench's child is bundled (plain node on an esbuild bundle, so cold code is measured as the
  * bench measures it) and runs it in N fresh processes (default 3), printing each one's line.
  */
@@ -16,6 +16,7 @@ const PROBES: Readonly<Record<string, readonly string[]>> = {
   // relaxed SIMD is on by default from Node 22
   'w1-parts': NODE_FLAGS['tessera/fast-wasm-relaxed-2t'] ?? [],
   'int-dots': NODE_FLAGS['tessera/fast-wasm-relaxed-2t'] ?? [],
+  'apply-into': [],
 }
 
 const here = dirname(fileURLToPath(import.meta.url))

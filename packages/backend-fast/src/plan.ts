@@ -1,6 +1,6 @@
 import { TesseraError } from '@tessera/core'
 import type { ChainStep, Eqn, LoopStep, NearestPattern, Prim, Program, RowChain, Var } from '@tessera/core'
-import { ValueFacts, nearestDims, scheduleLoops } from '@tessera/core'
+import { ValueFacts, nearestDims, readReturnedSelections, scheduleLoops } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import type { ChainStepDesc } from './chain-runner.js'
 import type { GeneratedKernel } from './loops.js'
@@ -139,7 +139,9 @@ const ROWS = { chainMinElems: 1 << 20, blockElems: 32768, threadMinElems: 1 << 1
 export function planProgram(program0: Program, opts: PlanOptions): Plan {
   // exact rewrites so dense products and their gradients need no transposed copies (they fold
   // transposes only: a program without one is left as it is, and its first compile skips their code)
-  const program = program0.eqns.some((e) => e.prim === 'transpose') ? foldGemmTransposes(program0) : program0
+  const folded = program0.eqns.some((e) => e.prim === 'transpose') ? foldGemmTransposes(program0) : program0
+  // a returned value a selection reads too (VectorQuantize's distances) is computed once
+  const program = readReturnedSelections(folded)
   const schedule = scheduleLoops(program, {
     nearest: opts.wasm,
     ...(opts.wasm ? { expMap: { minElems: MAP_MIN_ELEMS, step: MAP_STEP, maxWidth: MAP_CHUNK } } : {}),

@@ -19,6 +19,20 @@ describe('fusion', () => {
     expect(planProgram(p, { wasm: false, threads: 1 }).steps.length).toBe(1)
   })
 
+  test('distances returned and selected from (VectorQuantize) are computed once: the argmax reads the returned buffer', async () => {
+    const p = traceOrThrow([f32([6, 3]), f32([4, 3])], (x: Tensor, c: Tensor) => {
+      const d = x.square().sum(-1, true).add(c.square().sum(-1)).sub(x.matmul(c.mT).mul(2)).maximum(1e-8).sqrt().neg()
+      return [d.argmax(-1), d.reshape([2, 3, 4])]
+    }).program
+    const steps = planProgram(p, { wasm: true, threads: 1 }).steps
+    const sources = steps.flatMap((s) => (s.kind === 'kernel' ? [s.kernel.source] : []))
+    expect(sources.filter((src) => src.includes('Math.sqrt'))).toHaveLength(1)
+    const ins = [tensorOf(Array.from({ length: 18 }, (_, i) => Math.sin(i) * 2), [6, 3]), tensorOf(Array.from({ length: 12 }, (_, i) => Math.cos(i * 3)), [4, 3])]
+    const want = interpretProgram(p, ins)
+    const got = await runOrThrow(p, ins, fastBackend({ threads: 1 }))
+    got.forEach((t, i) => expect(Array.from(t.data)).toEqual(Array.from(want[i]!.data)))
+  })
+
   test('a value read through an expanding broadcast is stored once, not recomputed per copy', () => {
     const p = traceOrThrow([f32([6])], (x: Tensor) => [x.exp().reshape([6, 1]).broadcastTo([6, 50]).add(1)]).program
     const steps = planProgram(p, { wasm: false, threads: 1 }).steps
