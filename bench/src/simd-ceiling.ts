@@ -9,7 +9,8 @@
  * child process with relaxed SIMD enabled) and writes it into the results.
  */
 import { Worker } from 'node:worker_threads'
-import { Code, V128, assemble, relaxedSimdSupported } from '../../packages/backend-fast/src/wasm/asm.js'
+import { Code, relaxedSimdSupported } from '../../packages/backend-fast/src/wasm/asm.js'
+import { CHAINS, UNROLL, chainKernel } from './chain-kernel.js'
 
 export interface CeilingRow {
   readonly kind: 'mul+add' | 'relaxed madd' | 'int16 dot'
@@ -18,11 +19,6 @@ export interface CeilingRow {
   readonly gflops: number
 }
 
-/** Independent accumulator chains: enough to cover the add (or FMA) latency on every port. */
-const CHAINS = 12
-/** Multiply-adds per chain per call of `run(iters)`. */
-const UNROLL = 4
-
 /**
  * `run(iters)`: CHAINS accumulators, each updated UNROLL times per iteration with a multiply and an
  * add (or one relaxed madd) of register operands; the sum is stored so that nothing is dead code.
@@ -30,25 +26,11 @@ const UNROLL = 4
  * loop-invariant operands would be computed once by TurboFan, leaving only the adds.
  */
 function kernel(kind: CeilingRow['kind']): Uint8Array {
-  const c = new Code(1)
-  const acc = Array.from({ length: CHAINS }, () => c.local(V128))
-  const x = c.local(V128), y = c.local(V128)
-  c.vConstF32([1.0000001, 0.9999999, 1.0000002, 0.9999998]).set(x)
-  c.vConstF32([1e-7, 2e-7, 3e-7, 4e-7]).set(y)
-  c.loop()
-  for (let u = 0; u < UNROLL; u++)
-    for (const a of acc) {
-      if (kind === 'relaxed madd') c.get(a).get(x).get(y).f32x4RelaxedMadd().set(a)
-      else if (kind === 'int16 dot') c.get(a).get(x).i32x4DotI16x8S().get(y).i32x4Add().set(a)
-      else c.get(a).get(x).f32x4Mul().get(y).f32x4Add().set(a)
-    }
-  c.get(0).i32(1).i32Sub().tee(0).brIf(0)
-  c.end()
-  c.i32(0)
-  c.get(acc[0]!)
-  for (let i = 1; i < CHAINS; i++) c.get(acc[i]!).f32x4Add()
-  c.vStore(0)
-  return assemble(1, [{ name: 'run', code: c }])
+  return chainKernel(new Code(1), (c, a, x, y) => {
+    if (kind === 'relaxed madd') c.get(a).get(x).get(y).f32x4RelaxedMadd().set(a)
+    else if (kind === 'int16 dot') c.get(a).get(x).i32x4DotI16x8S().get(y).i32x4Add().set(a)
+    else c.get(a).get(x).f32x4Mul().get(y).f32x4Add().set(a)
+  })
 }
 
 const WORKER = `

@@ -1,11 +1,12 @@
 /**
  * Multiply-add throughput of WebAssembly's integer dot products on one thread, beside relaxed
  * SIMD's float32 madd: what an int8 screen of the nearest-code search could gain over the int16 one
- * (bench/README.md, section of 2026-12-07 09:30-11:40 UTC). Chains as in simd-ceiling.ts, each
+ * (bench/README.md, section of 2026-12-07 09:30-11:40 UTC). Chains as in simd-ceiling.ts (chain-kernel.ts), each
  * dot taking the accumulator as an operand so TurboFan cannot compute it once for the loop.
  * Run through `pnpm bench:probe int-dots` (relaxed SIMD enabled on Node 20).
  */
-import { Code, V128, assemble } from '../../../packages/backend-fast/src/wasm/asm.js'
+import { Code } from '../../../packages/backend-fast/src/wasm/asm.js'
+import { CHAINS, UNROLL, chainKernel } from '../chain-kernel.js'
 
 /** The relaxed-SIMD integer opcodes the backend's assembler has no use for. */
 class DotCode extends Code {
@@ -27,29 +28,15 @@ const MACS: Record<Kind, number> = {
   'i32x4.relaxed_dot_i8x16_i7x16_add_s': 16,
   'f32x4.relaxed_madd': 4,
 }
-const [CHAINS, UNROLL, ITERS] = [12, 4, 2_000_000]
+const ITERS = 2_000_000
 
 function kernel(kind: Kind): Uint8Array {
-  const c = new DotCode(1)
-  const acc = Array.from({ length: CHAINS }, () => c.local(V128))
-  const x = c.local(V128), y = c.local(V128)
-  c.vConstF32([1.0000001, 0.9999999, 1.0000002, 0.9999998]).set(x)
-  c.vConstF32([1e-7, 2e-7, 3e-7, 4e-7]).set(y)
-  c.loop()
-  for (let u = 0; u < UNROLL; u++)
-    for (const a of acc) {
-      if (kind === 'i32x4.dot_i16x8_s + i32x4.add') c.get(a).get(x).i32x4DotI16x8S().get(y).i32x4Add().set(a)
-      else if (kind === 'i16x8.relaxed_dot_i8x16_i7x16_s + i16x8.add') c.get(a).get(x).dotI8I7().get(y).i16x8Add().set(a)
-      else if (kind === 'i32x4.relaxed_dot_i8x16_i7x16_add_s') c.get(a).get(x).get(y).dotI8I7Add().set(a)
-      else c.get(a).get(x).get(y).f32x4RelaxedMadd().set(a)
-    }
-  c.get(0).i32(1).i32Sub().tee(0).brIf(0)
-  c.end()
-  c.i32(0)
-  c.get(acc[0]!)
-  for (let i = 1; i < CHAINS; i++) c.get(acc[i]!).i32x4Add()
-  c.vStore(0)
-  return assemble(1, [{ name: 'run', code: c }], false)
+  return chainKernel(new DotCode(1), (c, a, x, y) => {
+    if (kind === 'i32x4.dot_i16x8_s + i32x4.add') c.get(a).get(x).i32x4DotI16x8S().get(y).i32x4Add().set(a)
+    else if (kind === 'i16x8.relaxed_dot_i8x16_i7x16_s + i16x8.add') c.get(a).get(x).dotI8I7().get(y).i16x8Add().set(a)
+    else if (kind === 'i32x4.relaxed_dot_i8x16_i7x16_add_s') c.get(a).get(x).get(y).dotI8I7Add().set(a)
+    else c.get(a).get(x).get(y).f32x4RelaxedMadd().set(a)
+  }, false)
 }
 
 const memory = new WebAssembly.Memory({ initial: 1, maximum: 1 })

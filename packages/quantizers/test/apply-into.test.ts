@@ -8,6 +8,7 @@ import { applyOnHost, runOnHost } from '../src/run.js'
 import type { HostApplyResult } from '../src/run.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
 import { orThrow, randn } from './helpers.js'
+import { describeLanes } from './lanes.js'
 import { keyFor, nodeLanes, xFor, zoo } from './zoo.js'
 
 /**
@@ -33,31 +34,23 @@ const garbageResult = (r: HostApplyResult): HostApplyResult => {
 }
 const values = (a: Arrays) => Object.fromEntries(Object.entries(a).map(([k, t]) => [k, { shape: t.shape, dtype: t.dtype, data: Array.from(t.data) }]))
 
-for (const lane of nodeLanes) {
-  describe(`applyOnHost into: ${lane.name}`, async () => {
-    const made = await lane.make()
-    if ('skip' in made) {
-      it.skip(`${lane.name} skipped: ${made.skip}`, () => {})
-      return
-    }
-    const backend = made
-    for (const e of zoo)
-      for (const training of [false, true])
-        it(`${e.name} ${training ? 'training' : 'eval'}: the values of a fresh call, in the arrays given`, async () => {
-          const init = e.q.init(random.keyFromSeed(3))
-          const args = { params: init.params, state: init.state, x: xFor(e), key: keyFor(5), training, nonFinite: 'propagate' as const }
-          const fresh = await applyOnHost(e.q, args, backend)
-          if (E.isLeft(fresh)) throw fresh.left
-          const into = garbageResult(fresh.right)
-          const given = arraysOf(into)
-          const r = await applyOnHost(e.q, { ...args, into }, backend)
-          if (E.isLeft(r)) throw r.left
-          const got = arraysOf(r.right)
-          expect(values(got)).toEqual(values(arraysOf(fresh.right)))
-          for (const [path, t] of Object.entries(got)) expect(t.data, path).toBe(given[path]!.data)
-        })
-  })
-}
+describeLanes('apply-into', nodeLanes, (lane) => `applyOnHost into: ${lane.name}`, (backend) => {
+  for (const e of zoo)
+    for (const training of [false, true])
+      it(`${e.name} ${training ? 'training' : 'eval'}: the values of a fresh call, in the arrays given`, async () => {
+        const init = e.q.init(random.keyFromSeed(3))
+        const args = { params: init.params, state: init.state, x: xFor(e), key: keyFor(5), training, nonFinite: 'propagate' as const }
+        const fresh = await applyOnHost(e.q, args, backend)
+        if (E.isLeft(fresh)) throw fresh.left
+        const into = garbageResult(fresh.right)
+        const given = arraysOf(into)
+        const r = await applyOnHost(e.q, { ...args, into }, backend)
+        if (E.isLeft(r)) throw r.left
+        const got = arraysOf(r.right)
+        expect(values(got)).toEqual(values(arraysOf(fresh.right)))
+        for (const [path, t] of Object.entries(got)) expect(t.data, path).toBe(given[path]!.data)
+      })
+})
 
 describe('applyOnHost into: a training loop over two results', () => {
   const q = orThrow(vectorQuantize({ dim: 4, codebook_size: 8, decay: 0.8, kmeans_init: false }))
