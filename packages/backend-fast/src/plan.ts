@@ -27,6 +27,7 @@ import { MAP_CHUNK, MAP_STEP, mathMapFactory, mathMapModule } from './wasm/mathm
 import { smallKFits, smallKLayout, smallKModule } from './wasm/smallk.js'
 import { NO_FOLDS, probeFolds, scanStep } from './scan-steps.js'
 import { gatherSteps } from './gather-step.js'
+import { matchOneHotCounts, matchOneHotProduct, oneHotCountsKernel, oneHotProductKernel } from './one-hot.js'
 import type { ReduceScan } from './wasm/reduce-scan.js'
 import { reduceScan } from './wasm/reduce-scan.js'
 
@@ -194,6 +195,26 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   // (a schedule without a top-level matmul step has none to pick: then the GEMM code is not run)
   const anyMatmul = schedule.steps.some((st) => st.kind === 'matmul')
   const gemms = opts.wasm && anyMatmul ? planGemms(schedule, opts.gemmMinMacs ?? GEMM_MIN_MACS, opts.threads, opts.relaxedSimd ?? false, undefined, opts.workers, calls) : NO_GEMMS
+  // VectorQuantize's EMA sums and counts over a one-hot matrix, as scatter-adds (one-hot.ts); the
+  // transposed one-hot a product reads, where nothing else does, is then not computed
+  const oneHotG = { def: (v: Var) => graph.def(v), isStored: (v: Var) => stored.has(v.id) }
+  const oneHotProducts = new Map<Eqn, NonNullable<ReturnType<typeof matchOneHotProduct>>>()
+  for (const st of schedule.steps) {
+    const m = st.kind === 'matmul' ? matchOneHotProduct(st.eqn, oneHotG) : undefined
+    if (m) oneHotProducts.set((st as Extract<LoopStep, { kind: 'matmul' }>).eqn, m)
+  }
+  const oneHotDropped = new Set([...oneHotProducts.values()].flatMap((m) => (graph.uses(m.transposed).length === 1 && !graph.isOutput(m.transposed) ? [m.transposed.id] : [])))
+  const oneHotStep = (st: LoopStep): Step | undefined => {
+    if (st.kind === 'matmul') {
+      const m = oneHotProducts.get(st.eqn)
+      const out = slotOf(st.eqn.out)
+      return m && { kind: 'kernel', out, kernel: oneHotProductKernel(slotOf(m.oneHot.idx), slotOf(m.x), out, m.oneHot.codes), prim: 'matmul' }
+    }
+    const c = st.kind === 'reduce' && st.sides.length === 0 ? matchOneHotCounts(st.eqn, oneHotG) : undefined
+    if (!c) return undefined
+    const out = slotOf((st as Extract<LoopStep, { kind: 'reduce' }>).eqn.out)
+    return { kind: 'kernel', out, kernel: oneHotCountsKernel(slotOf(c.idx), out, c.codes), prim: 'reduce_sum' }
+  }
   const elems = elementwiseSet()
   /** A WebAssembly loop for stored `v` where its expression is in the kernel's subset. */
   type Proto = Step | { readonly kind: 'elemExpr'; readonly out: number; readonly expr: ElemExpr; readonly n: number }
@@ -252,6 +273,8 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const writesOf = (p: Proto): readonly number[] | undefined => (p.kind === 'elemExpr' ? [p.out] : stepWrites(p))
   /** A top-level step, its side outputs split off into WebAssembly loops where they all fit. */
   const topSteps = (st: LoopStep): Proto[] => {
+    const oh = oneHotStep(st)
+    if (oh) return [oh]
     const fold = folds.step(st)
     if (fold) return [{ kind: 'kernel', ...fold }]
     const sc = scanStep(st, scanEnv, opts.wasm ? scans : undefined)
@@ -382,7 +405,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     return out.map((p) => ('kind' in p ? p : rowSumStep(p)))
   }
   const protos = schedule.steps
-    .filter((st) => !gemms.dropped(st) && !folds.dropped(st))
+    .filter((st) => !gemms.dropped(st) && !folds.dropped(st) && !(st.kind === 'loop' && oneHotDropped.has(st.out.id)))
     // a |x|² the search sums itself: only its side outputs are left to compute
     .flatMap((st): Proto[] => (squares.dropped(st) ? (st as Extract<LoopStep, { kind: 'reduce' }>).sides.map((v) => elemStep(v)!) : st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
   // elementwise loops of one size merge into one pass where the order allows (Adam's per parameter)
