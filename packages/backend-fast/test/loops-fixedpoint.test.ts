@@ -212,3 +212,17 @@ describe('inline tanh', () => {
     expect(differ).toBeLessThan(10)
   })
 })
+
+describe('max and min written inline', () => {
+  const pairs = fc.array(fc.tuple(fc.constantFrom(...SPECIAL), fc.constantFrom(...SPECIAL)), { minLength: 1, maxLength: 40 })
+  test.prop([pairs, fc.constantFrom(...SPECIAL)], { numRuns: 60 })('of two values and of a value and a literal: the reference\'s bits (NaN, signed zeros)', async (xy, lit) => {
+    const n = xy.length
+    const p = traceOrThrow([f32([n]), f32([n])], (x: Tensor, y: Tensor) => [
+      x.mul(1).maximum(y.mul(1)), x.mul(1).minimum(y.mul(1)), x.mul(1).maximum(lit), x.mul(1).minimum(lit),
+      y.builder.full([n], lit).maximum(x.mul(1)), y.builder.full([n], lit).minimum(x.mul(1)),
+    ]).program
+    // every max and min of these kernels is inline (its operands are locals or literals)
+    expect(sources(p).some((src) => /\bM(AX|IN)\(/.test(src))).toBe(false)
+    await sameAsReference(p, [tensorOf(xy.map((v) => v[0]), [n]), tensorOf(xy.map((v) => v[1]), [n])])
+  })
+})
