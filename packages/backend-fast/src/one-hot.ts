@@ -90,10 +90,13 @@ export function matchOneHotCounts(e: Eqn, g: OneHotGraph): OneHot | undefined {
   return matchOneHot(v, g)
 }
 
-/** The codes' sums of x's rows (T x D) by token index into out (C x D), as OneHot describes. */
-export function oneHotProduct(idx: Int32Array, x: Float32Array, out: Float32Array, codes: number): void {
+/**
+ * The codes' sums of x's rows (T x D) by token index into out (C x D), as OneHot describes;
+ * `acc` (C x D float64, overwritten) is the sums' scratch.
+ */
+export function oneHotProduct(idx: Int32Array, x: Float32Array, out: Float32Array, codes: number, acc: Float64Array = new Float64Array(out.length)): void {
   const T = idx.length, D = x.length / T
-  const acc = new Float64Array(codes * D)
+  acc.fill(0)
   for (let t = 0; t < T; t++) {
     const c = idx[t]!
     if (c < 0 || c >= codes) continue
@@ -129,9 +132,15 @@ export function oneHotCounts(idx: Int32Array, out: Float32Array, codes: number):
 
 /** Kernels for plan steps: the product's and the counts' (slots of the indices, x and the result). */
 export function oneHotProductKernel(idxSlot: number, xSlot: number, out: number, codes: number): GeneratedKernel {
+  // the float64 sums, kept between calls (fresh memory costs page faults every call)
+  let acc: Float64Array | undefined
   return {
     source: `/* one-hot product: codes' sums of b${xSlot}'s rows by b${idxSlot} into b${out} */`,
-    fn: (B) => oneHotProduct(B[idxSlot] as Int32Array, B[xSlot] as Float32Array, B[out] as Float32Array, codes),
+    fn: (B) => {
+      const o = B[out] as Float32Array
+      if (acc?.length !== o.length) acc = new Float64Array(o.length)
+      oneHotProduct(B[idxSlot] as Int32Array, B[xSlot] as Float32Array, o, codes, acc)
+    },
   }
 }
 
