@@ -117,23 +117,20 @@ function reexecUnderXvfb(): boolean {
 }
 
 /**
- * The SIMD ceiling (simd-ceiling.ts) in a child process of its own (which enables relaxed SIMD on
- * Node 20), measured before the workloads while nothing else of the run is going on.
+ * A microbenchmark's JSON line from `file --json` run in a child process of its own (fresh memory;
+ * relaxed SIMD enabled on Node 20 by the ceiling's own re-run), or why it failed.
  */
-function measureCeiling(): CeilingRow[] | string {
-  const r = spawnSync(process.execPath, [...process.execArgv, join(here, 'simd-ceiling.ts'), '--json'], { encoding: 'utf8' })
+function jsonChild<T>(file: string, what: string): T | string {
+  const r = spawnSync(process.execPath, [...process.execArgv, join(here, file), '--json'], { encoding: 'utf8' })
   const line = r.stdout?.trim().split('\n').pop()
-  if (r.status !== 0 || !line) return `the ceiling microbenchmark failed: ${(r.stderr ?? '').trim().split('\n').pop() ?? r.status}`
-  return JSON.parse(line) as CeilingRow[]
+  if (r.status !== 0 || !line) return `the ${what} microbenchmark failed: ${(r.stderr ?? '').trim().split('\n').pop() ?? r.status}`
+  return JSON.parse(line) as T
 }
 
-/** The cost of writing into fresh memory (first-touch.ts), in a fresh child process. */
-function measureFirstTouch(): FirstTouch | string {
-  const r = spawnSync(process.execPath, [...process.execArgv, join(here, 'first-touch.ts'), '--json'], { encoding: 'utf8' })
-  const line = r.stdout?.trim().split('\n').pop()
-  if (r.status !== 0 || !line) return `the first-touch microbenchmark failed: ${(r.stderr ?? '').trim().split('\n').pop() ?? r.status}`
-  return JSON.parse(line) as FirstTouch
-}
+/** The SIMD ceiling (simd-ceiling.ts), measured before the workloads while nothing else of the run is going on. */
+const measureCeiling = () => jsonChild<CeilingRow[]>('simd-ceiling.ts', 'ceiling')
+/** The cost of writing into fresh memory (first-touch.ts). */
+const measureFirstTouch = () => jsonChild<FirstTouch>('first-touch.ts', 'first-touch')
 
 async function main(): Promise<void> {
   if (reexecUnderXvfb()) return

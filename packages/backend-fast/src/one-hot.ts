@@ -97,27 +97,25 @@ export function matchOneHotCounts(e: Eqn, g: OneHotGraph): OneHot | undefined {
 export function oneHotProduct(idx: Int32Array, x: Float32Array, out: Float32Array, codes: number, acc: Float64Array = new Float64Array(out.length)): void {
   const T = idx.length, D = x.length / T
   acc.fill(0)
+  // per column, the one code whose tokens hold its values that are not finite (-2: none; -1:
+  // tokens of two codes, or one of none): 0 x such a value is NaN in every other code's sum
+  const owner = new Int32Array(D).fill(-2)
   for (let t = 0; t < T; t++) {
     const c = idx[t]!
-    if (c < 0 || c >= codes) continue
-    for (let d = 0, o = c * D, i = t * D; d < D; d++) acc[o + d]! += x[i + d]!
+    const mine = c >= 0 && c < codes
+    for (let d = 0, o = c * D, i = t * D; d < D; d++) {
+      const v = x[i + d]!
+      if (mine) acc[o + d]! += v
+      if (v - v !== 0) {
+        const w = owner[d]!
+        owner[d] = w === -1 || !mine || (w !== -2 && w !== c) ? -1 : c
+      }
+    }
   }
   for (let i = 0; i < acc.length; i++) out[i] = acc[i]!
-  // a column with a value that is not finite: 0 x it is NaN for every other code
   for (let d = 0; d < D; d++) {
-    let owner = -2
-    for (let t = 0; t < T; t++) {
-      if (Number.isFinite(x[t * D + d]!)) continue
-      const c = idx[t]!
-      // -1: tokens of two codes, or one of none: every code's sum has a 0 x it term
-      if (c < 0 || c >= codes || (owner !== -2 && owner !== c)) {
-        owner = -1
-        break
-      }
-      owner = c
-    }
-    if (owner === -2) continue
-    for (let c = 0; c < codes; c++) if (c !== owner) out[c * D + d] = NaN
+    const w = owner[d]!
+    if (w !== -2) for (let c = 0; c < codes; c++) if (c !== w) out[c * D + d] = NaN
   }
 }
 

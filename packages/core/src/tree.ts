@@ -3,6 +3,7 @@
  * quantizer results travel in and out of traced functions.
  */
 import { TesseraError } from './error.js'
+import { describeValue } from './host-tensor.js'
 
 export type Tree<L> = L | readonly Tree<L>[] | { readonly [k: string]: Tree<L> }
 
@@ -74,14 +75,14 @@ export function flattenAs(def: TreeDef, tree: unknown, where = 'tree', root = wh
         if (!absent(t)) fail(path, 'has no counterpart: that entry is absent here')
         return
       case 'array':
-        if (!absent(t) && !Array.isArray(t)) fail(path, `must be an array of ${d.items.length} entries, got ${describe(t)}`)
+        if (!absent(t) && !Array.isArray(t)) fail(path, `must be an array of ${d.items.length} entries, got ${describeValue(t)}`)
         if (Array.isArray(t) && t.length > d.items.length) fail(path, `has ${t.length} entries; ${d.items.length} expected`)
         d.items.forEach((item, i) => go(item, (t as unknown[] | undefined)?.[i], `${path}[${i}]`))
         return
       case 'object': {
         const proto = typeof t === 'object' && t !== null ? Object.getPrototypeOf(t) : undefined
         if (!absent(t) && (Array.isArray(t) || (proto !== Object.prototype && proto !== null)))
-          fail(path, `must be a plain object with entries ${d.keys.map((k) => JSON.stringify(k)).join(', ')}, got ${describe(t)}`)
+          fail(path, `must be a plain object with entries ${d.keys.map((k) => JSON.stringify(k)).join(', ')}, got ${describeValue(t)}`)
         const extra = absent(t) ? undefined : Object.keys(t as object).find((k) => !d.keys.includes(k))
         if (extra !== undefined) fail(child(path, extra), `has no counterpart (entries here: ${d.keys.map((k) => JSON.stringify(k)).join(', ')})`)
         d.keys.forEach((k, j) => go(d.items[j]!, absent(t) ? undefined : (t as Record<string, unknown>)[k], child(path, k)))
@@ -92,9 +93,6 @@ export function flattenAs(def: TreeDef, tree: unknown, where = 'tree', root = wh
   go(def, tree, root)
   return { leaves, paths }
 }
-
-const describe = (t: unknown): string =>
-  Array.isArray(t) ? `an array of ${t.length}` : ArrayBuffer.isView(t) ? t.constructor.name : typeof t === 'object' && t !== null && 'dtype' in t ? 'a tensor' : typeof t === 'object' ? 'an object' : `a ${typeof t}`
 
 /** Rebuild a tree of the given structure from leaves in flatten's order. */
 export function unflatten<L>(def: TreeDef, leaves: readonly L[]): unknown {

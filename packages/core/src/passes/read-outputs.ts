@@ -12,10 +12,17 @@ import { makeProgram } from '../program.js'
  * outputs (FSQ's codes and index sum).
  */
 export function readReturnedSelections(p: Program): Program {
+  const isSelect = (e: Eqn) => e.prim === 'argmin' || e.prim === 'argmax'
+  // most programs have no selection: nothing to walk on their compile
+  if (!p.eqns.some(isSelect)) return p
   const outputs = new Set(p.outputs.map((v) => v.id))
   const uses = new Map<number, Eqn[]>()
-  for (const e of p.eqns) for (const v of e.inputs) uses.set(v.id, [...(uses.get(v.id) ?? []), e])
-  const isSelect = (e: Eqn) => e.prim === 'argmin' || e.prim === 'argmax'
+  for (const e of p.eqns)
+    for (const v of e.inputs) {
+      const us = uses.get(v.id)
+      if (us) us.push(e)
+      else uses.set(v.id, [e])
+    }
   // per value: the reshape that returns it, where a selection reads it too
   const returned = new Map<number, Eqn>()
   for (const e of p.eqns) {
