@@ -365,7 +365,7 @@ const simple = (s: string) => /^[A-Za-z_$][\w$]*$/.test(s) || /^\(?-?(\d+\.?\d*|
  * max or min (`op` > or <) with the helper's semantics (NaN when either is NaN), written inline
  * where both operands are simple: a NaN result is then the NaN operand itself rather than a NaN
  * constant, which keeps V8 from a slower path (VectorQuantize's max(d, 1e-8) over its distance
- * matrix: 44-52 ms through MAX against 29-35 inline, bench/README.md).
+ * matrix; bench/README.md, "max and min inline in the JS loops", has the measurement).
  */
 function pick(x: string, y: string, op: '>' | '<', helper: string): string {
   if (!simple(x) || !simple(y)) return `${helper}(${x}, ${y})`
