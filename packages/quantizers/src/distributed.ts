@@ -6,6 +6,8 @@ import { checkHostOptions } from './host-options.js'
 import type { Named, QuantizeResult, Quantizer } from './quantizer.js'
 import type { CompileCache, HostApplyResult } from './run.js'
 import { callApply, checkStepTensors } from './run.js'
+import type { ExtraSelection } from './extra-select.js'
+import { checkExtraSelection, selectExtra } from './extra-select.js'
 
 export interface RankApplyArgs<Q extends Quantizer = Quantizer> {
   readonly params: Named<HostTensor>
@@ -20,6 +22,8 @@ export interface RankApplyArgs<Q extends Quantizer = Quantizer> {
    * rank's (a `mask` of this rank's shard, for instance). Every rank passes the same option names.
    */
   readonly options?: HostCallOptions<Q>
+  /** The names of the `extra` entries to return, as `applyOnHost` takes them (default: all). */
+  readonly extra?: ExtraSelection
 }
 
 /**
@@ -42,8 +46,8 @@ export async function applyOnRank<Q extends Quantizer>(
   const bad = checkCollective(collective, where)
   if (bad) return E.left(bad)
   if (typeof backend?.compile !== 'function') return E.left(new TesseraError('input', where, `backend must be a Backend value, got ${describeValue(backend)}`))
-  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, options? }, got ${describeValue(args)}`))
-  const known = ['params', 'state', 'x', 'training', 'key', 'options']
+  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, options?, extra? }, got ${describeValue(args)}`))
+  const known = ['params', 'state', 'x', 'training', 'key', 'options', 'extra']
   const unknown = Object.keys(args).find((k) => !known.includes(k))
   if (unknown !== undefined) return E.left(new TesseraError('input', where, `args has an unknown field ${JSON.stringify(unknown)} (known: ${known.join(', ')})`))
   if (args.training !== undefined && typeof args.training !== 'boolean') return E.left(new TesseraError('input', where, `training must be a boolean, got ${describeValue(args.training)}`))
@@ -51,6 +55,8 @@ export async function applyOnRank<Q extends Quantizer>(
   if (E.isLeft(step)) return step
   const options = checkHostOptions(q, args.options, where)
   if (E.isLeft(options)) return options
+  const extra = checkExtraSelection(args.extra, where)
+  if (E.isLeft(extra)) return extra
   const { params, state, x, key } = step.right
   const training = args.training ?? false
   const world = { size: collective.size }
@@ -58,7 +64,7 @@ export async function applyOnRank<Q extends Quantizer>(
   const traced = trace(specs as unknown as readonly Aval[], (...ins: unknown[]) => {
     const [p, s, xs, k, ot] = ins as [Named<Tensor>, Named<Tensor>, Tensor, Tensor | null, readonly Tensor[]]
     const r: QuantizeResult = callApply(q, where, options.right, ot, { training, world, ...(k ? { key: k } : {}) }, (o) => q.apply(p, s, xs, o))
-    return { quantized: r.quantized, indices: r.indices, loss: r.loss, losses: { ...r.losses }, state: { ...r.state }, extra: { ...(r.extra ?? {}) } }
+    return { quantized: r.quantized, indices: r.indices, loss: r.loss, losses: { ...r.losses }, state: { ...r.state }, extra: selectExtra(r.extra, extra.right, where) }
   })
   if (E.isLeft(traced)) return traced
   const leaves = flatten(specs, isHostTensor, 'args').leaves

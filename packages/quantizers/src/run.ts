@@ -8,6 +8,8 @@ import type { CheckedOptions, HostCallOptions } from './host-options.js'
 import { buildOptions, checkHostOptions, watchReads } from './host-options.js'
 import type { ApplyOptions, Named, QuantizeResult, Quantizer } from './quantizer.js'
 import { outOfRange } from './index-range.js'
+import type { ExtraSelection } from './extra-select.js'
+import { checkExtraSelection, selectExtra } from './extra-select.js'
 
 export type { CallOptionsOf, HostCallOptions, HostOption } from './host-options.js'
 
@@ -195,6 +197,14 @@ export interface HostApplyArgs<Q extends Quantizer = Quantizer> {
    */
   readonly options?: HostCallOptions<Q>
   /**
+   * The names of the `extra` entries to return (default: all of them). The others are not
+   * outputs of the compiled program, so what only they need is not computed: VectorQuantize's
+   * `codebook_dist` holds a float32 distance per token and code, and a call that leaves it out
+   * lets the backend find the nearest codes without storing any distance. A name this call does
+   * not return is refused.
+   */
+  readonly extra?: ExtraSelection
+  /**
    * An earlier result of this call (same quantizer, shapes and options), or part of one, whose
    * arrays this call writes its results into instead of fresh ones; the result returned holds
    * them. A training loop that alternates two results allocates nothing per step. No entry may
@@ -211,8 +221,8 @@ const POLICIES: readonly NonFinitePolicy[] = ['error', 'skip-update', 'propagate
 
 /** The checks of `applyOnHost`'s arguments, in order; the Left names the argument. */
 function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
-  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, nonFinite?, options?, into? }, got ${describeValue(args)}`))
-  const known = ['params', 'state', 'x', 'training', 'key', 'nonFinite', 'options', 'into']
+  if (typeof args !== 'object' || args === null) return E.left(new TesseraError('input', where, `args must be { params, state, x, training?, key?, nonFinite?, options?, extra?, into? }, got ${describeValue(args)}`))
+  const known = ['params', 'state', 'x', 'training', 'key', 'nonFinite', 'options', 'extra', 'into']
   const unknown = Object.keys(args).find((k) => !known.includes(k))
   if (unknown !== undefined) return E.left(new TesseraError('input', where, `args has an unknown field ${JSON.stringify(unknown)} (known: ${known.join(', ')})`))
   if (args.training !== undefined && typeof args.training !== 'boolean') return E.left(new TesseraError('input', where, `training must be a boolean, got ${describeValue(args.training)}`))
@@ -222,10 +232,12 @@ function checkApplyArgs(q: Quantizer, args: HostApplyArgs, where: string) {
   if (E.isLeft(step)) return step
   const options = checkHostOptions(q, args.options, where)
   if (E.isLeft(options)) return options
+  const extra = checkExtraSelection(args.extra, where)
+  if (E.isLeft(extra)) return extra
   const none = keepsNoToken(args.options)
   // the reference raises here (k-means on no rows) or returns a 0/0 loss: name the option instead
   if (args.training && none) return E.left(new TesseraError('input', where, `options.${none} keeps no token: a training step needs at least one kept token (its masked losses and k-means are over kept tokens)`))
-  return E.right({ ...step.right, options: options.right })
+  return E.right({ ...step.right, options: options.right, extra: extra.right })
 }
 
 /**
@@ -319,7 +331,7 @@ export async function applyOnHost<Q extends Quantizer>(
   if (E.isLeft(okBackend)) return okBackend
   const checked = checkApplyArgs(q, args as HostApplyArgs, where)
   if (E.isLeft(checked)) return checked
-  const { params, state, x, options } = checked.right
+  const { params, state, x, options, extra } = checked.right
   const training = args.training ?? false
   const key = checked.right.key ?? inittedEvalKey(q, state, training)
   const policy: NonFinitePolicy = args.nonFinite ?? (training ? 'error' : 'propagate')
@@ -355,7 +367,7 @@ export async function applyOnHost<Q extends Quantizer>(
         }
       }
       return {
-        quantized: res.quantized, indices: res.indices, loss: res.loss, losses: { ...res.losses }, state: nextState, extra: { ...(res.extra ?? {}) },
+        quantized: res.quantized, indices: res.indices, loss: res.loss, losses: { ...res.losses }, state: nextState, extra: selectExtra(res.extra, extra, where),
         ...(updated ? { updatedParams: updated } : {}),
         ...(finite ? { finite } : {}),
       }
