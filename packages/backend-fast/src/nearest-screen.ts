@@ -63,6 +63,31 @@ export function screenRangeExp(epi: Epilogue): number | undefined {
   return undefined
 }
 
+/** A unary op applied to a screened epilogue's result (liftTail), innermost first. */
+export type TailOp = 'sqrt' | 'neg'
+
+/**
+ * An epilogue split into the part the bounds are computed on and a tail of square roots and
+ * pairs of negations applied to its result, which is non-decreasing (VectorQuantize's
+ * argmax of -sqrt(max(d, eps)) is the argmin of neg(neg(sqrt(max(d, eps))))). A square root makes
+ * an epilogue unbounded (screenRangeExp), so screening on the part before it keeps one bound per
+ * distance and no square root per distance. The tail can map distinct values to one float32
+ * (a tie, which the first index wins), so the verdicts widen U to the largest value it maps
+ * where it maps U (nearest-verdicts.ts); a code above that has a larger distance.
+ */
+export function liftTail(epi: Epilogue): { readonly inner: Epilogue; readonly tail: readonly TailOp[] } {
+  const tail: TailOp[] = []
+  for (let e = epi; ; ) {
+    if (e.op === 'neg' && e.a.op === 'neg') {
+      tail.unshift('neg', 'neg')
+      e = e.a.a
+    } else if (e.op === 'sqrt') {
+      tail.unshift('sqrt')
+      e = e.a
+    } else return { inner: e, tail }
+  }
+}
+
 /**
  * Bytes of per-row verdicts after a chunk's screening state (int32: the answer when screening left
  * one candidate, else -1: the caller reads the state), before the int16 panel.
@@ -84,7 +109,10 @@ export interface ScreenKernelSpec {
   /** Byte address of the column terms (npad floats per term); the float32 panels [npad/cw][k][cw] are at 0. */
   readonly col: number
   readonly k: number
+  /** The epilogue the bounds are computed on: the pattern's, or its part before `tail` (liftTail). */
   readonly epi: Epilogue
+  /** The ops after `epi` in the pattern's epilogue (bounded epilogues only; usually none). */
+  readonly tail: readonly TailOp[]
   readonly slope: 1 | -1
   /** The epilogue's term numbers that are row terms, and those that are column terms, in memory order (as the float32 kernel's). */
   readonly rowTerms: readonly number[]

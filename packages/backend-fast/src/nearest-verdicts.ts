@@ -42,7 +42,7 @@ export function verdictsCode(s: ScreenKernelSpec): Code {
     rowVals.forEach((val, ri) => c.get(rp).vLoad32Splat(ri * s.chunk * 4).set(val))
     c.get(sp).vLoad32Splat(s.chunk * 4).set(err)
     c.get(op).vLoad(st(4)).set(tb)
-    emitBoundedU(c, s, { rowVals, colVals, err, sp, op, b1, i1, tb, u, t, okRow })
+    emitBoundedU(c, s, { rowVals, colVals, err, sp, op, b1, i1, tb, u, t, okRow, lim: c.local(F32), mapped: c.local(F32), next: c.local(F32) })
   }
   c.block()
   c.block()
@@ -76,6 +76,10 @@ interface BoundedLocals {
   readonly u: number
   readonly t: number
   readonly okRow: number
+  /** Scalar scratch (float32) for the tail's widening of U. */
+  readonly lim: number
+  readonly mapped: number
+  readonly next: number
 }
 
 /**
@@ -107,7 +111,41 @@ function emitBoundedU(c: Code, s: ScreenKernelSpec, v: BoundedLocals): void {
   c.get(v.okRow).brIf(0)
   c.vConstI32([-1, -1, -1, -1]).set(v.u)
   c.end()
+  if (s.tail.length > 0) emitTailLimit(c, s, v)
   c.get(v.op).get(v.u).vStore(0)
+}
+
+/**
+ * U widened through the tail (nearest-screen.ts liftTail): the least U of the lanes, stepped up
+ * one float32 at a time while the tail maps the next value where it maps U (a few steps: a
+ * square root maps about two adjacent floats to each), in every lane of `u`. A code whose lower
+ * bound is above it has a tail value above U's, so above the least distance. NaN (the row in
+ * float32) where U is NaN or negative (a square root of a negative distance is NaN, and a NaN
+ * distance wins).
+ */
+function emitTailLimit(c: Code, s: ScreenKernelSpec, v: BoundedLocals): void {
+  const tail = () => {
+    for (const op of s.tail) if (op === 'sqrt') c.f32Sqrt()
+    else c.f32Neg()
+  }
+  c.get(v.u).f32x4ExtractLane(0).get(v.u).f32x4ExtractLane(1).f32Min().get(v.u).f32x4ExtractLane(2).get(v.u).f32x4ExtractLane(3).f32Min().f32Min().set(v.lim)
+  c.block() // done
+  c.block() // not a limit: NaN
+  c.get(v.lim).f32(0).f32Ge().i32Eqz().brIf(0)
+  c.get(v.lim)
+  tail()
+  c.set(v.mapped)
+  c.loop()
+  c.get(v.lim).i32ReinterpretF32().i32(1).i32Add().f32ReinterpretI32().tee(v.next)
+  tail()
+  c.get(v.mapped).f32Eq().i32Eqz().brIf(2)
+  c.get(v.next).set(v.lim)
+  c.br(0)
+  c.end()
+  c.end()
+  c.f32(NaN).set(v.lim)
+  c.end()
+  c.get(v.lim).f32x4Splat().set(v.u)
 }
 
 /**

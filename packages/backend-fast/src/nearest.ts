@@ -11,8 +11,8 @@ import type { KernelRun } from './nearest-kernel.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
 import { driverSource, exactKernelCode, exactRowResult, rescoreRow } from './nearest-kernel.js'
 import type { Drive } from './nearest-kernel.js'
-import type { ScreenKernelSpec } from './nearest-screen.js'
-import { EXACT_FLAG, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes, termsInRange } from './nearest-screen.js'
+import type { ScreenKernelSpec, TailOp } from './nearest-screen.js'
+import { EXACT_FLAG, liftTail, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes, termsInRange } from './nearest-screen.js'
 import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
 import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
@@ -145,7 +145,10 @@ export class NearestStep {
   private readonly epi: Epi
   private readonly terms: readonly Term[]
   private readonly slope: 1 | -1 | undefined
-  /** screenRangeExp of the epilogue: bounded epilogues compute one bound per distance. */
+  /** What screening bounds: the epilogue, or where that is bounded, its part before a tail of square roots (liftTail). */
+  private readonly screenEpi: Epi
+  private readonly tail: readonly TailOp[]
+  /** screenRangeExp of screenEpi: bounded epilogues compute one bound per distance. */
   private readonly range: number | undefined
 
   constructor(
@@ -168,7 +171,11 @@ export class NearestStep {
     this.select = select
     this.matmul = matmul
     this.epi = epilogue
-    this.range = screenRangeExp(epilogue)
+    const lifted = liftTail(epilogue)
+    const innerRange = screenRangeExp(lifted.inner)
+    this.screenEpi = innerRange === undefined ? epilogue : lifted.inner
+    this.tail = innerRange === undefined ? [] : lifted.tail
+    this.range = innerRange
     this.terms = terms
     const { m, n, k } = nearestDims(pattern)
     this.m = m
@@ -302,7 +309,7 @@ export class NearestStep {
   private screenSpec(g: Geometry): ScreenKernelSpec {
     return {
       k2: screenShape(this.k).k2, k: this.k, n: this.n, npad: g.npad, rows: g.t.rows, vecs: g.t.vecs, chunk: g.chunk, col: g.col,
-      epi: this.epi, slope: this.slope!, rowTerms: this.rowTerms, colTerms: this.colTerms, relaxed: g.t.relaxed,
+      epi: this.screenEpi, tail: this.tail, slope: this.slope!, rowTerms: this.rowTerms, colTerms: this.colTerms, relaxed: g.t.relaxed,
       qaOffset: g.qa - g.a, scaleRowsFn: fnIndex('scaleRows'), panelScaleFn: fnIndex('panelScale'), verdictsFn: fnIndex('verdicts'),
       selfSquares: this.rowTerms.flatMap((t, ri) => (this.selfSquares.includes(t) ? [ri] : [])), rowSquaresFn: fnIndex('rowSquares'),
       info: g.info, range: this.range,

@@ -139,6 +139,44 @@ describe('nearest-code screening', () => {
     }
   })
 
+  test('a square root after a bounded epilogue: values apart below it tie above it (the first index wins), and a negative one is a NaN distance', async () => {
+    // every code's first coordinate is 0 and each row is (s, 0, ...), so every dot product is 0
+    // and a distance is ||c||² (s² is below half its ulp). Code 0: ||c||² = 2^30 + 64 (or + 128),
+    // code 1 (the next lane): 2^30; both square roots round to 32768, so code 0 wins the tie.
+    // Screened below the square root, code 0's lower bound is above U = 2^30: only U widened to
+    // the last value the square root maps to 32768 keeps it.
+    const d = 32
+    for (const extra of [8, Math.SQRT2 * 8]) {
+      const code = (j: number) => Array.from({ length: d }, (_, i) => (j === 0 ? (i === 1 ? 32768 : i === 2 ? Math.fround(extra) : 0) : j === 1 ? (i === 1 ? 32768 : 0) : i === 1 + (j % (d - 1)) ? 46000 : 0))
+      const k = 40, n = 24
+      const cb = Array.from({ length: k }, (_, j) => code(j)).flat()
+      const x = Array.from({ length: n * d }, (_, i) => (i % d === 0 ? 2 ** -(4 + Math.floor(i / d)) : 0))
+      for (const form of ['vq', 'sqrt'] as const) {
+        const p = program(form, n, d, k)
+        expect(nearestStep(p).screened).toBe(true)
+        const [xt, ct] = [tensorOf(x, [n, d]), tensorOf(cb, [k, d])]
+        const want = await indices(p, xt, ct, 1, false)
+        expect(want, `${form}: the tie`).toEqual(Array.from({ length: n }, () => 0))
+        expect(await indices(p, xt, ct, 1, true), form).toEqual(want)
+      }
+    }
+    // sqrt(t - 2 x.c) with t a column input: codes 0 and 1 have negative values under the root
+    // (NaN distances; the first, code 0, wins), code 1's far below code 0's, so a U taken below
+    // the square root would rule code 0 out
+    const [n, k] = [8, 40]
+    const p = traceOrThrow([f32([n, d]), f32([k, d]), f32([k])], (xt: Tensor, cb: Tensor, t: Tensor) => [xt.matmul(cb.mT).mul(-2).add(t).sqrt().argmin(-1)]).program
+    expect(nearestStep(p).screened).toBe(true)
+    const x = tensorOf(Array.from({ length: n * d }, (_, i) => (i % d === 0 ? 1 + (i / d) * 0.25 : 0)), [n, d])
+    const cb = tensorOf(Array.from({ length: k * d }, (_, i) => (i % d === 1 ? 1 : 0)), [k, d])
+    const t = tensorOf(Array.from({ length: k }, (_, j) => (j === 0 ? -1 : j === 1 ? -100 : 100 + j)), [k])
+    const b = (screen: boolean) => fastBackend({ threads: 1, nearestScreen: screen, relaxedSimd: false })
+    const [screened, plain] = [b(true), b(false)]
+    const got = async (be: ReturnType<typeof b>) => Array.from((await be.compile(p).run([x, cb, t]))[0]!.data)
+    expect(await got(plain)).toEqual(Array.from({ length: n }, () => 0))
+    expect(await got(screened)).toEqual(await got(plain))
+    await Promise.all([screened.dispose?.(), plain.dispose?.()])
+  })
+
   test('NaN, infinities, zeros and magnitudes outside the scalable range: the unscreened indices', async () => {
     const [n, d, k] = [40, 20, 50]
     const rows = gauss(n * d, 9)

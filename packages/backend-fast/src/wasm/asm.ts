@@ -94,6 +94,8 @@ export class Code {
   f32Store(offset = 0) { return this.b(0x38).b(2).u(offset) }
   i32Store16(offset = 0) { return this.b(0x3b).b(1).u(offset) }
   f32Abs() { return this.b(0x8b) }
+  f32Neg() { return this.b(0x8c) }
+  f32Sqrt() { return this.b(0x91) }
   f32Nearest() { return this.b(0x90) }
   f32Add() { return this.b(0x92) }
   f32Mul() { return this.b(0x94) }
