@@ -31,7 +31,7 @@ export function fusedGathers<S>(
   // a gathered array read by anything but a group's whole operands stays stored
   items.forEach((_, i) => {
     const r = readsByGroup.get(i)
-    if (r) for (const s of [...r.rows, ...r.single]) fused.delete(s)
+    if (r) for (const s of [...r.rows, ...r.single, ...r.perRow.map((p) => p.slot)]) fused.delete(s)
     else for (const s of readsOf(i)) fused.delete(s)
   })
   // a group that cannot gather its operands reads them stored (and keeps them so for every reader)

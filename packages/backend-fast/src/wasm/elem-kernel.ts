@@ -1,7 +1,7 @@
 import { I32, V128, assemble } from './asm.js'
 import { ElemCode } from './elem-code.js'
 import type { ChunkedReads, ElemExpr, ElemGroup, ElemRun, ElemType, GatheredRead } from './elementwise.js'
-import { chunkOf, groupReads, lcm } from './elementwise.js'
+import { chunkOf, groupReads, lcm, perRowIndex } from './elementwise.js'
 import { int32Bits, rowGatherOn } from './row-gather.js'
 import type { RowGather } from './row-gather.js'
 import { ConstPool, F64 } from './simd-ops.js'
@@ -26,6 +26,8 @@ export interface ElemLayout extends ChunkedReads {
   /** Whole operands gathered in the kernel's memory: each one's table and a chunk's indices, and where a bad index is reported. */
   readonly gathers: readonly GatherRegion[]
   readonly errOff: number
+  /** Byte offset of each per-row value's region (one value per run of its `inner` elements of a chunk). */
+  readonly perRowOff: readonly number[]
   readonly bytes: number
 }
 
@@ -44,7 +46,7 @@ const align16 = (x: number) => Math.ceil(x / 16) * 16
  * whole operands the pass gathers itself (chunks then hold whole gathered rows).
  */
 export function elementwiseLayout(g: ElemGroup, multiple = 1, gathered?: ReadonlyMap<number, GatheredRead>): ElemLayout {
-  const { whole, single, rows, width, types } = groupReads(g)
+  const { whole, single, rows, perRow, width, types } = groupReads(g)
   const own = whole.flatMap((s, w) => (gathered?.has(s) ? [{ w, read: gathered.get(s)! }] : []))
   const w = own.reduce((m, x) => lcm(m, x.read.inner), lcm(g.rowSum ? lcm(width, g.rowSum.width) : width, multiple))
   const { chunk, padded } = chunkOf(g.n, w)
@@ -61,13 +63,18 @@ export function elementwiseLayout(g: ElemGroup, multiple = 1, gathered?: Readonl
     bytes = align16(ixOff + 4 * (chunk / read.inner))
     return { w, read, tabOff, ixOff }
   })
-  return { n: g.n, chunk, padded, whole, rows, single, types, singleOff, outOff, termOff, sumOff, gathers, errOff, bytes }
+  const perRowOff = perRow.map((p) => {
+    const at = bytes
+    bytes = align16(bytes + 4 * Math.ceil(chunk / p.inner))
+    return at
+  })
+  return { n: g.n, chunk, padded, whole, rows, perRow, single, types, singleOff, outOff, termOff, sumOff, gathers, errOff, perRowOff, bytes }
 }
 
 const splat4 = (x: number) => [x, x, x, x]
 
 /** Leaves op `x`'s value on the stack, its arguments' values (in order) having been pushed. */
-function emitOp(c: ElemCode, x: Extract<ElemExpr, { kind: 'op' }>, scratch: () => { v: number; t: ReturnType<typeof tanhScratch> }): void {
+function emitOp(c: ElemCode, x: Extract<ElemExpr, { kind: 'op' }>, scratch: () => { v: number; u: number; t: ReturnType<typeof tanhScratch> }): void {
   const at = x.args[0]!.type
   const f = at === 'f32'
   switch (x.prim) {
@@ -75,6 +82,17 @@ function emitOp(c: ElemCode, x: Extract<ElemExpr, { kind: 'op' }>, scratch: () =
     case 'sub': f ? c.f32x4Sub() : c.i32x4Sub(); return
     case 'mul': f ? c.f32x4Mul() : c.i32x4Mul(); return
     case 'div': c.f32x4Div(); return
+    case 'max': case 'min': {
+      // the reference's: the first operand where it is NaN or strictly greater (less), else the second
+      const { v } = scratch()
+      const u = scratch().u
+      c.set(u).set(v)
+      c.get(v).get(u).get(v).get(u)
+      if (x.prim === 'max') c.f32x4Gt()
+      else c.f32x4Lt()
+      c.get(v).get(v).f32x4Ne().vOr().bitselect()
+      return
+    }
     case 'sqrt': c.f32x4Sqrt(); return
     case 'neg': f ? c.f32x4Neg() : c.i32x4Neg(); return
     case 'abs': f ? c.f32x4Abs() : c.i32x4Abs(); return
@@ -129,6 +147,13 @@ export interface ChunkAddressing {
   /** The row sum's terms: byte address of the chunk's first term, and of the chunk's first sum. */
   readonly termBase: number
   readonly sumAt: number
+  /**
+   * A local holding 4 x the index of the current vector's first element among those the per-row
+   * regions' values cover (the chunk's in the single-thread kernel, the array's in the threaded
+   * one), and each per-row region's byte offset.
+   */
+  readonly perRowAt: number
+  readonly perRow: (r: number) => number
 }
 
 /**
@@ -148,8 +173,8 @@ export function singleSplats(c: ElemCode, L: ElemLayout): number[] {
 export function emitChunk(c: ElemCode, g: ElemGroup, L: ElemLayout, A: ChunkAddressing, splats: readonly number[], bytes: number, nrows: number): void {
   const es = g.exprs
   const temps = new Map<ElemExpr, number>()
-  let scr: { v: number; t: ReturnType<typeof tanhScratch> } | undefined
-  const scratch = () => (scr ??= { v: c.local(V128), t: tanhScratch(c) })
+  let scr: { v: number; u: number; t: ReturnType<typeof tanhScratch> } | undefined
+  const scratch = () => (scr ??= { v: c.local(V128), u: c.local(V128), t: tanhScratch(c) })
   // how often each op is used: shared subexpressions (and outputs read by later ones) stay in a local
   const uses = new Map<ElemExpr, number>()
   const count = (x: ElemExpr) => {
@@ -163,6 +188,10 @@ export function emitChunk(c: ElemCode, g: ElemGroup, L: ElemLayout, A: ChunkAddr
       case 'read': c.get(A.at).vLoad(A.whole(L.whole.indexOf(x.slot))); return
       case 'scalar': c.get(splats[L.single.indexOf(x.slot)]!); return
       case 'row': c.get(A.inChunk).vLoad(A.row(L.rows.indexOf(x.slot))); return
+      case 'perRow':
+        // 4 x (element / inner), from 4 x element: a shift and the low two bits cleared
+        c.get(A.perRowAt).i32(Math.log2(x.inner)).i32ShrU().i32(-4).i32And().vLoad32Splat(A.perRow(perRowIndex(L.perRow, x)))
+        return
       case 'const':
         if (x.type === 'f32') c.vConstF32(splat4(x.value))
         else c.vConstI32(splat4(x.type === 'bool' ? -x.value : x.value))
@@ -221,6 +250,7 @@ export function elementwiseModule(g: ElemGroup, L: ElemLayout, pages: number, po
   const A: ChunkAddressing = {
     at: p, whole: (w) => w * L.padded * 4, out: (o) => L.outOff + o * L.padded * 4,
     inChunk: q, row: (r) => (L.whole.length + r) * L.padded * 4, termBase: term, sumAt: sum,
+    perRowAt: q, perRow: (r) => L.perRowOff[r]!,
   }
   emitChunk(c, g, L, A, splats, bytes, nrows)
   return new WebAssembly.Module(assemble(pages, [{ name: 'run', code: c }], false) as BufferSource)
@@ -312,6 +342,7 @@ export function elementwiseSet(): { add(g: ElemGroup, gathered?: ReadonlyMap<num
         for (let lo = 0; lo < L.n; lo += L.chunk) {
           const len = Math.min(L.chunk, L.n - lo)
           for (const { s, w } of copied) view(L.types.get(s)).set((B[s] as Float32Array).subarray(lo, lo + len), w * L.padded)
+          L.perRow.forEach(({ slot, inner }, r) => view(L.types.get(slot)).set((B[slot] as Float32Array).subarray(lo / inner, (lo + len) / inner), L.perRowOff[r]! >> 2))
           for (const { w, read, tabOff, ixOff } of L.gathers) {
             const row = lo / read.inner, rows = len / read.inner
             i32!.set((B[read.index] as Int32Array).subarray(row, row + rows), ixOff >> 2)

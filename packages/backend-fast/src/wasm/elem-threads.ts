@@ -28,6 +28,8 @@ interface ThreadedLayout {
   readonly chunkBase: number
   readonly termBase: number
   readonly whole: readonly number[]
+  /** Each per-row value's region (the whole array: n / inner values). */
+  readonly perRow: readonly number[]
   readonly outs: readonly number[]
   readonly sums: number
   /** The vector constants' pool (CONST_POOL_BYTES), last. */
@@ -50,9 +52,10 @@ function threadedLayout(g: ElemGroup, threads: number): ThreadedLayout {
     return r
   }
   const whole = L.whole.map(() => region(L.n))
+  const perRow = L.perRow.map((p) => region(L.n / p.inner))
   const outs = g.exprs.map(() => region(L.n))
   const sums = region(g.rowSum ? L.n / g.rowSum.width : 0)
-  return { L, chunks, chunkBase, termBase, whole, outs, sums, poolBase: at, bytes: at + CONST_POOL_BYTES }
+  return { L, chunks, chunkBase, termBase, whole, perRow, outs, sums, poolBase: at, bytes: at + CONST_POOL_BYTES }
 }
 
 /** `run(thread)`: claims chunks until none are left. */
@@ -79,6 +82,7 @@ function threadedModule(g: ElemGroup, T: ThreadedLayout, pages: number, pool: Co
   const A: ChunkAddressing = {
     at, whole: (w) => T.whole[w]!, out: (o) => T.outs[o]!,
     inChunk, row: (r) => T.chunkBase + (L.whole.length + r) * L.padded * 4, termBase: term, sumAt: sum,
+    perRowAt: at, perRow: (r) => T.perRow[r]!,
   }
   emitChunk(c, g, L, A, splats, bytes, nrows)
   c.i32(0).i32(1).i32AtomicAdd(4).drop()
@@ -135,6 +139,7 @@ export function threadedElementwise(g: ElemGroup, threads: number, first: ElemRu
       tileRow(m, 0, v, L.padded)
     })
     L.whole.forEach((s, w) => view(L.types.get(s), T.whole[w]!, L.n).set(B[s] as Float32Array))
+    L.perRow.forEach(({ slot, inner }, r) => view(L.types.get(slot), T.perRow[r]!, L.n / inner).set(B[slot] as Float32Array))
     const ctrl = new Int32Array(buf, 0, 2)
     // the done counter first, the chunk counter last: a thread claims chunks only once the operands are in
     Atomics.store(ctrl, 1, 0)

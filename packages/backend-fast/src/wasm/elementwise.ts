@@ -12,10 +12,13 @@ import { castTo } from '@tessera/core'
  * Math.imul do; float -> int32 casts truncate and saturate with NaN -> 0, as the reference's do.
  * tanh is a float32 evaluation within one ulp of the rounded value (simd-tanh.ts), the backend's
  * transcendental contract.
+ * max and min are the reference's (NaN when either operand is NaN, else the first where it is
+ * strictly greater or less, else the second: max(+0, -0) is -0).
  * Booleans live as all-ones / all-zero lanes. Operands are whole stored float32 or int32 values
  * of the output's size (read at the output's index), stored vectors broadcast along the leading
- * axes (biases, per-dimension constants), or single stored values and constants broadcast to
- * every element.
+ * axes (biases, per-dimension constants), per-row values broadcast along trailing axes (a row's
+ * norm, read by each of its elements; any elementwise expression of stored per-row values), or
+ * single stored values and constants broadcast to every element.
  */
 export type ElemType = 'f32' | 'i32' | 'bool'
 export type ElemExpr =
@@ -23,17 +26,23 @@ export type ElemExpr =
   | { readonly kind: 'scalar'; readonly slot: number; readonly type: ElemType }
   /** A stored vector of `width` elements repeated along the output (a bias): element o reads o % width. */
   | { readonly kind: 'row'; readonly slot: number; readonly width: number; readonly type: ElemType }
+  /**
+   * A stored value holding one element per run of `inner` output elements (a per-row value
+   * broadcast along trailing axes): element o reads o / inner. `inner` is a power of two of at
+   * least 4, so each vector of four lies in one run.
+   */
+  | { readonly kind: 'perRow'; readonly slot: number; readonly inner: number; readonly type: ElemType }
   | { readonly kind: 'const'; readonly value: number; readonly type: ElemType }
   /** `type` is the result's (a cast's target). */
   | { readonly kind: 'op'; readonly prim: ElemOp; readonly args: readonly ElemExpr[]; readonly id: number; readonly type: ElemType }
 
 export type ElemOp =
-  | 'add' | 'sub' | 'mul' | 'div' | 'sqrt' | 'neg' | 'abs' | 'floor' | 'round' | 'recip' | 'tanh'
+  | 'add' | 'sub' | 'mul' | 'div' | 'max' | 'min' | 'sqrt' | 'neg' | 'abs' | 'floor' | 'round' | 'recip' | 'tanh'
   | 'lt' | 'le' | 'eq' | 'cast' | 'where'
 
 /** The ops each operand type takes (comparisons, casts and where take any listed type). */
 const OPS: { readonly [t in ElemType]: ReadonlySet<string> } = {
-  f32: new Set(['add', 'sub', 'mul', 'div', 'sqrt', 'neg', 'abs', 'floor', 'round', 'recip', 'tanh', 'lt', 'le', 'eq', 'cast']),
+  f32: new Set(['add', 'sub', 'mul', 'div', 'max', 'min', 'sqrt', 'neg', 'abs', 'floor', 'round', 'recip', 'tanh', 'lt', 'le', 'eq', 'cast']),
   i32: new Set(['add', 'sub', 'mul', 'neg', 'abs', 'lt', 'le', 'eq', 'cast']),
   bool: new Set(['eq', 'cast']),
 }
@@ -85,6 +94,47 @@ export function elementwiseTree(out: Var, def: (v: Var) => Eqn | undefined, bufS
     if (!storable(x) || width < 2 || width > ROW_MAX || u.aval.shape.every((a) => a === 1) || dims.some((a, i) => a !== tail[i])) return undefined
     return { kind: 'row', slot: bufSlot(x)!, width, type: TYPES[x.aval.dtype]! }
   }
+  /**
+   * A broadcast of `u` to `to` along trailing axes only (u's shape is to's leading axes then 1s,
+   * the broadcast axes spanning a power of two of at least 4 elements): u's expression with its
+   * stored values read per row.
+   */
+  const perRow = (u: Var, to: Var): ElemExpr | undefined => {
+    const [us, ts] = [u.aval.shape, to.aval.shape]
+    if (us.length !== ts.length) return undefined
+    let j = us.length
+    while (j > 0 && us[j - 1] === 1) j--
+    if (us.some((a, i) => i < j && a !== ts[i])) return undefined
+    const inner = ts.slice(j).reduce((a, b) => a * b, 1)
+    if (inner < 4 || (inner & (inner - 1)) !== 0) return undefined
+    return rowWise(u, inner)
+  }
+  const rowMemo = new Map<string, ElemExpr | null>()
+  /** An elementwise expression of per-row values (`inner` output elements each): its stored values are read per row. */
+  const rowWise = (v: Var, inner: number): ElemExpr | undefined => {
+    const type = TYPES[v.aval.dtype]
+    if (!type || sizeOf(v) * inner !== n) return undefined
+    const s = bufSlot(v)
+    if (s !== undefined) return storable(v) ? { kind: 'perRow', slot: s, inner, type } : undefined
+    const key = `${v.id}/${inner}`
+    const hit = rowMemo.get(key)
+    if (hit !== undefined) return hit ?? undefined
+    const d = def(v)
+    let r: ElemExpr | undefined
+    if (!d) r = undefined
+    else if (d.prim === 'full') r = { kind: 'const', value: literal(type, d.params.value), type }
+    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!)
+    else if (d.prim === 'reshape' || d.prim === 'stop_gradient') r = rowWise(d.inputs[0]!, inner)
+    else {
+      const argType = TYPES[d.inputs[0]?.aval.dtype ?? '']
+      const args = d.inputs.map((x) => rowWise(x, inner))
+      if (!args.every((a) => a !== undefined)) r = undefined
+      else if (d.prim === 'where') r = args[0]!.type === 'bool' ? { kind: 'op', prim: 'where', args: args as ElemExpr[], id: v.id, type } : undefined
+      else if (argType && OPS[argType].has(d.prim)) r = { kind: 'op', prim: d.prim as ElemOp, args: args as ElemExpr[], id: v.id, type }
+    }
+    rowMemo.set(key, r ?? null)
+    return r
+  }
   const walk = (v: Var, root: boolean): ElemExpr | undefined => {
     const type = TYPES[v.aval.dtype]
     if (!type || sizeOf(v) !== n) return undefined
@@ -98,7 +148,7 @@ export function elementwiseTree(out: Var, def: (v: Var) => Eqn | undefined, bufS
     let r: ElemExpr | undefined
     if (!d) r = undefined
     else if (d.prim === 'full') r = { kind: 'const', value: literal(type, d.params.value), type }
-    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!) ?? row(d.inputs[0]!, v)
+    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!) ?? row(d.inputs[0]!, v) ?? perRow(d.inputs[0]!, v)
     // same element count, row-major: element o of the reshape is element o of its operand
     else if (d.prim === 'reshape' || d.prim === 'stop_gradient') r = walk(d.inputs[0]!, false)
     else if (d.prim === 'where') {
@@ -120,9 +170,15 @@ export function elementwiseTree(out: Var, def: (v: Var) => Eqn | undefined, bufS
 /** Widest stored vector read as a repeated row (its tiles fill a chunk). */
 const ROW_MAX = 8192
 
-/** Slots the expressions read, whole, repeated rows and single, in first-use order, with the type each is read as. */
-export function elementwiseReads(es: readonly ElemExpr[]): { whole: number[]; single: number[]; rows: number[]; width: number; types: Map<number, ElemType> } {
-  const whole: number[] = [], single: number[] = [], rows: number[] = []
+/** A stored per-row value as a kernel reads it: its slot and the output elements per value. */
+export interface PerRowRead {
+  readonly slot: number
+  readonly inner: number
+}
+
+/** Slots the expressions read, whole, repeated rows, per row and single, in first-use order, with the type each is read as. */
+export function elementwiseReads(es: readonly ElemExpr[]): { whole: number[]; single: number[]; rows: number[]; perRow: PerRowRead[]; width: number; types: Map<number, ElemType> } {
+  const whole: number[] = [], single: number[] = [], rows: number[] = [], perRow: PerRowRead[] = []
   const types = new Map<number, ElemType>()
   let width = 1
   const seen = new Set<ElemExpr>()
@@ -135,11 +191,17 @@ export function elementwiseReads(es: readonly ElemExpr[]): { whole: number[]; si
     else if (x.kind === 'row' && !rows.includes(x.slot)) {
       rows.push(x.slot)
       width = lcm(width, x.width)
+    } else if (x.kind === 'perRow') {
+      if (!perRow.some((p) => p.slot === x.slot && p.inner === x.inner)) perRow.push({ slot: x.slot, inner: x.inner })
+      width = lcm(width, x.inner)
     } else if (x.kind === 'op') x.args.forEach(go)
   }
   es.forEach(go)
-  return { whole, single, rows, width, types }
+  return { whole, single, rows, perRow, width, types }
 }
+
+/** The index of a per-row read among a kernel's per-row reads. */
+export const perRowIndex = (reads: readonly PerRowRead[], x: { readonly slot: number; readonly inner: number }): number => reads.findIndex((p) => p.slot === x.slot && p.inner === x.inner)
 
 /** The slots a group reads (its row sum's term included). */
 export const groupReads = (g: ElemGroup) => elementwiseReads(g.rowSum ? [...g.exprs, g.rowSum.term] : g.exprs)
@@ -167,6 +229,8 @@ export interface ChunkedReads {
   readonly whole: readonly number[]
   /** Repeated rows, each tiled over a `padded` region after the whole operands (filled once per call). */
   readonly rows: readonly number[]
+  /** Per-row values: each chunk's are copied to a region of their own (chunks start at a row). */
+  readonly perRow: readonly PerRowRead[]
   readonly single: readonly number[]
 }
 
@@ -238,8 +302,8 @@ export function groupElementwise<S>(
   steps.forEach((s, i) => {
     const e = elem(s)
     if (e) {
-      const { whole, single, rows } = elementwiseReads([e.expr])
-      const ready = (g: (typeof open)[number]) => [...whole, ...single, ...rows].every((r) => g.byOut.has(r) || (writtenAt.get(r) ?? -1) < g.at)
+      const { whole, single, rows, perRow } = elementwiseReads([e.expr])
+      const ready = (g: (typeof open)[number]) => [...whole, ...single, ...rows, ...perRow.map((p) => p.slot)].every((r) => g.byOut.has(r) || (writtenAt.get(r) ?? -1) < g.at)
       // only loops that share an operand (a parameter's gradient, or a group's output) join
       const shares = (g: (typeof open)[number]) => whole.some((r) => g.byOut.has(r) || g.reads.has(r))
       const g = open.find((x) => x.n === e.n && shares(x) && ready(x))

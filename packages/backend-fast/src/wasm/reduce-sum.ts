@@ -19,7 +19,7 @@ const OPS = new Set(['add', 'sub', 'mul', 'div', 'sqrt', 'neg', 'abs'])
 /** Whether the sum kernel takes the expression: float32 reads and the ops above only. */
 export function sumFits(e: ElemExpr): boolean {
   if (e.type !== 'f32') return false
-  if (e.kind !== 'op') return true
+  if (e.kind !== 'op') return e.kind !== 'perRow'
   return OPS.has(e.prim) && e.args.every(sumFits)
 }
 
@@ -29,11 +29,11 @@ interface Layout extends ChunkedReads {
 }
 
 function layoutOf(e: ElemExpr, n: number): Layout | undefined {
-  const { whole, single, rows, width } = elementwiseReads([e])
+  const { whole, single, rows, perRow, width } = elementwiseReads([e])
   if (width > CHUNK_ELEMS) return undefined
   const { chunk, padded } = chunkOf(n, lcm(width, 4))
   const data = 16 + 16 * single.length
-  return { n, chunk, padded, whole, rows, single, data, bytes: data + 4 * padded * (whole.length + rows.length) }
+  return { n, chunk, padded, whole, rows, perRow, single, data, bytes: data + 4 * padded * (whole.length + rows.length) }
 }
 
 function moduleOf(e: ElemExpr, L: Layout, pages: number): WebAssembly.Module {
