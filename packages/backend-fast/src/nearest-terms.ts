@@ -46,13 +46,16 @@ export function rowSquareFolds(
   for (const st of steps) {
     if (st.kind !== 'nearest' || !screened(st.pattern)) continue
     const a = st.pattern.matmul.inputs[0]!
-    if (a.aval.dtype !== 'float32' || a.aval.shape.length !== 2) continue
+    const ra = a.aval.shape.length
+    // rows [m, k], or [1, ..., m, k] (one codebook's batch axes)
+    if (a.aval.dtype !== 'float32' || ra < 2 || a.aval.shape.slice(0, -2).some((d) => d !== 1)) continue
     // |x|² with keepdims, broadcast along the codes: reshapes and broadcasts of the sum, each of
-    // shape [m], [m, 1] or [m, n], so row i stays row i
-    const m = a.aval.shape[0]!, n = nearestDims(st.pattern).n
+    // shape [m], [m, 1] or [m, n] after leading 1s, so row i stays row i
+    const m = a.aval.shape[ra - 2]!, n = nearestDims(st.pattern).n
     const rowShaped = (x: Var) => {
       const s = x.aval.shape
-      return s[0] === m && (s.length === 1 || (s.length === 2 && (s[1] === 1 || s[1] === n)))
+      const endsIn = (t: readonly number[]) => s.length >= t.length && t.every((d, i) => s[s.length - t.length + i] === d) && s.slice(0, s.length - t.length).every((d) => d === 1)
+      return endsIn([m]) || endsIn([m, 1]) || endsIn([m, n])
     }
     const mine: number[] = []
     st.pattern.terms.forEach((t, i) => {
@@ -66,7 +69,7 @@ export function rowSquareFolds(
       }
       const sum = g.def(v)
       const rs = sum && reduces.get(sum)
-      if (!sum || !rs || sum.prim !== 'reduce_sum' || sum.params.axes.length !== 1 || sum.params.axes[0] !== 1) return
+      if (!sum || !rs || sum.prim !== 'reduce_sum' || sum.params.axes.length !== 1 || sum.params.axes[0] !== ra - 1) return
       const sq = g.def(sum.inputs[0]!)
       if (sq?.prim !== 'mul' || sq.inputs[0] !== a || sq.inputs[1] !== a) return
       drop.add(rs)

@@ -226,9 +226,26 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
     const e = elementwiseExpr(v, (x) => graph.def(x), storedSlot(also))
     return e && { kind: 'elemExpr', out: slotOf(v), expr: e, n }
   }
+  /**
+   * A stored value that is a reshape of another stored value (through stop_gradient too) of its
+   * dtype: one TypedArray copy (a quantizer's x reshaped to (1, b·n, d) for its search) rather
+   * than a loop.
+   */
+  const copyStep = (v: Var): Step | undefined => {
+    let u = v
+    do {
+      const d = graph.def(u)
+      if (!d || (d.prim !== 'reshape' && d.prim !== 'stop_gradient')) return undefined
+      u = d.inputs[0]!
+    } while (!stored.has(u.id))
+    if (u.aval.dtype !== v.aval.dtype) return undefined
+    const [from, to] = [slotOf(u), slotOf(v)]
+    return { kind: 'kernel', out: to, prim: 'reshape', kernel: { source: `copy of b${from} into b${to}`, fn: (B) => (B[to] as Float32Array).set(B[from] as Float32Array) } }
+  }
+  const sideStep = (v: Var): Proto | undefined => elemStep(v) ?? copyStep(v)
   // |x|² row terms a screened search sums from its own rows (their stored sums are dropped)
   const squares = opts.wasm && schedule.steps.some((st) => st.kind === 'nearest')
-    ? rowSquareFolds(schedule.steps, { def: (v) => graph.def(v), uses: (v) => graph.uses(v), isOutput: (v) => graph.isOutput(v) }, screened, (sides) => sides.every((v) => elemStep(v) !== undefined))
+    ? rowSquareFolds(schedule.steps, { def: (v) => graph.def(v), uses: (v) => graph.uses(v), isOutput: (v) => graph.isOutput(v) }, screened, (sides) => sides.every((v) => sideStep(v) !== undefined))
     : NO_ROW_SQUARES
   /**
    * A sum over trailing axes (at most ROW_SUM_MAX wide) of an elementwise operand, with its side
@@ -285,7 +302,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
       return [{ kind: 'kernel', out: ga.out, prim: ga.prim, kernel: ga.kernel }]
     }
     if (st.kind === 'loop') {
-      const w = elemStep(st.out)
+      const w = sideStep(st.out)
       if (w) return [w]
     }
     if (st.kind === 'reduce') {
@@ -293,7 +310,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
       if (g) return [rowSumStep(g)]
     }
     if (st.kind === 'reduce' && st.sides.length > 0) {
-      const ws = st.sides.map((v) => elemStep(v))
+      const ws = st.sides.map((v) => sideStep(v))
       // the reduction then reads the sides from their buffers instead of computing them
       if (ws.every((w) => w !== undefined))
         return [...ws, { kind: 'kernel', ...(scanStep({ ...st, sides: [] }, scanEnv, opts.wasm ? scans : undefined) ?? { out: slotOf(st.eqn.out), kernel: reduceKernel(st.eqn, env, []), prim: st.eqn.prim }) }]
@@ -407,7 +424,7 @@ export function planProgram(program0: Program, opts: PlanOptions): Plan {
   const protos = schedule.steps
     .filter((st) => !gemms.dropped(st) && !folds.dropped(st) && !(st.kind === 'loop' && oneHotDropped.has(st.out.id)))
     // a |x|² the search sums itself: only its side outputs are left to compute
-    .flatMap((st): Proto[] => (squares.dropped(st) ? (st as Extract<LoopStep, { kind: 'reduce' }>).sides.map((v) => elemStep(v)!) : st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
+    .flatMap((st): Proto[] => (squares.dropped(st) ? (st as Extract<LoopStep, { kind: 'reduce' }>).sides.map((v) => sideStep(v)!) : st.kind === 'rows' ? (wasmChainOf(st) ?? unchained(st) ?? [chainOf(st)]) : topSteps(st)))
   // elementwise loops of one size merge into one pass where the order allows (Adam's per parameter)
   const grouped = groupElementwise(protos, writesOf, (p) => (p.kind === 'elemExpr' ? p : undefined))
   const isGroup = (x: Proto | ElemGroup): x is ElemGroup => 'exprs' in x

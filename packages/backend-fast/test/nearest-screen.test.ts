@@ -6,6 +6,7 @@ import { fc, test } from '@fast-check/vitest'
 import type { HostTensor, Program, Tensor } from '@tessera/core'
 import { epilogueSlope, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect } from 'vitest'
+import { interpretProgram } from '@tessera/backend-cpu'
 import { fastBackend, planProgram } from '../src/index.js'
 import type { NearestStep } from '../src/nearest.js'
 import { relaxedSimdSupported } from '../src/wasm/asm.js'
@@ -248,6 +249,30 @@ describe('nearest-code screening', () => {
     expect(nearestStep(both).rowTermsSummed).toBe(0)
     expect(nearestStep(program('dist', 8, 32, 40)).rowTermsSummed).toBe(1)
     expect(nearestStep(program('cosine', 8, 32, 40)).rowTermsSummed).toBe(0)
+  })
+
+  test("VectorQuantize's layout: rows (b, n, d) reshaped to (1, b·n, d) and a (1, K, d) codebook; the search sums |x|² itself and the reshape is one copy, as the reference", async () => {
+    const [b, n, d, k] = [3, 50, 32, 40]
+    const p = traceOrThrow([f32([b, n, d]), f32([1, k, d])], (xt: Tensor, cb: Tensor) => {
+      const x = xt.reshape([1, b * n, d])
+      const dist = x.square().sum(-1, true).add(cb.square().sum(-1).reshape([1, 1, k])).add(x.matmul(cb.mT).mul(-2)).maximum(1e-8).sqrt().neg()
+      const idx = dist.argmax(-1)
+      return [idx.reshape([b, n]), cb.reshape([k, d]).gather(idx.reshape([b * n]), 0).reshape([b, n, d]).sub(xt)]
+    }).program
+    const plan = planProgram(p, { wasm: true, threads: 1 })
+    const step = plan.steps.find((s) => s.kind === 'nearest')
+    expect(step?.kind === 'nearest' && step.step.rowTermsSummed).toBe(1)
+    // no loop sums the rows' squares, and the reshaped rows are a TypedArray copy
+    expect(plan.steps.some((s) => s.kind === 'kernel' && s.prim === 'reduce_sum' && plan.slotVars[s.out]!.aval.shape.includes(b * n))).toBe(false)
+    expect(plan.steps.some((s) => s.kind === 'kernel' && s.kernel.source.startsWith('copy of'))).toBe(true)
+    const ins = [tensorOf(gauss(b * n * d, 31), [b, n, d]), tensorOf(gauss(k * d, 32, 0.8), [1, k, d])]
+    const want = interpretProgram(p, ins)
+    for (const screen of [true, false]) {
+      const be = fastBackend({ threads: 1, nearestScreen: screen, relaxedSimd: false })
+      const got = await be.compile(p).run(ins)
+      got.forEach((g, i) => expect(Array.from(g.data), `output ${i}, screened ${screen}`).toEqual(Array.from(want[i]!.data)))
+      await be.dispose?.()
+    }
   })
 
   test('residual VQ: every layer sums the |x|² of its residual itself, and outputs are the unscreened ones, bit for bit', async () => {
