@@ -84,8 +84,7 @@ function emitOp(c: ElemCode, x: Extract<ElemExpr, { kind: 'op' }>, scratch: () =
     case 'div': c.f32x4Div(); return
     case 'max': case 'min': {
       // the reference's: the first operand where it is NaN or strictly greater (less), else the second
-      const { v } = scratch()
-      const u = scratch().u
+      const { v, u } = scratch()
       c.set(u).set(v)
       c.get(v).get(u).get(v).get(u)
       if (x.prim === 'max') c.f32x4Gt()
