@@ -1,5 +1,6 @@
 import type { Eqn, Program, Var } from '../program.js'
 import { makeProgram } from '../program.js'
+import { ProgramGraph } from '../lower/schedule/graph.js'
 
 /**
  * A value that an argmin or argmax selects over and that the program also returns through a
@@ -15,20 +16,13 @@ export function readReturnedSelections(p: Program): Program {
   const isSelect = (e: Eqn) => e.prim === 'argmin' || e.prim === 'argmax'
   // most programs have no selection: nothing to walk on their compile
   if (!p.eqns.some(isSelect)) return p
-  const outputs = new Set(p.outputs.map((v) => v.id))
-  const uses = new Map<number, Eqn[]>()
-  for (const e of p.eqns)
-    for (const v of e.inputs) {
-      const us = uses.get(v.id)
-      if (us) us.push(e)
-      else uses.set(v.id, [e])
-    }
+  const g = new ProgramGraph(p)
   // per value: the reshape that returns it, where a selection reads it too
   const returned = new Map<number, Eqn>()
   for (const e of p.eqns) {
-    const us = uses.get(e.out.id) ?? []
-    if (outputs.has(e.out.id) || !us.some(isSelect)) continue
-    const r = us.find((u) => u.prim === 'reshape' && outputs.has(u.out.id))
+    const us = g.uses(e.out)
+    if (g.isOutput(e.out) || !us.some(isSelect)) continue
+    const r = us.find((u) => u.prim === 'reshape' && g.isOutput(u.out))
     if (r) returned.set(e.out.id, r)
   }
   if (returned.size === 0) return p
