@@ -107,40 +107,19 @@ export function elementwiseTree(out: Var, def: (v: Var) => Eqn | undefined, bufS
     if (us.some((a, i) => i < j && a !== ts[i])) return undefined
     const inner = ts.slice(j).reduce((a, b) => a * b, 1)
     if (inner < 4 || (inner & (inner - 1)) !== 0) return undefined
-    return rowWise(u, inner)
+    return walk(u, false, inner)
   }
-  const rowMemo = new Map<string, ElemExpr | null>()
-  /** An elementwise expression of per-row values (`inner` output elements each): its stored values are read per row. */
-  const rowWise = (v: Var, inner: number): ElemExpr | undefined => {
+  /**
+   * v's expression, each element of v standing for `inner` consecutive output elements: 1 where
+   * v has the output's size, more for a per-row value (its stored values then read per row). A
+   * value's size fixes its `inner`, so its id keys the memo.
+   */
+  const walk = (v: Var, root: boolean, inner = 1): ElemExpr | undefined => {
     const type = TYPES[v.aval.dtype]
     if (!type || sizeOf(v) * inner !== n) return undefined
-    const s = bufSlot(v)
-    if (s !== undefined) return storable(v) ? { kind: 'perRow', slot: s, inner, type } : undefined
-    const key = `${v.id}/${inner}`
-    const hit = rowMemo.get(key)
-    if (hit !== undefined) return hit ?? undefined
-    const d = def(v)
-    let r: ElemExpr | undefined
-    if (!d) r = undefined
-    else if (d.prim === 'full') r = { kind: 'const', value: literal(type, d.params.value), type }
-    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!)
-    else if (d.prim === 'reshape' || d.prim === 'stop_gradient') r = rowWise(d.inputs[0]!, inner)
-    else {
-      const argType = TYPES[d.inputs[0]?.aval.dtype ?? '']
-      const args = d.inputs.map((x) => rowWise(x, inner))
-      if (!args.every((a) => a !== undefined)) r = undefined
-      else if (d.prim === 'where') r = args[0]!.type === 'bool' ? { kind: 'op', prim: 'where', args: args as ElemExpr[], id: v.id, type } : undefined
-      else if (argType && OPS[argType].has(d.prim)) r = { kind: 'op', prim: d.prim as ElemOp, args: args as ElemExpr[], id: v.id, type }
-    }
-    rowMemo.set(key, r ?? null)
-    return r
-  }
-  const walk = (v: Var, root: boolean): ElemExpr | undefined => {
-    const type = TYPES[v.aval.dtype]
-    if (!type || sizeOf(v) !== n) return undefined
     if (!root) {
       const s = bufSlot(v)
-      if (s !== undefined) return storable(v) ? { kind: 'read', slot: s, type } : undefined
+      if (s !== undefined) return !storable(v) ? undefined : inner === 1 ? { kind: 'read', slot: s, type } : { kind: 'perRow', slot: s, inner, type }
     }
     const hit = memo.get(v.id)
     if (hit !== undefined) return hit ?? undefined
@@ -148,16 +127,17 @@ export function elementwiseTree(out: Var, def: (v: Var) => Eqn | undefined, bufS
     let r: ElemExpr | undefined
     if (!d) r = undefined
     else if (d.prim === 'full') r = { kind: 'const', value: literal(type, d.params.value), type }
-    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!) ?? row(d.inputs[0]!, v) ?? perRow(d.inputs[0]!, v)
+    // a per-row value is broadcast from single values only
+    else if (d.prim === 'broadcast') r = scalar(d.inputs[0]!) ?? (inner === 1 ? (row(d.inputs[0]!, v) ?? perRow(d.inputs[0]!, v)) : undefined)
     // same element count, row-major: element o of the reshape is element o of its operand
-    else if (d.prim === 'reshape' || d.prim === 'stop_gradient') r = walk(d.inputs[0]!, false)
+    else if (d.prim === 'reshape' || d.prim === 'stop_gradient') r = walk(d.inputs[0]!, false, inner)
     else if (d.prim === 'where') {
-      const args = d.inputs.map((x) => walk(x, false))
+      const args = d.inputs.map((x) => walk(x, false, inner))
       r = args.every((a) => a !== undefined) && args[0]!.type === 'bool' ? { kind: 'op', prim: 'where', args: args as ElemExpr[], id: v.id, type } : undefined
     } else {
       const argType = TYPES[d.inputs[0]?.aval.dtype ?? '']
       if (argType && OPS[argType].has(d.prim)) {
-        const args = d.inputs.map((x) => walk(x, false))
+        const args = d.inputs.map((x) => walk(x, false, inner))
         r = args.every((a) => a !== undefined) ? { kind: 'op', prim: d.prim as ElemOp, args: args as ElemExpr[], id: v.id, type } : undefined
       }
     }
