@@ -7,7 +7,7 @@ import { cpuBackend } from '@tessera/backend-cpu'
 import { applyOnHost, runOnHost } from '../src/run.js'
 import type { HostApplyResult } from '../src/run.js'
 import { vectorQuantize } from '../src/vq/vector-quantize.js'
-import { orThrow, randn } from './helpers.js'
+import { arraysOf, orThrow, plainValues, randn } from './helpers.js'
 import { describeLanes } from './lanes.js'
 import { keyFor, nodeLanes, xFor, zoo } from './zoo.js'
 
@@ -16,14 +16,6 @@ import { keyFor, nodeLanes, xFor, zoo } from './zoo.js'
  * for loops that allocate nothing per step. Values must be those of a call with fresh arrays.
  */
 
-type Arrays = Record<string, HostTensor>
-/** Every array of a result, by its path. */
-const arraysOf = (r: HostApplyResult): Arrays => {
-  const out: Arrays = { quantized: r.quantized, indices: r.indices, loss: r.loss }
-  for (const part of ['losses', 'state', 'extra', 'updatedParams'] as const)
-    for (const [k, t] of Object.entries(r[part] ?? {})) out[`${part}.${k}`] = t
-  return out
-}
 /** A result of the same form, every array a fresh one filled with NaN (or 77 for integers). */
 const garbageResult = (r: HostApplyResult): HostApplyResult => {
   const g = (rec: Record<string, HostTensor>) => Object.fromEntries(Object.entries(rec).map(([k, t]) => [k, garbageLike(t)]))
@@ -32,7 +24,6 @@ const garbageResult = (r: HostApplyResult): HostApplyResult => {
     losses: g(r.losses), state: g(r.state), extra: g(r.extra), ...(r.updatedParams ? { updatedParams: g(r.updatedParams) } : {}),
   }
 }
-const values = (a: Arrays) => Object.fromEntries(Object.entries(a).map(([k, t]) => [k, { shape: t.shape, dtype: t.dtype, data: Array.from(t.data) }]))
 
 describeLanes('apply-into', nodeLanes, (lane) => `applyOnHost into: ${lane.name}`, (backend) => {
   for (const e of zoo)
@@ -47,7 +38,7 @@ describeLanes('apply-into', nodeLanes, (lane) => `applyOnHost into: ${lane.name}
         const r = await applyOnHost(e.q, { ...args, into }, backend)
         if (E.isLeft(r)) throw r.left
         const got = arraysOf(r.right)
-        expect(values(got)).toEqual(values(arraysOf(fresh.right)))
+        expect(plainValues(got)).toEqual(plainValues(arraysOf(fresh.right)))
         for (const [path, t] of Object.entries(got)) expect(t.data, path).toBe(given[path]!.data)
       })
 })
@@ -73,7 +64,7 @@ describe('applyOnHost into: a training loop over two results', () => {
       b = last
       last = r.right
     }
-    expect(values(last.state)).toEqual(values(freshState))
+    expect(plainValues(last.state)).toEqual(plainValues(freshState))
   })
 })
 

@@ -84,3 +84,15 @@ export function manualSafetensors(header: Record<string, unknown>, data: Uint8Ar
   out.set(data, 8 + h.length)
   return out
 }
+
+/** Every array of a host result, by its path (`state._codebook.embed`, `extra.codebook_dist`, …). */
+export function arraysOf(r: HostApplyResult): Record<string, HostTensor> {
+  const out: Record<string, HostTensor> = { quantized: r.quantized, indices: r.indices, loss: r.loss }
+  for (const part of ['losses', 'state', 'extra', 'updatedParams'] as const)
+    for (const [k, t] of Object.entries(r[part] ?? {})) out[`${part}.${k}`] = t
+  return out
+}
+
+/** Named host tensors as plain values (shape, dtype, data as an array) for toEqual. */
+export const plainValues = (rec: Readonly<Record<string, HostTensor>>) =>
+  Object.fromEntries(Object.entries(rec).map(([k, t]) => [k, { shape: t.shape, dtype: t.dtype, data: Array.from(t.data) }]))
