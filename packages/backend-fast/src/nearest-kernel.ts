@@ -222,6 +222,7 @@ export type Drive = (run: KernelRun, rows: number, a: number, row: number, out: 
 
 /** Body of `drive(run, a0, a1, a2, a3)` (one staged chunk: its padded rows and addresses), on every thread. */
 export function driverSource(k: number, cw: number, npad: number): string {
-  const first = `Math.max(1, Math.floor(${FIRST_CALL_MACS} / (a0 * ${k * cw}))) * ${cw}`
+  // the row count is a0's low bits (nearest-screen.ts sets flags above them)
+  const first = `Math.max(1, Math.floor(${FIRST_CALL_MACS} / ((a0 & ${(1 << 29) - 1}) * ${k * cw}))) * ${cw}`
   return `for (let c = 0, p = ${first}; c < ${npad}; c += p, p *= 2) run(a0, a1, a2, a3, c, Math.min(c + p, ${npad}))`
 }

@@ -1,6 +1,7 @@
 import type { Epilogue } from '@tessera/core'
 import { Code, V128, I32 } from './wasm/asm.js'
 import { emitEpilogue, laneSelect, termLocals } from './nearest-epilogue.js'
+import { affineRowScale, emitAffineStep } from './nearest-affine.js'
 
 /**
  * Screening for the nearest-code kernel (nearest.ts): dot products in int16 (one pmaddwd per
@@ -132,6 +133,8 @@ export interface ScreenKernelSpec {
   readonly info: number
   /** screenRangeExp of a bounded epilogue (the caller has checked the column terms against it), else undefined. */
   readonly range: number | undefined
+  /** Affine screening (nearest-affine.ts), when the epilogue is affine: its column values' byte address, its per-call constants', its verdicts function's index. */
+  readonly affine?: { readonly at: number; readonly info: number; readonly verdictsFn: number }
 }
 
 /**
@@ -143,8 +146,10 @@ export interface ScreenKernelSpec {
  * (nearest-verdicts.ts). Same
  * loops as the float32 kernel, with k2 steps of pairs.
  */
-export function screenKernelCode(s: ScreenKernelSpec): Code {
+export function screenKernelCode(s: ScreenKernelSpec, affine = false): Code {
   const { k2, n, npad, rows: R, vecs: V, chunk } = s
+  const aff = affine ? s.affine : undefined
+  if (affine && !aff) throw new Error('affine screening without its addresses')
   const CW = 4 * V
   const c = new Code(6)
   const [rows, aPtr, rowPtr, outPtr, from, to] = [0, 1, 2, 3, 4, 5]
@@ -163,6 +168,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   const bounded = s.range !== undefined
   const tb = c.local(V128)
   const INF4 = [Infinity, Infinity, Infinity, Infinity]
+  const NEG_INF4 = [-Infinity, -Infinity, -Infinity, -Infinity]
   const mask = n % CW !== 0
   const select = () => laneSelect(c, s.relaxed)
   const st = (which: number) => which * 16
@@ -176,10 +182,12 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   c.get(rows).get(aPtr).i32(-s.qaOffset).i32Add().get(aPtr).call(s.scaleRowsFn)
   c.get(outPtr).set(p)
   c.loop()
+  // affine: the largest s per lane and the second (from -Inf); else the least lower bounds
+  const start = aff ? NEG_INF4 : INF4
   c.get(p).vConstF32(INF4).vStore(st(0))
-  c.get(p).vConstF32(INF4).vStore(st(1))
+  c.get(p).vConstF32(start).vStore(st(1))
   c.get(p).vConstI32([0, 0, 0, 0]).vStore(st(2))
-  c.get(p).vConstF32(INF4).vStore(st(3))
+  c.get(p).vConstF32(start).vStore(st(3))
   c.get(p).vConstF32([0, 0, 0, 0]).vStore(st(4))
   c.get(p).i32(SCREEN_STATE).i32Add().tee(p).get(end).i32LtU().brIf(0)
   c.end()
@@ -214,6 +222,22 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   for (let r = 1; r < R; r++) for (let v = 0; v < V; v++) c.get(db).get(acc[r]![v]!).vStore(((r - 1) * V + v) * 16)
   for (let r = 0; r < R; r++) {
     const at = (w: number) => r * SCREEN_STATE + st(w)
+    if (aff) {
+      affineRowScale(c, scl, () => c.get(sp).i32(r * 4).i32Add(), aff.info)
+      c.get(op).vLoad(at(1)).set(b1)
+      c.get(op).vLoad(at(2)).set(i1)
+      c.get(op).vLoad(at(3)).set(b2)
+      for (let v = 0; v < V; v++) {
+        if (r === 0) c.get(acc[0]![v]!).set(av)
+        else c.get(db).vLoad(((r - 1) * V + v) * 16).set(av)
+        emitAffineStep(c, s.relaxed, { acc: av, scale: scl, b1, b2, i1, s: lo, less }, () => c.get(col).vLoad(aff.at + v * 16),
+          () => c.get(jv).vConstI32([v * 4, v * 4, v * 4, v * 4]).i32x4Add(), select)
+      }
+      c.get(op).get(b1).vStore(at(1))
+      c.get(op).get(i1).vStore(at(2))
+      c.get(op).get(b2).vStore(at(3))
+      continue
+    }
     rowVals.forEach((val, ri) => c.get(rp).vLoad32Splat(ri * chunk * 4 + r * 4).set(val))
     c.get(sp).vLoad32Splat(r * 4).set(scl)
     c.get(sp).vLoad32Splat(chunk * 4 + r * 4).set(err)
@@ -282,7 +306,7 @@ export function screenKernelCode(s: ScreenKernelSpec): Code {
   // in the row-block loop, even behind a branch, its code made TurboFan spill more there)
   c.block()
   c.get(to).i32(npad).i32Ne().brIf(0)
-  c.get(rows).get(rowPtr).get(aPtr).i32(chunk * k2 * 4).i32Add().get(outPtr).call(s.verdictsFn)
+  c.get(rows).get(rowPtr).get(aPtr).i32(chunk * k2 * 4).i32Add().get(outPtr).call(aff ? aff.verdictsFn : s.verdictsFn)
   c.end()
   return c
 }
@@ -298,25 +322,37 @@ export function termsInRange(f32: Float32Array, at: number, count: number, n: nu
 }
 
 /** The screening module's functions, in order: `call` takes these indices. */
-export const SCREEN_FNS = ['run', 'exact', 'screen', 'scaleRows', 'stats', 'panelScale', 'verdicts', 'rowSquares'] as const
+export const SCREEN_FNS = ['run', 'exact', 'screen', 'scaleRows', 'stats', 'panelScale', 'verdicts', 'rowSquares', 'screenAffine', 'verdictsAffine'] as const
 export const fnIndex = (name: (typeof SCREEN_FNS)[number]): number => SCREEN_FNS.indexOf(name)
 
 /** Set in `rows` to run the float32 kernel instead of screening (see dispatchCode). */
 export const EXACT_FLAG = 1 << 30
 
-/** `run(rows, ...)`: the float32 kernel when rows has EXACT_FLAG, else screening. */
-export function dispatchCode(): Code {
+/** Set in `rows` to screen with the affine kernel (nearest-affine.ts; modules built with it). */
+export const AFFINE_FLAG = 1 << 29
+
+/** `run(rows, ...)`: the float32 kernel when rows has EXACT_FLAG, else screening (affine with AFFINE_FLAG, where the module has it). */
+export function dispatchCode(affine: boolean): Code {
   const c = new Code(6)
+  const call = (fn: (typeof SCREEN_FNS)[number], mask: number) => {
+    c.get(0).i32(mask).i32And()
+    for (let i = 1; i < 6; i++) c.get(i)
+    c.call(fnIndex(fn))
+  }
   c.block()
   c.block()
   c.get(0).i32(EXACT_FLAG).i32And().brIf(0)
-  for (let i = 0; i < 6; i++) c.get(i)
-  c.call(fnIndex('screen'))
+  if (affine) {
+    c.block()
+    c.get(0).i32(AFFINE_FLAG).i32And().i32Eqz().brIf(0)
+    call('screenAffine', AFFINE_FLAG - 1)
+    c.br(2)
+    c.end()
+  }
+  call('screen', AFFINE_FLAG - 1)
   c.br(1)
   c.end()
-  c.get(0).i32(EXACT_FLAG - 1).i32And()
-  for (let i = 1; i < 6; i++) c.get(i)
-  c.call(fnIndex('exact'))
+  call('exact', AFFINE_FLAG - 1)
   c.end()
   return c
 }

@@ -12,10 +12,11 @@ import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-o
 import { driverSource, exactKernelCode, exactRowResult, rescoreRow } from './nearest-kernel.js'
 import type { Drive } from './nearest-kernel.js'
 import type { ScreenKernelSpec, TailOp } from './nearest-screen.js'
-import { EXACT_FLAG, liftTail, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes, termsInRange } from './nearest-screen.js'
+import { AFFINE_FLAG, EXACT_FLAG, liftTail, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes, termsInRange } from './nearest-screen.js'
 import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
 import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
+import { affineEpilogue, affineInfoBytes, affineVerdictsCode, writeAffine } from './nearest-affine.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -109,6 +110,9 @@ interface Geometry {
   /** Screening: npad + 4 floats of codebook statistics, and the scales the row and panel scaling read. */
   readonly statsAt: number
   readonly info: number
+  /** Affine screening (nearest-affine.ts): npad column values after the column terms, and the per-call constants after info. */
+  readonly affineAt: number
+  readonly affineInfo: number
 }
 
 interface Instance {
@@ -150,6 +154,8 @@ export class NearestStep {
   private readonly tail: readonly TailOp[]
   /** screenRangeExp of screenEpi: bounded epilogues compute one bound per distance. */
   private readonly range: number | undefined
+  /** Whether the module has the affine screening kernel (nearest-affine.ts), used in the calls whose constants allow it. */
+  private readonly affine: boolean
 
   constructor(
     pattern: NearestPattern,
@@ -183,6 +189,7 @@ export class NearestStep {
     this.k = k
     this.rowTerms = terms.flatMap((t, i) => (t.dep === 'row' ? [i] : []))
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
+    this.affine = tuning.screen && affineEpilogue(epilogue, this.colTerms)
   }
 
   private chunksToWorkers = 0
@@ -211,6 +218,11 @@ export class NearestStep {
   /** Whether codes are screened in int16 before float32 (nearest-screen.ts). */
   get screened(): boolean {
     return this.tuning.screen
+  }
+
+  /** Whether the module screens affine epilogues by one value per distance (nearest-affine.ts). */
+  get affineScreen(): boolean {
+    return this.affine
   }
 
   /** Whether B is packed in wasm from the rows of a stored value (B is its transpose), else by a JS loop. */
@@ -245,7 +257,8 @@ export class NearestStep {
     const chunk = Math.min(Math.ceil(Math.min(MAX_CHUNK, Math.max(1, Math.floor(CHUNK_FLOATS / k))) / step), Math.ceil(m / step)) * step
     const col = k * npad * 4
     const { k2 } = screenShape(k)
-    const base = col + this.colTerms.length * npad * 4
+    const affineAt = col + this.colTerms.length * npad * 4
+    const base = affineAt + (this.affine ? npad * 4 : 0)
     const row = chunk * k * 4
     const out = row + this.rowTerms.length * chunk * 4
     const qa = out + chunk * 3 * 16
@@ -258,7 +271,8 @@ export class NearestStep {
     const scratch = packAt + packCols * k * 4
     const statsAt = scratch + t.rows * 3 * 16
     const info = statsAt + (t.screen ? (npad + 4) * 4 : 0)
-    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols, qa, qout, scratch, statsAt, info }
+    const affineInfo = info + 32
+    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols, qa, qout, scratch, statsAt, info, affineAt, affineInfo }
   }
 
   private module(): Instance {
@@ -266,15 +280,19 @@ export class NearestStep {
     const g = this.geometry()
     const T = this.threadCount(g.chunk)
     // staging buffers (one for the calling thread, QUEUE per worker), then the pack scratch
-    const pages = Math.ceil((g.info + (g.t.screen ? INFO_BYTES : 0)) / 65536)
+    const pages = Math.ceil((g.info + (g.t.screen ? INFO_BYTES : 0) + (this.affine ? 32 - INFO_BYTES + affineInfoBytes(this.rowTerms.length) : 0)) / 65536)
     // screening: run dispatches to the float32 kernel or the screening one, which calls the row
     // and panel scaling; the functions go in SCREEN_FNS's order, which their calls index
     const screenFns = {
-      run: dispatchCode, exact: () => this.exactCode(g), screen: () => screenKernelCode(this.screenSpec(g)), scaleRows: () => scaleRowsCode(this.k, g.chunk, g.info),
+      run: () => dispatchCode(this.affine), exact: () => this.exactCode(g), screen: () => screenKernelCode(this.screenSpec(g)), scaleRows: () => scaleRowsCode(this.k, g.chunk, g.info),
       stats: () => codebookStatsCode(this.k, g.npad, g.cw), panelScale: () => panelScaleCode(this.k, g.cw, g.info),
       verdicts: () => verdictsCode(this.screenSpec(g)), rowSquares: () => rowSquaresCode(this.k),
+      screenAffine: () => screenKernelCode(this.screenSpec(g), true),
+      verdictsAffine: () => affineVerdictsCode({ chunk: g.chunk, info: g.info, affineInfo: g.affineInfo, rowTerms: this.rowTerms.length, state: SCREEN_STATE }),
     }
-    const kernels = g.t.screen ? SCREEN_FNS.map((name) => ({ name, code: screenFns[name]() })) : [{ name: 'run', code: this.exactCode(g) }]
+    // the affine functions are the last two: left out where the epilogue is not affine
+    const names = this.affine ? SCREEN_FNS : SCREEN_FNS.slice(0, -2)
+    const kernels = g.t.screen ? names.map((name) => ({ name, code: screenFns[name]() })) : [{ name: 'run', code: this.exactCode(g) }]
     const funcs = [...kernels, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
     const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
     const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true })
@@ -313,6 +331,7 @@ export class NearestStep {
       qaOffset: g.qa - g.a, scaleRowsFn: fnIndex('scaleRows'), panelScaleFn: fnIndex('panelScale'), verdictsFn: fnIndex('verdicts'),
       selfSquares: this.rowTerms.flatMap((t, ri) => (this.selfSquares.includes(t) ? [ri] : [])), rowSquaresFn: fnIndex('rowSquares'),
       info: g.info, range: this.range,
+      ...(this.affine ? { affine: { at: g.affineAt, info: g.affineInfo, verdictsFn: fnIndex('verdictsAffine') } } : {}),
     }
   }
 
@@ -337,13 +356,18 @@ export class NearestStep {
       }
     } else this.pack!(B, f32)
     this.colTerms.forEach((t, ci) => this.termKernels[t]!(B, f32, g.col / 4 + ci * g.npad, 0, n))
-    if (!stats || !scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, stats) || !termsInRange(f32, g.col / 4, this.colTerms.length, this.n, g.npad, this.range)) {
-      this.sweep(B, out, undefined, undefined)
+    if (!stats || !scaleCodebook(memory.buffer, k, g.npad, g.statsAt, g.info, stats)) {
+      this.sweep(B, out, undefined, undefined, 0)
+      return
+    }
+    const affine = this.affine && writeAffine(memory.buffer, this.epi, this.rowTerms, this.colTerms, g.col / 4, n, g.npad, g.affineAt / 4, g.affineInfo)
+    if (!affine && !termsInRange(f32, g.col / 4, this.colTerms.length, this.n, g.npad, this.range)) {
+      this.sweep(B, out, undefined, undefined, 0)
       return
     }
     const full: number[] = []
-    this.sweep(B, out, undefined, full)
-    if (full.length > 0) this.sweep(B, out, Int32Array.from(full), undefined)
+    this.sweep(B, out, undefined, full, affine ? AFFINE_FLAG : 0)
+    if (full.length > 0) this.sweep(B, out, Int32Array.from(full), undefined, 0)
   }
 
   /**
@@ -351,7 +375,7 @@ export class NearestStep {
    * workers: screened when `full` is given (rows screening leaves whole are added to it), else in
    * float32.
    */
-  private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, full: number[] | undefined): void {
+  private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, full: number[] | undefined, screenFlag: number): void {
     const { k } = this
     const { g, memory, run, late } = this.module()
     const threads = late?.current
@@ -365,7 +389,7 @@ export class NearestStep {
     const T = W + 1
     const step = 4 * R
     // with a screening module, `run` screens unless the row count carries EXACT_FLAG
-    const flag = g.t.screen && !full ? EXACT_FLAG : 0
+    const flag = g.t.screen && !full ? EXACT_FLAG : screenFlag
     let next = 0
     // rows handed out in chunks; with threads the last ones shrink so that all threads end together
     const take = (limit: number): { r0: number; cnt: number } | undefined => {
@@ -403,7 +427,7 @@ export class NearestStep {
     }
     const cols = new Int32Array(4)
     const args = (at: number, padded: number): [number, number, number, number] =>
-      full ? [padded, at + g.qa, at + g.row, at + g.qout] : [padded | flag, at + g.a, at + g.row, at + g.out]
+      full ? [padded | flag, at + g.qa, at + g.row, at + g.qout] : [padded | flag, at + g.a, at + g.row, at + g.out]
     const collect = (at: number, r0: number, cnt: number) => this.collect(f32, i32, out, at, r0, cnt, only, full, cols)
     const bufAt = (i: number) => g.base + i * g.buf
     type Task = { r0: number; cnt: number; at: number; args: readonly [number, number, number, number] }

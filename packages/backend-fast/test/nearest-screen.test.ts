@@ -3,65 +3,21 @@ import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { fc, test } from '@fast-check/vitest'
-import type { HostTensor, Program, Tensor } from '@tessera/core'
+import type { Tensor } from '@tessera/core'
 import { epilogueSlope, tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect } from 'vitest'
 import { interpretProgram } from '@tessera/backend-cpu'
 import { fastBackend, planProgram } from '../src/index.js'
-import type { NearestStep } from '../src/nearest.js'
 import { relaxedSimdSupported } from '../src/wasm/asm.js'
 import { screenShape } from '../src/nearest-scale.js'
 import { childRunWithWorkers, residualProgram, runWithWorkers } from './loop-helpers.js'
+import { f32, gauss, indices, lcg, nearestStep, program } from './screen-helpers.js'
 
 /**
  * Screening (nearest-screen.ts) only decides which distances the float32 kernel computes, so a
  * screened search must return the unscreened kernel's indices exactly, whatever the data: ties,
  * near-ties, NaN, infinities, magnitudes outside the scalable range, zero rows and codebooks.
  */
-
-const f32 = (shape: number[]) => ({ shape, dtype: 'float32' as const })
-
-type Form = 'dist' | 'vq' | 'cosine' | 'sqrt' | 'abs'
-/**
- * The distance forms: squared euclidean (argmin), VectorQuantize's -sqrt(max(d, 1e-8)) (argmax),
- * a plain dot (argmax), an unclamped sqrt (NaN where rounding makes a distance negative: the
- * first NaN wins), and |d - 2x.c| (not monotone: never screened).
- */
-function program(form: Form, n: number, d: number, k: number): Program {
-  return traceOrThrow([f32([n, d]), f32([k, d])], (x: Tensor, cb: Tensor) => {
-    const xc = x.matmul(cb.mT)
-    const x2 = x.square().sum(-1, true), c2 = cb.square().sum(-1)
-    if (form === 'dist') return [x2.sub(xc.mul(2)).add(c2).argmin(-1)]
-    if (form === 'vq') return [x2.add(c2).add(xc.mul(-2)).maximum(1e-8).sqrt().neg().argmax(-1)]
-    if (form === 'cosine') return [xc.argmax(-1)]
-    if (form === 'sqrt') return [x2.add(c2).sub(xc.mul(2)).sqrt().argmin(-1)]
-    return [x2.add(c2).sub(xc.mul(2)).abs().argmin(-1)]
-  }).program
-}
-
-const nearestStep = (p: Program): NearestStep => {
-  const s = planProgram(p, { wasm: true, threads: 1 }).steps.find((st) => st.kind === 'nearest')
-  if (!s || s.kind !== 'nearest') throw new Error('no nearest step')
-  return s.step
-}
-
-async function indices(p: Program, x: HostTensor, c: HostTensor, threads: number, nearestScreen: boolean): Promise<number[]> {
-  const b = fastBackend({ threads, nearestScreen, relaxedSimd: false })
-  try {
-    return Array.from((await runWithWorkers(b.compile(p), [x, c], threads))[0]!.data)
-  } finally {
-    await b.dispose?.()
-  }
-}
-
-function lcg(seed: number) {
-  let s = seed >>> 0
-  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 4294967296)
-}
-const gauss = (len: number, seed: number, scale = 1) => {
-  const r = lcg(seed)
-  return Array.from({ length: len }, () => Math.fround(Math.sqrt(-2 * Math.log(Math.max(r(), 1e-12))) * Math.cos(2 * Math.PI * r()) * scale))
-}
 
 describe('nearest-code screening', () => {
   test('the slope of the epilogue decides whether a search is screened', () => {

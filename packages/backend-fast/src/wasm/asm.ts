@@ -35,6 +35,7 @@ const name = (s: string): number[] => vec([...s].map((c) => [c.charCodeAt(0)]))
 export const I32 = 0x7f
 export const F32 = 0x7d
 export const V128 = 0x7b
+export const F64 = 0x7c
 
 /**
  * Instruction builder for one function body. Instructions push their bytes one at a time (no
@@ -90,6 +91,7 @@ export class Code {
   /** a ? b : c with a (an i32) on top. */
   select() { return this.b(0x1b) }
   f32(x: number) { return this.b(0x43).all(new Uint8Array(new Float32Array([x]).buffer)) }
+  f64(x: number) { return this.b(0x44).all(new Uint8Array(new Float64Array([x]).buffer)) }
   f32Load(offset = 0) { return this.b(0x2a).b(2).u(offset) }
   f32Store(offset = 0) { return this.b(0x38).b(2).u(offset) }
   i32Store16(offset = 0) { return this.b(0x3b).b(1).u(offset) }
@@ -108,6 +110,17 @@ export class Code {
   f32Lt() { return this.b(0x5d) }
   f32Le() { return this.b(0x5f) }
   f32Ge() { return this.b(0x60) }
+  f64Load(offset = 0) { return this.b(0x2b).b(3).u(offset) }
+  f64PromoteF32() { return this.b(0xbb) }
+  f64Abs() { return this.b(0x99) }
+  f64Add() { return this.b(0xa0) }
+  f64Sub() { return this.b(0xa1) }
+  f64Mul() { return this.b(0xa2) }
+  /** IEEE max: a NaN operand gives NaN. */
+  f64Max() { return this.b(0xa5) }
+  f64Lt() { return this.b(0x63) }
+  f64Le() { return this.b(0x65) }
+  f64Ge() { return this.b(0x66) }
   i32ReinterpretF32() { return this.b(0xbc) }
   f32ReinterpretI32() { return this.b(0xbe) }
   /** Float32 to int32, rounding toward zero, saturating (NaN gives 0). */
@@ -145,6 +158,7 @@ export class Code {
   f32x4Ne() { return this.simd(0x42) }
   f32x4Lt() { return this.simd(0x43) }
   f32x4Le() { return this.simd(0x45) }
+  f32x4Gt() { return this.simd(0x44) }
   /** 1 if any bit of the vector is set. */
   vAnyTrue() { return this.simd(0x53) }
   /** The top bit of each int32 lane, as bits 0-3 of an i32. */
