@@ -1,5 +1,7 @@
 import type { Epilogue } from '@tessera/core'
-import { Code, F64, I32, V128 } from './wasm/asm.js'
+import { Code, F32, F64, I32, V128 } from './wasm/asm.js'
+import type { TailOp } from './nearest-screen.js'
+import { emitWiden } from './nearest-verdicts.js'
 
 /**
  * Affine screening: for epilogues that are a linear form in the dot product, the row terms and
@@ -45,11 +47,33 @@ export function affineEpilogue(epi: Epilogue, colTerms: readonly number[]): bool
 
 const isColTerm = (x: Epilogue, colTerms: readonly number[]): boolean => x.op === 'term' && colTerms.includes(x.k)
 
-/** f64 slots of the per-call constants the verdicts read (after an f32 σ and padding). */
-const SLOT = { eta1: 0, eta0: 1, pd: 2, pc: 3, sd: 4, sc: 5 } as const
-const ROW_SLOTS = 6
+/**
+ * An epilogue as an affine part, an optional clamp from below by a column term (its values must be
+ * one constant) and a tail of square roots and pairs of negations (nearest-screen.ts liftTail:
+ * `inner` and `tail` are its result): VectorQuantize's -sqrt(max(d, 1e-8)) is d, clamped at 1e-8,
+ * then sqrt, neg, neg. Undefined where the rest is not affine.
+ */
+export interface AffineSplit {
+  readonly affine: Epilogue
+  /** The term number of the clamp's column term. */
+  readonly clamp?: number
+  readonly tail: readonly TailOp[]
+}
+
+export function affineSplit(inner: Epilogue, tail: readonly TailOp[], colTerms: readonly number[]): AffineSplit | undefined {
+  if (inner.op === 'max') {
+    const [x, t] = isColTerm(inner.b, colTerms) ? [inner.a, inner.b] : [inner.b, inner.a]
+    if (t.op === 'term' && isColTerm(t, colTerms) && affineEpilogue(x, colTerms)) return { affine: x, clamp: t.k, tail }
+  }
+  return affineEpilogue(inner, colTerms) ? { affine: inner, tail } : undefined
+}
+
+/** f64 slots of the per-call constants the verdicts read (after the float32 σ and clamp), then three per row term. */
+const SLOT = { eta1: 0, eta0: 1, pd: 2, pc: 3, sd: 4, sc: 5, absA: 6 } as const
+const ROW_SLOTS = 7
+const PER_ROW = 3
 /** Bytes of per-call constants at the module's affine info address, for `rowTerms` row terms. */
-export const affineInfoBytes = (rowTerms: number): number => 8 + 8 * (ROW_SLOTS + 2 * rowTerms)
+export const affineInfoBytes = (rowTerms: number): number => 8 + 8 * (ROW_SLOTS + PER_ROW * rowTerms)
 
 /** A linear form over the dot product's magnitude bound, each row term's |value| and a constant. */
 interface Form {
@@ -66,9 +90,10 @@ interface Form {
  * finite, or the dot product's coefficient is zero. Allocates only a few small objects.
  */
 export function writeAffine(
-  mem: ArrayBuffer, epi: Epilogue, rowTerms: readonly number[], colTerms: readonly number[],
+  mem: ArrayBuffer, split: AffineSplit, rowTerms: readonly number[], colTerms: readonly number[],
   colAt: number, n: number, npad: number, colOut: number, info: number,
 ): boolean {
+  const epi = split.affine
   const f32 = new Float32Array(mem)
   const nr = rowTerms.length
   const colMax: number[] = []
@@ -91,6 +116,7 @@ export function writeAffine(
   // result magnitude times the factor its error is carried to the result with) and every
   // intermediate's magnitude (to rule out overflow)
   const coefCol = colTerms.map(() => 0)
+  const coefRow = rowTerms.map(() => 0)
   let coefDot = 0
   const zero = (): Form => ({ d: 0, r: Array.from({ length: nr }, () => 0), c: 0 })
   const rho = zero(), all = zero()
@@ -110,8 +136,10 @@ export function writeAffine(
         break
       case 'term': {
         const ri = rowTerms.indexOf(x.k)
-        if (ri >= 0) m.r[ri] = 1
-        else {
+        if (ri >= 0) {
+          m.r[ri] = 1
+          coefRow[ri]! += w
+        } else {
           const ci = colTerms.indexOf(x.k)
           coefCol[ci]! += w
           m.c = colMax[ci]!
@@ -146,7 +174,8 @@ export function writeAffine(
     return m
   }
   walk(epi, 1)
-  if (failed || !(coefDot !== 0 && Number.isFinite(coefDot))) return false
+  const clamp = split.clamp === undefined ? -Infinity : constant[colTerms.indexOf(split.clamp)]
+  if (failed || clamp === undefined || !(coefDot !== 0 && Number.isFinite(coefDot))) return false
   const a = Math.abs(coefDot)
   // s = σ scl acc + out_j, out_j = -C_j / |α| rounded to float32
   let k0 = 0
@@ -163,17 +192,21 @@ export function writeAffine(
   const u = 2 ** -24 * (1 + 2 ** -16)
   const up = (x: number) => x * (1 + 2 ** -40)
   f32[info / 4] = -Math.sign(coefDot)
-  const f64 = new Float64Array(mem, info + 8, ROW_SLOTS + 2 * nr)
-  // η: the conversion of acc, the rounding of -C_j / |α| (and of the f64 sum before it), and of s
+  f32[info / 4 + 1] = clamp
+  const f64 = new Float64Array(mem, info + 8, ROW_SLOTS + PER_ROW * nr)
+  // η: the conversion of acc, the rounding of -C_j / |α| (and of the f64 sum before it), and of s;
+  // ρ / |α|: the affine part's rounding, in units of s
   f64[SLOT.eta1] = 2 ** -22
   f64[SLOT.eta0] = up(2 ** -22 * k0 * (1 + 2 ** -20) + 2 ** -130)
-  f64[SLOT.pd] = up((2 * u * rho.d) / a)
-  f64[SLOT.pc] = up((2 * (u * rho.c + ops * 2 ** -149)) / a)
+  f64[SLOT.pd] = up((u * rho.d) / a)
+  f64[SLOT.pc] = up((u * rho.c + ops * 2 ** -149) / a)
   f64[SLOT.sd] = up(all.d)
   f64[SLOT.sc] = up(all.c)
+  f64[SLOT.absA] = a
   for (let i = 0; i < nr; i++) {
-    f64[ROW_SLOTS + 2 * i] = up((2 * u * rho.r[i]!) / a)
-    f64[ROW_SLOTS + 2 * i + 1] = up(all.r[i]!)
+    f64[ROW_SLOTS + PER_ROW * i] = up((u * rho.r[i]!) / a)
+    f64[ROW_SLOTS + PER_ROW * i + 1] = up(all.r[i]!)
+    f64[ROW_SLOTS + PER_ROW * i + 2] = coefRow[i]! / a
   }
   return true
 }
@@ -190,25 +223,45 @@ export interface AffineVerdictSpec {
   readonly rowTerms: number
   /** Bytes of screening state per row (nearest-screen.ts SCREEN_STATE). */
   readonly state: number
+  /** The tail after the affine part and its clamp (affineSplit). */
+  readonly tail: readonly TailOp[]
 }
 
 /**
- * `verdicts(rows, row, sp, out)` for affine screening: per row, Δ from its scale and bound (at
- * sp, sp + chunk * 4) and its row terms (at row, chunk * 4 apart), in float64 rounded up by a
- * margin that covers the float64 ops; the threshold τ = (largest s) - Δ; the verdict (the
- * column of the one lane whose best s is at or above τ, when no lane's second is) or -1. For a
- * -1, the state is rewritten in the bounded screening's form, which screenVerdict reads: U 0 (NaN
- * for the row in float32), least lower bounds 0 for candidate lanes and +Inf for others, second
- * lower bounds +Inf.
+ * `verdicts(rows, row, sp, out)` for affine screening, per row, in float64 with margins that cover
+ * its own rounding. With E1 = err + η and Rh = ρ / |α| (from the row's scale and bound at sp and
+ * sp + chunk * 4, and its row terms at row, chunk * 4 apart), the code with the largest s has its
+ * affine part at most U = |α| (Rr - s_max + E1 + Rh) in float32 (Rr: the row terms' part over
+ * |α|), rounded up to a float32; W is U clamped and widened through the tail (emitWiden), and a
+ * code can win or tie only where its affine part's lower bound, |α| (Rr - s - E1 - Rh), is at most
+ * W: s >= τ = Rr - E1 - Rh - W / |α|. The verdict is the column of the one lane whose best s is at
+ * or above τ when no lane's second is, else -1; a row whose epilogue intermediates could exceed
+ * 2^120, or under whose square root a value could be negative (a NaN distance wins), goes to
+ * float32. For a -1 the state is rewritten in the bounded screening's form, which screenVerdict
+ * reads: U 0 (NaN for the row in float32), least lower bounds 0 for candidate lanes and +Inf for
+ * others, second lower bounds +Inf.
  */
 export function affineVerdictsCode(s: AffineVerdictSpec): Code {
   const c = new Code(4)
   const [rows, rowPtr, spPtr, outPtr] = [0, 1, 2, 3]
   const r = c.local(I32), rp = c.local(I32), sp = c.local(I32), op = c.local(I32), vp = c.local(I32)
   const m1 = c.local(I32), m2 = c.local(I32), ok = c.local(I32), l = c.local(I32)
-  const ad = c.local(F64), md = c.local(F64), e = c.local(F64), delta = c.local(F64), tau = c.local(F64), smax = c.local(F64)
+  const ad = c.local(F64), md = c.local(F64), e1 = c.local(F64), rh = c.local(F64), rr = c.local(F64), smax = c.local(F64), ua = c.local(F64), tau = c.local(F64)
+  const w = c.local(F32), mapped = c.local(F32), next = c.local(F32)
   const b1 = c.local(V128), b2 = c.local(V128)
   const slot = (i: number) => s.affineInfo + 8 + 8 * i
+  const load = (i: number) => c.i32(0).f64Load(slot(i))
+  const row = (i: number) => c.get(rp).f32Load(i * s.chunk * 4).f64PromoteF32()
+  // pushes the sum over row terms of slot(i, per row) times (|row term| or row term)
+  const rowSum = (at: number, abs: boolean) => {
+    for (let i = 0; i < s.rowTerms; i++) {
+      load(ROW_SLOTS + PER_ROW * i + at)
+      row(i)
+      if (abs) c.f64Abs()
+      c.f64Mul().f64Add()
+    }
+  }
+  const sqrt = s.tail.includes('sqrt')
   const st = (which: number) => which * 16
   c.get(rowPtr).set(rp)
   c.get(spPtr).set(sp)
@@ -218,24 +271,49 @@ export function affineVerdictsCode(s: AffineVerdictSpec): Code {
   c.loop()
   c.get(op).vLoad(st(1)).set(b1)
   c.get(op).vLoad(st(3)).set(b2)
-  // the bound on |dot|, and Δ
+  // the bound on |dot|, E1, Rh, Rr
   c.i32(s.info).f32Load(24).f64PromoteF32().get(sp).f32Load(0).f64PromoteF32().f64Mul().set(ad)
-  c.get(sp).f32Load(s.chunk * 4).f64PromoteF32().set(e)
-  c.get(ad).get(e).f64Add().set(md)
-  c.get(e).i32(0).f64Load(slot(SLOT.eta1)).get(ad).f64Mul().f64Add().i32(0).f64Load(slot(SLOT.eta0)).f64Add().f64(2).f64Mul()
-  c.i32(0).f64Load(slot(SLOT.pd)).get(md).f64Mul().f64Add()
-  c.i32(0).f64Load(slot(SLOT.pc)).f64Add()
-  for (let i = 0; i < s.rowTerms; i++) c.i32(0).f64Load(slot(ROW_SLOTS + 2 * i)).get(rp).f32Load(i * s.chunk * 4).f64PromoteF32().f64Abs().f64Mul().f64Add()
-  c.f64(1 + 2 ** -20).f64Mul().set(delta)
-  // every intermediate of the epilogue bounded (NaN fails too), and Δ finite
-  c.i32(0).f64Load(slot(SLOT.sd)).get(md).f64Mul().i32(0).f64Load(slot(SLOT.sc)).f64Add()
-  for (let i = 0; i < s.rowTerms; i++) c.i32(0).f64Load(slot(ROW_SLOTS + 2 * i + 1)).get(rp).f32Load(i * s.chunk * 4).f64PromoteF32().f64Abs().f64Mul().f64Add()
-  c.f64(MAX_INTERMEDIATE).f64Le()
-  c.get(delta).f64(Infinity).f64Lt().i32And().set(ok)
+  c.get(sp).f32Load(s.chunk * 4).f64PromoteF32().tee(e1).get(ad).f64Add().set(md)
+  c.get(e1)
+  load(SLOT.eta1).get(ad).f64Mul().f64Add()
+  load(SLOT.eta0).f64Add().set(e1)
+  load(SLOT.pd).get(md).f64Mul()
+  load(SLOT.pc).f64Add()
+  rowSum(0, true)
+  c.f64(1 + 2 ** -20).f64Mul().set(rh)
+  c.f64(0)
+  rowSum(2, false)
+  c.set(rr)
+  // every intermediate of the epilogue bounded (NaN fails too)
+  load(SLOT.sd).get(md).f64Mul()
+  load(SLOT.sc).f64Add()
+  rowSum(1, true)
+  c.f64(MAX_INTERMEDIATE).f64Le().set(ok)
   c.get(b1).f32x4ExtractLane(0).f64PromoteF32()
   for (let k = 1; k < 4; k++) c.get(b1).f32x4ExtractLane(k).f64PromoteF32().f64Max()
   c.set(smax)
-  c.get(smax).get(delta).f64Sub().set(tau)
+  // U, rounded up to a float32 (a relative margin above half a float32 step), clamped
+  load(SLOT.absA).get(rr).get(smax).f64Sub().get(e1).f64Add().get(rh).f64Add().f64Mul().set(ua)
+  c.get(ua).get(ua).f64Abs().f64(2 ** -22).f64Mul().f64Add().f64(2 ** -140).f64Add().f32DemoteF64()
+  c.i32(0).f32Load(s.affineInfo + 4).f32Max().set(w)
+  if (sqrt) {
+    // the least the affine part of any code can be, clamped: below 0, a square root could be NaN
+    load(SLOT.absA).get(rr).get(smax).f64Sub().get(e1).f64Sub().get(rh).f64Sub().f64Mul()
+    c.get(ua).f64Abs().f64(2 ** -22).f64Mul().f64Sub()
+    c.i32(0).f32Load(s.affineInfo + 4).f64PromoteF32().f64Max().f64(0).f64Ge().get(ok).i32And().set(ok)
+  }
+  if (s.tail.length > 0) {
+    c.block()
+    c.get(w).f32(0).f32Ge().i32Eqz().brIf(0)
+    emitWiden(c, s.tail, w, mapped, next)
+    c.end()
+  }
+  // τ, lowered by a margin that covers its float64 rounding
+  c.get(rr).get(e1).f64Sub().get(rh).f64Sub().get(w).f64PromoteF32()
+  load(SLOT.absA).f64Div().tee(ua).f64Sub().set(tau)
+  c.get(tau)
+  c.get(rr).f64Abs().get(e1).f64Add().get(rh).f64Add().get(ua).f64Abs().f64Add().f64(2 ** -40).f64Mul().f64Sub().set(tau)
+  c.get(tau).get(tau).f64Eq().get(ok).i32And().set(ok)
   c.i32(0).set(m1)
   c.i32(0).set(m2)
   for (let k = 0; k < 4; k++) {

@@ -1,6 +1,6 @@
 import { Code, F32, I32, V128 } from './wasm/asm.js'
 import { emitEpilogue, laneSelect, termLocals } from './nearest-epilogue.js'
-import type { ScreenKernelSpec } from './nearest-screen.js'
+import type { ScreenKernelSpec, TailOp } from './nearest-screen.js'
 import { SCREEN_STATE } from './nearest-screen.js'
 
 /**
@@ -124,28 +124,39 @@ function emitBoundedU(c: Code, s: ScreenKernelSpec, v: BoundedLocals): void {
  * distance wins).
  */
 function emitTailLimit(c: Code, s: ScreenKernelSpec, v: BoundedLocals): void {
-  const tail = () => {
-    for (const op of s.tail) if (op === 'sqrt') c.f32Sqrt()
-    else c.f32Neg()
-  }
   c.get(v.u).f32x4ExtractLane(0).get(v.u).f32x4ExtractLane(1).f32Min().get(v.u).f32x4ExtractLane(2).get(v.u).f32x4ExtractLane(3).f32Min().f32Min().set(v.lim)
   c.block() // done
   c.block() // not a limit: NaN
   c.get(v.lim).f32(0).f32Ge().i32Eqz().brIf(0)
-  c.get(v.lim)
-  tail()
-  c.set(v.mapped)
-  c.loop()
-  c.get(v.lim).i32ReinterpretF32().i32(1).i32Add().f32ReinterpretI32().tee(v.next)
-  tail()
-  c.get(v.mapped).f32Eq().i32Eqz().brIf(2)
-  c.get(v.next).set(v.lim)
-  c.br(0)
-  c.end()
+  emitWiden(c, s.tail, v.lim, v.mapped, v.next)
+  c.br(1)
   c.end()
   c.f32(NaN).set(v.lim)
   c.end()
   c.get(v.lim).f32x4Splat().set(v.u)
+}
+
+/**
+ * `lim` (a float32 local, at or above 0) stepped up one float32 at a time while the tail maps the
+ * next value where it maps `lim`: afterwards every value above `lim` has a larger tail value.
+ */
+export function emitWiden(c: Code, tail: readonly TailOp[], lim: number, mapped: number, next: number): void {
+  const apply = () => {
+    for (const op of tail) if (op === 'sqrt') c.f32Sqrt()
+    else c.f32Neg()
+  }
+  c.get(lim)
+  apply()
+  c.set(mapped)
+  c.block()
+  c.loop()
+  c.get(lim).i32ReinterpretF32().i32(1).i32Add().f32ReinterpretI32().tee(next)
+  apply()
+  c.get(mapped).f32Eq().i32Eqz().brIf(1)
+  c.get(next).set(lim)
+  c.br(0)
+  c.end()
+  c.end()
 }
 
 /**

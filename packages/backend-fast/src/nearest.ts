@@ -16,7 +16,8 @@ import { AFFINE_FLAG, EXACT_FLAG, liftTail, SCREEN_FNS, SCREEN_STATE, dispatchCo
 import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
 import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
-import { affineEpilogue, affineInfoBytes, affineVerdictsCode, writeAffine } from './nearest-affine.js'
+import { affineInfoBytes, affineSplit, affineVerdictsCode, writeAffine } from './nearest-affine.js'
+import type { AffineSplit } from './nearest-affine.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -156,6 +157,7 @@ export class NearestStep {
   private readonly range: number | undefined
   /** Whether the module has the affine screening kernel (nearest-affine.ts), used in the calls whose constants allow it. */
   private readonly affine: boolean
+  private readonly split: AffineSplit | undefined
 
   constructor(
     pattern: NearestPattern,
@@ -189,7 +191,8 @@ export class NearestStep {
     this.k = k
     this.rowTerms = terms.flatMap((t, i) => (t.dep === 'row' ? [i] : []))
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
-    this.affine = tuning.screen && affineEpilogue(epilogue, this.colTerms)
+    this.split = tuning.screen ? affineSplit(lifted.inner, lifted.tail, this.colTerms) : undefined
+    this.affine = this.split !== undefined
   }
 
   private chunksToWorkers = 0
@@ -288,7 +291,7 @@ export class NearestStep {
       stats: () => codebookStatsCode(this.k, g.npad, g.cw), panelScale: () => panelScaleCode(this.k, g.cw, g.info),
       verdicts: () => verdictsCode(this.screenSpec(g)), rowSquares: () => rowSquaresCode(this.k),
       screenAffine: () => screenKernelCode(this.screenSpec(g), true),
-      verdictsAffine: () => affineVerdictsCode({ chunk: g.chunk, info: g.info, affineInfo: g.affineInfo, rowTerms: this.rowTerms.length, state: SCREEN_STATE }),
+      verdictsAffine: () => affineVerdictsCode({ chunk: g.chunk, info: g.info, affineInfo: g.affineInfo, rowTerms: this.rowTerms.length, state: SCREEN_STATE, tail: this.split!.tail }),
     }
     // the affine functions are the last two: left out where the epilogue is not affine
     const names = this.affine ? SCREEN_FNS : SCREEN_FNS.slice(0, -2)
@@ -360,7 +363,7 @@ export class NearestStep {
       this.sweep(B, out, undefined, undefined, 0)
       return
     }
-    const affine = this.affine && writeAffine(memory.buffer, this.epi, this.rowTerms, this.colTerms, g.col / 4, n, g.npad, g.affineAt / 4, g.affineInfo)
+    const affine = this.split !== undefined && writeAffine(memory.buffer, this.split, this.rowTerms, this.colTerms, g.col / 4, n, g.npad, g.affineAt / 4, g.affineInfo)
     if (!affine && !termsInRange(f32, g.col / 4, this.colTerms.length, this.n, g.npad, this.range)) {
       this.sweep(B, out, undefined, undefined, 0)
       return

@@ -1,7 +1,10 @@
 import type { Tensor } from '@tessera/core'
 import { tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect, test } from 'vitest'
+import type { Epilogue } from '@tessera/core'
 import { affineEpilogue, affineInfoBytes, writeAffine } from '../src/nearest-affine.js'
+import { fastBackend } from '../src/index.js'
+import { runWithWorkers } from './loop-helpers.js'
 import { f32, gauss, indices, lcg, nearestStep, program } from './screen-helpers.js'
 
 /**
@@ -26,11 +29,8 @@ function realArgmin(x: number[], cb: number[], d: number): number[] {
 }
 
 describe('affine screening', () => {
-  test('squared euclidean distance and a plain dot are affine; VectorQuantize clamped square root and an unclamped one are screened by bounds', () => {
-    expect(nearestStep(program('dist', 8, 32, 40)).affineScreen).toBe(true)
-    expect(nearestStep(program('cosine', 8, 32, 40)).affineScreen).toBe(true)
-    expect(nearestStep(program('vq', 8, 32, 40)).affineScreen).toBe(false)
-    expect(nearestStep(program('sqrt', 8, 32, 40)).affineScreen).toBe(false)
+  test('squared euclidean distance, a plain dot, VectorQuantize clamped square root and an unclamped one are affine (with a tail)', () => {
+    for (const form of ['dist', 'cosine', 'vq', 'sqrt'] as const) expect(nearestStep(program(form, 8, 32, 40)).affineScreen, form).toBe(true)
     const dot = { op: 'dot' } as const, r0 = { op: 'term', k: 0 } as const, c1 = { op: 'term', k: 1 } as const, c2 = { op: 'term', k: 2 } as const
     expect(affineEpilogue({ op: 'add', a: { op: 'sub', a: r0, b: { op: 'mul', a: dot, b: c1 } }, b: c2 }, [1, 2])).toBe(true)
     // a row term as a factor, a product of two dot products, no dot product at all, a division
@@ -48,25 +48,30 @@ describe('affine screening', () => {
     const dot = { op: 'dot' } as const, r0 = { op: 'term', k: 0 } as const, t1 = { op: 'term', k: 1 } as const, t2 = { op: 'term', k: 2 } as const
     // |x|² - 2 dot + |c|²: term 1 the constant 2, term 2 the |c|²
     const epi = { op: 'add', a: { op: 'sub', a: r0, b: { op: 'mul', a: dot, b: t1 } }, b: t2 } as const
-    const write = () => writeAffine(mem, epi, [0], [1, 2], 0, n, npad, 2 * npad, 1024)
+    const write = (e: Epilogue = epi) => writeAffine(mem, { affine: e, tail: [] }, [0], [1, 2], 0, n, npad, 2 * npad, 1024)
     col([[2, 2, 2, 2, 2], [1, 3, 5, 7, 9]])
     expect(write()).toBe(true)
     expect(Array.from(f.subarray(2 * npad, 3 * npad))).toEqual([-0.5, -1.5, -2.5, -3.5, -4.5, -Infinity, -Infinity, -Infinity])
     // σ: 1 where the distance falls as the dot product grows
     expect(f[1024 / 4]).toBe(1)
-    expect(affineInfoBytes(1)).toBe(8 + 8 * 8)
+    expect(affineInfoBytes(1)).toBe(8 + 8 * 10)
     col([[2, 2, 2, 2.5, 2], [1, 3, 5, 7, 9]])
     expect(write()).toBe(false)
     col([[2, 2, 2, 2, 2], [1, 3, NaN, 7, 9]])
     expect(write()).toBe(false)
     col([[0, 0, 0, 0, 0], [1, 3, 5, 7, 9]])
     expect(write()).toBe(false)
+    // a clamp: one constant, written after σ; a clamp whose values differ refuses
+    col([[2, 2, 2, 2, 2], [1, 3, 5, 7, 9]])
+    expect(writeAffine(mem, { affine: epi, clamp: 1, tail: ['sqrt'] }, [0], [1, 2], 0, n, npad, 2 * npad, 1024)).toBe(true)
+    expect(f[1024 / 4 + 1]).toBe(2)
+    expect(writeAffine(mem, { affine: epi, clamp: 2, tail: ['sqrt'] }, [0], [1, 2], 0, n, npad, 2 * npad, 1024)).toBe(false)
     // an argmin of the dot product itself: σ is -1, no column values; its argmax (negated): 1
     col([[2, 2, 2, 2, 2], [1, 3, 5, 7, 9]])
-    expect(writeAffine(mem, dot, [], [1, 2], 0, n, npad, 2 * npad, 1024)).toBe(true)
+    expect(write(dot)).toBe(true)
     expect(f[1024 / 4]).toBe(-1)
     expect(Array.from(f.subarray(2 * npad, 2 * npad + n)).every((v) => v === 0)).toBe(true)
-    expect(writeAffine(mem, { op: 'neg', a: dot }, [], [1, 2], 0, n, npad, 2 * npad, 1024)).toBe(true)
+    expect(write({ op: 'neg', a: dot })).toBe(true)
     expect(f[1024 / 4]).toBe(1)
   })
 
@@ -131,6 +136,34 @@ describe('affine screening', () => {
     const plain = await indices(scaledBack, x, c, 1, false)
     expect(want.filter((j, i) => j !== plain[i]).length).toBeGreaterThan(n / 2)
     expect(await indices(p, x, c, 1, true)).toEqual(want)
+  })
+
+  test('a clamp by a column input: one value, screened affinely; values that differ, screened with bounds through the square root; both the unscreened indices', async () => {
+    const [n, d, k] = [3000, 32, 200]
+    const p = traceOrThrow([f32([n, d]), f32([k, d]), f32([k])], (x: Tensor, cb: Tensor, t: Tensor) => [
+      x.square().sum(-1, true).sub(x.matmul(cb.mT).mul(2)).add(cb.square().sum(-1)).maximum(t).sqrt().argmin(-1),
+    ]).program
+    expect(nearestStep(p).affineScreen).toBe(true)
+    // codes 100-199 are codes 0-99 moved by ±0.1 in every coordinate (a squared distance of
+    // 0.32), rows are near codes: the clamp at 0.5 ties a row near code j + 100 with code j, far
+    // above the least distance, and code j wins
+    const half = gauss((k / 2) * d, 49), r = lcg(50)
+    const cb = [...half, ...half.map((v) => Math.fround(v + (r() < 0.5 ? -0.1 : 0.1)))]
+    const x = tensorOf(Array.from({ length: n * d }, (_, i) => Math.fround(cb[(Math.floor(i / d) % k) * d + (i % d)]! + (r() - 0.5) * 0.02)), [n, d])
+    const c = tensorOf(cb, [k, d])
+    for (const t of [Array.from({ length: k }, () => 0.5), Array.from({ length: k }, (_, j) => 0.5 - 0.001 * (j % 7))]) {
+      const run = async (nearestScreen: boolean) => {
+        const b = fastBackend({ threads: 2, nearestScreen, relaxedSimd: false })
+        try {
+          return Array.from((await runWithWorkers(b.compile(p), [x, c, tensorOf(t, [k])], 2))[0]!.data)
+        } finally {
+          await b.dispose?.()
+        }
+      }
+      const want = await run(false)
+      if (t[1] === t[0]) expect(want.filter((j, i) => i % k >= k / 2 && j === (i % k) - k / 2).length, 'rows whose clamped distances tie and go to an earlier code').toBe(n / 2)
+      expect(await run(true)).toEqual(want)
+    }
   })
 })
 

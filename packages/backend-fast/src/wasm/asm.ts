@@ -116,6 +116,10 @@ export class Code {
   f64Add() { return this.b(0xa0) }
   f64Sub() { return this.b(0xa1) }
   f64Mul() { return this.b(0xa2) }
+  f64Div() { return this.b(0xa3) }
+  f64Eq() { return this.b(0x61) }
+  /** Rounds to the nearest float32 (ties to even). */
+  f32DemoteF64() { return this.b(0xb6) }
   /** IEEE max: a NaN operand gives NaN. */
   f64Max() { return this.b(0xa5) }
   f64Lt() { return this.b(0x63) }
