@@ -18,7 +18,8 @@ import { emitWiden } from './nearest-verdicts.js'
  * a distance at or below that of the code with the largest s, so its s is at least that largest
  * s minus Δ = 2 (err + η) + 2ρ / |α|. Every code at or above that threshold is a candidate, as
  * in the bounded screening (one: the answer; one per lane: rescored in float32; more: the row in
- * float32).
+ * float32). Under a clamp and a tail of square roots (affineSplit) the verdicts compute the
+ * threshold from the best code's bound clamped and widened through the tail (affineVerdictsCode).
  */
 
 /** Whether the epilogue is affine in the sense above, as far as its shape tells (constants are checked per call). */

@@ -12,11 +12,13 @@ import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-o
 import { driverSource, exactKernelCode, exactRowResult, rescoreRow } from './nearest-kernel.js'
 import type { Drive } from './nearest-kernel.js'
 import type { ScreenKernelSpec, TailOp } from './nearest-screen.js'
-import { AFFINE_FLAG, EXACT_FLAG, liftTail, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenParkBytes, screenRangeExp, screenVerdictBytes, termsInRange } from './nearest-screen.js'
+import { AFFINE_FLAG, EXACT_FLAG, liftTail, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenRangeExp, termsInRange } from './nearest-screen.js'
 import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
-import { INFO_BYTES, codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
+import { codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
 import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
-import { affineInfoBytes, affineSplit, affineVerdictsCode, writeAffine } from './nearest-affine.js'
+import { affineSplit, affineVerdictsCode, writeAffine } from './nearest-affine.js'
+import { nearestGeometry } from './nearest-geometry.js'
+import type { Geometry } from './nearest-geometry.js'
 import type { AffineSplit } from './nearest-affine.js'
 
 /**
@@ -79,43 +81,10 @@ export interface NearestTuning {
  */
 export const defaultTuning: NearestTuning = { rows: 2, vecs: 4, unroll: 1, relaxed: false, screen: false }
 
-/** Floats of A per staged chunk: a chunk's rows stay in L2 while every column chunk sweeps them. */
-const CHUNK_FLOATS = 1 << 16
-const MAX_CHUNK = 1024
 /** Smallest chunk handed out while rows remain (the last ones are split finer to end together). */
 const MIN_CHUNK = 64
 /** Below this many multiply-adds a run stays on the calling thread. */
 const THREAD_MIN_WORK = 1 << 22
-interface Geometry {
-  readonly t: NearestTuning
-  /** Columns per chunk (4 * vecs), columns padded to whole chunks, steps along k per dot-loop iteration. */
-  readonly cw: number
-  readonly npad: number
-  readonly unroll: number
-  /** Rows per staged chunk (a multiple of 4 * rows). */
-  readonly chunk: number
-  /** Byte addresses: column terms after the packed B panels, then the staging buffers; offsets within a buffer. */
-  readonly col: number
-  readonly base: number
-  /** Byte address of the scratch for rows of a stored B^T on their way into the panels (after the buffers), and their count. */
-  readonly packAt: number
-  readonly packCols: number
-  readonly buf: number
-  readonly a: number
-  readonly row: number
-  readonly out: number
-  /** Screening: within a buffer, the int16 rows (scales and bounds follow) and the screening state (a column chunk's int16 panel follows); the float32 state scratch of one register tile of rows. */
-  readonly qa: number
-  readonly qout: number
-  readonly scratch: number
-  /** Screening: npad + 4 floats of codebook statistics, and the scales the row and panel scaling read. */
-  readonly statsAt: number
-  readonly info: number
-  /** Affine screening (nearest-affine.ts): npad column values after the column terms, and the per-call constants after info. */
-  readonly affineAt: number
-  readonly affineInfo: number
-}
-
 interface Instance {
   readonly g: Geometry
   readonly memory: WebAssembly.Memory
@@ -250,40 +219,17 @@ export class NearestStep {
   }
 
   private geometry(): Geometry {
-    const t = this.tuning
-    const { k, m } = this
-    const cw = 4 * t.vecs
-    const npad = Math.ceil(this.n / cw) * cw
-    let unroll = Math.min(t.unroll, k)
-    while (k % unroll !== 0) unroll--
-    const step = 4 * t.rows
-    const chunk = Math.min(Math.ceil(Math.min(MAX_CHUNK, Math.max(1, Math.floor(CHUNK_FLOATS / k))) / step), Math.ceil(m / step)) * step
-    const col = k * npad * 4
-    const { k2 } = screenShape(k)
-    const affineAt = col + this.colTerms.length * npad * 4
-    const base = affineAt + (this.affine ? npad * 4 : 0)
-    const row = chunk * k * 4
-    const out = row + this.rowTerms.length * chunk * 4
-    const qa = out + chunk * 3 * 16
-    const qout = qa + chunk * (k2 + 2) * 4
-    const buf = t.screen ? qout + chunk * SCREEN_STATE + screenVerdictBytes(chunk) + k2 * cw * 4 + screenParkBytes(t.rows, t.vecs) : qa
-    // B^T's rows go through a scratch of about CHUNK_FLOATS floats, whole panels at a time
-    const packCols = this.slotBT === undefined ? 0 : Math.min(npad, cw * Math.max(1, Math.floor(CHUNK_FLOATS / (k * cw))))
-    const T = this.threadCount(chunk)
-    const packAt = base + (1 + (T - 1) * QUEUE) * buf
-    const scratch = packAt + packCols * k * 4
-    const statsAt = scratch + t.rows * 3 * 16
-    const info = statsAt + (t.screen ? (npad + 4) * 4 : 0)
-    const affineInfo = info + 32
-    return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols, qa, qout, scratch, statsAt, info, affineAt, affineInfo }
+    return nearestGeometry({
+      m: this.m, n: this.n, k: this.k, tuning: this.tuning, rowTerms: this.rowTerms.length, colTerms: this.colTerms.length,
+      affine: this.affine, packsStoredRows: this.slotBT !== undefined, threads: (chunk) => this.threadCount(chunk),
+    })
   }
 
   private module(): Instance {
     if (this.instance) return this.instance
     const g = this.geometry()
     const T = this.threadCount(g.chunk)
-    // staging buffers (one for the calling thread, QUEUE per worker), then the pack scratch
-    const pages = Math.ceil((g.info + (g.t.screen ? INFO_BYTES : 0) + (this.affine ? 32 - INFO_BYTES + affineInfoBytes(this.rowTerms.length) : 0)) / 65536)
+    const pages = Math.ceil(g.bytes / 65536)
     // screening: run dispatches to the float32 kernel or the screening one, which calls the row
     // and panel scaling; the functions go in SCREEN_FNS's order, which their calls index
     const screenFns = {
