@@ -83,7 +83,8 @@ export function nearestGeometry(p: GeometryInput): Geometry {
   const scratch = packAt + packCols * k * 4
   const statsAt = scratch + t.rows * 3 * 16
   const info = statsAt + (t.screen ? (npad + 4) * 4 : 0)
-  const affineInfo = info + 32
+  // float64 constants (writeAffine) need an 8-byte aligned start
+  const affineInfo = Math.ceil((info + INFO_BYTES) / 8) * 8
   const bytes = p.affine ? affineInfo + affineInfoBytes(p.rowTerms) : info + (t.screen ? INFO_BYTES : 0)
   return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols, qa, qout, scratch, statsAt, info, affineAt, affineInfo, bytes }
 }
