@@ -1,7 +1,7 @@
 import type { Epilogue } from '@tessera/core'
 import { Code, F32, F64, I32, V128 } from './wasm/asm.js'
 import type { TailOp } from './nearest-screen.js'
-import { emitWiden } from './nearest-verdicts.js'
+import { emitWiden } from './nearest-epilogue.js'
 
 /**
  * Affine screening: for epilogues that are a linear form in the dot product, the row terms and

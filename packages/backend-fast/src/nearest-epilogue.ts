@@ -1,5 +1,6 @@
 import type { Epilogue } from '@tessera/core'
 import type { Code } from './wasm/asm.js'
+import type { TailOp } from './nearest-screen.js'
 
 /**
  * Pushes the epilogue's value for one 4-lane vector: `dot` pushes the dot products, `term(k)` the
@@ -40,4 +41,27 @@ export function emitEpilogue(c: Code, x: Epilogue, dot: () => void, term: (k: nu
       else if (x.op === 'max') c.f32x4Max()
       else c.f32x4Min()
   }
+}
+
+/**
+ * `lim` (a float32 local, at or above 0) stepped up one float32 at a time while the tail maps the
+ * next value where it maps `lim`: afterwards every value above `lim` has a larger tail value.
+ */
+export function emitWiden(c: Code, tail: readonly TailOp[], lim: number, mapped: number, next: number): void {
+  const apply = () => {
+    for (const op of tail) if (op === 'sqrt') c.f32Sqrt()
+    else c.f32Neg()
+  }
+  c.get(lim)
+  apply()
+  c.set(mapped)
+  c.block()
+  c.loop()
+  c.get(lim).i32ReinterpretF32().i32(1).i32Add().f32ReinterpretI32().tee(next)
+  apply()
+  c.get(mapped).f32Eq().i32Eqz().brIf(1)
+  c.get(next).set(lim)
+  c.br(0)
+  c.end()
+  c.end()
 }

@@ -1,6 +1,6 @@
 import { Code, F32, I32, V128 } from './wasm/asm.js'
-import { emitEpilogue, laneSelect, termLocals } from './nearest-epilogue.js'
-import type { ScreenKernelSpec, TailOp } from './nearest-screen.js'
+import { emitEpilogue, emitWiden, laneSelect, termLocals } from './nearest-epilogue.js'
+import type { ScreenKernelSpec } from './nearest-screen.js'
 import { SCREEN_STATE } from './nearest-screen.js'
 
 /**
@@ -134,29 +134,6 @@ function emitTailLimit(c: Code, s: ScreenKernelSpec, v: BoundedLocals): void {
   c.f32(NaN).set(v.lim)
   c.end()
   c.get(v.lim).f32x4Splat().set(v.u)
-}
-
-/**
- * `lim` (a float32 local, at or above 0) stepped up one float32 at a time while the tail maps the
- * next value where it maps `lim`: afterwards every value above `lim` has a larger tail value.
- */
-export function emitWiden(c: Code, tail: readonly TailOp[], lim: number, mapped: number, next: number): void {
-  const apply = () => {
-    for (const op of tail) if (op === 'sqrt') c.f32Sqrt()
-    else c.f32Neg()
-  }
-  c.get(lim)
-  apply()
-  c.set(mapped)
-  c.block()
-  c.loop()
-  c.get(lim).i32ReinterpretF32().i32(1).i32Add().f32ReinterpretI32().tee(next)
-  apply()
-  c.get(mapped).f32Eq().i32Eqz().brIf(1)
-  c.get(next).set(lim)
-  c.br(0)
-  c.end()
-  c.end()
 }
 
 /**
