@@ -50,7 +50,9 @@ import type { AffineSplit } from './nearest-affine.js'
  * that leaves each row one candidate (its answer), a few (their column chunks are computed here
  * by the float32 kernel, nearest-kernel.ts) or none it can trust; those rows are swept again in
  * float32 at the end, on every thread. The module's `run` dispatches between the two kernels, so
- * the workers need only the one export.
+ * the workers need only the one export. Epilogues affine in the dot product (squared euclidean, a
+ * dot, also clamped and under square roots) are screened by one value per distance instead of a
+ * bound through the epilogue (nearest-affine.ts), in the calls whose constants allow it.
  */
 
 type Epi = Epilogue
