@@ -126,8 +126,7 @@ export class NearestStep {
   private readonly tail: readonly TailOp[]
   /** screenRangeExp of screenEpi: bounded epilogues compute one bound per distance. */
   private readonly range: number | undefined
-  /** Whether the module has the affine screening kernel (nearest-affine.ts), used in the calls whose constants allow it. */
-  private readonly affine: boolean
+  /** The epilogue split for affine screening (nearest-affine.ts), when the module has that kernel; used in the calls whose constants allow it. */
   private readonly split: AffineSplit | undefined
 
   constructor(
@@ -163,7 +162,6 @@ export class NearestStep {
     this.rowTerms = terms.flatMap((t, i) => (t.dep === 'row' ? [i] : []))
     this.colTerms = terms.flatMap((t, i) => (t.dep === 'col' ? [i] : []))
     this.split = tuning.screen ? affineSplit(lifted.inner, lifted.tail, this.colTerms) : undefined
-    this.affine = this.split !== undefined
   }
 
   private chunksToWorkers = 0
@@ -196,7 +194,7 @@ export class NearestStep {
 
   /** Whether the module screens affine epilogues by one value per distance (nearest-affine.ts). */
   get affineScreen(): boolean {
-    return this.affine
+    return this.split !== undefined
   }
 
   /** Whether B is packed in wasm from the rows of a stored value (B is its transpose), else by a JS loop. */
@@ -223,7 +221,7 @@ export class NearestStep {
   private geometry(): Geometry {
     return nearestGeometry({
       m: this.m, n: this.n, k: this.k, tuning: this.tuning, rowTerms: this.rowTerms.length, colTerms: this.colTerms.length,
-      affine: this.affine, packsStoredRows: this.slotBT !== undefined, threads: (chunk) => this.threadCount(chunk),
+      affine: this.affineScreen, packsStoredRows: this.slotBT !== undefined, threads: (chunk) => this.threadCount(chunk),
     })
   }
 
@@ -235,14 +233,14 @@ export class NearestStep {
     // screening: run dispatches to the float32 kernel or the screening one, which calls the row
     // and panel scaling; the functions go in SCREEN_FNS's order, which their calls index
     const screenFns = {
-      run: () => dispatchCode(this.affine), exact: () => this.exactCode(g), screen: () => screenKernelCode(this.screenSpec(g)), scaleRows: () => scaleRowsCode(this.k, g.chunk, g.info),
+      run: () => dispatchCode(this.affineScreen), exact: () => this.exactCode(g), screen: () => screenKernelCode(this.screenSpec(g)), scaleRows: () => scaleRowsCode(this.k, g.chunk, g.info),
       stats: () => codebookStatsCode(this.k, g.npad, g.cw), panelScale: () => panelScaleCode(this.k, g.cw, g.info),
       verdicts: () => verdictsCode(this.screenSpec(g)), rowSquares: () => rowSquaresCode(this.k),
       screenAffine: () => screenKernelCode(this.screenSpec(g), true),
       verdictsAffine: () => affineVerdictsCode({ chunk: g.chunk, info: g.info, affineInfo: g.affineInfo, rowTerms: this.rowTerms.length, state: SCREEN_STATE, tail: this.split!.tail }),
     }
     // the affine functions are the last two: left out where the epilogue is not affine
-    const names = this.affine ? SCREEN_FNS : SCREEN_FNS.slice(0, -2)
+    const names = this.affineScreen ? SCREEN_FNS : SCREEN_FNS.slice(0, -2)
     const kernels = g.t.screen ? names.map((name) => ({ name, code: screenFns[name]() })) : [{ name: 'run', code: this.exactCode(g) }]
     const funcs = [...kernels, ...(g.packCols > 0 ? [{ name: 'pack', code: packCode(this.k, g.cw) }] : [])]
     const module = new WebAssembly.Module(assemble(pages, funcs) as BufferSource)
@@ -282,7 +280,7 @@ export class NearestStep {
       qaOffset: g.qa - g.a, scaleRowsFn: fnIndex('scaleRows'), panelScaleFn: fnIndex('panelScale'), verdictsFn: fnIndex('verdicts'),
       selfSquares: this.rowTerms.flatMap((t, ri) => (this.selfSquares.includes(t) ? [ri] : [])), rowSquaresFn: fnIndex('rowSquares'),
       info: g.info, range: this.range,
-      ...(this.affine ? { affine: { at: g.affineAt, info: g.affineInfo, verdictsFn: fnIndex('verdictsAffine') } } : {}),
+      ...(this.affineScreen ? { affine: { at: g.affineAt, info: g.affineInfo, verdictsFn: fnIndex('verdictsAffine') } } : {}),
     }
   }
 
@@ -377,8 +375,9 @@ export class NearestStep {
       return padded
     }
     const cols = new Int32Array(4)
-    const args = (at: number, padded: number): [number, number, number, number] =>
-      full ? [padded | flag, at + g.qa, at + g.row, at + g.qout] : [padded | flag, at + g.a, at + g.row, at + g.out]
+    // screened chunks read the int16 rows and write the screening state
+    const [rowsAt, outAt] = full ? [g.qa, g.qout] : [g.a, g.out]
+    const args = (at: number, padded: number): [number, number, number, number] => [padded | flag, at + rowsAt, at + g.row, at + outAt]
     const collect = (at: number, r0: number, cnt: number) => this.collect(f32, i32, out, at, r0, cnt, only, full, cols)
     const bufAt = (i: number) => g.base + i * g.buf
     type Task = { r0: number; cnt: number; at: number; args: readonly [number, number, number, number] }
