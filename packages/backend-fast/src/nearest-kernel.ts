@@ -1,6 +1,7 @@
 import type { Epilogue } from '@tessera/core'
 import { Code, V128, I32 } from './wasm/asm.js'
 import { emitEpilogue, laneSelect, termLocals } from './nearest-epilogue.js'
+import { ROWS_MASK } from './nearest-screen.js'
 
 /** What the float32 kernel is specialized to (nearest.ts's geometry). */
 export interface ExactKernelSpec {
@@ -223,6 +224,6 @@ export type Drive = (run: KernelRun, rows: number, a: number, row: number, out: 
 /** Body of `drive(run, a0, a1, a2, a3)` (one staged chunk: its padded rows and addresses), on every thread. */
 export function driverSource(k: number, cw: number, npad: number): string {
   // the row count is a0's low bits (nearest-screen.ts sets flags above them)
-  const first = `Math.max(1, Math.floor(${FIRST_CALL_MACS} / ((a0 & ${(1 << 29) - 1}) * ${k * cw}))) * ${cw}`
+  const first = `Math.max(1, Math.floor(${FIRST_CALL_MACS} / ((a0 & ${ROWS_MASK}) * ${k * cw}))) * ${cw}`
   return `for (let c = 0, p = ${first}; c < ${npad}; c += p, p *= 2) run(a0, a1, a2, a3, c, Math.min(c + p, ${npad}))`
 }

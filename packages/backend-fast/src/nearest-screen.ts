@@ -330,6 +330,8 @@ export const EXACT_FLAG = 1 << 30
 
 /** Set in `rows` to screen with the affine kernel (nearest-affine.ts; modules built with it). */
 export const AFFINE_FLAG = 1 << 29
+/** The row count's bits of `rows`, below the flags. */
+export const ROWS_MASK = AFFINE_FLAG - 1
 
 /** `run(rows, ...)`: the float32 kernel when rows has EXACT_FLAG, else screening (affine with AFFINE_FLAG, where the module has it). */
 export function dispatchCode(affine: boolean): Code {
@@ -345,14 +347,14 @@ export function dispatchCode(affine: boolean): Code {
   if (affine) {
     c.block()
     c.get(0).i32(AFFINE_FLAG).i32And().i32Eqz().brIf(0)
-    call('screenAffine', AFFINE_FLAG - 1)
+    call('screenAffine', ROWS_MASK)
     c.br(2)
     c.end()
   }
-  call('screen', AFFINE_FLAG - 1)
+  call('screen', ROWS_MASK)
   c.br(1)
   c.end()
-  call('exact', AFFINE_FLAG - 1)
+  call('exact', ROWS_MASK)
   c.end()
   return c
 }
