@@ -377,7 +377,7 @@ export function emitAffineStep(
   c.set(v.i1)
 }
 
-/** Locals the affine step needs beyond the screening kernel's: the row's σ scl, splat. */
+/** Sets `scale` to the row's σ scl in every lane (its scale at the address `spAt` pushes, σ from the per-call constants). */
 export function affineRowScale(c: Code, scale: number, spAt: () => void, affineInfo: number): void {
   spAt()
   c.f32Load(0).i32(0).f32Load(affineInfo).f32Mul().f32x4Splat().set(scale)
