@@ -3,8 +3,6 @@ import { tensorOf, traceOrThrow } from '@tessera/core'
 import { describe, expect, test } from 'vitest'
 import type { Epilogue } from '@tessera/core'
 import { affineEpilogue, affineInfoBytes, writeAffine } from '../src/nearest-affine.js'
-import { fastBackend } from '../src/index.js'
-import { runWithWorkers } from './loop-helpers.js'
 import { f32, gauss, indices, lcg, nearestStep, program } from './screen-helpers.js'
 
 /**
@@ -152,14 +150,7 @@ describe('affine screening', () => {
     const x = tensorOf(Array.from({ length: n * d }, (_, i) => Math.fround(cb[(Math.floor(i / d) % k) * d + (i % d)]! + (r() - 0.5) * 0.02)), [n, d])
     const c = tensorOf(cb, [k, d])
     for (const t of [Array.from({ length: k }, () => 0.5), Array.from({ length: k }, (_, j) => 0.5 - 0.001 * (j % 7))]) {
-      const run = async (nearestScreen: boolean) => {
-        const b = fastBackend({ threads: 2, nearestScreen, relaxedSimd: false })
-        try {
-          return Array.from((await runWithWorkers(b.compile(p), [x, c, tensorOf(t, [k])], 2))[0]!.data)
-        } finally {
-          await b.dispose?.()
-        }
-      }
+      const run = (nearestScreen: boolean) => indices(p, x, c, 2, nearestScreen, tensorOf(t, [k]))
       const want = await run(false)
       if (t[1] === t[0]) expect(want.filter((j, i) => i % k >= k / 2 && j === (i % k) - k / 2).length, 'rows whose clamped distances tie and go to an earlier code').toBe(n / 2)
       expect(await run(true)).toEqual(want)

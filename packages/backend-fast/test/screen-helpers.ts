@@ -32,10 +32,11 @@ export const nearestStep = (p: Program): NearestStep => {
   return s.step
 }
 
-export async function indices(p: Program, x: HostTensor, c: HostTensor, threads: number, nearestScreen: boolean): Promise<number[]> {
+/** The first output of `p` on rows x, codebook c and any further inputs, on a fresh backend. */
+export async function indices(p: Program, x: HostTensor, c: HostTensor, threads: number, nearestScreen: boolean, ...more: HostTensor[]): Promise<number[]> {
   const b = fastBackend({ threads, nearestScreen, relaxedSimd: false })
   try {
-    return Array.from((await runWithWorkers(b.compile(p), [x, c], threads))[0]!.data)
+    return Array.from((await runWithWorkers(b.compile(p), [x, c, ...more], threads))[0]!.data)
   } finally {
     await b.dispose?.()
   }
