@@ -101,16 +101,10 @@ export function writeAffine(
   const constant: (number | undefined)[] = []
   for (let ci = 0; ci < colTerms.length; ci++) {
     const at = colAt + ci * npad
-    const v0 = f32[at]!
-    let max = 0, same = true
-    for (let j = 0; j < n; j++) {
-      const v = f32[at + j]!
-      if (!Number.isFinite(v)) return false
-      if (v !== v0) same = false
-      max = Math.max(max, Math.abs(v))
-    }
+    const max = largestMagnitude(f32, at, n)
+    if (!Number.isFinite(max)) return false
     colMax.push(max)
-    constant.push(same ? v0 : undefined)
+    constant.push(allEqual(f32, at, n) ? f32[at]! : undefined)
   }
   const valueOf = (x: Epilogue): number | undefined => (x.op === 'term' && colTerms.includes(x.k) ? constant[colTerms.indexOf(x.k)] : undefined)
   // the real value's coefficients (dot, each column term), and the bounds: rounding (each op's
@@ -179,15 +173,8 @@ export function writeAffine(
   if (failed || clamp === undefined || !(coefDot !== 0 && Number.isFinite(coefDot))) return false
   const a = Math.abs(coefDot)
   // s = σ scl acc + out_j, out_j = -C_j / |α| rounded to float32
-  let k0 = 0
-  for (let j = 0; j < n; j++) {
-    let cv = 0
-    for (let ci = 0; ci < colTerms.length; ci++) if (coefCol[ci] !== 0) cv += coefCol[ci]! * f32[colAt + ci * npad + j]!
-    const out = Math.fround(-cv / a)
-    if (!Number.isFinite(out)) return false
-    f32[colOut + j] = out
-    k0 = Math.max(k0, Math.abs(out))
-  }
+  const k0 = writeColumnValues(f32, Float64Array.from(coefCol), colAt, npad, n, colOut, a)
+  if (!Number.isFinite(k0)) return false
   f32.fill(-Infinity, colOut + n, colOut + npad)
   // relative rounding of one float32 op, with room for intermediates above their exact bounds
   const u = 2 ** -24 * (1 + 2 ** -16)
@@ -210,6 +197,47 @@ export function writeAffine(
     f64[ROW_SLOTS + PER_ROW * i + 2] = coefRow[i]! / a
   }
   return true
+}
+
+/*
+ * The loops over a call's columns are small functions of their own, with typed arrays and numbers
+ * only: writeAffine runs once a call, and when its loops made it hot, V8 optimized the whole of it
+ * (closures inlined, tens of ms on a compiler thread) and threw that away when the next call's
+ * objects differed, again and again.
+ */
+
+/** The largest |v| of `n` floats from `at`; NaN when one of them is not finite. */
+function largestMagnitude(f32: Float32Array, at: number, n: number): number {
+  let max = 0
+  for (let j = 0; j < n; j++) {
+    const v = f32[at + j]!
+    if (!Number.isFinite(v)) return NaN
+    max = Math.max(max, Math.abs(v))
+  }
+  return max
+}
+
+function allEqual(f32: Float32Array, at: number, n: number): boolean {
+  const v0 = f32[at]!
+  for (let j = 1; j < n; j++) if (f32[at + j] !== v0) return false
+  return true
+}
+
+/**
+ * Writes fround(-C_j / a) for the n columns at float index `out` (C_j: the column terms, npad
+ * apart from `at`, weighed by `coef`) and returns the largest |value|; NaN when one is not finite.
+ */
+function writeColumnValues(f32: Float32Array, coef: Float64Array, at: number, npad: number, n: number, out: number, a: number): number {
+  let k0 = 0
+  for (let j = 0; j < n; j++) {
+    let cv = 0
+    for (let ci = 0; ci < coef.length; ci++) if (coef[ci] !== 0) cv += coef[ci]! * f32[at + ci * npad + j]!
+    const v = Math.fround(-cv / a)
+    if (!Number.isFinite(v)) return NaN
+    f32[out + j] = v
+    k0 = Math.max(k0, Math.abs(v))
+  }
+  return k0
 }
 
 /** Intermediates above this could overflow float32 in the epilogue: such rows go to float32 whole. */
