@@ -3,23 +3,25 @@ import { TesseraError, nearestDims } from '@tessera/core'
 import type { EmitEnv } from './emit.js'
 import { assemble, relaxedSimdSupported } from './wasm/asm.js'
 import type { Code } from './wasm/asm.js'
-import { LateWorkers, QUEUE, kernelThreads } from './wasm/threads.js'
+import { LateWorkers, kernelThreads } from './wasm/threads.js'
 import type { ProgramCalls, WorkerPool } from './wasm/threads.js'
 import { hasNodeWorkerThreads } from './host.js'
 import type { PackKernel, TermKernel } from './nearest-operands.js'
 import type { KernelRun } from './nearest-kernel.js'
 import { packCode, packKernel, storedTransposeOf, termKernel } from './nearest-operands.js'
-import { driverSource, exactKernelCode, exactRowResult, rescoreRow } from './nearest-kernel.js'
+import { driverSource, exactKernelCode } from './nearest-kernel.js'
 import type { Drive } from './nearest-kernel.js'
 import type { ScreenKernelSpec, TailOp } from './nearest-screen.js'
 import { AFFINE_FLAG, EXACT_FLAG, liftTail, SCREEN_FNS, SCREEN_STATE, dispatchCode, fnIndex, screenKernelCode, screenRangeExp, termsInRange } from './nearest-screen.js'
-import { screenVerdict, verdictsCode } from './nearest-verdicts.js'
+import { verdictsCode } from './nearest-verdicts.js'
 import { codebookStatsCode, panelScaleCode, scaleCodebook, scaleRowsCode, screenShape } from './nearest-scale.js'
-import { rowSquaresCode, rowSquaresJs } from './nearest-terms.js'
+import { rowSquaresCode } from './nearest-terms.js'
 import { affineSplit, affineVerdictsCode, writeAffine } from './nearest-affine.js'
 import { nearestGeometry } from './nearest-geometry.js'
 import type { Geometry } from './nearest-geometry.js'
 import type { AffineSplit } from './nearest-affine.js'
+import { MIN_CHUNK, Sweep } from './nearest-sweep.js'
+import type { SweepStep } from './nearest-sweep.js'
 
 /**
  * The nearest-code pattern: `argmin_j f(dot(a_i, b_:j), row terms_i, column terms_j)` over the
@@ -83,8 +85,6 @@ export interface NearestTuning {
  */
 export const defaultTuning: NearestTuning = { rows: 2, vecs: 4, unroll: 1, relaxed: false, screen: false }
 
-/** Smallest chunk handed out while rows remain (the last ones are split finer to end together). */
-const MIN_CHUNK = 64
 /** Below this many multiply-adds a run stays on the calling thread. */
 const THREAD_MIN_WORK = 1 << 22
 interface Instance {
@@ -115,6 +115,8 @@ export class NearestStep {
   private slotBT: number | undefined
   private pack: PackKernel | undefined
   private instance: Instance | undefined
+  /** What a sweep reads (nearest-sweep.ts), made with the module. */
+  private sweepStep: SweepStep | undefined
 
   readonly select: EqnOf<'argmin'> | EqnOf<'argmax'>
   readonly matmul: EqnOf<'matmul'>
@@ -255,12 +257,14 @@ export class NearestStep {
       g, memory, run, exact: exports.exact ?? kernel, ...(exports.pack ? { pack: exports.pack } : {}),
       ...(exports.stats ? { stats: exports.stats } : {}), ...(late ? { late } : {}),
     }
+    this.sweepStep = { m: this.m, k: this.k, g, run, exact: made.exact, memory, rowTerms: this.rowTerms, termKernels: this.termKernels }
     return (this.instance = made)
   }
 
   dispose(): Promise<void> {
     const late = this.instance?.late
     this.instance = undefined
+    this.sweepStep = undefined
     return late ? late.dispose() : Promise.resolve()
   }
 
@@ -319,138 +323,14 @@ export class NearestStep {
     if (full.length > 0) this.sweep(B, out, Int32Array.from(full), undefined, 0)
   }
 
-  /**
-   * Every row of A (or the rows listed in `only`) in staged chunks, on the calling thread and the
-   * workers: screened when `full` is given (rows screening leaves whole are added to it), else in
-   * float32.
-   */
+  /** Every row of A, or the rows listed in `only`, screened when `full` is given (nearest-sweep.ts). */
   private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, full: number[] | undefined, screenFlag: number): void {
-    const { k } = this
-    const { g, memory, run, late } = this.module()
-    const threads = late?.current
-    const m = only ? only.length : this.m
-    const { chunk } = g
-    const R = g.t.rows
-    const f32 = new Float32Array(memory.buffer)
-    const i32 = new Int32Array(memory.buffer)
-    const a = B[this.slotA!] as Float32Array
-    const W = threads?.count ?? 0
-    const T = W + 1
-    const step = 4 * R
+    const { g, late } = this.module()
     // with a screening module, `run` screens unless the row count carries EXACT_FLAG
     const flag = g.t.screen && !full ? EXACT_FLAG : screenFlag
-    let next = 0
-    // rows handed out in chunks; with threads the last ones shrink so that all threads end together
-    const take = (limit: number): { r0: number; cnt: number } | undefined => {
-      if (next >= m) return undefined
-      const rest = m - next
-      const want = T > 1 ? Math.max(MIN_CHUNK, Math.ceil(rest / (2 * T) / step) * step) : chunk
-      const cnt = Math.min(limit, want, rest)
-      const r0 = next
-      next += cnt
-      return { r0, cnt }
-    }
-    // copy a chunk's rows into buffer `at` (zero rows up to a whole register tile) and compute
-    // its row terms (a screened chunk's kernel scales them)
-    const stage = (at: number, r0: number, cnt: number): number => {
-      const padded = Math.ceil(cnt / R) * R
-      const dst = (at + g.a) / 4
-      if (only) {
-        for (let q = 0; q < cnt; q++) {
-          const r = only[r0 + q]!
-          f32.set(a.subarray(r * k, (r + 1) * k), dst + q * k)
-          this.rowTerms.forEach((tm, ri) => this.termKernels[tm]?.(B, f32, (at + g.row) / 4 + ri * chunk + q, r, 1))
-        }
-      } else {
-        f32.set(a.subarray(r0 * k, (r0 + cnt) * k), dst)
-        this.rowTerms.forEach((tm, ri) => this.termKernels[tm]?.(B, f32, (at + g.row) / 4 + ri * chunk, r0, cnt))
-      }
-      // row terms summed from the rows: by the screening kernel, else here
-      if (!full) {
-        this.rowTerms.forEach((tm, ri) => {
-          if (!this.termKernels[tm]) rowSquaresJs(a, k, r0, cnt, only, f32, (at + g.row) / 4 + ri * chunk)
-        })
-      }
-      if (padded > cnt) f32.fill(0, dst + cnt * k, dst + padded * k)
-      return padded
-    }
-    const cols = new Int32Array(4)
-    // screened chunks read the int16 rows and write the screening state
-    const [rowsAt, outAt] = full ? [g.qa, g.qout] : [g.a, g.out]
-    const args = (at: number, padded: number): [number, number, number, number] => [padded | flag, at + rowsAt, at + g.row, at + outAt]
-    const collect = (at: number, r0: number, cnt: number) => this.collect(f32, i32, out, at, r0, cnt, only, full, cols)
-    const bufAt = (i: number) => g.base + i * g.buf
-    type Task = { r0: number; cnt: number; at: number; args: readonly [number, number, number, number] }
-    const pending = Array.from({ length: W }, () => [] as Task[])
-    const collectDone = (w: number, done: number) => {
-      const q = pending[w]!
-      // tasks finish in order: the first (posted - done) entries of the queue are still running
-      while (q.length > threads!.posted(w) - done) {
-        const { r0, cnt, at } = q.shift()!
-        collect(at, r0, cnt)
-      }
-    }
-    // the calling thread's own chunks: smaller with more workers, so it is back to refill their
-    // queues before they run dry (each holds QUEUE chunks)
-    const own = W > 1 ? Math.min(chunk, Math.max(MIN_CHUNK, Math.ceil(chunk / W / step) * step)) : chunk
-    for (;;) {
-      // keep every started worker's queue full (staging for it while it computes), then compute a
-      // chunk here; a worker still starting (the first call's) gets nothing, so nobody waits for it
-      for (let w = 0; w < W; w++) {
-        if (!threads!.ready(w)) continue
-        const done = threads!.done(w)
-        collectDone(w, done)
-        for (let posted = threads!.posted(w); posted - done < QUEUE; posted++) {
-          const t = take(chunk)
-          if (!t) break
-          const at = bufAt(1 + w * QUEUE + (posted % QUEUE))
-          const task = args(at, stage(at, t.r0, t.cnt))
-          threads!.post(w, task)
-          pending[w]!.push({ ...t, at, args: task })
-          this.chunksToWorkers++
-        }
-      }
-      const t = take(own)
-      if (!t) break
-      const at = bufAt(0)
-      run(...args(at, stage(at, t.r0, t.cnt)))
-      collect(at, t.r0, t.cnt)
-    }
-    // out of rows: chunks still waiting in a worker's queue run here (newest first, while the
-    // worker finishes the one it is on), so this thread does not wait for them in turn
-    for (let w = 0; w < W; w++) {
-      const q = pending[w]!, posted = threads!.posted(w)
-      for (let i = posted - 1; i >= posted - q.length; i--) if (threads!.claim(w, i)) run(...q[i - (posted - q.length)]!.args)
-    }
-    for (let w = 0; w < W; w++) {
-      const posted = threads!.posted(w)
-      threads!.waitDone(w, posted)
-      collectDone(w, posted)
-    }
-  }
-
-  /**
-   * The results of a finished chunk's rows (staged at `at`): a method, not a closure made per
-   * sweep, because V8 compiled a fresh closure of this hot loop again on every call.
-   */
-  private collect(f32: Float32Array, i32: Int32Array, out: Int32Array, at: number, r0: number, cnt: number, only: Int32Array | undefined, full: number[] | undefined, cols: Int32Array): void {
-    const { g, exact } = this.module()
-    const verdicts = (at + g.qout + g.chunk * SCREEN_STATE) / 4
-    for (let q = 0; q < cnt; q++) {
-      const r = only ? only[r0 + q]! : r0 + q
-      if (!full) out[r] = exactRowResult(f32, i32, (at + g.out) / 4 + q * 12)
-      else {
-        // the kernel's verdict: the answer where screening left one candidate
-        const v = i32[verdicts + q]!
-        if (v >= 0) {
-          out[r] = v
-          continue
-        }
-        // else (the kernel answers every row left one candidate) a few candidates, or none trusted
-        const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
-        if (count < 0) full.push(r)
-        else out[r] = rescoreRow(exact, f32, i32, g, this.k * 4, at, q, cols, count)
-      }
-    }
+    const sweep = new Sweep(this.sweepStep!, B, this.slotA!, out, only, full, flag, late?.current)
+    sweep.all()
+    this.chunksToWorkers += sweep.chunksToWorkers
   }
 }
+
