@@ -188,35 +188,42 @@ export class Sweep {
   }
 
   private collect(at: number, r0: number, cnt: number): void {
-    collectRows(this.step, this.f32, this.i32, this.out, this.only, this.full, this.cols, at, r0, cnt)
+    const { step, f32, i32, out, only, full } = this
+    if (full) collectScreened(step, f32, i32, out, only, full, this.cols, at, r0, cnt)
+    else collectExact(step, f32, i32, out, only, at, r0, cnt)
   }
 }
 
-/**
- * The results of a finished chunk's rows (staged at `at`). A function of its arguments, not a
- * method reading the sweep's fields: as a method its optimized code was thrown away after every
- * call (each call's sweep is a new object) and compiled again.
+/*
+ * The results of a finished chunk's rows (staged at `at`), by functions of their arguments, not
+ * methods reading the sweep's fields: as a method the optimized code was thrown away after every
+ * call (each call's sweep is a new object) and compiled again. And two functions, one per kind
+ * of sweep: one function for both was optimized on the screened sweep's rows and thrown away at
+ * the first float32 sweep, whose branch it had never run.
  */
-function collectRows(
-  step: SweepStep, f32: Float32Array, i32: Int32Array, out: Int32Array, only: Int32Array | undefined, full: number[] | undefined, cols: Int32Array,
+
+function collectExact(step: SweepStep, f32: Float32Array, i32: Int32Array, out: Int32Array, only: Int32Array | undefined, at: number, r0: number, cnt: number): void {
+  const first = (at + step.g.out) / 4
+  for (let q = 0; q < cnt; q++) out[only ? only[r0 + q]! : r0 + q] = exactRowResult(f32, i32, first + q * 12)
+}
+
+function collectScreened(
+  step: SweepStep, f32: Float32Array, i32: Int32Array, out: Int32Array, only: Int32Array | undefined, full: number[], cols: Int32Array,
   at: number, r0: number, cnt: number,
 ): void {
   const { g, exact, k } = step
   const verdicts = (at + g.qout + g.chunk * SCREEN_STATE) / 4
   for (let q = 0; q < cnt; q++) {
     const r = only ? only[r0 + q]! : r0 + q
-    if (!full) out[r] = exactRowResult(f32, i32, (at + g.out) / 4 + q * 12)
-    else {
-      // the kernel's verdict: the answer where screening left one candidate
-      const v = i32[verdicts + q]!
-      if (v >= 0) {
-        out[r] = v
-        continue
-      }
-      // else (the kernel answers every row left one candidate) a few candidates, or none trusted
-      const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
-      if (count < 0) full.push(r)
-      else out[r] = rescoreRow(exact, f32, i32, g, k * 4, at, q, cols, count)
+    // the kernel's verdict: the answer where screening left one candidate
+    const v = i32[verdicts + q]!
+    if (v >= 0) {
+      out[r] = v
+      continue
     }
+    // else (the kernel answers every row left one candidate) a few candidates, or none trusted
+    const count = screenVerdict(f32, i32, (at + g.qout) / 4 + q * (SCREEN_STATE / 4), cols)
+    if (count < 0) full.push(r)
+    else out[r] = rescoreRow(exact, f32, i32, g, k * 4, at, q, cols, count)
   }
 }
