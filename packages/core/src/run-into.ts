@@ -40,6 +40,15 @@ export function checkInto(where: string, outputs: readonly Aval[], inputs: reado
   const entry = (i: number) => names?.into?.[i] ?? `into[${i}]`
   if (!Array.isArray(into)) return bad(`into must be an array (one entry per output, undefined where a fresh array is wanted), got ${describeValue(into)}`)
   if (into.length > outputs.length) return bad(`into has ${into.length} entries; the program has ${outputs.length} output(s)`)
+  // only views of one buffer can overlap: each entry is compared with the inputs and the earlier
+  // entries on its own buffer (in index order, so the first overlap found is the lowest index),
+  // not with all of them (a training step has dozens of each, every step)
+  const inputsOn = new Map<ArrayBufferLike, number[]>()
+  if (Array.isArray(inputs))
+    inputs.forEach((x, j) => {
+      if (ArrayBuffer.isView(x?.data)) pushTo(inputsOn, x.data.buffer, j)
+    })
+  const entriesOn = new Map<ArrayBufferLike, number[]>()
   for (let i = 0; i < into.length; i++) {
     const t = into[i]
     if (t === undefined) continue
@@ -47,14 +56,19 @@ export function checkInto(where: string, outputs: readonly Aval[], inputs: reado
     if (E.isLeft(ok)) return ok
     const want = outputs[i]!
     if (t.dtype !== want.dtype || !shapeEq(t.shape, want.shape)) return bad(`${entry(i)} is ${fmtAval(t)}; ${names?.into ? 'that output' : `output ${i}`} is ${fmtAval(want)}`)
-    const input = Array.isArray(inputs) ? inputs.findIndex((x) => ArrayBuffer.isView(x?.data) && overlap(x.data, t.data)) : -1
-    if (input >= 0) return bad(`${entry(i)} shares memory with ${names?.inputs?.[input] ?? `input ${input}`}: an output may not be written over an input the call still reads`)
-    for (let j = 0; j < i; j++) {
-      const u = into[j]
-      if (u !== undefined && overlap(u.data, t.data)) return bad(`${entry(i)} shares memory with ${entry(j)}`)
-    }
+    const input = inputsOn.get(t.data.buffer)?.find((j) => overlap(inputs[j]!.data, t.data))
+    if (input !== undefined) return bad(`${entry(i)} shares memory with ${names?.inputs?.[input] ?? `input ${input}`}: an output may not be written over an input the call still reads`)
+    const earlier = entriesOn.get(t.data.buffer)?.find((j) => overlap(into[j]!.data, t.data))
+    if (earlier !== undefined) return bad(`${entry(i)} shares memory with ${entry(earlier)}`)
+    pushTo(entriesOn, t.data.buffer, i)
   }
   return E.right(undefined)
+}
+
+function pushTo<K, V>(m: Map<K, V[]>, k: K, v: V): void {
+  const list = m.get(k)
+  if (list) list.push(v)
+  else m.set(k, [v])
 }
 
 /**
