@@ -85,8 +85,8 @@ export class Sweep {
     const { W, threads, pending } = this
     // the calling thread's own chunks: smaller with more workers, so it is back to refill their
     // queues before they run dry (each holds QUEUE chunks)
-    const step = 4 * g.t.rows
-    const own = W > 1 ? Math.min(g.chunk, Math.max(MIN_CHUNK, Math.ceil(g.chunk / W / step) * step)) : g.chunk
+    const tile = 4 * g.t.rows
+    const own = W > 1 ? Math.min(g.chunk, Math.max(MIN_CHUNK, Math.ceil(g.chunk / W / tile) * tile)) : g.chunk
     for (;;) {
       // keep every started worker's queue full (staging for it while it computes), then compute a
       // chunk here; a worker still starting (the first call's) gets nothing, so nobody waits for it
@@ -139,7 +139,9 @@ export class Sweep {
     if (next >= m) return 0
     const rest = m - next
     const T = this.W + 1
-    const want = T > 1 ? Math.max(MIN_CHUNK, Math.ceil(rest / (2 * T) / (4 * this.step.g.t.rows)) * 4 * this.step.g.t.rows) : this.step.g.chunk
+    const { chunk, t } = this.step.g
+    const tile = 4 * t.rows
+    const want = T > 1 ? Math.max(MIN_CHUNK, Math.ceil(rest / (2 * T) / tile) * tile) : chunk
     const cnt = Math.min(limit, want, rest)
     this.next = next + cnt
     return cnt
