@@ -40,6 +40,8 @@ export interface Geometry {
   readonly affineInfo: number
   /** Bytes of memory the module needs. */
   readonly bytes: number
+  /** Threads the module is laid out for (staging buffers: one for the calling thread, QUEUE per worker). */
+  readonly threads: number
 }
 
 export interface GeometryInput {
@@ -86,5 +88,5 @@ export function nearestGeometry(p: GeometryInput): Geometry {
   // float64 constants (writeAffine) need an 8-byte aligned start
   const affineInfo = Math.ceil((info + INFO_BYTES) / 8) * 8
   const bytes = p.affine ? affineInfo + affineInfoBytes(p.rowTerms) : info + (t.screen ? INFO_BYTES : 0)
-  return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols, qa, qout, scratch, statsAt, info, affineAt, affineInfo, bytes }
+  return { t, cw, npad, unroll, chunk, col, base, buf, a: 0, row, out, packAt, packCols, qa, qout, scratch, statsAt, info, affineAt, affineInfo, bytes, threads: T }
 }

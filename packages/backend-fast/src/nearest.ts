@@ -87,13 +87,8 @@ export const defaultTuning: NearestTuning = { rows: 2, vecs: 4, unroll: 1, relax
 
 /** Below this many multiply-adds a run stays on the calling thread. */
 const THREAD_MIN_WORK = 1 << 22
-interface Instance {
-  readonly g: Geometry
-  readonly memory: WebAssembly.Memory
-  /** Runs one staged chunk (see driverSource); with screening, `rows | EXACT_FLAG` runs the float32 kernel. */
-  readonly run: (rows: number, a: number, row: number, out: number) => void
-  /** The float32 kernel itself, for one tile of rows over chosen column chunks. */
-  readonly exact: KernelRun
+/** The step's module: what its sweeps read (SweepStep: geometry, memory, `run` and the float32 kernel, terms), and the rest of its exports. */
+interface Instance extends SweepStep {
   /** Screening: the codebook's statistics (nearest-scale.ts). */
   readonly stats?: (out: number) => void
   /** The wasm pack of a stored B^T (see packCode), when B is one. */
@@ -115,8 +110,6 @@ export class NearestStep {
   private slotBT: number | undefined
   private pack: PackKernel | undefined
   private instance: Instance | undefined
-  /** What a sweep reads (nearest-sweep.ts), made with the module. */
-  private sweepStep: SweepStep | undefined
 
   readonly select: EqnOf<'argmin'> | EqnOf<'argmax'>
   readonly matmul: EqnOf<'matmul'>
@@ -230,7 +223,6 @@ export class NearestStep {
   private module(): Instance {
     if (this.instance) return this.instance
     const g = this.geometry()
-    const T = this.threadCount(g.chunk)
     const pages = Math.ceil(g.bytes / 65536)
     // screening: run dispatches to the float32 kernel or the screening one, which calls the row
     // and panel scaling; the functions go in SCREEN_FNS's order, which their calls index
@@ -252,19 +244,18 @@ export class NearestStep {
     const driver = driverSource(this.k, g.cw, g.npad)
     const drive = new Function('run', 'a0', 'a1', 'a2', 'a3', driver) as Drive
     const run = (rows: number, a: number, row: number, out: number) => drive(kernel, rows, a, row, out)
-    const late = T > 1 ? new LateWorkers(() => kernelThreads(this.workers, module, memory, T - 1, driver), this.start.calls, this.start.atFirstCall) : undefined
+    const late = g.threads > 1 ? new LateWorkers(() => kernelThreads(this.workers, module, memory, g.threads - 1, driver), this.start.calls, this.start.atFirstCall) : undefined
     const made: Instance = {
+      m: this.m, k: this.k, rowTerms: this.rowTerms, termKernels: this.termKernels,
       g, memory, run, exact: exports.exact ?? kernel, ...(exports.pack ? { pack: exports.pack } : {}),
       ...(exports.stats ? { stats: exports.stats } : {}), ...(late ? { late } : {}),
     }
-    this.sweepStep = { m: this.m, k: this.k, g, run, exact: made.exact, memory, rowTerms: this.rowTerms, termKernels: this.termKernels }
     return (this.instance = made)
   }
 
   dispose(): Promise<void> {
     const late = this.instance?.late
     this.instance = undefined
-    this.sweepStep = undefined
     return late ? late.dispose() : Promise.resolve()
   }
 
@@ -325,10 +316,10 @@ export class NearestStep {
 
   /** Every row of A, or the rows listed in `only`, screened when `full` is given (nearest-sweep.ts). */
   private sweep(B: AnyTypedArray[], out: Int32Array, only: Int32Array | undefined, full: number[] | undefined, screenFlag: number): void {
-    const { g, late } = this.module()
+    const instance = this.module()
     // with a screening module, `run` screens unless the row count carries EXACT_FLAG
-    const flag = g.t.screen && !full ? EXACT_FLAG : screenFlag
-    const sweep = new Sweep(this.sweepStep!, B, this.slotA!, out, only, full, flag, late?.current)
+    const flag = instance.g.t.screen && !full ? EXACT_FLAG : screenFlag
+    const sweep = new Sweep(instance, B, this.slotA!, out, only, full, flag, instance.late?.current)
     sweep.all()
     this.chunksToWorkers += sweep.chunksToWorkers
   }
