@@ -88,6 +88,8 @@ export class Code {
   i32Ctz() { return this.b(0x68) }
   i32Popcnt() { return this.b(0x69) }
   i32Load(offset = 0) { return this.b(0x28).b(2).u(offset) }
+  /** memory.copy (bulk memory): destination, source and byte count on the stack. */
+  memoryCopy() { return this.b(0xfc).b(0x0a).b(0).b(0) }
   /** a ? b : c with a (an i32) on top. */
   select() { return this.b(0x1b) }
   f32(x: number) { return this.b(0x43).all(new Uint8Array(new Float32Array([x]).buffer)) }

@@ -6,26 +6,13 @@ import { Code, I32, assemble } from './asm.js'
  * gather their own operands (elem-kernel.ts) both run it.
  */
 
-/** The two opcodes the copy needs beyond asm.ts's `Code`. */
-export class CopyCode extends Code {
-  i32Load() {
-    this.bytes.push(0x28, 2, 0)
-    return this
-  }
-  /** memory.copy (bulk memory): destination, source and byte count on the stack. */
-  memoryCopy() {
-    this.bytes.push(0xfc, 0x0a, 0, 0)
-    return this
-  }
-}
-
 /**
  * `gather(tab, ix, out, n, rowBytes, d, err)`: for j < n, the row at tab + ix[j] * rowBytes to
  * out + j * rowBytes; at the first ix[j] outside [0, d) (unsigned compare), j is stored at err and
  * the copy stops (else err holds -1).
  */
-function gatherCode(): CopyCode {
-  const c = new CopyCode(7)
+function gatherCode(): Code {
+  const c = new Code(7)
   const [tab, ix, out, n, rb, d, err] = [0, 1, 2, 3, 4, 5, 6]
   const j = c.local(I32), v = c.local(I32)
   c.get(err).i32(-1).i32Store()
