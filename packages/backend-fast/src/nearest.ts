@@ -324,4 +324,3 @@ export class NearestStep {
     this.chunksToWorkers += sweep.chunksToWorkers
   }
 }
-
